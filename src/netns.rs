@@ -1,0 +1,1 @@
+//! Network namespaces created and owned by fwharden (tests, replica probes).

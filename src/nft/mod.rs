@@ -1,0 +1,1 @@
+//! The netlink backend: the only code that speaks nf_tables over netlink.

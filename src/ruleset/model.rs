@@ -1,0 +1,387 @@
+//! The backend-neutral ruleset model: the one seam between the compiler and
+//! every backend (netlink apply, `nft -f` text, iptables/ufw emit, probe plan).
+//!
+//! The model says *what* the kernel must hold, in nftables terms, without
+//! saying how it is encoded. It is plain data: cheap to compare (read-back,
+//! idempotent apply), to serialize (`show --json`, rollback state on disk) and
+//! to test without root.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The one table fwharden owns, in family `inet` (IPv4 and IPv6 together).
+pub const TABLE_NAME: &str = "fwharden";
+
+/// A whole ruleset: one `inet` table with its sets and chains, in kernel order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ruleset {
+    /// Name of the profile this was compiled from, for status and comments.
+    pub profile: String,
+    pub table: String,
+    pub sets: Vec<Set>,
+    pub chains: Vec<Chain>,
+}
+
+impl Ruleset {
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+}
+
+/// Address family of a set or of a match on addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::Ipv4,
+            IpNet::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// Suffix used in set names: `admin_v4`, `admin_v6`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "v4",
+            Family::Ipv6 => "v6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+    }
+}
+
+/// A named set of source addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Set {
+    pub name: String,
+    pub family: Family,
+    pub kind: SetKind,
+    /// Why the set exists (which group, which profile line).
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetKind {
+    /// A constant interval set of prefixes (`flags interval`). Elements are
+    /// sorted, of `family`, and already aggregated: no two overlap or touch.
+    Prefixes(Vec<IpNet>),
+    /// A set the ruleset itself fills at run time (`flags dynamic,timeout`),
+    /// used for per-source rate limits: each source address gets its own
+    /// token bucket, forgotten `timeout_secs` after its last packet.
+    Meter { timeout_secs: u32, size: u32 },
+}
+
+/// A chain. Every chain fwharden makes today is a base chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub name: String,
+    pub hook: Hook,
+    /// Kernel priority; `0` is nft's `filter`.
+    pub priority: i32,
+    pub policy: Policy,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Input,
+    Forward,
+    Output,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+        }
+    }
+}
+
+/// What a base chain does with a packet no rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+/// One rule: all `matches` must hold (logical AND, in order), then the
+/// statements run: counter, rate limit, log, and the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    /// Every rule fwharden writes counts its packets: `status` and the
+    /// exposure audit read these.
+    pub counter: bool,
+    /// A global (not per-source) rate limit: the rule only goes on while
+    /// under this rate. Used for echo-request and drop logging.
+    pub limit: Option<Rate>,
+    pub log: Option<Log>,
+    /// `None` for a rule that only logs or counts and lets the packet go on.
+    pub verdict: Option<Verdict>,
+    /// Where the rule came from, e.g. `vps-profile.toml:31 allow ssh`.
+    /// At most [`COMMENT_MAX`] bytes (the kernel's limit for user data).
+    pub comment: String,
+}
+
+/// The kernel keeps at most 128 bytes of rule comment, NUL included
+/// (NFTNL_UDATA_COMMENT_MAXLEN).
+pub const COMMENT_MAX: usize = 127;
+
+/// A condition on a packet. Each variant is one nftables match; backends
+/// translate it and must refuse (not skip) a variant they cannot express.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Match {
+    /// Layer 3 family: `meta nfproto ipv4|ipv6`.
+    Family(Family),
+    /// Input interface name, `iifname "wg0"`; a trailing `*` is a prefix match.
+    InInterface(String),
+    /// Output interface name, `oifname "lo"`.
+    OutInterface(String),
+    /// Connection tracking state, any of the listed (`ct state a,b`).
+    CtState(Vec<CtState>),
+    /// Transport protocol, any of the listed (`meta l4proto { tcp, udp }`).
+    Protocol(Vec<Protocol>),
+    /// Destination port, any of the listed ranges (`th dport { 80, 443 }`).
+    /// Always preceded in the same rule by a `Protocol` match of tcp and/or
+    /// udp: the transport header is only read once the protocol is known.
+    DestPort(Vec<PortRange>),
+    /// Source address in a named set of the given family (`ip saddr @admin_v4`).
+    SourceInSet { family: Family, set: String },
+    /// ICMP type (IPv4), any of the listed. Implies `meta l4proto icmp`.
+    IcmpType(Vec<IcmpType>),
+    /// ICMPv6 type, any of the listed. Implies `meta l4proto ipv6-icmp`.
+    Icmpv6Type(Vec<Icmpv6Type>),
+    /// Per-source rate limit: true when the source address (of `family`)
+    /// has gone *over* `rate` in meter set `set`. The match also updates the
+    /// source's bucket, so it must come last among the matches.
+    SourceRateOver {
+        family: Family,
+        set: String,
+        rate: Rate,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtState {
+    Invalid,
+    Established,
+    Related,
+    New,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// IANA protocol number, as `meta l4proto` compares it.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => libc::IPPROTO_TCP as u8,
+            Protocol::Udp => libc::IPPROTO_UDP as u8,
+        }
+    }
+}
+
+/// An inclusive port range; `first == last` for a single port. Never port 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> PortRange {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+
+    pub fn covers(&self, other: &PortRange) -> bool {
+        self.first <= other.first && other.last <= self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// ICMP (IPv4) types fwharden uses, with their type numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IcmpType {
+    EchoReply = 0,
+    DestinationUnreachable = 3,
+    EchoRequest = 8,
+    TimeExceeded = 11,
+    ParameterProblem = 12,
+}
+
+/// ICMPv6 types fwharden uses, with their type numbers (RFC 4443, 4861).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Icmpv6Type {
+    DestinationUnreachable = 1,
+    PacketTooBig = 2,
+    TimeExceeded = 3,
+    ParameterProblem = 4,
+    EchoRequest = 128,
+    EchoReply = 129,
+    NdRouterSolicit = 133,
+    NdRouterAdvert = 134,
+    NdNeighborSolicit = 135,
+    NdNeighborAdvert = 136,
+}
+
+impl IcmpType {
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// nft's name for the type.
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            IcmpType::EchoReply => "echo-reply",
+            IcmpType::DestinationUnreachable => "destination-unreachable",
+            IcmpType::EchoRequest => "echo-request",
+            IcmpType::TimeExceeded => "time-exceeded",
+            IcmpType::ParameterProblem => "parameter-problem",
+        }
+    }
+}
+
+impl Icmpv6Type {
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// nft's name for the type.
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Icmpv6Type::DestinationUnreachable => "destination-unreachable",
+            Icmpv6Type::PacketTooBig => "packet-too-big",
+            Icmpv6Type::TimeExceeded => "time-exceeded",
+            Icmpv6Type::ParameterProblem => "parameter-problem",
+            Icmpv6Type::EchoRequest => "echo-request",
+            Icmpv6Type::EchoReply => "echo-reply",
+            Icmpv6Type::NdRouterSolicit => "nd-router-solicit",
+            Icmpv6Type::NdRouterAdvert => "nd-router-advert",
+            Icmpv6Type::NdNeighborSolicit => "nd-neighbor-solicit",
+            Icmpv6Type::NdNeighborAdvert => "nd-neighbor-advert",
+        }
+    }
+}
+
+/// A packet rate: `count` packets per `unit`, with a burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub count: u32,
+    pub unit: RateUnit,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl RateUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateUnit::Second => "second",
+            RateUnit::Minute => "minute",
+            RateUnit::Hour => "hour",
+            RateUnit::Day => "day",
+        }
+    }
+
+    pub fn seconds(self) -> u64 {
+        match self {
+            RateUnit::Second => 1,
+            RateUnit::Minute => 60,
+            RateUnit::Hour => 3600,
+            RateUnit::Day => 86400,
+        }
+    }
+}
+
+/// A log statement: kernel log with a prefix, at syslog level `info`
+/// unless said otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Log {
+    /// At most [`LOG_PREFIX_MAX`] bytes, ending in a space.
+    pub prefix: String,
+}
+
+/// The kernel's limit on a log prefix, NUL excluded (NF_LOG_PREFIXLEN - 1).
+pub const LOG_PREFIX_MAX: usize = 127;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Reject(RejectWith),
+}
+
+/// How a rejected packet is answered. The compiler only uses `TcpReset` in
+/// rules that match TCP alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectWith {
+    /// `reject with tcp reset`.
+    TcpReset,
+    /// `reject`: ICMP or ICMPv6 port-unreachable, matching the packet's
+    /// family (nft's default in an `inet` table, `icmpx port-unreachable`).
+    PortUnreachable,
+}
