@@ -5,6 +5,9 @@
 //! [`ruleset`] model, and every backend reads that model: [`nft`] (netlink
 //! apply and read-back), [`render`] (`nft -f` text).
 
+pub mod cli;
 pub mod netns;
 pub mod nft;
+pub mod profile;
+pub mod render;
 pub mod ruleset;

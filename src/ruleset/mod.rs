@@ -1,5 +1,8 @@
 //! The ruleset model and the pure compiler that builds it from a profile.
 
+pub mod compile;
 pub mod model;
+
+pub use compile::compile;
 
 pub use model::*;

@@ -128,7 +128,8 @@ pub enum Policy {
 }
 
 /// One rule: all `matches` must hold (logical AND, in order), then the
-/// statements run: counter, rate limit, log, and the verdict.
+/// statements run in this order: rate limit (the rule stops here when over
+/// it), counter, log, and the verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     pub matches: Vec<Match>,
