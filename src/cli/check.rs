@@ -6,11 +6,20 @@ use super::{exit, load_reporting};
 use crate::profile::SearchPath;
 use crate::ruleset;
 
-pub fn run(search: &SearchPath, spec: &str, deny_warnings: bool, json: bool) -> anyhow::Result<i32> {
+pub fn run(
+    search: &SearchPath,
+    spec: &str,
+    deny_warnings: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
     let (loaded, profile) = load_reporting(search, spec, json);
     let warnings = loaded.warnings().count();
     let failed = profile.is_none() || (deny_warnings && warnings > 0);
-    let code = if failed { exit::INVALID_PROFILE } else { exit::OK };
+    let code = if failed {
+        exit::INVALID_PROFILE
+    } else {
+        exit::OK
+    };
     if json {
         let summary = profile.as_ref().map(|p| {
             let r = ruleset::compile(p);

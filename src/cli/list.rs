@@ -45,11 +45,23 @@ pub fn run(search: &SearchPath, json: bool) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
     if rows.is_empty() {
-        eprintln!("no profiles found in {}", search.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "no profiles found in {}",
+            search
+                .dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return Ok(exit::OK);
     }
     let width = rows.iter().map(|(l, _)| l.name.len()).max().unwrap_or(0);
-    let lwidth = rows.iter().map(|(l, _)| l.location.describe().len()).max().unwrap_or(0);
+    let lwidth = rows
+        .iter()
+        .map(|(l, _)| l.location.describe().len())
+        .max()
+        .unwrap_or(0);
     for (l, d) in &rows {
         println!("{:width$}  {:lwidth$}  {d}", l.name, l.location.describe());
     }

@@ -138,14 +138,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .next()
                 .unwrap_or("")
                 .to_lowercase();
-            anyhow::bail!("`fwharden {name}` is not available in this version yet; nothing was changed")
+            anyhow::bail!(
+                "`fwharden {name}` is not available in this version yet; nothing was changed"
+            )
         }
     }
 }
 
 /// Loads a profile and prints its diagnostics to stderr (in JSON mode the
 /// caller prints them). Returns the profile when it is valid.
-fn load_reporting(search: &SearchPath, spec: &str, json: bool) -> (Loaded, Option<profile::Profile>) {
+fn load_reporting(
+    search: &SearchPath,
+    spec: &str,
+    json: bool,
+) -> (Loaded, Option<profile::Profile>) {
     let loaded = profile::load(spec, search);
     if !json {
         for d in &loaded.diagnostics {

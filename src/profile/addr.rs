@@ -89,15 +89,24 @@ mod tests {
         assert!(e.contains("\"10.0.0.0/24\""), "{e}");
         assert!(e.contains("\"10.0.0.1/32\""), "{e}");
         assert_eq!(parse_prefix("10.0.0.1").unwrap().to_string(), "10.0.0.1/32");
-        assert_eq!(parse_prefix("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            parse_prefix("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
     }
 
     #[test]
     fn aggregate_merges_adjacent_and_overlapping() {
-        let nets: Vec<IpNet> = ["10.0.1.0/24", "10.0.0.0/24", "10.0.0.5/32", "2001:db8::/33", "2001:db8:8000::/33"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let nets: Vec<IpNet> = [
+            "10.0.1.0/24",
+            "10.0.0.0/24",
+            "10.0.0.5/32",
+            "2001:db8::/33",
+            "2001:db8:8000::/33",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         let out: Vec<String> = aggregate(&nets).iter().map(|n| n.to_string()).collect();
         assert_eq!(out, ["10.0.0.0/23", "2001:db8::/32"]);
     }

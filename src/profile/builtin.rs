@@ -26,12 +26,22 @@ pub const SERVICES: &[BuiltinService] = &[
     svc("imaps", &[(993, 993)], TCP, "IMAP over TLS"),
     svc("mongodb", &[(27017, 27017)], TCP, "MongoDB"),
     svc("mysql", &[(3306, 3306)], TCP, "MySQL / MariaDB"),
-    svc("node-exporter", &[(9100, 9100)], TCP, "Prometheus node exporter"),
+    svc(
+        "node-exporter",
+        &[(9100, 9100)],
+        TCP,
+        "Prometheus node exporter",
+    ),
     svc("ntp", &[(123, 123)], UDP, "NTP server"),
     svc("postgres", &[(5432, 5432)], TCP, "PostgreSQL"),
     svc("prometheus", &[(9090, 9090)], TCP, "Prometheus server"),
     svc("redis", &[(6379, 6379)], TCP, "Redis"),
-    svc("redis-exporter", &[(9121, 9121)], TCP, "Prometheus Redis exporter"),
+    svc(
+        "redis-exporter",
+        &[(9121, 9121)],
+        TCP,
+        "Prometheus Redis exporter",
+    ),
     svc("redis-sentinel", &[(26379, 26379)], TCP, "Redis Sentinel"),
     svc("smtp", &[(25, 25)], TCP, "SMTP"),
     svc("ssh", &[(22, 22)], TCP, "OpenSSH"),
@@ -74,11 +84,20 @@ pub const GROUPS: &[&str] = &["any", "any4", "any6"];
 pub const PROFILES: &[(&str, &str)] = &[
     ("base", include_str!("../../profiles/base.toml")),
     ("db-private", include_str!("../../profiles/db-private.toml")),
-    ("redis-sentinel", include_str!("../../profiles/redis-sentinel.toml")),
+    (
+        "redis-sentinel",
+        include_str!("../../profiles/redis-sentinel.toml"),
+    ),
     ("ssh-only", include_str!("../../profiles/ssh-only.toml")),
-    ("vps-profile", include_str!("../../profiles/vps-profile.toml")),
+    (
+        "vps-profile",
+        include_str!("../../profiles/vps-profile.toml"),
+    ),
     ("web-server", include_str!("../../profiles/web-server.toml")),
-    ("wireguard-gateway", include_str!("../../profiles/wireguard-gateway.toml")),
+    (
+        "wireguard-gateway",
+        include_str!("../../profiles/wireguard-gateway.toml"),
+    ),
 ];
 
 pub fn profile(name: &str) -> Option<&'static str> {
@@ -92,7 +111,12 @@ mod tests {
     #[test]
     fn services_are_sorted_and_unique() {
         for pair in SERVICES.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
     }
 }

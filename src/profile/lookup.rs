@@ -117,18 +117,19 @@ impl SearchPath {
     /// Every profile name there is, in search order, first one winning.
     pub fn list(&self) -> Vec<Listed> {
         let mut out: Vec<Listed> = Vec::new();
-        let mut add = |name: String, location: Location| {
-            match out.iter_mut().find(|l| l.name == name) {
+        let mut add =
+            |name: String, location: Location| match out.iter_mut().find(|l| l.name == name) {
                 Some(l) => l.shadows.push(location),
                 None => out.push(Listed {
                     name,
                     location,
                     shadows: Vec::new(),
                 }),
-            }
-        };
+            };
         for dir in &self.dirs {
-            let Ok(entries) = fs::read_dir(dir) else { continue };
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
             let mut names: Vec<(String, PathBuf)> = entries
                 .flatten()
                 .map(|e| e.path())
@@ -143,7 +144,10 @@ impl SearchPath {
         }
         if self.builtin {
             for (name, _) in builtin::PROFILES {
-                add(name.to_string(), Location::Builtin(PathBuf::from(format!("<built in>/{name}.toml"))));
+                add(
+                    name.to_string(),
+                    Location::Builtin(PathBuf::from(format!("<built in>/{name}.toml"))),
+                );
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -156,7 +160,9 @@ pub fn check_name(name: &str) -> Result<(), Diagnostic> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         return Ok(());
     }
@@ -170,7 +176,9 @@ pub fn check_name(name: &str) -> Result<(), Diagnostic> {
 fn read_file(path: &Path) -> Result<Found, Diagnostic> {
     let text = fs::read_to_string(path).map_err(|e| {
         let hint = match e.kind() {
-            std::io::ErrorKind::NotFound => "check the path, or run `fwharden list` for the profiles there are",
+            std::io::ErrorKind::NotFound => {
+                "check the path, or run `fwharden list` for the profiles there are"
+            }
             std::io::ErrorKind::PermissionDenied => "run as root, or make the file readable",
             _ => "profiles are UTF-8 TOML text files",
         };
@@ -196,17 +204,30 @@ pub fn check_owner(path: &Path) -> Result<(), Diagnostic> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     for (p, what) in [(path, "file"), (dir, "directory")] {
         let Ok(meta) = fs::metadata(p) else { continue };
         if meta.uid() != 0 {
             return Err(Diagnostic::file(
                 path,
-                format!("refusing the profile: its {what} {} is owned by uid {}, not root", p.display(), meta.uid()),
+                format!(
+                    "refusing the profile: its {what} {} is owned by uid {}, not root",
+                    p.display(),
+                    meta.uid()
+                ),
             )
-            .with_hint(format!("run `chown root: {}` (a profile decides who reaches this host)", p.display())));
+            .with_hint(format!(
+                "run `chown root: {}` (a profile decides who reaches this host)",
+                p.display()
+            )));
         }
-        if meta.mode() & 0o022 != 0 {
+        // In a sticky directory (/tmp) others cannot replace a root-owned
+        // file, so only the file's own mode matters there.
+        let sticky = what == "directory" && meta.mode() & 0o1000 != 0;
+        if meta.mode() & 0o022 != 0 && !sticky {
             return Err(Diagnostic::file(
                 path,
                 format!(

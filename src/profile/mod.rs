@@ -108,10 +108,10 @@ impl Origin {
     /// `vps-profile.toml:31`: the file name only, so output does not depend
     /// on where the profile is installed.
     pub fn short(&self) -> String {
-        let name = self
-            .file
-            .file_name()
-            .map_or_else(|| self.file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         format!("{name}:{}", self.line)
     }
 }

@@ -229,7 +229,12 @@ impl Parser<'_> {
     }
 
     /// The entries of a table, refusing keys not in `allowed`.
-    fn entries<'t>(&mut self, table: &'t dyn TableLike, allowed: &[&str], what: &str) -> Entries<'t> {
+    fn entries<'t>(
+        &mut self,
+        table: &'t dyn TableLike,
+        allowed: &[&str],
+        what: &str,
+    ) -> Entries<'t> {
         let mut out = Vec::new();
         for (key, item) in table.iter() {
             let kspan = table
@@ -241,7 +246,10 @@ impl Parser<'_> {
                 continue;
             }
             let hint = match closest(key, allowed.iter().copied()) {
-                Some(near) => format!("did you mean `{near}`? {what} takes: {}", allowed.join(", ")),
+                Some(near) => format!(
+                    "did you mean `{near}`? {what} takes: {}",
+                    allowed.join(", ")
+                ),
                 None => format!("{what} takes: {}", allowed.join(", ")),
             };
             self.error(kspan, format!("unknown key `{key}` in {what}"), hint);
@@ -277,7 +285,12 @@ impl Parser<'_> {
         p
     }
 
-    fn table<'t>(&mut self, item: &'t Item, kspan: Range<usize>, what: &str) -> Option<&'t dyn TableLike> {
+    fn table<'t>(
+        &mut self,
+        item: &'t Item,
+        kspan: Range<usize>,
+        what: &str,
+    ) -> Option<&'t dyn TableLike> {
         match item.as_table_like() {
             Some(t) => Some(t),
             None => {
@@ -329,7 +342,10 @@ impl Parser<'_> {
         let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
         let quoted: Vec<String> = names.iter().map(|w| format!("\"{w}\"")).collect();
         let hint = match closest(&s.value, names.iter().copied()) {
-            Some(near) => format!("did you mean \"{near}\"? write one of {}", quoted.join(", ")),
+            Some(near) => format!(
+                "did you mean \"{near}\"? write one of {}",
+                quoted.join(", ")
+            ),
             None => format!("write one of {}", quoted.join(", ")),
         };
         self.error(s.span, format!("`{key}` cannot be \"{}\"", s.value), hint);
@@ -344,7 +360,10 @@ impl Parser<'_> {
         let Some(array) = item.as_array() else {
             self.error(
                 span_of(item),
-                format!("`{key}` must be a string or an array of strings, not {}", type_name(item)),
+                format!(
+                    "`{key}` must be a string or an array of strings, not {}",
+                    type_name(item)
+                ),
                 format!("write {key} = \"name\" or {key} = [\"name\", \"192.0.2.0/24\"]"),
             );
             return None;
@@ -356,7 +375,10 @@ impl Parser<'_> {
                 Some(s) => out.push(sp(s.to_string(), vspan)),
                 None => self.error(
                     vspan,
-                    format!("every item of `{key}` must be a string, not {}", type_name(&Item::Value(v.clone()))),
+                    format!(
+                        "every item of `{key}` must be a string, not {}",
+                        type_name(&Item::Value(v.clone()))
+                    ),
                     "write it in double quotes, e.g. \"192.0.2.10\"",
                 ),
             }
@@ -365,14 +387,22 @@ impl Parser<'_> {
     }
 
     fn family(&mut self, item: &Item) -> Option<Sp<Family>> {
-        self.word(item, "family", &[("ipv4", Family::Ipv4), ("ipv6", Family::Ipv6)])
+        self.word(
+            item,
+            "family",
+            &[("ipv4", Family::Ipv4), ("ipv6", Family::Ipv6)],
+        )
     }
 
     fn proto(&mut self, item: &Item) -> Option<Sp<ProtoSpec>> {
         self.word(
             item,
             "proto",
-            &[("tcp", ProtoSpec::Tcp), ("udp", ProtoSpec::Udp), ("both", ProtoSpec::Both)],
+            &[
+                ("tcp", ProtoSpec::Tcp),
+                ("udp", ProtoSpec::Udp),
+                ("both", ProtoSpec::Both),
+            ],
         )
     }
 
@@ -381,12 +411,21 @@ impl Parser<'_> {
         if allow_off && item.as_bool() == Some(false) {
             return Some(sp(None, span_of(item)));
         }
-        let off = if allow_off { ", or false to turn it off" } else { "" };
+        let off = if allow_off {
+            ", or false to turn it off"
+        } else {
+            ""
+        };
         let Some(s) = item.as_str() else {
             self.error(
                 span_of(item),
-                format!("`{key}` must be a rate like \"10/minute\", not {}", type_name(item)),
-                format!("write {key} = \"COUNT/UNIT\" with UNIT one of second, minute, hour, day{off}"),
+                format!(
+                    "`{key}` must be a rate like \"10/minute\", not {}",
+                    type_name(item)
+                ),
+                format!(
+                    "write {key} = \"COUNT/UNIT\" with UNIT one of second, minute, hour, day{off}"
+                ),
             );
             return None;
         };
@@ -418,7 +457,10 @@ impl Parser<'_> {
                     d.icmp = self.word(
                         item,
                         key,
-                        &[("essential", IcmpPolicy::Essential), ("none", IcmpPolicy::None)],
+                        &[
+                            ("essential", IcmpPolicy::Essential),
+                            ("none", IcmpPolicy::None),
+                        ],
                     )
                 }
                 "ping" => d.ping = self.rate(item, key, true),
@@ -432,7 +474,10 @@ impl Parser<'_> {
     fn groups(&mut self, t: &dyn TableLike) -> Vec<RawGroup> {
         let mut out = Vec::new();
         for (name, kspan, item) in t.iter().map(|(k, i)| {
-            let ks = t.key(k).and_then(|k| k.span()).unwrap_or_else(|| span_of(i));
+            let ks = t
+                .key(k)
+                .and_then(|k| k.span())
+                .unwrap_or_else(|| span_of(i));
             (k, ks, i)
         }) {
             let mut g = RawGroup {
@@ -469,7 +514,10 @@ impl Parser<'_> {
     fn services(&mut self, t: &dyn TableLike) -> Vec<RawService> {
         let mut out = Vec::new();
         for (name, item) in t.iter() {
-            let kspan = t.key(name).and_then(|k| k.span()).unwrap_or_else(|| span_of(item));
+            let kspan = t
+                .key(name)
+                .and_then(|k| k.span())
+                .unwrap_or_else(|| span_of(item));
             let Some(table) = item.as_table_like() else {
                 self.error(
                     span_of(item),
@@ -521,15 +569,26 @@ impl Parser<'_> {
             let parsed = match v {
                 Value::Integer(i) => port_number(*i.value()).map(PortRange::single),
                 Value::String(s) => parse_port_range(s.value()),
-                other => Err(format!("a port is a number or a \"first-last\" string, not {}", type_name(&Item::Value(other.clone())))),
+                other => Err(format!(
+                    "a port is a number or a \"first-last\" string, not {}",
+                    type_name(&Item::Value(other.clone()))
+                )),
             };
             match parsed {
                 Ok(r) => out.push(sp(r, vspan)),
-                Err(why) => self.error(vspan, why, "write a port from 1 to 65535, e.g. port = 8080, or a range \"6000-6010\""),
+                Err(why) => self.error(
+                    vspan,
+                    why,
+                    "write a port from 1 to 65535, e.g. port = 8080, or a range \"6000-6010\"",
+                ),
             }
         }
         if values.is_empty() {
-            self.error(span_of(item), "`port` is empty", "write port = 8080, port = \"6000-6010\" or port = [80, 443]");
+            self.error(
+                span_of(item),
+                "`port` is empty",
+                "write port = 8080, port = \"6000-6010\" or port = [80, 443]",
+            );
         }
         out
     }
@@ -587,7 +646,10 @@ impl Parser<'_> {
                     if let Some((first, _)) = &action {
                         self.error(
                             kspan,
-                            format!("a rule has one action, and this one has both `{}` and `{key}`", first.value.as_str()),
+                            format!(
+                                "a rule has one action, and this one has both `{}` and `{key}`",
+                                first.value.as_str()
+                            ),
                             "split it into two [[rule]] sections",
                         );
                         return None;
@@ -598,12 +660,22 @@ impl Parser<'_> {
                 "proto" => r.proto = self.proto(item),
                 "interface" => r.interface = self.string(item, "interface"),
                 "family" => r.family = self.family(item),
-                "limit" => r.limit = self.rate(item, "limit", false).and_then(|s| s.value.map(|v| sp(v, s.span))),
+                "limit" => {
+                    r.limit = self
+                        .rate(item, "limit", false)
+                        .and_then(|s| s.value.map(|v| sp(v, s.span)))
+                }
                 "burst" => {
                     r.burst = match item.as_integer() {
-                        Some(n) if (1..=1_000_000).contains(&n) => Some(sp(n as u32, span_of(item))),
+                        Some(n) if (1..=1_000_000).contains(&n) => {
+                            Some(sp(n as u32, span_of(item)))
+                        }
                         _ => {
-                            self.error(span_of(item), "`burst` must be a whole number from 1 to 1000000", "write burst = 5");
+                            self.error(
+                                span_of(item),
+                                "`burst` must be a whole number from 1 to 1000000",
+                                "write burst = 5",
+                            );
                             None
                         }
                     }
@@ -650,7 +722,9 @@ impl Parser<'_> {
         for v in &values {
             let vspan = v.span().unwrap_or_else(|| span_of(item));
             let parsed = match v {
-                Value::Integer(i) => port_number(*i.value()).map(|p| Target::Ports(PortRange::single(p), None)),
+                Value::Integer(i) => {
+                    port_number(*i.value()).map(|p| Target::Ports(PortRange::single(p), None))
+                }
                 Value::String(s) => parse_target(s.value()),
                 other => Err(format!(
                     "`{key}` takes service names and ports, not {}",
@@ -694,7 +768,9 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
         Some((a, b)) => {
             let (first, last) = (port_text(a)?, port_text(b)?);
             if first > last {
-                return Err(format!("the range \"{s}\" is inverted; write \"{last}-{first}\""));
+                return Err(format!(
+                    "the range \"{s}\" is inverted; write \"{last}-{first}\""
+                ));
             }
             Ok(PortRange { first, last })
         }
@@ -714,7 +790,11 @@ fn parse_target(s: &str) -> Result<Target, String> {
         Some((p, "tcp")) => (p, Some(ProtoSpec::Tcp)),
         Some((p, "udp")) => (p, Some(ProtoSpec::Udp)),
         Some((p, "both")) => (p, Some(ProtoSpec::Both)),
-        Some((_, other)) => return Err(format!("\"{other}\" in \"{s}\" is not a protocol; use tcp, udp or both")),
+        Some((_, other)) => {
+            return Err(format!(
+                "\"{other}\" in \"{s}\" is not a protocol; use tcp, udp or both"
+            ))
+        }
     };
     Ok(Target::Ports(parse_port_range(ports)?, proto))
 }
@@ -722,7 +802,9 @@ fn parse_target(s: &str) -> Result<Target, String> {
 /// "10/minute", "5/second", also "10/min" and "1/s" forms are refused to
 /// keep one spelling.
 pub fn parse_rate(s: &str) -> Result<Rate, String> {
-    let (count, unit) = s.split_once('/').ok_or_else(|| "it has no /UNIT".to_string())?;
+    let (count, unit) = s
+        .split_once('/')
+        .ok_or_else(|| "it has no /UNIT".to_string())?;
     let count: u32 = count
         .trim()
         .parse()
@@ -736,7 +818,11 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         "day" => RateUnit::Day,
         other => return Err(format!("\"{other}\" is not a unit")),
     };
-    Ok(Rate { count, unit, burst: 5 })
+    Ok(Rate {
+        count,
+        unit,
+        burst: 5,
+    })
 }
 
 #[cfg(test)]
@@ -759,7 +845,16 @@ mod tests {
         let r = &p.rules[0];
         assert_eq!(r.action.value, Action::Allow);
         assert_eq!(r.targets.len(), 3);
-        assert_eq!(r.targets[2].value, Target::Ports(PortRange { first: 6000, last: 6010 }, Some(ProtoSpec::Udp)));
+        assert_eq!(
+            r.targets[2].value,
+            Target::Ports(
+                PortRange {
+                    first: 6000,
+                    last: 6010
+                },
+                Some(ProtoSpec::Udp)
+            )
+        );
         assert_eq!(r.limit.as_ref().unwrap().value.count, 6);
         assert_eq!(r.burst.as_ref().unwrap().value, 3);
     }
@@ -769,7 +864,11 @@ mod tests {
         let (_, d) = parse_str("descripton = \"x\"\n");
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].line, d[0].column), (1, 1));
-        assert!(d[0].hint.as_deref().unwrap().contains("did you mean `description`"));
+        assert!(d[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `description`"));
     }
 
     #[test]
@@ -777,7 +876,10 @@ mod tests {
         assert!(parse_port_range("0").is_err());
         assert!(parse_port_range("65536").is_err());
         assert!(parse_port_range("10-5").unwrap_err().contains("inverted"));
-        assert_eq!(parse_port_range("5-10").unwrap(), PortRange { first: 5, last: 10 });
+        assert_eq!(
+            parse_port_range("5-10").unwrap(),
+            PortRange { first: 5, last: 10 }
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! service and group names, reads list files, and refuses anything that is
 //! wrong with a located diagnostic saying what to write instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -34,6 +34,7 @@ pub fn resolve(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> 
         services: BTreeMap::new(),
         raw_groups: BTreeMap::new(),
         groups: BTreeMap::new(),
+        used: BTreeSet::new(),
     };
     let defaults = r.defaults();
     r.collect_services();
@@ -43,6 +44,7 @@ pub fn resolve(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> 
         r.group(&name, &mut Vec::new());
     }
     let rules = r.rules();
+    r.warn_unused();
     let groups = std::mem::take(&mut r.groups)
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
@@ -76,7 +78,10 @@ fn load_chain(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> O
     // A profile given as a path finds its parents beside it first.
     let mut search = search.clone();
     if let Location::File(path) = &found.location {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !search.dirs.iter().any(|d| d == dir) {
             search.dirs.insert(0, dir.to_path_buf());
         }
@@ -88,7 +93,11 @@ fn load_chain(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> O
         let errors_before = diags.len();
         let raw = parse::parse(&src, diags);
         if let Some(ext) = &raw.extends {
-            let chain: Vec<&str> = layers.iter().map(|l| l.name.as_str()).chain([found.name.as_str()]).collect();
+            let chain: Vec<&str> = layers
+                .iter()
+                .map(|l| l.name.as_str())
+                .chain([found.name.as_str()])
+                .collect();
             if chain.contains(&ext.value.as_str()) {
                 let cycle = format!("{} -> {}", chain.join(" -> "), ext.value);
                 diags.push(
@@ -96,9 +105,13 @@ fn load_chain(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> O
                         .with_hint("a profile cannot extend itself or one of the profiles extending it; remove this extends"),
                 );
             } else if layers.len() + 1 >= MAX_EXTENDS {
-                diags.push(src.error(ext.span.clone(), format!("`extends` chain is deeper than {MAX_EXTENDS} profiles")));
+                diags.push(src.error(
+                    ext.span.clone(),
+                    format!("`extends` chain is deeper than {MAX_EXTENDS} profiles"),
+                ));
             } else {
-                let looked = super::lookup::check_name(&ext.value).and_then(|_| search.find_name(&ext.value));
+                let looked = super::lookup::check_name(&ext.value)
+                    .and_then(|_| search.find_name(&ext.value));
                 match looked {
                     Ok(parent) => next = Some(parent),
                     Err(d) => diags.push(
@@ -137,12 +150,16 @@ struct Resolver<'a> {
     raw_groups: BTreeMap<String, (usize, &'a RawGroup)>,
     /// Resolved groups; `None` for one that failed (already reported).
     groups: BTreeMap<String, Option<Group>>,
+    /// Group names some rule or group refers to.
+    used: BTreeSet<String>,
 }
 
 fn valid_name(name: &str) -> bool {
     name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl<'a> Resolver<'a> {
@@ -156,8 +173,17 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn error(&mut self, layer: usize, span: &std::ops::Range<usize>, msg: impl Into<String>, hint: impl Into<String>) {
-        let d = self.layers[layer].src.error(span.clone(), msg).with_hint(hint);
+    fn error(
+        &mut self,
+        layer: usize,
+        span: &std::ops::Range<usize>,
+        msg: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let d = self.layers[layer]
+            .src
+            .error(span.clone(), msg)
+            .with_hint(hint);
         self.diags.push(d);
     }
 
@@ -211,9 +237,20 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
                 let ranges: Vec<PortRange> = s.ports.iter().map(|p| p.value).collect();
-                let protocols = s.proto.as_ref().map_or(ProtoSpec::Tcp, |p| p.value).protocols();
+                let protocols = s
+                    .proto
+                    .as_ref()
+                    .map_or(ProtoSpec::Tcp, |p| p.value)
+                    .protocols();
                 let origin = Some(self.origin(i, &s.name.span));
-                self.services.insert(name.clone(), Service { ranges: merge_ranges(ranges), protocols, origin });
+                self.services.insert(
+                    name.clone(),
+                    Service {
+                        ranges: merge_ranges(ranges),
+                        protocols,
+                        origin,
+                    },
+                );
             }
         }
     }
@@ -223,12 +260,27 @@ impl<'a> Resolver<'a> {
             for g in &layer.raw.groups {
                 let name = &g.name.value;
                 if builtin::GROUPS.contains(&name.as_str()) {
-                    self.error(i, &g.name.span, format!("`{name}` is a built-in group and cannot be redefined"), format!("give your group another name, e.g. `my-{name}`"));
+                    self.error(
+                        i,
+                        &g.name.span,
+                        format!("`{name}` is a built-in group and cannot be redefined"),
+                        format!("give your group another name, e.g. `my-{name}`"),
+                    );
                 } else if !valid_name(name) {
                     self.error(i, &g.name.span, format!("`{name}` is not a valid group name"), "names start with a letter and use letters, digits, '-' and '_' (at most 32)");
                 } else if let Some((j, prev)) = self.raw_groups.get(name) {
                     let o = self.origin(*j, &prev.name.span);
-                    self.error(i, &g.name.span, format!("group `{name}` is defined twice; it was first defined at {}:{}:{}", o.file.display(), o.line, o.column), "give one of them another name, or add addresses to the first one");
+                    self.error(
+                        i,
+                        &g.name.span,
+                        format!(
+                            "group `{name}` is defined twice; it was first defined at {}:{}:{}",
+                            o.file.display(),
+                            o.line,
+                            o.column
+                        ),
+                        "give one of them another name, or add addresses to the first one",
+                    );
                 } else {
                     self.raw_groups.insert(name.clone(), (i, g));
                 }
@@ -253,7 +305,16 @@ impl<'a> Resolver<'a> {
                 match parse_prefix(item) {
                     Ok(net) if family.is_some_and(|f| f != Family::of(&net)) => {
                         ok = false;
-                        self.error(layer, &m.span, format!("{} prefix {net} in group `{name}`, which has family = \"{}\"", Family::of(&net), family.unwrap_or(Family::Ipv4)), "remove it, or remove the group's `family` line");
+                        self.error(
+                            layer,
+                            &m.span,
+                            format!(
+                                "{} prefix {net} in group `{name}`, which has family = \"{}\"",
+                                Family::of(&net),
+                                family.unwrap_or(Family::Ipv4)
+                            ),
+                            "remove it, or remove the group's `family` line",
+                        );
                     }
                     Ok(net) => prefixes.push(net),
                     Err(why) => {
@@ -266,8 +327,14 @@ impl<'a> Resolver<'a> {
             } else if let Some(pos) = path.iter().position(|p| p == item) {
                 ok = false;
                 let cycle = format!("{} -> {item}", path[pos..].join(" -> "));
-                self.error(layer, &m.span, format!("groups refer to each other in a cycle: {cycle}"), format!("remove `{item}` from group `{name}`"));
+                self.error(
+                    layer,
+                    &m.span,
+                    format!("groups refer to each other in a cycle: {cycle}"),
+                    format!("remove `{item}` from group `{name}`"),
+                );
             } else if self.raw_groups.contains_key(item) {
+                self.used.insert(item.to_string());
                 match self.group(item, path) {
                     Some(g) => prefixes.extend(g.prefixes),
                     None => ok = false,
@@ -281,8 +348,9 @@ impl<'a> Resolver<'a> {
         if let Some(file) = &raw.file {
             match self.list_file(layer, file) {
                 Some(nets) => {
-                    let (keep, other): (Vec<IpNet>, Vec<IpNet>) =
-                        nets.into_iter().partition(|n| family.is_none_or(|f| f == Family::of(n)));
+                    let (keep, other): (Vec<IpNet>, Vec<IpNet>) = nets
+                        .into_iter()
+                        .partition(|n| family.is_none_or(|f| f == Family::of(n)));
                     if let Some(first) = other.first() {
                         ok = false;
                         self.error(layer, &file.span, format!("list file holds {} prefix {first}, but group `{name}` has family = \"{}\"", Family::of(first), family.unwrap_or(Family::Ipv4)), "remove those lines, or remove the group's `family` line");
@@ -299,7 +367,12 @@ impl<'a> Resolver<'a> {
         let result = if !ok {
             None
         } else if prefixes.is_empty() {
-            self.error(layer, &raw.name.span, format!("group `{name}` is empty"), "add addresses to it, or remove it and every use of it");
+            self.error(
+                layer,
+                &raw.name.span,
+                format!("group `{name}` is empty"),
+                "add addresses to it, or remove it and every use of it",
+            );
             None
         } else {
             Some(Group {
@@ -312,11 +385,42 @@ impl<'a> Resolver<'a> {
         result
     }
 
+    /// A group the profile itself defines and nothing uses is most likely
+    /// a rule someone forgot to write. Groups of a parent are there to be
+    /// offered, so only the profile's own are reported.
+    fn warn_unused(&mut self) {
+        let leaf = self.layers.len() - 1;
+        for g in &self.layers[leaf].raw.groups {
+            if !self.used.contains(&g.name.value)
+                && self
+                    .raw_groups
+                    .get(&g.name.value)
+                    .is_some_and(|(l, _)| *l == leaf)
+            {
+                let d = self.layers[leaf]
+                    .src
+                    .warning(
+                        g.name.span.clone(),
+                        format!("group `{}` is never used", g.name.value),
+                    )
+                    .with_hint("use it in a rule's `from`, or remove it");
+                self.diags.push(d);
+            }
+        }
+    }
+
     fn unknown_group(&self, item: &str) -> (String, String) {
-        let names: Vec<&str> = builtin::GROUPS.iter().copied().chain(self.raw_groups.keys().map(String::as_str)).collect();
+        let names: Vec<&str> = builtin::GROUPS
+            .iter()
+            .copied()
+            .chain(self.raw_groups.keys().map(String::as_str))
+            .collect();
         let hint = match closest(item, names.iter().copied()) {
             Some(near) => format!("did you mean `{near}`? or define it under [groups]"),
-            None => format!("define it under [groups], e.g. {item} = [\"192.0.2.0/24\"]; known groups: {}", names.join(", ")),
+            None => format!(
+                "define it under [groups], e.g. {item} = [\"192.0.2.0/24\"]; known groups: {}",
+                names.join(", ")
+            ),
         };
         (format!("unknown group `{item}`"), hint)
     }
@@ -325,7 +429,12 @@ impl<'a> Resolver<'a> {
         let base = match &self.layers[layer].location {
             Location::File(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
             Location::Builtin(_) => {
-                self.error(layer, &file.span, "a built-in profile cannot read list files", "copy the profile to /etc/fwharden/profiles and edit it there");
+                self.error(
+                    layer,
+                    &file.span,
+                    "a built-in profile cannot read list files",
+                    "copy the profile to /etc/fwharden/profiles and edit it there",
+                );
                 return None;
             }
         };
@@ -347,7 +456,9 @@ impl<'a> Resolver<'a> {
             self.diags.push(super::diag::Diagnostic {
                 line: e.line,
                 column: e.column,
-                ..src.error(0..0, e.message.clone()).with_hint("one address or prefix per line; # starts a comment")
+                ..src
+                    .error(0..0, e.message.clone())
+                    .with_hint("one address or prefix per line; # starts a comment")
             });
         }
         if errors.is_empty() {
@@ -387,18 +498,36 @@ impl<'a> Resolver<'a> {
         });
         let mut limit = raw.limit.as_ref().map(|l| l.value);
         if let (Some(l), false) = (&raw.limit, action == Action::Allow) {
-            self.error(layer, &l.span, format!("`limit` only makes sense on allow rules; a {} rule already stops every packet", action.as_str()), "remove the limit, or make this an allow rule");
+            self.error(
+                layer,
+                &l.span,
+                format!(
+                    "`limit` only makes sense on allow rules; a {} rule already stops every packet",
+                    action.as_str()
+                ),
+                "remove the limit, or make this an allow rule",
+            );
         }
         match (&raw.burst, limit.as_mut()) {
             (Some(b), Some(l)) => l.burst = b.value,
-            (Some(b), None) => self.error(layer, &b.span, "`burst` without `limit`", "add limit = \"10/minute\", or remove burst"),
+            (Some(b), None) => self.error(
+                layer,
+                &b.span,
+                "`burst` without `limit`",
+                "add limit = \"10/minute\", or remove burst",
+            ),
             _ => {}
         }
         let label = label(raw);
         let log = match &raw.log {
             None => None,
-            Some(Sp { value: None, .. }) => Some(truncate(&format!("fwharden {label}: "), LOG_PREFIX_MAX)),
-            Some(Sp { value: Some(p), span }) => match check_log_prefix(p) {
+            Some(Sp { value: None, .. }) => {
+                Some(truncate(&format!("fwharden {label}: "), LOG_PREFIX_MAX))
+            }
+            Some(Sp {
+                value: Some(p),
+                span,
+            }) => match check_log_prefix(p) {
                 Ok(p) => Some(p),
                 Err(why) => {
                     self.error(layer, span, why, "write a short prefix of printable ASCII without quotes, e.g. log = \"ssh: \"");
@@ -440,7 +569,11 @@ impl<'a> Resolver<'a> {
                     };
                     let protos: Vec<Protocol> = match proto {
                         None => svc.protocols.clone(),
-                        Some(p) => p.protocols().into_iter().filter(|x| svc.protocols.contains(x)).collect(),
+                        Some(p) => p
+                            .protocols()
+                            .into_iter()
+                            .filter(|x| svc.protocols.contains(x))
+                            .collect(),
                     };
                     if protos.is_empty() {
                         self.error(layer, &t.span, format!("service `{name}` is {} only, so with proto = \"{}\" this rule could never match it", svc.protocols.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("/"), proto_str(proto)), "remove `proto`, or name a service of that protocol");
@@ -453,7 +586,16 @@ impl<'a> Resolver<'a> {
                 Target::Ports(range, own) => {
                     let protos = match (*own, proto) {
                         (Some(a), Some(b)) if a != b => {
-                            self.error(layer, &t.span, format!("\"{range}/{}\" contradicts proto = \"{}\"", proto_str(Some(a)), proto_str(Some(b))), "write the protocol in one place only");
+                            self.error(
+                                layer,
+                                &t.span,
+                                format!(
+                                    "\"{range}/{}\" contradicts proto = \"{}\"",
+                                    proto_str(Some(a)),
+                                    proto_str(Some(b))
+                                ),
+                                "write the protocol in one place only",
+                            );
                             continue;
                         }
                         (Some(p), _) | (None, Some(p)) => p.protocols(),
@@ -467,11 +609,21 @@ impl<'a> Resolver<'a> {
         }
         if let Some(span) = all {
             if raw.targets.len() > 1 {
-                self.error(layer, &span, "\"all\" already covers every port and protocol", "remove the other items, or remove \"all\"");
+                self.error(
+                    layer,
+                    &span,
+                    "\"all\" already covers every port and protocol",
+                    "remove the other items, or remove \"all\"",
+                );
                 return None;
             }
             if let Some(p) = &raw.proto {
-                self.error(layer, &p.span, "`proto` cannot narrow \"all\"", "write the ports instead, e.g. \"1-65535/udp\"");
+                self.error(
+                    layer,
+                    &p.span,
+                    "`proto` cannot narrow \"all\"",
+                    "write the ports instead, e.g. \"1-65535/udp\"",
+                );
                 return None;
             }
             return Some(Ports::All);
@@ -479,15 +631,26 @@ impl<'a> Resolver<'a> {
         if map.is_empty() {
             return None;
         }
-        Some(Ports::Some(map.into_iter().map(|(p, r)| (p, merge_ranges(r))).collect()))
+        Some(Ports::Some(
+            map.into_iter().map(|(p, r)| (p, merge_ranges(r))).collect(),
+        ))
     }
 
     fn sources(&mut self, layer: usize, raw: &RawRule, number: usize) -> Option<Sources> {
         let family = raw.family.as_ref().map(|f| f.value);
         let allowed = |f: Family| family.is_none_or(|x| x == f);
-        let side = |f: Family| if allowed(f) { SourceSide::Any } else { SourceSide::None };
+        let side = |f: Family| {
+            if allowed(f) {
+                SourceSide::Any
+            } else {
+                SourceSide::None
+            }
+        };
         let Some(items) = &raw.from else {
-            return Some(Sources { v4: side(Family::Ipv4), v6: side(Family::Ipv6) });
+            return Some(Sources {
+                v4: side(Family::Ipv4),
+                v6: side(Family::Ipv6),
+            });
         };
         let (mut any4, mut any6) = (false, false);
         let mut groups: Vec<String> = Vec::new();
@@ -507,11 +670,19 @@ impl<'a> Resolver<'a> {
                     Ok(net) => literal.push(net),
                     Err(why) => {
                         ok = false;
-                        self.error(layer, &item.span, why, "write an address, a prefix or a group name");
+                        self.error(
+                            layer,
+                            &item.span,
+                            why,
+                            "write an address, a prefix or a group name",
+                        );
                     }
                 },
                 _ => match self.groups.get(s) {
-                    Some(Some(_)) => groups.push(s.to_string()),
+                    Some(Some(_)) => {
+                        self.used.insert(s.to_string());
+                        groups.push(s.to_string());
+                    }
                     Some(None) => ok = false,
                     None => {
                         ok = false;
@@ -528,7 +699,14 @@ impl<'a> Resolver<'a> {
             // Addresses written in a rule become a set of their own.
             let name = format!("_rule{number}");
             let origin = self.origin(layer, &raw.span);
-            self.groups.insert(name.clone(), Some(Group { name: name.clone(), prefixes: addr::aggregate(&literal), origin }));
+            self.groups.insert(
+                name.clone(),
+                Some(Group {
+                    name: name.clone(),
+                    prefixes: addr::aggregate(&literal),
+                    origin,
+                }),
+            );
             groups.push(name);
         }
         let build = |f: Family, any: bool| -> SourceSide {
@@ -540,7 +718,12 @@ impl<'a> Resolver<'a> {
             }
             let with: Vec<String> = groups
                 .iter()
-                .filter(|g| self.groups.get(*g).and_then(|g| g.as_ref()).is_some_and(|g| g.has(f)))
+                .filter(|g| {
+                    self.groups
+                        .get(*g)
+                        .and_then(|g| g.as_ref())
+                        .is_some_and(|g| g.has(f))
+                })
                 .cloned()
                 .collect();
             if with.is_empty() {
@@ -549,10 +732,24 @@ impl<'a> Resolver<'a> {
                 SourceSide::Groups(with)
             }
         };
-        let sources = Sources { v4: build(Family::Ipv4, any4), v6: build(Family::Ipv6, any6) };
+        let sources = Sources {
+            v4: build(Family::Ipv4, any4),
+            v6: build(Family::Ipv6, any6),
+        };
         if sources.v4 == SourceSide::None && sources.v6 == SourceSide::None {
-            let span = raw.family.as_ref().map_or(raw.span.clone(), |f| f.span.clone());
-            self.error(layer, &span, format!("this rule can match no packet: none of its sources is {}", family.map_or("an address".to_string(), |f| f.to_string())), "remove the rule's `family` line, or add sources of that family");
+            let span = raw
+                .family
+                .as_ref()
+                .map_or(raw.span.clone(), |f| f.span.clone());
+            self.error(
+                layer,
+                &span,
+                format!(
+                    "this rule can match no packet: none of its sources is {}",
+                    family.map_or("an address".to_string(), |f| f.to_string())
+                ),
+                "remove the rule's `family` line, or add sources of that family",
+            );
             return None;
         }
         Some(sources)
@@ -576,7 +773,9 @@ pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
     let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
     for r in ranges {
         match out.last_mut() {
-            Some(last) if u32::from(r.first) <= u32::from(last.last) + 1 => last.last = last.last.max(r.last),
+            Some(last) if u32::from(r.first) <= u32::from(last.last) + 1 => {
+                last.last = last.last.max(r.last)
+            }
             _ => out.push(r),
         }
     }
@@ -627,10 +826,16 @@ fn check_interface(name: &str) -> Result<(), String> {
         return Err("`interface` is empty".to_string());
     }
     if name.len() > 15 {
-        return Err(format!("interface name \"{name}\" is longer than 15 characters, the kernel's limit"));
+        return Err(format!(
+            "interface name \"{name}\" is longer than 15 characters, the kernel's limit"
+        ));
     }
-    if let Some(c) = stem.chars().find(|c| c.is_whitespace() || matches!(c, '/' | '"' | '*' | ':' | '\\') || !c.is_ascii_graphic()) {
-        return Err(format!("interface name \"{name}\" holds {c:?}, which an interface name cannot"));
+    if let Some(c) = stem.chars().find(|c| {
+        c.is_whitespace() || matches!(c, '/' | '"' | '*' | ':' | '\\') || !c.is_ascii_graphic()
+    }) {
+        return Err(format!(
+            "interface name \"{name}\" holds {c:?}, which an interface name cannot"
+        ));
     }
     Ok(())
 }
@@ -640,12 +845,23 @@ fn check_log_prefix(p: &str) -> Result<String, String> {
         return Err("`log` prefix is empty".to_string());
     }
     if p.len() > LOG_PREFIX_MAX - 1 {
-        return Err(format!("`log` prefix is {} bytes; the kernel keeps at most {}", p.len(), LOG_PREFIX_MAX - 1));
+        return Err(format!(
+            "`log` prefix is {} bytes; the kernel keeps at most {}",
+            p.len(),
+            LOG_PREFIX_MAX - 1
+        ));
     }
-    if let Some(c) = p.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ') || matches!(c, '"' | '\\')) {
+    if let Some(c) = p
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' ') || matches!(c, '"' | '\\'))
+    {
         return Err(format!("`log` prefix holds {c:?}"));
     }
-    Ok(if p.ends_with(' ') { p.to_string() } else { format!("{p} ") })
+    Ok(if p.ends_with(' ') {
+        p.to_string()
+    } else {
+        format!("{p} ")
+    })
 }
 
 /// Cuts at a char boundary so the result is at most `max` bytes.
@@ -659,7 +875,6 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
     s[..end].to_string()
 }
-
 
 /// Later layers override earlier ones, key by key.
 fn set<T: Copy>(slot: &mut T, v: &Option<Sp<T>>) {
