@@ -1,1 +1,182 @@
-//! Network namespaces created and owned by fwharden (tests, replica probes).
+//! Network namespaces that fwharden creates and owns: the test harness's
+//! throwaway hosts today, the replica namespace of self-probes later.
+//!
+//! The rule this module exists to enforce: firewall changes happen only in
+//! a namespace this process created. A [`Netns`] is removed on drop, panic
+//! included, and commands run "inside" one are checked to really be inside.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NetnsError {
+    #[error("creating network namespace {name} failed: {detail} (it needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN, and the `ip` command from iproute2)")]
+    Create { name: String, detail: String },
+    #[error("running `{command}` failed: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` in namespace {name} exited with {status}: {stderr}")]
+    Failed {
+        name: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("refusing to act: namespace {name} is not one this process created, or it is the machine's own network namespace")]
+    NotOwned { name: String },
+}
+
+/// A uniquely named network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Netns {
+    /// Creates `fwh-{tag}-{pid}-{n}` with its loopback up. `tag` is cut to
+    /// keep the name short and plain.
+    pub fn create(tag: &str) -> Result<Netns, NetnsError> {
+        let tag: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(12)
+            .collect();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("fwh-{tag}-{}-{n}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .map_err(|e| NetnsError::Create {
+                name: name.clone(),
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(NetnsError::Create {
+                name,
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        // From here on, drop removes it whatever happens next.
+        let ns = Netns { name };
+        ns.run(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Checks that the namespace is still ours and is not the one this
+    /// process runs in (the machine's own, for a test or the CLI): the file
+    /// `ip netns add` bind-mounted must name another network namespace.
+    /// (PID 1's namespace is not always readable in a container, so this
+    /// process's own is the reference.)
+    pub fn verify(&self) -> Result<(), NetnsError> {
+        let ino = |p: PathBuf| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+        match (ino(self.path()), ino(PathBuf::from("/proc/self/ns/net"))) {
+            (Some(ours), Some(own)) if ours != own => Ok(()),
+            _ => Err(NetnsError::NotOwned {
+                name: self.name.clone(),
+            }),
+        }
+    }
+
+    /// A command that runs `program` inside the namespace. Check
+    /// [`Netns::verify`] first when the command changes a firewall;
+    /// [`Netns::run`] does.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs a command inside, after checking the namespace is ours, and
+    /// fails with its stderr unless it succeeds.
+    pub fn run(&self, argv: &[&str]) -> Result<Output, NetnsError> {
+        self.verify()?;
+        let (program, args) = argv.split_first().expect("a command");
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .map_err(|source| NetnsError::Spawn {
+                command: argv.join(" "),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(NetnsError::Failed {
+                name: self.name.clone(),
+                command: argv.join(" "),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Links two harness namespaces with a veth pair, addresses on both
+    /// ends (`a_addr`/`b_addr` with prefix, e.g. "10.99.0.1/24"). Nothing
+    /// is linked to the machine's own namespace: the pair is created inside
+    /// `self` and one end moved straight into `other`.
+    pub fn link(
+        &self,
+        other: &Netns,
+        a_addrs: &[&str],
+        b_addrs: &[&str],
+    ) -> Result<(), NetnsError> {
+        other.verify()?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let (a, b) = (format!("fwa{n}"), format!("fwb{n}"));
+        self.run(&[
+            "ip",
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &other.name,
+        ])?;
+        for (ns, dev, addrs) in [(self, &a, a_addrs), (other, &b, b_addrs)] {
+            for addr in addrs {
+                let mut argv = vec!["ip", "addr", "add", addr, "dev", dev];
+                if addr.contains(':') {
+                    // No duplicate address detection: the address is usable
+                    // at once, and the test waits for nothing.
+                    argv.push("nodad");
+                }
+                ns.run(&argv)?;
+            }
+            ns.run(&["ip", "link", "set", dev, "up"])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace removes its interfaces (veth peers too)
+        // and its firewall. Processes still inside keep it alive, so
+        // callers end theirs first.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}

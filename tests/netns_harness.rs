@@ -1,0 +1,125 @@
+//! The privileged harness: throwaway namespaces that load real rulesets and
+//! are gone afterwards, panic included. Every test here changes netfilter
+//! only inside namespaces it created.
+
+mod common;
+
+use std::panic;
+
+use common::*;
+use fwharden::netns::Netns;
+
+fn exists(name: &str) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
+
+#[test]
+fn vps_profile_loads_inside_a_namespace_and_reads_back() {
+    if !privileged("vps_profile_loads_inside_a_namespace_and_reads_back") {
+        return;
+    }
+    let host_before = host_tables();
+    let shown = shipped(&["show", "vps-profile"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vps.nft");
+    std::fs::write(&file, &shown.stdout).unwrap();
+
+    let ns = Netns::create("vps").unwrap();
+    ns.run(&["nft", "-f", file.to_str().unwrap()]).unwrap();
+    let listed = stdout(
+        &ns.run(&["nft", "list", "table", "inet", "fwharden"])
+            .unwrap(),
+    );
+    for needle in [
+        "chain input",
+        "policy drop;",
+        "set wg-net_v4",
+        "10.0.0.0/24",
+        "iifname \"wg0\" ip saddr @wg-net_v4 tcp dport { 5432, 6379 }",
+        "udp dport 51820",
+        "comment \"vps-profile.toml:",
+    ] {
+        assert!(
+            listed.contains(needle),
+            "{needle:?} missing from:\n{listed}"
+        );
+    }
+    // Loading the same text again replaces the table: still one table.
+    ns.run(&["nft", "-f", file.to_str().unwrap()]).unwrap();
+    let tables = stdout(&ns.run(&["nft", "list", "tables"]).unwrap());
+    assert_eq!(tables.trim(), "table inet fwharden");
+    assert_eq!(
+        host_tables(),
+        host_before,
+        "the machine's own ruleset changed"
+    );
+}
+
+#[test]
+fn namespaces_are_removed_on_drop_and_on_panic() {
+    if !privileged("namespaces_are_removed_on_drop_and_on_panic") {
+        return;
+    }
+    let name = {
+        let ns = Netns::create("drop").unwrap();
+        assert!(exists(ns.name()));
+        ns.name().to_string()
+    };
+    assert!(!exists(&name), "{name} survived its drop");
+
+    let name = std::sync::Mutex::new(String::new());
+    let result = panic::catch_unwind(|| {
+        let ns = Netns::create("panic").unwrap();
+        *name.lock().unwrap() = ns.name().to_string();
+        panic!("a test failing inside");
+    });
+    assert!(result.is_err());
+    let name = name.into_inner().unwrap();
+    assert!(
+        !name.is_empty() && !exists(&name),
+        "{name} survived a panic"
+    );
+}
+
+#[test]
+fn linked_namespaces_reach_each_other_and_nothing_else() {
+    if !privileged("linked_namespaces_reach_each_other_and_nothing_else") {
+        return;
+    }
+    let a = Netns::create("a").unwrap();
+    let b = Netns::create("b").unwrap();
+    a.link(
+        &b,
+        &["10.201.0.1/24", "fd00:201::1/64"],
+        &["10.201.0.2/24", "fd00:201::2/64"],
+    )
+    .unwrap();
+    a.run(&["ping", "-c1", "-W2", "10.201.0.2"]).unwrap();
+    a.run(&["ping", "-c1", "-W2", "fd00:201::2"]).unwrap();
+    // A has no route anywhere else: only the veth and loopback exist.
+    let routes = stdout(&a.run(&["ip", "route", "show"]).unwrap());
+    assert!(!routes.contains("default"), "{routes}");
+}
+
+#[test]
+fn the_harness_refuses_a_namespace_it_does_not_own() {
+    if !privileged("the_harness_refuses_a_namespace_it_does_not_own") {
+        return;
+    }
+    let ns = Netns::create("gone").unwrap();
+    std::process::Command::new("ip")
+        .args(["netns", "del", ns.name()])
+        .output()
+        .unwrap();
+    // Its file is gone: nothing may run "inside" it, since `ip netns exec`
+    // would fail or, worse, act on the wrong namespace.
+    let err = ns.run(&["nft", "list", "ruleset"]).unwrap_err();
+    assert!(err.to_string().contains("refusing to act"), "{err}");
+}
