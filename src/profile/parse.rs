@@ -369,21 +369,24 @@ impl Parser<'_> {
             return None;
         };
         let mut out = Vec::new();
+        let mut ok = true;
         for v in array.iter() {
             let vspan = v.span().unwrap_or(0..0);
-            match v.as_str() {
-                Some(s) => out.push(sp(s.to_string(), vspan)),
-                None => self.error(
-                    vspan,
-                    format!(
-                        "every item of `{key}` must be a string, not {}",
-                        type_name(&Item::Value(v.clone()))
-                    ),
-                    "write it in double quotes, e.g. \"192.0.2.10\"",
-                ),
+            if let Some(s) = v.as_str() {
+                out.push(sp(s.to_string(), vspan));
+                continue;
             }
+            ok = false;
+            self.error(
+                vspan,
+                format!(
+                    "every item of `{key}` must be a string, not {}",
+                    type_name(&Item::Value(v.clone()))
+                ),
+                "write it in double quotes, e.g. \"192.0.2.10\"",
+            );
         }
-        Some(out)
+        ok.then_some(out)
     }
 
     fn family(&mut self, item: &Item) -> Option<Sp<Family>> {
@@ -656,7 +659,22 @@ impl Parser<'_> {
                     }
                     action = Some((sp(a, kspan), item));
                 }
-                "from" => r.from = self.strings(item, "from"),
+                "from" => {
+                    r.from = self.strings(item, "from");
+                    match &r.from {
+                        // Every bad item was reported; the rule is dropped.
+                        None => return None,
+                        Some(items) if items.is_empty() => {
+                            self.error(
+                                kspan,
+                                "`from` lists no source",
+                                "remove `from` to allow any source, or name groups and addresses",
+                            );
+                            return None;
+                        }
+                        Some(_) => {}
+                    }
+                }
                 "proto" => r.proto = self.proto(item),
                 "interface" => r.interface = self.string(item, "interface"),
                 "family" => r.family = self.family(item),

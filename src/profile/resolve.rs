@@ -44,7 +44,10 @@ pub fn resolve(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> 
         r.group(&name, &mut Vec::new());
     }
     let rules = r.rules();
-    r.warn_unused();
+    // After an error, "unused" mostly means "the rule using it failed".
+    if !r.diags.iter().any(Diagnostic::is_error) {
+        r.warn_unused();
+    }
     let groups = std::mem::take(&mut r.groups)
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
