@@ -93,6 +93,8 @@ fn linked_namespaces_reach_each_other_and_nothing_else() {
     if !privileged("linked_namespaces_reach_each_other_and_nothing_else") {
         return;
     }
+    // `-c1 -w5`: keep sending until one reply or 5 s, so the first echo
+    // lost to neighbour discovery on a fresh link is not a failure.
     let a = Netns::create("a").unwrap();
     let b = Netns::create("b").unwrap();
     a.link(
@@ -101,8 +103,8 @@ fn linked_namespaces_reach_each_other_and_nothing_else() {
         &["10.201.0.2/24", "fd00:201::2/64"],
     )
     .unwrap();
-    a.run(&["ping", "-c1", "-W2", "10.201.0.2"]).unwrap();
-    a.run(&["ping", "-c1", "-W2", "fd00:201::2"]).unwrap();
+    a.run(&["ping", "-c1", "-w5", "10.201.0.2"]).unwrap();
+    a.run(&["ping", "-c1", "-w5", "fd00:201::2"]).unwrap();
     // A has no route anywhere else: only the veth and loopback exist.
     let routes = stdout(&a.run(&["ip", "route", "show"]).unwrap());
     assert!(!routes.contains("default"), "{routes}");
