@@ -1,1 +1,0 @@
-//! The netlink backend: the only code that speaks nf_tables over netlink.
