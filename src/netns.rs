@@ -32,6 +32,14 @@ pub enum NetnsError {
     },
     #[error("refusing to act: namespace {name} is not one this process created, or it is the machine's own network namespace")]
     NotOwned { name: String },
+    #[error(
+        "entering network namespace {name} failed: {source} (setns needs root or CAP_SYS_ADMIN)"
+    )]
+    Enter {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A uniquely named network namespace, deleted on drop.
@@ -93,6 +101,54 @@ impl Netns {
                 name: self.name.clone(),
             }),
         }
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace, and
+    /// returns its result. This is how in-process netlink code is tested:
+    /// the calling thread, and so the test runner, never changes namespace.
+    ///
+    /// Before `f` runs, the thread checks that its own network namespace
+    /// (`/proc/thread-self/ns/net`) is this one and is neither the machine's
+    /// (`/proc/1/ns/net`, when readable) nor the process's main namespace
+    /// (`/proc/self/ns/net`, the thread-group leader's). If any check
+    /// fails, `f` is not called. A panic in `f` is passed on to the caller.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        self.verify()?;
+        let path = self.path();
+        let name = self.name.clone();
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(move || -> Result<T, NetnsError> {
+                let enter = |source| NetnsError::Enter {
+                    name: name.clone(),
+                    source,
+                };
+                let file = fs::File::open(&path).map_err(enter)?;
+                // Only this thread moves: setns(2) changes the calling
+                // thread's namespace, and the thread ends with `f`, so no
+                // other code ever runs in the wrong namespace. CLONE_NEWNET
+                // (unlike CLONE_NEWUSER or CLONE_NEWNS) is allowed from a
+                // multithreaded process.
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| enter(e.into()))?;
+                let ino = |p: &str| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+                let here = ino("/proc/thread-self/ns/net");
+                let ours = fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
+                let machine = ino("/proc/1/ns/net");
+                let process = ino("/proc/self/ns/net");
+                let inside = here.is_some()
+                    && here == ours
+                    && here != process
+                    && (machine.is_none() || here != machine);
+                if !inside {
+                    return Err(NetnsError::NotOwned { name: name.clone() });
+                }
+                Ok(f())
+            });
+            match worker.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 
     /// A command that runs `program` inside the namespace. Check

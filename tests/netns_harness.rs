@@ -125,3 +125,66 @@ fn the_harness_refuses_a_namespace_it_does_not_own() {
     let err = ns.run(&["nft", "list", "ruleset"]).unwrap_err();
     assert!(err.to_string().contains("refusing to act"), "{err}");
 }
+
+#[test]
+fn a_hand_written_table_loads_inside_and_reads_back() {
+    if !privileged("a_hand_written_table_loads_inside_and_reads_back") {
+        return;
+    }
+    let host_before = host_tables();
+    let ns = Netns::create("hand").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.nft");
+    std::fs::write(
+        &file,
+        "table inet fwharden {\n\
+         \tchain input {\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\ttcp dport 22 counter accept comment \"ssh\"\n\
+         \t}\n\
+         }\n",
+    )
+    .unwrap();
+    ns.run(&["nft", "-f", file.to_str().unwrap()]).unwrap();
+    let listed = stdout(
+        &ns.run(&["nft", "list", "table", "inet", "fwharden"])
+            .unwrap(),
+    );
+    assert!(
+        listed.contains("tcp dport 22 counter packets 0 bytes 0 accept comment \"ssh\""),
+        "{listed}"
+    );
+    assert_eq!(
+        host_tables(),
+        host_before,
+        "the machine's own ruleset changed"
+    );
+}
+
+#[test]
+fn run_in_enters_the_namespace_on_its_own_thread_only() {
+    if !privileged("run_in_enters_the_namespace_on_its_own_thread_only") {
+        return;
+    }
+    let ino = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).map(|m| m.ino()).unwrap()
+    };
+    let host = ino("/proc/thread-self/ns/net");
+    let ns = Netns::create("runin").unwrap();
+    let ours = ino(&format!("/run/netns/{}", ns.name()));
+    let inside = ns.run_in(|| ino("/proc/thread-self/ns/net")).unwrap();
+    assert_eq!(inside, ours);
+    assert_ne!(inside, host);
+    // The calling thread never moved.
+    assert_eq!(ino("/proc/thread-self/ns/net"), host);
+
+    // A panic inside is the caller's panic, and the namespace still goes.
+    let name = ns.name().to_string();
+    let result = panic::catch_unwind(panic::AssertUnwindSafe(|| {
+        ns.run_in(|| panic!("failing inside run_in")).unwrap();
+    }));
+    assert!(result.is_err());
+    drop(ns);
+    assert!(!exists(&name), "{name} survived its drop");
+}

@@ -74,6 +74,20 @@ fn show_matches_the_golden_files() {
 }
 
 #[test]
+fn every_golden_file_has_its_profile() {
+    let names = shipped_names();
+    for entry in std::fs::read_dir(root().join("tests/golden")).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            path.extension().is_some_and(|e| e == "nft") && names.contains(&stem),
+            "{} matches no profiles/*.toml",
+            path.display()
+        );
+    }
+}
+
+#[test]
 fn show_is_deterministic() {
     for name in shipped_names() {
         let a = shipped(&["show", &name]).stdout;

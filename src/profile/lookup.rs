@@ -166,6 +166,13 @@ pub fn check_name(name: &str) -> Result<(), Diagnostic> {
     if ok {
         return Ok(());
     }
+    if name.is_empty() {
+        return Err(
+            Diagnostic::file(Path::new("\"\""), "the profile name is empty").with_hint(
+                "give the name of a profile (see `fwharden list`), or a path to a .toml file",
+            ),
+        );
+    }
     Err(Diagnostic::file(
         Path::new(name),
         format!("`{name}` is not a profile name: names use only letters, digits, '.', '_' and '-', and do not start with '.'"),
@@ -174,7 +181,7 @@ pub fn check_name(name: &str) -> Result<(), Diagnostic> {
 }
 
 fn read_file(path: &Path) -> Result<Found, Diagnostic> {
-    let text = fs::read_to_string(path).map_err(|e| {
+    let bytes = fs::read(path).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::NotFound => {
                 "check the path, or run `fwharden list` for the profiles there are"
@@ -184,6 +191,8 @@ fn read_file(path: &Path) -> Result<Found, Diagnostic> {
         };
         Diagnostic::file(path, format!("cannot read the profile: {e}")).with_hint(hint)
     })?;
+    let text =
+        String::from_utf8(bytes).map_err(|e| not_utf8(path, e.utf8_error(), e.as_bytes()))?;
     check_owner(path)?;
     let name = path
         .file_stem()
@@ -195,6 +204,32 @@ fn read_file(path: &Path) -> Result<Found, Diagnostic> {
         location: Location::File(path.to_path_buf()),
         text,
     })
+}
+
+/// Points at the first byte that is not UTF-8, so it can be found and
+/// fixed (often a Latin-1 character pasted into a comment).
+fn not_utf8(path: &Path, e: std::str::Utf8Error, bytes: &[u8]) -> Diagnostic {
+    let valid = &bytes[..e.valid_up_to()];
+    let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    // Everything before the bad byte is valid UTF-8.
+    let column = String::from_utf8_lossy(&valid[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Diagnostic {
+        line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+        column,
+        ..Diagnostic::file(
+            path,
+            format!(
+                "the profile is not UTF-8 text: byte 0x{:02x} here is not UTF-8",
+                bytes[e.valid_up_to()]
+            ),
+        )
+        .with_hint(
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or remove the character",
+        )
+    }
 }
 
 /// Like sshd's StrictModes: when root loads a profile, the file and its
@@ -253,6 +288,15 @@ mod tests {
         for bad in ["", "..", ".hidden", "a b", "a\\b", "é"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_is_located() {
+        let bytes = b"a = 1\n# caf\xc3\xa9 \xe9\n".to_vec();
+        let e = String::from_utf8(bytes).unwrap_err();
+        let d = not_utf8(Path::new("p.toml"), e.utf8_error(), e.as_bytes());
+        assert_eq!((d.line, d.column), (2, 8));
+        assert!(d.message.contains("0xe9"), "{}", d.message);
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct RawGroup {
     pub members: Vec<Sp<String>>,
     pub file: Option<Sp<String>>,
     pub family: Option<Sp<Family>>,
+    /// Reading it already failed and was reported: it resolves to nothing,
+    /// without a second "empty group" error, and rules using it are dropped.
+    pub invalid: bool,
 }
 
 #[derive(Debug)]
@@ -189,18 +192,76 @@ pub fn parse(src: &SourceFile, diags: &mut Vec<Diagnostic>) -> RawProfile {
                 .to_string();
             diags.push(
                 src.error(span, format!("this is not valid TOML: {msg}"))
-                    .with_hint("see the profile reference in the README for the syntax"),
+                    .with_hint(toml_hint(e.message(), &msg)),
             );
             return RawProfile::default();
         }
     };
-    let mut p = Parser { src, diags };
+    let mut p = Parser {
+        src,
+        diags,
+        suggested: Vec::new(),
+    };
     p.profile(doc.as_table())
+}
+
+/// Keys people reach for that the profile language spells differently.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("source", "from"),
+    ("sources", "from"),
+    ("src", "from"),
+    ("port", "allow"),
+    ("ports", "allow"),
+    ("protocol", "proto"),
+    ("iface", "interface"),
+];
+
+/// The allowed key an unknown one most likely meant: a near spelling, a
+/// longer form (`protocol` for `proto`), or a known synonym.
+fn near_key<'k>(key: &str, allowed: &[&'k str]) -> Option<&'k str> {
+    closest(key, allowed.iter().copied())
+        .or_else(|| {
+            allowed
+                .iter()
+                .copied()
+                .find(|a| a.len() >= 4 && key.starts_with(a))
+        })
+        .or_else(|| {
+            SYNONYMS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, a)| allowed.iter().copied().find(|x| x == a))
+        })
+}
+
+/// What to write instead, for the TOML parser's most common complaints.
+fn toml_hint(full: &str, last: &str) -> String {
+    if let Some(key) = last
+        .strip_prefix("duplicate key `")
+        .and_then(|rest| rest.split('`').next())
+        .map(|k| k.trim_matches('"'))
+    {
+        return if full.contains("table header") {
+            format!(
+                "a section is written once: merge the two [{key}] sections (only [[rule]] repeats)"
+            )
+        } else {
+            format!("`{key}` is written once per table: remove one of them, or, if a new rule starts here, put a [[rule]] line before it")
+        };
+    }
+    if last.contains("string") {
+        return "close the string with a \" on the same line; write a \" inside a string as \\\""
+            .to_string();
+    }
+    "check this line for an unclosed quote or bracket, or a missing `=`; values are written key = \"text\", key = 22 or key = [\"a\", \"b\"]".to_string()
 }
 
 struct Parser<'a> {
     src: &'a SourceFile,
     diags: &'a mut Vec<Diagnostic>,
+    /// Every key suggested for an unknown one so far, so that a rule whose
+    /// `alow` was reported is not also reported as having no action.
+    suggested: Vec<String>,
 }
 
 type Entries<'t> = Vec<(&'t str, Range<usize>, &'t Item)>;
@@ -245,7 +306,7 @@ impl Parser<'_> {
                 out.push((key, kspan, item));
                 continue;
             }
-            let hint = match closest(key, allowed.iter().copied()) {
+            let hint = match near_key(key, allowed) {
                 Some(near) => format!(
                     "did you mean `{near}`? {what} takes: {}",
                     allowed.join(", ")
@@ -253,6 +314,8 @@ impl Parser<'_> {
                 None => format!("{what} takes: {}", allowed.join(", ")),
             };
             self.error(kspan, format!("unknown key `{key}` in {what}"), hint);
+            self.suggested
+                .push(near_key(key, allowed).unwrap_or_default().to_string());
         }
         out
     }
@@ -483,11 +546,13 @@ impl Parser<'_> {
                 .unwrap_or_else(|| span_of(i));
             (k, ks, i)
         }) {
+            let errors_before = self.diags.len();
             let mut g = RawGroup {
                 name: sp(name.to_string(), kspan),
                 members: Vec::new(),
                 file: None,
                 family: None,
+                invalid: false,
             };
             if let Some(table) = item.as_table_like() {
                 for (key, _, v) in self.entries(table, GROUP_KEYS, "a group") {
@@ -509,6 +574,7 @@ impl Parser<'_> {
                 );
                 continue;
             }
+            g.invalid = self.diags.len() > errors_before;
             out.push(g);
         }
         out
@@ -535,6 +601,7 @@ impl Parser<'_> {
                 proto: None,
             };
             let mut has_port = false;
+            let suggested_before = self.suggested.len();
             for (key, _, v) in self.entries(table, SERVICE_KEYS, "a service") {
                 match key {
                     "port" => {
@@ -546,13 +613,18 @@ impl Parser<'_> {
                     _ => unreachable!(),
                 }
             }
-            if !has_port {
+            // Kept even when refused, so rules naming it are not also told
+            // it is unknown; `portt = 80` was reported already.
+            if !has_port
+                && !self.suggested[suggested_before..]
+                    .iter()
+                    .any(|k| k == "port")
+            {
                 self.error(
                     kspan,
                     format!("service `{name}` has no port"),
                     format!("write {name} = {{ port = 8080, proto = \"tcp\" }}"),
                 );
-                continue;
             }
             out.push(s);
         }
@@ -624,6 +696,7 @@ impl Parser<'_> {
     }
 
     fn rule(&mut self, header: Range<usize>, t: &dyn TableLike) -> Option<RawRule> {
+        let suggested_before = self.suggested.len();
         let mut action: Option<(Sp<Action>, &Item)> = None;
         let mut r = RawRule {
             span: header.clone(),
@@ -702,7 +775,18 @@ impl Parser<'_> {
                     r.log = match item {
                         i if i.as_bool() == Some(true) => Some(sp(None, span_of(i))),
                         i if i.as_bool() == Some(false) => None,
-                        i => self.string(i, "log").map(|s| sp(Some(s.value), s.span)),
+                        i if i.is_str() => self.string(i, "log").map(|s| sp(Some(s.value), s.span)),
+                        i => {
+                            self.error(
+                                span_of(i),
+                                format!(
+                                    "`log` must be true, false or a prefix string, not {}",
+                                    type_name(i)
+                                ),
+                                "write log = true, or log = \"ssh: \" to choose the prefix",
+                            );
+                            None
+                        }
                     }
                 }
                 "comment" => r.comment = self.string(item, "comment"),
@@ -710,6 +794,13 @@ impl Parser<'_> {
             }
         }
         let Some((act, item)) = action else {
+            // `alow = "ssh"` was reported already, with `allow` suggested.
+            if self.suggested[suggested_before..]
+                .iter()
+                .any(|k| matches!(k.as_str(), "allow" | "deny" | "reject"))
+            {
+                return None;
+            }
             self.error(
                 header,
                 "this rule says neither allow, deny nor reject",
@@ -783,6 +874,12 @@ fn port_text(s: &str) -> Result<u16, String> {
 pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
     match s.split_once('-') {
         None => port_text(s).map(PortRange::single),
+        Some((a, _)) if a.trim().is_empty() => Err(format!(
+            "\"{s}\" has no first port; ports are 1 to 65535, and a range is written \"FIRST-LAST\""
+        )),
+        Some((_, b)) if b.trim().is_empty() => Err(format!(
+            "the range \"{s}\" has no last port; write \"FIRST-LAST\", e.g. \"6000-6010\""
+        )),
         Some((a, b)) => {
             let (first, last) = (port_text(a)?, port_text(b)?);
             if first > last {
@@ -800,7 +897,15 @@ fn parse_target(s: &str) -> Result<Target, String> {
     if s == "all" {
         return Ok(Target::All);
     }
+    if s.trim().is_empty() {
+        return Err("an empty string names no service and no port".to_string());
+    }
     if !s.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        if let Some((name, proto)) = s.split_once('/') {
+            return Err(format!(
+                "\"{s}\": a /PROTOCOL suffix follows a port number, not a service name; write \"{name}\" and proto = \"{proto}\", or the port itself"
+            ));
+        }
         return Ok(Target::Service(s.to_string()));
     }
     let (ports, proto) = match s.split_once('/') {
@@ -897,6 +1002,51 @@ mod tests {
         assert_eq!(
             parse_port_range("5-10").unwrap(),
             PortRange { first: 5, last: 10 }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_suggest_longer_forms_and_synonyms() {
+        assert_eq!(near_key("protocol", SERVICE_KEYS), Some("proto"));
+        assert_eq!(near_key("source", RULE_KEYS), Some("from"));
+        assert_eq!(near_key("ports", RULE_KEYS), Some("allow"));
+        assert_eq!(near_key("ports", SERVICE_KEYS), Some("port"));
+        assert_eq!(near_key("zzz", RULE_KEYS), None);
+    }
+
+    #[test]
+    fn a_misspelled_action_is_reported_once() {
+        let (_, d) = parse_str("[[rule]]\nalow = \"ssh\"\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+    }
+
+    #[test]
+    fn open_ranges_and_service_suffixes_say_what_to_write() {
+        assert!(parse_port_range("8080-")
+            .unwrap_err()
+            .contains("no last port"));
+        assert!(parse_port_range("-5")
+            .unwrap_err()
+            .contains("no first port"));
+        let e = parse_target("ssh/tcp").unwrap_err();
+        assert!(e.contains("proto = \"tcp\""), "{e}");
+        assert!(parse_target("").is_err());
+    }
+
+    #[test]
+    fn toml_errors_get_a_specific_hint() {
+        let (_, d) = parse_str("[[rule]]\nallow = \"ssh\"\nallow = \"http\"\n");
+        assert!(
+            d[0].hint.as_deref().unwrap().contains("[[rule]] line"),
+            "{d:?}"
+        );
+        let (_, d) = parse_str("[defaults]\n[defaults]\n");
+        assert!(
+            d[0].hint
+                .as_deref()
+                .unwrap()
+                .contains("merge the two [defaults]"),
+            "{d:?}"
         );
     }
 

@@ -108,15 +108,22 @@ fn load_chain(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> O
                         .with_hint("a profile cannot extend itself or one of the profiles extending it; remove this extends"),
                 );
             } else if layers.len() + 1 >= MAX_EXTENDS {
-                diags.push(src.error(
-                    ext.span.clone(),
-                    format!("`extends` chain is deeper than {MAX_EXTENDS} profiles"),
-                ));
+                diags.push(
+                    src.error(
+                        ext.span.clone(),
+                        format!("`extends` chain is deeper than {MAX_EXTENDS} profiles"),
+                    )
+                    .with_hint(
+                        "copy the rules of a few parents into one profile, so the chain is shorter",
+                    ),
+                );
             } else {
                 let looked = super::lookup::check_name(&ext.value)
                     .and_then(|_| search.find_name(&ext.value));
                 match looked {
                     Ok(parent) => next = Some(parent),
+                    // Located inside the parent (not UTF-8): it stands as is.
+                    Err(d) if d.line > 0 => diags.push(d),
                     Err(d) => diags.push(
                         src.error(ext.span.clone(), d.message)
                             .with_hint(d.hint.unwrap_or_default()),
@@ -300,11 +307,20 @@ impl<'a> Resolver<'a> {
         let (layer, raw) = *self.raw_groups.get(name)?;
         path.push(name.to_string());
         let mut prefixes: Vec<IpNet> = Vec::new();
-        let mut ok = true;
+        // A group whose text was already refused is not also "empty".
+        let mut ok = !raw.invalid;
         let family = raw.family.as_ref().map(|f| f.value);
         for m in &raw.members {
             let item = m.value.trim();
-            if looks_like_address(item) {
+            if item.is_empty() {
+                ok = false;
+                self.error(
+                    layer,
+                    &m.span,
+                    format!("group `{name}` has an empty item"),
+                    "write an address, a prefix or a group name, or remove the item",
+                );
+            } else if looks_like_address(item) {
                 match parse_prefix(item) {
                     Ok(net) if family.is_some_and(|f| f != Family::of(&net)) => {
                         ok = false;
@@ -418,7 +434,7 @@ impl<'a> Resolver<'a> {
             .copied()
             .chain(self.raw_groups.keys().map(String::as_str))
             .collect();
-        let hint = match closest(item, names.iter().copied()) {
+        let hint = match near_name(item, &names) {
             Some(near) => format!("did you mean `{near}`? or define it under [groups]"),
             None => format!(
                 "define it under [groups], e.g. {item} = [\"192.0.2.0/24\"]; known groups: {}",
@@ -525,7 +541,10 @@ impl<'a> Resolver<'a> {
         let log = match &raw.log {
             None => None,
             Some(Sp { value: None, .. }) => {
-                Some(truncate(&format!("fwharden {label}: "), LOG_PREFIX_MAX))
+                // The label holds interface names, which may hold `$`; see
+                // check_log_prefix.
+                let prefix = format!("fwharden {}: ", label.replace('$', "_"));
+                Some(truncate(&prefix, LOG_PREFIX_MAX))
             }
             Some(Sp {
                 value: Some(p),
@@ -533,7 +552,7 @@ impl<'a> Resolver<'a> {
             }) => match check_log_prefix(p) {
                 Ok(p) => Some(p),
                 Err(why) => {
-                    self.error(layer, span, why, "write a short prefix of printable ASCII without quotes, e.g. log = \"ssh: \"");
+                    self.error(layer, span, why, "write a short prefix of printable ASCII without quotes, backslashes or $, e.g. log = \"ssh: \"");
                     None
                 }
             },
@@ -563,7 +582,7 @@ impl<'a> Resolver<'a> {
                 Target::Service(name) => {
                     let Some(svc) = self.services.get(name).cloned() else {
                         let names: Vec<&str> = self.services.keys().map(String::as_str).collect();
-                        let hint = match closest(name, names.iter().copied()) {
+                        let hint = match near_name(name, &names) {
                             Some(near) => format!("did you mean `{near}`? or define it under [services]"),
                             None => format!("define it under [services], e.g. {name} = {{ port = 8080, proto = \"tcp\" }}, or write the port itself, e.g. \"8080/tcp\""),
                         };
@@ -665,6 +684,15 @@ impl<'a> Resolver<'a> {
                 "any" => (any4, any6) = (true, true),
                 "any4" => any4 = true,
                 "any6" => any6 = true,
+                "" => {
+                    ok = false;
+                    self.error(
+                        layer,
+                        &item.span,
+                        "`from` has an empty item",
+                        "write an address, a prefix or a group name, or remove the item",
+                    );
+                }
                 _ if looks_like_address(s) => match parse_prefix(s) {
                     Ok(net) if !allowed(Family::of(&net)) => {
                         ok = false;
@@ -759,6 +787,16 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// A known name for a misspelled one; names are case-sensitive, so `SSH`
+/// suggests `ssh`.
+fn near_name<'a>(name: &str, names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .copied()
+        .find(|n| n.eq_ignore_ascii_case(name))
+        .or_else(|| closest(name, names.iter().copied()))
+}
+
 fn builtin_group(name: &str) -> Option<Vec<IpNet>> {
     let v4: IpNet = "0.0.0.0/0".parse().ok()?;
     let v6: IpNet = "::/0".parse().ok()?;
@@ -825,8 +863,14 @@ fn label(raw: &RawRule) -> String {
 /// Interface names as the kernel takes them (IFNAMSIZ is 16, NUL included).
 fn check_interface(name: &str) -> Result<(), String> {
     let stem = name.strip_suffix('*').unwrap_or(name);
-    if name.is_empty() || name == "*" {
+    if name.is_empty() {
         return Err("`interface` is empty".to_string());
+    }
+    if name == "*" {
+        return Err(
+            "interface \"*\" alone matches every interface; remove `interface` to mean that"
+                .to_string(),
+        );
     }
     if name.len() > 15 {
         return Err(format!(
@@ -854,9 +898,11 @@ fn check_log_prefix(p: &str) -> Result<String, String> {
             LOG_PREFIX_MAX - 1
         ));
     }
+    // nft expands `$name` inside a log prefix as a variable (and refuses
+    // an undefined one), so `$` cannot reach the `nft -f` text.
     if let Some(c) = p
         .chars()
-        .find(|c| !(c.is_ascii_graphic() || *c == ' ') || matches!(c, '"' | '\\'))
+        .find(|c| !(c.is_ascii_graphic() || *c == ' ') || matches!(c, '"' | '\\' | '$'))
     {
         return Err(format!("`log` prefix holds {c:?}"));
     }
