@@ -10,3 +10,4 @@ pub mod netns;
 pub mod profile;
 pub mod render;
 pub mod ruleset;
+pub mod state;

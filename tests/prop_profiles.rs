@@ -666,7 +666,16 @@ fn write_profile(p: &GenProfile, dir: &Path) -> String {
         if let Some((n, unit, burst)) = r.limit {
             keys.push(format!("limit = \"{n}/{unit}\""));
             if let Some(b) = burst {
-                keys.push(format!("burst = {b}"));
+                // The kernel counts `count + burst` in units of the rate's
+                // period in nanoseconds, in 64 bits; keep inside that.
+                let secs: u64 = match unit {
+                    "second" => 1,
+                    "minute" => 60,
+                    "hour" => 3600,
+                    _ => 86400,
+                };
+                let max = u64::MAX / (secs * 1_000_000_000) - u64::from(n);
+                keys.push(format!("burst = {}", u64::from(b).min(max).max(1)));
             }
         }
         match &r.log {

@@ -941,11 +941,20 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         "day" => RateUnit::Day,
         other => return Err(format!("\"{other}\" is not a unit")),
     };
-    Ok(Rate {
+    let rate = Rate {
         count,
         unit,
         burst: 5,
-    })
+    };
+    if !rate.fits_kernel() {
+        return Err(format!(
+            "{count} per {} is more than the kernel can count; use at most {} per {}",
+            unit.as_str(),
+            Rate::max_count_plus_burst(unit) - 5,
+            unit.as_str()
+        ));
+    }
+    Ok(rate)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::diag::{closest, Diagnostic, SourceFile};
 use super::lookup::{Location, SearchPath};
 use super::parse::{self, Action, ProtoSpec, RawGroup, RawProfile, RawRule, Sp, Target};
 use super::{Defaults, Group, Origin, Ports, Profile, Rule, SourceSide, Sources};
-use crate::ruleset::{Family, PortRange, Protocol, LOG_PREFIX_MAX};
+use crate::ruleset::{Family, PortRange, Protocol, Rate, LOG_PREFIX_MAX};
 
 /// How deep an extends chain may go before it is surely a mistake.
 const MAX_EXTENDS: usize = 16;
@@ -528,7 +528,23 @@ impl<'a> Resolver<'a> {
             );
         }
         match (&raw.burst, limit.as_mut()) {
-            (Some(b), Some(l)) => l.burst = b.value,
+            (Some(b), Some(l)) => {
+                l.burst = b.value;
+                if !l.fits_kernel() {
+                    let max = Rate::max_count_plus_burst(l.unit) - u64::from(l.count);
+                    self.error(
+                        layer,
+                        &b.span,
+                        format!(
+                            "a burst of {} at {}/{} is more than the kernel can count",
+                            l.burst,
+                            l.count,
+                            l.unit.as_str()
+                        ),
+                        format!("use burst = {max} or less, or a shorter unit in `limit`"),
+                    );
+                }
+            }
             (Some(b), None) => self.error(
                 layer,
                 &b.span,

@@ -1,6 +1,7 @@
 //! The ruleset model and the pure compiler that builds it from a profile.
 
 pub mod compile;
+pub mod eval;
 pub mod model;
 
 pub use compile::compile;

@@ -327,6 +327,20 @@ pub struct Rate {
     pub burst: u32,
 }
 
+impl Rate {
+    /// The largest `count + burst` the kernel accepts for this unit. It keeps
+    /// a bucket of `unit in ns * (count + burst) / count` tokens in 64 bits
+    /// and refuses a limit that overflows it with EOVERFLOW
+    /// (net/netfilter/nft_limit.c).
+    pub fn max_count_plus_burst(unit: RateUnit) -> u64 {
+        u64::MAX / (unit.seconds() * 1_000_000_000)
+    }
+
+    pub fn fits_kernel(&self) -> bool {
+        u64::from(self.count) + u64::from(self.burst) <= Rate::max_count_plus_burst(self.unit)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RateUnit {

@@ -1,0 +1,162 @@
+//! Evaluates the ruleset model for one packet, the way the kernel would:
+//! which rule decides, and what it decides. The lockout guard asks it about
+//! the operator's SSH connection; the probe plan asks it what every probe
+//! should see.
+//!
+//! It reads the model only. Where the outcome depends on run-time state the
+//! model cannot know (a per-source meter, a global rate limit), it assumes
+//! the packet is under the limit: the first packet of a connection.
+
+use std::net::IpAddr;
+
+use super::model::*;
+
+/// A packet as the input hook sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub source: IpAddr,
+    pub protocol: Protocol,
+    pub dport: u16,
+    /// The interface it arrives on, when known. A rule that names an
+    /// interface never matches a packet whose interface is unknown.
+    pub interface: Option<String>,
+    pub state: CtState,
+}
+
+/// What the chain decides, and which rule decided (`None`: the policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub rule: Option<usize>,
+    pub comment: String,
+}
+
+impl Decision {
+    pub fn accepted(&self) -> bool {
+        self.verdict == Verdict::Accept
+    }
+}
+
+/// Runs `packet` through the chain on `hook`. A ruleset without that chain
+/// accepts everything (nothing of ours is on the hook).
+pub fn evaluate(ruleset: &Ruleset, hook: Hook, packet: &Packet) -> Decision {
+    let Some(chain) = ruleset.chains.iter().find(|c| c.hook == hook) else {
+        return Decision {
+            verdict: Verdict::Accept,
+            rule: None,
+            comment: format!("no {} chain", hook.as_str()),
+        };
+    };
+    for (i, rule) in chain.rules.iter().enumerate() {
+        let Some(verdict) = rule.verdict else { continue };
+        if rule.matches.iter().all(|m| matches(ruleset, m, packet)) {
+            return Decision {
+                verdict,
+                rule: Some(i),
+                comment: rule.comment.clone(),
+            };
+        }
+    }
+    Decision {
+        verdict: match chain.policy {
+            Policy::Accept => Verdict::Accept,
+            Policy::Drop => Verdict::Drop,
+        },
+        rule: None,
+        comment: format!("policy of chain {}", chain.name),
+    }
+}
+
+fn family_of(addr: &IpAddr) -> Family {
+    match addr {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    }
+}
+
+fn interface_matches(pattern: &str, name: Option<&str>) -> bool {
+    let Some(name) = name else { return false };
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
+    match m {
+        Match::Family(f) => family_of(&p.source) == *f,
+        Match::InInterface(name) => interface_matches(name, p.interface.as_deref()),
+        // Input packets have no output interface.
+        Match::OutInterface(_) => false,
+        Match::CtState(states) => states.contains(&p.state),
+        Match::Protocol(protos) => protos.contains(&p.protocol),
+        Match::DestPort(ranges) => ranges.iter().any(|r| r.contains(p.dport)),
+        Match::SourceInSet { family, set } => {
+            family_of(&p.source) == *family
+                && match ruleset.set(set).map(|s| &s.kind) {
+                    Some(SetKind::Prefixes(nets)) => nets.iter().any(|n| n.contains(&p.source)),
+                    _ => false,
+                }
+        }
+        // A TCP or UDP packet is never ICMP.
+        Match::IcmpType(_) | Match::Icmpv6Type(_) => false,
+        // The first packet of a connection is under any per-source rate.
+        Match::SourceRateOver { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{load, SearchPath};
+
+    fn vps() -> Ruleset {
+        let search = SearchPath {
+            dirs: vec![],
+            builtin: true,
+        };
+        crate::ruleset::compile(&load("vps-profile", &search).profile.unwrap())
+    }
+
+    fn tcp(source: &str, dport: u16, interface: Option<&str>) -> Packet {
+        Packet {
+            source: source.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            dport,
+            interface: interface.map(str::to_string),
+            state: CtState::New,
+        }
+    }
+
+    #[test]
+    fn vps_profile_lets_the_world_reach_only_web_and_wireguard() {
+        let r = vps();
+        let eval = |p: Packet| evaluate(&r, Hook::Input, &p);
+        assert!(eval(tcp("203.0.113.9", 443, Some("eth0"))).accepted());
+        assert!(!eval(tcp("203.0.113.9", 6379, Some("eth0"))).accepted());
+        assert!(!eval(tcp("203.0.113.9", 22, Some("eth0"))).accepted());
+        assert!(!eval(tcp("10.0.0.7", 5432, Some("eth0"))).accepted(), "databases only on wg0");
+        assert!(eval(tcp("10.0.0.7", 5432, Some("wg0"))).accepted());
+        assert!(!eval(tcp("10.0.0.7", 5432, None)).accepted(), "unknown interface never matches");
+        assert!(eval(tcp("192.0.2.10", 22, None)).accepted());
+        assert!(eval(tcp("2001:db8:1::5", 22, None)).accepted());
+        let udp = Packet { protocol: Protocol::Udp, ..tcp("198.51.100.1", 51820, None) };
+        assert!(eval(udp).accepted());
+    }
+
+    #[test]
+    fn established_traffic_is_accepted_first() {
+        let r = vps();
+        let p = Packet { state: CtState::Established, ..tcp("203.0.113.9", 6379, None) };
+        let d = evaluate(&r, Hook::Input, &p);
+        assert!(d.accepted());
+        assert_eq!(d.rule, Some(0));
+    }
+
+    #[test]
+    fn the_policy_decides_what_no_rule_does() {
+        let d = evaluate(&vps(), Hook::Input, &tcp("203.0.113.9", 3306, None));
+        assert_eq!((d.verdict, d.rule), (Verdict::Drop, None));
+        assert!(evaluate(&vps(), Hook::Output, &tcp("203.0.113.9", 3306, None)).accepted());
+    }
+}

@@ -1,0 +1,13 @@
+//! fwharden's state on disk: the last confirmed ruleset, the pending apply
+//! waiting for confirmation, and the lock that keeps applies one at a time.
+//!
+//! Both records live in the state directory (`/var/lib/fwharden`), which
+//! survives a reboot: `restore` at boot sees an unconfirmed apply there and
+//! loads the confirmed ruleset instead. The lock lives in the run directory
+//! (`/run/fwharden`). Every file is root-only and written atomically.
+
+mod lock;
+mod store;
+
+pub use lock::{ApplyLock, LockError};
+pub use store::{Confirmed, Dirs, Pending, StateError};

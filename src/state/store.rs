@@ -1,0 +1,248 @@
+//! The records and their atomic, root-only files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ruleset::Ruleset;
+
+pub const STATE_DIR: &str = "/var/lib/fwharden";
+pub const RUN_DIR: &str = "/run/fwharden";
+
+const CONFIRMED: &str = "confirmed.json";
+const PENDING: &str = "pending.json";
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged ({source}); move it away to start over, or restore it from a backup")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Where state lives; both can be moved (tests, unusual layouts).
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub state: PathBuf,
+    pub run: PathBuf,
+}
+
+impl Default for Dirs {
+    fn default() -> Dirs {
+        Dirs {
+            state: PathBuf::from(STATE_DIR),
+            run: PathBuf::from(RUN_DIR),
+        }
+    }
+}
+
+/// The ruleset the operator confirmed last: what `restore` loads at boot
+/// and what a rollback goes back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmed {
+    pub profile: String,
+    pub ruleset: Ruleset,
+    /// Seconds since the epoch.
+    pub confirmed_at: u64,
+}
+
+/// An apply waiting for `confirm`. Its watcher restores `previous` at
+/// `deadline` unless this record is gone or carries another token by then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub profile: String,
+    pub ruleset: Ruleset,
+    /// What to go back to: the last confirmed ruleset, or `None` for "no
+    /// fwharden table".
+    pub previous: Option<Ruleset>,
+    pub applied_at: u64,
+    /// Seconds since the epoch.
+    pub deadline: u64,
+    /// Names this apply: `confirm --token` and the watcher check it, so a
+    /// later apply is never confirmed or rolled back by mistake.
+    pub token: String,
+    /// The detached watcher's process id, once started.
+    pub watcher: Option<u32>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Dirs {
+    fn ensure(dir: &Path) -> Result<(), StateError> {
+        let err = |source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(err)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)
+    }
+
+    pub fn ensure_all(&self) -> Result<(), StateError> {
+        Dirs::ensure(&self.state)?;
+        Dirs::ensure(&self.run)
+    }
+
+    pub fn confirmed(&self) -> Result<Option<Confirmed>, StateError> {
+        read_json(&self.state.join(CONFIRMED))
+    }
+
+    pub fn save_confirmed(&self, c: &Confirmed) -> Result<(), StateError> {
+        write_json(&self.state, CONFIRMED, c)
+    }
+
+    pub fn pending(&self) -> Result<Option<Pending>, StateError> {
+        read_json(&self.state.join(PENDING))
+    }
+
+    pub fn save_pending(&self, p: &Pending) -> Result<(), StateError> {
+        write_json(&self.state, PENDING, p)
+    }
+
+    pub fn clear_pending(&self) -> Result<(), StateError> {
+        let path = self.state.join(PENDING);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.state).map_err(|source| StateError::Write { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Write { path, source }),
+        }
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.run.join("apply.lock")
+    }
+
+    pub fn watcher_log(&self) -> PathBuf {
+        self.run.join("watcher.log")
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|source| StateError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Temporary file, fsync, rename, fsync of the directory: a crash leaves
+/// the old file or the new one, never a torn one.
+fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
+    Dirs::ensure(dir)?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let err = |source| StateError::Write {
+        path: path.clone(),
+        source,
+    };
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| err(e.into()))?;
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn ruleset() -> Ruleset {
+        Ruleset {
+            profile: "t".into(),
+            table: "fwharden".into(),
+            sets: vec![],
+            chains: vec![],
+        }
+    }
+
+    #[test]
+    fn records_round_trip_root_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            state: tmp.path().join("state"),
+            run: tmp.path().join("run"),
+        };
+        assert_eq!(dirs.confirmed().unwrap(), None);
+        let c = Confirmed {
+            profile: "t".into(),
+            ruleset: ruleset(),
+            confirmed_at: 7,
+        };
+        dirs.save_confirmed(&c).unwrap();
+        assert_eq!(dirs.confirmed().unwrap(), Some(c));
+        let meta = fs::metadata(dirs.state.join(CONFIRMED)).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(&dirs.state).unwrap().mode() & 0o777, 0o700);
+        let leftovers: Vec<_> = fs::read_dir(&dirs.state).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        assert!(leftovers.is_empty());
+        dirs.clear_pending().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_record_says_what_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            state: tmp.path().to_path_buf(),
+            run: tmp.path().to_path_buf(),
+        };
+        fs::write(tmp.path().join(PENDING), "{").unwrap();
+        let e = dirs.pending().unwrap_err().to_string();
+        assert!(e.contains("move it away"), "{e}");
+    }
+}
