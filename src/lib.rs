@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod netns;
+pub mod nft;
 pub mod profile;
 pub mod render;
 pub mod ruleset;

@@ -51,17 +51,23 @@ fn render_set(out: &mut String, set: &Set) {
     match &set.kind {
         SetKind::Prefixes(elements) => {
             let _ = writeln!(out, "\t\tflags interval");
-            let _ = writeln!(out, "\t\tcomment \"{}\"", set.comment);
+            render_comment(out, &set.comment);
             render_elements(out, elements);
         }
         SetKind::Meter { timeout_secs, size } => {
             let _ = writeln!(out, "\t\tsize {size}");
             let _ = writeln!(out, "\t\tflags dynamic,timeout");
             let _ = writeln!(out, "\t\ttimeout {timeout_secs}s");
-            let _ = writeln!(out, "\t\tcomment \"{}\"", set.comment);
+            render_comment(out, &set.comment);
         }
     }
     let _ = writeln!(out, "\t}}");
+}
+
+fn render_comment(out: &mut String, comment: &str) {
+    if !comment.is_empty() {
+        let _ = writeln!(out, "\t\tcomment \"{comment}\"");
+    }
 }
 
 /// A host prefix is written as the bare address, as `nft list` does.
@@ -137,7 +143,7 @@ pub fn rule_text(rule: &Rule) -> String {
         parts.push("counter".into());
     }
     if let Some(log) = &rule.log {
-        parts.push(format!("log prefix \"{}\"", log.prefix));
+        parts.push(format!("log prefix \"{}\" level info", log.prefix));
     }
     if let Some(v) = &rule.verdict {
         parts.push(verdict_text(v).into());

@@ -48,7 +48,9 @@ pub fn evaluate(ruleset: &Ruleset, hook: Hook, packet: &Packet) -> Decision {
         };
     };
     for (i, rule) in chain.rules.iter().enumerate() {
-        let Some(verdict) = rule.verdict else { continue };
+        let Some(verdict) = rule.verdict else {
+            continue;
+        };
         if rule.matches.iter().all(|m| matches(ruleset, m, packet)) {
             return Decision {
                 verdict,
@@ -135,19 +137,31 @@ mod tests {
         assert!(eval(tcp("203.0.113.9", 443, Some("eth0"))).accepted());
         assert!(!eval(tcp("203.0.113.9", 6379, Some("eth0"))).accepted());
         assert!(!eval(tcp("203.0.113.9", 22, Some("eth0"))).accepted());
-        assert!(!eval(tcp("10.0.0.7", 5432, Some("eth0"))).accepted(), "databases only on wg0");
+        assert!(
+            !eval(tcp("10.0.0.7", 5432, Some("eth0"))).accepted(),
+            "databases only on wg0"
+        );
         assert!(eval(tcp("10.0.0.7", 5432, Some("wg0"))).accepted());
-        assert!(!eval(tcp("10.0.0.7", 5432, None)).accepted(), "unknown interface never matches");
+        assert!(
+            !eval(tcp("10.0.0.7", 5432, None)).accepted(),
+            "unknown interface never matches"
+        );
         assert!(eval(tcp("192.0.2.10", 22, None)).accepted());
         assert!(eval(tcp("2001:db8:1::5", 22, None)).accepted());
-        let udp = Packet { protocol: Protocol::Udp, ..tcp("198.51.100.1", 51820, None) };
+        let udp = Packet {
+            protocol: Protocol::Udp,
+            ..tcp("198.51.100.1", 51820, None)
+        };
         assert!(eval(udp).accepted());
     }
 
     #[test]
     fn established_traffic_is_accepted_first() {
         let r = vps();
-        let p = Packet { state: CtState::Established, ..tcp("203.0.113.9", 6379, None) };
+        let p = Packet {
+            state: CtState::Established,
+            ..tcp("203.0.113.9", 6379, None)
+        };
         let d = evaluate(&r, Hook::Input, &p);
         assert!(d.accepted());
         assert_eq!(d.rule, Some(0));

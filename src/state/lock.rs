@@ -67,7 +67,11 @@ impl ApplyLock {
                     if start.elapsed() >= wait {
                         let mut holder = String::new();
                         let _ = file.read_to_string(&mut holder);
-                        let holder = if holder.trim().is_empty() { "unknown".into() } else { holder.trim().to_string() };
+                        let holder = if holder.trim().is_empty() {
+                            "unknown".into()
+                        } else {
+                            holder.trim().to_string()
+                        };
                         return Err(LockError::Busy { holder });
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -88,7 +92,10 @@ mod tests {
         let path = tmp.path().join("run/apply.lock");
         let first = ApplyLock::try_take(&path).unwrap();
         let err = ApplyLock::try_take(&path).unwrap_err().to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         ApplyLock::try_take(&path).unwrap();
     }

@@ -10,4 +10,4 @@ mod lock;
 mod store;
 
 pub use lock::{ApplyLock, LockError};
-pub use store::{Confirmed, Dirs, Pending, StateError};
+pub use store::{now, Confirmed, Dirs, Pending, StateError};

@@ -37,7 +37,9 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is damaged ({source}); move it away to start over, or restore it from a backup")]
+    #[error(
+        "{path} is damaged ({source}); move it away to start over, or restore it from a backup"
+    )]
     Corrupt {
         path: PathBuf,
         #[source]
@@ -229,7 +231,11 @@ mod tests {
         let meta = fs::metadata(dirs.state.join(CONFIRMED)).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(&dirs.state).unwrap().mode() & 0o777, 0o700);
-        let leftovers: Vec<_> = fs::read_dir(&dirs.state).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        let leftovers: Vec<_> = fs::read_dir(&dirs.state)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
         assert!(leftovers.is_empty());
         dirs.clear_pending().unwrap();
     }

@@ -1,0 +1,565 @@
+//! The model as one nf_tables batch: the messages, in order, that replace
+//! table `inet fwharden` with the ruleset's contents in one transaction.
+//!
+//! The batch opens with add table, delete table, add table: the table is
+//! created if absent and emptied if present, in the same transaction as
+//! the new contents, so the replacement is atomic and the batch can be
+//! sent again with the same result.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::os::raw::c_char;
+
+use nftnl::nftnl_sys::{self as sys, libc};
+use nftnl::{MsgType, NlMsg};
+
+use crate::ruleset::*;
+
+use super::intervals::{self, Elem};
+use super::obj;
+use super::rules::{self, AnonSet, AnonValues, PortHeader, ANON_NAME};
+use super::NftError;
+
+pub const FAMILY: u16 = libc::NFPROTO_INET as u16;
+/// NFT_MSG_DESTROYTABLE (Linux 6.3): delete if present, no error if absent.
+pub const NFT_MSG_DESTROYTABLE: u16 = 26;
+
+/// Set key types as nft numbers them (its `datatype` ids), which `nft
+/// list` uses to print the elements.
+const TYPE_IPV4_ADDR: u32 = 7;
+const TYPE_IPV6_ADDR: u32 = 8;
+const TYPE_INET_PROTO: u32 = 12;
+const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_ICMP_TYPE: u32 = 14;
+const TYPE_ICMPV6_TYPE: u32 = 29;
+
+/// User data type fwharden stores the profile name under, in the table.
+/// nft only reads type 0 (the table comment) and skips the others, so
+/// `nft list` shows nothing of it.
+pub const UDATA_TABLE_PROFILE: u8 = 0xf0;
+
+/// One user data TLV: type, length, value (libnftnl's `nftnl_udata`).
+fn tlv(out: &mut Vec<u8>, ty: u8, value: &[u8]) {
+    out.push(ty);
+    out.push(value.len() as u8);
+    out.extend_from_slice(value);
+}
+
+fn strz(s: &str) -> Vec<u8> {
+    let mut v: Vec<u8> = s.bytes().filter(|b| *b != 0).collect();
+    v.push(0);
+    v
+}
+
+/// A rule's user data: its comment as TLV type 0 (NFTNL_UDATA_RULE_COMMENT).
+pub fn rule_udata(comment: &str) -> Vec<u8> {
+    let mut u = Vec::new();
+    if !comment.is_empty() {
+        tlv(&mut u, 0, &strz(comment));
+    }
+    u
+}
+
+/// What nft writes in a named set's user data: the key byte order
+/// (NFTNL_UDATA_SET_KEYBYTEORDER = big endian) and the comment
+/// (NFTNL_UDATA_SET_COMMENT, type 7).
+fn named_set_udata(comment: &str) -> Vec<u8> {
+    let mut u = Vec::new();
+    tlv(&mut u, 0, &2u32.to_ne_bytes());
+    if !comment.is_empty() {
+        tlv(&mut u, 7, &strz(comment));
+    }
+    u
+}
+
+/// What nft writes in an anonymous set's user data: key byte order, "merge
+/// elements" for interval sets, and the key's "typeof" expression
+/// (NFTNL_UDATA_SET_KEY_TYPEOF: nft's expression kind, payload 7 or meta 9,
+/// and its protocol and field, or meta key), as `nft --debug=mnl` shows.
+fn anon_set_udata(values: &AnonValues, interval: bool) -> Vec<u8> {
+    let u32b = |v: u32| v.to_ne_bytes();
+    let (byteorder, expr, data): (u32, u32, Vec<(u8, u32)>) = match values {
+        AnonValues::Protocols(_) => (1, 9, vec![(0, 16)]),
+        AnonValues::Ports { header, .. } => {
+            let proto = match header {
+                PortHeader::Tcp => 8,
+                PortHeader::Udp => 6,
+                PortHeader::Any => 11,
+            };
+            (2, 7, vec![(0, proto), (1, 2)])
+        }
+        AnonValues::IcmpTypes(_) => (2, 7, vec![(0, 4), (1, 1)]),
+        AnonValues::Icmpv6Types(_) => (2, 7, vec![(0, 14), (1, 1)]),
+    };
+    let mut inner = Vec::new();
+    for (ty, v) in data {
+        tlv(&mut inner, ty, &u32b(v));
+    }
+    let mut typeof_ = Vec::new();
+    tlv(&mut typeof_, 0, &u32b(expr));
+    tlv(&mut typeof_, 1, &inner);
+    let mut u = Vec::new();
+    tlv(&mut u, 0, &u32b(byteorder));
+    if interval {
+        tlv(&mut u, 2, &u32b(1));
+    }
+    tlv(&mut u, 3, &typeof_);
+    u
+}
+
+/// A message of the batch: header type and flags, and the object.
+enum Payload {
+    Table(obj::Table),
+    Chain(obj::Chain),
+    Set(obj::Set),
+    Rule(obj::Rule),
+}
+
+struct Msg {
+    nl_type: u16,
+    flags: u16,
+    payload: Payload,
+}
+
+/// The seq → description of every message, filled as the batch is written,
+/// so the kernel's error can name the object it is about.
+type Log = RefCell<BTreeMap<u32, String>>;
+
+struct Logged<'a, M> {
+    msg: &'a M,
+    what: &'a str,
+    log: &'a Log,
+}
+
+// SAFETY: each write below builds one header and one object payload with
+// libnftnl, which never writes more than `nft_nlmsg_maxsize()` bytes for
+// a table, chain, set or rule, and for a set element message stops at the
+// 64 KiB attribute limit (nftnl_set_elems_nlmsg_build_payload_iter).
+unsafe impl NlMsg for Logged<'_, Msg> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
+        self.log.borrow_mut().insert(seq, self.what.to_string());
+        let m = self.msg;
+        // SAFETY: `buf` has room for the largest message (the trait's
+        // contract); the objects are live.
+        unsafe {
+            let nlh =
+                sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), m.nl_type, FAMILY, m.flags, seq);
+            match &m.payload {
+                Payload::Table(t) => sys::nftnl_table_nlmsg_build_payload(nlh, t.as_ptr()),
+                Payload::Chain(c) => sys::nftnl_chain_nlmsg_build_payload(nlh, c.as_ptr()),
+                Payload::Set(s) => sys::nftnl_set_nlmsg_build_payload(nlh, s.as_ptr()),
+                Payload::Rule(r) => sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr()),
+            }
+        }
+    }
+}
+
+/// One NEWSETELEM message, continuing where the previous one stopped.
+struct ElemsPage {
+    iter: *mut sys::nftnl_set_elems_iter,
+    /// What the last page's build returned: 1 when elements remain.
+    more: std::cell::Cell<i32>,
+}
+
+// SAFETY: see the impl for `Logged<Msg>`.
+unsafe impl NlMsg for Logged<'_, ElemsPage> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
+        self.log.borrow_mut().insert(seq, self.what.to_string());
+        let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK) as u16;
+        // SAFETY: as above; the iterator belongs to a live set.
+        unsafe {
+            let nlh = sys::nftnl_nlmsg_build_hdr(
+                buf.cast::<c_char>(),
+                libc::NFT_MSG_NEWSETELEM as u16,
+                FAMILY,
+                flags,
+                seq,
+            );
+            let more = sys::nftnl_set_elems_nlmsg_build_payload_iter(nlh, self.msg.iter);
+            self.msg.more.set(more);
+        }
+    }
+}
+
+/// A finished batch and what each of its messages is.
+pub struct Built {
+    pub batch: nftnl::FinalizedBatch,
+    pub what: BTreeMap<u32, String>,
+}
+
+struct Builder {
+    batch: nftnl::Batch,
+    log: Log,
+    table: String,
+    next_id: u32,
+}
+
+const CREATE: i32 = libc::NLM_F_CREATE | libc::NLM_F_ACK;
+
+impl Builder {
+    fn new(table: &str) -> Builder {
+        Builder {
+            batch: nftnl::Batch::new(),
+            log: RefCell::new(BTreeMap::new()),
+            table: table.to_string(),
+            next_id: 0,
+        }
+    }
+
+    fn add(&mut self, nl_type: i32, flags: i32, payload: Payload, what: &str) {
+        let msg = Msg {
+            nl_type: nl_type as u16,
+            flags: flags as u16,
+            payload,
+        };
+        let logged = Logged {
+            msg: &msg,
+            what,
+            log: &self.log,
+        };
+        self.batch.add(&logged, MsgType::Add);
+    }
+
+    fn table(&self, profile: Option<&str>) -> obj::Table {
+        let t = obj::Table::new();
+        t.set_str(sys::NFTNL_TABLE_NAME, &self.table);
+        t.set_u32(sys::NFTNL_TABLE_FAMILY, FAMILY.into());
+        t.set_u32(sys::NFTNL_TABLE_FLAGS, 0);
+        if let Some(p) = profile {
+            let mut u = Vec::new();
+            tlv(&mut u, UDATA_TABLE_PROFILE, &strz(p));
+            t.set_data(sys::NFTNL_TABLE_USERDATA, &u);
+        }
+        t
+    }
+
+    fn new_set(&mut self, name: &str, flags: u32, key_type: u32, key_len: u32) -> obj::Set {
+        self.next_id += 1;
+        let s = obj::Set::new();
+        s.set_str(sys::NFTNL_SET_TABLE, &self.table);
+        s.set_str(sys::NFTNL_SET_NAME, name);
+        s.set_u32(sys::NFTNL_SET_FAMILY, FAMILY.into());
+        s.set_u32(sys::NFTNL_SET_FLAGS, flags);
+        s.set_u32(sys::NFTNL_SET_KEY_TYPE, key_type);
+        s.set_u32(sys::NFTNL_SET_KEY_LEN, key_len);
+        s.set_u32(sys::NFTNL_SET_ID, self.next_id);
+        s
+    }
+
+    /// The set message, then its elements in as many messages as needed
+    /// (each NEWSETELEM holds at most 64 KiB of elements).
+    fn add_set(&mut self, set: obj::Set, elems: &[Elem], what: &str) {
+        let open = intervals::open_udata();
+        for e in elems {
+            set.add_elem(&e.key, e.end, if e.open { &open } else { &[] });
+        }
+        let msg = Msg {
+            nl_type: libc::NFT_MSG_NEWSET as u16,
+            flags: CREATE as u16,
+            payload: Payload::Set(set),
+        };
+        self.batch.add(
+            &Logged {
+                msg: &msg,
+                what,
+                log: &self.log,
+            },
+            MsgType::Add,
+        );
+        let Payload::Set(set) = &msg.payload else {
+            return;
+        };
+        if elems.is_empty() {
+            return;
+        }
+        // SAFETY: the set is live until the end of this function, and the
+        // iterator is destroyed before it.
+        let iter = unsafe { sys::nftnl_set_elems_iter_create(set.as_ptr()) };
+        if iter.is_null() {
+            std::process::abort();
+        }
+        let page = ElemsPage {
+            iter,
+            more: std::cell::Cell::new(0),
+        };
+        let what = format!("{what} elements");
+        loop {
+            self.batch.add(
+                &Logged {
+                    msg: &page,
+                    what: &what,
+                    log: &self.log,
+                },
+                MsgType::Add,
+            );
+            // 1: the message filled up and elements remain.
+            if page.more.get() != 1 {
+                break;
+            }
+        }
+        // SAFETY: created above, destroyed once, before the set.
+        unsafe { sys::nftnl_set_elems_iter_destroy(iter) };
+    }
+
+    fn named_set(&mut self, set: &Set) -> Result<(), NftError> {
+        let (key_type, key_len) = match set.family {
+            Family::Ipv4 => (TYPE_IPV4_ADDR, 4),
+            Family::Ipv6 => (TYPE_IPV6_ADDR, 16),
+        };
+        let what = format!("set {}", set.name);
+        match &set.kind {
+            SetKind::Prefixes(nets) => {
+                if let Some(n) = nets.iter().find(|n| Family::of(n) != set.family) {
+                    return Err(unsupported(&what, format!("{n} is not {}", set.family)));
+                }
+                let ranges: Vec<(u128, u128)> = nets.iter().map(intervals::prefix_range).collect();
+                let elems = intervals::encode(&ranges, key_len as usize)
+                    .map_err(|e| unsupported(&what, e))?;
+                let s = self.new_set(&set.name, libc::NFT_SET_INTERVAL as u32, key_type, key_len);
+                s.set_data(sys::NFTNL_SET_USERDATA, &named_set_udata(&set.comment));
+                self.add_set(s, &elems, &what);
+            }
+            SetKind::Meter { timeout_secs, size } => {
+                let flags = (libc::NFT_SET_TIMEOUT | libc::NFT_SET_EVAL) as u32;
+                let s = self.new_set(&set.name, flags, key_type, key_len);
+                s.set_u32(sys::NFTNL_SET_DESC_SIZE, *size);
+                s.set_u64(sys::NFTNL_SET_TIMEOUT, u64::from(*timeout_secs) * 1000);
+                s.set_data(sys::NFTNL_SET_USERDATA, &named_set_udata(&set.comment));
+                self.add_set(s, &[], &what);
+            }
+        }
+        Ok(())
+    }
+
+    fn anon_set(&mut self, anon: &AnonSet, what: &str) -> Result<(), NftError> {
+        let one = |v: u8| Elem {
+            key: vec![v],
+            end: false,
+            open: false,
+        };
+        let (key_type, key_len, elems, interval) = match &anon.values {
+            AnonValues::Protocols(p) => (
+                TYPE_INET_PROTO,
+                1,
+                p.iter().map(|p| one(p.number())).collect(),
+                false,
+            ),
+            AnonValues::IcmpTypes(t) => (
+                TYPE_ICMP_TYPE,
+                1,
+                t.iter().map(|t| one(t.number())).collect(),
+                false,
+            ),
+            AnonValues::Icmpv6Types(t) => (
+                TYPE_ICMPV6_TYPE,
+                1,
+                t.iter().map(|t| one(t.number())).collect(),
+                false,
+            ),
+            AnonValues::Ports { ranges, .. } if ranges.iter().all(|r| r.first == r.last) => (
+                TYPE_INET_SERVICE,
+                2,
+                ranges
+                    .iter()
+                    .map(|r| Elem {
+                        key: r.first.to_be_bytes().to_vec(),
+                        end: false,
+                        open: false,
+                    })
+                    .collect(),
+                false,
+            ),
+            AnonValues::Ports { ranges, .. } => {
+                let r: Vec<(u128, u128)> = ranges
+                    .iter()
+                    .map(|r| (r.first.into(), r.last.into()))
+                    .collect();
+                let elems = intervals::encode(&r, 2).map_err(|e| unsupported(what, e))?;
+                (TYPE_INET_SERVICE, 2, elems, true)
+            }
+        };
+        let mut flags = (libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32;
+        if interval {
+            flags |= libc::NFT_SET_INTERVAL as u32;
+        }
+        // The id was chosen when the rule was encoded.
+        let s = obj::Set::new();
+        s.set_str(sys::NFTNL_SET_TABLE, &self.table);
+        s.set_str(sys::NFTNL_SET_NAME, ANON_NAME);
+        s.set_u32(sys::NFTNL_SET_FAMILY, FAMILY.into());
+        s.set_u32(sys::NFTNL_SET_FLAGS, flags);
+        s.set_u32(sys::NFTNL_SET_KEY_TYPE, key_type);
+        s.set_u32(sys::NFTNL_SET_KEY_LEN, key_len);
+        s.set_u32(sys::NFTNL_SET_ID, anon.id);
+        s.set_u32(sys::NFTNL_SET_DESC_SIZE, elems.len() as u32);
+        s.set_data(
+            sys::NFTNL_SET_USERDATA,
+            &anon_set_udata(&anon.values, interval),
+        );
+        self.add_set(s, &elems, what);
+        Ok(())
+    }
+
+    fn chain(&mut self, chain: &Chain) {
+        let c = obj::Chain::new();
+        c.set_str(sys::NFTNL_CHAIN_TABLE, &self.table);
+        c.set_str(sys::NFTNL_CHAIN_NAME, &chain.name);
+        c.set_u32(sys::NFTNL_CHAIN_FAMILY, FAMILY.into());
+        c.set_str(sys::NFTNL_CHAIN_TYPE, "filter");
+        c.set_u32(sys::NFTNL_CHAIN_HOOKNUM, hook_number(chain.hook));
+        c.set_u32(sys::NFTNL_CHAIN_PRIO, chain.priority as u32);
+        let policy = match chain.policy {
+            Policy::Accept => libc::NF_ACCEPT,
+            Policy::Drop => libc::NF_DROP,
+        };
+        c.set_u32(sys::NFTNL_CHAIN_POLICY, policy as u32);
+        self.add(
+            libc::NFT_MSG_NEWCHAIN,
+            CREATE,
+            Payload::Chain(c),
+            &format!("chain {}", chain.name),
+        );
+    }
+
+    fn rule(&mut self, chain: &Chain, index: usize, rule: &Rule) -> Result<(), NftError> {
+        let what = format!(
+            "rule {} of chain {} ({:?})",
+            index + 1,
+            chain.name,
+            rule.comment
+        );
+        if rule.comment.len() > COMMENT_MAX {
+            return Err(unsupported(
+                &what,
+                format!("a comment over {COMMENT_MAX} bytes"),
+            ));
+        }
+        rules::round_trip(rule).map_err(|e| unsupported(&what, e))?;
+        let encoded = rules::encode(rule, &mut self.next_id);
+        for anon in &encoded.anon {
+            self.anon_set(anon, &format!("{what}: anonymous set"))?;
+        }
+        let r = obj::Rule::new();
+        r.set_str(sys::NFTNL_RULE_TABLE, &self.table);
+        r.set_str(sys::NFTNL_RULE_CHAIN, &chain.name);
+        r.set_u32(sys::NFTNL_RULE_FAMILY, FAMILY.into());
+        for e in &encoded.exprs {
+            r.add_expr(e.to_raw());
+        }
+        let udata = rule_udata(&rule.comment);
+        if !udata.is_empty() {
+            r.set_data(sys::NFTNL_RULE_USERDATA, &udata);
+        }
+        let flags = libc::NLM_F_CREATE | libc::NLM_F_APPEND | libc::NLM_F_ACK;
+        self.add(libc::NFT_MSG_NEWRULE, flags, Payload::Rule(r), &what);
+        Ok(())
+    }
+
+    fn finish(self) -> Built {
+        Built {
+            batch: self.batch.finalize(),
+            what: self.log.into_inner(),
+        }
+    }
+}
+
+pub fn hook_number(h: Hook) -> u32 {
+    (match h {
+        Hook::Input => libc::NF_INET_LOCAL_IN,
+        Hook::Forward => libc::NF_INET_FORWARD,
+        Hook::Output => libc::NF_INET_LOCAL_OUT,
+    }) as u32
+}
+
+fn unsupported(what: &str, why: impl Into<String>) -> NftError {
+    NftError::Unsupported {
+        what: what.to_string(),
+        why: why.into(),
+    }
+}
+
+/// The batch that replaces the table with `ruleset`.
+pub fn apply(ruleset: &Ruleset) -> Result<Built, NftError> {
+    if ruleset.table != TABLE_NAME {
+        return Err(unsupported(
+            &format!("table {}", ruleset.table),
+            format!("fwharden only writes table inet {TABLE_NAME}"),
+        ));
+    }
+    let mut b = Builder::new(&ruleset.table);
+    let what = format!("table inet {}", ruleset.table);
+    let bare = b.table(None);
+    b.add(libc::NFT_MSG_NEWTABLE, CREATE, Payload::Table(bare), &what);
+    let bare = b.table(None);
+    let del = libc::NLM_F_ACK;
+    b.add(libc::NFT_MSG_DELTABLE, del, Payload::Table(bare), &what);
+    let full = b.table(Some(&ruleset.profile));
+    b.add(libc::NFT_MSG_NEWTABLE, CREATE, Payload::Table(full), &what);
+    for set in &ruleset.sets {
+        b.named_set(set)?;
+    }
+    for chain in &ruleset.chains {
+        b.chain(chain);
+    }
+    for chain in &ruleset.chains {
+        for (i, rule) in chain.rules.iter().enumerate() {
+            b.rule(chain, i, rule)?;
+        }
+    }
+    Ok(b.finish())
+}
+
+/// How to remove the table: `Destroy` (no error when it is absent, Linux
+/// 6.3+) or `Delete` (the caller checked it exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Destroy,
+    Delete,
+}
+
+/// The batch that removes the table and nothing else.
+pub fn remove(removal: Removal) -> Built {
+    let mut b = Builder::new(TABLE_NAME);
+    let t = b.table(None);
+    let nl_type = match removal {
+        Removal::Destroy => i32::from(NFT_MSG_DESTROYTABLE),
+        Removal::Delete => libc::NFT_MSG_DELTABLE,
+    };
+    let what = format!("removing table inet {TABLE_NAME}");
+    b.add(nl_type, libc::NLM_F_ACK, Payload::Table(t), &what);
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_matches_what_nft_writes() {
+        assert_eq!(rule_udata("x"), [0, 2, b'x', 0]);
+        assert_eq!(rule_udata(""), Vec::<u8>::new());
+        // `set a_v4 { ...; comment "grp a"; }` as `nft --debug=mnl` shows it.
+        assert_eq!(
+            named_set_udata("grp a"),
+            [0, 4, 2, 0, 0, 0, 7, 6, b'g', b'r', b'p', b' ', b'a', 0]
+        );
+        // `tcp dport { 22, 80-90 }`
+        let ports = AnonValues::Ports {
+            ranges: vec![],
+            header: PortHeader::Tcp,
+        };
+        assert_eq!(
+            anon_set_udata(&ports, true),
+            [
+                0, 4, 2, 0, 0, 0, 2, 4, 1, 0, 0, 0, 3, 20, 0, 4, 7, 0, 0, 0, 1, 12, 0, 4, 8, 0, 0,
+                0, 1, 4, 2, 0, 0, 0
+            ]
+        );
+        // `meta l4proto { tcp, udp }`
+        assert_eq!(
+            anon_set_udata(&AnonValues::Protocols(vec![]), false),
+            [0, 4, 1, 0, 0, 0, 3, 14, 0, 4, 9, 0, 0, 0, 1, 6, 0, 4, 16, 0, 0, 0]
+        );
+    }
+}

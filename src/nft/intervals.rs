@@ -1,0 +1,251 @@
+//! The element encoding of interval sets (`flags interval`), both ways.
+//! Pure.
+//!
+//! The kernel's interval sets (rbtree/pipapo backends as nft drives them)
+//! hold boundaries, not ranges: an element at each range's first key and
+//! one flagged `NFT_SET_ELEM_INTERVAL_END` at the key *after* its last.
+//! nft adds a leading end element at key 0 when the first range does not
+//! start at 0 (it closes the "gap" before it), and a range reaching the
+//! highest key has no end element: its start carries user data
+//! `NFTNL_UDATA_SET_ELEM_FLAGS = NFTNL_SET_ELEM_F_INTERVAL_OPEN` instead.
+//! `nft --debug=netlink` of `elements = { 192.0.2.0/24 }` shows
+//! `00000000 : 1 [end]  000200c0 : 0  000300c0 : 1 [end]`.
+
+use ipnet::IpNet;
+
+/// One element as sent: big-endian key of the set's width.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elem {
+    pub key: Vec<u8>,
+    pub end: bool,
+    /// The range runs to the highest key (no end element follows).
+    pub open: bool,
+}
+
+/// User data nft puts on the start of an open interval: TLV type 1
+/// (NFTNL_UDATA_SET_ELEM_FLAGS), 4 bytes, host-order u32 1
+/// (NFTNL_SET_ELEM_F_INTERVAL_OPEN).
+pub fn open_udata() -> Vec<u8> {
+    let mut u = vec![1, 4];
+    u.extend_from_slice(&1u32.to_ne_bytes());
+    u
+}
+
+fn key(value: u128, width: usize) -> Vec<u8> {
+    value.to_be_bytes()[16 - width..].to_vec()
+}
+
+fn max(width: usize) -> u128 {
+    if width >= 16 {
+        u128::MAX
+    } else {
+        (1u128 << (8 * width)) - 1
+    }
+}
+
+/// Elements for inclusive `ranges` of keys `width` bytes wide. The ranges
+/// must be sorted and must neither overlap nor touch: touching ranges
+/// would need an end and a start element at the same key.
+pub fn encode(ranges: &[(u128, u128)], width: usize) -> Result<Vec<Elem>, String> {
+    let mut out = Vec::with_capacity(ranges.len() * 2 + 1);
+    for (i, &(first, last)) in ranges.iter().enumerate() {
+        if first > last || last > max(width) {
+            return Err(format!("range {i} is empty or too wide"));
+        }
+        if let Some(&(_, prev)) = i.checked_sub(1).and_then(|p| ranges.get(p)) {
+            if prev.checked_add(1).is_none_or(|after| after >= first) {
+                return Err(format!(
+                    "ranges {} and {i} overlap or touch (or are out of order)",
+                    i - 1
+                ));
+            }
+        }
+        if i == 0 && first != 0 {
+            out.push(Elem {
+                key: key(0, width),
+                end: true,
+                open: false,
+            });
+        }
+        let open = last == max(width);
+        out.push(Elem {
+            key: key(first, width),
+            end: false,
+            open,
+        });
+        if !open {
+            out.push(Elem {
+                key: key(last + 1, width),
+                end: true,
+                open: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Ranges from elements as the kernel lists them (any order).
+pub fn decode(elems: &[(Vec<u8>, bool)], width: usize) -> Result<Vec<(u128, u128)>, String> {
+    let mut keys: Vec<(u128, bool)> = Vec::with_capacity(elems.len());
+    for (k, end) in elems {
+        if k.len() != width {
+            return Err(format!("an element of {} bytes, not {width}", k.len()));
+        }
+        let v = k.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+        keys.push((v, *end));
+    }
+    keys.sort_unstable();
+    let mut out = Vec::with_capacity(keys.len() / 2);
+    let mut start: Option<u128> = None;
+    for (i, (k, end)) in keys.into_iter().enumerate() {
+        match (start, end) {
+            (None, false) => start = Some(k),
+            (Some(s), true) => {
+                out.push((s, k - 1));
+                start = None;
+            }
+            (None, true) if i == 0 && k == 0 => {}
+            _ => return Err(format!("unpaired interval element at key {k:#x}")),
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, max(width)));
+    }
+    Ok(out)
+}
+
+/// The inclusive key range a prefix covers.
+pub fn prefix_range(net: &IpNet) -> (u128, u128) {
+    match net {
+        IpNet::V4(n) => (
+            u32::from(n.network()).into(),
+            u32::from(n.broadcast()).into(),
+        ),
+        IpNet::V6(n) => (n.network().into(), n.broadcast().into()),
+    }
+}
+
+/// The prefix that covers exactly `first..=last`, if one does.
+pub fn range_prefix(first: u128, last: u128, width: usize) -> Option<IpNet> {
+    let bits = 8 * width as u32;
+    let span = last.checked_sub(first)?;
+    // A prefix spans 2^k keys and starts on a multiple of 2^k.
+    let host_bits = 128 - span.leading_zeros();
+    let is_block = span.checked_add(1).is_none_or(|n| n.is_power_of_two());
+    if !is_block || (host_bits < 128 && first & ((1u128 << host_bits) - 1) != 0) {
+        return None;
+    }
+    let len = u8::try_from(bits.checked_sub(host_bits)?).ok()?;
+    match width {
+        4 => Some(IpNet::V4(
+            ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(first as u32), len).ok()?,
+        )),
+        16 => Some(IpNet::V6(
+            ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(first), len).ok()?,
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<(u128, u128)> {
+        s.iter()
+            .map(|n| prefix_range(&n.parse::<IpNet>().unwrap()))
+            .collect()
+    }
+
+    fn hex(elems: &[Elem]) -> Vec<String> {
+        elems
+            .iter()
+            .map(|e| {
+                let k: String = e.key.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "{k}{}{}",
+                    if e.end { " end" } else { "" },
+                    if e.open { " open" } else { "" }
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prefixes_encode_as_nft_does() {
+        let e = encode(&nets(&["192.0.2.0/24", "198.51.100.7/32"]), 4).unwrap();
+        assert_eq!(
+            hex(&e),
+            [
+                "00000000 end",
+                "c0000200",
+                "c0000300 end",
+                "c6336407",
+                "c6336408 end"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_whole_space_is_one_open_element() {
+        assert_eq!(
+            hex(&encode(&nets(&["0.0.0.0/0"]), 4).unwrap()),
+            ["00000000 open"]
+        );
+        let v6 = encode(&nets(&["::/0"]), 16).unwrap();
+        assert_eq!(v6.len(), 1);
+        assert!(v6[0].open && !v6[0].end);
+        assert_eq!(
+            hex(&encode(&nets(&["10.0.0.0/8", "128.0.0.0/1"]), 4).unwrap()),
+            ["00000000 end", "0a000000", "0b000000 end", "80000000 open"]
+        );
+    }
+
+    #[test]
+    fn a_range_from_zero_has_no_leading_end() {
+        assert_eq!(hex(&encode(&[(0, 9)], 2).unwrap()), ["0000", "000a end"]);
+    }
+
+    #[test]
+    fn touching_or_unsorted_ranges_are_refused() {
+        assert!(encode(&nets(&["10.0.0.0/25", "10.0.0.128/25"]), 4).is_err());
+        assert!(encode(&nets(&["10.0.1.0/24", "10.0.0.0/24"]), 4).is_err());
+    }
+
+    #[test]
+    fn decode_inverts_encode_in_any_order() {
+        for (set, width) in [
+            (vec!["192.0.2.0/24", "198.51.100.7/32"], 4),
+            (vec!["0.0.0.0/0"], 4),
+            (vec!["10.0.0.0/8", "128.0.0.0/1"], 4),
+            (vec!["::/0"], 16),
+            (vec!["2001:db8::/32", "ffff::/16"], 16),
+        ] {
+            let ranges = nets(&set);
+            let mut elems: Vec<(Vec<u8>, bool)> = encode(&ranges, width)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.key, e.end))
+                .collect();
+            elems.reverse();
+            let back = decode(&elems, width).unwrap();
+            assert_eq!(back, ranges);
+            let prefixes: Vec<String> = back
+                .iter()
+                .map(|&(a, b)| range_prefix(a, b, width).unwrap().to_string())
+                .collect();
+            let want: Vec<String> = set
+                .iter()
+                .map(|s| s.parse::<IpNet>().unwrap().to_string())
+                .collect();
+            assert_eq!(prefixes, want);
+        }
+    }
+
+    #[test]
+    fn a_range_that_is_no_prefix_is_reported() {
+        assert_eq!(range_prefix(1, 2, 4), None);
+        assert_eq!(range_prefix(0, 2, 4), None);
+        assert_eq!(range_prefix(4, 7, 4).unwrap().to_string(), "0.0.0.4/30");
+    }
+}

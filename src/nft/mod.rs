@@ -1,0 +1,143 @@
+//! The netlink backend: applies a [`Ruleset`] to the kernel as one
+//! nf_tables transaction, removes fwharden's table, and reads the table
+//! back into the model. The only module that speaks netlink (nftnl, mnl).
+//!
+//! Only table `inet fwharden` is ever written: no flush of the ruleset, no
+//! other table touched. Other tables are only listed, read-only.
+
+mod batch;
+mod expr;
+mod intervals;
+mod obj;
+mod readback;
+mod rules;
+mod socket;
+
+use thiserror::Error;
+
+use nftnl::nftnl_sys::libc;
+
+use crate::ruleset::{Policy, Ruleset};
+
+#[derive(Debug, Error)]
+pub enum NftError {
+    #[error(
+        "changing the firewall needs root or CAP_NET_ADMIN: the kernel refused {what} ({source})"
+    )]
+    Permission {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel has no nf_tables ({source}); load the nf_tables module or use a kernel built with it")]
+    NoNfTables {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink {op} failed: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the batch is {needed} bytes but the kernel allowed a send buffer of only {got}; raise net.core.wmem_max (sysctl) or run with CAP_NET_ADMIN, which may force a larger buffer")]
+    SendBuffer { needed: usize, got: usize },
+    #[error("the kernel rejected {what}: {source}{}; nothing was changed", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Rejected {
+        what: String,
+        message: Option<String>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the outcome of the transaction is unknown: {detail}; the firewall may or may not have changed, read it back before trusting it")]
+    OutcomeUnknown { detail: String },
+    #[error("cannot express {what} in nf_tables as fwharden writes it: {why}")]
+    Unsupported { what: String, why: String },
+    #[error("table inet {table} holds {what}, which fwharden did not write (a hand edit or another tool): {why}")]
+    Foreign {
+        table: String,
+        what: String,
+        why: String,
+    },
+    #[error("unexpected netlink reply to {op}: {detail}")]
+    Protocol { op: &'static str, detail: String },
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The ruleset generation after the commit.
+    pub generation: u32,
+    /// Messages in the transaction (batch begin and end included).
+    pub messages: usize,
+    /// Bytes sent, in one datagram.
+    pub bytes: usize,
+}
+
+/// A base chain of another table, for `status`: who else filters packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    pub hook: String,
+    pub priority: i32,
+    /// `None` for chain types without a policy.
+    pub policy: Option<Policy>,
+}
+
+/// Replaces table `inet fwharden` with `ruleset` in one transaction, and
+/// checks the kernel's acknowledgement of every message. On error nothing
+/// changed, except for [`NftError::OutcomeUnknown`].
+pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
+    let built = batch::apply(ruleset)?;
+    let mut sock = socket::Socket::open()?;
+    sock.transact(&built)?;
+    Ok(ApplyReport {
+        generation: readback::generation(&mut sock)?,
+        messages: built.batch.sequence_numbers().len(),
+        bytes: built.batch.iter().map(|p| p.len()).sum(),
+    })
+}
+
+/// Removes table `inet fwharden` if it exists; nothing else.
+pub fn remove_table() -> Result<(), NftError> {
+    let mut sock = socket::Socket::open()?;
+    match sock.transact(&batch::remove(batch::Removal::Destroy)) {
+        Ok(()) => Ok(()),
+        // Before Linux 6.3 there is no DESTROYTABLE: delete it if present.
+        Err(NftError::Rejected { source, .. } | NftError::NoNfTables { source })
+            if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) =>
+        {
+            if readback::read(&mut sock)?.is_none() {
+                return Ok(());
+            }
+            match sock.transact(&batch::remove(batch::Removal::Delete)) {
+                Err(NftError::Rejected { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the kernel holds in table `inet fwharden`, as a model, or `None`
+/// when there is no such table. Anything fwharden would not have written
+/// is an error, so `read_table()? == Some(intended)` is a full check.
+pub fn read_table() -> Result<Option<Ruleset>, NftError> {
+    readback::read(&mut socket::Socket::open()?)
+}
+
+/// The ruleset generation id, which every committed transaction changes.
+pub fn generation() -> Result<u32, NftError> {
+    readback::generation(&mut socket::Socket::open()?)
+}
+
+/// Base chains of all other tables (read-only).
+pub fn list_base_chains() -> Result<Vec<BaseChain>, NftError> {
+    readback::base_chains(&mut socket::Socket::open()?)
+}

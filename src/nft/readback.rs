@@ -1,0 +1,506 @@
+//! Reading table `inet fwharden` back from the kernel into the model, so
+//! the caller can check that what the kernel holds is exactly what was
+//! meant. Only what fwharden writes decodes; anything else (a hand edit,
+//! another tool's rule, a set of another type) is a [`NftError::Foreign`],
+//! never silently accepted. Also lists other tables' base chains,
+//! read-only, for `status`.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use nftnl::nftnl_sys::{self as sys, libc};
+
+use crate::ruleset::*;
+
+use super::batch::{hook_number, FAMILY, UDATA_TABLE_PROFILE};
+use super::intervals;
+use super::obj;
+use super::rules::{self, AnonValues, PortHeader};
+use super::socket::{RequestError, Socket};
+use super::{BaseChain, NftError};
+
+/// The reply copied into u64s, so its header is aligned as libmnl expects.
+fn aligned(msg: &[u8]) -> Vec<u64> {
+    let mut out = vec![0u64; msg.len().div_ceil(8)];
+    // SAFETY: `out` has room for `msg.len()` bytes; they do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), out.as_mut_ptr().cast::<u8>(), msg.len())
+    };
+    out
+}
+
+/// Parses one reply message into a fresh libnftnl object.
+macro_rules! parse_as {
+    ($msg:expr, $ty:ident, $f:ident) => {{
+        let buf = aligned($msg);
+        let o = obj::$ty::new();
+        // SAFETY: a complete netlink message (the socket layer checked its
+        // length), aligned, and a live object for libnftnl to fill.
+        let r = unsafe { sys::$f(buf.as_ptr().cast(), o.as_ptr()) };
+        (r >= 0).then_some(o)
+    }};
+}
+
+fn kernel(op: &str, e: RequestError) -> NftError {
+    match e {
+        RequestError::Io(source) => NftError::Io { op: "recv", source },
+        RequestError::Kernel(libc::EPERM, _) => NftError::Permission {
+            what: op.to_string(),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        },
+        RequestError::Kernel(e, message) => NftError::Rejected {
+            what: op.to_string(),
+            message,
+            source: std::io::Error::from_raw_os_error(e),
+        },
+        RequestError::Interrupted => NftError::Protocol {
+            op: "dump",
+            detail: "the ruleset kept changing while it was read".into(),
+        },
+    }
+}
+
+fn foreign(what: impl Into<String>, why: impl Into<String>) -> NftError {
+    NftError::Foreign {
+        table: TABLE_NAME.into(),
+        what: what.into(),
+        why: why.into(),
+    }
+}
+
+/// User data TLVs as (type, value).
+fn tlvs(u: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 2 <= u.len() {
+        let (ty, len) = (u[at], u[at + 1] as usize);
+        if at + 2 + len > u.len() {
+            break;
+        }
+        out.push((ty, &u[at + 2..at + 2 + len]));
+        at += 2 + len;
+    }
+    out
+}
+
+fn text(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+}
+
+fn udata_str(u: &[u8], ty: u8) -> String {
+    tlvs(u)
+        .into_iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, v)| text(v))
+        .unwrap_or_default()
+}
+
+/// The table, or `None` when it does not exist. Repeated while the
+/// ruleset changes under the read (generation id differs before/after).
+pub fn read(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
+    let mut last = None;
+    for _ in 0..3 {
+        let before = generation(sock)?;
+        let result = read_once(sock);
+        if matches!(result, Err(NftError::Protocol { op: "dump", .. })) {
+            last = Some(result);
+            continue;
+        }
+        if generation(sock)? == before {
+            return result;
+        }
+        last = Some(result);
+    }
+    last.unwrap_or(Ok(None))
+}
+
+fn with_table_attr(nlh: *mut libc::nlmsghdr, set_name: Option<&str>, kind: obj::Kind) {
+    // SAFETY (for every build below): `nlh` is the request being built in
+    // a buffer of the largest message size; the object is live.
+    unsafe {
+        match kind {
+            obj::Kind::Table => {
+                let t = obj::Table::new();
+                t.set_str(sys::NFTNL_TABLE_NAME, TABLE_NAME);
+                sys::nftnl_table_nlmsg_build_payload(nlh, t.as_ptr());
+            }
+            obj::Kind::Set | obj::Kind::SetElems => {
+                let s = obj::Set::new();
+                s.set_str(sys::NFTNL_SET_TABLE, TABLE_NAME);
+                if let Some(n) = set_name {
+                    s.set_str(sys::NFTNL_SET_NAME, n);
+                    sys::nftnl_set_elems_nlmsg_build_payload(nlh, s.as_ptr());
+                } else {
+                    sys::nftnl_set_nlmsg_build_payload(nlh, s.as_ptr());
+                }
+            }
+            obj::Kind::Chain => {
+                let c = obj::Chain::new();
+                c.set_str(sys::NFTNL_CHAIN_TABLE, TABLE_NAME);
+                sys::nftnl_chain_nlmsg_build_payload(nlh, c.as_ptr());
+            }
+            obj::Kind::Rule => {
+                let r = obj::Rule::new();
+                r.set_str(sys::NFTNL_RULE_TABLE, TABLE_NAME);
+                sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr());
+            }
+        }
+    }
+}
+
+const DUMP: u16 = libc::NLM_F_DUMP as u16;
+
+fn read_once(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
+    let tables = match sock.request(libc::NFT_MSG_GETTABLE as u16, FAMILY, 0, |n| {
+        with_table_attr(n, None, obj::Kind::Table)
+    }) {
+        Err(RequestError::Kernel(libc::ENOENT, _)) => return Ok(None),
+        other => other.map_err(|e| kernel("reading the table", e))?,
+    };
+    let table = tables
+        .first()
+        .and_then(|m| parse_as!(m, Table, nftnl_table_nlmsg_parse))
+        .ok_or_else(|| foreign("the table", "its description did not parse"))?;
+    let profile = udata_str(
+        &table.get_data(sys::NFTNL_TABLE_USERDATA),
+        UDATA_TABLE_PROFILE,
+    );
+
+    let (sets, anon) = read_sets(sock)?;
+
+    let mut chains = Vec::new();
+    let replies = sock
+        .request(libc::NFT_MSG_GETCHAIN as u16, FAMILY, DUMP, |n| {
+            with_table_attr(n, None, obj::Kind::Chain)
+        })
+        .map_err(|e| kernel("listing chains", e))?;
+    for m in &replies {
+        let c = parse_as!(m, Chain, nftnl_chain_nlmsg_parse)
+            .ok_or_else(|| foreign("a chain", "it did not parse"))?;
+        if c.get_str(sys::NFTNL_CHAIN_TABLE) == TABLE_NAME {
+            chains.push(chain(&c)?);
+        }
+    }
+
+    let replies = sock
+        .request(libc::NFT_MSG_GETRULE as u16, FAMILY, DUMP, |n| {
+            with_table_attr(n, None, obj::Kind::Rule)
+        })
+        .map_err(|e| kernel("listing rules", e))?;
+    let resolve = |name: &str| anon.get(name).cloned();
+    for m in &replies {
+        let r = parse_as!(m, Rule, nftnl_rule_nlmsg_parse)
+            .ok_or_else(|| foreign("a rule", "it did not parse"))?;
+        if r.get_str(sys::NFTNL_RULE_TABLE) != TABLE_NAME {
+            continue;
+        }
+        let chain_name = r.get_str(sys::NFTNL_RULE_CHAIN);
+        let Some(c) = chains
+            .iter_mut()
+            .find(|c: &&mut Chain| c.name == chain_name)
+        else {
+            return Err(foreign(
+                format!("a rule in chain {chain_name}"),
+                "no such chain was listed",
+            ));
+        };
+        let what = format!("rule {} of chain {chain_name}", c.rules.len() + 1);
+        let udata = r.get_data(sys::NFTNL_RULE_USERDATA);
+        if tlvs(&udata).iter().any(|(t, _)| *t != 0) {
+            return Err(foreign(&what, "user data other than a comment"));
+        }
+        let rule = rules::decode(&r.exprs(), udata_str(&udata, 0), &resolve)
+            .map_err(|why| foreign(&what, why))?;
+        c.rules.push(rule);
+    }
+
+    Ok(Some(Ruleset {
+        profile,
+        table: TABLE_NAME.into(),
+        sets,
+        chains,
+    }))
+}
+
+fn set_elems(sock: &mut Socket, name: &str) -> Result<Vec<(Vec<u8>, u32)>, NftError> {
+    let replies = sock
+        .request(libc::NFT_MSG_GETSETELEM as u16, FAMILY, DUMP, |n| {
+            with_table_attr(n, Some(name), obj::Kind::SetElems)
+        })
+        .map_err(|e| kernel(&format!("listing the elements of set {name}"), e))?;
+    let mut out = Vec::new();
+    for m in &replies {
+        let s = parse_as!(m, Set, nftnl_set_elems_nlmsg_parse)
+            .ok_or_else(|| foreign(format!("set {name}"), "its elements did not parse"))?;
+        out.extend(s.elems());
+    }
+    Ok(out)
+}
+
+const END: u32 = libc::NFT_SET_ELEM_INTERVAL_END as u32;
+
+/// Named sets in kernel order, and anonymous sets' values by name.
+fn read_sets(sock: &mut Socket) -> Result<(Vec<Set>, BTreeMap<String, AnonValues>), NftError> {
+    let replies = sock
+        .request(libc::NFT_MSG_GETSET as u16, FAMILY, DUMP, |n| {
+            with_table_attr(n, None, obj::Kind::Set)
+        })
+        .map_err(|e| kernel("listing sets", e))?;
+    let mut named = Vec::new();
+    let mut anon = BTreeMap::new();
+    for m in &replies {
+        let s = parse_as!(m, Set, nftnl_set_nlmsg_parse)
+            .ok_or_else(|| foreign("a set", "it did not parse"))?;
+        if s.get_str(sys::NFTNL_SET_TABLE) != TABLE_NAME {
+            continue;
+        }
+        let name = s.get_str(sys::NFTNL_SET_NAME);
+        let what = format!("set {name}");
+        let flags = s.get_u32(sys::NFTNL_SET_FLAGS);
+        let key = (
+            s.get_u32(sys::NFTNL_SET_KEY_TYPE),
+            s.get_u32(sys::NFTNL_SET_KEY_LEN),
+        );
+        let elems = set_elems(sock, &name)?;
+        if flags & libc::NFT_SET_ANONYMOUS as u32 != 0 {
+            anon.insert(
+                name.clone(),
+                anon_values(key, &elems).map_err(|w| foreign(&what, w))?,
+            );
+            continue;
+        }
+        let family = match key {
+            (7, 4) => Family::Ipv4,
+            (8, 16) => Family::Ipv6,
+            _ => return Err(foreign(&what, format!("key type {key:?}"))),
+        };
+        let comment = udata_str(&s.get_data(sys::NFTNL_SET_USERDATA), 7);
+        let kind = if flags == libc::NFT_SET_INTERVAL as u32 {
+            let keyed: Vec<(Vec<u8>, bool)> =
+                elems.into_iter().map(|(k, f)| (k, f & END != 0)).collect();
+            let width = key.1 as usize;
+            let ranges = intervals::decode(&keyed, width).map_err(|w| foreign(&what, w))?;
+            let nets: Option<Vec<IpNet>> = ranges
+                .iter()
+                .map(|&(a, b)| intervals::range_prefix(a, b, width))
+                .collect();
+            SetKind::Prefixes(nets.ok_or_else(|| foreign(&what, "a range that is not a prefix"))?)
+        } else if flags == (libc::NFT_SET_TIMEOUT | libc::NFT_SET_EVAL) as u32 {
+            SetKind::Meter {
+                timeout_secs: (s.get_u64(sys::NFTNL_SET_TIMEOUT) / 1000) as u32,
+                size: s.get_u32(sys::NFTNL_SET_DESC_SIZE),
+            }
+        } else {
+            return Err(foreign(&what, format!("set flags {flags:#x}")));
+        };
+        named.push(Set {
+            name,
+            family,
+            kind,
+            comment,
+        });
+    }
+    Ok((named, anon))
+}
+
+fn anon_values(key: (u32, u32), elems: &[(Vec<u8>, u32)]) -> Result<AnonValues, String> {
+    let bytes = |len: usize| -> Result<Vec<u8>, String> {
+        elems
+            .iter()
+            .map(|(k, f)| match (k.as_slice(), *f) {
+                ([b], 0) if len == 1 => Ok(*b),
+                _ => Err(format!("element {k:?} with flags {f:#x}")),
+            })
+            .collect()
+    };
+    let values = match key {
+        (12, 1) => {
+            let v = bytes(1)?;
+            let protos = v
+                .iter()
+                .map(|b| {
+                    [Protocol::Tcp, Protocol::Udp]
+                        .into_iter()
+                        .find(|p| p.number() == *b)
+                        .ok_or_else(|| format!("protocol {b}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            AnonValues::Protocols(protos)
+        }
+        (13, 2) => {
+            let keyed: Vec<(Vec<u8>, bool)> = elems
+                .iter()
+                .map(|(k, f)| (k.clone(), f & END != 0))
+                .collect();
+            let ranges = if keyed.iter().any(|(_, end)| *end) {
+                intervals::decode(&keyed, 2)?
+            } else {
+                keyed
+                    .iter()
+                    .map(|(k, _)| {
+                        let p = u128::from(u16::from_be_bytes([k[0], k[1]]));
+                        (p, p)
+                    })
+                    .collect()
+            };
+            AnonValues::Ports {
+                ranges: ranges
+                    .into_iter()
+                    .map(|(a, b)| PortRange {
+                        first: a as u16,
+                        last: b as u16,
+                    })
+                    .collect(),
+                header: PortHeader::Any,
+            }
+        }
+        (14, 1) => AnonValues::IcmpTypes(icmp(&bytes(1)?, &rules::ICMP_TYPES, |t| t.number())?),
+        (29, 1) => AnonValues::Icmpv6Types(icmp(&bytes(1)?, &rules::ICMPV6_TYPES, |t| t.number())?),
+        _ => return Err(format!("anonymous set of key type {key:?}")),
+    };
+    Ok(rules::sorted(values))
+}
+
+fn icmp<T: Copy>(v: &[u8], all: &[T], number: impl Fn(T) -> u8) -> Result<Vec<T>, String> {
+    v.iter()
+        .map(|b| {
+            all.iter()
+                .copied()
+                .find(|t| number(*t) == *b)
+                .ok_or_else(|| format!("icmp type {b}"))
+        })
+        .collect()
+}
+
+fn chain(c: &obj::Chain) -> Result<Chain, NftError> {
+    let name = c.get_str(sys::NFTNL_CHAIN_NAME);
+    let what = format!("chain {name}");
+    if !c.is_set(sys::NFTNL_CHAIN_HOOKNUM) || c.get_str(sys::NFTNL_CHAIN_TYPE) != "filter" {
+        return Err(foreign(&what, "not a filter base chain"));
+    }
+    let hooknum = c.get_u32(sys::NFTNL_CHAIN_HOOKNUM);
+    let hook = [Hook::Input, Hook::Forward, Hook::Output]
+        .into_iter()
+        .find(|h| hook_number(*h) == hooknum)
+        .ok_or_else(|| foreign(&what, format!("hook {hooknum}")))?;
+    let policy = match c.get_u32(sys::NFTNL_CHAIN_POLICY) as i32 {
+        libc::NF_ACCEPT => Policy::Accept,
+        libc::NF_DROP => Policy::Drop,
+        p => return Err(foreign(&what, format!("policy {p}"))),
+    };
+    Ok(Chain {
+        name,
+        hook,
+        priority: c.get_u32(sys::NFTNL_CHAIN_PRIO) as i32,
+        policy,
+        rules: Vec::new(),
+    })
+}
+
+/// The ruleset generation id (NFT_MSG_GETGEN), which changes with every
+/// committed transaction.
+pub fn generation(sock: &mut Socket) -> Result<u32, NftError> {
+    let replies = sock
+        .request(
+            libc::NFT_MSG_GETGEN as u16,
+            libc::AF_UNSPEC as u16,
+            0,
+            |_| {},
+        )
+        .map_err(|e| kernel("reading the ruleset generation", e))?;
+    // NEWGEN: nlmsghdr (16), nfgenmsg (4), then attributes; NFTA_GEN_ID (1)
+    // is a big-endian u32.
+    for m in &replies {
+        let mut at = 20;
+        while at + 8 <= m.len() {
+            let len = u16::from_ne_bytes([m[at], m[at + 1]]) as usize;
+            let ty = u16::from_ne_bytes([m[at + 2], m[at + 3]]) & 0x3fff;
+            if len < 4 {
+                break;
+            }
+            if ty == 1 && len == 8 {
+                return Ok(u32::from_be_bytes([
+                    m[at + 4],
+                    m[at + 5],
+                    m[at + 6],
+                    m[at + 7],
+                ]));
+            }
+            at += len.next_multiple_of(4);
+        }
+    }
+    Err(NftError::Protocol {
+        op: "GETGEN",
+        detail: "no generation id in the reply".into(),
+    })
+}
+
+fn family_name(f: u32) -> &'static str {
+    match f as i32 {
+        libc::NFPROTO_INET => "inet",
+        libc::NFPROTO_IPV4 => "ip",
+        libc::NFPROTO_IPV6 => "ip6",
+        libc::NFPROTO_ARP => "arp",
+        libc::NFPROTO_BRIDGE => "bridge",
+        libc::NFPROTO_NETDEV => "netdev",
+        _ => "unknown",
+    }
+}
+
+fn hook_name(family: u32, hook: u32) -> String {
+    let names: &[&str] = match family as i32 {
+        libc::NFPROTO_NETDEV => &["ingress", "egress"],
+        libc::NFPROTO_ARP => &["input", "output", "forward"],
+        _ => &[
+            "prerouting",
+            "input",
+            "forward",
+            "output",
+            "postrouting",
+            "ingress",
+        ],
+    };
+    names
+        .get(hook as usize)
+        .map_or_else(|| format!("hook {hook}"), |n| n.to_string())
+}
+
+/// Base chains of every table but fwharden's, read-only.
+pub fn base_chains(sock: &mut Socket) -> Result<Vec<BaseChain>, NftError> {
+    let replies = sock
+        .request(
+            libc::NFT_MSG_GETCHAIN as u16,
+            libc::NFPROTO_UNSPEC as u16,
+            DUMP,
+            |_| {},
+        )
+        .map_err(|e| kernel("listing chains", e))?;
+    let mut out = Vec::new();
+    for m in &replies {
+        let Some(c) = parse_as!(m, Chain, nftnl_chain_nlmsg_parse) else {
+            continue;
+        };
+        let family = c.get_u32(sys::NFTNL_CHAIN_FAMILY);
+        let table = c.get_str(sys::NFTNL_CHAIN_TABLE);
+        if !c.is_set(sys::NFTNL_CHAIN_HOOKNUM)
+            || (family == u32::from(FAMILY) && table == TABLE_NAME)
+        {
+            continue;
+        }
+        let policy = c.is_set(sys::NFTNL_CHAIN_POLICY).then(|| {
+            match c.get_u32(sys::NFTNL_CHAIN_POLICY) as i32 {
+                libc::NF_ACCEPT => Policy::Accept,
+                _ => Policy::Drop,
+            }
+        });
+        out.push(BaseChain {
+            family: family_name(family).into(),
+            table,
+            chain: c.get_str(sys::NFTNL_CHAIN_NAME),
+            hook: hook_name(family, c.get_u32(sys::NFTNL_CHAIN_HOOKNUM)),
+            priority: c.get_u32(sys::NFTNL_CHAIN_PRIO) as i32,
+            policy,
+        });
+    }
+    Ok(out)
+}
