@@ -10,5 +10,6 @@ pub mod netns;
 pub mod nft;
 pub mod profile;
 pub mod render;
+pub mod rollback;
 pub mod ruleset;
 pub mod state;

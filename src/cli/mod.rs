@@ -1,8 +1,10 @@
 //! The command line: argument definitions, one file per subcommand, and the
 //! exit codes. Library errors become `anyhow` errors only here, at the edge.
 
+mod apply;
 mod check;
 mod list;
+mod safety;
 mod show;
 
 use std::path::PathBuf;
@@ -10,6 +12,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::profile::{self, Loaded, SearchPath};
+use crate::rollback::ApplyOptions;
+use crate::state::Dirs;
 
 /// Exit codes. Scripts and Ansible can tell a bad profile from a broken host.
 pub mod exit {
@@ -23,11 +27,11 @@ pub mod exit {
     /// The profile is invalid (or has warnings under `--deny-warnings`).
     /// Nothing was changed.
     pub const INVALID_PROFILE: i32 = 3;
-    /// Refused for safety (reserved for apply: lockout guard, another apply
-    /// running). Nothing was changed.
+    /// Refused for safety: the lockout guard, or another apply running.
+    /// Nothing was changed.
     pub const REFUSED: i32 = 4;
     /// Applied, then verification failed and the previous ruleset was
-    /// restored (reserved for apply).
+    /// restored.
     pub const ROLLED_BACK: i32 = 5;
 }
 
@@ -36,8 +40,11 @@ Examples:
   fwharden list                          profiles there are, and where they are
   fwharden check vps-profile             validate a profile, print warnings
   fwharden show vps-profile              the nftables ruleset it compiles to
-  fwharden show vps-profile --json       the same, as the ruleset model in JSON
-  fwharden --profile-dir ./profiles check ./profiles/mine.toml
+  fwharden apply vps-profile --diff      what would change; changes nothing
+  fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
+  fwharden confirm                       (from a NEW ssh connection) keep it
+  fwharden apply vps-profile --auto-confirm --json     from Ansible or a postinst
+  fwharden status                        confirmed, pending, drift, other tables
 
 Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
@@ -56,6 +63,14 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Where the confirmed and pending rulesets are kept.
+    #[arg(long, global = true, value_name = "DIR", env = "FWHARDEN_STATE_DIR", default_value = crate::state::STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Where the apply lock and the watcher's log are kept.
+    #[arg(long, global = true, value_name = "DIR", env = "FWHARDEN_RUN_DIR", default_value = crate::state::RUN_DIR)]
+    pub run_dir: PathBuf,
 
     #[command(subcommand)]
     pub command: Command,
@@ -78,21 +93,42 @@ pub enum Command {
         /// Profile name (e.g. vps-profile) or path to a .toml file.
         profile: String,
     },
-    /// Reserved: load a profile atomically with a rollback timer.
+    /// Load a profile in one atomic transaction, with a rollback timer.
+    Apply {
+        /// Profile name (e.g. vps-profile) or path to a .toml file.
+        profile: String,
+        /// Seconds until the previous ruleset is restored unless confirmed.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        timeout: u64,
+        /// Confirm at once when the kernel reads back what was applied
+        /// (automation: Ansible, postinst).
+        #[arg(long)]
+        auto_confirm: bool,
+        /// Apply even if it would refuse new connections from your SSH client.
+        #[arg(long)]
+        force: bool,
+        /// Show the difference with what the kernel holds; change nothing.
+        #[arg(long, visible_alias = "diff")]
+        dry_run: bool,
+    },
+    /// Keep the pending ruleset: cancel its rollback, load it at boot.
+    Confirm {
+        /// Confirm only the apply that printed this token.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Restore the previous ruleset now, without waiting for the deadline.
+    Rollback,
+    /// What is loaded, whether it is confirmed, and other tables on our hooks.
+    Status,
+    /// Load the last confirmed ruleset (at boot); never a pending one.
+    Restore,
+    /// The rollback watcher an apply starts (internal).
     #[command(hide = true)]
-    Apply(Reserved),
-    /// Reserved: confirm a pending apply.
-    #[command(hide = true)]
-    Confirm(Reserved),
-    /// Reserved: restore the previous ruleset now.
-    #[command(hide = true)]
-    Rollback(Reserved),
-    /// Reserved: show what is loaded and whether it is confirmed.
-    #[command(hide = true)]
-    Status(Reserved),
-    /// Reserved: load the last confirmed ruleset (at boot).
-    #[command(hide = true)]
-    Restore(Reserved),
+    Watch {
+        #[arg(long)]
+        token: String,
+    },
     /// Reserved: verify a ruleset with real packets.
     #[command(hide = true)]
     Probe(Reserved),
@@ -118,6 +154,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     } else {
         SearchPath::only(cli.profile_dir.clone())
     };
+    let dirs = Dirs {
+        state: cli.state_dir.clone(),
+        run: cli.run_dir.clone(),
+    };
     match &cli.command {
         Command::List => list::run(&search, cli.json),
         Command::Check {
@@ -125,11 +165,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             deny_warnings,
         } => check::run(&search, profile, *deny_warnings, cli.json),
         Command::Show { profile } => show::run(&search, profile, cli.json),
-        Command::Apply(_) => reserved("apply"),
-        Command::Confirm(_) => reserved("confirm"),
-        Command::Rollback(_) => reserved("rollback"),
-        Command::Status(_) => reserved("status"),
-        Command::Restore(_) => reserved("restore"),
+        Command::Apply {
+            profile,
+            timeout,
+            auto_confirm,
+            force,
+            dry_run,
+        } => {
+            let opts = ApplyOptions {
+                timeout: *timeout,
+                auto_confirm: *auto_confirm,
+                force: *force,
+                dry_run: *dry_run,
+            };
+            apply::run(&search, &dirs, profile, &opts, cli.json)
+        }
+        Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
+        Command::Rollback => safety::rollback(&dirs, cli.json),
+        Command::Status => safety::status(&dirs, cli.json),
+        Command::Restore => safety::restore(&dirs, cli.json),
+        Command::Watch { token } => safety::watch(&dirs, token),
         Command::Probe(_) => reserved("probe"),
         Command::Scan(_) => reserved("scan"),
         Command::Emit(_) => reserved("emit"),

@@ -10,4 +10,6 @@ mod lock;
 mod store;
 
 pub use lock::{ApplyLock, LockError};
-pub use store::{now, Confirmed, Dirs, Pending, StateError};
+pub use store::{
+    now, now_ms, Confirmed, Dirs, Pending, RolledBack, StateError, RUN_DIR, STATE_DIR,
+};

@@ -16,6 +16,7 @@ pub const RUN_DIR: &str = "/run/fwharden";
 
 const CONFIRMED: &str = "confirmed.json";
 const PENDING: &str = "pending.json";
+const ROLLED_BACK: &str = "rolled-back.json";
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -82,9 +83,10 @@ pub struct Pending {
     /// What to go back to: the last confirmed ruleset, or `None` for "no
     /// fwharden table".
     pub previous: Option<Ruleset>,
-    pub applied_at: u64,
-    /// Seconds since the epoch.
-    pub deadline: u64,
+    /// Milliseconds since the epoch, like `deadline_ms`.
+    pub applied_ms: u64,
+    /// When the watcher restores `previous`, in milliseconds since the epoch.
+    pub deadline_ms: u64,
     /// Names this apply: `confirm --token` and the watcher check it, so a
     /// later apply is never confirmed or rolled back by mistake.
     pub token: String,
@@ -92,10 +94,28 @@ pub struct Pending {
     pub watcher: Option<u32>,
 }
 
+/// Seconds since the epoch.
+/// The last apply that was rolled back, so a `confirm` that comes too late
+/// is told so instead of "nothing to confirm".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub profile: String,
+    pub token: String,
+    /// Milliseconds since the epoch.
+    pub at_ms: u64,
+    /// `deadline`, `rollback` or `read-back mismatch`.
+    pub reason: String,
+}
+
 pub fn now() -> u64 {
+    now_ms() / 1000
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Dirs {
@@ -136,6 +156,14 @@ impl Dirs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StateError::Write { path, source }),
         }
+    }
+
+    pub fn rolled_back(&self) -> Result<Option<RolledBack>, StateError> {
+        read_json(&self.state.join(ROLLED_BACK))
+    }
+
+    pub fn save_rolled_back(&self, r: &RolledBack) -> Result<(), StateError> {
+        write_json(&self.state, ROLLED_BACK, r)
     }
 
     pub fn lock_path(&self) -> PathBuf {

@@ -9,10 +9,21 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The fwharden binary built for these tests.
+/// The inode of the network namespace the tests run in: the machine's own.
+pub fn own_netns() -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino().to_string())
+        .expect("/proc/self/ns/net")
+}
+
+/// The fwharden binary built for these tests. It carries the interlock:
+/// fwharden refuses to change the firewall of the namespace the tests run
+/// in, so only a command run inside a test namespace can change one.
 pub fn fwharden() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fwharden"));
     c.current_dir(root());
+    c.env(fwharden::rollback::FORBID_ENV, own_netns());
     c
 }
 

@@ -1,0 +1,163 @@
+//! `fwharden confirm`, `rollback`, `restore`, `status`, and the hidden
+//! `watch` the apply starts.
+
+use serde_json::json;
+
+use super::exit;
+use crate::profile::{self, SearchPath};
+use crate::rollback::{self, Restored, RollbackError};
+use crate::ruleset;
+use crate::state::{now_ms, Dirs};
+
+fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", json!({ "ok": false, "error": e.to_string() }));
+    }
+    eprintln!("fwharden: error: {e}");
+    Ok(e.exit_code())
+}
+
+pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    match rollback::confirm(dirs, token) {
+        Ok(profile) if json => println!("{}", json!({ "ok": true, "confirmed": profile })),
+        Ok(profile) => {
+            println!("confirmed profile {profile}: it is what `fwharden restore` loads at boot")
+        }
+        Err(e) => return fail(e, json),
+    }
+    Ok(exit::OK)
+}
+
+pub fn rollback(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
+    match rollback::rollback(dirs) {
+        Ok(p) if json => println!(
+            "{}",
+            json!({ "ok": true, "rolled_back": p.map(|p| p.profile) })
+        ),
+        Ok(Some(p)) => println!(
+            "rolled back profile {}: restored {}",
+            p.profile,
+            p.previous.map_or("no fwharden table".into(), |r| format!(
+                "profile {}",
+                r.profile
+            ))
+        ),
+        Ok(None) => println!("nothing is pending: nothing to roll back"),
+        Err(e) => return fail(e, json),
+    }
+    Ok(exit::OK)
+}
+
+/// The minimal safe ruleset `restore` falls back on: the built-in ssh-only
+/// profile (loopback, established, essential ICMP, SSH), taken from the
+/// binary itself so a broken /etc cannot take it away.
+pub fn fallback() -> anyhow::Result<ruleset::Ruleset> {
+    let search = SearchPath {
+        dirs: vec![],
+        builtin: true,
+    };
+    let loaded = profile::load("ssh-only", &search);
+    let p = loaded
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("the built-in fallback profile does not load"))?;
+    Ok(ruleset::compile(&p))
+}
+
+pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
+    let result = match rollback::restore(dirs, &fallback()?) {
+        Ok(r) => r,
+        Err(e) => return fail(e, json),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    let code = match &result {
+        Restored::Fallback { .. } => exit::FAILURE,
+        _ => exit::OK,
+    };
+    if json {
+        return Ok(code);
+    }
+    match result {
+        Restored::Confirmed {
+            profile,
+            discarded_pending,
+        } => {
+            if let Some(p) = discarded_pending {
+                println!("discarded the unconfirmed apply of profile {p}");
+            }
+            println!("restored the confirmed profile {profile}");
+        }
+        Restored::NothingConfirmed { discarded_pending } => {
+            if let Some(p) = discarded_pending {
+                println!("discarded the unconfirmed apply of profile {p}");
+            }
+            println!("nothing was ever confirmed: the firewall is left as it is");
+        }
+        Restored::Fallback { profile, error } => {
+            eprintln!(
+                "fwharden: error: the confirmed ruleset could not be loaded ({error}); loaded the minimal safe profile {profile} instead (loopback, established, essential ICMP, SSH). Fix the cause, then apply your profile again"
+            );
+        }
+    }
+    Ok(code)
+}
+
+pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
+    let s = match rollback::status(dirs) {
+        Ok(s) => s,
+        Err(e) => return fail(e, json),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "confirmed profile: {}",
+        s.confirmed.as_deref().unwrap_or("(none)")
+    );
+    match &s.pending {
+        None => println!("pending apply:     (none)"),
+        Some(p) => println!(
+            "pending apply:     profile {}, rolled back in {} s unless confirmed; watcher {}",
+            p.profile,
+            p.deadline_ms.saturating_sub(now_ms()).div_ceil(1000),
+            match (p.watcher, p.watcher_alive) {
+                (Some(pid), true) => format!("pid {pid} alive"),
+                (Some(pid), false) =>
+                    format!("pid {pid} DEAD: run `fwharden rollback` or `fwharden confirm`"),
+                (None, _) => "not started".into(),
+            }
+        ),
+    }
+    let kernel = match s.kernel.as_str() {
+        "absent" => "no fwharden table".to_string(),
+        "confirmed" => "holds the confirmed ruleset".into(),
+        "pending" => "holds the pending ruleset".into(),
+        "drift" => "DRIFT: table inet fwharden differs from what fwharden loaded (a hand edit, or another tool); `fwharden restore` reloads the confirmed one".into(),
+        other => other.to_string(),
+    };
+    println!("kernel:            {kernel}");
+    if s.other_base_chains.is_empty() {
+        println!("other tables:      none on the same hooks");
+    } else {
+        println!("other tables' base chains (a drop there still drops what fwharden accepts):");
+        for c in &s.other_base_chains {
+            println!(
+                "  {} {} chain {}: hook {} priority {} policy {}",
+                c.family, c.table, c.chain, c.hook, c.priority, c.policy
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub fn watch(dirs: &Dirs, token: &str) -> anyhow::Result<i32> {
+    match crate::rollback::watcher::run(dirs, token) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => {
+            eprintln!("{} fwharden watch: error: {e}", now_ms());
+            Ok(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The safety net around the kernel: apply with a rollback timer, confirm,
+//! roll back, restore at boot, and report status.
+//!
+//! An apply goes: lock, read what the kernel holds, lockout guard, record
+//! the pending apply (with what to go back to), start the detached watcher,
+//! one netlink transaction, read back and compare. Every step before the
+//! transaction changes nothing in the kernel; every step after it can undo
+//! it. Rollback re-applies a previous *model* through the same single
+//! transaction; it never parses `nft list` output.
+
+pub mod guard;
+mod ops;
+pub mod watcher;
+
+pub use ops::*;
+
+use thiserror::Error;
+
+use crate::nft::NftError;
+use crate::state::{LockError, StateError};
+
+#[derive(Debug, Error)]
+pub enum RollbackError {
+    #[error(transparent)]
+    Kernel(#[from] NftError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("refusing to apply: {0}; nothing was changed")]
+    Lockout(String),
+    #[error("starting the rollback watcher failed: {0}; nothing was changed")]
+    Watcher(#[source] std::io::Error),
+    #[error("the kernel does not hold what was applied ({detail}); {restored}")]
+    ReadBack { detail: String, restored: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("refusing to change the firewall: this is the network namespace {FORBID_ENV} names (the test harness's own); run inside a test namespace")]
+    Interlock,
+}
+
+/// Set by the test harness to the inode of the network namespace tests run
+/// from: fwharden then refuses to change the firewall there, so a test
+/// that forgets to enter its namespace fails instead of touching the host.
+pub const FORBID_ENV: &str = "FWHARDEN_FORBID_NETNS";
+
+/// Fails when this thread is in the network namespace [`FORBID_ENV`] names.
+pub fn interlock() -> Result<(), RollbackError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(forbidden) = std::env::var(FORBID_ENV) else {
+        return Ok(());
+    };
+    let here = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino().to_string());
+    match here {
+        Ok(ino) if ino != forbidden.trim() => Ok(()),
+        _ => Err(RollbackError::Interlock),
+    }
+}
+
+impl RollbackError {
+    /// The exit code the CLI gives this error.
+    pub fn exit_code(&self) -> i32 {
+        use crate::cli::exit;
+        match self {
+            RollbackError::Lockout(_)
+            | RollbackError::Interlock
+            | RollbackError::Lock(LockError::Busy { .. }) => exit::REFUSED,
+            RollbackError::ReadBack { .. } => exit::ROLLED_BACK,
+            _ => exit::FAILURE,
+        }
+    }
+}
+
+/// Puts back what a pending apply replaced: a ruleset, or no table.
+pub fn restore_previous(previous: Option<&crate::ruleset::Ruleset>) -> Result<(), RollbackError> {
+    interlock()?;
+    match previous {
+        Some(r) => {
+            crate::nft::apply(r)?;
+            let back = crate::nft::read_table()?;
+            if back.as_ref() != Some(r) {
+                return Err(RollbackError::Refused(format!(
+                    "restoring profile {} did not read back as written; run `fwharden status` and `fwharden restore`",
+                    r.profile
+                )));
+            }
+        }
+        None => crate::nft::remove_table()?,
+    }
+    Ok(())
+}
