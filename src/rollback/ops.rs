@@ -357,19 +357,25 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
 
 /// A pending apply at boot has no watcher left; one started by hand may.
 fn stop_watcher(p: &Pending) {
-    if let Some(pid) = p.watcher.and_then(|w| i32::try_from(w).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+    if let Some(pid) = p.watcher.filter(|pid| watcher_alive(*pid, &p.token)) {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
     }
 }
 
-/// Whether a process with this pid is alive (signal 0 checks, sends nothing).
-pub fn alive(pid: u32) -> bool {
-    i32::try_from(pid)
-        .ok()
-        .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+/// Whether `pid` is the watcher of the apply with this token. After a
+/// reboot the recorded pid may belong to any other process: only a process
+/// whose command line carries `watch` and the token counts.
+pub fn watcher_alive(pid: u32, token: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
 }
 
 /// Everything `status` reports.
@@ -417,7 +423,7 @@ pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
         confirmed: confirmed.map(|c| c.profile),
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
-            watcher_alive: p.watcher.is_some_and(alive),
+            watcher_alive: p.watcher.is_some_and(|w| watcher_alive(w, &p.token)),
             profile: p.profile,
             deadline_ms: p.deadline_ms,
             watcher: p.watcher,

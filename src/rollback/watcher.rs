@@ -62,19 +62,35 @@ pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
     unsafe {
         signal(Signal::SIGHUP, SigHandler::SigIgn).map_err(|e| RollbackError::Watcher(e.into()))?;
     }
-    log(&format!("watching apply {token}"));
+    // The record as it was at the start. If the file later cannot be read
+    // (damaged, a full disk), the watcher keeps to this copy and still
+    // rolls back: a watcher must never fail open.
+    let Some(mut known) = dirs.pending()?.filter(|p| p.token == token) else {
+        log(&format!("apply {token} is not pending: nothing to do"));
+        return Ok(());
+    };
+    log(&format!(
+        "watching apply {token} of profile {}",
+        known.profile
+    ));
     loop {
-        let Some(pending) = dirs.pending()?.filter(|p| p.token == token) else {
-            log(&format!(
-                "apply {token} is no longer pending: nothing to do"
-            ));
-            return Ok(());
-        };
+        match dirs.pending() {
+            Ok(Some(p)) if p.token == token => known = p,
+            Ok(_) => {
+                log(&format!(
+                    "apply {token} is no longer pending: nothing to do"
+                ));
+                return Ok(());
+            }
+            Err(e) => log(&format!(
+                "cannot read the pending record ({e}); keeping the deadline"
+            )),
+        }
         let now = now_ms();
-        if now >= pending.deadline_ms {
+        if now >= known.deadline_ms {
             break;
         }
-        std::thread::sleep(POLL.min(Duration::from_millis(pending.deadline_ms - now)));
+        std::thread::sleep(POLL.min(Duration::from_millis(known.deadline_ms - now)));
     }
     // A confirm may be holding the lock right now: wait for it, then look
     // again, since it may have confirmed.
@@ -84,11 +100,20 @@ pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
             Err(e) => log(&format!("waiting for the lock: {e}")),
         }
     };
-    let Some(pending) = dirs.pending()?.filter(|p| p.token == token) else {
-        log(&format!(
-            "apply {token} was confirmed or superseded at the deadline"
-        ));
-        return Ok(());
+    let pending = match dirs.pending() {
+        Ok(Some(p)) if p.token == token => p,
+        Ok(_) => {
+            log(&format!(
+                "apply {token} was confirmed or superseded at the deadline"
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            log(&format!(
+                "cannot read the pending record ({e}); rolling back from memory"
+            ));
+            known
+        }
     };
     restore_previous(pending.previous.as_ref())?;
     dirs.clear_pending()?;
