@@ -18,7 +18,8 @@ use crate::ruleset::*;
 
 use super::intervals::{self, Elem};
 use super::obj;
-use super::rules::{self, AnonSet, AnonValues, PortHeader, ANON_NAME};
+use super::rules::{self, AnonSet, AnonValues, ANON_NAME};
+use super::udata;
 use super::NftError;
 
 pub const FAMILY: u16 = libc::NFPROTO_INET as u16;
@@ -33,80 +34,6 @@ const TYPE_INET_PROTO: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_ICMP_TYPE: u32 = 14;
 const TYPE_ICMPV6_TYPE: u32 = 29;
-
-/// User data type fwharden stores the profile name under, in the table.
-/// nft only reads type 0 (the table comment) and skips the others, so
-/// `nft list` shows nothing of it.
-pub const UDATA_TABLE_PROFILE: u8 = 0xf0;
-
-/// One user data TLV: type, length, value (libnftnl's `nftnl_udata`).
-fn tlv(out: &mut Vec<u8>, ty: u8, value: &[u8]) {
-    out.push(ty);
-    out.push(value.len() as u8);
-    out.extend_from_slice(value);
-}
-
-fn strz(s: &str) -> Vec<u8> {
-    let mut v: Vec<u8> = s.bytes().filter(|b| *b != 0).collect();
-    v.push(0);
-    v
-}
-
-/// A rule's user data: its comment as TLV type 0 (NFTNL_UDATA_RULE_COMMENT).
-pub fn rule_udata(comment: &str) -> Vec<u8> {
-    let mut u = Vec::new();
-    if !comment.is_empty() {
-        tlv(&mut u, 0, &strz(comment));
-    }
-    u
-}
-
-/// What nft writes in a named set's user data: the key byte order
-/// (NFTNL_UDATA_SET_KEYBYTEORDER = big endian) and the comment
-/// (NFTNL_UDATA_SET_COMMENT, type 7).
-fn named_set_udata(comment: &str) -> Vec<u8> {
-    let mut u = Vec::new();
-    tlv(&mut u, 0, &2u32.to_ne_bytes());
-    if !comment.is_empty() {
-        tlv(&mut u, 7, &strz(comment));
-    }
-    u
-}
-
-/// What nft writes in an anonymous set's user data: key byte order, "merge
-/// elements" for interval sets, and the key's "typeof" expression
-/// (NFTNL_UDATA_SET_KEY_TYPEOF: nft's expression kind, payload 7 or meta 9,
-/// and its protocol and field, or meta key), as `nft --debug=mnl` shows.
-fn anon_set_udata(values: &AnonValues, interval: bool) -> Vec<u8> {
-    let u32b = |v: u32| v.to_ne_bytes();
-    let (byteorder, expr, data): (u32, u32, Vec<(u8, u32)>) = match values {
-        AnonValues::Protocols(_) => (1, 9, vec![(0, 16)]),
-        AnonValues::Ports { header, .. } => {
-            let proto = match header {
-                PortHeader::Tcp => 8,
-                PortHeader::Udp => 6,
-                PortHeader::Any => 11,
-            };
-            (2, 7, vec![(0, proto), (1, 2)])
-        }
-        AnonValues::IcmpTypes(_) => (2, 7, vec![(0, 4), (1, 1)]),
-        AnonValues::Icmpv6Types(_) => (2, 7, vec![(0, 14), (1, 1)]),
-    };
-    let mut inner = Vec::new();
-    for (ty, v) in data {
-        tlv(&mut inner, ty, &u32b(v));
-    }
-    let mut typeof_ = Vec::new();
-    tlv(&mut typeof_, 0, &u32b(expr));
-    tlv(&mut typeof_, 1, &inner);
-    let mut u = Vec::new();
-    tlv(&mut u, 0, &u32b(byteorder));
-    if interval {
-        tlv(&mut u, 2, &u32b(1));
-    }
-    tlv(&mut u, 3, &typeof_);
-    u
-}
 
 /// A message of the batch: header type and flags, and the object.
 enum Payload {
@@ -227,9 +154,7 @@ impl Builder {
         t.set_u32(sys::NFTNL_TABLE_FAMILY, FAMILY.into());
         t.set_u32(sys::NFTNL_TABLE_FLAGS, 0);
         if let Some(p) = profile {
-            let mut u = Vec::new();
-            tlv(&mut u, UDATA_TABLE_PROFILE, &strz(p));
-            t.set_data(sys::NFTNL_TABLE_USERDATA, &u);
+            t.set_data(sys::NFTNL_TABLE_USERDATA, &udata::table_udata(p));
         }
         t
     }
@@ -317,7 +242,10 @@ impl Builder {
                 let elems = intervals::encode(&ranges, key_len as usize)
                     .map_err(|e| unsupported(&what, e))?;
                 let s = self.new_set(&set.name, libc::NFT_SET_INTERVAL as u32, key_type, key_len);
-                s.set_data(sys::NFTNL_SET_USERDATA, &named_set_udata(&set.comment));
+                s.set_data(
+                    sys::NFTNL_SET_USERDATA,
+                    &udata::named_set_udata(&set.comment),
+                );
                 self.add_set(s, &elems, &what);
             }
             SetKind::Meter { timeout_secs, size } => {
@@ -325,7 +253,10 @@ impl Builder {
                 let s = self.new_set(&set.name, flags, key_type, key_len);
                 s.set_u32(sys::NFTNL_SET_DESC_SIZE, *size);
                 s.set_u64(sys::NFTNL_SET_TIMEOUT, u64::from(*timeout_secs) * 1000);
-                s.set_data(sys::NFTNL_SET_USERDATA, &named_set_udata(&set.comment));
+                s.set_data(
+                    sys::NFTNL_SET_USERDATA,
+                    &udata::named_set_udata(&set.comment),
+                );
                 self.add_set(s, &[], &what);
             }
         }
@@ -395,7 +326,7 @@ impl Builder {
         s.set_u32(sys::NFTNL_SET_DESC_SIZE, elems.len() as u32);
         s.set_data(
             sys::NFTNL_SET_USERDATA,
-            &anon_set_udata(&anon.values, interval),
+            &udata::anon_set_udata(&anon.values, interval),
         );
         self.add_set(s, &elems, what);
         Ok(())
@@ -447,9 +378,9 @@ impl Builder {
         for e in &encoded.exprs {
             r.add_expr(e.to_raw());
         }
-        let udata = rule_udata(&rule.comment);
-        if !udata.is_empty() {
-            r.set_data(sys::NFTNL_RULE_USERDATA, &udata);
+        let user = udata::rule_udata(&rule.comment);
+        if !user.is_empty() {
+            r.set_data(sys::NFTNL_RULE_USERDATA, &user);
         }
         let flags = libc::NLM_F_CREATE | libc::NLM_F_APPEND | libc::NLM_F_ACK;
         self.add(libc::NFT_MSG_NEWRULE, flags, Payload::Rule(r), &what);
@@ -529,37 +460,4 @@ pub fn remove(removal: Removal) -> Built {
     let what = format!("removing table inet {TABLE_NAME}");
     b.add(nl_type, libc::NLM_F_ACK, Payload::Table(t), &what);
     b.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_data_matches_what_nft_writes() {
-        assert_eq!(rule_udata("x"), [0, 2, b'x', 0]);
-        assert_eq!(rule_udata(""), Vec::<u8>::new());
-        // `set a_v4 { ...; comment "grp a"; }` as `nft --debug=mnl` shows it.
-        assert_eq!(
-            named_set_udata("grp a"),
-            [0, 4, 2, 0, 0, 0, 7, 6, b'g', b'r', b'p', b' ', b'a', 0]
-        );
-        // `tcp dport { 22, 80-90 }`
-        let ports = AnonValues::Ports {
-            ranges: vec![],
-            header: PortHeader::Tcp,
-        };
-        assert_eq!(
-            anon_set_udata(&ports, true),
-            [
-                0, 4, 2, 0, 0, 0, 2, 4, 1, 0, 0, 0, 3, 20, 0, 4, 7, 0, 0, 0, 1, 12, 0, 4, 8, 0, 0,
-                0, 1, 4, 2, 0, 0, 0
-            ]
-        );
-        // `meta l4proto { tcp, udp }`
-        assert_eq!(
-            anon_set_udata(&AnonValues::Protocols(vec![]), false),
-            [0, 4, 1, 0, 0, 0, 3, 14, 0, 4, 9, 0, 0, 0, 1, 6, 0, 4, 16, 0, 0, 0]
-        );
-    }
 }

@@ -4,6 +4,12 @@
 //!
 //! Only table `inet fwharden` is ever written: no flush of the ruleset, no
 //! other table touched. Other tables are only listed, read-only.
+//!
+//! Most of the crate's `unsafe` code is here, at the libnftnl boundary;
+//! clippy refuses any unsafe block of this module without a `// SAFETY:`
+//! comment.
+
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod batch;
 mod expr;
@@ -12,6 +18,7 @@ mod obj;
 mod readback;
 mod rules;
 mod socket;
+mod udata;
 
 use thiserror::Error;
 

@@ -198,6 +198,8 @@ impl Set {
 
     /// The set's elements as (key, flags), in the order libnftnl holds them.
     pub fn elems(&self) -> Vec<(Vec<u8>, u32)> {
+        /// Called by `nftnl_set_elem_foreach` only, with the `data` given
+        /// to it below and each element of the set.
         unsafe extern "C" fn each(e: *mut sys::nftnl_set_elem, data: *mut c_void) -> i32 {
             // SAFETY: `data` is the Vec below, alive during the foreach;
             // `e` is a live element of the set.
@@ -241,6 +243,8 @@ impl Rule {
 
     /// The rule's expressions, decoded.
     pub fn exprs(&self) -> Vec<super::expr::Expr> {
+        /// Called by `nftnl_expr_foreach` only, with the `data` given to
+        /// it below and each expression of the rule.
         unsafe extern "C" fn each(e: *mut sys::nftnl_expr, data: *mut c_void) -> i32 {
             // SAFETY: `data` is the Vec below, alive during the foreach;
             // `e` is a live expression of the rule.

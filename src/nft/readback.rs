@@ -12,11 +12,12 @@ use nftnl::nftnl_sys::{self as sys, libc};
 
 use crate::ruleset::*;
 
-use super::batch::{hook_number, FAMILY, UDATA_TABLE_PROFILE};
+use super::batch::{hook_number, FAMILY};
 use super::intervals;
 use super::obj;
 use super::rules::{self, AnonValues, PortHeader};
 use super::socket::{RequestError, Socket};
+use super::udata::{self, tlvs, udata_str};
 use super::{BaseChain, NftError};
 
 /// The reply copied into u64s, so its header is aligned as libmnl expects.
@@ -68,33 +69,6 @@ fn foreign(what: impl Into<String>, why: impl Into<String>) -> NftError {
     }
 }
 
-/// User data TLVs as (type, value).
-fn tlvs(u: &[u8]) -> Vec<(u8, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 2 <= u.len() {
-        let (ty, len) = (u[at], u[at + 1] as usize);
-        if at + 2 + len > u.len() {
-            break;
-        }
-        out.push((ty, &u[at + 2..at + 2 + len]));
-        at += 2 + len;
-    }
-    out
-}
-
-fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
-}
-
-fn udata_str(u: &[u8], ty: u8) -> String {
-    tlvs(u)
-        .into_iter()
-        .find(|(t, _)| *t == ty)
-        .map(|(_, v)| text(v))
-        .unwrap_or_default()
-}
-
 /// The table, or `None` when it does not exist. Repeated while the
 /// ruleset changes under the read (generation id differs before/after).
 pub fn read(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
@@ -114,46 +88,71 @@ pub fn read(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
     last.unwrap_or(Ok(None))
 }
 
-fn with_table_attr(nlh: *mut libc::nlmsghdr, set_name: Option<&str>, kind: obj::Kind) {
-    // SAFETY (for every build below): `nlh` is the request being built in
-    // a buffer of the largest message size; the object is live.
-    unsafe {
-        match kind {
-            obj::Kind::Table => {
-                let t = obj::Table::new();
-                t.set_str(sys::NFTNL_TABLE_NAME, TABLE_NAME);
-                sys::nftnl_table_nlmsg_build_payload(nlh, t.as_ptr());
-            }
-            obj::Kind::Set | obj::Kind::SetElems => {
-                let s = obj::Set::new();
-                s.set_str(sys::NFTNL_SET_TABLE, TABLE_NAME);
-                if let Some(n) = set_name {
-                    s.set_str(sys::NFTNL_SET_NAME, n);
-                    sys::nftnl_set_elems_nlmsg_build_payload(nlh, s.as_ptr());
-                } else {
-                    sys::nftnl_set_nlmsg_build_payload(nlh, s.as_ptr());
-                }
-            }
-            obj::Kind::Chain => {
-                let c = obj::Chain::new();
-                c.set_str(sys::NFTNL_CHAIN_TABLE, TABLE_NAME);
-                sys::nftnl_chain_nlmsg_build_payload(nlh, c.as_ptr());
-            }
-            obj::Kind::Rule => {
-                let r = obj::Rule::new();
-                r.set_str(sys::NFTNL_RULE_TABLE, TABLE_NAME);
-                sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr());
+/// Adds to the request being built the attributes that select table
+/// `inet fwharden` (and, for elements, the set `set_name`).
+///
+/// # Safety
+/// `nlh` points to a netlink header at the start of a buffer of at least
+/// `nft_nlmsg_maxsize()` bytes, as [`Socket::request`] hands it to its
+/// `build` callback.
+unsafe fn with_table_attr(nlh: *mut libc::nlmsghdr, set_name: Option<&str>, kind: obj::Kind) {
+    // In each arm below, the object is live for the call and the payload
+    // (a table name, maybe a set name: a few dozen bytes) fits the buffer
+    // the caller promised.
+    match kind {
+        obj::Kind::Table => {
+            let t = obj::Table::new();
+            t.set_str(sys::NFTNL_TABLE_NAME, TABLE_NAME);
+            // SAFETY: see above.
+            unsafe { sys::nftnl_table_nlmsg_build_payload(nlh, t.as_ptr()) };
+        }
+        obj::Kind::Set | obj::Kind::SetElems => {
+            let s = obj::Set::new();
+            s.set_str(sys::NFTNL_SET_TABLE, TABLE_NAME);
+            if let Some(n) = set_name {
+                s.set_str(sys::NFTNL_SET_NAME, n);
+                // SAFETY: see above.
+                unsafe { sys::nftnl_set_elems_nlmsg_build_payload(nlh, s.as_ptr()) };
+            } else {
+                // SAFETY: see above.
+                unsafe { sys::nftnl_set_nlmsg_build_payload(nlh, s.as_ptr()) };
             }
         }
+        obj::Kind::Chain => {
+            let c = obj::Chain::new();
+            c.set_str(sys::NFTNL_CHAIN_TABLE, TABLE_NAME);
+            // SAFETY: see above.
+            unsafe { sys::nftnl_chain_nlmsg_build_payload(nlh, c.as_ptr()) };
+        }
+        obj::Kind::Rule => {
+            let r = obj::Rule::new();
+            r.set_str(sys::NFTNL_RULE_TABLE, TABLE_NAME);
+            // SAFETY: see above.
+            unsafe { sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr()) };
+        }
     }
+}
+
+/// A GET request (`flags` 0 or [`DUMP`]) for objects of table
+/// `inet fwharden`.
+fn request_in_table(
+    sock: &mut Socket,
+    nl_type: i32,
+    flags: u16,
+    kind: obj::Kind,
+    set_name: Option<&str>,
+) -> Result<Vec<Vec<u8>>, RequestError> {
+    sock.request(nl_type as u16, FAMILY, flags, |nlh| {
+        // SAFETY: `request` passes the header of the message it is
+        // building, in a buffer of `nft_nlmsg_maxsize()` bytes.
+        unsafe { with_table_attr(nlh, set_name, kind) }
+    })
 }
 
 const DUMP: u16 = libc::NLM_F_DUMP as u16;
 
 fn read_once(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
-    let tables = match sock.request(libc::NFT_MSG_GETTABLE as u16, FAMILY, 0, |n| {
-        with_table_attr(n, None, obj::Kind::Table)
-    }) {
+    let tables = match request_in_table(sock, libc::NFT_MSG_GETTABLE, 0, obj::Kind::Table, None) {
         Err(RequestError::Kernel(libc::ENOENT, _)) => return Ok(None),
         other => other.map_err(|e| kernel("reading the table", e))?,
     };
@@ -163,16 +162,13 @@ fn read_once(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
         .ok_or_else(|| foreign("the table", "its description did not parse"))?;
     let profile = udata_str(
         &table.get_data(sys::NFTNL_TABLE_USERDATA),
-        UDATA_TABLE_PROFILE,
+        udata::UDATA_TABLE_PROFILE,
     );
 
     let (sets, anon) = read_sets(sock)?;
 
     let mut chains = Vec::new();
-    let replies = sock
-        .request(libc::NFT_MSG_GETCHAIN as u16, FAMILY, DUMP, |n| {
-            with_table_attr(n, None, obj::Kind::Chain)
-        })
+    let replies = request_in_table(sock, libc::NFT_MSG_GETCHAIN, DUMP, obj::Kind::Chain, None)
         .map_err(|e| kernel("listing chains", e))?;
     for m in &replies {
         let c = parse_as!(m, Chain, nftnl_chain_nlmsg_parse)
@@ -182,10 +178,7 @@ fn read_once(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
         }
     }
 
-    let replies = sock
-        .request(libc::NFT_MSG_GETRULE as u16, FAMILY, DUMP, |n| {
-            with_table_attr(n, None, obj::Kind::Rule)
-        })
+    let replies = request_in_table(sock, libc::NFT_MSG_GETRULE, DUMP, obj::Kind::Rule, None)
         .map_err(|e| kernel("listing rules", e))?;
     let resolve = |name: &str| anon.get(name).cloned();
     for m in &replies {
@@ -205,11 +198,11 @@ fn read_once(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
             ));
         };
         let what = format!("rule {} of chain {chain_name}", c.rules.len() + 1);
-        let udata = r.get_data(sys::NFTNL_RULE_USERDATA);
-        if tlvs(&udata).iter().any(|(t, _)| *t != 0) {
+        let user = r.get_data(sys::NFTNL_RULE_USERDATA);
+        if tlvs(&user).iter().any(|(t, _)| *t != udata::RULE_COMMENT) {
             return Err(foreign(&what, "user data other than a comment"));
         }
-        let rule = rules::decode(&r.exprs(), udata_str(&udata, 0), &resolve)
+        let rule = rules::decode(&r.exprs(), udata_str(&user, udata::RULE_COMMENT), &resolve)
             .map_err(|why| foreign(&what, why))?;
         c.rules.push(rule);
     }
@@ -223,11 +216,14 @@ fn read_once(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
 }
 
 fn set_elems(sock: &mut Socket, name: &str) -> Result<Vec<(Vec<u8>, u32)>, NftError> {
-    let replies = sock
-        .request(libc::NFT_MSG_GETSETELEM as u16, FAMILY, DUMP, |n| {
-            with_table_attr(n, Some(name), obj::Kind::SetElems)
-        })
-        .map_err(|e| kernel(&format!("listing the elements of set {name}"), e))?;
+    let replies = request_in_table(
+        sock,
+        libc::NFT_MSG_GETSETELEM,
+        DUMP,
+        obj::Kind::SetElems,
+        Some(name),
+    )
+    .map_err(|e| kernel(&format!("listing the elements of set {name}"), e))?;
     let mut out = Vec::new();
     for m in &replies {
         let s = parse_as!(m, Set, nftnl_set_elems_nlmsg_parse)
@@ -241,10 +237,7 @@ const END: u32 = libc::NFT_SET_ELEM_INTERVAL_END as u32;
 
 /// Named sets in kernel order, and anonymous sets' values by name.
 fn read_sets(sock: &mut Socket) -> Result<(Vec<Set>, BTreeMap<String, AnonValues>), NftError> {
-    let replies = sock
-        .request(libc::NFT_MSG_GETSET as u16, FAMILY, DUMP, |n| {
-            with_table_attr(n, None, obj::Kind::Set)
-        })
+    let replies = request_in_table(sock, libc::NFT_MSG_GETSET, DUMP, obj::Kind::Set, None)
         .map_err(|e| kernel("listing sets", e))?;
     let mut named = Vec::new();
     let mut anon = BTreeMap::new();
@@ -274,7 +267,7 @@ fn read_sets(sock: &mut Socket) -> Result<(Vec<Set>, BTreeMap<String, AnonValues
             (8, 16) => Family::Ipv6,
             _ => return Err(foreign(&what, format!("key type {key:?}"))),
         };
-        let comment = udata_str(&s.get_data(sys::NFTNL_SET_USERDATA), 7);
+        let comment = udata_str(&s.get_data(sys::NFTNL_SET_USERDATA), udata::SET_COMMENT);
         let kind = if flags == libc::NFT_SET_INTERVAL as u32 {
             let keyed: Vec<(Vec<u8>, bool)> =
                 elems.into_iter().map(|(k, f)| (k, f & END != 0)).collect();

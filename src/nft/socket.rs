@@ -82,7 +82,7 @@ fn getsockopt(fd: BorrowedFd, level: libc::c_int, opt: libc::c_int) -> io::Resul
 }
 
 /// Sets a socket buffer to at least `want` bytes: the `FORCE` option (root
-/// or CAP_NET_ADMIN, ignores net.core.[rw]mem_max), else the plain one.
+/// or CAP_NET_ADMIN, ignores `net.core.[rw]mem_max`), else the plain one.
 /// Returns the size the kernel granted.
 fn size_buffer(
     fd: BorrowedFd,

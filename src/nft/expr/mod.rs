@@ -1,0 +1,153 @@
+//! The nf_tables expressions fwharden writes, as plain data, and their
+//! conversion to and from libnftnl's `nftnl_expr`.
+//!
+//! [`Expr`] is the vocabulary shared by [`super::rules`] (model <-> list of
+//! expressions, pure) and the batch and read-back code. Only this module
+//! touches `nftnl_expr` pointers: [`build`] allocates them from an
+//! [`Expr`], [`parse`] reads the kernel's back. Every value loaded is
+//! loaded into register 1, as nft does; the verdict register is register 0.
+
+mod build;
+mod parse;
+
+pub use build::RawExpr;
+
+use nftnl::nftnl_sys::libc;
+
+/// The 16-byte data register nft uses for every load (`NFT_REG_1`).
+const REG: u32 = libc::NFT_REG_1 as u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    NfProto,
+    L4Proto,
+    IifName,
+    OifName,
+}
+
+impl MetaKey {
+    fn raw(self) -> u32 {
+        (match self {
+            MetaKey::NfProto => libc::NFT_META_NFPROTO,
+            MetaKey::L4Proto => libc::NFT_META_L4PROTO,
+            MetaKey::IifName => libc::NFT_META_IIFNAME,
+            MetaKey::OifName => libc::NFT_META_OIFNAME,
+        }) as u32
+    }
+
+    fn from_raw(raw: u32) -> Option<MetaKey> {
+        [
+            MetaKey::NfProto,
+            MetaKey::L4Proto,
+            MetaKey::IifName,
+            MetaKey::OifName,
+        ]
+        .into_iter()
+        .find(|k| k.raw() == raw)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Neq,
+    Gte,
+    Lte,
+}
+
+impl CmpOp {
+    fn raw(self) -> u32 {
+        (match self {
+            CmpOp::Eq => libc::NFT_CMP_EQ,
+            CmpOp::Neq => libc::NFT_CMP_NEQ,
+            CmpOp::Gte => libc::NFT_CMP_GTE,
+            CmpOp::Lte => libc::NFT_CMP_LTE,
+        }) as u32
+    }
+
+    fn from_raw(raw: u32) -> Option<CmpOp> {
+        [CmpOp::Eq, CmpOp::Neq, CmpOp::Gte, CmpOp::Lte]
+            .into_iter()
+            .find(|o| o.raw() == raw)
+    }
+}
+
+/// Which header a payload load reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    Network,
+    Transport,
+}
+
+/// A token bucket, as the `limit` expression takes it: `rate` packets per
+/// `unit_secs` seconds, `burst` packets more, `over` to match above the
+/// rate instead of under it (NFT_LIMIT_F_INV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub rate: u64,
+    pub unit_secs: u64,
+    pub burst: u32,
+    pub over: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Drop,
+}
+
+/// `reject` in an `inet` table, as nft's `reject` chooses: a TCP reset;
+/// ICMP/ICMPv6 destination-unreachable with `code` when the rule already
+/// fixed the family (port-unreachable is 3 for ICMP, 4 for ICMPv6); else
+/// ICMPx port-unreachable, which the kernel answers in the packet's family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    TcpReset,
+    Icmp { code: u8 },
+    IcmpxPortUnreachable,
+}
+
+/// One expression of a rule, with the operands fwharden uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// `meta load KEY => reg 1`
+    Meta(MetaKey),
+    /// `cmp OP reg 1 DATA`
+    Cmp(CmpOp, Vec<u8>),
+    /// `payload load LEN @ HEADER + OFFSET => reg 1`
+    Payload {
+        header: Header,
+        offset: u32,
+        len: u32,
+    },
+    /// `ct load state => reg 1`
+    CtState,
+    /// `bitwise reg 1 = (reg 1 & MASK) ^ XOR`
+    Bitwise {
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
+    /// `lookup reg 1 set NAME`; `id` names a set made in the same batch.
+    Lookup {
+        set: String,
+        id: Option<u32>,
+    },
+    /// `dynset update reg_key 1 set NAME expr [ limit ... ]`
+    Dynset {
+        set: String,
+        id: Option<u32>,
+        limit: Limit,
+    },
+    Limit(Limit),
+    Counter,
+    Log {
+        prefix: String,
+        level: Option<u32>,
+    },
+    /// `immediate reg 0 VERDICT`
+    Verdict(Decision),
+    Reject(Reject),
+    /// An expression fwharden never writes, by its kernel name (a hand
+    /// edit, or another tool's rule): it decodes to no model, on purpose.
+    Foreign(String),
+}
