@@ -16,8 +16,18 @@ pub fn run(
     opts: &ApplyOptions,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let (_, profile) = load_reporting(search, spec, json);
+    let (loaded, profile) = load_reporting(search, spec, json);
     let Some(profile) = profile else {
+        if json {
+            // load_reporting left the diagnostics to us in JSON mode.
+            let out = json!({
+                "ok": false,
+                "error": "the profile is invalid; nothing was changed",
+                "errors": loaded.errors().collect::<Vec<_>>(),
+                "warnings": loaded.warnings().collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
         eprintln!("fwharden: the profile is invalid; nothing was changed");
         return Ok(exit::INVALID_PROFILE);
     };
@@ -25,12 +35,16 @@ pub fn run(
     let outcome = match rollback::apply(dirs, &new, opts) {
         Ok(o) => o,
         Err(e) => {
+            if json {
+                println!("{}", json!({ "ok": false, "error": e.to_string() }));
+            }
             eprintln!("fwharden: error: {e}");
             return Ok(e.exit_code());
         }
     };
     if json {
         let mut v = serde_json::to_value(&outcome)?;
+        v["ok"] = json!(true);
         v["changed"] = json!(outcome.changed());
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(exit::OK);

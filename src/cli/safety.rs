@@ -92,7 +92,7 @@ pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
             if let Some(p) = discarded_pending {
                 println!("discarded the unconfirmed apply of profile {p}");
             }
-            println!("nothing was ever confirmed: the firewall is left as it is");
+            println!("nothing was ever confirmed: no fwharden ruleset is loaded");
         }
         Restored::Fallback { profile, error } => {
             eprintln!(

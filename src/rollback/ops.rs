@@ -92,6 +92,10 @@ pub fn apply(
     if !opts.dry_run {
         interlock()?;
     }
+    // Ask the kernel before touching the state directory: without
+    // CAP_NET_ADMIN the error that helps is "needs root or CAP_NET_ADMIN",
+    // not "permission denied" on the root-only /var/lib/fwharden.
+    nft::generation()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::try_take(&dirs.lock_path())?;
     let current = nft::read_table().or_else(foreign_as_drift)?;
@@ -256,6 +260,7 @@ fn confirm_record(dirs: &Dirs, record: Pending) -> Result<(), RollbackError> {
 
 /// Makes the pending ruleset the confirmed one.
 pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
+    nft::generation()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     let Some(pending) = dirs.pending()? else {
         let late = dirs
@@ -293,6 +298,7 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
 /// Restores the previous ruleset now. `Ok(None)`: nothing was pending.
 pub fn rollback(dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
     interlock()?;
+    nft::generation()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     let Some(pending) = dirs.pending()? else {
         return Ok(None);
@@ -320,6 +326,7 @@ pub enum Restored {
 /// loaded, loads the minimal safe ruleset rather than leave the host open.
 pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackError> {
     interlock()?;
+    nft::generation()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     let discarded = match dirs.pending() {
@@ -332,9 +339,15 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
     dirs.clear_pending()?;
     let confirmed = match dirs.confirmed() {
         Ok(None) => {
+            // A discarded unconfirmed apply had "no table" to go back to.
+            // At boot the table is gone anyway; run by hand, this takes
+            // away what nobody confirmed.
+            if discarded.is_some() {
+                restore_previous(None)?;
+            }
             return Ok(Restored::NothingConfirmed {
                 discarded_pending: discarded,
-            })
+            });
         }
         Ok(Some(c)) => Ok(c),
         Err(e) => Err(RollbackError::from(e)),
@@ -408,6 +421,7 @@ pub struct BaseChainStatus {
 }
 
 pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
+    nft::generation()?;
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
     let kernel = match nft::read_table() {

@@ -9,6 +9,7 @@
 //! it to stop simply by changing that record.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub fn spawn(dirs: &Dirs, token: &str) -> Result<u32, RollbackError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dirs.watcher_log())
         .map_err(RollbackError::Watcher)?;
     let mut cmd = Command::new(exe);

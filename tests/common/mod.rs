@@ -116,3 +116,329 @@ pub fn host_tables() -> String {
         .expect("nft list tables");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+// ---------------------------------------------------------------------
+// fwharden inside a harness namespace: apply, confirm, rollback, restore.
+// ---------------------------------------------------------------------
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use fwharden::netns::Netns;
+
+/// fwharden's own arguments for a host whose state is under `dir`
+/// (`dir/state`, `dir/run`, never the system's), with the shipped profiles
+/// only.
+pub fn fw_args(dir: &Path) -> Vec<OsString> {
+    vec![
+        "--state-dir".into(),
+        dir.join("state").into(),
+        "--run-dir".into(),
+        dir.join("run").into(),
+        "--profile-dir".into(),
+        "profiles".into(),
+    ]
+}
+
+/// The whole argv of [`fw_in`], for wrapping in another command (a shell,
+/// setpriv): `ip netns exec NS fwharden ARGS`. `ip netns exec` execs
+/// fwharden in place, so the pid of the spawned process is fwharden's.
+pub fn fw_argv(ns: &Netns, dir: &Path) -> Vec<OsString> {
+    ns.verify().expect("a namespace this test created");
+    let mut argv: Vec<OsString> = ["ip", "netns", "exec", ns.name()]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    argv.push(env!("CARGO_BIN_EXE_fwharden").into());
+    argv.extend(fw_args(dir));
+    argv
+}
+
+/// Sets what every fwharden a test starts must carry: the interlock (the
+/// machine's own namespace is refused), the repository root as working
+/// directory, and no SSH variables of whoever runs the tests (the lockout
+/// guard would read them).
+pub fn harness_env(c: &mut Command) -> &mut Command {
+    c.current_dir(root())
+        .env(fwharden::rollback::FORBID_ENV, own_netns())
+        .env_remove("SSH_CONNECTION")
+        .env_remove("SSH_CLIENT")
+        .env_remove("FWHARDEN_STATE_DIR")
+        .env_remove("FWHARDEN_RUN_DIR")
+}
+
+/// fwharden inside `ns`, state under `dir` (see [`fw_argv`]), with the
+/// harness environment.
+pub fn fw_in(ns: &Netns, dir: &Path) -> Command {
+    ns.verify().expect("a namespace this test created");
+    let mut c = ns.command(env!("CARGO_BIN_EXE_fwharden"));
+    c.args(fw_args(dir));
+    harness_env(&mut c);
+    c
+}
+
+/// Polls `f` every 20 ms until it is true or `limit` has passed.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids of the processes whose command line contains `needle`.
+pub fn pids_naming(needle: &str) -> Vec<i32> {
+    let mut pids = vec![];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether process `pid` runs and its command line contains `needle` (a
+/// zombie has an empty one): guards a kill against a recycled pid.
+pub fn alive_naming(pid: i32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+}
+
+/// SIGKILLs every process naming `needle` and waits (bounded) until none is
+/// left.
+pub fn kill_all_naming(needle: &str) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    wait_until(Duration::from_secs(10), || {
+        let pids = pids_naming(needle);
+        for &pid in &pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        pids.is_empty()
+    });
+}
+
+/// A throwaway host for fwharden: a harness namespace and temporary state
+/// and run directories. Dropped, panic included, it first kills every
+/// process whose command line names its directory (the applies a test
+/// started and their detached watchers, which would outlive the namespace
+/// and keep it alive), then deletes the namespace and the directories.
+pub struct Host {
+    pub ns: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    pub fn new(tag: &str) -> Host {
+        let dir = tempfile::Builder::new()
+            .prefix("fwharden-test-")
+            .tempdir()
+            .expect("tempdir");
+        let ns = Netns::create(tag).expect("create a harness namespace");
+        Host { ns, dir }
+    }
+
+    /// The directory holding `state/` and `run/`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// A string every process of this host has on its command line.
+    pub fn needle(&self) -> String {
+        self.dir.path().to_string_lossy().into_owned()
+    }
+
+    /// fwharden inside this host.
+    pub fn fw(&self) -> Command {
+        fw_in(&self.ns, self.dir.path())
+    }
+
+    /// Runs fwharden inside this host to the end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.fw().args(args).output().expect("run fwharden")
+    }
+
+    /// Runs fwharden inside and fails the test unless it exits with `code`.
+    pub fn expect(&self, code: i32, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "fwharden {args:?}\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    }
+
+    /// Runs a command inside this host's namespace; fails the test unless
+    /// it succeeds.
+    pub fn sh(&self, argv: &[&str]) -> String {
+        stdout(&self.ns.run(argv).expect("command inside the namespace"))
+    }
+
+    /// `nft list table inet fwharden` inside, or `None` without the table.
+    pub fn table(&self) -> Option<String> {
+        self.ns.verify().expect("our namespace");
+        let out = self
+            .ns
+            .command("nft")
+            .args(["list", "table", "inet", "fwharden"])
+            .output()
+            .expect("run nft");
+        out.status.success().then(|| stdout(&out))
+    }
+
+    /// The table inside, failing the test when there is none.
+    pub fn table_text(&self) -> String {
+        self.table().expect("table inet fwharden exists")
+    }
+
+    fn record(&self, name: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read(self.state_dir().join(name)).ok()?;
+        Some(serde_json::from_slice(&text).expect("a record fwharden wrote"))
+    }
+
+    /// The pending record, if any.
+    pub fn pending(&self) -> Option<serde_json::Value> {
+        self.record("pending.json")
+    }
+
+    /// The confirmed record, if any.
+    pub fn confirmed(&self) -> Option<serde_json::Value> {
+        self.record("confirmed.json")
+    }
+
+    /// `status --json`, which must succeed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.expect(0, &["--json", "status"]);
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// Applies and confirms `profile`; returns the kernel's text of it.
+    pub fn confirm_profile(&self, profile: &str) -> String {
+        self.expect(0, &["apply", profile, "--auto-confirm"]);
+        self.table_text()
+    }
+
+    /// Applies `profile` with a rollback timer of `timeout` seconds; returns
+    /// the `--json` outcome (state "pending", deadline_ms, token, watcher).
+    pub fn apply_pending(&self, profile: &str, timeout: u64) -> serde_json::Value {
+        let t = timeout.to_string();
+        let out = self.expect(0, &["--json", "apply", profile, "--timeout", &t]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("apply --json");
+        assert_eq!(v["state"], "pending", "{v}");
+        v
+    }
+
+    /// The pid of the pending apply's watcher, checked to be one of ours.
+    pub fn watcher_pid(&self) -> i32 {
+        let p = self.pending().expect("a pending apply");
+        let pid = p["watcher"].as_i64().expect("a watcher pid") as i32;
+        assert!(
+            alive_naming(pid, &self.needle()),
+            "watcher {pid} is not running"
+        );
+        pid
+    }
+
+    /// SIGKILLs the pending apply's watcher and waits until it is gone.
+    pub fn kill_watcher(&self) {
+        let pid = self.watcher_pid();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || !alive_naming(
+                pid,
+                &self.needle()
+            )),
+            "watcher {pid} survived SIGKILL"
+        );
+    }
+
+    /// Waits (bounded) until no process of this host runs: the watcher of
+    /// an apply confirmed at once exits at its next look at the record.
+    pub fn wait_quiet(&self) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.processes().is_empty()),
+            "processes of this host still run: {:?}",
+            self.processes()
+        );
+    }
+
+    /// Whether any process of this host (apply or watcher) still runs.
+    pub fn processes(&self) -> Vec<i32> {
+        pids_naming(&self.needle())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Watchers first: they survive the namespace's deletion and would
+        // keep it alive; then the fields go, the namespace before the
+        // directories.
+        kill_all_naming(&self.needle());
+    }
+}
+
+/// What the real `nft -f` of `fwharden show PROFILE` leaves in a fresh
+/// namespace, listed by `nft list table inet fwharden`: the reference an
+/// apply must read back as.
+pub fn reference_text(profile: &str) -> String {
+    let shown = shipped(&["show", profile]);
+    assert!(shown.status.success(), "show {profile}: {}", stderr(&shown));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{profile}.nft"));
+    std::fs::write(&file, &shown.stdout).expect("write ruleset");
+    let ns = Netns::create("ref").expect("create a reference namespace");
+    ns.run(&["nft", "-f", file.to_str().expect("utf-8 path")])
+        .expect("nft -f loads fwharden show");
+    stdout(
+        &ns.run(&["nft", "list", "table", "inet", "fwharden"])
+            .expect("nft list"),
+    )
+}
+
+/// The shipped profile names, sorted.
+pub fn shipped_profiles() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("profiles"))
+        .expect("profiles/")
+        .map(|e| e.expect("profiles/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.file_stem().expect("name").to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Milliseconds since the epoch, the clock of `deadline_ms`.
+pub fn now_ms() -> u64 {
+    fwharden::state::now_ms()
+}
