@@ -351,10 +351,16 @@ fn without_privileges_apply_names_root_and_changes_nothing() {
     host.wait_quiet();
     // As nobody, inside the namespace; the state stays root's, as
     // /var/lib/fwharden is on a real host.
+    // The built-in copy of the profile: nobody may not be able to read the
+    // checkout (a fresh clone under a 0700 temporary directory).
+    let mut args = fw_args(host.dir());
+    if let Some(i) = args.iter().position(|a| a == "--profile-dir") {
+        args.drain(i..i + 2);
+    }
     let mut cmd = host.ns.command("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_fwharden"))
-        .args(fw_args(host.dir()))
+        .args(args)
         .args(["apply", "vps-profile"]);
     harness_env(&mut cmd);
     let out = cmd.output().unwrap();
