@@ -540,3 +540,34 @@ fn every_shipped_profile_applies_as_nft_loads_its_text() {
         "the machine's own ruleset changed"
     );
 }
+
+#[test]
+fn a_write_by_someone_else_in_between_aborts_the_compare_and_swap() {
+    if !privileged("a_write_by_someone_else_in_between_aborts_the_compare_and_swap") {
+        return;
+    }
+    let ns = Netns::create("nlcas").unwrap();
+    let first = big_set(10);
+    apply_in(&ns, &first).unwrap();
+    let (generation, table) = ns.run_in(nft::read_table_at).unwrap().unwrap();
+    assert_eq!(table.as_ref(), Some(&first));
+
+    // Another tool commits between our read and our write.
+    ns.run(&["nft", "add", "table", "ip", "someone-else"])
+        .unwrap();
+    let second = everything();
+    let err = ns
+        .run_in(|| nft::apply_at(&second, Some(generation)))
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, nft::NftError::Raced), "{err}");
+    assert!(err.to_string().contains("nothing was changed"), "{err}");
+    assert_eq!(read_in(&ns), Some(first));
+
+    // Read again, and the same write goes in.
+    let (generation, _) = ns.run_in(nft::read_table_at).unwrap().unwrap();
+    ns.run_in(|| nft::apply_at(&second, Some(generation)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(read_in(&ns), Some(second));
+}

@@ -56,6 +56,8 @@ pub enum NftError {
         #[source]
         source: std::io::Error,
     },
+    #[error("another program changed the firewall while fwharden was applying; nothing was changed: run the command again")]
+    Raced,
     #[error("the outcome of the transaction is unknown: {detail}; the firewall may or may not have changed, read it back before trusting it")]
     OutcomeUnknown { detail: String },
     #[error("cannot express {what} in nf_tables as fwharden writes it: {why}")]
@@ -97,9 +99,16 @@ pub struct BaseChain {
 /// checks the kernel's acknowledgement of every message. On error nothing
 /// changed, except for [`NftError::OutcomeUnknown`].
 pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
+    apply_at(ruleset, None)
+}
+
+/// Like [`apply`], but only if the ruleset is still at `generation` (as
+/// [`read_table_at`] returned it): a write by anyone else in between makes
+/// the kernel refuse the whole batch with [`NftError::Raced`].
+pub fn apply_at(ruleset: &Ruleset, generation: Option<u32>) -> Result<ApplyReport, NftError> {
     let built = batch::apply(ruleset)?;
     let mut sock = socket::Socket::open()?;
-    sock.transact(&built)?;
+    sock.transact(&built, generation)?;
     Ok(ApplyReport {
         generation: readback::generation(&mut sock)?,
         messages: built.batch.sequence_numbers().len(),
@@ -110,7 +119,7 @@ pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
 /// Removes table `inet fwharden` if it exists; nothing else.
 pub fn remove_table() -> Result<(), NftError> {
     let mut sock = socket::Socket::open()?;
-    match sock.transact(&batch::remove(batch::Removal::Destroy)) {
+    match sock.transact(&batch::remove(batch::Removal::Destroy), None) {
         Ok(()) => Ok(()),
         // Before Linux 6.3 there is no DESTROYTABLE: delete it if present.
         Err(NftError::Rejected { source, .. } | NftError::NoNfTables { source })
@@ -119,7 +128,7 @@ pub fn remove_table() -> Result<(), NftError> {
             if readback::read(&mut sock)?.is_none() {
                 return Ok(());
             }
-            match sock.transact(&batch::remove(batch::Removal::Delete)) {
+            match sock.transact(&batch::remove(batch::Removal::Delete), None) {
                 Err(NftError::Rejected { source, .. })
                     if source.raw_os_error() == Some(libc::ENOENT) =>
                 {
@@ -137,6 +146,11 @@ pub fn remove_table() -> Result<(), NftError> {
 /// is an error, so `read_table()? == Some(intended)` is a full check.
 pub fn read_table() -> Result<Option<Ruleset>, NftError> {
     readback::read(&mut socket::Socket::open()?)
+}
+
+/// Like [`read_table`], with the generation the table was read at.
+pub fn read_table_at() -> Result<(u32, Option<Ruleset>), NftError> {
+    readback::read_at(&mut socket::Socket::open()?)
 }
 
 /// The ruleset generation id, which every committed transaction changes.

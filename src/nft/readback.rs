@@ -72,20 +72,29 @@ fn foreign(what: impl Into<String>, why: impl Into<String>) -> NftError {
 /// The table, or `None` when it does not exist. Repeated while the
 /// ruleset changes under the read (generation id differs before/after).
 pub fn read(sock: &mut Socket) -> Result<Option<Ruleset>, NftError> {
+    read_at(sock).map(|(_, table)| table)
+}
+
+/// The table and the generation it was read at: a dump the generation
+/// moved during is read again.
+pub fn read_at(sock: &mut Socket) -> Result<(u32, Option<Ruleset>), NftError> {
     let mut last = None;
     for _ in 0..3 {
         let before = generation(sock)?;
         let result = read_once(sock);
         if matches!(result, Err(NftError::Protocol { op: "dump", .. })) {
-            last = Some(result);
+            last = Some(result.map(|t| (before, t)));
             continue;
         }
         if generation(sock)? == before {
-            return result;
+            return result.map(|t| (before, t));
         }
-        last = Some(result);
+        last = Some(result.map(|t| (before, t)));
     }
-    last.unwrap_or(Ok(None))
+    last.unwrap_or(Err(NftError::Protocol {
+        op: "dump",
+        detail: "the ruleset kept changing while it was read".into(),
+    }))
 }
 
 /// Adds to the request being built the attributes that select table

@@ -267,8 +267,18 @@ impl Socket {
     }
 
     /// Sends the batch as one datagram and checks every acknowledgement.
-    pub fn transact(&mut self, built: &Built) -> Result<(), NftError> {
-        let pages: Vec<&[u8]> = built.batch.iter().collect();
+    /// With `generation`, the kernel commits only if the ruleset is still at
+    /// that generation (compare-and-swap), else [`NftError::Raced`].
+    pub fn transact(&mut self, built: &Built, generation: Option<u32>) -> Result<(), NftError> {
+        let mut pages: Vec<&[u8]> = built.batch.iter().collect();
+        let begin;
+        if let Some(generation) = generation {
+            begin = begin_with_generation(pages.first().copied().unwrap_or(&[]), generation)?;
+            // The batch's own BATCH_BEGIN is replaced by ours, which carries
+            // the generation; the iovec keeps everything one datagram.
+            let first = &pages[0][BEGIN_LEN..];
+            pages.splice(0..1, [begin.as_slice(), first]);
+        }
         let total: usize = pages.iter().map(|p| p.len()).sum();
         let expected = built.batch.sequence_numbers();
         let io = |op, source| NftError::Io { op, source };
@@ -424,6 +434,38 @@ pub enum RequestError {
 /// in which a message failed), so the first error by sequence number is
 /// the cause. No error but a missing ack, or acks lost to ENOBUFS, leaves
 /// the outcome unknown: never success.
+/// Length of the BATCH_BEGIN message libnftnl writes: a netlink header and
+/// an nfgenmsg, no attributes.
+const BEGIN_LEN: usize = 20;
+/// NFNL_BATCH_GENID, the one attribute of BATCH_BEGIN
+/// (include/uapi/linux/netfilter/nfnetlink.h).
+const NFNL_BATCH_GENID: u16 = 1;
+
+/// A copy of the batch's BATCH_BEGIN with NFNL_BATCH_GENID added: the kernel
+/// then aborts the batch with ERESTART if another writer committed since
+/// `generation` was read (nfnetlink_rcv_batch).
+fn begin_with_generation(page: &[u8], generation: u32) -> Result<Vec<u8>, NftError> {
+    let protocol = |detail: &str| NftError::Protocol {
+        op: "batch begin",
+        detail: detail.into(),
+    };
+    let head = page
+        .get(..BEGIN_LEN)
+        .ok_or_else(|| protocol("batch too short"))?;
+    let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let ty = u16::from_ne_bytes([head[4], head[5]]);
+    if len != BEGIN_LEN || i32::from(ty) != libc::NFNL_MSG_BATCH_BEGIN {
+        return Err(protocol("the batch does not open with a plain BATCH_BEGIN"));
+    }
+    let mut msg = head.to_vec();
+    msg.extend_from_slice(&8u16.to_ne_bytes());
+    msg.extend_from_slice(&NFNL_BATCH_GENID.to_ne_bytes());
+    msg.extend_from_slice(&generation.to_be_bytes());
+    let len = msg.len() as u32;
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+    Ok(msg)
+}
+
 fn judge(
     built: &Built,
     expected: std::ops::Range<u32>,
@@ -444,6 +486,8 @@ fn judge(
     if let Some(a) = first_error {
         let batch_level = a.seq == 0 || !built.what.contains_key(&a.seq);
         return Err(match a.error {
+            // ERESTART (85 on Linux): the generation moved under us.
+            85 if batch_level => NftError::Raced,
             libc::EPERM => NftError::Permission {
                 what: what(a.seq),
                 source: errno(a.error),

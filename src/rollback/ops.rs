@@ -98,7 +98,12 @@ pub fn apply(
     nft::generation()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::try_take(&dirs.lock_path())?;
-    let current = nft::read_table().or_else(foreign_as_drift)?;
+    // The generation the decisions below are based on: the transaction
+    // commits only if nobody else wrote since (compare-and-swap).
+    let (generation, current) = match nft::read_table_at() {
+        Ok(read) => read,
+        Err(e) => (nft::generation()?, foreign_as_drift(e)?),
+    };
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
     let profile = new.profile.clone();
@@ -149,7 +154,7 @@ pub fn apply(
     record.watcher = Some(pid);
     dirs.save_pending(&record)?;
 
-    if let Err(e) = nft::apply(new) {
+    if let Err(e) = nft::apply_at(new, Some(generation)) {
         return Err(after_failed_commit(dirs, &record, current.as_ref(), e));
     }
     let back = nft::read_table().or_else(foreign_as_drift)?;
