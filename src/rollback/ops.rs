@@ -89,13 +89,21 @@ pub fn apply(
     new: &Ruleset,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, RollbackError> {
-    if !opts.dry_run {
-        interlock()?;
-    }
     // Ask the kernel before touching the state directory: without
     // CAP_NET_ADMIN the error that helps is "needs root or CAP_NET_ADMIN",
     // not "permission denied" on the root-only /var/lib/fwharden.
     nft::generation()?;
+    if opts.dry_run {
+        // Touches nothing: no state directory, no lock, no kernel write.
+        let current = nft::read_table().or_else(foreign_as_drift)?;
+        let diff = diff(current.as_ref(), Some(new));
+        return Ok(ApplyOutcome::DryRun {
+            profile: new.profile.clone(),
+            changed: !diff.is_empty(),
+            diff,
+        });
+    }
+    interlock()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::try_take(&dirs.lock_path())?;
     // The generation the decisions below are based on: the transaction
@@ -107,15 +115,6 @@ pub fn apply(
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
     let profile = new.profile.clone();
-
-    if opts.dry_run {
-        let diff = diff(current.as_ref(), Some(new));
-        return Ok(ApplyOutcome::DryRun {
-            profile,
-            changed: !diff.is_empty(),
-            diff,
-        });
-    }
     let settled = current.as_ref() == Some(new)
         && pending.is_none()
         && confirmed.as_ref().is_some_and(|c| &c.ruleset == new);
