@@ -471,3 +471,23 @@ fn status_reports_drift_other_tables_and_a_dead_watcher() {
     let text = stdout(&host.expect(0, &["status"]));
     assert!(text.contains("DEAD"), "{text}");
 }
+
+#[test]
+fn a_no_op_apply_still_notices_a_hand_edit() {
+    if !privileged("a_no_op_apply_still_notices_a_hand_edit") {
+        return;
+    }
+    let host = Host::new("stamp");
+    let confirmed = host.confirm_profile("web-server");
+    // Another table changes the generation but not ours: still unchanged.
+    host.sh(&["nft", "add", "table", "ip", "someone-else"]);
+    let out = host.expect(0, &["--json", "apply", "web-server", "--auto-confirm"]);
+    assert_eq!(json(&out)["changed"], false);
+    // A hand edit of our table: the next apply puts the profile back.
+    host.sh(&[
+        "nft", "add", "rule", "inet", "fwharden", "input", "tcp", "dport", "9", "accept",
+    ]);
+    let out = host.expect(0, &["--json", "apply", "web-server", "--auto-confirm"]);
+    assert_eq!(json(&out)["changed"], true, "{}", stdout(&out));
+    assert_eq!(host.table_text(), confirmed);
+}

@@ -9,7 +9,7 @@ use super::{guard, interlock, restore_previous, watcher, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
 use crate::render;
 use crate::ruleset::{Policy, Ruleset};
-use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, RolledBack};
+use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, RolledBack, Stamp};
 
 /// How long confirm, rollback and restore wait for a running apply.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -92,7 +92,7 @@ pub fn apply(
     // Ask the kernel before touching the state directory: without
     // CAP_NET_ADMIN the error that helps is "needs root or CAP_NET_ADMIN",
     // not "permission denied" on the root-only /var/lib/fwharden.
-    nft::generation()?;
+    let generation_now = nft::generation()?;
     if opts.dry_run {
         // Touches nothing: no state directory, no lock, no kernel write.
         let current = nft::read_table().or_else(foreign_as_drift)?;
@@ -106,15 +106,23 @@ pub fn apply(
     interlock()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::try_take(&dirs.lock_path())?;
+    let confirmed = dirs.confirmed()?;
+    let pending = dirs.pending()?;
+    let profile = new.profile.clone();
+    // Nobody committed since the kernel was last read holding the
+    // confirmed ruleset: it still does, no need to read it all back.
+    let untouched = confirmed.as_ref().is_some_and(|c| {
+        c.seen.is_some() && c.seen == Stamp::at(generation_now) && &c.ruleset == new
+    });
+    if untouched && pending.is_none() {
+        return Ok(ApplyOutcome::Unchanged { profile });
+    }
     // The generation the decisions below are based on: the transaction
     // commits only if nobody else wrote since (compare-and-swap).
     let (generation, current) = match nft::read_table_at() {
         Ok(read) => read,
         Err(e) => (nft::generation()?, foreign_as_drift(e)?),
     };
-    let confirmed = dirs.confirmed()?;
-    let pending = dirs.pending()?;
-    let profile = new.profile.clone();
     let settled = current.as_ref() == Some(new)
         && pending.is_none()
         && confirmed.as_ref().is_some_and(|c| &c.ruleset == new);
@@ -156,7 +164,10 @@ pub fn apply(
     if let Err(e) = nft::apply_at(new, Some(generation)) {
         return Err(after_failed_commit(dirs, &record, current.as_ref(), e));
     }
-    let back = nft::read_table().or_else(foreign_as_drift)?;
+    let (seen, back) = match nft::read_table_at() {
+        Ok((generation, table)) => (Stamp::at(generation), table),
+        Err(e) => (None, foreign_as_drift(e)?),
+    };
     if back.as_ref() != Some(new) {
         let restored = match undo(dirs, &record, "read-back mismatch") {
             Ok(()) => "the previous ruleset was restored".to_string(),
@@ -170,7 +181,7 @@ pub fn apply(
         });
     }
     if opts.auto_confirm {
-        confirm_record(dirs, record)?;
+        confirm_record(dirs, record, seen)?;
         return Ok(ApplyOutcome::Confirmed { profile });
     }
     Ok(ApplyOutcome::Pending {
@@ -251,11 +262,12 @@ fn undo(dirs: &Dirs, record: &Pending, reason: &str) -> Result<(), RollbackError
     Ok(())
 }
 
-fn confirm_record(dirs: &Dirs, record: Pending) -> Result<(), RollbackError> {
+fn confirm_record(dirs: &Dirs, record: Pending, seen: Option<Stamp>) -> Result<(), RollbackError> {
     dirs.save_confirmed(&Confirmed {
         profile: record.profile,
         ruleset: record.ruleset,
         confirmed_at: now(),
+        seen,
     })?;
     // The watcher sees the record gone at its next look and exits.
     dirs.clear_pending()?;
@@ -288,14 +300,18 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
             )));
         }
     }
-    if nft::read_table().or_else(foreign_as_drift)?.as_ref() != Some(&pending.ruleset) {
+    let (seen, table) = match nft::read_table_at() {
+        Ok((generation, table)) => (Stamp::at(generation), table),
+        Err(e) => (None, foreign_as_drift(e)?),
+    };
+    if table.as_ref() != Some(&pending.ruleset) {
         return Err(RollbackError::Refused(format!(
             "the kernel no longer holds the pending profile {}: something changed it; not confirming (run `fwharden status`)",
             pending.profile
         )));
     }
     let profile = pending.profile.clone();
-    confirm_record(dirs, pending)?;
+    confirm_record(dirs, pending, seen)?;
     Ok(profile)
 }
 

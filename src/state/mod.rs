@@ -11,5 +11,5 @@ mod store;
 
 pub use lock::{ApplyLock, LockError};
 pub use store::{
-    now, now_ms, Confirmed, Dirs, Pending, RolledBack, StateError, RUN_DIR, STATE_DIR,
+    now, now_ms, Confirmed, Dirs, Pending, RolledBack, Stamp, StateError, RUN_DIR, STATE_DIR,
 };

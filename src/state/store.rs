@@ -72,6 +72,37 @@ pub struct Confirmed {
     pub ruleset: Ruleset,
     /// Seconds since the epoch.
     pub confirmed_at: u64,
+    /// When the kernel was last read holding exactly `ruleset`. While the
+    /// kernel's stamp is still this one, nobody has committed anything
+    /// since, so an apply of the same ruleset is a no-op without reading
+    /// every set element back.
+    #[serde(default)]
+    pub seen: Option<Stamp>,
+}
+
+/// A point in the kernel's ruleset history: the generation counter, which
+/// every commit advances, qualified by the boot and the network namespace
+/// it counts in (it restarts with either).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub boot_id: String,
+    pub netns: u64,
+    pub generation: u32,
+}
+
+impl Stamp {
+    /// The stamp of the current boot and network namespace at `generation`;
+    /// `None` when either cannot be read.
+    pub fn at(generation: u32) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let netns = fs::metadata("/proc/thread-self/ns/net").ok()?.ino();
+        Some(Stamp {
+            boot_id: boot_id.trim().to_string(),
+            netns,
+            generation,
+        })
+    }
 }
 
 /// An apply waiting for `confirm`. Its watcher restores `previous` at
@@ -253,6 +284,7 @@ mod tests {
             profile: "t".into(),
             ruleset: ruleset(),
             confirmed_at: 7,
+            seen: Stamp::at(3),
         };
         dirs.save_confirmed(&c).unwrap();
         assert_eq!(dirs.confirmed().unwrap(), Some(c));
