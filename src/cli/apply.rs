@@ -16,7 +16,8 @@ pub fn run(
     opts: &ApplyOptions,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let (loaded, profile) = load_reporting(search, spec, json);
+    let loaded = load_reporting(search, spec, json);
+    let profile = &loaded.profile;
     let Some(profile) = profile else {
         if json {
             // load_reporting left the diagnostics to us in JSON mode.
@@ -31,7 +32,7 @@ pub fn run(
         eprintln!("fwharden: the profile is invalid; nothing was changed");
         return Ok(exit::INVALID_PROFILE);
     };
-    let new = ruleset::compile(&profile);
+    let new = ruleset::compile(profile);
     let outcome = match rollback::apply(dirs, &new, opts) {
         Ok(o) => o,
         Err(e) => {

@@ -12,7 +12,8 @@ pub fn run(
     deny_warnings: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let (loaded, profile) = load_reporting(search, spec, json);
+    let loaded = load_reporting(search, spec, json);
+    let profile = &loaded.profile;
     let warnings = loaded.warnings().count();
     let failed = profile.is_none() || (deny_warnings && warnings > 0);
     let code = if failed {
@@ -41,7 +42,7 @@ pub fn run(
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(code);
     }
-    match &profile {
+    match profile {
         Some(p) => {
             let r = ruleset::compile(p);
             let rules: usize = r.chains.iter().map(|c| c.rules.len()).sum();

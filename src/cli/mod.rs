@@ -197,18 +197,13 @@ fn reserved(name: &str) -> anyhow::Result<i32> {
 }
 
 /// Loads a profile and prints its diagnostics to stderr (in JSON mode the
-/// caller prints them). Returns the profile when it is valid.
-fn load_reporting(
-    search: &SearchPath,
-    spec: &str,
-    json: bool,
-) -> (Loaded, Option<profile::Profile>) {
+/// caller prints them). `profile` of the result is set when it is valid.
+fn load_reporting(search: &SearchPath, spec: &str, json: bool) -> Loaded {
     let loaded = profile::load(spec, search);
     if !json {
         for d in &loaded.diagnostics {
             eprintln!("{d}");
         }
     }
-    let p = loaded.profile.clone();
-    (loaded, p)
+    loaded
 }

@@ -37,10 +37,7 @@ pub fn rollback(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
         Ok(Some(p)) => println!(
             "rolled back profile {}: restored {}",
             p.profile,
-            p.previous.map_or("no fwharden table".into(), |r| format!(
-                "profile {}",
-                r.profile
-            ))
+            p.previous_name()
         ),
         Ok(None) => println!("nothing is pending: nothing to roll back"),
         Err(e) => return fail(e, json),

@@ -7,7 +7,8 @@ use crate::profile::SearchPath;
 use crate::{render, ruleset};
 
 pub fn run(search: &SearchPath, spec: &str, json: bool) -> anyhow::Result<i32> {
-    let (loaded, profile) = load_reporting(search, spec, json);
+    let loaded = load_reporting(search, spec, json);
+    let profile = &loaded.profile;
     let Some(profile) = profile else {
         if json {
             let out = json!({ "ok": false, "errors": loaded.errors().collect::<Vec<_>>() });
@@ -15,7 +16,7 @@ pub fn run(search: &SearchPath, spec: &str, json: bool) -> anyhow::Result<i32> {
         }
         return Ok(exit::INVALID_PROFILE);
     };
-    let ruleset = ruleset::compile(&profile);
+    let ruleset = ruleset::compile(profile);
     if json {
         println!("{}", serde_json::to_string_pretty(&ruleset)?);
     } else {

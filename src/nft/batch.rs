@@ -159,8 +159,14 @@ impl Builder {
         t
     }
 
+    /// A named set with an id of its own, for the batch to refer to.
     fn new_set(&mut self, name: &str, flags: u32, key_type: u32, key_len: u32) -> obj::Set {
         self.next_id += 1;
+        self.set_object(name, flags, key_type, key_len, self.next_id)
+    }
+
+    /// The attributes every set of ours carries.
+    fn set_object(&self, name: &str, flags: u32, key_type: u32, key_len: u32, id: u32) -> obj::Set {
         let s = obj::Set::new();
         s.set_str(sys::NFTNL_SET_TABLE, &self.table);
         s.set_str(sys::NFTNL_SET_NAME, name);
@@ -168,7 +174,7 @@ impl Builder {
         s.set_u32(sys::NFTNL_SET_FLAGS, flags);
         s.set_u32(sys::NFTNL_SET_KEY_TYPE, key_type);
         s.set_u32(sys::NFTNL_SET_KEY_LEN, key_len);
-        s.set_u32(sys::NFTNL_SET_ID, self.next_id);
+        s.set_u32(sys::NFTNL_SET_ID, id);
         s
     }
 
@@ -315,14 +321,7 @@ impl Builder {
             flags |= libc::NFT_SET_INTERVAL as u32;
         }
         // The id was chosen when the rule was encoded.
-        let s = obj::Set::new();
-        s.set_str(sys::NFTNL_SET_TABLE, &self.table);
-        s.set_str(sys::NFTNL_SET_NAME, ANON_NAME);
-        s.set_u32(sys::NFTNL_SET_FAMILY, FAMILY.into());
-        s.set_u32(sys::NFTNL_SET_FLAGS, flags);
-        s.set_u32(sys::NFTNL_SET_KEY_TYPE, key_type);
-        s.set_u32(sys::NFTNL_SET_KEY_LEN, key_len);
-        s.set_u32(sys::NFTNL_SET_ID, anon.id);
+        let s = self.set_object(ANON_NAME, flags, key_type, key_len, anon.id);
         s.set_u32(sys::NFTNL_SET_DESC_SIZE, elems.len() as u32);
         s.set_data(
             sys::NFTNL_SET_USERDATA,

@@ -89,3 +89,21 @@ pub fn restore_previous(previous: Option<&crate::ruleset::Ruleset>) -> Result<()
     }
     Ok(())
 }
+
+/// Rolls a pending apply back: restores what it replaced, drops the record
+/// and notes why, so a late `confirm` can say so.
+pub(crate) fn undo(
+    dirs: &crate::state::Dirs,
+    record: &crate::state::Pending,
+    reason: &str,
+) -> Result<(), RollbackError> {
+    restore_previous(record.previous.as_ref())?;
+    dirs.clear_pending()?;
+    dirs.save_rolled_back(&crate::state::RolledBack {
+        profile: record.profile.clone(),
+        token: record.token.clone(),
+        at_ms: crate::state::now_ms(),
+        reason: reason.into(),
+    })?;
+    Ok(())
+}

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{guard, interlock, restore_previous, watcher, RollbackError};
+use super::{guard, interlock, restore_previous, undo, watcher, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
 use crate::render;
 use crate::ruleset::{Policy, Ruleset};
-use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, RolledBack, Stamp};
+use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, Stamp};
 
 /// How long confirm, rollback and restore wait for a running apply.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -248,18 +248,6 @@ fn after_failed_commit(
     }
     let _ = dirs.clear_pending();
     e.into()
-}
-
-fn undo(dirs: &Dirs, record: &Pending, reason: &str) -> Result<(), RollbackError> {
-    restore_previous(record.previous.as_ref())?;
-    dirs.clear_pending()?;
-    dirs.save_rolled_back(&RolledBack {
-        profile: record.profile.clone(),
-        token: record.token.clone(),
-        at_ms: now_ms(),
-        reason: reason.into(),
-    })?;
-    Ok(())
 }
 
 fn confirm_record(dirs: &Dirs, record: Pending, seen: Option<Stamp>) -> Result<(), RollbackError> {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{signal, SigHandler, Signal};
 
-use super::{restore_previous, RollbackError};
-use crate::state::{now_ms, ApplyLock, Dirs, RolledBack};
+use super::{undo, RollbackError};
+use crate::state::{now_ms, ApplyLock, Dirs};
 
 /// How often the watcher looks at the pending record: a confirm stops it
 /// within this, and a deadline is met within this.
@@ -117,24 +117,11 @@ pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
             known
         }
     };
-    restore_previous(pending.previous.as_ref())?;
-    dirs.clear_pending()?;
-    dirs.save_rolled_back(&RolledBack {
-        profile: pending.profile.clone(),
-        token: token.to_string(),
-        at_ms: now_ms(),
-        reason: "deadline".into(),
-    })?;
+    undo(dirs, &pending, "deadline")?;
     log(&format!(
         "apply {token} of profile {} was not confirmed in time: restored {}",
         pending.profile,
-        pending
-            .previous
-            .as_ref()
-            .map_or("no fwharden table".to_string(), |r| format!(
-                "profile {}",
-                r.profile
-            ))
+        pending.previous_name()
     ));
     Ok(())
 }

@@ -138,6 +138,18 @@ pub struct RolledBack {
     pub reason: String,
 }
 
+impl Pending {
+    /// What a rollback of this apply goes back to, for messages.
+    pub fn previous_name(&self) -> String {
+        self.previous
+            .as_ref()
+            .map_or("no fwharden table".to_string(), |r| {
+                format!("profile {}", r.profile)
+            })
+    }
+}
+
+/// Seconds since the epoch.
 pub fn now() -> u64 {
     now_ms() / 1000
 }

@@ -160,11 +160,7 @@ impl Parser<'_> {
 
     /// `port = 22`, `"6000-6010"`, or an array of those.
     pub(super) fn ports(&mut self, item: &Item) -> Vec<Sp<PortRange>> {
-        let values: Vec<Value> = match item {
-            Item::Value(Value::Array(a)) => a.iter().cloned().collect(),
-            Item::Value(v) => vec![v.clone()],
-            _ => Vec::new(),
-        };
+        let values = one_or_many(item);
         let mut out = Vec::new();
         for v in &values {
             let vspan = v.span().unwrap_or_else(|| span_of(item));
@@ -196,11 +192,7 @@ impl Parser<'_> {
     }
 
     pub(super) fn targets(&mut self, item: &Item, key: &str) -> Option<Vec<Sp<Target>>> {
-        let values: Vec<Value> = match item {
-            Item::Value(Value::Array(a)) => a.iter().cloned().collect(),
-            Item::Value(v) => vec![v.clone()],
-            _ => Vec::new(),
-        };
+        let values = one_or_many(item);
         if values.is_empty() {
             self.error(
                 span_of(item),
@@ -337,6 +329,15 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         ));
     }
     Ok(rate)
+}
+
+/// The values of `key = v` or `key = [v, ...]`; nothing for a table.
+fn one_or_many(item: &Item) -> Vec<Value> {
+    match item {
+        Item::Value(Value::Array(a)) => a.iter().cloned().collect(),
+        Item::Value(v) => vec![v.clone()],
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ fn rule(matches: Vec<Match>, verdict: Verdict, comment: &str) -> Rule {
         limit: None,
         log: None,
         verdict: Some(verdict),
-        comment: truncate(comment, COMMENT_MAX),
+        comment: comment_text(comment),
     }
 }
 
@@ -296,7 +296,7 @@ impl Compiler<'_> {
                     name: name.clone(),
                     family,
                     kind: SetKind::Prefixes(g.family(family).copied().collect()),
-                    comment: truncate(&comment, COMMENT_MAX),
+                    comment: comment_text(&comment),
                 },
             );
         }
@@ -328,7 +328,7 @@ impl Compiler<'_> {
                         timeout_secs: METER_TIMEOUT_SECS,
                         size: METER_SIZE,
                     },
-                    comment: truncate(&format!("{comment}: per-source limit"), COMMENT_MAX),
+                    comment: comment_text(&format!("{comment}: per-source limit")),
                 });
                 let mut m = Vec::new();
                 if family.is_none() {
@@ -395,7 +395,7 @@ fn l4_matches(ports: &Ports) -> Vec<L4> {
 /// Comments are user text inside nft's double quotes, which have no escape:
 /// quotes and control characters are replaced, and the kernel's length
 /// limit is kept.
-fn truncate(s: &str, max: usize) -> String {
+fn comment_text(s: &str) -> String {
     let clean: String = s
         .chars()
         .map(|c| match c {
@@ -404,7 +404,8 @@ fn truncate(s: &str, max: usize) -> String {
             c => c,
         })
         .collect();
-    crate::profile::resolve::truncate(&clean, max)
+    crate::profile::resolve::truncate(&clean, COMMENT_MAX)
 }
+
 #[cfg(test)]
 mod tests;
