@@ -82,7 +82,9 @@ pub struct Set {
 #[serde(rename_all = "snake_case")]
 pub enum SetKind {
     /// A constant interval set of prefixes (`flags interval`). Elements are
-    /// sorted, of `family`, and already aggregated: no two overlap or touch.
+    /// sorted, of `family`, and already aggregated: no two overlap, and two
+    /// that touch do not together form a larger prefix (`192.0.2.5/32,
+    /// 192.0.2.6/32` stay two, as nft keeps them).
     Prefixes(Vec<IpNet>),
     /// A set the ruleset itself fills at run time (`flags dynamic,timeout`),
     /// used for per-source rate limits: each source address gets its own

@@ -1,0 +1,320 @@
+//! Sets of any shape: random address lists (hosts, prefixes, overlaps,
+//! adjacent hosts that form no prefix, both families, the first and last
+//! address of each family) go from a profile through the compiler into the
+//! kernel, inside throwaway namespaces. For every list:
+//! - the netlink apply succeeds and reads back as the model;
+//! - `nft -f` of `show` loads a table that lists exactly as ours;
+//! - the kernel's own lookup (`nft get element`), the model and the
+//!   evaluator agree with a brute-force answer on every edge address:
+//!   the first and last address of each item and the ones just outside.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Stdio;
+
+use common::*;
+use fwharden::netns::Netns;
+use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::eval::{evaluate, Packet};
+use fwharden::ruleset::*;
+use ipnet::IpNet;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// An item of a group as a closed range of addresses, with its family width.
+#[derive(Debug, Clone)]
+struct Item {
+    net: IpNet,
+}
+
+impl Item {
+    fn range(&self) -> (u128, u128) {
+        match self.net {
+            IpNet::V4(n) => (
+                u32::from(n.network()).into(),
+                u32::from(n.broadcast()).into(),
+            ),
+            IpNet::V6(n) => (n.network().into(), n.broadcast().into()),
+        }
+    }
+
+    fn v6(&self) -> bool {
+        matches!(self.net, IpNet::V6(_))
+    }
+}
+
+fn addr(v: u128, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(v.into())
+    } else {
+        IpAddr::V4((v as u32).into())
+    }
+}
+
+/// Items clustered around a few anchors, so that lists hold adjacent
+/// hosts, touching and overlapping prefixes, and the ends of each family.
+fn item() -> impl Strategy<Value = Item> {
+    let v4_anchors = prop::sample::select(vec![0u128, 0xc000_0200, 0x0a00_0000, 0xffff_ff00]);
+    let v6_anchors = prop::sample::select(vec![0u128, 0x2001_0db8_u128 << 96, u128::MAX - 0xff]);
+    let v4 = (
+        v4_anchors,
+        0u128..256,
+        prop_oneof![4 => Just(32u8), 2 => 24u8..32, 1 => 1u8..24],
+    )
+        .prop_map(|(anchor, offset, len)| {
+            let a = std::net::Ipv4Addr::from((anchor + offset) as u32);
+            ipnet::Ipv4Net::new(a, len).unwrap().trunc().into()
+        });
+    let v6 = (
+        v6_anchors,
+        0u128..256,
+        prop_oneof![4 => Just(128u8), 2 => 120u8..128, 1 => 1u8..120],
+    )
+        .prop_map(|(anchor, offset, len)| {
+            let a = std::net::Ipv6Addr::from(anchor + offset);
+            ipnet::Ipv6Net::new(a, len).unwrap().trunc().into()
+        });
+    prop_oneof![3 => v4, 2 => v6].prop_map(|net| Item { net })
+}
+
+/// Items, then neighbours of some of them: the host right after an item
+/// (it touches the item and rarely merges with it into a prefix), and the
+/// ends of each family. These are the shapes that need an end and a start
+/// element at one key, or an open interval.
+fn list() -> impl Strategy<Value = Vec<Item>> {
+    (
+        prop::collection::vec(item(), 1..24),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        any::<[bool; 4]>(),
+    )
+        .prop_map(|(mut items, neighbours, ends)| {
+            for pick in neighbours {
+                let it = pick.get(&items).clone();
+                let (_, last) = it.range();
+                let max = if it.v6() { u128::MAX } else { u32::MAX.into() };
+                if last < max {
+                    items.push(Item {
+                        net: IpNet::from(addr(last + 1, it.v6())),
+                    });
+                }
+            }
+            let extremes = [
+                "0.0.0.0/32",
+                "255.255.255.255/32",
+                "::/128",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+            ];
+            for (take, net) in ends.iter().zip(extremes) {
+                if *take {
+                    items.push(Item {
+                        net: net.parse().unwrap(),
+                    });
+                }
+            }
+            items
+        })
+}
+
+/// The first and last address of each item and those just outside it.
+fn edges(items: &[Item]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for it in items {
+        let (first, last) = it.range();
+        let max = if it.v6() { u128::MAX } else { u32::MAX.into() };
+        out.push(addr(first, it.v6()));
+        out.push(addr(last, it.v6()));
+        if let Some(before) = first.checked_sub(1) {
+            out.push(addr(before, it.v6()));
+        }
+        if last < max {
+            out.push(addr(last + 1, it.v6()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn profile_text(items: &[Item]) -> String {
+    let members: Vec<String> = items.iter().map(|i| format!("\"{}\"", i.net)).collect();
+    format!(
+        "description = \"random set\"\n[groups]\ng = [{}]\n\n[[rule]]\nallow = \"ssh\"\nfrom = \"g\"\n",
+        members.join(", ")
+    )
+}
+
+fn compile(items: &[Item], dir: &std::path::Path) -> Ruleset {
+    let path = dir.join("random.toml");
+    std::fs::write(&path, profile_text(items)).unwrap();
+    let loaded = load(path.to_str().unwrap(), &SearchPath::only(vec![]));
+    let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+    let profile = loaded
+        .profile
+        .unwrap_or_else(|| panic!("the profile is valid: {errors:?}"));
+    fwharden::ruleset::compile(&profile)
+}
+
+fn list_table(ns: &Netns) -> String {
+    stdout(
+        &ns.run(&["nft", "list", "table", "inet", "fwharden"])
+            .unwrap(),
+    )
+}
+
+/// Which of `addrs` the kernel finds in set `set`, asking its own lookup
+/// (`nft get element`), one query per address in one `nft -i` session. A
+/// query for an address the set does not hold fails, and nft echoes the
+/// failed command on stderr: those are the misses.
+fn kernel_members(ns: &Netns, set: &str, addrs: &[IpAddr]) -> Vec<bool> {
+    use std::io::Write;
+    ns.verify().unwrap();
+    let script: String = addrs
+        .iter()
+        .map(|a| format!("get element inet fwharden {set} {{ {a} }}\n"))
+        .collect();
+    let mut child = ns
+        .command("nft")
+        .arg("-i")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    let missed: Vec<String> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("get element inet fwharden {set} {{ ")))
+        .filter_map(|l| l.strip_suffix(" }"))
+        .map(str::to_string)
+        .collect();
+    let found: Vec<bool> = addrs
+        .iter()
+        .map(|a| !missed.contains(&a.to_string()))
+        .collect();
+    let hits = stdout(&out).matches("table inet fwharden").count();
+    assert_eq!(
+        hits,
+        found.iter().filter(|f| **f).count(),
+        "every query either printed its element or failed: {err}"
+    );
+    found
+}
+
+fn check_list(ours: &Netns, theirs: &Netns, items: &[Item]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let r = compile(items, dir.path());
+
+    ours.run_in(|| fwharden::nft::apply(&r))
+        .unwrap()
+        .map_err(|e| TestCaseError::fail(format!("apply failed: {e}")))?;
+    let back = ours.run_in(fwharden::nft::read_table).unwrap().unwrap();
+    prop_assert_eq!(back.as_ref(), Some(&r), "read-back differs from the model");
+
+    // What nft itself loads from `show` lists exactly as what we loaded.
+    let text = dir.path().join("show.nft");
+    std::fs::write(&text, fwharden::render::nft_text(&r)).unwrap();
+    let _ = theirs.run(&["nft", "delete", "table", "inet", "fwharden"]);
+    theirs
+        .run(&["nft", "-f", text.to_str().unwrap()])
+        .map_err(|e| TestCaseError::fail(format!("nft -f of show failed: {e}")))?;
+    prop_assert_eq!(list_table(ours), list_table(theirs));
+
+    let all = edges(items);
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let addrs: Vec<IpAddr> = all
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv6() == (family == Family::Ipv6))
+            .collect();
+        if addrs.is_empty() {
+            continue;
+        }
+        let set = format!("g_{}", family.suffix());
+        let kernel = kernel_members(ours, &set, &addrs);
+        for (a, in_kernel) in addrs.iter().zip(kernel) {
+            let truth = items.iter().any(|i| i.net.contains(a));
+            let in_model = matches!(
+                r.set(&set).map(|s| &s.kind),
+                Some(SetKind::Prefixes(nets)) if nets.iter().any(|n| n.contains(a))
+            );
+            let packet = Packet {
+                source: *a,
+                protocol: Protocol::Tcp,
+                dport: 22,
+                interface: Some("eth0".into()),
+                state: CtState::New,
+            };
+            let evaluated = evaluate(&r, Hook::Input, &packet).accepted();
+            prop_assert_eq!(in_kernel, truth, "kernel lookup of {} in {}", a, set);
+            prop_assert_eq!(in_model, truth, "model membership of {}", a);
+            prop_assert_eq!(evaluated, truth, "evaluator's verdict for {}", a);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn random_address_lists_load_read_back_and_match_brute_force() {
+    if !privileged("random_address_lists_load_read_back_and_match_brute_force") {
+        return;
+    }
+    let ours = Netns::create("setsours").unwrap();
+    let theirs = Netns::create("setstext").unwrap();
+    let cases = std::env::var("FWHARDEN_SET_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&list(), |items| check_list(&ours, &theirs, &items))
+        .unwrap();
+}
+
+#[test]
+fn two_adjacent_hosts_apply_through_the_cli_and_roll_back() {
+    if !privileged("two_adjacent_hosts_apply_through_the_cli_and_roll_back") {
+        return;
+    }
+    let host = Host::new("setcli");
+    let profiles = host.dir().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let write = |groups: &str| {
+        std::fs::write(
+            profiles.join("pair.toml"),
+            format!("description = \"pair\"\n[groups]\nadmin = {groups}\n\n[[rule]]\nallow = \"ssh\"\nfrom = \"admin\"\n"),
+        )
+        .unwrap();
+    };
+    let dir = ["--profile-dir", profiles.to_str().unwrap()];
+    write(r#"["192.0.2.5", "192.0.2.6"]"#);
+    host.expect(
+        0,
+        &[&dir[..], &["apply", "pair", "--auto-confirm"]].concat(),
+    );
+    let first = host.table_text();
+    assert!(
+        first.contains("192.0.2.5, 192.0.2.6"),
+        "both hosts, as nft lists them:\n{first}"
+    );
+    write(r#"["192.0.2.5", "192.0.2.6", "192.0.2.7", "2001:db8::1", "2001:db8::2"]"#);
+    host.expect(
+        0,
+        &[&dir[..], &["apply", "pair", "--timeout", "30"]].concat(),
+    );
+    let second = host.table_text();
+    assert!(second.contains("192.0.2.6/31"), "{second}");
+    host.expect(0, &["rollback"]);
+    assert_eq!(host.table_text(), first, "rollback restores the exact set");
+}
