@@ -318,3 +318,63 @@ fn two_adjacent_hosts_apply_through_the_cli_and_roll_back() {
     host.expect(0, &["rollback"]);
     assert_eq!(host.table_text(), first, "rollback restores the exact set");
 }
+
+/// n hosts 10.x.y.z, every other address: none touching.
+fn spaced_hosts(n: u32, offset: u32) -> Vec<IpNet> {
+    (0..n)
+        .map(|i| IpNet::from(IpAddr::V4((0x0a00_0000 + offset + 2 * i).into())))
+        .collect()
+}
+
+fn with_big_set(nets: Vec<IpNet>) -> Ruleset {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = compile(
+        &[Item {
+            net: "192.0.2.1/32".parse().unwrap(),
+        }],
+        dir.path(),
+    );
+    r.sets[0].kind = SetKind::Prefixes(nets);
+    r
+}
+
+#[test]
+fn a_big_set_is_verified_by_generation_and_sampled_lookups() {
+    if !privileged("a_big_set_is_verified_by_generation_and_sampled_lookups") {
+        return;
+    }
+    let n = fwharden::nft::FULL_READ_MAX as u32 * 3;
+    let r = with_big_set(spaced_hosts(n, 0));
+    let ns = Netns::create("setverify").unwrap();
+    let check = |applied: &Ruleset, expected: &Ruleset, exclusive: bool| {
+        ns.run_in(|| {
+            let mut report = fwharden::nft::apply(applied).unwrap();
+            report.exclusive &= exclusive;
+            fwharden::nft::verify(expected, &report).unwrap()
+        })
+        .unwrap()
+    };
+    // Alone in the namespace: the big set is proven by sample, the rest read.
+    match check(&r, &r, true) {
+        fwharden::nft::Check::Holds { sampled, .. } => assert_eq!(sampled, ["g_v4"]),
+        other => panic!("{other:?}"),
+    }
+    // Without the generation proof everything is read, element by element.
+    match check(&r, &r, false) {
+        fwharden::nft::Check::Holds { sampled, .. } => assert!(sampled.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // The kernel holding other elements than expected (the first prefix is
+    // always sampled) is caught by the lookups.
+    let shifted = with_big_set(spaced_hosts(n, 1));
+    match check(&shifted, &r, true) {
+        fwharden::nft::Check::Differs {
+            lookup: Some(why), ..
+        } => assert!(why.contains("g_v4"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    match check(&shifted, &r, false) {
+        fwharden::nft::Check::Differs { lookup: None, .. } => {}
+        other => panic!("{other:?}"),
+    }
+}

@@ -16,6 +16,7 @@ use nftnl::{MsgType, NlMsg};
 
 use crate::ruleset::*;
 
+use super::elems::{ElemPages, Op};
 use super::intervals::{self, Elem};
 use super::obj;
 use super::rules::{self, AnonSet, AnonValues, ANON_NAME};
@@ -78,33 +79,6 @@ unsafe impl NlMsg for Logged<'_, Msg> {
                 Payload::Set(s) => sys::nftnl_set_nlmsg_build_payload(nlh, s.as_ptr()),
                 Payload::Rule(r) => sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr()),
             }
-        }
-    }
-}
-
-/// One NEWSETELEM message, continuing where the previous one stopped.
-struct ElemsPage {
-    iter: *mut sys::nftnl_set_elems_iter,
-    /// What the last page's build returned: 1 when elements remain.
-    more: std::cell::Cell<i32>,
-}
-
-// SAFETY: see the impl for `Logged<Msg>`.
-unsafe impl NlMsg for Logged<'_, ElemsPage> {
-    unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
-        self.log.borrow_mut().insert(seq, self.what.to_string());
-        let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK) as u16;
-        // SAFETY: as above; the iterator belongs to a live set.
-        unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                buf.cast::<c_char>(),
-                libc::NFT_MSG_NEWSETELEM as u16,
-                FAMILY,
-                flags,
-                seq,
-            );
-            let more = sys::nftnl_set_elems_nlmsg_build_payload_iter(nlh, self.msg.iter);
-            self.msg.more.set(more);
         }
     }
 }
@@ -179,58 +153,35 @@ impl Builder {
     }
 
     /// The set message, then its elements in as many messages as needed
-    /// (each NEWSETELEM holds at most 64 KiB of elements).
-    fn add_set(&mut self, set: obj::Set, elems: &[Elem], what: &str) {
-        let open = intervals::open_udata();
-        for e in elems {
-            set.add_elem(&e.key, e.end, if e.open { &open } else { &[] });
-        }
-        let msg = Msg {
-            nl_type: libc::NFT_MSG_NEWSET as u16,
-            flags: CREATE as u16,
-            payload: Payload::Set(set),
-        };
-        self.batch.add(
-            &Logged {
-                msg: &msg,
-                what,
-                log: &self.log,
-            },
-            MsgType::Add,
-        );
-        let Payload::Set(set) = &msg.payload else {
-            return;
-        };
-        if elems.is_empty() {
-            return;
-        }
-        // SAFETY: the set is live until the end of this function, and the
-        // iterator is destroyed before it.
-        let iter = unsafe { sys::nftnl_set_elems_iter_create(set.as_ptr()) };
-        if iter.is_null() {
-            std::process::abort();
-        }
-        let page = ElemsPage {
-            iter,
-            more: std::cell::Cell::new(0),
-        };
+    /// (each holds at most 64 KiB of elements), encoded as they are written.
+    fn add_set<'e>(
+        &mut self,
+        set: obj::Set,
+        width: usize,
+        elems: impl Iterator<Item = Elem> + 'e,
+        what: &str,
+    ) {
+        let name = set.get_str(sys::NFTNL_SET_NAME);
+        let id = set.get_u32(sys::NFTNL_SET_ID);
+        self.add(libc::NFT_MSG_NEWSET, CREATE, Payload::Set(set), what);
+        self.add_elems(&name, Some(id), width, Op::Add, Box::new(elems), what);
+    }
+
+    /// Messages adding or deleting elements of set `name`.
+    fn add_elems<'e>(
+        &mut self,
+        name: &str,
+        id: Option<u32>,
+        width: usize,
+        op: Op,
+        elems: Box<dyn Iterator<Item = Elem> + 'e>,
+        what: &str,
+    ) {
         let what = format!("{what} elements");
-        loop {
-            self.batch.add(
-                &Logged {
-                    msg: &page,
-                    what: &what,
-                    log: &self.log,
-                },
-                MsgType::Add,
-            );
-            // 1: the message filled up and elements remain.
-            if page.more.get() != 1 {
-                break;
-            }
+        let pages = ElemPages::new(&self.table, name, id, width, op, elems, &what, &self.log);
+        while !pages.done() {
+            self.batch.add(&pages, MsgType::Add);
         }
-        // SAFETY: created above, destroyed once, before the set.
-        unsafe { sys::nftnl_set_elems_iter_destroy(iter) };
     }
 
     fn named_set(&mut self, set: &Set) -> Result<(), NftError> {
@@ -244,15 +195,15 @@ impl Builder {
                 if let Some(n) = nets.iter().find(|n| Family::of(n) != set.family) {
                     return Err(unsupported(&what, format!("{n} is not {}", set.family)));
                 }
-                let ranges: Vec<(u128, u128)> = nets.iter().map(intervals::prefix_range).collect();
-                let elems = intervals::encode(&ranges, key_len as usize)
-                    .map_err(|e| unsupported(&what, e))?;
+                let width = key_len as usize;
+                let ranges = || nets.iter().map(intervals::prefix_range);
+                intervals::check(ranges(), width).map_err(|e| unsupported(&what, e))?;
                 let s = self.new_set(&set.name, libc::NFT_SET_INTERVAL as u32, key_type, key_len);
                 s.set_data(
                     sys::NFTNL_SET_USERDATA,
                     &udata::named_set_udata(&set.comment),
                 );
-                self.add_set(s, &elems, &what);
+                self.add_set(s, width, intervals::elements(ranges(), width), &what);
             }
             SetKind::Meter { timeout_secs, size } => {
                 let flags = (libc::NFT_SET_TIMEOUT | libc::NFT_SET_EVAL) as u32;
@@ -263,7 +214,7 @@ impl Builder {
                     sys::NFTNL_SET_USERDATA,
                     &udata::named_set_udata(&set.comment),
                 );
-                self.add_set(s, &[], &what);
+                self.add_set(s, key_len as usize, std::iter::empty(), &what);
             }
         }
         Ok(())
@@ -271,11 +222,11 @@ impl Builder {
 
     fn anon_set(&mut self, anon: &AnonSet, what: &str) -> Result<(), NftError> {
         let one = |v: u8| Elem {
-            key: vec![v],
+            key: v.into(),
             end: false,
             open: false,
         };
-        let (key_type, key_len, elems, interval) = match &anon.values {
+        let (key_type, key_len, elems, interval): (u32, u32, Vec<Elem>, bool) = match &anon.values {
             AnonValues::Protocols(p) => (
                 TYPE_INET_PROTO,
                 1,
@@ -300,7 +251,7 @@ impl Builder {
                 ranges
                     .iter()
                     .map(|r| Elem {
-                        key: r.first.to_be_bytes().to_vec(),
+                        key: r.first.into(),
                         end: false,
                         open: false,
                     })
@@ -327,7 +278,7 @@ impl Builder {
             sys::NFTNL_SET_USERDATA,
             &udata::anon_set_udata(&anon.values, interval),
         );
-        self.add_set(s, &elems, what);
+        self.add_set(s, key_len as usize, elems.into_iter(), what);
         Ok(())
     }
 

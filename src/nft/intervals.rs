@@ -21,13 +21,22 @@
 
 use ipnet::IpNet;
 
-/// One element as sent: big-endian key of the set's width.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One element as sent. The key is sent big-endian, as wide as the set's
+/// key; it is kept here as a number so a million elements cost no
+/// allocation each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Elem {
-    pub key: Vec<u8>,
+    pub key: u128,
     pub end: bool,
     /// The range runs to the highest key (no end element follows).
     pub open: bool,
+}
+
+impl Elem {
+    /// The key as the kernel reads it: big-endian, `width` bytes.
+    pub fn key_bytes(&self, width: usize) -> Vec<u8> {
+        key(self.key, width)
+    }
 }
 
 /// User data nft puts on the start of an open interval: TLV type 1
@@ -51,46 +60,73 @@ fn max(width: usize) -> u128 {
     }
 }
 
-/// Elements for inclusive `ranges` of keys `width` bytes wide. The ranges
-/// must be sorted and must not overlap; they may touch.
-pub fn encode(ranges: &[(u128, u128)], width: usize) -> Result<Vec<Elem>, String> {
-    let mut out = Vec::with_capacity(ranges.len() * 2 + 1);
-    for (i, &(first, last)) in ranges.iter().enumerate() {
+/// Checks inclusive `ranges` of keys `width` bytes wide before they are
+/// encoded: sorted, each within the key's width, none overlapping (they may
+/// touch). Returns how many elements [`elements`] will make of them.
+pub fn check(
+    ranges: impl IntoIterator<Item = (u128, u128)>,
+    width: usize,
+) -> Result<usize, String> {
+    let mut count = 0;
+    let mut prev: Option<u128> = None;
+    for (i, (first, last)) in ranges.into_iter().enumerate() {
         if first > last || last > max(width) {
             return Err(format!("range {i} is empty or too wide"));
         }
-        if let Some(&(_, prev)) = i.checked_sub(1).and_then(|p| ranges.get(p)) {
+        match prev {
             // `prev` ends below the highest key: a range reaching it is the
             // last one, and one after it would overlap.
-            if prev.checked_add(1).is_none_or(|after| after > first) {
+            Some(p) if p.checked_add(1).is_none_or(|after| after > first) => {
                 return Err(format!(
                     "ranges {} and {i} overlap (or are out of order)",
                     i - 1
                 ));
             }
+            None if first != 0 => count += 1,
+            _ => {}
         }
-        if i == 0 && first != 0 {
-            out.push(Elem {
-                key: key(0, width),
-                end: true,
-                open: false,
-            });
-        }
-        let open = last == max(width);
-        out.push(Elem {
-            key: key(first, width),
-            end: false,
-            open,
-        });
-        if !open {
-            out.push(Elem {
-                key: key(last + 1, width),
-                end: true,
-                open: false,
-            });
-        }
+        count += if last == max(width) { 1 } else { 2 };
+        prev = Some(last);
     }
-    Ok(out)
+    Ok(count)
+}
+
+/// The elements of `ranges`, which [`check`] accepted, in the order nft
+/// sends them. Lazy: a million prefixes are encoded as the batch is
+/// written, never held as elements all at once.
+pub fn elements(
+    ranges: impl IntoIterator<Item = (u128, u128)>,
+    width: usize,
+) -> impl Iterator<Item = Elem> {
+    let top = max(width);
+    ranges
+        .into_iter()
+        .enumerate()
+        .flat_map(move |(i, (first, last))| {
+            let lead = (i == 0 && first != 0).then_some(Elem {
+                key: 0,
+                end: true,
+                open: false,
+            });
+            let open = last == top;
+            let start = Elem {
+                key: first,
+                end: false,
+                open,
+            };
+            let end = (!open).then(|| Elem {
+                key: last + 1,
+                end: true,
+                open: false,
+            });
+            lead.into_iter().chain(Some(start)).chain(end)
+        })
+}
+
+/// [`check`] and [`elements`] together, for small sets.
+pub fn encode(ranges: &[(u128, u128)], width: usize) -> Result<Vec<Elem>, String> {
+    check(ranges.iter().copied(), width)?;
+    Ok(elements(ranges.iter().copied(), width).collect())
 }
 
 /// Ranges from elements as the kernel lists them (any order).
@@ -168,11 +204,15 @@ mod tests {
             .collect()
     }
 
-    fn hex(elems: &[Elem]) -> Vec<String> {
+    fn hex(elems: &[Elem], width: usize) -> Vec<String> {
         elems
             .iter()
             .map(|e| {
-                let k: String = e.key.iter().map(|b| format!("{b:02x}")).collect();
+                let k: String = e
+                    .key_bytes(width)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
                 format!(
                     "{k}{}{}",
                     if e.end { " end" } else { "" },
@@ -186,7 +226,7 @@ mod tests {
     fn prefixes_encode_as_nft_does() {
         let e = encode(&nets(&["192.0.2.0/24", "198.51.100.7/32"]), 4).unwrap();
         assert_eq!(
-            hex(&e),
+            hex(&e, 4),
             [
                 "00000000 end",
                 "c0000200",
@@ -200,27 +240,33 @@ mod tests {
     #[test]
     fn the_whole_space_is_one_open_element() {
         assert_eq!(
-            hex(&encode(&nets(&["0.0.0.0/0"]), 4).unwrap()),
+            hex(&encode(&nets(&["0.0.0.0/0"]), 4).unwrap(), 4),
             ["00000000 open"]
         );
         let v6 = encode(&nets(&["::/0"]), 16).unwrap();
         assert_eq!(v6.len(), 1);
         assert!(v6[0].open && !v6[0].end);
         assert_eq!(
-            hex(&encode(&nets(&["10.0.0.0/8", "128.0.0.0/1"]), 4).unwrap()),
+            hex(
+                &encode(&nets(&["10.0.0.0/8", "128.0.0.0/1"]), 4).unwrap(),
+                4
+            ),
             ["00000000 end", "0a000000", "0b000000 end", "80000000 open"]
         );
     }
 
     #[test]
     fn a_range_from_zero_has_no_leading_end() {
-        assert_eq!(hex(&encode(&[(0, 9)], 2).unwrap()), ["0000", "000a end"]);
+        assert_eq!(hex(&encode(&[(0, 9)], 2).unwrap(), 2), ["0000", "000a end"]);
     }
 
     #[test]
     fn touching_ranges_share_a_key_as_nft_sends_them() {
         assert_eq!(
-            hex(&encode(&nets(&["192.0.2.5/32", "192.0.2.6/32"]), 4).unwrap()),
+            hex(
+                &encode(&nets(&["192.0.2.5/32", "192.0.2.6/32"]), 4).unwrap(),
+                4
+            ),
             [
                 "00000000 end",
                 "c0000205",
@@ -231,7 +277,10 @@ mod tests {
         );
         // Touching the highest key: the last range is open.
         assert_eq!(
-            hex(&encode(&nets(&["255.255.255.254/32", "255.255.255.255/32"]), 4).unwrap()),
+            hex(
+                &encode(&nets(&["255.255.255.254/32", "255.255.255.255/32"]), 4).unwrap(),
+                4
+            ),
             ["00000000 end", "fffffffe", "ffffffff end", "ffffffff open"]
         );
     }
@@ -259,7 +308,7 @@ mod tests {
             let mut elems: Vec<(Vec<u8>, bool)> = encode(&ranges, width)
                 .unwrap()
                 .into_iter()
-                .map(|e| (e.key, e.end))
+                .map(|e| (e.key_bytes(width), e.end))
                 .collect();
             elems.reverse();
             let back = decode(&elems, width).unwrap();

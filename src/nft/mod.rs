@@ -12,6 +12,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod batch;
+mod elems;
 mod expr;
 mod intervals;
 mod obj;
@@ -19,6 +20,9 @@ mod readback;
 mod rules;
 mod socket;
 mod udata;
+mod verify;
+
+pub use verify::{next_generation, Check, FULL_READ_MAX};
 
 use thiserror::Error;
 
@@ -77,6 +81,10 @@ pub enum NftError {
 pub struct ApplyReport {
     /// The ruleset generation after the commit.
     pub generation: u32,
+    /// `generation` is the one before the commit plus one: no other
+    /// transaction ran between the read before and the read after, so the
+    /// kernel holds exactly what the batch carried (see [`verify()`]).
+    pub exclusive: bool,
     /// Messages in the transaction (batch begin and end included).
     pub messages: usize,
     /// Bytes sent, in one datagram.
@@ -108,12 +116,25 @@ pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
 pub fn apply_at(ruleset: &Ruleset, generation: Option<u32>) -> Result<ApplyReport, NftError> {
     let built = batch::apply(ruleset)?;
     let mut sock = socket::Socket::open()?;
+    let before = match generation {
+        Some(g) => g,
+        None => readback::generation(&mut sock)?,
+    };
     sock.transact(&built, generation)?;
+    let after = readback::generation(&mut sock)?;
     Ok(ApplyReport {
-        generation: readback::generation(&mut sock)?,
+        generation: after,
+        exclusive: after == next_generation(before),
         messages: built.batch.sequence_numbers().len(),
         bytes: built.batch.iter().map(|p| p.len()).sum(),
     })
+}
+
+/// Checks that the kernel holds `expected` right after the commit `report`
+/// describes: the structure and small sets element by element, large sets
+/// by the generation and a bounded sample of lookups (see [`Check`]).
+pub fn verify(expected: &Ruleset, report: &ApplyReport) -> Result<Check, NftError> {
+    verify::verify(&mut socket::Socket::open()?, expected, report)
 }
 
 /// Removes table `inet fwharden` if it exists; nothing else.

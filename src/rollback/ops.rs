@@ -118,10 +118,19 @@ pub fn apply(
         return Ok(ApplyOutcome::Unchanged { profile });
     }
     // The generation the decisions below are based on: the transaction
-    // commits only if nobody else wrote since (compare-and-swap).
-    let (generation, current) = match nft::read_table_at() {
-        Ok(read) => read,
-        Err(e) => (nft::generation()?, foreign_as_drift(e)?),
+    // commits only if nobody else wrote since (compare-and-swap). When
+    // nobody has committed since the confirmed ruleset was last proven in
+    // the kernel, it is what the kernel holds: no need to list (for big
+    // sets, at O(n²)) what is already known.
+    let known = confirmed
+        .as_ref()
+        .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
+    let (generation, current) = match known {
+        Some(c) => (generation_now, Some(c.ruleset.clone())),
+        None => match nft::read_table_at() {
+            Ok(read) => read,
+            Err(e) => (nft::generation()?, foreign_as_drift(e)?),
+        },
     };
     let settled = current.as_ref() == Some(new)
         && pending.is_none()
@@ -161,25 +170,29 @@ pub fn apply(
     record.watcher = Some(pid);
     dirs.save_pending(&record)?;
 
-    if let Err(e) = nft::apply_at(new, Some(generation)) {
-        return Err(after_failed_commit(dirs, &record, current.as_ref(), e));
-    }
-    let (seen, back) = match nft::read_table_at() {
-        Ok((generation, table)) => (Stamp::at(generation), table),
-        Err(e) => (None, foreign_as_drift(e)?),
+    let report = match nft::apply_at(new, Some(generation)) {
+        Ok(report) => report,
+        Err(e) => return Err(after_failed_commit(dirs, &record, current.as_ref(), e)),
     };
-    if back.as_ref() != Some(new) {
-        let restored = match undo(dirs, &record, "read-back mismatch") {
-            Ok(()) => "the previous ruleset was restored".to_string(),
-            Err(e) => {
-                format!("restoring the previous ruleset failed too: {e}; run `fwharden restore`")
-            }
-        };
-        return Err(RollbackError::ReadBack {
-            detail: describe_difference(new, back.as_ref()),
-            restored,
-        });
-    }
+    let detail = match nft::verify(new, &report) {
+        Ok(nft::Check::Holds { generation, .. }) => Ok(Stamp::at(generation)),
+        Ok(nft::Check::Differs {
+            want, got, lookup, ..
+        }) => Err(lookup.unwrap_or_else(|| describe_difference(&want, got.as_ref()))),
+        Err(e) => Err(describe_difference(new, foreign_as_drift(e)?.as_ref())),
+    };
+    let seen = match detail {
+        Ok(seen) => seen,
+        Err(detail) => {
+            let restored = match undo(dirs, &record, "read-back mismatch") {
+                Ok(()) => "the previous ruleset was restored".to_string(),
+                Err(e) => format!(
+                    "restoring the previous ruleset failed too: {e}; run `fwharden restore`"
+                ),
+            };
+            return Err(RollbackError::ReadBack { detail, restored });
+        }
+    };
     if opts.auto_confirm {
         confirm_record(dirs, record, seen)?;
         return Ok(ApplyOutcome::Confirmed { profile });
