@@ -378,3 +378,198 @@ fn a_big_set_is_verified_by_generation_and_sampled_lookups() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Membership of every edge address of `items` in the kernel's sets of
+/// `r` matches a brute-force answer over `items`.
+fn kernel_agrees(
+    ns: &Netns,
+    r: &Ruleset,
+    items: &[Item],
+    edges_of: &[Item],
+) -> Result<(), TestCaseError> {
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let addrs: Vec<IpAddr> = edges(edges_of)
+            .into_iter()
+            .filter(|a| a.is_ipv6() == (family == Family::Ipv6))
+            .collect();
+        let set = format!("g_{}", family.suffix());
+        if addrs.is_empty() || r.set(&set).is_none() {
+            continue;
+        }
+        for (a, found) in addrs.iter().zip(kernel_members(ns, &set, &addrs)) {
+            let truth = items.iter().any(|i| i.net.contains(a));
+            prop_assert_eq!(found, truth, "kernel lookup of {} in {}", a, set);
+        }
+    }
+    Ok(())
+}
+
+fn check_delta(ns: &Netns, old: &[Item], new: &[Item]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (compile(old, dir.path()), compile(new, dir.path()));
+    if !a.differs_only_in_elements(&b) {
+        // A family appeared or vanished: a full replacement, tested above.
+        return Ok(());
+    }
+    let result = ns
+        .run_in(|| {
+            let first = fwharden::nft::apply(&a)?;
+            let report = fwharden::nft::apply_delta(&a, &b, first.generation)?;
+            let check = fwharden::nft::verify(&b, &report)?;
+            Ok::<_, fwharden::nft::NftError>((report, check, fwharden::nft::read_table()?))
+        })
+        .unwrap();
+    let (report, check, back) =
+        result.map_err(|e| TestCaseError::fail(format!("delta failed: {e}")))?;
+    prop_assert!(report.exclusive);
+    prop_assert!(
+        matches!(check, fwharden::nft::Check::Holds { .. }),
+        "{:?}",
+        check
+    );
+    prop_assert_eq!(back.as_ref(), Some(&b), "read-back after the delta");
+    let all: Vec<Item> = old.iter().chain(new).cloned().collect();
+    kernel_agrees(ns, &b, new, &all)
+}
+
+/// A list and a changed copy of it: some items dropped, some added, some
+/// hosts next to kept ones.
+fn list_and_change() -> impl Strategy<Value = (Vec<Item>, Vec<Item>)> {
+    (list(), prop::collection::vec(any::<bool>(), 24..48), list()).prop_map(|(old, keep, extra)| {
+        let mut new: Vec<Item> = old
+            .iter()
+            .zip(keep.iter().cycle())
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i.clone())
+            .collect();
+        new.extend(extra.into_iter().take(6));
+        if new.is_empty() {
+            new.push(old[0].clone());
+        }
+        (old, new)
+    })
+}
+
+#[test]
+fn element_deltas_reach_exactly_the_new_set() {
+    if !privileged("element_deltas_reach_exactly_the_new_set") {
+        return;
+    }
+    let ns = Netns::create("setdelta").unwrap();
+    let cases = std::env::var("FWHARDEN_SET_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&list_and_change(), |(old, new)| {
+            check_delta(&ns, &old, &new)
+        })
+        .unwrap();
+}
+
+/// The table's handle: a replacement makes a new table, a delta keeps it.
+fn table_handle(host: &Host) -> String {
+    let text = host.sh(&["nft", "-a", "list", "table", "inet", "fwharden"]);
+    let line = text.lines().next().unwrap_or_default();
+    line.split("# handle")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly() {
+    if !privileged("a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly") {
+        return;
+    }
+    let host = Host::new("setdelcli");
+    let profiles = host.dir().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("list.toml"),
+        "description = \"list\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n\n[[rule]]\nallow = \"ssh\"\n",
+    )
+    .unwrap();
+    let write_hosts = |hosts: &[IpNet]| {
+        let text: String = hosts.iter().map(|h| format!("{}\n", h.addr())).collect();
+        std::fs::write(profiles.join("hosts.txt"), text).unwrap();
+    };
+    let dir = ["--profile-dir", profiles.to_str().unwrap()];
+    let hosts = spaced_hosts(300, 0);
+    write_hosts(&hosts);
+    host.expect(
+        0,
+        &[&dir[..], &["apply", "list", "--auto-confirm"]].concat(),
+    );
+    let (first, handle) = (host.table_text(), table_handle(&host));
+
+    // Ten hosts gone, ten new ones, and one next to a kept host (they merge
+    // into a /31).
+    let mut changed: Vec<IpNet> = hosts[10..].to_vec();
+    changed.extend(spaced_hosts(10, 1_000));
+    changed.push("10.0.0.21/32".parse().unwrap());
+    write_hosts(&changed);
+    host.expect(
+        0,
+        &[&dir[..], &["apply", "list", "--timeout", "30"]].concat(),
+    );
+    let second = host.table_text();
+    assert_eq!(
+        table_handle(&host),
+        handle,
+        "an element delta, not a new table"
+    );
+    assert!(
+        !second.contains("10.0.0.0,") && second.contains("10.0.3.232"),
+        "{second}"
+    );
+    assert!(second.contains("10.0.0.20/31"), "{second}");
+
+    host.expect(0, &["rollback"]);
+    assert_eq!(
+        host.table_text(),
+        first,
+        "rollback restores the exact previous set"
+    );
+}
+
+#[test]
+fn a_malformed_list_line_is_located_and_changes_nothing() {
+    if !privileged("a_malformed_list_line_is_located_and_changes_nothing") {
+        return;
+    }
+    let host = Host::new("setbadline");
+    let profiles = host.dir().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("list.toml"),
+        "description = \"list\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n",
+    )
+    .unwrap();
+    std::fs::write(profiles.join("hosts.txt"), "192.0.2.1\n192.0.2.2\n").unwrap();
+    let dir = ["--profile-dir", profiles.to_str().unwrap()];
+    host.expect(
+        0,
+        &[&dir[..], &["apply", "list", "--auto-confirm"]].concat(),
+    );
+    let before = host.table_text();
+    std::fs::write(
+        profiles.join("hosts.txt"),
+        "192.0.2.1\n# fine\n  10.0.0.1/8\n",
+    )
+    .unwrap();
+    let out = host.expect(
+        3,
+        &[&dir[..], &["apply", "list", "--auto-confirm"]].concat(),
+    );
+    let err = stderr(&out);
+    assert!(err.contains("hosts.txt:3:3"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(host.table_text(), before);
+}

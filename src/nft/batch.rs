@@ -391,6 +391,49 @@ pub fn apply(ruleset: &Ruleset) -> Result<Built, NftError> {
     Ok(b.finish())
 }
 
+/// The batch that turns the kernel's `old` into `new` when they differ in
+/// the elements of named prefix sets alone (see [`super::delta`]): for each
+/// such set, the elements only `old` has are deleted and those only `new`
+/// has are added, in one transaction.
+pub fn delta(old: &Ruleset, new: &Ruleset) -> Result<Built, NftError> {
+    let mut b = Builder::new(&new.table);
+    for (before, after) in old.sets.iter().zip(&new.sets) {
+        let (SetKind::Prefixes(was), SetKind::Prefixes(now)) = (&before.kind, &after.kind) else {
+            continue;
+        };
+        if was == now {
+            continue;
+        }
+        let what = format!("set {}", after.name);
+        let width = match after.family {
+            Family::Ipv4 => 4,
+            Family::Ipv6 => 16,
+        };
+        let ranges = |nets: &[ipnet::IpNet]| -> Result<Vec<Elem>, NftError> {
+            let r: Vec<(u128, u128)> = nets.iter().map(intervals::prefix_range).collect();
+            intervals::encode(&r, width).map_err(|e| unsupported(&what, e))
+        };
+        let (gone, added) = intervals::difference(&ranges(was)?, &ranges(now)?);
+        b.add_elems(
+            &after.name,
+            None,
+            width,
+            Op::Delete,
+            Box::new(gone.into_iter()),
+            &what,
+        );
+        b.add_elems(
+            &after.name,
+            None,
+            width,
+            Op::Add,
+            Box::new(added.into_iter()),
+            &what,
+        );
+    }
+    Ok(b.finish())
+}
+
 /// How to remove the table: `Destroy` (no error when it is absent, Linux
 /// 6.3+) or `Delete` (the caller checked it exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

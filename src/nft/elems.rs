@@ -43,6 +43,7 @@ const LIST_MAX: usize = 60 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Add,
+    Delete,
 }
 
 /// The messages carrying a set's elements: [`nftnl::Batch::add`] is called
@@ -136,6 +137,7 @@ unsafe impl NlMsg for ElemPages<'_> {
                 libc::NFT_MSG_NEWSETELEM,
                 libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK,
             ),
+            Op::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
         };
         let payload = self.payload();
         // SAFETY: as above; the header is written first, the payload right

@@ -129,6 +129,37 @@ pub fn encode(ranges: &[(u128, u128)], width: usize) -> Result<Vec<Elem>, String
     Ok(elements(ranges.iter().copied(), width).collect())
 }
 
+/// The elements only `old` has and those only `new` has. Both are in the
+/// order [`elements`] makes them: keys ascending, and at a key where one
+/// range ends and the next starts, the end first.
+pub fn difference(old: &[Elem], new: &[Elem]) -> (Vec<Elem>, Vec<Elem>) {
+    let order = |e: &Elem| (e.key, !e.end, e.open);
+    let (mut gone, mut added) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if order(a) < order(b) => {
+                gone.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                gone.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                added.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (gone, added)
+}
+
 /// Ranges from elements as the kernel lists them (any order).
 pub fn decode(elems: &[(Vec<u8>, bool)], width: usize) -> Result<Vec<(u128, u128)>, String> {
     let mut keys: Vec<(u128, bool)> = Vec::with_capacity(elems.len());
@@ -323,6 +354,21 @@ mod tests {
                 .collect();
             assert_eq!(prefixes, want);
         }
+    }
+
+    #[test]
+    fn difference_is_what_to_delete_and_what_to_add() {
+        let old = encode(&nets(&["192.0.2.5/32", "192.0.2.8/29"]), 4).unwrap();
+        let new = encode(&nets(&["192.0.2.5/32", "192.0.2.6/32", "192.0.2.8/29"]), 4).unwrap();
+        let (gone, added) = difference(&old, &new);
+        assert!(gone.is_empty());
+        assert_eq!(hex(&added, 4), ["c0000206", "c0000207 end"]);
+        let (gone, added) = difference(&new, &old);
+        assert_eq!(
+            (hex(&gone, 4), added),
+            (vec!["c0000206".into(), "c0000207 end".into()], vec![])
+        );
+        assert_eq!(difference(&new, &new), (vec![], vec![]));
     }
 
     #[test]

@@ -114,7 +114,25 @@ pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
 /// [`read_table_at`] returned it): a write by anyone else in between makes
 /// the kernel refuse the whole batch with [`NftError::Raced`].
 pub fn apply_at(ruleset: &Ruleset, generation: Option<u32>) -> Result<ApplyReport, NftError> {
-    let built = batch::apply(ruleset)?;
+    commit(batch::apply(ruleset)?, generation)
+}
+
+/// Brings the kernel from `old`, which it holds at `generation`, to `new`
+/// by deleting and adding set elements only, in one transaction: for a
+/// changed prefix list, a few hundred elements instead of the whole table.
+/// `old.differs_only_in_elements(new)` must hold. Like [`apply_at`], a
+/// write by anyone else since `generation` makes the kernel refuse it.
+pub fn apply_delta(old: &Ruleset, new: &Ruleset, generation: u32) -> Result<ApplyReport, NftError> {
+    if !old.differs_only_in_elements(new) {
+        return Err(NftError::Unsupported {
+            what: "an element delta".into(),
+            why: "the rulesets differ in more than set elements".into(),
+        });
+    }
+    commit(batch::delta(old, new)?, Some(generation))
+}
+
+fn commit(built: batch::Built, generation: Option<u32>) -> Result<ApplyReport, NftError> {
     let mut sock = socket::Socket::open()?;
     let before = match generation {
         Some(g) => g,

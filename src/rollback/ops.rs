@@ -170,7 +170,13 @@ pub fn apply(
     record.watcher = Some(pid);
     dirs.save_pending(&record)?;
 
-    let report = match nft::apply_at(new, Some(generation)) {
+    // A changed prefix list alone goes in as an element delta: the same
+    // compare-and-swap, a fraction of the batch.
+    let committed = match current.as_ref() {
+        Some(old) if old.differs_only_in_elements(new) => nft::apply_delta(old, new, generation),
+        _ => nft::apply_at(new, Some(generation)),
+    };
+    let report = match committed {
         Ok(report) => report,
         Err(e) => return Err(after_failed_commit(dirs, &record, current.as_ref(), e)),
     };

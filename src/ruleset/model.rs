@@ -32,6 +32,30 @@ impl Ruleset {
     pub fn chain(&self, name: &str) -> Option<&Chain> {
         self.chains.iter().find(|c| c.name == name)
     }
+
+    /// Whether `other` is this ruleset with other prefixes in some of its
+    /// named prefix sets, and nothing else changed: then the kernel can be
+    /// brought from one to the other by adding and deleting elements.
+    pub fn differs_only_in_elements(&self, other: &Ruleset) -> bool {
+        let same_set = |a: &Set, b: &Set| {
+            a.name == b.name
+                && a.family == b.family
+                && a.comment == b.comment
+                && match (&a.kind, &b.kind) {
+                    (SetKind::Prefixes(_), SetKind::Prefixes(_)) => true,
+                    (x, y) => x == y,
+                }
+        };
+        self.profile == other.profile
+            && self.table == other.table
+            && self.chains == other.chains
+            && self.sets.len() == other.sets.len()
+            && self
+                .sets
+                .iter()
+                .zip(&other.sets)
+                .all(|(a, b)| same_set(a, b))
+    }
 }
 
 /// Address family of a set or of a match on addresses.
