@@ -60,7 +60,7 @@ pub fn interlock() -> Result<(), RollbackError> {
 impl RollbackError {
     /// The exit code the CLI gives this error.
     pub fn exit_code(&self) -> i32 {
-        use crate::cli::exit;
+        use crate::exit;
         match self {
             RollbackError::Lockout(_)
             | RollbackError::Interlock
