@@ -201,7 +201,8 @@ impl Builder {
         let Payload::Set(set) = &msg.payload else {
             return;
         };
-        if elems.is_empty() {
+        // The caller may have added elements of its own (a timed one).
+        if !set.has_elems() {
             return;
         }
         // SAFETY: the set is live until the end of this function, and the
@@ -263,6 +264,26 @@ impl Builder {
                     sys::NFTNL_SET_USERDATA,
                     &udata::named_set_udata(&set.comment),
                 );
+                self.add_set(s, &[], &what);
+            }
+            SetKind::Hatch(element) => {
+                // As nft sends `flags timeout` with an element's own
+                // `timeout`: no set default, no EVAL (nothing adds to it
+                // from the packet path).
+                let flags = libc::NFT_SET_TIMEOUT as u32;
+                let s = self.new_set(&set.name, flags, key_type, key_len);
+                s.set_data(
+                    sys::NFTNL_SET_USERDATA,
+                    &udata::named_set_udata(&set.comment),
+                );
+                if let Some(e) = element {
+                    let key = match (e.addr, set.family) {
+                        (std::net::IpAddr::V4(a), Family::Ipv4) => a.octets().to_vec(),
+                        (std::net::IpAddr::V6(a), Family::Ipv6) => a.octets().to_vec(),
+                        (a, f) => return Err(unsupported(&what, format!("{a} is not {f}"))),
+                    };
+                    s.add_timed_elem(&key, e.timeout_secs.saturating_mul(1000));
+                }
                 self.add_set(s, &[], &what);
             }
         }

@@ -176,9 +176,14 @@ pub fn round_trip(rule: &Rule) -> Result<(), String> {
         .exprs
         .iter()
         .map(|e| match e {
-            Expr::Lookup { set, id: Some(id) } if set == ANON_NAME => Expr::Lookup {
+            Expr::Lookup {
+                set,
+                id: Some(id),
+                membership,
+            } if set == ANON_NAME => Expr::Lookup {
                 set: format!("__set{id}"),
                 id: None,
+                membership: *membership,
             },
             other => other.clone(),
         })
