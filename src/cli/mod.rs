@@ -75,7 +75,12 @@ pub enum Command {
     /// Print the nftables ruleset a profile compiles to, as `nft -f` text.
     Show {
         /// Profile name (e.g. vps-profile) or path to a .toml file.
-        profile: String,
+        #[arg(required_unless_present = "pending", conflicts_with = "pending")]
+        profile: Option<String>,
+        /// Print the pending apply's ruleset instead, as loaded: with its
+        /// escape hatch.
+        #[arg(long)]
+        pending: bool,
     },
     /// Load a profile in one atomic transaction, with a rollback timer.
     Apply {
@@ -148,7 +153,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             profile,
             deny_warnings,
         } => check::run(&search, profile, *deny_warnings, cli.json),
-        Command::Show { profile } => show::run(&search, profile, cli.json),
+        Command::Show {
+            profile: Some(profile),
+            ..
+        } => show::run(&search, profile, cli.json),
+        Command::Show { profile: None, .. } => show::pending(&dirs, cli.json),
         Command::Apply {
             profile,
             timeout,

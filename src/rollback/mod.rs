@@ -10,9 +10,14 @@
 
 pub mod guard;
 mod ops;
+mod overdue;
+pub mod placement;
+mod status;
 pub mod watcher;
 
 pub use ops::*;
+pub use overdue::*;
+pub use status::*;
 
 use thiserror::Error;
 
@@ -90,14 +95,53 @@ pub fn restore_previous(previous: Option<&crate::ruleset::Ruleset>) -> Result<()
     Ok(())
 }
 
-/// Rolls a pending apply back: restores what it replaced, drops the record
-/// and notes why, so a late `confirm` can say so.
+/// How many times a rollback is tried before it gives up: a concurrent
+/// writer (the read-back finds its change) or a busy kernel may fail one
+/// attempt; five, 0.2 s to 1 s apart, outlast both.
+const ATTEMPTS: u32 = 5;
+
+/// Errors no second attempt can cure: trying again would only repeat them.
+fn final_error(e: &RollbackError) -> bool {
+    matches!(
+        e,
+        RollbackError::Interlock
+            | RollbackError::Kernel(
+                NftError::Permission { .. }
+                    | NftError::NoNfTables { .. }
+                    | NftError::Unsupported { .. }
+            )
+    )
+}
+
+/// Rolls a pending apply back: restores what it replaced (up to
+/// [`ATTEMPTS`] times, each logged for `status`), drops the record and
+/// notes why, so a late `confirm` can say so.
 pub(crate) fn undo(
     dirs: &crate::state::Dirs,
     record: &crate::state::Pending,
     reason: &str,
 ) -> Result<(), RollbackError> {
-    restore_previous(record.previous.as_ref())?;
+    let mut number = 0;
+    loop {
+        number += 1;
+        let result = restore_previous(record.previous.as_ref());
+        let _ = dirs.log_attempt(&crate::state::Attempt {
+            token: record.token.clone(),
+            profile: record.profile.clone(),
+            at_ms: crate::state::now_ms(),
+            reason: reason.into(),
+            number,
+            outcome: match &result {
+                Ok(()) => "ok".into(),
+                Err(e) => e.to_string(),
+            },
+        });
+        match result {
+            Ok(()) => break,
+            Err(e) if number >= ATTEMPTS || final_error(&e) => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(number))),
+        }
+    }
     dirs.clear_pending()?;
     dirs.save_rolled_back(&crate::state::RolledBack {
         profile: record.profile.clone(),

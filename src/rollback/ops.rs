@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{guard, interlock, restore_previous, undo, watcher, RollbackError};
-use crate::nft::{self, BaseChain, NftError};
+use super::{
+    guard, interlock, orphaned, restore_previous, settle_locked, undo, watcher, watcher_alive,
+    RollbackError,
+};
+use crate::nft::{self, NftError};
 use crate::render;
-use crate::ruleset::{Policy, Ruleset};
+use crate::ruleset::hatch::{self, Hatch};
+use crate::ruleset::Ruleset;
 use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, Stamp};
 
 /// How long confirm, rollback and restore wait for a running apply.
@@ -44,6 +48,10 @@ pub enum ApplyOutcome {
         deadline_ms: u64,
         token: String,
         watcher: u32,
+        /// Where the watcher lives.
+        watcher_lives: String,
+        /// The escape hatch loaded with it, in words, or why there is none.
+        hatch: String,
     },
     /// Loaded and confirmed.
     Confirmed { profile: String },
@@ -106,6 +114,9 @@ pub fn apply(
     interlock()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::try_take(&dirs.lock_path())?;
+    if let Some(s) = settle_locked(dirs, "apply")? {
+        eprintln!("fwharden: {}", s.describe());
+    }
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
     let profile = new.profile.clone();
@@ -129,46 +140,64 @@ pub fn apply(
     if settled {
         return Ok(ApplyOutcome::Unchanged { profile });
     }
-    if let Some(ssh) = guard::SshClient::from_env() {
+    let ssh = guard::SshClient::from_env();
+    if let Some(ssh) = &ssh {
         let interface = ssh.server.and_then(guard::interface_of);
-        if let Err(why) = guard::check(new, &ssh, interface) {
+        if let Err(why) = guard::check(new, ssh, interface) {
             if !opts.force {
                 return Err(RollbackError::Lockout(why));
             }
             eprintln!("fwharden: warning: --force: {why}");
         }
     }
+    // The escape hatch rides along with a pending ruleset loaded over SSH
+    // (see `ruleset::hatch`). Without an SSH client there is no address to
+    // let back in, and a confirmed-at-once apply has no window to outlive.
+    let hatch = match (&ssh, opts.auto_confirm) {
+        (Some(ssh), false) => Some(Hatch {
+            operator: ssh.client,
+            port: ssh.server_port,
+            timeout_secs: opts.timeout,
+        }),
+        _ => None,
+    };
+    let loaded = hatch.map_or_else(|| new.clone(), |h| hatch::with_hatch(new, &h));
 
     // From here on the pending record and its watcher exist before the
     // kernel changes, so a kill at any moment still ends in a rollback.
     let mut record = Pending {
         profile: profile.clone(),
-        ruleset: new.clone(),
+        ruleset: loaded.clone(),
         previous: confirmed.map(|c| c.ruleset),
         applied_ms: now_ms(),
         deadline_ms: now_ms() + opts.timeout * 1000,
         token: token(),
         watcher: None,
+        watcher_lives: None,
     };
     dirs.save_pending(&record)?;
-    let pid = match watcher::spawn(dirs, &record.token) {
-        Ok(pid) => pid,
+    let spawned = match watcher::spawn(dirs, &record.token) {
+        Ok(s) => s,
         Err(e) => {
             dirs.clear_pending()?;
             return Err(e);
         }
     };
-    record.watcher = Some(pid);
+    let watcher_lives = spawned.placement.describe();
+    record.watcher = Some(spawned.pid);
+    record.watcher_lives = Some(watcher_lives.clone());
     dirs.save_pending(&record)?;
 
-    if let Err(e) = nft::apply_at(new, Some(generation)) {
+    // The hatch's element is armed by this commit, after the deadline was
+    // set above: it never opens before the watcher's deadline.
+    if let Err(e) = nft::apply_at(&loaded, Some(generation)) {
         return Err(after_failed_commit(dirs, &record, current.as_ref(), e));
     }
     let (seen, back) = match nft::read_table_at() {
         Ok((generation, table)) => (Stamp::at(generation), table),
         Err(e) => (None, foreign_as_drift(e)?),
     };
-    if back.as_ref() != Some(new) {
+    if back.as_ref() != Some(&loaded) {
         let restored = match undo(dirs, &record, "read-back mismatch") {
             Ok(()) => "the previous ruleset was restored".to_string(),
             Err(e) => {
@@ -176,7 +205,7 @@ pub fn apply(
             }
         };
         return Err(RollbackError::ReadBack {
-            detail: describe_difference(new, back.as_ref()),
+            detail: describe_difference(&loaded, back.as_ref()),
             restored,
         });
     }
@@ -188,7 +217,12 @@ pub fn apply(
         profile,
         deadline_ms: record.deadline_ms,
         token: record.token,
-        watcher: pid,
+        watcher: spawned.pid,
+        watcher_lives,
+        hatch: hatch::find(&loaded).map_or_else(
+            || "none: not applied over SSH (no SSH_CONNECTION or SSH_CLIENT), so there is no operator address to let back in".to_string(),
+            |f| f.describe(),
+        ),
     })
 }
 
@@ -262,7 +296,9 @@ fn confirm_record(dirs: &Dirs, record: Pending, seen: Option<Stamp>) -> Result<(
     Ok(())
 }
 
-/// Makes the pending ruleset the confirmed one.
+/// Makes the pending ruleset the confirmed one: loads it without its
+/// escape hatch, in one transaction, and records it. After the deadline it
+/// refuses; if the watcher is gone it rolls back first.
 pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
     nft::generation()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
@@ -288,9 +324,12 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
             )));
         }
     }
-    let (seen, table) = match nft::read_table_at() {
-        Ok((generation, table)) => (Stamp::at(generation), table),
-        Err(e) => (None, foreign_as_drift(e)?),
+    if now_ms() >= pending.deadline_ms {
+        return Err(too_late(dirs, &pending));
+    }
+    let (generation, table) = match nft::read_table_at() {
+        Ok(read) => read,
+        Err(e) => (nft::generation()?, foreign_as_drift(e)?),
     };
     if table.as_ref() != Some(&pending.ruleset) {
         return Err(RollbackError::Refused(format!(
@@ -298,9 +337,58 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
             pending.profile
         )));
     }
+    let keep = hatch::without_hatch(&pending.ruleset);
+    let seen = if keep == pending.ruleset {
+        Stamp::at(generation)
+    } else {
+        // Only if nobody wrote since the read above; if this fails the
+        // record stays and the watcher keeps the deadline.
+        nft::apply_at(&keep, Some(generation))?;
+        let (generation, back) = nft::read_table_at()?;
+        if back.as_ref() != Some(&keep) {
+            return Err(RollbackError::Refused(format!(
+                "loading profile {} without its escape hatch did not read back as written; not confirmed, the rollback stays armed (run `fwharden status`)",
+                pending.profile
+            )));
+        }
+        Stamp::at(generation)
+    };
     let profile = pending.profile.clone();
-    confirm_record(dirs, pending, seen)?;
+    confirm_record(
+        dirs,
+        Pending {
+            ruleset: keep,
+            ..pending
+        },
+        seen,
+    )?;
     Ok(profile)
+}
+
+/// A confirm after the deadline: refused. A watcher that is still there
+/// is about to roll back (it waits for the lock this confirm holds); one
+/// that is gone cannot, so the rollback happens here.
+fn too_late(dirs: &Dirs, pending: &Pending) -> RollbackError {
+    let late = now_ms().saturating_sub(pending.deadline_ms) / 1000;
+    let head = format!(
+        "too late: the deadline of the apply of profile {} passed {late} s ago",
+        pending.profile
+    );
+    if !orphaned(pending) {
+        return RollbackError::Refused(format!(
+            "{head}; its watcher is rolling it back to {} now; apply it again",
+            pending.previous_name()
+        ));
+    }
+    match settle_locked(dirs, "confirm") {
+        Ok(_) => RollbackError::Refused(format!(
+            "{head} and its watcher was gone (killed?): rolled back now, restored {}; apply it again",
+            pending.previous_name()
+        )),
+        Err(e) => RollbackError::Refused(format!(
+            "{head} and its watcher was gone (killed?); rolling it back failed: {e}; run `fwharden rollback`"
+        )),
+    }
 }
 
 /// Restores the previous ruleset now. `Ok(None)`: nothing was pending.
@@ -386,86 +474,4 @@ fn stop_watcher(p: &Pending) {
             );
         }
     }
-}
-
-/// Whether `pid` is the watcher of the apply with this token. After a
-/// reboot the recorded pid may belong to any other process: only a process
-/// whose command line carries `watch` and the token counts.
-pub fn watcher_alive(pid: u32, token: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
-}
-
-/// Everything `status` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub confirmed: Option<String>,
-    pub pending: Option<PendingStatus>,
-    /// `absent`, `confirmed`, `pending`, `drift`, or `unreadable: ...`.
-    pub kernel: String,
-    pub other_base_chains: Vec<BaseChainStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PendingStatus {
-    pub profile: String,
-    pub deadline_ms: u64,
-    pub seconds_left: u64,
-    pub watcher: Option<u32>,
-    pub watcher_alive: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BaseChainStatus {
-    pub family: String,
-    pub table: String,
-    pub chain: String,
-    pub hook: String,
-    pub priority: i32,
-    pub policy: String,
-}
-
-pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
-    nft::generation()?;
-    let confirmed = dirs.confirmed()?;
-    let pending = dirs.pending()?;
-    let kernel = match nft::read_table() {
-        Ok(None) => "absent".to_string(),
-        Ok(Some(r)) if pending.as_ref().is_some_and(|p| p.ruleset == r) => "pending".into(),
-        Ok(Some(r)) if confirmed.as_ref().is_some_and(|c| c.ruleset == r) => "confirmed".into(),
-        Ok(Some(_)) | Err(NftError::Foreign { .. }) => "drift".into(),
-        Err(e @ NftError::Permission { .. }) => return Err(e.into()),
-        Err(e) => format!("unreadable: {e}"),
-    };
-    let chains: Vec<BaseChain> = nft::list_base_chains()?;
-    Ok(Status {
-        confirmed: confirmed.map(|c| c.profile),
-        pending: pending.map(|p| PendingStatus {
-            seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
-            watcher_alive: p.watcher.is_some_and(|w| watcher_alive(w, &p.token)),
-            profile: p.profile,
-            deadline_ms: p.deadline_ms,
-            watcher: p.watcher,
-        }),
-        kernel,
-        other_base_chains: chains
-            .into_iter()
-            .map(|c| BaseChainStatus {
-                family: c.family,
-                table: c.table,
-                chain: c.chain,
-                hook: c.hook,
-                priority: c.priority,
-                policy: match c.policy {
-                    Some(Policy::Accept) => "accept",
-                    Some(Policy::Drop) => "drop",
-                    None => "",
-                }
-                .to_string(),
-            })
-            .collect(),
-    })
 }

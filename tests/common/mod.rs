@@ -403,8 +403,35 @@ impl Drop for Host {
     fn drop(&mut self) {
         // Watchers first: they survive the namespace's deletion and would
         // keep it alive; then the fields go, the namespace before the
-        // directories.
+        // directories. A watcher killed here cannot remove its own cgroup:
+        // note the groups first, remove them once their processes are gone.
+        let groups = watcher_groups(&self.processes());
         kill_all_naming(&self.needle());
+        remove_groups(&groups);
+    }
+}
+
+/// The cgroup v2 directories of the watchers among `pids` (their own
+/// `fwharden-watch-*` groups).
+pub fn watcher_groups(pids: &[i32]) -> Vec<PathBuf> {
+    use fwharden::rollback::placement;
+    let Some(mount) = placement::cgroup2_mount() else {
+        return vec![];
+    };
+    pids.iter()
+        .filter_map(|p| placement::v2_group_of(&p.to_string()))
+        .filter(|g| g.starts_with("/fwharden-watch-"))
+        .map(|g| mount.join(g.trim_start_matches('/')))
+        .collect()
+}
+
+/// Removes empty cgroups, waiting (bounded) for the kernel to let go of
+/// processes just killed.
+pub fn remove_groups(groups: &[PathBuf]) {
+    for g in groups {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::remove_dir(g).is_ok() || !g.exists()
+        });
     }
 }
 
