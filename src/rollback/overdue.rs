@@ -52,7 +52,7 @@ pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, Ro
         &format!("overdue, its watcher gone: rolled back by `fwharden {by}`"),
     )?;
     // The killed watcher could not remove its own group.
-    placement::remove_empty_groups();
+    placement::remove_empty_groups(&dirs.run);
     Ok(Some(Settled {
         profile: p.profile.clone(),
         previous: p.previous_name(),

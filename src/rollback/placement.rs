@@ -10,10 +10,11 @@
 //!   own (`systemd-run --unit=fwharden-watch-TOKEN`), in system.slice, which
 //!   no session owns;
 //! - elsewhere it moves itself, between fork and exec, into a cgroup v2
-//!   group of its own, `<cgroup2 mount>/fwharden-watch-TOKEN`, and removes
-//!   it when it exits (a group left by a killed watcher is removed by the
-//!   next fwharden that finds it empty: rmdir(2) of a cgroup only succeeds
-//!   when no process is in it);
+//!   group of its own, `<cgroup2 mount>/fwharden-watch-TOKEN` (the mount
+//!   found in /proc/self/mountinfo), and removes it when it exits (a group
+//!   left by a killed watcher is removed by the next fwharden that rolls
+//!   its apply back: rmdir(2) of a cgroup only succeeds when no process is
+//!   in it);
 //! - when neither is possible it stays where it was started and says so;
 //!   the escape hatch in the kernel is then the only backstop.
 
@@ -21,6 +22,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
 /// Where a watcher was put, recorded in the pending apply for `status`.
@@ -29,8 +31,8 @@ use serde::{Deserialize, Serialize};
 pub enum Placement {
     /// A transient systemd service of its own.
     SystemdUnit { unit: String },
-    /// A cgroup v2 group of its own, by its path under the cgroup2 mount.
-    Cgroup { group: PathBuf },
+    /// A cgroup v2 group of its own, by its path in the hierarchy.
+    Cgroup { group: String },
     /// Still in the caller's cgroup: killing the session kills it.
     CallersCgroup { why: String },
 }
@@ -39,7 +41,7 @@ impl Placement {
     pub fn describe(&self) -> String {
         match self {
             Placement::SystemdUnit { unit } => format!("systemd unit {unit}"),
-            Placement::Cgroup { group } => format!("cgroup {} (its own)", group.display()),
+            Placement::Cgroup { group } => format!("cgroup {group} (its own)"),
             Placement::CallersCgroup { why } => {
                 format!("the caller's cgroup ({why}): ending the session kills it")
             }
@@ -93,21 +95,106 @@ pub fn v2_group_of(pid: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Creates the watcher's group; returns its directory under the mount.
-pub fn create_group(token: &str) -> Result<PathBuf, String> {
-    let mount = cgroup2_mount().ok_or("no cgroup2 filesystem is mounted")?;
-    let dir = mount.join(name(token));
-    fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
+/// How a view of the cgroup2 hierarchy was had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// This mount namespace has a cgroup2 mount.
+    Found,
+    /// None was visible: one was mounted for the moment, and goes on drop.
+    Temporary,
 }
 
-/// Removes empty watcher groups: the watcher's own at its exit (after it
-/// moved out), and those of watchers that were killed. A group some
-/// process is still in stays: rmdir(2) fails with EBUSY, and nothing is
-/// killed here.
-pub fn remove_empty_groups() {
-    let Some(mount) = cgroup2_mount() else { return };
-    let Ok(entries) = fs::read_dir(&mount) else {
+/// The cgroup2 hierarchy's root directory. There is one hierarchy per
+/// kernel (per cgroup namespace); a mount is only a view of it. `ip netns
+/// exec` remounts /sys and so drops the cgroup mounts below it: there,
+/// fwharden mounts cgroup2 on a directory of its own for the moment and
+/// detaches it when done (files opened through it stay usable).
+pub struct V2Root {
+    path: PathBuf,
+    view: View,
+}
+
+impl V2Root {
+    /// The visible mount, or a temporary one in `scratch_parent`.
+    pub fn open(scratch_parent: &Path) -> Result<V2Root, String> {
+        if let Some(path) = cgroup2_mount() {
+            return Ok(V2Root {
+                path,
+                view: View::Found,
+            });
+        }
+        let path = scratch_parent.join(format!(".cgroup2-{}", std::process::id()));
+        fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if let Err(e) = mount(Some("cgroup2"), &path, Some("cgroup2"), flags, None::<&str>) {
+            let _ = fs::remove_dir(&path);
+            return Err(format!(
+                "no cgroup2 mount is visible, and mounting one failed: {e}"
+            ));
+        }
+        Ok(V2Root {
+            path,
+            view: View::Temporary,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for V2Root {
+    fn drop(&mut self) {
+        if self.view == View::Temporary {
+            let _ = umount2(&self.path, MntFlags::MNT_DETACH);
+            let _ = fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// The watcher's new group, ready to be joined.
+pub struct NewGroup {
+    /// Its path in the hierarchy, as /proc/PID/cgroup shows it.
+    pub name: String,
+    /// Its `cgroup.procs`, open for writing.
+    pub procs: fs::File,
+}
+
+/// Creates the watcher's group and opens its `cgroup.procs`.
+pub fn create_group(token: &str, scratch: &Path) -> Result<NewGroup, String> {
+    let root = V2Root::open(scratch)?;
+    let dir = root.path().join(name(token));
+    fs::create_dir(&dir).map_err(|e| format!("cannot create cgroup {}: {e}", dir.display()))?;
+    match fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+    {
+        Ok(procs) => Ok(NewGroup {
+            name: format!("/{}", name(token)),
+            procs,
+        }),
+        Err(e) => {
+            let _ = fs::remove_dir(&dir);
+            Err(format!("cannot open {}/cgroup.procs: {e}", dir.display()))
+        }
+    }
+}
+
+/// Removes group `name` (as [`NewGroup::name`]) if it is empty.
+pub fn remove_group(name: &str, scratch: &Path) {
+    if let Ok(root) = V2Root::open(scratch) {
+        let _ = fs::remove_dir(root.path().join(name.trim_start_matches('/')));
+    }
+}
+
+/// Removes empty watcher groups: those of watchers that were killed. A
+/// group some process is still in stays: rmdir(2) fails with EBUSY, and
+/// nothing is killed here.
+pub fn remove_empty_groups(scratch: &Path) {
+    let Ok(root) = V2Root::open(scratch) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(root.path()) else {
         return;
     };
     for e in entries.flatten() {
@@ -120,23 +207,21 @@ pub fn remove_empty_groups() {
     }
 }
 
-/// Called by the watcher as it exits: moves itself to the mount's root
-/// group (a process cannot leave a cgroup any other way) so its own group
-/// is empty, then removes it.
-pub fn leave_own_group() {
+/// Called by the watcher as it exits: moves itself to the hierarchy's
+/// root group (a process cannot leave a cgroup any other way) so its own
+/// group is empty, then removes it.
+pub fn leave_own_group(scratch: &Path) {
     let Some(group) = v2_group_of("self") else {
         return;
     };
-    let Some(mount) = cgroup2_mount() else { return };
-    let own = mount.join(group.trim_start_matches('/'));
-    if !own
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("fwharden-watch-"))
-    {
+    if !group.starts_with("/fwharden-watch-") {
         return;
     }
-    if fs::write(mount.join("cgroup.procs"), "0").is_ok() {
-        let _ = fs::remove_dir(&own);
+    let Ok(root) = V2Root::open(scratch) else {
+        return;
+    };
+    if fs::write(root.path().join("cgroup.procs"), "0").is_ok() {
+        let _ = fs::remove_dir(root.path().join(group.trim_start_matches('/')));
     }
 }
 

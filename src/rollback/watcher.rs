@@ -15,7 +15,7 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -33,12 +33,13 @@ const POLL: Duration = Duration::from_millis(100);
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 const LOCK_WAITS: u32 = 12;
 
-/// Removes the watcher's own cgroup (if it has one) when it exits.
-struct LeaveGroupOnExit;
+/// Removes the watcher's own cgroup (if it has one) when it exits; holds
+/// the run directory, where a temporary cgroup2 mount may be needed.
+struct LeaveGroupOnExit(PathBuf);
 
 impl Drop for LeaveGroupOnExit {
     fn drop(&mut self) {
-        placement::leave_own_group();
+        placement::leave_own_group(&self.0);
     }
 }
 
@@ -82,18 +83,15 @@ pub fn spawn(dirs: &Dirs, token: &str) -> Result<Spawned, RollbackError> {
             Err(why) => why_not_systemd = why,
         }
     }
-    match placement::create_group(token) {
-        Ok(group) => match spawn_detached(dirs, &argv, Some(&group)) {
+    match placement::create_group(token, &dirs.run) {
+        Ok(group) => match spawn_detached(dirs, &argv, Some(&group.procs)) {
             Ok(pid) => Ok(Spawned {
                 pid,
-                placement: Placement::Cgroup { group },
+                placement: Placement::Cgroup { group: group.name },
             }),
             Err(e) => {
-                let _ = std::fs::remove_dir(&group);
-                let why = format!(
-                    "{why_not_systemd}; moving into {} failed: {e}",
-                    group.display()
-                );
+                placement::remove_group(&group.name, &dirs.run);
+                let why = format!("{why_not_systemd}; moving into {} failed: {e}", group.name);
                 spawn_in_place(dirs, &argv, why)
             }
         },
@@ -146,12 +144,12 @@ fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, String
         .ok_or_else(|| format!("unit {unit} has no main pid"))
 }
 
-/// Starts the watcher detached (setsid), first moved into `group` when
-/// given; its pid.
+/// Starts the watcher detached (setsid), first moved into the group whose
+/// `cgroup.procs` is `procs`, when given; its pid.
 fn spawn_detached(
     dirs: &Dirs,
     argv: &[OsString],
-    group: Option<&Path>,
+    procs: Option<&std::fs::File>,
 ) -> Result<u32, RollbackError> {
     let log = OpenOptions::new()
         .create(true)
@@ -159,18 +157,10 @@ fn spawn_detached(
         .mode(0o600)
         .open(dirs.watcher_log())
         .map_err(RollbackError::Watcher)?;
-    // Opened here, written in the child: only write(2) runs between fork
-    // and exec. Rust opens it close-on-exec, so the watcher does not keep it.
-    let procs = match group {
-        Some(g) => Some(
-            OpenOptions::new()
-                .write(true)
-                .open(g.join("cgroup.procs"))
-                .map_err(RollbackError::Watcher)?,
-        ),
-        None => None,
-    };
-    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
+    // Opened by the caller, written in the child: only write(2) runs
+    // between fork and exec. Rust opens files close-on-exec, so the watcher
+    // does not keep it.
+    let procs_fd = procs.map(|f| f.as_raw_fd());
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(Stdio::null())
@@ -194,7 +184,6 @@ fn spawn_detached(
         });
     }
     let child = cmd.spawn().map_err(RollbackError::Watcher)?;
-    drop(procs);
     Ok(child.id())
 }
 
@@ -202,7 +191,7 @@ fn spawn_detached(
 /// superseded or rolled back.
 pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
     // However this returns, the watcher's own cgroup goes with it.
-    let _group = LeaveGroupOnExit;
+    let _group = LeaveGroupOnExit(dirs.run.clone());
     // Belt and braces: setsid already left the terminal behind.
     // SAFETY: installing SIG_IGN runs no handler code, so nothing unsound
     // can happen in signal context.
