@@ -152,13 +152,22 @@ impl Drop for SessionGroup {
     }
 }
 
-/// Starts `sleep` in `group`, standing for the session's shell, so the
-/// group is still populated after the apply returns.
-fn session_shell(group: &SessionGroup) -> std::process::Child {
+/// A `sleep` in a session group, standing for the session's shell, so the
+/// group is still populated after the apply returns. Reaped on drop.
+struct Shell(std::process::Child);
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn session_shell(group: &SessionGroup) -> Shell {
     let mut c = std::process::Command::new("sleep");
     c.arg("120");
     let _procs = group.enter(&mut c);
-    c.spawn().expect("start the session's shell")
+    Shell(c.spawn().expect("start the session's shell"))
 }
 
 fn deadline(v: &serde_json::Value) -> u64 {
@@ -280,4 +289,200 @@ fn with_session_and_watcher_killed_the_hatch_still_opens() {
         return;
     }
     hatch_opens_at_the_deadline("hatchboth", Kill::SessionAndWatcher);
+}
+
+/// Polls the kernel until it holds `want`, at most until `due` + 10 s;
+/// returns when it was first seen.
+fn seen_at(host: &Host, want: &str, due: u64) -> u64 {
+    loop {
+        let table = host.table();
+        let now = now_ms();
+        if table.as_deref() == Some(want) {
+            return now;
+        }
+        assert!(
+            now < due + 10_000,
+            "not reverted 10 s after the deadline; the kernel holds:\n{table:?}\nwatcher log:\n{}",
+            fs::read_to_string(host.run_dir().join("watcher.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_session_cgroup_killed_whole_leaves_the_rollback_on_time() {
+    if !privileged("a_session_cgroup_killed_whole_leaves_the_rollback_on_time") {
+        return;
+    }
+    let host = Host::new("cgkill");
+    let before = host.confirm_profile("web-server");
+    let group = SessionGroup::new();
+    let _shell = session_shell(&group);
+    // No SSH variables: no hatch, so only the watcher can roll back.
+    let mut c = host.fw();
+    c.args(["--json", "apply", "vps-profile", "--timeout", "3"]);
+    let procs = group.enter(&mut c);
+    let out = c.output().expect("run fwharden apply");
+    drop(procs);
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let applied: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let due = deadline(&applied);
+    let token = applied["token"].as_str().unwrap();
+    let pid = host.watcher_pid();
+    let own = placement::v2_group_of(&pid.to_string()).expect("the watcher's cgroup");
+    assert_eq!(own, format!("/fwharden-watch-{token}"));
+    let s = host.status();
+    assert!(
+        s["pending"]["watcher_lives"]
+            .as_str()
+            .unwrap()
+            .contains(&own),
+        "{s}"
+    );
+
+    group.kill();
+    assert!(
+        alive_naming(pid, &host.needle()),
+        "the watcher died with the session's cgroup"
+    );
+    let seen = seen_at(&host, &before, due);
+    assert!(seen >= due, "reverted {} ms early", due - seen);
+    assert!(seen <= due + 1000, "reverted {} ms late", seen - due);
+    assert_eq!(host.table_text(), before);
+    // The watcher removes its own group as it exits.
+    let dir = placement::cgroup2_mount()
+        .unwrap()
+        .join(own.trim_start_matches('/'));
+    assert!(
+        wait_until(Duration::from_secs(10), || !dir.exists()),
+        "the watcher's cgroup {} was left behind",
+        dir.display()
+    );
+}
+
+#[test]
+fn confirm_in_time_loads_the_ruleset_without_its_hatch_and_nothing_fires_later() {
+    if !privileged("confirm_in_time_loads_the_ruleset_without_its_hatch_and_nothing_fires_later") {
+        return;
+    }
+    let host = Host::new("confhatch");
+    host.confirm_profile("web-server");
+    let applied = apply_as_operator(&host, 2, None);
+    assert!(host.table_text().contains("ip saddr != @hatch_v4"));
+    let shown = stdout(&host.expect(0, &["show", "--pending"]));
+    assert!(shown.contains("escape hatch: armed"), "{shown}");
+    assert!(shown.contains("10.99.0.2 timeout 2s"), "{shown}");
+    let s = host.status();
+    assert!(
+        s["pending"]["hatch"].as_str().unwrap().contains(OPERATOR),
+        "{s}"
+    );
+
+    host.expect(0, &["confirm"]);
+    let confirmed = host.table_text();
+    assert!(!confirmed.contains("hatch"), "{confirmed}");
+    assert_eq!(confirmed, reference_text("vps-profile"));
+    assert_eq!(host.status()["hatch"], serde_json::Value::Null);
+
+    sleep_until(deadline(&applied) + 1500);
+    assert_eq!(
+        host.table_text(),
+        confirmed,
+        "something fired after confirm"
+    );
+    let s = host.status();
+    assert_eq!(s["kernel"], "confirmed", "{s}");
+    assert!(s["pending"].is_null(), "{s}");
+    host.wait_quiet();
+}
+
+#[test]
+fn confirm_after_the_deadline_with_a_dead_watcher_refuses_and_rolls_back() {
+    if !privileged("confirm_after_the_deadline_with_a_dead_watcher_refuses_and_rolls_back") {
+        return;
+    }
+    let host = Host::new("lateconf");
+    let before = host.confirm_profile("web-server");
+    let applied = apply_as_operator(&host, 2, None);
+    host.kill_watcher();
+    sleep_until(deadline(&applied) + 300);
+    // Still pending in the kernel (nobody rolled back), its hatch open:
+    // the element is gone from the set.
+    let table = host.table_text();
+    assert!(table.contains("set hatch_v4"), "{table}");
+    assert!(!table.contains("10.99.0.2 timeout"), "{table}");
+
+    let out = host.expect(1, &["confirm"]);
+    let err = stderr(&out);
+    assert!(err.contains("too late"), "{err}");
+    assert!(err.contains("watcher was gone"), "{err}");
+    assert!(err.contains("restored profile web-server"), "{err}");
+    assert_eq!(
+        host.table_text(),
+        before,
+        "the previous ruleset is not back"
+    );
+    assert!(host.pending().is_none());
+    assert_eq!(host.confirmed().unwrap()["profile"], "web-server");
+    let s = host.status();
+    assert_eq!(s["kernel"], "confirmed", "{s}");
+    let attempts = s["attempts"].as_array().unwrap();
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a["outcome"] == "ok" && a["reason"].as_str().unwrap().contains("overdue")),
+        "{s}"
+    );
+    // Asked again, it still says what happened.
+    let err = stderr(&host.expect(1, &["confirm"]));
+    assert!(err.contains("too late") && err.contains("overdue"), "{err}");
+}
+
+#[test]
+fn the_systemd_path_where_systemd_is_pid1_and_its_command_line_fits_systemd_run() {
+    let argv = placement::systemd_run_argv(
+        "0123abcd",
+        std::path::Path::new("/run/fwharden/watcher.log"),
+        Some(std::path::Path::new("/proc/1/ns/net")),
+        &[("FWHARDEN_FORBID_NETNS".into(), "1".into())],
+        &["/usr/sbin/fwharden".into(), "watch".into()],
+    );
+    match std::process::Command::new("systemd-run").arg("--help").output() {
+        Ok(out) => {
+            let help = stdout(&out);
+            for a in argv[1..].iter().map(|a| a.to_string_lossy()) {
+                if a == "--" {
+                    break;
+                }
+                let option = a.split('=').next().unwrap();
+                assert!(
+                    help.split(|c: char| c.is_whitespace() || c == '=' || c == ',')
+                        .any(|w| w == option),
+                    "systemd-run of this machine has no {option}:\n{help}"
+                );
+            }
+        }
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("systemd-run is missing ({e}); CI=true: a skip is a failure (scripts/deps)")
+        }
+        Err(e) => eprintln!(
+            "\n!!!!!!!! SKIPPED the systemd-run command line check: systemd-run is missing ({e}) !!!!!!!!\n"
+        ),
+    }
+    if !privileged("the_systemd_path_where_systemd_is_pid1_and_its_command_line_fits_systemd_run") {
+        return;
+    }
+    let host = Host::new("unit");
+    let applied = host.apply_pending("web-server", 60);
+    let lives = applied["watcher_lives"].as_str().unwrap().to_string();
+    if placement::systemd_is_pid1() {
+        assert!(lives.starts_with("systemd unit fwharden-watch-"), "{lives}");
+    } else {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED the systemd path: systemd is not PID 1 here; the watcher took the cgroup path ({lives}), which the other tests of this file exercise !!!!!!!!\n"
+        );
+        assert!(lives.starts_with("cgroup /fwharden-watch-"), "{lives}");
+    }
+    host.expect(0, &["rollback"]);
+    host.wait_quiet();
 }
