@@ -425,6 +425,16 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
     nft::generation()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    // An overdue apply with no watcher is rolled back as its own watcher
+    // would have (recorded, so a late confirm says so); whatever comes of
+    // it, the confirmed ruleset is loaded below.
+    match settle_locked(dirs, "restore") {
+        Ok(None) => {}
+        Ok(Some(s)) => eprintln!("fwharden: {}", s.describe()),
+        Err(e) => eprintln!(
+            "fwharden: an apply was past its deadline with no watcher, and rolling it back failed ({e}); loading the confirmed ruleset instead"
+        ),
+    }
     let discarded = match dirs.pending() {
         Ok(p) => p.map(|p| {
             stop_watcher(&p);
