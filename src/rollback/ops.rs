@@ -293,6 +293,8 @@ fn confirm_record(dirs: &Dirs, record: Pending, seen: Option<Stamp>) -> Result<(
     })?;
     // The watcher sees the record gone at its next look and exits.
     dirs.clear_pending()?;
+    // A watcher killed before this confirm could not remove its group.
+    super::placement::remove_empty_groups(&dirs.run);
     Ok(())
 }
 

@@ -51,7 +51,8 @@ pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, Ro
         &p,
         &format!("overdue, its watcher gone: rolled back by `fwharden {by}`"),
     )?;
-    // The killed watcher could not remove its own group.
+    // The killed watcher could not remove its own group. (A live one's is
+    // not empty: rmdir(2) leaves it.)
     placement::remove_empty_groups(&dirs.run);
     Ok(Some(Settled {
         profile: p.profile.clone(),
