@@ -330,7 +330,7 @@ fn a_session_cgroup_killed_whole_leaves_the_rollback_on_time() {
     let token = applied["token"].as_str().unwrap();
     let pid = host.watcher_pid();
     let own = placement::v2_group_of(&pid.to_string()).expect("the watcher's cgroup");
-    assert_eq!(own, format!("/fwharden-watch-{token}"));
+    assert_eq!(own, format!("/fwharden-watch-{token}"), "{applied}");
     let s = host.status();
     assert!(
         s["pending"]["watcher_lives"]

@@ -143,6 +143,9 @@ pub(crate) fn undo(
         }
     }
     dirs.clear_pending()?;
+    // A killed watcher could not remove its group; a live one's (this may
+    // be the watcher itself) is not empty and stays for it to remove.
+    placement::remove_left_group(&record.token, &dirs.run);
     dirs.save_rolled_back(&crate::state::RolledBack {
         profile: record.profile.clone(),
         token: record.token.clone(),

@@ -294,7 +294,7 @@ fn confirm_record(dirs: &Dirs, record: Pending, seen: Option<Stamp>) -> Result<(
     // The watcher sees the record gone at its next look and exits.
     dirs.clear_pending()?;
     // A watcher killed before this confirm could not remove its group.
-    super::placement::remove_empty_groups(&dirs.run);
+    super::placement::remove_left_group(&record.token, &dirs.run);
     Ok(())
 }
 
@@ -439,7 +439,7 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
     }
     let discarded = match dirs.pending() {
         Ok(p) => p.map(|p| {
-            stop_watcher(&p);
+            stop_watcher(dirs, &p);
             p.profile
         }),
         Err(_) => Some("(damaged record)".into()),
@@ -477,13 +477,22 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
 }
 
 /// A pending apply at boot has no watcher left; one started by hand may.
-fn stop_watcher(p: &Pending) {
+/// Stopped by SIGTERM, it cannot remove its cgroup: that is done here once
+/// it is gone (waiting at most 2 s).
+fn stop_watcher(dirs: &Dirs, p: &Pending) {
     if let Some(pid) = p.watcher.filter(|pid| watcher_alive(*pid, &p.token)) {
-        if let Ok(pid) = i32::try_from(pid) {
+        if let Ok(raw) = i32::try_from(pid) {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
+                nix::unistd::Pid::from_raw(raw),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+        for _ in 0..100 {
+            if !watcher_alive(pid, &p.token) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+    super::placement::remove_left_group(&p.token, &dirs.run);
 }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use super::placement;
 use super::{interlock, undo, watcher_alive, RollbackError};
 use crate::state::{now_ms, ApplyLock, Dirs, Pending};
 
@@ -51,9 +50,6 @@ pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, Ro
         &p,
         &format!("overdue, its watcher gone: rolled back by `fwharden {by}`"),
     )?;
-    // The killed watcher could not remove its own group. (A live one's is
-    // not empty: rmdir(2) leaves it.)
-    placement::remove_empty_groups(&dirs.run);
     Ok(Some(Settled {
         profile: p.profile.clone(),
         previous: p.previous_name(),

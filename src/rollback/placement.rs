@@ -12,9 +12,9 @@
 //! - elsewhere it moves itself, between fork and exec, into a cgroup v2
 //!   group of its own, `<cgroup2 mount>/fwharden-watch-TOKEN` (the mount
 //!   found in /proc/self/mountinfo), and removes it when it exits (a group
-//!   left by a killed watcher is removed by the next fwharden that rolls
-//!   its apply back: rmdir(2) of a cgroup only succeeds when no process is
-//!   in it);
+//!   left by a killed watcher is removed by the fwharden that confirms or
+//!   rolls back its apply: rmdir(2) of a cgroup only succeeds when no
+//!   process is in it);
 //! - when neither is possible it stays where it was started and says so;
 //!   the escape hatch in the kernel is then the only backstop.
 
@@ -187,24 +187,13 @@ pub fn remove_group(name: &str, scratch: &Path) {
     }
 }
 
-/// Removes empty watcher groups: those of watchers that were killed. A
-/// group some process is still in stays: rmdir(2) fails with EBUSY, and
-/// nothing is killed here.
-pub fn remove_empty_groups(scratch: &Path) {
-    let Ok(root) = V2Root::open(scratch) else {
-        return;
-    };
-    let Ok(entries) = fs::read_dir(root.path()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with("fwharden-watch-")
-        {
-            let _ = fs::remove_dir(e.path());
-        }
-    }
+/// Removes the group of the watcher of apply `token` if it is empty (the
+/// watcher was killed and could not). A group some process is still in
+/// stays: rmdir(2) fails with EBUSY, and nothing is killed here. Only this
+/// token's group: another fwharden (another state directory) may have just
+/// made its own, empty until its watcher moves in.
+pub fn remove_left_group(token: &str, scratch: &Path) {
+    remove_group(&format!("/{}", name(token)), scratch);
 }
 
 /// Called by the watcher as it exits: moves itself to the hierarchy's

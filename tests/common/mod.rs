@@ -368,8 +368,11 @@ impl Host {
     }
 
     /// SIGKILLs the pending apply's watcher and waits until it is gone.
+    /// Its cgroup, which it cannot remove now, is removed here.
     pub fn kill_watcher(&self) {
         let pid = self.watcher_pid();
+        let groups = watcher_groups(&[pid]);
+        let _remove = RemoveGroups(groups);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -423,6 +426,15 @@ pub fn watcher_groups(pids: &[i32]) -> Vec<PathBuf> {
         .filter(|g| g.starts_with("/fwharden-watch-"))
         .map(|g| mount.join(g.trim_start_matches('/')))
         .collect()
+}
+
+/// Removes the groups it holds when dropped (panic included).
+struct RemoveGroups(Vec<PathBuf>);
+
+impl Drop for RemoveGroups {
+    fn drop(&mut self) {
+        remove_groups(&self.0);
+    }
 }
 
 /// Removes empty cgroups, waiting (bounded) for the kernel to let go of
