@@ -163,6 +163,11 @@ pub fn apply(
     };
     let loaded = hatch.map_or_else(|| new.clone(), |h| hatch::with_hatch(new, &h));
 
+    // An apply killed between making its watcher's group and moving the
+    // watcher in left the group empty; this one replaces its record.
+    if let Some(old) = &pending {
+        super::placement::remove_left_group(&old.token, &dirs.run);
+    }
     // From here on the pending record and its watcher exist before the
     // kernel changes, so a kill at any moment still ends in a rollback.
     let mut record = Pending {
