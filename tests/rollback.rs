@@ -471,6 +471,8 @@ fn a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happe
     assert!(wait_until(Duration::from_secs(10), || host
         .pending()
         .is_none()));
+    // The rolled-back note is written before the record goes.
+    assert!(host.state_dir().join("rolled-back.json").exists());
     let s = host.status();
     let outcomes: Vec<&str> = s["attempts"]
         .as_array()

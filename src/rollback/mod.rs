@@ -142,15 +142,17 @@ pub(crate) fn undo(
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(number))),
         }
     }
-    dirs.clear_pending()?;
-    // A killed watcher could not remove its group; a live one's (this may
-    // be the watcher itself) is not empty and stays for it to remove.
-    placement::remove_left_group(&record.token, &dirs.run);
+    // The note first: whoever sees the record gone (status, a late
+    // confirm) finds why.
     dirs.save_rolled_back(&crate::state::RolledBack {
         profile: record.profile.clone(),
         token: record.token.clone(),
         at_ms: crate::state::now_ms(),
         reason: reason.into(),
     })?;
+    dirs.clear_pending()?;
+    // A killed watcher could not remove its group; a live one's (this may
+    // be the watcher itself) is not empty and stays for it to remove.
+    placement::remove_left_group(&record.token, &dirs.run);
     Ok(())
 }
