@@ -146,13 +146,23 @@ pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
         other => other.to_string(),
     };
     println!("kernel:            {kernel}");
-    if let Some(h) = &s.hatch {
+    // The kernel's hatch, when it says more than the pending record's
+    // (it opened, or it is there with nothing pending).
+    if let Some(h) = s
+        .hatch
+        .as_ref()
+        .filter(|h| s.pending.as_ref().is_none_or(|p| &p.hatch != *h))
+    {
         println!("kernel's hatch:    {h}");
     }
     for a in &s.attempts {
         println!(
-            "rollback attempt:  {} #{} of profile {} at {} ms: {}",
-            a.reason, a.number, a.profile, a.at_ms, a.outcome
+            "rollback attempt:  #{} ({}) of profile {}, {} s ago: {}",
+            a.number,
+            a.reason,
+            a.profile,
+            now_ms().saturating_sub(a.at_ms) / 1000,
+            a.outcome
         );
     }
     if s.other_base_chains.is_empty() {
