@@ -8,6 +8,7 @@
 //! it. Rollback re-applies a previous *model* through the same single
 //! transaction; it never parses `nft list` output.
 
+mod confirm;
 pub mod guard;
 mod ops;
 mod overdue;
@@ -15,6 +16,7 @@ pub mod placement;
 mod status;
 pub mod watcher;
 
+pub use confirm::confirm;
 pub use ops::*;
 pub use overdue::*;
 pub use status::*;
