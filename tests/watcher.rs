@@ -339,6 +339,7 @@ fn a_session_cgroup_killed_whole_leaves_the_rollback_on_time() {
             .contains(&own),
         "{s}"
     );
+    assert_eq!(s["pending"]["watcher_cgroup"], own.as_str(), "{s}");
 
     group.kill();
     assert!(

@@ -132,8 +132,12 @@ pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
     }
     if let Some(p) = &s.pending {
         println!(
-            "watcher lives in:  {}",
-            p.watcher_lives.as_deref().unwrap_or("(not recorded)")
+            "watcher lives in:  {}{}",
+            p.watcher_lives.as_deref().unwrap_or("(not recorded)"),
+            p.watcher_cgroup
+                .as_deref()
+                .map(|g| format!("; its cgroup now: {g}"))
+                .unwrap_or_default()
         );
         println!("escape hatch:      {}", p.hatch);
     }

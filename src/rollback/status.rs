@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{settle, RollbackError};
+use super::{placement, settle, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
 use crate::ruleset::{hatch, Policy};
 use crate::state::{now_ms, Attempt, Dirs};
@@ -49,6 +49,8 @@ pub struct PendingStatus {
     /// Where the watcher lives: its own systemd unit or cgroup, or the
     /// caller's cgroup and why.
     pub watcher_lives: Option<String>,
+    /// The live watcher's cgroup v2 group, read now from /proc.
+    pub watcher_cgroup: Option<String>,
     /// The hatch the pending ruleset carries, or why it has none.
     pub hatch: String,
 }
@@ -111,6 +113,10 @@ pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
             watcher_alive: p.watcher.is_some_and(|w| watcher_alive(w, &p.token)),
+            watcher_cgroup: p
+                .watcher
+                .filter(|w| watcher_alive(*w, &p.token))
+                .and_then(|w| placement::v2_group_of(&w.to_string())),
             hatch: hatch::find(&p.ruleset).map_or_else(
                 || "none: the apply did not come over SSH (no SSH_CONNECTION), so there is no operator address to let back in".to_string(),
                 |f| f.describe(),

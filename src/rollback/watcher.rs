@@ -132,16 +132,26 @@ fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, String
         ));
     }
     let unit = format!("{}.service", placement::name(token));
-    let show = Command::new("systemctl")
+    let main_pid = Command::new("systemctl")
         .args(["show", "--property=MainPID", "--value", &unit])
         .output()
-        .map_err(|e| format!("systemctl show: {e}"))?;
-    String::from_utf8_lossy(&show.stdout)
-        .trim()
-        .parse::<u32>()
         .ok()
-        .filter(|pid| *pid != 0)
-        .ok_or_else(|| format!("unit {unit} has no main pid"))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .filter(|pid| *pid != 0);
+    match main_pid {
+        Some(pid) => Ok(pid),
+        None => {
+            // A watcher nobody can name is one `status` calls dead: stop
+            // it, and let the caller start one it can name.
+            let _ = Command::new("systemctl").args(["stop", &unit]).output();
+            Err(format!("unit {unit} started, but its main pid is unknown"))
+        }
+    }
 }
 
 /// Starts the watcher detached (setsid), first moved into the group whose
