@@ -158,3 +158,49 @@ pub(crate) fn undo(
     placement::remove_left_group(&record.token, &dirs.run);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_race_or_a_busy_kernel_is_tried_again_a_refusal_of_principle_is_not() {
+        assert!(!final_error(&RollbackError::Kernel(NftError::Raced)));
+        assert!(!final_error(&RollbackError::Refused(
+            "did not read back as written".into()
+        )));
+        assert!(!final_error(&RollbackError::Kernel(NftError::Io {
+            op: "sendmsg",
+            source: std::io::Error::from_raw_os_error(libc::EBUSY),
+        })));
+        assert!(final_error(&RollbackError::Interlock));
+        assert!(final_error(&RollbackError::Kernel(NftError::Permission {
+            what: "x".into(),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        })));
+    }
+
+    #[test]
+    fn overdue_and_orphaned_needs_both_the_deadline_and_no_watcher() {
+        let record = |deadline_ms, watcher| crate::state::Pending {
+            profile: "p".into(),
+            ruleset: crate::ruleset::Ruleset {
+                profile: "p".into(),
+                table: "fwharden".into(),
+                sets: vec![],
+                chains: vec![],
+            },
+            previous: None,
+            applied_ms: 0,
+            deadline_ms,
+            token: "no-such-token".into(),
+            watcher,
+            watcher_lives: None,
+        };
+        let now = crate::state::now_ms();
+        assert!(orphaned(&record(now - 1, None)));
+        // A pid that is not a watcher of this token counts as gone.
+        assert!(orphaned(&record(now - 1, Some(std::process::id()))));
+        assert!(!orphaned(&record(now + 60_000, None)));
+    }
+}
