@@ -113,7 +113,7 @@ impl SessionGroup {
             .expect("open cgroup.procs");
         let fd = procs.as_raw_fd();
         // SAFETY: runs in the child between fork and exec; write(2) is
-        // async-signal-safe and writes two static bytes; `fd` stays open in
+        // async-signal-safe and writes one static byte; `fd` stays open in
         // the parent (the returned file) until the spawn is done.
         unsafe {
             cmd.pre_exec(move || {

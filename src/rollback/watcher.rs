@@ -178,7 +178,7 @@ fn spawn_detached(
         .stderr(log);
     // SAFETY: the closure runs in the forked child before exec, where only
     // async-signal-safe calls are allowed: setsid(2) and write(2) are, and
-    // they touch no memory of the parent but the two static bytes written.
+    // they touch no memory of the parent but the one static byte written.
     // `procs_fd` stays open in the parent until `spawn` returns, so it is
     // open in the child.
     unsafe {
