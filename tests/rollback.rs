@@ -425,3 +425,67 @@ fn confirm_refuses_another_token_and_a_kernel_changed_behind_its_back() {
     host.expect(0, &["rollback"]);
     assert_eq!(host.table_text(), reference_text("web-server"));
 }
+
+/// Holds the apply lock as another fwharden would.
+fn hold_lock(host: &Host) -> nix::fcntl::Flock<std::fs::File> {
+    use std::io::Write;
+    std::fs::create_dir_all(host.run_dir()).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(host.run_dir().join("apply.lock"))
+        .unwrap();
+    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    write!(lock, "{}", std::process::id()).unwrap();
+    lock
+}
+
+#[test]
+fn a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happens() {
+    if !privileged(
+        "a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happens",
+    ) {
+        return;
+    }
+    let host = Host::new("busylock");
+    let before = host.confirm_profile("web-server");
+    let applied = host.apply_pending("vps-profile", 1);
+    let lock = hold_lock(&host);
+    // Across one of the watcher's 5 s waits for the lock.
+    let release = deadline(&applied) + 6000;
+    while now_ms() < release {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(host.table_text(), before, "rolled back without the lock");
+    drop(lock);
+    let seen = seen_at(&host, Some(&before), release);
+    assert!(
+        seen <= release + 1000,
+        "{} ms after the lock was free",
+        seen - release
+    );
+    assert!(wait_until(Duration::from_secs(10), || host
+        .pending()
+        .is_none()));
+    // The rolled-back note is written before the record goes.
+    assert!(host.state_dir().join("rolled-back.json").exists());
+    let s = host.status();
+    let outcomes: Vec<&str> = s["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes
+            .first()
+            .is_some_and(|o| o.contains("waiting for the lock")),
+        "{s}"
+    );
+    assert_eq!(outcomes.last(), Some(&"ok"), "{s}");
+    host.wait_quiet();
+}

@@ -69,6 +69,8 @@ pub fn run(
             profile,
             deadline_ms,
             token,
+            watcher_lives,
+            hatch,
             ..
         } => {
             let secs = deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
@@ -78,7 +80,9 @@ pub fn run(
                  Confirm from a NEW ssh connection, which proves that new connections still get in:\n\
                  \x20   ssh -o ControlMaster=no -o ControlPath=none <this host> sudo fwharden confirm\n\
                  A multiplexed connection (ControlMaster/ControlPersist) reuses this one and proves nothing.\n\
-                 To undo now: fwharden rollback.   Token: {token}",
+                 To undo now: fwharden rollback.   Token: {token}\n\
+                 The watcher lives in {watcher_lives}.\n\
+                 Escape hatch: {hatch}",
                 clock(*deadline_ms)
             );
         }

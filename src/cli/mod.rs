@@ -15,25 +15,9 @@ use crate::profile::{self, Loaded, SearchPath};
 use crate::rollback::ApplyOptions;
 use crate::state::Dirs;
 
-/// Exit codes. Scripts and Ansible can tell a bad profile from a broken host.
-pub mod exit {
-    /// Success (warnings included, unless `--deny-warnings`).
-    pub const OK: i32 = 0;
-    /// A runtime failure: the system or kernel refused, a file could not be
-    /// written. Nothing was left half-done.
-    pub const FAILURE: i32 = 1;
-    /// The command line is wrong.
-    pub const USAGE: i32 = 2;
-    /// The profile is invalid (or has warnings under `--deny-warnings`).
-    /// Nothing was changed.
-    pub const INVALID_PROFILE: i32 = 3;
-    /// Refused for safety: the lockout guard, or another apply running.
-    /// Nothing was changed.
-    pub const REFUSED: i32 = 4;
-    /// Applied, then verification failed and the previous ruleset was
-    /// restored.
-    pub const ROLLED_BACK: i32 = 5;
-}
+/// Exit codes; they live in [`crate::exit`] so lower layers can name them
+/// without reaching up into the command line.
+pub use crate::exit;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -91,7 +75,12 @@ pub enum Command {
     /// Print the nftables ruleset a profile compiles to, as `nft -f` text.
     Show {
         /// Profile name (e.g. vps-profile) or path to a .toml file.
-        profile: String,
+        #[arg(required_unless_present = "pending", conflicts_with = "pending")]
+        profile: Option<String>,
+        /// Print the pending apply's ruleset instead, as loaded: with its
+        /// escape hatch.
+        #[arg(long)]
+        pending: bool,
     },
     /// Load a profile in one atomic transaction, with a rollback timer.
     Apply {
@@ -164,7 +153,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             profile,
             deny_warnings,
         } => check::run(&search, profile, *deny_warnings, cli.json),
-        Command::Show { profile } => show::run(&search, profile, cli.json),
+        Command::Show {
+            profile: Some(profile),
+            ..
+        } => show::run(&search, profile, cli.json),
+        Command::Show { profile: None, .. } => show::pending(&dirs, cli.json),
         Command::Apply {
             profile,
             timeout,

@@ -109,6 +109,9 @@ pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(exit::OK);
     }
+    if let Some(o) = &s.overdue {
+        println!("OVERDUE:           {o}");
+    }
     println!(
         "confirmed profile: {}",
         s.confirmed.as_deref().unwrap_or("(none)")
@@ -127,14 +130,45 @@ pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
             }
         ),
     }
+    if let Some(p) = &s.pending {
+        println!(
+            "watcher lives in:  {}{}",
+            p.watcher_lives.as_deref().unwrap_or("(not recorded)"),
+            p.watcher_cgroup
+                .as_deref()
+                .map(|g| format!("; its cgroup now: {g}"))
+                .unwrap_or_default()
+        );
+        println!("escape hatch:      {}", p.hatch);
+    }
     let kernel = match s.kernel.as_str() {
         "absent" => "no fwharden table".to_string(),
         "confirmed" => "holds the confirmed ruleset".into(),
         "pending" => "holds the pending ruleset".into(),
+        "pending-hatch-open" => "holds the pending ruleset, its deadline passed: the escape hatch is OPEN".into(),
         "drift" => "DRIFT: table inet fwharden differs from what fwharden loaded (a hand edit, or another tool); `fwharden restore` reloads the confirmed one".into(),
         other => other.to_string(),
     };
     println!("kernel:            {kernel}");
+    // The kernel's hatch, when it says more than the pending record's
+    // (it opened, or it is there with nothing pending).
+    if let Some(h) = s
+        .hatch
+        .as_ref()
+        .filter(|h| s.pending.as_ref().is_none_or(|p| &p.hatch != *h))
+    {
+        println!("kernel's hatch:    {h}");
+    }
+    for a in &s.attempts {
+        println!(
+            "rollback attempt:  #{} ({}) of profile {}, {} s ago: {}",
+            a.number,
+            a.reason,
+            a.profile,
+            now_ms().saturating_sub(a.at_ms) / 1000,
+            a.outcome
+        );
+    }
     if s.other_base_chains.is_empty() {
         println!("other tables:      none on the same hooks");
     } else {

@@ -216,6 +216,46 @@ impl Builder {
                 );
                 self.add_set(s, key_len as usize, std::iter::empty(), &what);
             }
+            SetKind::Hatch(element) => {
+                // As nft sends `flags timeout` with an element's own
+                // `timeout`: no set default, no EVAL (nothing adds to it
+                // from the packet path).
+                let flags = libc::NFT_SET_TIMEOUT as u32;
+                let s = self.new_set(&set.name, flags, key_type, key_len);
+                s.set_data(
+                    sys::NFTNL_SET_USERDATA,
+                    &udata::named_set_udata(&set.comment),
+                );
+                let Some(e) = element else {
+                    self.add_set(s, key_len as usize, std::iter::empty(), &what);
+                    return Ok(());
+                };
+                let key = match (e.addr, set.family) {
+                    (std::net::IpAddr::V4(a), Family::Ipv4) => u32::from(a).into(),
+                    (std::net::IpAddr::V6(a), Family::Ipv6) => u128::from(a),
+                    (a, f) => return Err(unsupported(&what, format!("{a} is not {f}"))),
+                };
+                let name = set.name.clone();
+                let id = s.get_u32(sys::NFTNL_SET_ID);
+                self.add(libc::NFT_MSG_NEWSET, CREATE, Payload::Set(s), &what);
+                let elem = Elem {
+                    key,
+                    end: false,
+                    open: false,
+                };
+                let pages = ElemPages::new(
+                    &self.table,
+                    &name,
+                    Some(id),
+                    key_len as usize,
+                    Op::Add,
+                    Box::new(std::iter::once(elem)),
+                    &what,
+                    &self.log,
+                )
+                .with_timeout_ms(e.timeout_secs.saturating_mul(1000));
+                self.batch.add(&pages, MsgType::Add);
+            }
         }
         Ok(())
     }
@@ -409,11 +449,12 @@ pub fn delta(old: &Ruleset, new: &Ruleset) -> Result<Built, NftError> {
             Family::Ipv4 => 4,
             Family::Ipv6 => 16,
         };
-        let ranges = |nets: &[ipnet::IpNet]| -> Result<Vec<Elem>, NftError> {
+        let ranges = |nets: &[ipnet::IpNet]| -> Result<Vec<(u128, u128)>, NftError> {
             let r: Vec<(u128, u128)> = nets.iter().map(intervals::prefix_range).collect();
-            intervals::encode(&r, width).map_err(|e| unsupported(&what, e))
+            intervals::check(r.iter().copied(), width).map_err(|e| unsupported(&what, e))?;
+            Ok(r)
         };
-        let (gone, added) = intervals::difference(&ranges(was)?, &ranges(now)?);
+        let (gone, added) = intervals::difference(&ranges(was)?, &ranges(now)?, width);
         b.add_elems(
             &after.name,
             None,

@@ -10,8 +10,9 @@
 //! The layout is libnftnl's (`nftnl_set_elems_nlmsg_build_payload_iter`),
 //! with the attribute numbers of include/uapi/linux/netfilter/nf_tables.h:
 //! the set's name and transaction id and the table, then a nest of
-//! elements, each a nest of its flags (for an interval end), its key
-//! (a nest holding the value) and its user data (for an open interval).
+//! elements, each a nest of its flags (for an interval end), its timeout
+//! (for the escape hatch), its key (a nest holding the value) and its user
+//! data (for an open interval).
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -32,6 +33,7 @@ const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_DATA_VALUE: u16 = 1;
 
@@ -55,6 +57,8 @@ pub struct ElemPages<'a> {
     set_id: Option<u32>,
     width: usize,
     op: Op,
+    /// Each element's own timeout (NFTA_SET_ELEM_TIMEOUT), in ms.
+    timeout_ms: Option<u64>,
     elems: RefCell<Peekable<Box<dyn Iterator<Item = Elem> + 'a>>>,
     what: &'a str,
     log: &'a RefCell<std::collections::BTreeMap<u32, String>>,
@@ -81,11 +85,18 @@ impl<'a> ElemPages<'a> {
             set_id,
             width,
             op,
+            timeout_ms: None,
             elems,
             what,
             log,
             done,
         }
+    }
+
+    /// Gives every element this timeout: the kernel removes it then.
+    pub fn with_timeout_ms(mut self, ms: u64) -> ElemPages<'a> {
+        self.timeout_ms = Some(ms);
+        self
     }
 
     /// No element is left to write.
@@ -110,6 +121,9 @@ impl<'a> ElemPages<'a> {
             if e.end {
                 let flags = libc::NFT_SET_ELEM_INTERVAL_END as u32;
                 put(&mut out, NFTA_SET_ELEM_FLAGS, &flags.to_be_bytes());
+            }
+            if let Some(ms) = self.timeout_ms {
+                put(&mut out, NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
             }
             let key = begin_nest(&mut out, NFTA_SET_ELEM_KEY);
             put(&mut out, NFTA_DATA_VALUE, &e.key_bytes(self.width));

@@ -98,29 +98,33 @@ pub fn elements(
     ranges: impl IntoIterator<Item = (u128, u128)>,
     width: usize,
 ) -> impl Iterator<Item = Elem> {
-    let top = max(width);
-    ranges
-        .into_iter()
-        .enumerate()
-        .flat_map(move |(i, (first, last))| {
-            let lead = (i == 0 && first != 0).then_some(Elem {
-                key: 0,
-                end: true,
-                open: false,
-            });
-            let open = last == top;
-            let start = Elem {
-                key: first,
-                end: false,
-                open,
-            };
-            let end = (!open).then(|| Elem {
-                key: last + 1,
-                end: true,
-                open: false,
-            });
-            lead.into_iter().chain(Some(start)).chain(end)
-        })
+    ranges.into_iter().enumerate().flat_map(move |(i, range)| {
+        let lead = (i == 0 && range.0 != 0).then_some(LEAD);
+        lead.into_iter().chain(range_elements(range, width))
+    })
+}
+
+/// The end element nft puts at key 0 when the first range starts above it.
+const LEAD: Elem = Elem {
+    key: 0,
+    end: true,
+    open: false,
+};
+
+/// One range's start element, and its end unless it runs to the top.
+fn range_elements((first, last): (u128, u128), width: usize) -> impl Iterator<Item = Elem> {
+    let open = last == max(width);
+    let start = Elem {
+        key: first,
+        end: false,
+        open,
+    };
+    let end = (!open).then(|| Elem {
+        key: last + 1,
+        end: true,
+        open: false,
+    });
+    std::iter::once(start).chain(end)
 }
 
 /// [`check`] and [`elements`] together, for small sets.
@@ -129,12 +133,32 @@ pub fn encode(ranges: &[(u128, u128)], width: usize) -> Result<Vec<Elem>, String
     Ok(elements(ranges.iter().copied(), width).collect())
 }
 
-/// The elements only `old` has and those only `new` has. Both are in the
-/// order [`elements`] makes them: keys ascending, and at a key where one
-/// range ends and the next starts, the end first.
-pub fn difference(old: &[Elem], new: &[Elem]) -> (Vec<Elem>, Vec<Elem>) {
-    let order = |e: &Elem| (e.key, !e.end, e.open);
+/// The elements to delete and to add to turn a set holding `old` into one
+/// holding `new` (both sorted, checked ranges), in one transaction.
+///
+/// The unit of change is a whole range, not an element. The kernel checks
+/// each element it inserts against its neighbours as they are at that
+/// moment (nft_rbtree's overlap detection): an end whose next element is
+/// another end is refused as an overlap. Reusing the end of an old range
+/// for a new, shorter one (`0.0.0.0/30` becoming `0.0.0.1, 0.0.0.3`) or
+/// splitting a range in two trips that check in any order. Deleting every
+/// range that changed, start and end, and adding the new ones in ascending
+/// order means each insertion meets only complete ranges, as when `nft add
+/// element` puts a range between existing ones. The leading end element
+/// at key 0 goes or comes with the first range's start.
+pub fn difference(
+    old: &[(u128, u128)],
+    new: &[(u128, u128)],
+    width: usize,
+) -> (Vec<Elem>, Vec<Elem>) {
     let (mut gone, mut added) = (Vec::new(), Vec::new());
+    let lead = |r: &[(u128, u128)]| r.first().is_some_and(|&(first, _)| first != 0);
+    match (lead(old), lead(new)) {
+        (true, false) => gone.push(LEAD),
+        (false, true) => added.push(LEAD),
+        _ => {}
+    }
+    let pair = |r: (u128, u128), out: &mut Vec<Elem>| out.extend(range_elements(r, width));
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         match (old.get(i), new.get(j)) {
@@ -142,16 +166,16 @@ pub fn difference(old: &[Elem], new: &[Elem]) -> (Vec<Elem>, Vec<Elem>) {
                 i += 1;
                 j += 1;
             }
-            (Some(a), Some(b)) if order(a) < order(b) => {
-                gone.push(*a);
+            (Some(&a), Some(&b)) if a < b => {
+                pair(a, &mut gone);
                 i += 1;
             }
-            (Some(a), None) => {
-                gone.push(*a);
+            (Some(&a), None) => {
+                pair(a, &mut gone);
                 i += 1;
             }
-            (_, Some(b)) => {
-                added.push(*b);
+            (_, Some(&b)) => {
+                pair(b, &mut added);
                 j += 1;
             }
             (None, None) => break,
@@ -357,18 +381,27 @@ mod tests {
     }
 
     #[test]
-    fn difference_is_what_to_delete_and_what_to_add() {
-        let old = encode(&nets(&["192.0.2.5/32", "192.0.2.8/29"]), 4).unwrap();
-        let new = encode(&nets(&["192.0.2.5/32", "192.0.2.6/32", "192.0.2.8/29"]), 4).unwrap();
-        let (gone, added) = difference(&old, &new);
+    fn difference_replaces_whole_ranges() {
+        let diff = |a: &[&str], b: &[&str]| {
+            let (gone, added) = difference(&nets(a), &nets(b), 4);
+            (hex(&gone, 4), hex(&added, 4))
+        };
+        // An added host touching a kept one: only its own pair.
+        let (gone, added) = diff(&["192.0.2.5/32"], &["192.0.2.5/32", "192.0.2.6/32"]);
         assert!(gone.is_empty());
-        assert_eq!(hex(&added, 4), ["c0000206", "c0000207 end"]);
-        let (gone, added) = difference(&new, &old);
+        assert_eq!(added, ["c0000206", "c0000207 end"]);
+        // A range split in two: the old one goes whole, start and end.
+        let (gone, added) = diff(&["0.0.0.4/30"], &["0.0.0.5/32", "0.0.0.7/32"]);
+        assert_eq!(gone, ["00000004", "00000008 end"]);
         assert_eq!(
-            (hex(&gone, 4), added),
-            (vec!["c0000206".into(), "c0000207 end".into()], vec![])
+            added,
+            ["00000005", "00000006 end", "00000007", "00000008 end"]
         );
-        assert_eq!(difference(&new, &new), (vec![], vec![]));
+        // The first range no longer starting at 0 brings the leading end.
+        let (gone, added) = diff(&["0.0.0.0/30"], &["0.0.0.3/32"]);
+        assert_eq!(gone, ["00000000", "00000004 end"]);
+        assert_eq!(added, ["00000000 end", "00000003", "00000004 end"]);
+        assert_eq!(diff(&["10.0.0.0/8"], &["10.0.0.0/8"]), (vec![], vec![]));
     }
 
     #[test]

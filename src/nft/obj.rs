@@ -160,6 +160,16 @@ pub enum Kind {
     Rule,
 }
 
+/// A set element as the kernel lists it. `timeout_ms` is the timeout it
+/// was added with (NFTA_SET_ELEM_TIMEOUT), not the time left
+/// (NFTA_SET_ELEM_EXPIRATION, which counts down).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelElem {
+    pub key: Vec<u8>,
+    pub flags: u32,
+    pub timeout_ms: Option<u64>,
+}
+
 impl Set {
     /// Adds an element: its key, whether it ends an interval, and its user
     /// data (empty for none).
@@ -196,15 +206,15 @@ impl Set {
         }
     }
 
-    /// The set's elements as (key, flags), in the order libnftnl holds them.
-    pub fn elems(&self) -> Vec<(Vec<u8>, u32)> {
+    /// The set's elements, in the order libnftnl holds them.
+    pub fn elems(&self) -> Vec<KernelElem> {
         /// Called by `nftnl_set_elem_foreach` only, with the `data` given
         /// to it below and each element of the set.
         unsafe extern "C" fn each(e: *mut sys::nftnl_set_elem, data: *mut c_void) -> i32 {
             // SAFETY: `data` is the Vec below, alive during the foreach;
             // `e` is a live element of the set.
             unsafe {
-                let out = &mut *data.cast::<Vec<(Vec<u8>, u32)>>();
+                let out = &mut *data.cast::<Vec<KernelElem>>();
                 let mut len = 0u32;
                 let p = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len);
                 let key = if p.is_null() {
@@ -217,17 +227,24 @@ impl Set {
                 } else {
                     0
                 };
-                out.push((key, flags));
+                let timeout = sys::NFTNL_SET_ELEM_TIMEOUT as u16;
+                let timeout_ms = sys::nftnl_set_elem_is_set(e, timeout)
+                    .then(|| sys::nftnl_set_elem_get_u64(e, timeout));
+                out.push(KernelElem {
+                    key,
+                    flags,
+                    timeout_ms,
+                });
             }
             0
         }
-        let mut out: Vec<(Vec<u8>, u32)> = Vec::new();
+        let mut out: Vec<KernelElem> = Vec::new();
         // SAFETY: the set is live; the callback runs only during the call.
         unsafe {
             sys::nftnl_set_elem_foreach(
                 self.as_ptr(),
                 Some(each),
-                (&mut out as *mut Vec<(Vec<u8>, u32)>).cast::<c_void>(),
+                (&mut out as *mut Vec<KernelElem>).cast::<c_void>(),
             )
         };
         out

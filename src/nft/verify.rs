@@ -258,7 +258,7 @@ fn lookup(sock: &mut Socket, set: &str, key: &[u8]) -> Result<Option<u128>, NftE
     let reply = replies.first().ok_or_else(what)?;
     let parsed = parse_as!(reply, Set, nftnl_set_elems_nlmsg_parse).ok_or_else(what)?;
     let elems = parsed.elems();
-    let (k, _) = elems.first().ok_or_else(what)?;
+    let k = &elems.first().ok_or_else(what)?.key;
     Ok(Some(
         k.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b)),
     ))

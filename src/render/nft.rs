@@ -60,6 +60,18 @@ fn render_set(out: &mut String, set: &Set) {
             let _ = writeln!(out, "\t\ttimeout {timeout_secs}s");
             render_comment(out, &set.comment);
         }
+        SetKind::Hatch(element) => {
+            let _ = writeln!(out, "\t\tflags timeout");
+            render_comment(out, &set.comment);
+            // Once expired, the element is gone from the kernel's set.
+            if let Some(e) = element {
+                let _ = writeln!(
+                    out,
+                    "\t\telements = {{ {} timeout {}s }}",
+                    e.addr, e.timeout_secs
+                );
+            }
+        }
     }
     let _ = writeln!(out, "\t}}");
 }
@@ -203,6 +215,16 @@ fn match_text(m: &Match) -> String {
         }
         Match::DestPort(ports) => format!("th dport {}", list(ports, |p| p.to_string())),
         Match::SourceInSet { family, set } => format!("{} saddr @{set}", family_word(*family)),
+        Match::SourceNotInSet { family, set } => {
+            format!("{} saddr != @{set}", family_word(*family))
+        }
+        Match::Source(addr) => {
+            let word = family_word(match addr {
+                std::net::IpAddr::V4(_) => Family::Ipv4,
+                std::net::IpAddr::V6(_) => Family::Ipv6,
+            });
+            format!("{word} saddr {addr}")
+        }
         Match::IcmpType(types) => format!("icmp type {}", list(types, |t| t.nft_name().into())),
         Match::Icmpv6Type(types) => {
             format!("icmpv6 type {}", list(types, |t| t.nft_name().into()))

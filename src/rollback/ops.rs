@@ -5,14 +5,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{guard, interlock, restore_previous, undo, watcher, RollbackError};
-use crate::nft::{self, BaseChain, NftError};
+use super::confirm::confirm_record;
+use super::{
+    guard, interlock, restore_previous, settle_locked, undo, watcher, watcher_alive, RollbackError,
+};
+use crate::nft::{self, NftError};
 use crate::render;
-use crate::ruleset::{Policy, Ruleset};
-use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, Stamp};
+use crate::ruleset::hatch::{self, Hatch};
+use crate::ruleset::Ruleset;
+use crate::state::{now_ms, ApplyLock, Dirs, Pending, Stamp};
 
 /// How long confirm, rollback and restore wait for a running apply.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+pub(super) const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -44,6 +48,10 @@ pub enum ApplyOutcome {
         deadline_ms: u64,
         token: String,
         watcher: u32,
+        /// Where the watcher lives.
+        watcher_lives: String,
+        /// The escape hatch loaded with it, in words, or why there is none.
+        hatch: String,
     },
     /// Loaded and confirmed.
     Confirmed { profile: String },
@@ -106,6 +114,9 @@ pub fn apply(
     interlock()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::try_take(&dirs.lock_path())?;
+    if let Some(s) = settle_locked(dirs, "apply")? {
+        eprintln!("fwharden: {}", s.describe());
+    }
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
     let profile = new.profile.clone();
@@ -138,54 +149,79 @@ pub fn apply(
     if settled {
         return Ok(ApplyOutcome::Unchanged { profile });
     }
-    if let Some(ssh) = guard::SshClient::from_env() {
+    let ssh = guard::SshClient::from_env();
+    if let Some(ssh) = &ssh {
         let interface = ssh.server.and_then(guard::interface_of);
-        if let Err(why) = guard::check(new, &ssh, interface) {
+        if let Err(why) = guard::check(new, ssh, interface) {
             if !opts.force {
                 return Err(RollbackError::Lockout(why));
             }
             eprintln!("fwharden: warning: --force: {why}");
         }
     }
+    // The escape hatch rides along with a pending ruleset loaded over SSH
+    // (see `ruleset::hatch`). Without an SSH client there is no address to
+    // let back in, and a confirmed-at-once apply has no window to outlive.
+    let hatch = match (&ssh, opts.auto_confirm) {
+        (Some(ssh), false) => Some(Hatch {
+            operator: ssh.client,
+            port: ssh.server_port,
+            timeout_secs: opts.timeout,
+        }),
+        _ => None,
+    };
+    let loaded = hatch.map_or_else(|| new.clone(), |h| hatch::with_hatch(new, &h));
 
+    // An apply killed between making its watcher's group and moving the
+    // watcher in left the group empty; this one replaces its record.
+    if let Some(old) = &pending {
+        super::placement::remove_left_group(&old.token, &dirs.run);
+    }
     // From here on the pending record and its watcher exist before the
     // kernel changes, so a kill at any moment still ends in a rollback.
     let mut record = Pending {
         profile: profile.clone(),
-        ruleset: new.clone(),
+        ruleset: loaded.clone(),
         previous: confirmed.map(|c| c.ruleset),
         applied_ms: now_ms(),
         deadline_ms: now_ms() + opts.timeout * 1000,
         token: token(),
         watcher: None,
+        watcher_lives: None,
     };
     dirs.save_pending(&record)?;
-    let pid = match watcher::spawn(dirs, &record.token) {
-        Ok(pid) => pid,
+    let spawned = match watcher::spawn(dirs, &record.token) {
+        Ok(s) => s,
         Err(e) => {
             dirs.clear_pending()?;
             return Err(e);
         }
     };
-    record.watcher = Some(pid);
+    let watcher_lives = spawned.placement.describe();
+    record.watcher = Some(spawned.pid);
+    record.watcher_lives = Some(watcher_lives.clone());
     dirs.save_pending(&record)?;
 
     // A changed prefix list alone goes in as an element delta: the same
     // compare-and-swap, a fraction of the batch.
+    // The hatch's element is armed by this commit, after the deadline was
+    // set above: it never opens before the watcher's deadline.
     let committed = match current.as_ref() {
-        Some(old) if old.differs_only_in_elements(new) => nft::apply_delta(old, new, generation),
-        _ => nft::apply_at(new, Some(generation)),
+        Some(old) if old.differs_only_in_elements(&loaded) => {
+            nft::apply_delta(old, &loaded, generation)
+        }
+        _ => nft::apply_at(&loaded, Some(generation)),
     };
     let report = match committed {
         Ok(report) => report,
         Err(e) => return Err(after_failed_commit(dirs, &record, current.as_ref(), e)),
     };
-    let detail = match nft::verify(new, &report) {
+    let detail = match nft::verify(&loaded, &report) {
         Ok(nft::Check::Holds { generation, .. }) => Ok(Stamp::at(generation)),
         Ok(nft::Check::Differs {
             want, got, lookup, ..
         }) => Err(lookup.unwrap_or_else(|| describe_difference(&want, got.as_ref()))),
-        Err(e) => Err(describe_difference(new, foreign_as_drift(e)?.as_ref())),
+        Err(e) => Err(describe_difference(&loaded, foreign_as_drift(e)?.as_ref())),
     };
     let seen = match detail {
         Ok(seen) => seen,
@@ -207,13 +243,18 @@ pub fn apply(
         profile,
         deadline_ms: record.deadline_ms,
         token: record.token,
-        watcher: pid,
+        watcher: spawned.pid,
+        watcher_lives,
+        hatch: hatch::find(&loaded).map_or_else(
+            || "none: not applied over SSH (no SSH_CONNECTION or SSH_CLIENT), so there is no operator address to let back in".to_string(),
+            |f| f.describe(),
+        ),
     })
 }
 
 /// A table someone edited by hand cannot be read back into the model; for
 /// the comparisons here it is simply "not what we wrote".
-fn foreign_as_drift(e: NftError) -> Result<Option<Ruleset>, NftError> {
+pub(super) fn foreign_as_drift(e: NftError) -> Result<Option<Ruleset>, NftError> {
     match e {
         NftError::Foreign { table, .. } => Ok(Some(Ruleset {
             profile: "(edited outside fwharden)".into(),
@@ -269,59 +310,6 @@ fn after_failed_commit(
     e.into()
 }
 
-fn confirm_record(dirs: &Dirs, record: Pending, seen: Option<Stamp>) -> Result<(), RollbackError> {
-    dirs.save_confirmed(&Confirmed {
-        profile: record.profile,
-        ruleset: record.ruleset,
-        confirmed_at: now(),
-        seen,
-    })?;
-    // The watcher sees the record gone at its next look and exits.
-    dirs.clear_pending()?;
-    Ok(())
-}
-
-/// Makes the pending ruleset the confirmed one.
-pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
-    nft::generation()?;
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
-    let Some(pending) = dirs.pending()? else {
-        let late = dirs
-            .rolled_back()?
-            .filter(|r| token.is_none_or(|t| t == r.token));
-        return Err(RollbackError::Refused(match late {
-            Some(r) => format!(
-                "too late: the apply of profile {} was rolled back ({}) {} s ago; apply it again",
-                r.profile,
-                r.reason,
-                now_ms().saturating_sub(r.at_ms) / 1000
-            ),
-            None => "nothing is pending: there is no apply to confirm".into(),
-        }));
-    };
-    if let Some(t) = token {
-        if t != pending.token {
-            return Err(RollbackError::Refused(format!(
-                "the pending apply (profile {}) has another token; it is not the apply you meant to confirm",
-                pending.profile
-            )));
-        }
-    }
-    let (seen, table) = match nft::read_table_at() {
-        Ok((generation, table)) => (Stamp::at(generation), table),
-        Err(e) => (None, foreign_as_drift(e)?),
-    };
-    if table.as_ref() != Some(&pending.ruleset) {
-        return Err(RollbackError::Refused(format!(
-            "the kernel no longer holds the pending profile {}: something changed it; not confirming (run `fwharden status`)",
-            pending.profile
-        )));
-    }
-    let profile = pending.profile.clone();
-    confirm_record(dirs, pending, seen)?;
-    Ok(profile)
-}
-
 /// Restores the previous ruleset now. `Ok(None)`: nothing was pending.
 pub fn rollback(dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
     interlock()?;
@@ -356,9 +344,19 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
     nft::generation()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    // An overdue apply with no watcher is rolled back as its own watcher
+    // would have (recorded, so a late confirm says so); whatever comes of
+    // it, the confirmed ruleset is loaded below.
+    match settle_locked(dirs, "restore") {
+        Ok(None) => {}
+        Ok(Some(s)) => eprintln!("fwharden: {}", s.describe()),
+        Err(e) => eprintln!(
+            "fwharden: an apply was past its deadline with no watcher, and rolling it back failed ({e}); loading the confirmed ruleset instead"
+        ),
+    }
     let discarded = match dirs.pending() {
         Ok(p) => p.map(|p| {
-            stop_watcher(&p);
+            stop_watcher(dirs, &p);
             p.profile
         }),
         Err(_) => Some("(damaged record)".into()),
@@ -396,95 +394,22 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
 }
 
 /// A pending apply at boot has no watcher left; one started by hand may.
-fn stop_watcher(p: &Pending) {
+/// Stopped by SIGTERM, it cannot remove its cgroup: that is done here once
+/// it is gone (waiting at most 2 s).
+fn stop_watcher(dirs: &Dirs, p: &Pending) {
     if let Some(pid) = p.watcher.filter(|pid| watcher_alive(*pid, &p.token)) {
-        if let Ok(pid) = i32::try_from(pid) {
+        if let Ok(raw) = i32::try_from(pid) {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
+                nix::unistd::Pid::from_raw(raw),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+        for _ in 0..100 {
+            if !watcher_alive(pid, &p.token) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-}
-
-/// Whether `pid` is the watcher of the apply with this token. After a
-/// reboot the recorded pid may belong to any other process: only a process
-/// whose command line carries `watch` and the token counts.
-pub fn watcher_alive(pid: u32, token: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
-}
-
-/// Everything `status` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub confirmed: Option<String>,
-    pub pending: Option<PendingStatus>,
-    /// `absent`, `confirmed`, `pending`, `drift`, or `unreadable: ...`.
-    pub kernel: String,
-    pub other_base_chains: Vec<BaseChainStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PendingStatus {
-    pub profile: String,
-    pub deadline_ms: u64,
-    pub seconds_left: u64,
-    pub watcher: Option<u32>,
-    pub watcher_alive: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BaseChainStatus {
-    pub family: String,
-    pub table: String,
-    pub chain: String,
-    pub hook: String,
-    pub priority: i32,
-    pub policy: String,
-}
-
-pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
-    nft::generation()?;
-    let confirmed = dirs.confirmed()?;
-    let pending = dirs.pending()?;
-    let kernel = match nft::read_table() {
-        Ok(None) => "absent".to_string(),
-        Ok(Some(r)) if pending.as_ref().is_some_and(|p| p.ruleset == r) => "pending".into(),
-        Ok(Some(r)) if confirmed.as_ref().is_some_and(|c| c.ruleset == r) => "confirmed".into(),
-        Ok(Some(_)) | Err(NftError::Foreign { .. }) => "drift".into(),
-        Err(e @ NftError::Permission { .. }) => return Err(e.into()),
-        Err(e) => format!("unreadable: {e}"),
-    };
-    let chains: Vec<BaseChain> = nft::list_base_chains()?;
-    Ok(Status {
-        confirmed: confirmed.map(|c| c.profile),
-        pending: pending.map(|p| PendingStatus {
-            seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
-            watcher_alive: p.watcher.is_some_and(|w| watcher_alive(w, &p.token)),
-            profile: p.profile,
-            deadline_ms: p.deadline_ms,
-            watcher: p.watcher,
-        }),
-        kernel,
-        other_base_chains: chains
-            .into_iter()
-            .map(|c| BaseChainStatus {
-                family: c.family,
-                table: c.table,
-                chain: c.chain,
-                hook: c.hook,
-                priority: c.priority,
-                policy: match c.policy {
-                    Some(Policy::Accept) => "accept",
-                    Some(Policy::Drop) => "drop",
-                    None => "",
-                }
-                .to_string(),
-            })
-            .collect(),
-    })
+    super::placement::remove_left_group(&p.token, &dirs.run);
 }

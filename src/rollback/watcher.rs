@@ -3,52 +3,194 @@
 //!
 //! It is started in a session of its own (setsid): no controlling terminal,
 //! so the SIGHUP of a dying SSH session never reaches it, and another
-//! process group, so killing the apply's group leaves it running. It keeps
+//! process group, so killing the apply's group leaves it running. It also
+//! leaves the caller's cgroup (see [`super::placement`]), so stopping the
+//! login session or killing its cgroup whole leaves it running too. It keeps
 //! no state in memory that matters: the pending record on disk says what to
 //! do, and a confirm, a rollback or a newer apply (another token) all tell
 //! it to stop simply by changing that record.
 
+use std::ffi::OsString;
 use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{signal, SigHandler, Signal};
 
+use super::placement::{self, Placement};
 use super::{undo, RollbackError};
-use crate::state::{now_ms, ApplyLock, Dirs};
+use crate::state::{now_ms, ApplyLock, Attempt, Dirs};
 
 /// How often the watcher looks at the pending record: a confirm stops it
 /// within this, and a deadline is met within this.
 const POLL: Duration = Duration::from_millis(100);
+/// How long, and how many times, the watcher waits for the apply lock at
+/// the deadline: a minute in all.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+const LOCK_WAITS: u32 = 12;
 
-/// Starts `fwharden watch --token TOKEN` detached; returns its pid.
-pub fn spawn(dirs: &Dirs, token: &str) -> Result<u32, RollbackError> {
+/// Removes the watcher's own cgroup (if it has one) when it exits; holds
+/// the run directory, where a temporary cgroup2 mount may be needed.
+struct LeaveGroupOnExit(PathBuf);
+
+impl Drop for LeaveGroupOnExit {
+    fn drop(&mut self) {
+        placement::leave_own_group(&self.0);
+    }
+}
+
+/// A started watcher: its pid, and where it lives.
+#[derive(Debug, Clone)]
+pub struct Spawned {
+    pub pid: u32,
+    pub placement: Placement,
+}
+
+/// `fwharden --state-dir .. --run-dir .. watch --token TOKEN`.
+fn watcher_argv(dirs: &Dirs, token: &str) -> Result<Vec<OsString>, RollbackError> {
     let exe = std::env::current_exe().map_err(RollbackError::Watcher)?;
+    Ok(vec![
+        exe.into(),
+        "--state-dir".into(),
+        dirs.state.clone().into(),
+        "--run-dir".into(),
+        dirs.run.clone().into(),
+        "watch".into(),
+        "--token".into(),
+        token.into(),
+    ])
+}
+
+/// Starts `fwharden watch --token TOKEN` out of the caller's session (see
+/// [`super::placement`]) and returns once it runs, before the commit.
+pub fn spawn(dirs: &Dirs, token: &str) -> Result<Spawned, RollbackError> {
+    let argv = watcher_argv(dirs, token)?;
+    let mut why_not_systemd = "systemd is not PID 1".to_string();
+    if placement::systemd_is_pid1() {
+        match spawn_unit(dirs, token, &argv) {
+            Ok(pid) => {
+                return Ok(Spawned {
+                    pid,
+                    placement: Placement::SystemdUnit {
+                        unit: format!("{}.service", placement::name(token)),
+                    },
+                })
+            }
+            Err(why) => why_not_systemd = why,
+        }
+    }
+    match placement::create_group(token, &dirs.run) {
+        Ok(group) => match spawn_detached(dirs, &argv, Some(&group.procs)) {
+            Ok(pid) => Ok(Spawned {
+                pid,
+                placement: Placement::Cgroup { group: group.name },
+            }),
+            Err(e) => {
+                placement::remove_group(&group.name, &dirs.run);
+                let why = format!("{why_not_systemd}; moving into {} failed: {e}", group.name);
+                spawn_in_place(dirs, &argv, why)
+            }
+        },
+        Err(e) => spawn_in_place(dirs, &argv, format!("{why_not_systemd}; {e}")),
+    }
+}
+
+fn spawn_in_place(dirs: &Dirs, argv: &[OsString], why: String) -> Result<Spawned, RollbackError> {
+    let pid = spawn_detached(dirs, argv, None)?;
+    Ok(Spawned {
+        pid,
+        placement: Placement::CallersCgroup { why },
+    })
+}
+
+/// The watcher as a transient systemd service; its main pid.
+fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    // A unit starts in PID 1's network namespace; the rollback must act in
+    // ours (a container's, a test's).
+    let netns = (ino("/proc/thread-self/ns/net") != ino("/proc/1/ns/net"))
+        .then(|| PathBuf::from(format!("/proc/{}/ns/net", std::process::id())));
+    let env: Vec<(String, String)> = std::env::var(super::FORBID_ENV)
+        .map(|v| vec![(super::FORBID_ENV.to_string(), v)])
+        .unwrap_or_default();
+    let line =
+        placement::systemd_run_argv(token, &dirs.watcher_log(), netns.as_deref(), &env, argv);
+    let out = Command::new(&line[0])
+        .args(&line[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("systemd-run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "systemd-run failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let unit = format!("{}.service", placement::name(token));
+    let main_pid = Command::new("systemctl")
+        .args(["show", "--property=MainPID", "--value", &unit])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .filter(|pid| *pid != 0);
+    match main_pid {
+        Some(pid) => Ok(pid),
+        None => {
+            // A watcher nobody can name is one `status` calls dead: stop
+            // it, and let the caller start one it can name.
+            let _ = Command::new("systemctl").args(["stop", &unit]).output();
+            Err(format!("unit {unit} started, but its main pid is unknown"))
+        }
+    }
+}
+
+/// Starts the watcher detached (setsid), first moved into the group whose
+/// `cgroup.procs` is `procs`, when given; its pid.
+fn spawn_detached(
+    dirs: &Dirs,
+    argv: &[OsString],
+    procs: Option<&std::fs::File>,
+) -> Result<u32, RollbackError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(dirs.watcher_log())
         .map_err(RollbackError::Watcher)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--state-dir")
-        .arg(&dirs.state)
-        .arg("--run-dir")
-        .arg(&dirs.run)
-        .args(["watch", "--token", token])
+    // Opened by the caller, written in the child: only write(2) runs
+    // between fork and exec. Rust opens files close-on-exec, so the watcher
+    // does not keep it.
+    let procs_fd = procs.map(|f| f.as_raw_fd());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(RollbackError::Watcher)?)
         .stderr(log);
     // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed; setsid(2) is one, and it touches
-    // no memory of the parent.
+    // async-signal-safe calls are allowed: setsid(2) and write(2) are, and
+    // they touch no memory of the parent but the one static byte written.
+    // `procs_fd` stays open in the parent until `spawn` returns, so it is
+    // open in the child.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(fd) = procs_fd {
+                // "0" moves the writing process (cgroup v2 cgroup.procs).
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
         });
     }
     let child = cmd.spawn().map_err(RollbackError::Watcher)?;
@@ -58,6 +200,8 @@ pub fn spawn(dirs: &Dirs, token: &str) -> Result<u32, RollbackError> {
 /// The watcher's main loop. Returns when the apply it watches is confirmed,
 /// superseded or rolled back.
 pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
+    // However this returns, the watcher's own cgroup goes with it.
+    let _group = LeaveGroupOnExit(dirs.run.clone());
     // Belt and braces: setsid already left the terminal behind.
     // SAFETY: installing SIG_IGN runs no handler code, so nothing unsound
     // can happen in signal context.
@@ -95,11 +239,30 @@ pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
         std::thread::sleep(POLL.min(Duration::from_millis(known.deadline_ms - now)));
     }
     // A confirm may be holding the lock right now: wait for it, then look
-    // again, since it may have confirmed.
+    // again, since it may have confirmed. Bounded: a holder that never lets
+    // go is a hung fwharden; the escape hatch is open by then, and the next
+    // command that finds the apply overdue rolls it back.
+    let mut waits = 0;
     let _lock = loop {
-        match ApplyLock::take(&dirs.lock_path(), Duration::from_secs(5)) {
+        match ApplyLock::take(&dirs.lock_path(), LOCK_WAIT) {
             Ok(lock) => break lock,
-            Err(e) => log(&format!("waiting for the lock: {e}")),
+            Err(e) => {
+                waits += 1;
+                log(&format!(
+                    "waiting for the lock ({waits} of {LOCK_WAITS}): {e}"
+                ));
+                let _ = dirs.log_attempt(&Attempt {
+                    token: token.into(),
+                    profile: known.profile.clone(),
+                    at_ms: now_ms(),
+                    reason: "deadline".into(),
+                    number: waits,
+                    outcome: format!("waiting for the lock: {e}"),
+                });
+                if waits >= LOCK_WAITS {
+                    return Err(e.into());
+                }
+            }
         }
     };
     let pending = match dirs.pending() {

@@ -84,6 +84,16 @@ fn interface_matches(pattern: &str, name: Option<&str>) -> bool {
     }
 }
 
+/// Whether `source` is in named set `set`. A hatch element counts until
+/// the deadline: the model is the ruleset as loaded, before it expires.
+fn in_set(ruleset: &Ruleset, set: &str, source: &IpAddr) -> bool {
+    match ruleset.set(set).map(|s| &s.kind) {
+        Some(SetKind::Prefixes(nets)) => nets.iter().any(|n| n.contains(source)),
+        Some(SetKind::Hatch(Some(e))) => e.addr == *source,
+        Some(SetKind::Hatch(None)) | Some(SetKind::Meter { .. }) | None => false,
+    }
+}
+
 fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
     match m {
         Match::Family(f) => family_of(&p.source) == *f,
@@ -94,12 +104,12 @@ fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
         Match::Protocol(protos) => protos.contains(&p.protocol),
         Match::DestPort(ranges) => ranges.iter().any(|r| r.contains(p.dport)),
         Match::SourceInSet { family, set } => {
-            family_of(&p.source) == *family
-                && match ruleset.set(set).map(|s| &s.kind) {
-                    Some(SetKind::Prefixes(nets)) => nets.iter().any(|n| n.contains(&p.source)),
-                    _ => false,
-                }
+            family_of(&p.source) == *family && in_set(ruleset, set, &p.source)
         }
+        Match::SourceNotInSet { family, set } => {
+            family_of(&p.source) == *family && !in_set(ruleset, set, &p.source)
+        }
+        Match::Source(addr) => p.source == *addr,
         // A TCP or UDP packet is never ICMP.
         Match::IcmpType(_) | Match::Icmpv6Type(_) => false,
         // The first packet of a connection is under any per-source rate.

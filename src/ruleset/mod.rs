@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod eval;
+pub mod hatch;
 pub mod model;
 
 pub use compile::compile;

@@ -7,6 +7,7 @@
 //! to test without root.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,21 @@ pub enum SetKind {
     /// used for per-source rate limits: each source address gets its own
     /// token bucket, forgotten `timeout_secs` after its last packet.
     Meter { timeout_secs: u32, size: u32 },
+    /// The escape hatch's clock (`flags timeout`, see [`super::hatch`]): the
+    /// operator's address, put in with the rollback window as its timeout.
+    /// The kernel drops the element when it expires, and the hatch rule (an
+    /// inverted lookup in this set) starts to match. `None`: read back after
+    /// it expired.
+    Hatch(Option<HatchElement>),
+}
+
+/// The one element of a hatch set. `timeout_secs` is the timeout it was
+/// armed with, not the time left: the kernel reports both, and only the
+/// first stays the same from one read to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HatchElement {
+    pub addr: IpAddr,
+    pub timeout_secs: u64,
 }
 
 /// A chain. Every chain fwharden makes today is a base chain.
@@ -198,6 +214,11 @@ pub enum Match {
     DestPort(Vec<PortRange>),
     /// Source address in a named set of the given family (`ip saddr @admin_v4`).
     SourceInSet { family: Family, set: String },
+    /// Source address *not* in a named set of the given family
+    /// (`ip saddr != @hatch_v4`): an inverted lookup (NFT_LOOKUP_F_INV).
+    SourceNotInSet { family: Family, set: String },
+    /// Source address is exactly this one (`ip saddr 192.0.2.7`).
+    Source(IpAddr),
     /// ICMP type (IPv4), any of the listed. Implies `meta l4proto icmp`.
     IcmpType(Vec<IcmpType>),
     /// ICMPv6 type, any of the listed. Implies `meta l4proto ipv6-icmp`.

@@ -11,5 +11,6 @@ mod store;
 
 pub use lock::{ApplyLock, LockError};
 pub use store::{
-    now, now_ms, Confirmed, Dirs, Pending, RolledBack, Stamp, StateError, RUN_DIR, STATE_DIR,
+    now, now_ms, Attempt, Confirmed, Dirs, Pending, RolledBack, Stamp, StateError, RUN_DIR,
+    STATE_DIR,
 };

@@ -17,6 +17,9 @@ pub const RUN_DIR: &str = "/run/fwharden";
 const CONFIRMED: &str = "confirmed.json";
 const PENDING: &str = "pending.json";
 const ROLLED_BACK: &str = "rolled-back.json";
+const ATTEMPTS: &str = "rollback-attempts.json";
+/// How many attempts the log keeps: enough for the last few rollbacks.
+const ATTEMPTS_KEPT: usize = 32;
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -123,6 +126,26 @@ pub struct Pending {
     pub token: String,
     /// The detached watcher's process id, once started.
     pub watcher: Option<u32>,
+    /// Where the watcher lives (its own systemd unit or cgroup, or the
+    /// caller's cgroup and why), for `status`.
+    #[serde(default)]
+    pub watcher_lives: Option<String>,
+}
+
+/// One try at rolling an apply back, kept so `status` can show what was
+/// tried, by whom, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub token: String,
+    pub profile: String,
+    /// Milliseconds since the epoch.
+    pub at_ms: u64,
+    /// Why and by whom: `deadline`, `rollback`, `overdue ... by status`.
+    pub reason: String,
+    /// 1 for the first try.
+    pub number: u32,
+    /// `ok`, or the error.
+    pub outcome: String,
 }
 
 /// Seconds since the epoch.
@@ -207,6 +230,21 @@ impl Dirs {
 
     pub fn save_rolled_back(&self, r: &RolledBack) -> Result<(), StateError> {
         write_json(&self.state, ROLLED_BACK, r)
+    }
+
+    /// The rollback attempts logged, oldest first.
+    pub fn attempts(&self) -> Result<Vec<Attempt>, StateError> {
+        Ok(read_json(&self.state.join(ATTEMPTS))?.unwrap_or_default())
+    }
+
+    /// Appends an attempt, keeping the last [`ATTEMPTS_KEPT`]. A damaged
+    /// log is started afresh rather than block a rollback.
+    pub fn log_attempt(&self, a: &Attempt) -> Result<(), StateError> {
+        let mut all = self.attempts().unwrap_or_default();
+        all.push(a.clone());
+        let excess = all.len().saturating_sub(ATTEMPTS_KEPT);
+        all.drain(..excess);
+        write_json(&self.state, ATTEMPTS, &all)
     }
 
     pub fn lock_path(&self) -> PathBuf {

@@ -368,8 +368,11 @@ impl Host {
     }
 
     /// SIGKILLs the pending apply's watcher and waits until it is gone.
+    /// Its cgroup, which it cannot remove now, is removed here.
     pub fn kill_watcher(&self) {
         let pid = self.watcher_pid();
+        let groups = watcher_groups(&[pid]);
+        let _remove = RemoveGroups(groups);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -403,8 +406,44 @@ impl Drop for Host {
     fn drop(&mut self) {
         // Watchers first: they survive the namespace's deletion and would
         // keep it alive; then the fields go, the namespace before the
-        // directories.
+        // directories. A watcher killed here cannot remove its own cgroup:
+        // note the groups first, remove them once their processes are gone.
+        let groups = watcher_groups(&self.processes());
         kill_all_naming(&self.needle());
+        remove_groups(&groups);
+    }
+}
+
+/// The cgroup v2 directories of the watchers among `pids` (their own
+/// `fwharden-watch-*` groups).
+pub fn watcher_groups(pids: &[i32]) -> Vec<PathBuf> {
+    use fwharden::rollback::placement;
+    let Some(mount) = placement::cgroup2_mount() else {
+        return vec![];
+    };
+    pids.iter()
+        .filter_map(|p| placement::v2_group_of(&p.to_string()))
+        .filter(|g| g.starts_with("/fwharden-watch-"))
+        .map(|g| mount.join(g.trim_start_matches('/')))
+        .collect()
+}
+
+/// Removes the groups it holds when dropped (panic included).
+struct RemoveGroups(Vec<PathBuf>);
+
+impl Drop for RemoveGroups {
+    fn drop(&mut self) {
+        remove_groups(&self.0);
+    }
+}
+
+/// Removes empty cgroups, waiting (bounded) for the kernel to let go of
+/// processes just killed.
+pub fn remove_groups(groups: &[PathBuf]) {
+    for g in groups {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::remove_dir(g).is_ok() || !g.exists()
+        });
     }
 }
 

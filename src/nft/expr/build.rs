@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 
 use nftnl::nftnl_sys::{self as sys, libc};
 
-use super::{Decision, Expr, Header, Limit, Reject, REG};
+use super::{Decision, Expr, Header, Limit, Membership, Reject, NFT_LOOKUP_F_INV, REG};
 
 /// An `nftnl_expr` this module allocated, freed on drop unless handed to
 /// a rule (which then owns it).
@@ -152,12 +152,21 @@ impl Expr {
                     .bytes(sys::NFTNL_EXPR_BITWISE_XOR, xor);
                 e
             }
-            Expr::Lookup { set, id } => {
+            Expr::Lookup {
+                set,
+                id,
+                membership,
+            } => {
                 let e = RawExpr::alloc(c"lookup");
                 e.u32(sys::NFTNL_EXPR_LOOKUP_SREG, REG)
                     .str(sys::NFTNL_EXPR_LOOKUP_SET, set);
                 if let Some(id) = id {
                     e.u32(sys::NFTNL_EXPR_LOOKUP_SET_ID, *id);
+                }
+                // nft sends the flags attribute only for `!=` (its
+                // --debug=netlink shows `lookup reg 1 set hatch_v4 0x1`).
+                if *membership == Membership::NotIn {
+                    e.u32(sys::NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
                 }
                 e
             }

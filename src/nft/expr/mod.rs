@@ -72,6 +72,18 @@ impl CmpOp {
     }
 }
 
+/// What a lookup asks of the register: in the set, or not in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    In,
+    /// NFT_LOOKUP_F_INV: the lookup matches when the key is absent.
+    NotIn,
+}
+
+/// `enum nft_lookup_flags` (linux/netfilter/nf_tables.h); the libc crate
+/// does not carry it.
+const NFT_LOOKUP_F_INV: u32 = 1;
+
 /// Which header a payload load reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
@@ -127,10 +139,12 @@ pub enum Expr {
         mask: Vec<u8>,
         xor: Vec<u8>,
     },
-    /// `lookup reg 1 set NAME`; `id` names a set made in the same batch.
+    /// `lookup reg 1 set NAME [0x1]`; `id` names a set made in the same
+    /// batch; `NotIn` is the inverted lookup (`!= @set`).
     Lookup {
         set: String,
         id: Option<u32>,
+        membership: Membership,
     },
     /// `dynset update reg_key 1 set NAME expr [ limit ... ]`
     Dynset {

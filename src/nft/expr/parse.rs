@@ -5,7 +5,9 @@ use std::ffi::{c_void, CStr};
 
 use nftnl::nftnl_sys::{self as sys, libc};
 
-use super::{CmpOp, Decision, Expr, Header, Limit, MetaKey, Reject, REG};
+use super::{
+    CmpOp, Decision, Expr, Header, Limit, Membership, MetaKey, Reject, NFT_LOOKUP_F_INV, REG,
+};
 
 impl Expr {
     /// Reads an expression the kernel returned. Anything with operands
@@ -64,17 +66,25 @@ impl Expr {
                     }
                 }
                 "lookup"
-                    if reg_ok(sys::NFTNL_EXPR_LOOKUP_SREG)
-                        && !has(sys::NFTNL_EXPR_LOOKUP_DREG)
-                        && (!has(sys::NFTNL_EXPR_LOOKUP_FLAGS)
-                            || u32_(sys::NFTNL_EXPR_LOOKUP_FLAGS) == 0) =>
+                    if reg_ok(sys::NFTNL_EXPR_LOOKUP_SREG) && !has(sys::NFTNL_EXPR_LOOKUP_DREG) =>
                 {
+                    let flags = if has(sys::NFTNL_EXPR_LOOKUP_FLAGS) {
+                        u32_(sys::NFTNL_EXPR_LOOKUP_FLAGS)
+                    } else {
+                        0
+                    };
+                    let membership = match flags {
+                        0 => Membership::In,
+                        NFT_LOOKUP_F_INV => Membership::NotIn,
+                        _ => return foreign(),
+                    };
                     Expr::Lookup {
                         set: cstr(sys::nftnl_expr_get_str(
                             e,
                             sys::NFTNL_EXPR_LOOKUP_SET as u16,
                         )),
                         id: None,
+                        membership,
                     }
                 }
                 "dynset"

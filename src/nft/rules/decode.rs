@@ -1,7 +1,7 @@
 //! Expressions -> model rule: the inverse of [`super::encode()`], which
 //! refuses anything fwharden would not have written.
 
-use crate::nft::expr::{CmpOp, Decision, Expr, Limit, MetaKey, Reject};
+use crate::nft::expr::{CmpOp, Decision, Expr, Limit, Membership, MetaKey, Reject};
 use crate::ruleset::*;
 
 use super::{
@@ -145,7 +145,11 @@ impl Decoder<'_> {
                 self.ctx.l4proto = Some(p.number());
                 (Match::Protocol(vec![p]), rest)
             }
-            [Expr::Meta(MetaKey::L4Proto), Expr::Lookup { set, .. }, rest @ ..] => {
+            [Expr::Meta(MetaKey::L4Proto), Expr::Lookup {
+                set,
+                membership: Membership::In,
+                ..
+            }, rest @ ..] => {
                 self.ctx.l4proto = None;
                 match anon(set) {
                     Some(AnonValues::Protocols(p)) => (Match::Protocol(p), rest),
@@ -186,10 +190,18 @@ impl Decoder<'_> {
             [p, Expr::Cmp(CmpOp::Eq, v), rest @ ..] if *p == DPORT => {
                 (Match::DestPort(vec![PortRange::single(port(v)?)]), rest)
             }
-            [p, Expr::Lookup { set, .. }, rest @ ..] if *p == DPORT => match anon(set) {
-                Some(AnonValues::Ports { ranges, .. }) => (Match::DestPort(ranges), rest),
-                _ => return Err(format!("th dport in set {set}")),
-            },
+            [p, Expr::Lookup {
+                set,
+                membership: Membership::In,
+                ..
+            }, rest @ ..]
+                if *p == DPORT =>
+            {
+                match anon(set) {
+                    Some(AnonValues::Ports { ranges, .. }) => (Match::DestPort(ranges), rest),
+                    _ => return Err(format!("th dport in set {set}")),
+                }
+            }
             [p, e, rest @ ..] if *p == ICMP_TYPE => {
                 let m = match (self.ctx.nfproto, self.ctx.l4proto, e) {
                     (Some(Family::Ipv4), Some(IPPROTO_ICMP), Expr::Cmp(CmpOp::Eq, v)) => {
@@ -198,18 +210,30 @@ impl Decoder<'_> {
                     (Some(Family::Ipv6), Some(IPPROTO_ICMPV6), Expr::Cmp(CmpOp::Eq, v)) => {
                         Match::Icmpv6Type(vec![icmp_type(&ICMPV6_TYPES, v, |t| t.number())?])
                     }
-                    (Some(Family::Ipv4), Some(IPPROTO_ICMP), Expr::Lookup { set, .. }) => {
-                        match anon(set) {
-                            Some(AnonValues::IcmpTypes(t)) => Match::IcmpType(t),
-                            _ => return Err(format!("icmp type in set {set}")),
-                        }
-                    }
-                    (Some(Family::Ipv6), Some(IPPROTO_ICMPV6), Expr::Lookup { set, .. }) => {
-                        match anon(set) {
-                            Some(AnonValues::Icmpv6Types(t)) => Match::Icmpv6Type(t),
-                            _ => return Err(format!("icmpv6 type in set {set}")),
-                        }
-                    }
+                    (
+                        Some(Family::Ipv4),
+                        Some(IPPROTO_ICMP),
+                        Expr::Lookup {
+                            set,
+                            membership: Membership::In,
+                            ..
+                        },
+                    ) => match anon(set) {
+                        Some(AnonValues::IcmpTypes(t)) => Match::IcmpType(t),
+                        _ => return Err(format!("icmp type in set {set}")),
+                    },
+                    (
+                        Some(Family::Ipv6),
+                        Some(IPPROTO_ICMPV6),
+                        Expr::Lookup {
+                            set,
+                            membership: Membership::In,
+                            ..
+                        },
+                    ) => match anon(set) {
+                        Some(AnonValues::Icmpv6Types(t)) => Match::Icmpv6Type(t),
+                        _ => return Err(format!("icmpv6 type in set {set}")),
+                    },
                     _ => return Err("a transport header byte without its protocol".into()),
                 };
                 (m, rest)
@@ -217,10 +241,19 @@ impl Decoder<'_> {
             [p, e, rest @ ..] if self.ctx.nfproto.is_some_and(|f| *p == saddr(f)) => {
                 let family = self.ctx.nfproto.unwrap_or(Family::Ipv4);
                 let m = match e {
-                    Expr::Lookup { set, .. } if anon(set).is_none() => Match::SourceInSet {
-                        family,
-                        set: set.clone(),
+                    Expr::Lookup {
+                        set, membership, ..
+                    } if anon(set).is_none() => match membership {
+                        Membership::In => Match::SourceInSet {
+                            family,
+                            set: set.clone(),
+                        },
+                        Membership::NotIn => Match::SourceNotInSet {
+                            family,
+                            set: set.clone(),
+                        },
                     },
+                    Expr::Cmp(CmpOp::Eq, v) => Match::Source(address(family, v)?),
                     Expr::Dynset { set, limit, .. } if limit.over => Match::SourceRateOver {
                         family,
                         set: set.clone(),
@@ -234,6 +267,14 @@ impl Decoder<'_> {
         };
         self.rest = rest;
         Ok(Some(m))
+    }
+}
+
+fn address(family: Family, v: &[u8]) -> Result<std::net::IpAddr, String> {
+    match (family, v.len()) {
+        (Family::Ipv4, 4) => Ok(<[u8; 4]>::try_from(v).map_err(|e| e.to_string())?.into()),
+        (Family::Ipv6, 16) => Ok(<[u8; 16]>::try_from(v).map_err(|e| e.to_string())?.into()),
+        _ => Err(format!("a {family} source address of {} bytes", v.len())),
     }
 }
 

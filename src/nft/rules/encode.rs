@@ -1,6 +1,8 @@
 //! Model rule -> expressions, with the dependencies nft would add.
 
-use crate::nft::expr::{CmpOp, Decision, Expr, Limit, MetaKey, Reject};
+use std::net::IpAddr;
+
+use crate::nft::expr::{CmpOp, Decision, Expr, Limit, Membership, MetaKey, Reject};
 use crate::ruleset::*;
 
 use super::{
@@ -74,6 +76,7 @@ impl Encoder<'_> {
                 self.push(Expr::Lookup {
                     set: ANON_NAME.into(),
                     id: Some(id),
+                    membership: Membership::In,
                 });
             }
         }
@@ -134,13 +137,27 @@ impl Encoder<'_> {
                     }
                 }
             }
-            Match::SourceInSet { family, set } => {
+            Match::SourceInSet { family, set } | Match::SourceNotInSet { family, set } => {
                 self.need_family(*family);
                 self.push(saddr(*family));
+                let membership = match m {
+                    Match::SourceNotInSet { .. } => Membership::NotIn,
+                    _ => Membership::In,
+                };
                 self.push(Expr::Lookup {
                     set: set.clone(),
                     id: None,
+                    membership,
                 });
+            }
+            Match::Source(addr) => {
+                let (family, octets) = match addr {
+                    IpAddr::V4(a) => (Family::Ipv4, a.octets().to_vec()),
+                    IpAddr::V6(a) => (Family::Ipv6, a.octets().to_vec()),
+                };
+                self.need_family(family);
+                self.push(saddr(family));
+                self.push(Expr::Cmp(CmpOp::Eq, octets));
             }
             Match::IcmpType(types) => {
                 self.need_family(Family::Ipv4);

@@ -176,9 +176,14 @@ pub fn round_trip(rule: &Rule) -> Result<(), String> {
         .exprs
         .iter()
         .map(|e| match e {
-            Expr::Lookup { set, id: Some(id) } if set == ANON_NAME => Expr::Lookup {
+            Expr::Lookup {
+                set,
+                id: Some(id),
+                membership,
+            } if set == ANON_NAME => Expr::Lookup {
                 set: format!("__set{id}"),
                 id: None,
+                membership: *membership,
             },
             other => other.clone(),
         })
@@ -194,5 +199,80 @@ pub fn round_trip(rule: &Rule) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("the kernel would hand it back as {back:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::expr::{CmpOp, Membership};
+
+    fn hatch_rule(operator: &str) -> Rule {
+        let with = crate::ruleset::hatch::with_hatch(
+            &Ruleset {
+                profile: "t".into(),
+                table: TABLE_NAME.into(),
+                sets: vec![],
+                chains: vec![Chain {
+                    name: "input".into(),
+                    hook: Hook::Input,
+                    priority: 0,
+                    policy: Policy::Drop,
+                    rules: vec![],
+                }],
+            },
+            &crate::ruleset::hatch::Hatch {
+                operator: operator.parse().unwrap(),
+                port: 2222,
+                timeout_secs: 60,
+            },
+        );
+        with.chains[0].rules[0].clone()
+    }
+
+    /// As `nft --debug=netlink` shows `ip saddr 192.0.2.7 tcp dport 2222 ct
+    /// state new ip saddr != @hatch_v4 counter accept`.
+    #[test]
+    fn the_hatch_rule_encodes_as_nft_does_and_round_trips() {
+        let rule = hatch_rule("192.0.2.7");
+        let enc = encode(&rule, &mut 0);
+        assert!(enc.anon.is_empty());
+        let e = &enc.exprs;
+        assert_eq!(e[0], Expr::Meta(crate::nft::expr::MetaKey::NfProto));
+        assert_eq!(e[2], saddr(Family::Ipv4));
+        assert_eq!(e[3], Expr::Cmp(CmpOp::Eq, vec![192, 0, 2, 7]));
+        // The second load of the source address needs no second nfproto.
+        assert_eq!(e[11], saddr(Family::Ipv4));
+        assert_eq!(
+            e[12],
+            Expr::Lookup {
+                set: "hatch_v4".into(),
+                id: None,
+                membership: Membership::NotIn,
+            }
+        );
+        round_trip(&rule).unwrap();
+        round_trip(&hatch_rule("2001:db8::7")).unwrap();
+    }
+
+    #[test]
+    fn an_inverted_lookup_in_a_port_set_is_not_ours() {
+        let exprs = [
+            Expr::Meta(crate::nft::expr::MetaKey::L4Proto),
+            Expr::Cmp(CmpOp::Eq, vec![6]),
+            DPORT,
+            Expr::Lookup {
+                set: "__set0".into(),
+                id: None,
+                membership: Membership::NotIn,
+            },
+        ];
+        let anon = |_: &str| {
+            Some(AnonValues::Ports {
+                ranges: vec![PortRange::single(22), PortRange::single(80)],
+                header: PortHeader::Tcp,
+            })
+        };
+        assert!(decode(&exprs, String::new(), &anon).is_err());
     }
 }

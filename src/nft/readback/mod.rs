@@ -5,17 +5,15 @@
 //! never silently accepted. Also lists other tables' base chains,
 //! read-only, for `status`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use ipnet::IpNet;
 use nftnl::nftnl_sys::{self as sys, libc};
 
 use crate::ruleset::*;
 
 use super::batch::{hook_number, FAMILY};
-use super::intervals;
 use super::obj;
-use super::rules::{self, AnonValues, PortHeader};
+use super::rules;
 use super::socket::{RequestError, Socket};
 use super::udata::{self, tlvs, udata_str};
 use super::{BaseChain, NftError};
@@ -42,6 +40,9 @@ macro_rules! parse_as_impl {
     }};
 }
 pub(super) use parse_as_impl as parse_as;
+
+mod sets;
+use sets::read_sets;
 
 pub(super) fn kernel(op: &str, e: RequestError) -> NftError {
     match e {
@@ -234,163 +235,6 @@ fn read_once(sock: &mut Socket, skip: &BTreeSet<String>) -> Result<Option<Rulese
         sets,
         chains,
     }))
-}
-
-fn set_elems(sock: &mut Socket, name: &str) -> Result<Vec<(Vec<u8>, u32)>, NftError> {
-    let replies = request_in_table(
-        sock,
-        libc::NFT_MSG_GETSETELEM,
-        DUMP,
-        obj::Kind::SetElems,
-        Some(name),
-    )
-    .map_err(|e| kernel(&format!("listing the elements of set {name}"), e))?;
-    let mut out = Vec::new();
-    for m in &replies {
-        let s = parse_as!(m, Set, nftnl_set_elems_nlmsg_parse)
-            .ok_or_else(|| foreign(format!("set {name}"), "its elements did not parse"))?;
-        out.extend(s.elems());
-    }
-    Ok(out)
-}
-
-const END: u32 = libc::NFT_SET_ELEM_INTERVAL_END as u32;
-
-/// Named sets in kernel order, and anonymous sets' values by name.
-fn read_sets(
-    sock: &mut Socket,
-    skip: &BTreeSet<String>,
-) -> Result<(Vec<Set>, BTreeMap<String, AnonValues>), NftError> {
-    let replies = request_in_table(sock, libc::NFT_MSG_GETSET, DUMP, obj::Kind::Set, None)
-        .map_err(|e| kernel("listing sets", e))?;
-    let mut named = Vec::new();
-    let mut anon = BTreeMap::new();
-    for m in &replies {
-        let s = parse_as!(m, Set, nftnl_set_nlmsg_parse)
-            .ok_or_else(|| foreign("a set", "it did not parse"))?;
-        if s.get_str(sys::NFTNL_SET_TABLE) != TABLE_NAME {
-            continue;
-        }
-        let name = s.get_str(sys::NFTNL_SET_NAME);
-        let what = format!("set {name}");
-        let flags = s.get_u32(sys::NFTNL_SET_FLAGS);
-        let key = (
-            s.get_u32(sys::NFTNL_SET_KEY_TYPE),
-            s.get_u32(sys::NFTNL_SET_KEY_LEN),
-        );
-        let elems = if flags == libc::NFT_SET_INTERVAL as u32 && skip.contains(&name) {
-            Vec::new()
-        } else {
-            set_elems(sock, &name)?
-        };
-        if flags & libc::NFT_SET_ANONYMOUS as u32 != 0 {
-            anon.insert(
-                name.clone(),
-                anon_values(key, &elems).map_err(|w| foreign(&what, w))?,
-            );
-            continue;
-        }
-        let family = match key {
-            (7, 4) => Family::Ipv4,
-            (8, 16) => Family::Ipv6,
-            _ => return Err(foreign(&what, format!("key type {key:?}"))),
-        };
-        let comment = udata_str(&s.get_data(sys::NFTNL_SET_USERDATA), udata::SET_COMMENT);
-        let kind = if flags == libc::NFT_SET_INTERVAL as u32 {
-            let keyed: Vec<(Vec<u8>, bool)> =
-                elems.into_iter().map(|(k, f)| (k, f & END != 0)).collect();
-            let width = key.1 as usize;
-            let ranges = intervals::decode(&keyed, width).map_err(|w| foreign(&what, w))?;
-            let nets: Option<Vec<IpNet>> = ranges
-                .iter()
-                .map(|&(a, b)| intervals::range_prefix(a, b, width))
-                .collect();
-            SetKind::Prefixes(nets.ok_or_else(|| foreign(&what, "a range that is not a prefix"))?)
-        } else if flags == (libc::NFT_SET_TIMEOUT | libc::NFT_SET_EVAL) as u32 {
-            SetKind::Meter {
-                timeout_secs: (s.get_u64(sys::NFTNL_SET_TIMEOUT) / 1000) as u32,
-                size: s.get_u32(sys::NFTNL_SET_DESC_SIZE),
-            }
-        } else {
-            return Err(foreign(&what, format!("set flags {flags:#x}")));
-        };
-        named.push(Set {
-            name,
-            family,
-            kind,
-            comment,
-        });
-    }
-    Ok((named, anon))
-}
-
-fn anon_values(key: (u32, u32), elems: &[(Vec<u8>, u32)]) -> Result<AnonValues, String> {
-    let bytes = |len: usize| -> Result<Vec<u8>, String> {
-        elems
-            .iter()
-            .map(|(k, f)| match (k.as_slice(), *f) {
-                ([b], 0) if len == 1 => Ok(*b),
-                _ => Err(format!("element {k:?} with flags {f:#x}")),
-            })
-            .collect()
-    };
-    let values = match key {
-        (12, 1) => {
-            let v = bytes(1)?;
-            let protos = v
-                .iter()
-                .map(|b| {
-                    [Protocol::Tcp, Protocol::Udp]
-                        .into_iter()
-                        .find(|p| p.number() == *b)
-                        .ok_or_else(|| format!("protocol {b}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            AnonValues::Protocols(protos)
-        }
-        (13, 2) => {
-            let keyed: Vec<(Vec<u8>, bool)> = elems
-                .iter()
-                .map(|(k, f)| (k.clone(), f & END != 0))
-                .collect();
-            let ranges = if keyed.iter().any(|(_, end)| *end) {
-                intervals::decode(&keyed, 2)?
-            } else {
-                keyed
-                    .iter()
-                    .map(|(k, _)| {
-                        let p = u128::from(u16::from_be_bytes([k[0], k[1]]));
-                        (p, p)
-                    })
-                    .collect()
-            };
-            AnonValues::Ports {
-                ranges: ranges
-                    .into_iter()
-                    .map(|(a, b)| PortRange {
-                        first: a as u16,
-                        last: b as u16,
-                    })
-                    .collect(),
-                header: PortHeader::Any,
-            }
-        }
-        (14, 1) => AnonValues::IcmpTypes(icmp(&bytes(1)?, &rules::ICMP_TYPES, |t| t.number())?),
-        (29, 1) => AnonValues::Icmpv6Types(icmp(&bytes(1)?, &rules::ICMPV6_TYPES, |t| t.number())?),
-        _ => return Err(format!("anonymous set of key type {key:?}")),
-    };
-    Ok(rules::sorted(values))
-}
-
-fn icmp<T: Copy>(v: &[u8], all: &[T], number: impl Fn(T) -> u8) -> Result<Vec<T>, String> {
-    v.iter()
-        .map(|b| {
-            all.iter()
-                .copied()
-                .find(|t| number(*t) == *b)
-                .ok_or_else(|| format!("icmp type {b}"))
-        })
-        .collect()
 }
 
 fn chain(c: &obj::Chain) -> Result<Chain, NftError> {

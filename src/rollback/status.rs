@@ -1,0 +1,150 @@
+//! `fwharden status`: what is confirmed, what is pending and where its
+//! watcher lives, what the kernel holds (the escape hatch included), the
+//! rollback attempts, and other tables on the same hooks.
+
+use serde::Serialize;
+
+use super::{placement, settle, RollbackError};
+use crate::nft::{self, BaseChain, NftError};
+use crate::ruleset::{hatch, Policy};
+use crate::state::{now_ms, Attempt, Dirs};
+
+/// Whether `pid` is the watcher of the apply with this token. After a
+/// reboot the recorded pid may belong to any other process: only a process
+/// whose command line carries `watch` and the token counts.
+pub fn watcher_alive(pid: u32, token: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub confirmed: Option<String>,
+    pub pending: Option<PendingStatus>,
+    /// `absent`, `confirmed`, `pending`, `pending-hatch-open`, `drift`, or
+    /// `unreadable: ...`.
+    pub kernel: String,
+    /// The escape hatch the kernel holds, in words; `None`: there is none.
+    pub hatch: Option<String>,
+    /// An overdue apply whose watcher was gone, found and rolled back by
+    /// this very `status` (or why it could not be).
+    pub overdue: Option<String>,
+    /// The rollback attempts of the pending apply, or of the last one
+    /// rolled back.
+    pub attempts: Vec<Attempt>,
+    pub other_base_chains: Vec<BaseChainStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingStatus {
+    pub profile: String,
+    pub deadline_ms: u64,
+    pub seconds_left: u64,
+    pub watcher: Option<u32>,
+    pub watcher_alive: bool,
+    /// Where the watcher lives: its own systemd unit or cgroup, or the
+    /// caller's cgroup and why.
+    pub watcher_lives: Option<String>,
+    /// The live watcher's cgroup v2 group, read now from /proc.
+    pub watcher_cgroup: Option<String>,
+    /// The hatch the pending ruleset carries, or why it has none.
+    pub hatch: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseChainStatus {
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    pub hook: String,
+    pub priority: i32,
+    pub policy: String,
+}
+
+pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
+    nft::generation()?;
+    let overdue = match settle(dirs, "status") {
+        Ok(None) => None,
+        Ok(Some(s)) => Some(s.describe()),
+        Err(e) => Some(format!(
+            "an apply is past its deadline and its watcher is gone, but rolling it back failed: {e}; run `fwharden rollback`"
+        )),
+    };
+    let confirmed = dirs.confirmed()?;
+    let pending = dirs.pending()?;
+    let read = match nft::read_table() {
+        Err(e @ NftError::Permission { .. }) => return Err(e.into()),
+        other => other,
+    };
+    let expired = pending.as_ref().map(|p| hatch::expired(&p.ruleset));
+    let kernel = match &read {
+        Ok(None) => "absent".to_string(),
+        Ok(Some(r)) if pending.as_ref().is_some_and(|p| p.ruleset == *r) => "pending".into(),
+        Ok(Some(r)) if expired.as_ref() == Some(r) && hatch::find(r).is_some() => {
+            "pending-hatch-open".into()
+        }
+        Ok(Some(r)) if confirmed.as_ref().is_some_and(|c| c.ruleset == *r) => "confirmed".into(),
+        Ok(Some(_)) | Err(NftError::Foreign { .. }) => "drift".into(),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    let hatch_now = read
+        .as_ref()
+        .ok()
+        .and_then(|r| r.as_ref())
+        .and_then(hatch::find)
+        .map(|f| f.describe());
+    let token = match &pending {
+        Some(p) => Some(p.token.clone()),
+        None => dirs.rolled_back()?.map(|r| r.token),
+    };
+    let attempts = dirs
+        .attempts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| Some(&a.token) == token.as_ref())
+        .collect();
+    let chains: Vec<BaseChain> = nft::list_base_chains()?;
+    Ok(Status {
+        confirmed: confirmed.map(|c| c.profile),
+        pending: pending.map(|p| PendingStatus {
+            seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
+            watcher_alive: p.watcher.is_some_and(|w| watcher_alive(w, &p.token)),
+            watcher_cgroup: p
+                .watcher
+                .filter(|w| watcher_alive(*w, &p.token))
+                .and_then(|w| placement::v2_group_of(&w.to_string())),
+            hatch: hatch::find(&p.ruleset).map_or_else(
+                || "none: the apply did not come over SSH (no SSH_CONNECTION), so there is no operator address to let back in".to_string(),
+                |f| f.describe(),
+            ),
+            watcher_lives: p.watcher_lives,
+            profile: p.profile,
+            deadline_ms: p.deadline_ms,
+            watcher: p.watcher,
+        }),
+        kernel,
+        hatch: hatch_now,
+        overdue,
+        attempts,
+        other_base_chains: chains
+            .into_iter()
+            .map(|c| BaseChainStatus {
+                family: c.family,
+                table: c.table,
+                chain: c.chain,
+                hook: c.hook,
+                priority: c.priority,
+                policy: match c.policy {
+                    Some(Policy::Accept) => "accept",
+                    Some(Policy::Drop) => "drop",
+                    None => "",
+                }
+                .to_string(),
+            })
+            .collect(),
+    })
+}
