@@ -220,8 +220,10 @@ pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
         known.profile
     ));
     loop {
-        match dirs.pending() {
-            Ok(Some(p)) if p.token == token => known = p,
+        // Only the head: the rulesets (maybe a million prefixes) were read
+        // once above and are read again at the deadline.
+        match dirs.pending_head() {
+            Ok(Some(p)) if p.token == token => known.deadline_ms = p.deadline_ms,
             Ok(_) => {
                 log(&format!(
                     "apply {token} is no longer pending: nothing to do"

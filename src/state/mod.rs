@@ -4,13 +4,15 @@
 //! Both records live in the state directory (`/var/lib/fwharden`), which
 //! survives a reboot: `restore` at boot sees an unconfirmed apply there and
 //! loads the confirmed ruleset instead. The lock lives in the run directory
-//! (`/run/fwharden`). Every file is root-only and written atomically.
+//! (`/run/fwharden`). Every file is root-only and written atomically. Big
+//! prefix lists are kept once, in files of their own ([`lists`]).
 
+mod lists;
 mod lock;
 mod store;
 
 pub use lock::{ApplyLock, LockError};
 pub use store::{
-    now, now_ms, Attempt, Confirmed, Dirs, Pending, RolledBack, Stamp, StateError, RUN_DIR,
-    STATE_DIR,
+    now, now_ms, Attempt, Confirmed, Dirs, Pending, PendingHead, RolledBack, Stamp, StateError,
+    RUN_DIR, STATE_DIR,
 };

@@ -72,6 +72,7 @@ impl Default for Dirs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmed {
     pub profile: String,
+    #[serde(with = "super::lists::ruleset")]
     pub ruleset: Ruleset,
     /// Seconds since the epoch.
     pub confirmed_at: u64,
@@ -113,9 +114,11 @@ impl Stamp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub profile: String,
+    #[serde(with = "super::lists::ruleset")]
     pub ruleset: Ruleset,
     /// What to go back to: the last confirmed ruleset, or `None` for "no
     /// fwharden table".
+    #[serde(with = "super::lists::optional")]
     pub previous: Option<Ruleset>,
     /// Milliseconds since the epoch, like `deadline_ms`.
     pub applied_ms: u64,
@@ -161,6 +164,14 @@ pub struct RolledBack {
     pub reason: String,
 }
 
+/// What the watcher looks at ten times a second: which apply is pending,
+/// and until when. Reading it loads no ruleset.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PendingHead {
+    pub token: String,
+    pub deadline_ms: u64,
+}
+
 impl Pending {
     /// What a rollback of this apply goes back to, for messages.
     pub fn previous_name(&self) -> String {
@@ -204,11 +215,33 @@ impl Dirs {
     }
 
     pub fn save_confirmed(&self, c: &Confirmed) -> Result<(), StateError> {
-        write_json(&self.state, CONFIRMED, c)
+        write_json(&self.state, CONFIRMED, c)?;
+        self.collect_lists();
+        Ok(())
     }
 
     pub fn pending(&self) -> Result<Option<Pending>, StateError> {
         read_json(&self.state.join(PENDING))
+    }
+
+    /// The pending apply's token and deadline, without its rulesets.
+    pub fn pending_head(&self) -> Result<Option<PendingHead>, StateError> {
+        read_json(&self.state.join(PENDING))
+    }
+
+    /// Removes the list files no record names any more.
+    fn collect_lists(&self) {
+        let mut records = Vec::new();
+        for name in [CONFIRMED, PENDING] {
+            match fs::read(self.state.join(name)) {
+                Ok(bytes) => records.push(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Cannot tell what it names: keep every list.
+                Err(_) => return,
+            }
+        }
+        let records: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        super::lists::collect(&self.state, &records);
     }
 
     pub fn save_pending(&self, p: &Pending) -> Result<(), StateError> {
@@ -218,7 +251,11 @@ impl Dirs {
     pub fn clear_pending(&self) -> Result<(), StateError> {
         let path = self.state.join(PENDING);
         match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.state).map_err(|source| StateError::Write { path, source }),
+            Ok(()) => {
+                sync_dir(&self.state).map_err(|source| StateError::Write { path, source })?;
+                self.collect_lists();
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StateError::Write { path, source }),
         }
@@ -267,7 +304,8 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sta
             })
         }
     };
-    serde_json::from_slice(&text)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    super::lists::within(dir, || serde_json::from_slice(&text))
         .map(Some)
         .map_err(|source| StateError::Corrupt {
             path: path.to_path_buf(),
@@ -285,7 +323,8 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Sta
         path: path.clone(),
         source,
     };
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| err(e.into()))?;
+    let bytes = super::lists::within(dir, || serde_json::to_vec_pretty(value))
+        .map_err(|e| err(e.into()))?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
