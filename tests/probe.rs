@@ -1,0 +1,242 @@
+//! Self-probes in replica namespaces: every shipped profile passes its
+//! probe matrix, and a ruleset broken in the kernel is caught with the
+//! rows that show it. Every replica is built by the probe code itself,
+//! from namespaces it creates and removes, panic included.
+
+mod common;
+
+use common::*;
+use fwharden::probe::{self, Report, Status};
+use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::{self, Match, PortRange, Ruleset, SetKind};
+
+fn compiled(name: &str) -> Ruleset {
+    let search = SearchPath::only(vec![root().join("profiles")]);
+    ruleset::compile(&load(name, &search).profile.expect("a valid profile"))
+}
+
+/// The probe refuses to load a ruleset in the namespace the interlock
+/// names: the tests run with it set to the machine's own.
+fn interlock() {
+    std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
+}
+
+fn shipped_profiles() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("profiles"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".toml").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_shipped_profile_passes_its_probe_matrix() {
+    if !privileged("every_shipped_profile_passes_its_probe_matrix") {
+        return;
+    }
+    interlock();
+    let host_before = host_tables();
+    for name in shipped_profiles() {
+        let report = probe::prove(&compiled(&name), probe::TIMEOUT).unwrap();
+        assert!(report.passed, "{name}:\n{}", report.table());
+        let open = report
+            .rows
+            .iter()
+            .filter(|r| r.expected == probe::Outcome::Open);
+        assert!(
+            open.count() > 0,
+            "{name}: nothing open:\n{}",
+            report.table()
+        );
+    }
+    assert_eq!(
+        host_tables(),
+        host_before,
+        "the machine's own ruleset changed"
+    );
+}
+
+/// The rows that fail, as `source iface port`.
+fn failing(report: &Report) -> Vec<String> {
+    assert_eq!(report.inconclusive, 0, "{}", report.table());
+    report
+        .failures()
+        .map(|r| format!("{} {} {}", r.source, r.interface, r.service))
+        .collect()
+}
+
+/// Probes `broken` in the replica's kernel with expectations from the
+/// shipped vps-profile, and checks that it fails with at least `rows`.
+fn caught(what: &str, mutate: impl FnOnce(&mut Ruleset), rows: &[&str]) {
+    interlock();
+    let expected = compiled("vps-profile");
+    let mut broken = expected.clone();
+    mutate(&mut broken);
+    assert_ne!(broken, expected, "{what}: the mutation changed nothing");
+    let report = probe::prove_loaded(&expected, &broken, probe::TIMEOUT).unwrap();
+    assert!(!report.passed, "{what} was not caught:\n{}", report.table());
+    let failing = failing(&report);
+    for row in rows {
+        assert!(
+            failing.iter().any(|f| f == row),
+            "{what}: row {row} not named among {failing:#?}\n{}",
+            report.table()
+        );
+    }
+    // Mismatches come first in the table.
+    let first = report
+        .table()
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(first.starts_with("MISMATCH"), "{first}");
+    assert!(report.rows[0].status == Status::Mismatch);
+}
+
+fn input_rules(r: &mut Ruleset) -> &mut Vec<fwharden::ruleset::Rule> {
+    &mut r
+        .chains
+        .iter_mut()
+        .find(|c| c.name == "input")
+        .unwrap()
+        .rules
+}
+
+const DATABASES: &str = "databases only through the tunnel";
+
+#[test]
+fn a_removed_rule_is_caught() {
+    if !privileged("a_removed_rule_is_caught") {
+        return;
+    }
+    caught(
+        "the database rule removed",
+        |r| input_rules(r).retain(|rule| !rule.comment.contains(DATABASES)),
+        &["10.0.0.0 wg0 5432/tcp", "10.0.0.255 wg0 6379/tcp"],
+    );
+}
+
+#[test]
+fn a_widened_source_group_is_caught() {
+    if !privileged("a_widened_source_group_is_caught") {
+        return;
+    }
+    caught(
+        "wg-net widened to 0.0.0.0/0",
+        |r| {
+            let set = r.sets.iter_mut().find(|s| s.name == "wg-net_v4").unwrap();
+            set.kind = SetKind::Prefixes(vec!["0.0.0.0/0".parse().unwrap()]);
+        },
+        &["203.0.113.200 wg0 5432/tcp", "203.0.113.200 eth0 22/tcp"],
+    );
+}
+
+#[test]
+fn a_dropped_interface_match_is_caught() {
+    if !privileged("a_dropped_interface_match_is_caught") {
+        return;
+    }
+    caught(
+        "iifname wg0 dropped from the database rule",
+        |r| {
+            for rule in input_rules(r) {
+                if rule.comment.contains(DATABASES) {
+                    rule.matches.retain(|m| !matches!(m, Match::InInterface(_)));
+                }
+            }
+        },
+        &["10.0.0.0 eth0 5432/tcp", "10.0.0.255 eth0 6379/tcp"],
+    );
+}
+
+#[test]
+fn a_port_range_shifted_by_one_is_caught() {
+    if !privileged("a_port_range_shifted_by_one_is_caught") {
+        return;
+    }
+    caught(
+        "database ports shifted by one",
+        |r| {
+            for rule in input_rules(r) {
+                if rule.comment.contains(DATABASES) {
+                    for m in &mut rule.matches {
+                        if let Match::DestPort(ranges) = m {
+                            for p in ranges.iter_mut() {
+                                *p = PortRange {
+                                    first: p.first + 1,
+                                    last: p.last + 1,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        },
+        &[
+            "10.0.0.0 wg0 5432/tcp",
+            "10.0.0.0 wg0 5433/tcp",
+            "10.0.0.0 wg0 6380/tcp",
+        ],
+    );
+}
+
+#[test]
+fn a_missing_rate_limit_is_caught() {
+    if !privileged("a_missing_rate_limit_is_caught") {
+        return;
+    }
+    caught(
+        "the per-source SSH limit removed",
+        |r| input_rules(r).retain(|rule| !rule.comment.ends_with("over limit")),
+        &[
+            "192.0.2.10 eth0 22/tcp by #16",
+            "2001:db8:1:: eth0 22/tcp by #16",
+        ],
+    );
+}
+
+fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+}
+
+#[test]
+fn the_replica_is_removed_on_drop_and_on_panic() {
+    if !privileged("the_replica_is_removed_on_drop_and_on_panic") {
+        return;
+    }
+    interlock();
+    let ruleset = compiled("vps-profile");
+    let plan = probe::plan::build(&ruleset);
+    let names = |r: &probe::replica::Replica| -> Vec<String> {
+        let mut n = vec![r.target().name().to_string()];
+        n.extend(r.links().iter().map(|l| l.peer.name().to_string()));
+        n
+    };
+    let built = {
+        let replica = probe::replica::Replica::build(&plan, &ruleset).unwrap();
+        let names = names(&replica);
+        assert_eq!(names.len(), 3, "target, eth0 peer, wg0 peer");
+        assert!(names.iter().all(|n| netns_exists(n)));
+        names
+    };
+    for n in &built {
+        assert!(!netns_exists(n), "{n} survived the drop");
+    }
+    let seen = std::sync::Mutex::new(Vec::new());
+    let result = std::panic::catch_unwind(|| {
+        let replica = probe::replica::Replica::build(&plan, &ruleset).unwrap();
+        *seen.lock().unwrap() = names(&replica);
+        panic!("a test failing with a replica up");
+    });
+    assert!(result.is_err());
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 3);
+    for n in &seen {
+        assert!(!netns_exists(n), "{n} survived the panic");
+    }
+}
