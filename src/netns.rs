@@ -80,6 +80,46 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Deletes namespaces named by [`Netns::create`] with one of `tags`
+    /// whose creating process is gone, and which are older than `age`: a
+    /// process killed with SIGKILL never ran its drops. Both conditions
+    /// must hold, so a namespace of a live process (or of another pid
+    /// namespace, where the pid in the name means nothing here, but which
+    /// is young while in use) is never touched.
+    pub fn remove_stale(tags: &[&str], age: std::time::Duration) {
+        let Ok(entries) = fs::read_dir("/run/netns") else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let mut parts = name.split('-');
+            let (Some("fwh"), Some(tag), Some(pid), Some(_), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            let gone = !PathBuf::from(format!("/proc/{pid}")).exists();
+            if tags.contains(&tag) && gone && old {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            }
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -21,18 +21,6 @@ fn interlock() {
     std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
 }
 
-fn shipped_profiles() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root().join("profiles"))
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".toml").map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn every_shipped_profile_passes_its_probe_matrix() {
     if !privileged("every_shipped_profile_passes_its_probe_matrix") {
@@ -239,4 +227,40 @@ fn the_replica_is_removed_on_drop_and_on_panic() {
     for n in &seen {
         assert!(!netns_exists(n), "{n} survived the panic");
     }
+}
+
+#[test]
+fn probe_command_prints_the_table_and_json() {
+    if !privileged("probe_command_prints_the_table_and_json") {
+        return;
+    }
+    let host_before = host_tables();
+    // fwharden carries the interlock (see common::fwharden): it could not
+    // load a ruleset here, only in the replica it builds.
+    let out = shipped(&["probe", "vps-profile"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let header = text.lines().next().unwrap();
+    for column in ["SOURCE", "IFACE", "PORT", "EXPECTED", "GOT", "DECIDED BY"] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(text.contains("probes match"), "{text}");
+    assert!(text.contains("10.0.0.255"), "{text}");
+
+    let out = shipped(&["--json", "probe", "ssh-only"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["passed"], true, "{v}");
+    let rows = v["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["service"] == "22/tcp" && r["status"] == "match"),
+        "{v}"
+    );
+    assert_eq!(
+        host_tables(),
+        host_before,
+        "the machine's own ruleset changed"
+    );
 }

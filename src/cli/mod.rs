@@ -4,6 +4,7 @@
 mod apply;
 mod check;
 mod list;
+mod probe;
 mod safety;
 mod show;
 
@@ -33,6 +34,9 @@ pub mod exit {
     /// Applied, then verification failed and the previous ruleset was
     /// restored.
     pub const ROLLED_BACK: i32 = 5;
+    /// The probe ran, and a probe saw something the profile does not say,
+    /// or could not tell (inconclusive). `apply` then changed nothing.
+    pub const PROBE_FAILED: i32 = 6;
 }
 
 const EXAMPLES: &str = "\
@@ -40,6 +44,7 @@ Examples:
   fwharden list                          profiles there are, and where they are
   fwharden check vps-profile             validate a profile, print warnings
   fwharden show vps-profile              the nftables ruleset it compiles to
+  fwharden probe vps-profile             prove it with real packets in a replica
   fwharden apply vps-profile --diff      what would change; changes nothing
   fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
   fwharden confirm                       (from a NEW ssh connection) keep it
@@ -50,7 +55,8 @@ Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid profile,
-4 refused for safety, 5 applied but verification failed and rolled back.";
+4 refused for safety, 5 applied but verification failed and rolled back,
+6 a probe did not match (or could not tell); nothing was applied.";
 
 #[derive(Debug, Parser)]
 #[command(name = "fwharden", version, about = "Host firewall hardening: named profiles compiled to one atomic nftables transaction", after_help = EXAMPLES)]
@@ -110,6 +116,19 @@ pub enum Command {
         /// Show the difference with what the kernel holds; change nothing.
         #[arg(long, visible_alias = "diff")]
         dry_run: bool,
+        /// Emergencies only: do not prove the ruleset with real packets in
+        /// a replica first (the read-back after the commit still runs).
+        #[arg(long, conflicts_with = "require_probe")]
+        no_probe: bool,
+        /// Refuse to apply when the probe replica cannot be built here
+        /// (instead of going on with the read-back alone).
+        #[arg(long)]
+        require_probe: bool,
+        /// Test suite only: the replica is loaded without the input rules
+        /// whose comment contains TEXT, so the probe must fail. Honoured
+        /// only under the test interlock (FWHARDEN_FORBID_NETNS set).
+        #[arg(long, hide = true, value_name = "TEXT")]
+        test_break_probe: Option<String>,
     },
     /// Keep the pending ruleset: cancel its rollback, load it at boot.
     Confirm {
@@ -129,9 +148,17 @@ pub enum Command {
         #[arg(long)]
         token: String,
     },
-    /// Reserved: verify a ruleset with real packets.
-    #[command(hide = true)]
-    Probe(Reserved),
+    /// Prove a profile with real packets: in a replica of network
+    /// namespaces holding its ruleset, every rule is probed from inside and
+    /// outside its sources; exit 6 when a probe does not match.
+    Probe {
+        /// Profile name (e.g. vps-profile) or path to a .toml file.
+        profile: String,
+        /// Milliseconds a probe waits for an answer before it counts as
+        /// filtered.
+        #[arg(long, default_value_t = 400, value_name = "MS", value_parser = clap::value_parser!(u64).range(20..=10000))]
+        wait_ms: u64,
+    },
     /// Reserved: scan a host's exposure.
     #[command(hide = true)]
     Scan(Reserved),
@@ -171,6 +198,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             auto_confirm,
             force,
             dry_run,
+            no_probe,
+            require_probe,
+            test_break_probe,
         } => {
             let opts = ApplyOptions {
                 timeout: *timeout,
@@ -178,14 +208,28 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 force: *force,
                 dry_run: *dry_run,
             };
-            apply::run(&search, &dirs, profile, &opts, cli.json)
+            let probe = match (*no_probe, *require_probe) {
+                (true, _) => apply::ProbeMode::Skip,
+                (false, true) => apply::ProbeMode::Require,
+                (false, false) => apply::ProbeMode::WhereAvailable,
+            };
+            let probe = apply::Probing {
+                mode: probe,
+                break_for_test: test_break_probe.clone(),
+            };
+            apply::run(&search, &dirs, profile, &opts, &probe, cli.json)
         }
         Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
         Command::Rollback => safety::rollback(&dirs, cli.json),
         Command::Status => safety::status(&dirs, cli.json),
         Command::Restore => safety::restore(&dirs, cli.json),
         Command::Watch { token } => safety::watch(&dirs, token),
-        Command::Probe(_) => reserved("probe"),
+        Command::Probe { profile, wait_ms } => probe::run(
+            &search,
+            profile,
+            std::time::Duration::from_millis(*wait_ms),
+            cli.json,
+        ),
         Command::Scan(_) => reserved("scan"),
         Command::Emit(_) => reserved("emit"),
     }

@@ -32,6 +32,13 @@ use super::ProbeError;
 use crate::netns::{Netns, NetnsError};
 use crate::ruleset::Ruleset;
 
+/// Namespace name tags: `fwh-probe-PID-N` and `fwh-probepeer-PID-N`.
+const TARGET_TAG: &str = "probe";
+const PEER_TAG: &str = "probepeer";
+/// A replica lives about a second; one whose process died (SIGKILL) and
+/// that is older than this is removed by the next probe.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
 /// One interface of the target and the peer namespace behind it.
 #[derive(Debug)]
 pub struct Link {
@@ -91,7 +98,8 @@ impl Replica {
     /// Builds the namespaces of `plan`, loads `loaded` into the target and
     /// opens a listener on every probed port.
     pub fn build(plan: &Plan, loaded: &Ruleset) -> Result<Replica, ProbeError> {
-        let target = Netns::create("probe").map_err(netns_error)?;
+        Netns::remove_stale(&[TARGET_TAG, PEER_TAG], STALE_AFTER);
+        let target = Netns::create(TARGET_TAG).map_err(netns_error)?;
         let sources = plan.sources();
         let mut replica = Replica {
             echo: None,
@@ -113,7 +121,7 @@ impl Replica {
                     break (v4, v6);
                 }
             };
-            let peer = Netns::create("peer").map_err(netns_error)?;
+            let peer = Netns::create(PEER_TAG).map_err(netns_error)?;
             let device = format!("p{i}");
             let table = 100 + i;
             lines.extend([
