@@ -6,6 +6,7 @@ mod check;
 mod list;
 mod probe;
 mod safety;
+mod scan;
 mod show;
 
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ Examples:
   fwharden check vps-profile             validate a profile, print warnings
   fwharden show vps-profile              the nftables ruleset it compiles to
   fwharden probe vps-profile             prove it with real packets in a replica
+  fwharden scan HOST --profile vps-profile --from admin   check a live host from outside
   fwharden apply vps-profile --diff      what would change; changes nothing
   fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
   fwharden confirm                       (from a NEW ssh connection) keep it
@@ -159,9 +161,29 @@ pub enum Command {
         #[arg(long, default_value_t = 400, value_name = "MS", value_parser = clap::value_parser!(u64).range(20..=10000))]
         wait_ms: u64,
     },
-    /// Reserved: scan a host's exposure.
-    #[command(hide = true)]
-    Scan(Reserved),
+    /// Check a live host from this machine: every port the profile names
+    /// must be reachable or not, as the profile says for a source in GROUP
+    /// (this machine's address must be in GROUP); exit 6 on a mismatch.
+    Scan {
+        /// The host to scan (address or name).
+        host: String,
+        /// The profile the host is meant to hold.
+        #[arg(long)]
+        profile: String,
+        /// The group this machine scans from (`any`: a source in no group).
+        #[arg(long, value_name = "GROUP")]
+        from: String,
+        /// Milliseconds a probe waits for an answer.
+        #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(20..=30000))]
+        wait_ms: u64,
+        /// Extra rounds for probes that saw no answer.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=5))]
+        retries: u32,
+        /// The host's interface the scan arrives on, for rules that name
+        /// one (default: an interface no rule names).
+        #[arg(long, value_name = "IFACE")]
+        via: Option<String>,
+    },
     /// Reserved: write iptables-restore and ufw equivalents.
     #[command(hide = true)]
     Emit(Reserved),
@@ -230,7 +252,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             std::time::Duration::from_millis(*wait_ms),
             cli.json,
         ),
-        Command::Scan(_) => reserved("scan"),
+        Command::Scan {
+            host,
+            profile,
+            from,
+            wait_ms,
+            retries,
+            via,
+        } => {
+            let opts = crate::probe::scan::ScanOptions {
+                wait: std::time::Duration::from_millis(*wait_ms),
+                retries: *retries,
+                interface: via.clone(),
+            };
+            scan::run(&search, host, profile, from, &opts, cli.json)
+        }
         Command::Emit(_) => reserved("emit"),
     }
 }

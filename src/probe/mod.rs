@@ -11,6 +11,7 @@
 pub mod plan;
 pub mod replica;
 pub mod report;
+pub mod scan;
 pub mod send;
 
 use std::time::{Duration, Instant};

@@ -93,12 +93,18 @@ impl Report {
                 why: format!("{why}: seen at attempt #{}", seen.at),
             });
         }
+        Report::from_rows(&plan.profile, rows, elapsed)
+    }
+
+    /// A report of `rows`, mismatches and inconclusive rows first. No row
+    /// at all does not pass: nothing was proven.
+    pub fn from_rows(profile: &str, mut rows: Vec<Row>, elapsed: Duration) -> Report {
         // Stable: within a status, plan order.
         rows.sort_by_key(|r| r.status);
         let count = |s| rows.iter().filter(|r| r.status == s).count();
         let (mismatches, inconclusive) = (count(Status::Mismatch), count(Status::Inconclusive));
         Report {
-            profile: plan.profile.clone(),
+            profile: profile.to_string(),
             passed: mismatches == 0 && inconclusive == 0 && !rows.is_empty(),
             probes: rows.len(),
             mismatches,
