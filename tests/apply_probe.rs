@@ -92,6 +92,15 @@ fn apply_probes_first_and_reports_it() {
     assert!(v["probe"]["probes"].as_u64().unwrap() > 20, "{v}");
     assert_eq!(host.table_text(), reference_text("vps-profile"));
 
+    // Nothing to load, nothing to prove: a no-op apply stays a no-op.
+    let v = json(&host.expect(0, &["--json", "apply", "vps-profile"]));
+    assert_eq!(v["state"], "unchanged", "{v}");
+    assert_eq!(v["probed"], false, "{v}");
+    assert!(
+        v["probe_skipped"].as_str().unwrap().contains("unchanged"),
+        "{v}"
+    );
+
     let out = host.expect(0, &["apply", "web-server", "--auto-confirm"]);
     assert!(stdout(&out).contains("all "), "{}", stdout(&out));
     assert!(stdout(&out).contains("probes match"), "{}", stdout(&out));

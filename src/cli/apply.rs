@@ -11,7 +11,7 @@ use crate::probe::{self, ProbeError, Report};
 use crate::profile::SearchPath;
 use crate::rollback::{self, ApplyOptions, ApplyOutcome};
 use crate::ruleset::{self, Ruleset};
-use crate::state::{now_ms, Dirs};
+use crate::state::{now_ms, Dirs, Stamp};
 
 /// Whether apply proves the ruleset in a replica first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +62,34 @@ fn for_replica(new: &Ruleset, probing: &Probing) -> anyhow::Result<Ruleset> {
     Ok(broken)
 }
 
+/// Whether the apply will find `new` already loaded and confirmed with no
+/// commit since (the fast path of `rollback::apply`, read-only here): then
+/// nothing is loaded, so there is nothing to prove, and a no-op apply
+/// stays as fast as it was. Any doubt (no record, a pending apply, a
+/// generation that moved, an error) means: probe.
+fn already_in_place(dirs: &Dirs, new: &Ruleset) -> bool {
+    let (Ok(Some(confirmed)), Ok(None)) = (dirs.confirmed(), dirs.pending()) else {
+        return false;
+    };
+    let Ok(generation) = crate::nft::generation() else {
+        return false;
+    };
+    confirmed.seen.is_some() && confirmed.seen == Stamp::at(generation) && &confirmed.ruleset == new
+}
+
 /// Probes `new` unless told not to; prints what a person must know.
-fn prove(new: &Ruleset, probing: &Probing, json: bool, out: &mut Value) -> anyhow::Result<Proof> {
+fn prove(
+    dirs: &Dirs,
+    new: &Ruleset,
+    probing: &Probing,
+    json: bool,
+    out: &mut Value,
+) -> anyhow::Result<Proof> {
     out["probed"] = json!(false);
+    if probing.break_for_test.is_none() && already_in_place(dirs, new) {
+        out["probe_skipped"] = json!("unchanged: nothing is loaded, so there is nothing to prove");
+        return Ok(Proof::GoOn);
+    }
     if probing.mode == ProbeMode::Skip {
         let why = "--no-probe: the ruleset was NOT proven with real packets (no replica, no probes); only the read-back after the commit checks it";
         eprintln!("fwharden: warning: {why}");
@@ -149,7 +174,7 @@ pub fn run(
     // A dry run changes nothing, so there is nothing to prove first.
     let mut probed = json!({ "probed": false });
     if !opts.dry_run {
-        if let Proof::Stop(code) = prove(&new, probing, json, &mut probed)? {
+        if let Proof::Stop(code) = prove(dirs, &new, probing, json, &mut probed)? {
             if json {
                 probed["ok"] = json!(false);
                 if probed.get("error").is_none() {
