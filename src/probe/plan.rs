@@ -14,14 +14,16 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::ruleset::eval::{self, Decision, Echo, Meters, Packet};
+use sources::{outside, representatives};
+
+use crate::ruleset::eval::{self, Decision, IcmpKind, IcmpPacket, Meters, Packet};
 use crate::ruleset::{
-    CtState, Family, Hook, Match, Protocol, Rate, Rule, Ruleset, SetKind, Verdict,
+    CtState, Family, Hook, IcmpType, Icmpv6Type, Match, Protocol, Rate, Rule, Ruleset, SetKind,
+    Verdict,
 };
 
 /// What a probe sends.
@@ -32,6 +34,12 @@ pub enum Service {
     Udp(u16),
     /// An ICMP or ICMPv6 echo request (ping), of the source's family.
     Ping,
+    /// An ICMPv6 neighbour solicitation for the target's own address,
+    /// answered by a neighbour advertisement: the one essential ICMPv6
+    /// type whose passing the sender can see (the others are errors the
+    /// kernel takes in silently). Every IPv6 probe also needs it to pass.
+    #[serde(rename = "nd-neighbor-solicit")]
+    NeighborSolicit,
 }
 
 impl fmt::Display for Service {
@@ -40,6 +48,7 @@ impl fmt::Display for Service {
             Service::Tcp(p) => write!(f, "{p}/tcp"),
             Service::Udp(p) => write!(f, "{p}/udp"),
             Service::Ping => f.write_str("ping"),
+            Service::NeighborSolicit => f.write_str("nd-solicit"),
         }
     }
 }
@@ -133,119 +142,6 @@ const SPOT_PORTS: [u16; 6] = [23, 3306, 8080, 9999, 445, 1];
 /// How many spot ports per protocol.
 const SPOTS: usize = 2;
 
-/// Sources outside every set are taken from these, first fit: documentation
-/// and benchmarking ranges first, so a reader knows them for placeholders.
-const OUTSIDE_V4: [Ipv4Addr; 6] = [
-    Ipv4Addr::new(203, 0, 113, 200),
-    Ipv4Addr::new(198, 51, 100, 200),
-    Ipv4Addr::new(192, 0, 2, 200),
-    Ipv4Addr::new(100, 64, 0, 200),
-    Ipv4Addr::new(11, 0, 0, 200),
-    Ipv4Addr::new(1, 0, 0, 200),
-];
-const OUTSIDE_V6: [Ipv6Addr; 5] = [
-    Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x200),
-    Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0x200),
-    Ipv6Addr::new(0x2001, 2, 0, 0xffff, 0, 0, 0, 0x200),
-    Ipv6Addr::new(0xfd00, 0xffff, 0, 0, 0, 0, 0, 0x200),
-    Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0x200),
-];
-
-/// Addresses that cannot be a packet's source on a link: the kernel drops
-/// them as martians (zero net, loopback, multicast and class E, RFC 1122;
-/// IPv6 unspecified, loopback and mapped, link-local needs a scope,
-/// multicast).
-fn unusable() -> [IpNet; 6] {
-    [
-        "0.0.0.0/8",
-        "127.0.0.0/8",
-        "224.0.0.0/3",
-        "::/8",
-        "fe80::/10",
-        "ff00::/8",
-    ]
-    .map(|s| s.parse().expect("a constant prefix"))
-}
-
-fn to_u128(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(a) => u32::from(a).into(),
-        IpAddr::V6(a) => a.into(),
-    }
-}
-
-fn from_u128(family: Family, n: u128) -> IpAddr {
-    match family {
-        Family::Ipv4 => IpAddr::V4(Ipv4Addr::from(n as u32)),
-        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(n)),
-    }
-}
-
-/// Which end of a prefix a representative address is taken from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    First,
-    Last,
-}
-
-/// The first (or last) address of `net` that can be a source, stepping
-/// over unusable ranges.
-fn usable(net: &IpNet, end: End) -> Option<IpAddr> {
-    let family = Family::of(net);
-    let mut at = match end {
-        End::First => net.network(),
-        End::Last => net.broadcast(),
-    };
-    let bad = unusable();
-    while let Some(b) = bad.iter().find(|b| b.contains(&at)) {
-        let next = match end {
-            End::First => to_u128(b.broadcast()).checked_add(1),
-            End::Last => to_u128(b.network()).checked_sub(1),
-        };
-        at = from_u128(family, next?);
-        if !net.contains(&at) {
-            return None;
-        }
-    }
-    Some(at)
-}
-
-/// The representatives of a set (see the module comment), in order.
-fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let ends = [prefixes.first(), prefixes.last()];
-    for net in ends.into_iter().flatten() {
-        for end in [End::First, End::Last] {
-            if let Some(a) = usable(net, end) {
-                if !out.contains(&a) {
-                    out.push(a);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// An address of `family` in no set of the ruleset, if there is one.
-fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
-    let nets: Vec<&IpNet> = ruleset
-        .sets
-        .iter()
-        .filter_map(|s| match &s.kind {
-            SetKind::Prefixes(p) if s.family == family => Some(p),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let candidates: Vec<IpAddr> = match family {
-        Family::Ipv4 => OUTSIDE_V4.iter().map(|a| IpAddr::V4(*a)).collect(),
-        Family::Ipv6 => OUTSIDE_V6.iter().map(|a| IpAddr::V6(*a)).collect(),
-    };
-    candidates
-        .into_iter()
-        .find(|a| !nets.iter().any(|n| n.contains(a)))
-}
-
 /// The concrete name a replica interface gets for an `iifname` pattern:
 /// `wg*` becomes `wg7`. Interface names are at most 15 bytes (IFNAMSIZ).
 pub fn concrete(pattern: &str) -> String {
@@ -293,6 +189,7 @@ fn read(rule: &Rule) -> Option<Reading<'_>> {
     let mut protocols: Option<&[Protocol]> = None;
     let mut ports = None;
     let mut ping = false;
+    let mut solicit = false;
     for m in &rule.matches {
         match m {
             Match::Family(f) => r.families = vec![*f],
@@ -310,11 +207,12 @@ fn read(rule: &Rule) -> Option<Reading<'_>> {
             Match::Protocol(p) => protocols = Some(p),
             Match::DestPort(p) => ports = Some(p),
             Match::IcmpType(t) => {
-                ping = t.contains(&crate::ruleset::IcmpType::EchoRequest);
+                ping = t.contains(&IcmpType::EchoRequest);
                 r.families = vec![Family::Ipv4];
             }
             Match::Icmpv6Type(t) => {
-                ping = t.contains(&crate::ruleset::Icmpv6Type::EchoRequest);
+                ping = t.contains(&Icmpv6Type::EchoRequest);
+                solicit = t.contains(&Icmpv6Type::NdNeighborSolicit);
                 r.families = vec![Family::Ipv6];
             }
             Match::SourceRateOver { rate, .. } => r.rate = Some(*rate),
@@ -325,11 +223,13 @@ fn read(rule: &Rule) -> Option<Reading<'_>> {
         .iter()
         .any(|m| matches!(m, Match::IcmpType(_) | Match::Icmpv6Type(_)));
     if is_icmp {
-        // Only echo requests can be probed for an answer; the essential
-        // ICMPv6 types are exercised by neighbour discovery, which every
-        // IPv6 probe of the replica needs.
+        // Only echo requests and neighbour solicitations are answered; the
+        // other essential types are errors, taken in without a word.
         if ping {
             r.services.push(Service::Ping);
+        }
+        if solicit {
+            r.services.push(Service::NeighborSolicit);
         }
         return (!r.services.is_empty()).then_some(r);
     }
@@ -397,8 +297,18 @@ fn expect(
     let (protocol, dport) = match service {
         Service::Tcp(p) => (Protocol::Tcp, p),
         Service::Udp(p) => (Protocol::Udp, p),
-        Service::Ping => {
-            return eval::evaluate_echo(ruleset, Hook::Input, &Echo { source, interface })
+        Service::Ping | Service::NeighborSolicit => {
+            let kind = match (service, source) {
+                (Service::Ping, IpAddr::V4(_)) => IcmpKind::V4(IcmpType::EchoRequest),
+                (Service::Ping, IpAddr::V6(_)) => IcmpKind::V6(Icmpv6Type::EchoRequest),
+                _ => IcmpKind::V6(Icmpv6Type::NdNeighborSolicit),
+            };
+            let icmp = IcmpPacket {
+                source,
+                interface,
+                kind,
+            };
+            return eval::evaluate_icmp(ruleset, Hook::Input, &icmp);
         }
     };
     let packet = Packet {
@@ -534,6 +444,10 @@ pub fn build(ruleset: &Ruleset) -> Plan {
         // One ping per family: the echo rule's global rate limit must not
         // be what the probe measures.
         b.add(source, &default, Service::Ping, "ping".into());
+        if f == Family::Ipv6 {
+            let why = "neighbour discovery".into();
+            b.add(source, &default, Service::NeighborSolicit, why);
+        }
     }
 
     Plan {
@@ -544,5 +458,6 @@ pub fn build(ruleset: &Ruleset) -> Plan {
     }
 }
 
+mod sources;
 #[cfg(test)]
 mod tests;

@@ -213,7 +213,7 @@ impl Replica {
                                 }
                             }
                         }
-                        Service::Ping => {}
+                        Service::Ping | Service::NeighborSolicit => {}
                     }
                 }
                 Ok((tcp, udp))

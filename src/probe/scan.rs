@@ -152,10 +152,12 @@ pub fn scan(
         .interface
         .clone()
         .unwrap_or_else(|| plan.interfaces[0].clone());
+    // Ports only: ICMP answers say nothing about a service, and neighbour
+    // discovery does not cross a router.
     let services: Vec<Service> = plan
         .services()
         .into_iter()
-        .filter(|s| *s != Service::Ping)
+        .filter(|s| matches!(s, Service::Tcp(_) | Service::Udp(_)))
         .collect();
     let mut got: Vec<Option<Got>> = vec![None; services.len()];
     for _round in 0..=opts.retries {
@@ -181,7 +183,7 @@ pub fn scan(
             let (protocol, dport) = match service {
                 Service::Tcp(p) => (Protocol::Tcp, p),
                 Service::Udp(p) => (Protocol::Udp, p),
-                Service::Ping => unreachable!("filtered out above"),
+                Service::Ping | Service::NeighborSolicit => unreachable!("filtered out above"),
             };
             let packet = Packet {
                 source,

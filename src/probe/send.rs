@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    bind, connect, getsockopt, recv, send, socket, sockopt, AddressFamily, MsgFlags, SockFlag,
-    SockProtocol, SockType, SockaddrStorage,
+    bind, connect, getsockopt, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags,
+    SockFlag, SockProtocol, SockType, SockaddrStorage,
 };
 use serde::Serialize;
 
@@ -75,6 +75,23 @@ fn echo_request(target: IpAddr) -> [u8; 8] {
     [kind, 0, 0, 0, 0, 0, 0, 1]
 }
 
+/// A neighbour solicitation for `target` (RFC 4861, 4.3): type 135, code,
+/// checksum (the kernel computes it for ICMPv6 raw sockets), reserved,
+/// the target address; no link-layer option, which a unicast solicitation
+/// may leave out.
+fn neighbor_solicit(target: IpAddr) -> Vec<u8> {
+    let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    if let IpAddr::V6(t) = target {
+        m.extend_from_slice(&t.octets());
+    }
+    m
+}
+
+fn is_advert_for(message: &[u8], target: IpAddr) -> bool {
+    let IpAddr::V6(t) = target else { return false };
+    message.len() >= 24 && message[0] == 136 && message[8..24] == t.octets()
+}
+
 impl Attempt {
     /// Opens a socket in the calling thread's network namespace, bound to
     /// `source`, and sends the first packet to `target`. An error here is
@@ -91,6 +108,10 @@ impl Attempt {
                 };
                 socket(family(target), SockType::Datagram, flags, proto)
             }
+            // A raw socket: neighbour discovery is no datagram service.
+            Service::NeighborSolicit => {
+                socket(family(target), SockType::Raw, flags, SockProtocol::IcmpV6)
+            }
         };
         let fd = match opened {
             Ok(fd) => fd,
@@ -105,12 +126,24 @@ impl Attempt {
         };
         let port = match service {
             Service::Tcp(p) | Service::Udp(p) => p,
-            Service::Ping => 0,
+            Service::Ping | Service::NeighborSolicit => 0,
         };
         let raw = attempt.raw();
         if let Err(e) = bind(raw, &addr(source, 0)) {
             attempt.got = Some(Got::Inconclusive(format!("bind {source}: {e}")));
             return attempt;
+        }
+        if service == Service::NeighborSolicit {
+            // A receiver drops neighbour discovery that may have crossed a
+            // router: the hop limit must be 255 (RFC 4861, 7.1.1).
+            let hops = attempt
+                .fd
+                .as_ref()
+                .map(|fd| setsockopt(fd, sockopt::Ipv6Ttl, &255));
+            if let Some(Err(e)) = hops {
+                attempt.got = Some(Got::Inconclusive(format!("IPV6_UNICAST_HOPS: {e}")));
+                return attempt;
+            }
         }
         match (connect(raw, &addr(target, port)), service) {
             (Err(Errno::EINPROGRESS), Service::Tcp(_)) | (Ok(()), _) => {}
@@ -147,6 +180,7 @@ impl Attempt {
     fn send_datagram(&mut self) {
         let bytes: Vec<u8> = match self.service {
             Service::Ping => [&echo_request(self.target)[..], PAYLOAD].concat(),
+            Service::NeighborSolicit => neighbor_solicit(self.target),
             _ => PAYLOAD.to_vec(),
         };
         if let Err(e) = send(self.raw(), &bytes, MsgFlags::empty()) {
@@ -179,6 +213,19 @@ impl Attempt {
                     Ok(_) => self.got = Some(Got::Seen(Outcome::Open)),
                     Err(Errno::EAGAIN) => {}
                     Err(e) => self.got = Some(self.classify_error(e)),
+                }
+            }
+            // A raw socket sees every ICMPv6 message of the namespace:
+            // only an advertisement for the target's address answers. (One
+            // that answers the peer kernel's own solicitation for it
+            // counts too: it passed the same rule.)
+            Service::NeighborSolicit => {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = recv(raw, &mut buf, MsgFlags::empty()) {
+                    if is_advert_for(&buf[..n], self.target) {
+                        self.got = Some(Got::Seen(Outcome::Open));
+                        return;
+                    }
                 }
             }
         }

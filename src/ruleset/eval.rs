@@ -25,18 +25,25 @@ pub struct Packet {
     pub state: CtState,
 }
 
-/// An ICMP echo request (ping), of the family of `source`.
+/// An ICMP or ICMPv6 message; its family must be the family of `source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Echo {
+pub struct IcmpPacket {
     pub source: IpAddr,
     pub interface: Option<String>,
+    pub kind: IcmpKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpKind {
+    V4(IcmpType),
+    V6(Icmpv6Type),
 }
 
 /// What a packet carries above IP, as far as a rule can look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
     Port { protocol: Protocol, dport: u16 },
-    EchoRequest,
+    Icmp(IcmpKind),
 }
 
 /// The state of the source's per-source rate-limit buckets.
@@ -92,12 +99,13 @@ pub fn evaluate_with(ruleset: &Ruleset, hook: Hook, packet: &Packet, meters: Met
     decide(ruleset, hook, &view)
 }
 
-/// What the chain decides for a new echo request (ping) under every limit.
-pub fn evaluate_echo(ruleset: &Ruleset, hook: Hook, echo: &Echo) -> Decision {
+/// What the chain decides for an ICMP message (a ping, a neighbour
+/// solicitation) under every limit.
+pub fn evaluate_icmp(ruleset: &Ruleset, hook: Hook, icmp: &IcmpPacket) -> Decision {
     let view = View {
-        source: echo.source,
-        transport: Transport::EchoRequest,
-        interface: echo.interface.as_deref(),
+        source: icmp.source,
+        transport: Transport::Icmp(icmp.kind),
+        interface: icmp.interface.as_deref(),
         state: CtState::New,
         meters: Meters::Fresh,
     };
@@ -152,7 +160,7 @@ fn interface_matches(pattern: &str, name: Option<&str>) -> bool {
 fn matches(ruleset: &Ruleset, m: &Match, p: &View) -> bool {
     let port = match p.transport {
         Transport::Port { protocol, dport } => Some((protocol, dport)),
-        Transport::EchoRequest => None,
+        Transport::Icmp(_) => None,
     };
     match m {
         Match::Family(f) => family_of(&p.source) == *f,
@@ -169,18 +177,16 @@ fn matches(ruleset: &Ruleset, m: &Match, p: &View) -> bool {
                     _ => false,
                 }
         }
-        // `icmp type` also checks the family and the protocol (nft adds
-        // `meta l4proto icmp` before it).
-        Match::IcmpType(types) => {
-            p.transport == Transport::EchoRequest
-                && family_of(&p.source) == Family::Ipv4
-                && types.contains(&IcmpType::EchoRequest)
-        }
-        Match::Icmpv6Type(types) => {
-            p.transport == Transport::EchoRequest
-                && family_of(&p.source) == Family::Ipv6
-                && types.contains(&Icmpv6Type::EchoRequest)
-        }
+        // `icmp type` also checks the protocol (nft adds `meta l4proto
+        // icmp` before it), and so the family.
+        Match::IcmpType(types) => match p.transport {
+            Transport::Icmp(IcmpKind::V4(t)) => types.contains(&t),
+            _ => false,
+        },
+        Match::Icmpv6Type(types) => match p.transport {
+            Transport::Icmp(IcmpKind::V6(t)) => types.contains(&t),
+            _ => false,
+        },
         Match::SourceRateOver { family, .. } => {
             p.meters == Meters::Spent && family_of(&p.source) == *family
         }
@@ -275,14 +281,26 @@ mod tests {
     #[test]
     fn ping_is_accepted_in_both_families_and_never_matches_a_port_rule() {
         let r = vps();
-        for source in ["203.0.113.9", "2001:db8:9::1"] {
-            let echo = Echo {
+        let kinds = [
+            IcmpKind::V4(IcmpType::EchoRequest),
+            IcmpKind::V6(Icmpv6Type::EchoRequest),
+        ];
+        for (source, kind) in ["203.0.113.9", "2001:db8:9::1"].into_iter().zip(kinds) {
+            let icmp = IcmpPacket {
                 source: source.parse().unwrap(),
                 interface: Some("eth0".into()),
+                kind,
             };
-            let d = evaluate_echo(&r, Hook::Input, &echo);
+            let d = evaluate_icmp(&r, Hook::Input, &icmp);
             assert!(d.accepted(), "{source}");
             assert_eq!(d.comment, "defaults: ping");
         }
+        let ns = IcmpPacket {
+            source: "2001:db8:9::1".parse().unwrap(),
+            interface: Some("eth0".into()),
+            kind: IcmpKind::V6(Icmpv6Type::NdNeighborSolicit),
+        };
+        let d = evaluate_icmp(&r, Hook::Input, &ns);
+        assert_eq!(d.comment, "defaults: essential icmpv6");
     }
 }

@@ -1,3 +1,5 @@
+use ipnet::IpNet;
+
 use super::*;
 use crate::profile::{load, SearchPath};
 
