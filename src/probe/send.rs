@@ -255,9 +255,19 @@ pub fn settle(attempts: &mut [Attempt], timeout: Duration) -> io::Result<()> {
                 }
             }
         }
-        let open: Vec<usize> = (0..attempts.len())
-            .filter(|&i| attempts[i].got.is_none() && attempts[i].fd.is_some())
-            .collect();
+        // Waiting: no answer yet (an attempt without a socket is decided).
+        let (open, mut fds): (Vec<usize>, Vec<PollFd>) = attempts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.got.is_none())
+            .filter_map(|(i, a)| {
+                let events = match a.service {
+                    Service::Tcp(_) => PollFlags::POLLOUT,
+                    _ => PollFlags::POLLIN,
+                };
+                a.fd.as_ref().map(|fd| (i, PollFd::new(fd.as_fd(), events)))
+            })
+            .unzip();
         if open.is_empty() {
             return Ok(());
         }
@@ -266,17 +276,6 @@ pub fn settle(attempts: &mut [Attempt], timeout: Duration) -> io::Result<()> {
         } else {
             timeout - elapsed
         };
-        let mut fds: Vec<PollFd> = open
-            .iter()
-            .map(|&i| {
-                let events = match attempts[i].service {
-                    Service::Tcp(_) => PollFlags::POLLOUT,
-                    _ => PollFlags::POLLIN,
-                };
-                let fd = attempts[i].fd.as_ref().expect("filtered on is_some");
-                PollFd::new(fd.as_fd(), events)
-            })
-            .collect();
         let ms =
             PollTimeout::try_from(wake.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
