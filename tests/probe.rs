@@ -290,7 +290,7 @@ fn probe_command_prints_the_table_and_json() {
     let rows = v["rows"].as_array().unwrap();
     assert!(
         rows.iter()
-            .any(|r| r["service"] == "22/tcp" && r["status"] == "match"),
+            .any(|r| r["service"] == "22/tcp #1" && r["status"] == "match"),
         "{v}"
     );
     assert_eq!(

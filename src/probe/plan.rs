@@ -382,6 +382,12 @@ pub fn build(ruleset: &Ruleset) -> Plan {
             };
             let first = expect(ruleset, *source, &on[0], service, Meters::Fresh);
             let spent = expect(ruleset, *source, &on[0], service, Meters::Spent);
+            let twice = rate_probes.iter().any(|r: &RateProbe| {
+                r.source == *source && r.service == service && r.interface == on[0]
+            });
+            if twice {
+                continue;
+            }
             rate_probes.push(RateProbe {
                 source: *source,
                 interface: on[0].clone(),
@@ -450,10 +456,26 @@ pub fn build(ruleset: &Ruleset) -> Plan {
         }
     }
 
+    // The rate-limit sequences run at the same time as the other probes,
+    // so no other probe may spend tokens of their meters: a probe that
+    // some per-source limit would drop, sent from the source of a
+    // sequence, is left to that sequence (whose first attempt is the same
+    // question, or one like it). Meters count per source address, so
+    // probes from every other source stay.
+    let mut probes = b.probes;
+    probes.retain(|p| {
+        let limited = || {
+            let fresh = expect(ruleset, p.source, &p.interface, p.service, Meters::Fresh);
+            let spent = expect(ruleset, p.source, &p.interface, p.service, Meters::Spent);
+            fresh != spent
+        };
+        !(rate_probes.iter().any(|r| r.source == p.source) && limited())
+    });
+
     Plan {
         profile: ruleset.profile.clone(),
         interfaces,
-        probes: b.probes,
+        probes,
         rate_probes,
     }
 }

@@ -171,7 +171,8 @@ impl Replica {
 
     /// (Re)loads the ruleset into the target namespace through the netlink
     /// path `apply` uses. Loading again replaces the table in one
-    /// transaction, which also empties its per-source meters.
+    /// transaction, which also empties its per-source meters (the nmap
+    /// test starts from there).
     pub fn load(&self) -> Result<(), ProbeError> {
         let loaded = &self.loaded;
         self.target
@@ -238,9 +239,29 @@ impl Replica {
         &self.target
     }
 
-    /// Sends every probe of `plan`, then every rate-limit sequence on a
-    /// freshly loaded ruleset, and returns what each saw.
+    /// Sends every probe of `plan`, all in flight at once, while every
+    /// rate-limit sequence runs on a thread of its own (the plan keeps
+    /// other probes off their meters), and returns what each saw.
     pub fn run(&self, plan: &Plan, timeout: Duration) -> Result<Observed, ProbeError> {
+        std::thread::scope(|scope| {
+            let sequences: Vec<_> = plan
+                .rate_probes
+                .iter()
+                .map(|r| scope.spawn(move || self.rate_sequence(r, timeout)))
+                .collect();
+            let probes = self.all_at_once(plan, timeout);
+            let rates = sequences
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<_>, _>>();
+            Ok(Observed {
+                probes: probes?,
+                rates: rates?,
+            })
+        })
+    }
+
+    fn all_at_once(&self, plan: &Plan, timeout: Duration) -> Result<Vec<Got>, ProbeError> {
         let mut attempts: Vec<(usize, Attempt)> = Vec::new();
         for link in &self.links {
             let mine: Vec<usize> = (0..plan.probes.len())
@@ -268,22 +289,7 @@ impl Replica {
         for (i, a) in order.into_iter().zip(&flight) {
             probes[i] = a.got().cloned().unwrap_or(Got::Seen(Outcome::Filtered));
         }
-        drop(flight);
-
-        // The probes above spent tokens of the per-source meters: start
-        // the rate-limit sequences from empty meters.
-        self.load()?;
-        let rates = std::thread::scope(|scope| {
-            let runs: Vec<_> = plan
-                .rate_probes
-                .iter()
-                .map(|r| scope.spawn(move || self.rate_sequence(r, timeout)))
-                .collect();
-            runs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect::<Result<Vec<_>, _>>()
-        })?;
-        Ok(Observed { probes, rates })
+        Ok(probes)
     }
 
     /// Connection attempts one after another until one sees something else

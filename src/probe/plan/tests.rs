@@ -38,9 +38,22 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
         find(&plan, "203.0.113.200", "wg0", Service::Tcp(5432)).expected,
         Outcome::Filtered
     );
+    // SSH from the first admin address is the rate sequence's to ask.
+    let rate_sources: Vec<String> = plan
+        .rate_probes
+        .iter()
+        .map(|r| r.source.to_string())
+        .collect();
+    assert_eq!(rate_sources, ["192.0.2.10", "10.0.0.0", "2001:db8:1::"]);
+    for p in &plan.probes {
+        assert!(
+            !(rate_sources.contains(&p.source.to_string()) && p.service == Service::Tcp(22)),
+            "{p:?} would spend a token of a rate sequence's meter"
+        );
+    }
     assert_eq!(
-        find(&plan, "192.0.2.10", "eth0", Service::Tcp(22)).expected,
-        Outcome::Open
+        find(&plan, "192.0.2.10", "eth0", Service::Tcp(23)).expected,
+        Outcome::Filtered
     );
     let last = "2001:db8:1:0:ffff:ffff:ffff:ffff";
     assert_eq!(
