@@ -56,6 +56,31 @@ enum Inconclusive {
     Allowed,
 }
 
+#[test]
+fn a_wildcard_interface_gets_a_concrete_replica_interface() {
+    if !privileged("a_wildcard_interface_gets_a_concrete_replica_interface") {
+        return;
+    }
+    interlock();
+    let mut r = compiled("vps-profile");
+    for rule in input_rules(&mut r) {
+        for m in &mut rule.matches {
+            if let Match::InInterface(name) = m {
+                if name == "wg0" {
+                    *name = "wg*".into();
+                }
+            }
+        }
+    }
+    let report = probe::prove(&r, probe::TIMEOUT).unwrap();
+    assert!(report.passed, "{}", report.table());
+    let on_wg7 = report.rows.iter().filter(|row| row.interface == "wg7");
+    let open = on_wg7
+        .filter(|row| row.expected == probe::Outcome::Open)
+        .count();
+    assert!(open >= 4, "{}", report.table());
+}
+
 /// The rows that fail, as `source iface port`.
 fn failing(report: &Report) -> Vec<String> {
     report

@@ -168,10 +168,6 @@ impl Attempt {
         }
     }
 
-    pub fn service(&self) -> Service {
-        self.service
-    }
-
     /// The socket's descriptor; -1 (EBADF on use) when there is none.
     fn raw(&self) -> std::os::fd::RawFd {
         self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
