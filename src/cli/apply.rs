@@ -85,7 +85,7 @@ fn prove(
     json: bool,
     out: &mut Value,
 ) -> anyhow::Result<Proof> {
-    out["probed"] = json!(false);
+    *out = json!({ "probed": false });
     if probing.break_for_test.is_none() && already_in_place(dirs, new) {
         out["probe_skipped"] = json!("unchanged: nothing is loaded, so there is nothing to prove");
         return Ok(Proof::GoOn);
@@ -172,7 +172,7 @@ pub fn run(
     };
     let new = ruleset::compile(profile);
     // A dry run changes nothing, so there is nothing to prove first.
-    let mut probed = json!({ "probed": false });
+    let mut probed = json!({ "probed": false, "probe_skipped": "dry run: nothing is loaded" });
     if !opts.dry_run {
         if let Proof::Stop(code) = prove(dirs, &new, probing, json, &mut probed)? {
             if json {

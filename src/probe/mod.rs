@@ -39,6 +39,12 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("setting {what} in the probe replica failed: {source}")]
+    Setting {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("waiting for probe answers failed: {0}")]
     Wait(#[source] std::io::Error),
     #[error("the probe plan names {what}, which the replica does not have")]

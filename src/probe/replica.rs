@@ -159,8 +159,8 @@ impl Replica {
             link.peer
                 .run_in(|| std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"))
                 .map_err(netns_error)?
-                .map_err(|source| ProbeError::Listen {
-                    what: "ping_group_range of a peer namespace".into(),
+                .map_err(|source| ProbeError::Setting {
+                    what: "net.ipv4.ping_group_range of a peer namespace",
                     source,
                 })?;
         }
