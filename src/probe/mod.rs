@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use crate::netns::NetnsError;
 use crate::nft::NftError;
-use crate::ruleset::Ruleset;
+use crate::ruleset::{Family, Ruleset};
 
 pub use plan::{Outcome, Plan, Service};
 pub use report::{Report, Row, Status};
@@ -76,10 +76,21 @@ pub fn prove_loaded(
     timeout: Duration,
 ) -> Result<Report, ProbeError> {
     let start = Instant::now();
-    let plan = plan::build(expected);
+    let mut plan = plan::build(expected);
+    let mut notes = Vec::new();
+    // Booted with ipv6.disable=1, the kernel has no IPv6 at all: no IPv6
+    // packet can reach this host, and the replica could not send one.
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        let left_out = plan.without(Family::Ipv6);
+        notes.push(format!(
+            "{left_out} IPv6 probes left out: this kernel has no IPv6 (booted with ipv6.disable=1), so no IPv6 packet reaches it"
+        ));
+    }
     let observed = {
         let replica = replica::Replica::build(&plan, loaded)?;
         replica.run(&plan, timeout)?
     };
-    Ok(Report::compare(&plan, &observed, start.elapsed()))
+    let mut report = Report::compare(&plan, &observed, start.elapsed());
+    report.notes = notes;
+    Ok(report)
 }

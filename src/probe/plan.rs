@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use sources::{outside, representatives};
@@ -127,6 +128,15 @@ impl Plan {
     pub fn sources(&self) -> BTreeSet<IpAddr> {
         let a = self.probes.iter().map(|p| p.source);
         a.chain(self.rate_probes.iter().map(|r| r.source)).collect()
+    }
+
+    /// Leaves out every probe from a source of `family`; returns how many.
+    pub fn without(&mut self, family: Family) -> usize {
+        let before = self.probes.len() + self.rate_probes.len();
+        let keep = |a: &IpAddr| Family::of(&IpNet::from(*a)) != family;
+        self.probes.retain(|p| keep(&p.source));
+        self.rate_probes.retain(|r| keep(&r.source));
+        before - self.probes.len() - self.rate_probes.len()
     }
 
     /// Every service probed, so the replica listens on each.

@@ -108,11 +108,18 @@ impl Replica {
             target,
             loaded: loaded.clone(),
         };
+        let mut peers = Vec::new();
+        for _ in &plan.interfaces {
+            peers.push(Netns::create(PEER_TAG).map_err(netns_error)?);
+        }
+        for ns in std::iter::once(&replica.target).chain(&peers) {
+            enable_ipv6(ns)?;
+        }
         let mut lines = Vec::new();
         // `ip rule` takes its family from the command line, not the address.
         let mut rules_v6 = Vec::new();
         let mut n = 0u16;
-        for (i, interface) in plan.interfaces.iter().enumerate() {
+        for (i, (interface, peer)) in plan.interfaces.iter().zip(peers).enumerate() {
             let (v4, v6) = loop {
                 n += 1;
                 let v4 = Ipv4Addr::new(198, 18, (n >> 8) as u8, n as u8);
@@ -121,7 +128,6 @@ impl Replica {
                     break (v4, v6);
                 }
             };
-            let peer = Netns::create(PEER_TAG).map_err(netns_error)?;
             let device = format!("p{i}");
             let table = 100 + i;
             lines.extend([
@@ -336,6 +342,29 @@ impl Replica {
             what: "a rate probe of no attempts".into(),
         })
     }
+}
+
+/// A new namespace takes IPv6 settings from the machine's own when
+/// `net.core.devconf_inherit_init_net` says so, and a host may have IPv6
+/// disabled on its interfaces; the replica's interfaces need it on. (A
+/// kernel without IPv6 at all has no such setting: the probe then leaves
+/// IPv6 out, see `prove_loaded`.)
+fn enable_ipv6(ns: &Netns) -> Result<(), ProbeError> {
+    let set = || -> std::io::Result<()> {
+        for conf in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+            if std::path::Path::new(&path).exists() {
+                std::fs::write(path, "0")?;
+            }
+        }
+        Ok(())
+    };
+    ns.run_in(set)
+        .map_err(netns_error)?
+        .map_err(|source| ProbeError::Setting {
+            what: "net.ipv6.conf.*.disable_ipv6",
+            source,
+        })
 }
 
 /// The peer side of a link: every source address of the plan, and a route

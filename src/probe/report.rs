@@ -42,6 +42,8 @@ pub struct Report {
     pub mismatches: usize,
     pub inconclusive: usize,
     pub elapsed_ms: u64,
+    /// What was not probed, and why.
+    pub notes: Vec<String>,
     pub rows: Vec<Row>,
 }
 
@@ -110,6 +112,7 @@ impl Report {
             mismatches,
             inconclusive,
             elapsed_ms: elapsed.as_millis() as u64,
+            notes: Vec::new(),
             rows,
         }
     }
@@ -181,6 +184,9 @@ impl Report {
             }
             out.push_str(line.trim_end());
             out.push('\n');
+        }
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
         }
         out.push_str(&self.summary());
         out.push('\n');

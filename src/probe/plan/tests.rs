@@ -184,3 +184,13 @@ fn every_shipped_profile_has_a_plan_with_open_and_filtered_rows() {
         );
     }
 }
+
+#[test]
+fn a_family_can_be_left_out_of_the_plan() {
+    let mut plan = build(&compiled("vps-profile"));
+    let total = plan.probes.len() + plan.rate_probes.len();
+    let left_out = plan.without(Family::Ipv6);
+    assert!(left_out > 5, "{left_out}");
+    assert_eq!(plan.probes.len() + plan.rate_probes.len(), total - left_out);
+    assert!(plan.sources().iter().all(|a| a.is_ipv4()));
+}
