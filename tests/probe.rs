@@ -324,3 +324,44 @@ fn probe_command_prints_the_table_and_json() {
         "the machine's own ruleset changed"
     );
 }
+
+#[test]
+fn a_replica_left_by_a_killed_probe_is_removed_by_the_next() {
+    if !privileged("a_replica_left_by_a_killed_probe_is_removed_by_the_next") {
+        return;
+    }
+    // A pid no process has: the probe that made the namespace is gone.
+    let dead = (1..1000u32)
+        .map(|n| 4_000_000 - n)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let name = format!("fwh-probe-{dead}-0");
+    let mine = format!("fwh-probe-{}-999", std::process::id());
+    for n in [&name, &mine] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", n])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    struct Gone<'a>(&'a [&'a String]);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            for n in self.0 {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", n])
+                    .output();
+            }
+        }
+    }
+    let _gone = Gone(&[&name, &mine]);
+    fwharden::netns::Netns::remove_stale(&["probe"], std::time::Duration::ZERO);
+    assert!(
+        !netns_exists(&name),
+        "{name} (of a dead process) is still there"
+    );
+    assert!(
+        netns_exists(&mine),
+        "{mine} (of this live process) was removed"
+    );
+}
