@@ -365,3 +365,35 @@ fn a_replica_left_by_a_killed_probe_is_removed_by_the_next() {
         "{mine} (of this live process) was removed"
     );
 }
+
+#[test]
+fn probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect() {
+    if !privileged("probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect") {
+        return;
+    }
+    // No ICMP at all drops neighbour discovery too: the model accepts
+    // HTTPS over IPv6, the kernel never gets that far. A real finding,
+    // with no hook: the probe exists for this.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("no-icmp.toml"),
+        "extends = \"base\"\n[defaults]\nicmp = \"none\"\n[[rule]]\nallow = \"https\"\n",
+    )
+    .unwrap();
+    let out = fwharden()
+        .arg("--profile-dir")
+        .arg(dir.path())
+        .args(["--profile-dir", "profiles", "probe", "no-icmp"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(6), "{text}\n{}", stderr(&out));
+    let first = text.lines().nth(1).unwrap();
+    assert!(
+        first.starts_with("MISMATCH")
+            && first.contains("2001:db8:ffff::200")
+            && first.contains("443/tcp"),
+        "{text}"
+    );
+    assert!(text.contains("1 of 15 probes do not match"), "{text}");
+}
