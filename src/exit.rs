@@ -18,3 +18,6 @@ pub const REFUSED: i32 = 4;
 /// Applied, then verification failed and the previous ruleset was
 /// restored.
 pub const ROLLED_BACK: i32 = 5;
+/// The probe ran, and a probe saw something the profile does not say, or
+/// could not tell (inconclusive). `apply` then changed nothing.
+pub const PROBE_FAILED: i32 = 6;

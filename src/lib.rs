@@ -9,6 +9,7 @@ pub mod cli;
 pub mod exit;
 pub mod netns;
 pub mod nft;
+pub mod probe;
 pub mod profile;
 pub mod render;
 pub mod rollback;

@@ -80,6 +80,46 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Deletes namespaces named by [`Netns::create`] with one of `tags`
+    /// whose creating process is gone, and which are older than `age`: a
+    /// process killed with SIGKILL never ran its drops. Both conditions
+    /// must hold, so a namespace of a live process (or of another pid
+    /// namespace, where the pid in the name means nothing here, but which
+    /// is young while in use) is never touched.
+    pub fn remove_stale(tags: &[&str], age: std::time::Duration) {
+        let Ok(entries) = fs::read_dir("/run/netns") else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let mut parts = name.split('-');
+            let (Some("fwh"), Some(tag), Some(pid), Some(_), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            let gone = !PathBuf::from(format!("/proc/{pid}")).exists();
+            if tags.contains(&tag) && gone && old {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            }
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -182,6 +222,46 @@ impl Netns {
             });
         }
         Ok(out)
+    }
+
+    /// Runs `ip` commands inside, one per line without the leading `ip`
+    /// (`link set lo up`), in one `ip -batch` process: a replica needs a few
+    /// dozen and each process costs milliseconds. `ip -n` enters the
+    /// namespace itself (setns), without remounting /sys as `ip netns exec`
+    /// does. Stops at the first command that fails. `options` go before
+    /// `-batch` (`-6` for `rule` commands of IPv6).
+    pub fn ip_batch(&self, options: &[&str], lines: &[String]) -> Result<(), NetnsError> {
+        use std::io::Write;
+        use std::process::Stdio;
+        self.verify()?;
+        let command = format!("ip -n {} {} -batch -", self.name, options.join(" "));
+        let spawn = |source| NetnsError::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(options)
+            .args(["-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let written = stdin.write_all((lines.join("\n") + "\n").as_bytes());
+        drop(stdin);
+        let out = child.wait_with_output().map_err(spawn)?;
+        written.map_err(spawn)?;
+        if !out.status.success() {
+            return Err(NetnsError::Failed {
+                name: self.name.clone(),
+                command,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Links two harness namespaces with a veth pair, addresses on both

@@ -58,9 +58,11 @@ fn big_profile(dir: &std::path::Path) -> String {
 }
 
 fn spawn_apply(host: &Host, profile: &str) -> Child {
-    // A long timeout: no watcher fires during the loop.
+    // A long timeout: no watcher fires during the loop. No probe: what is
+    // killed here is the commit (tests/probe.rs proves the probe), and a
+    // replica killed with its apply would outlive the test.
     host.fw()
-        .args(["apply", profile, "--timeout", "3600"])
+        .args(["apply", profile, "--timeout", "3600", "--no-probe"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -212,7 +212,7 @@ fn usage_errors_and_reserved_commands_have_their_codes() {
         fwharden().arg("frobnicate").output().unwrap().status.code(),
         Some(2)
     );
-    let out = fwharden().args(["scan", "vps-profile"]).output().unwrap();
+    let out = fwharden().args(["emit", "vps-profile"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("not available in this version"),

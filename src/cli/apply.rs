@@ -1,19 +1,157 @@
-//! `fwharden apply`: load a profile in one transaction, with a rollback
-//! timer unless confirmed.
+//! `fwharden apply`: prove a profile in a probe replica, then load it in
+//! one transaction, with a rollback timer unless confirmed.
+//!
+//! The probe runs here, before `rollback::apply` is called: a ruleset that
+//! fails it never reaches the lock, the state directory or the kernel.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{exit, load_reporting};
+use crate::probe::{self, ProbeError, Report};
 use crate::profile::SearchPath;
 use crate::rollback::{self, ApplyOptions, ApplyOutcome};
-use crate::ruleset;
-use crate::state::{now_ms, Dirs};
+use crate::ruleset::{self, Ruleset};
+use crate::state::{now_ms, Dirs, Stamp};
+
+/// Whether apply proves the ruleset in a replica first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Probe; where no replica can be built, say so and go on with the
+    /// read-back alone.
+    WhereAvailable,
+    /// Probe, and refuse when no replica can be built.
+    Require,
+    /// `--no-probe`: emergencies.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct Probing {
+    pub mode: ProbeMode,
+    /// The hidden `--test-break-probe` (see [`for_replica`]).
+    pub break_for_test: Option<String>,
+}
+
+/// What the probe step decided.
+enum Proof {
+    /// Proven, or not probed (said so): apply goes on.
+    GoOn,
+    /// Apply must stop with this exit code; nothing was changed.
+    Stop(i32),
+}
+
+/// The ruleset the replica is loaded with: `new`, unless the test suite
+/// asks for a broken one to prove that a failing probe stops apply. The
+/// hook is refused unless the test interlock is set, so it cannot be
+/// used by accident on a real host (where apply would then refuse every
+/// profile anyway: it can only make apply stricter).
+fn for_replica(new: &Ruleset, probing: &Probing) -> anyhow::Result<Ruleset> {
+    let Some(text) = &probing.break_for_test else {
+        return Ok(new.clone());
+    };
+    if std::env::var_os(rollback::FORBID_ENV).is_none() {
+        anyhow::bail!(
+            "--test-break-probe is for the test suite only and needs {}; nothing was changed",
+            rollback::FORBID_ENV
+        );
+    }
+    let mut broken = new.clone();
+    for chain in &mut broken.chains {
+        chain.rules.retain(|r| !r.comment.contains(text.as_str()));
+    }
+    Ok(broken)
+}
+
+/// Whether the apply will find `new` already loaded and confirmed with no
+/// commit since (the fast path of `rollback::apply`, read-only here): then
+/// nothing is loaded, so there is nothing to prove, and a no-op apply
+/// stays as fast as it was. Any doubt (no record, a pending apply, a
+/// generation that moved, an error) means: probe.
+fn already_in_place(dirs: &Dirs, new: &Ruleset) -> bool {
+    let (Ok(Some(confirmed)), Ok(None)) = (dirs.confirmed(), dirs.pending()) else {
+        return false;
+    };
+    let Ok(generation) = crate::nft::generation() else {
+        return false;
+    };
+    confirmed.seen.is_some() && confirmed.seen == Stamp::at(generation) && &confirmed.ruleset == new
+}
+
+/// Probes `new` unless told not to; prints what a person must know.
+fn prove(
+    dirs: &Dirs,
+    new: &Ruleset,
+    probing: &Probing,
+    json: bool,
+    out: &mut Value,
+) -> anyhow::Result<Proof> {
+    *out = json!({ "probed": false });
+    if probing.break_for_test.is_none() && already_in_place(dirs, new) {
+        out["probe_skipped"] = json!("unchanged: nothing is loaded, so there is nothing to prove");
+        return Ok(Proof::GoOn);
+    }
+    if probing.mode == ProbeMode::Skip {
+        let why = "--no-probe: the ruleset was NOT proven with real packets (no replica, no probes); only the read-back after the commit checks it";
+        eprintln!("fwharden: warning: {why}");
+        out["probe_skipped"] = json!(why);
+        return Ok(Proof::GoOn);
+    }
+    let loaded = for_replica(new, probing)?;
+    match probe::prove_loaded(new, &loaded, probe::TIMEOUT) {
+        Ok(report) => {
+            out["probed"] = json!(true);
+            out["probe"] = summary(&report);
+            if report.passed {
+                if !json {
+                    println!("{}", report.summary());
+                }
+                return Ok(Proof::GoOn);
+            }
+            if !json {
+                print!("{}", report.table());
+            }
+            eprintln!(
+                "fwharden: the probe replica does not behave as profile {} says; nothing was applied",
+                report.profile
+            );
+            Ok(Proof::Stop(exit::PROBE_FAILED))
+        }
+        Err(ProbeError::Unavailable(e)) if probing.mode == ProbeMode::WhereAvailable => {
+            let why = format!("cannot build the probe replica here ({e}); going on with the read-back alone (pass --require-probe to refuse instead)");
+            eprintln!("fwharden: warning: {why}");
+            out["probe_skipped"] = json!(why);
+            Ok(Proof::GoOn)
+        }
+        Err(e) => {
+            // Inconclusive: never fails open.
+            out["error"] = json!(format!("{e}; nothing was applied"));
+            eprintln!(
+                "fwharden: error: {e}; {}; nothing was applied",
+                super::probe::hint(&e)
+            );
+            Ok(Proof::Stop(exit::PROBE_FAILED))
+        }
+    }
+}
+
+/// The probe report in apply's JSON: counts, and the rows that failed.
+fn summary(report: &Report) -> Value {
+    json!({
+        "passed": report.passed,
+        "probes": report.probes,
+        "mismatches": report.mismatches,
+        "inconclusive": report.inconclusive,
+        "elapsed_ms": report.elapsed_ms,
+        "failures": report.failures().collect::<Vec<_>>(),
+    })
+}
 
 pub fn run(
     search: &SearchPath,
     dirs: &Dirs,
     spec: &str,
     opts: &ApplyOptions,
+    probing: &Probing,
     json: bool,
 ) -> anyhow::Result<i32> {
     let loaded = load_reporting(search, spec, json);
@@ -33,11 +171,28 @@ pub fn run(
         return Ok(exit::INVALID_PROFILE);
     };
     let new = ruleset::compile(profile);
+    // A dry run changes nothing, so there is nothing to prove first.
+    let mut probed = json!({ "probed": false, "probe_skipped": "dry run: nothing is loaded" });
+    if !opts.dry_run {
+        if let Proof::Stop(code) = prove(dirs, &new, probing, json, &mut probed)? {
+            if json {
+                probed["ok"] = json!(false);
+                if probed.get("error").is_none() {
+                    probed["error"] = json!("the probe failed; nothing was applied");
+                }
+                println!("{}", serde_json::to_string_pretty(&probed)?);
+            }
+            return Ok(code);
+        }
+    }
     let outcome = match rollback::apply(dirs, &new, opts) {
         Ok(o) => o,
         Err(e) => {
             if json {
-                println!("{}", json!({ "ok": false, "error": e.to_string() }));
+                let mut v = probed.clone();
+                v["ok"] = json!(false);
+                v["error"] = json!(e.to_string());
+                println!("{v}");
             }
             eprintln!("fwharden: error: {e}");
             return Ok(e.exit_code());
@@ -47,6 +202,11 @@ pub fn run(
         let mut v = serde_json::to_value(&outcome)?;
         v["ok"] = json!(true);
         v["changed"] = json!(outcome.changed());
+        for key in ["probed", "probe", "probe_skipped"] {
+            if let Some(x) = probed.get(key) {
+                v[key] = x.clone();
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(exit::OK);
     }

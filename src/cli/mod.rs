@@ -4,7 +4,9 @@
 mod apply;
 mod check;
 mod list;
+mod probe;
 mod safety;
+mod scan;
 mod show;
 
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ Examples:
   fwharden list                          profiles there are, and where they are
   fwharden check vps-profile             validate a profile, print warnings
   fwharden show vps-profile              the nftables ruleset it compiles to
+  fwharden probe vps-profile             prove it with real packets in a replica
+  fwharden scan HOST --profile vps-profile --from admin   check a live host from outside
   fwharden apply vps-profile --diff      what would change; changes nothing
   fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
   fwharden confirm                       (from a NEW ssh connection) keep it
@@ -34,7 +38,8 @@ Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid profile,
-4 refused for safety, 5 applied but verification failed and rolled back.";
+4 refused for safety, 5 applied but verification failed and rolled back,
+6 a probe did not match (or could not tell); nothing was applied.";
 
 #[derive(Debug, Parser)]
 #[command(name = "fwharden", version, about = "Host firewall hardening: named profiles compiled to one atomic nftables transaction", after_help = EXAMPLES)]
@@ -99,6 +104,19 @@ pub enum Command {
         /// Show the difference with what the kernel holds; change nothing.
         #[arg(long, visible_alias = "diff")]
         dry_run: bool,
+        /// Emergencies only: do not prove the ruleset with real packets in
+        /// a replica first (the read-back after the commit still runs).
+        #[arg(long, conflicts_with = "require_probe")]
+        no_probe: bool,
+        /// Refuse to apply when the probe replica cannot be built here
+        /// (instead of going on with the read-back alone).
+        #[arg(long)]
+        require_probe: bool,
+        /// Test suite only: the replica is loaded without the input rules
+        /// whose comment contains TEXT, so the probe must fail. Honoured
+        /// only under the test interlock (FWHARDEN_FORBID_NETNS set).
+        #[arg(long, hide = true, value_name = "TEXT")]
+        test_break_probe: Option<String>,
     },
     /// Keep the pending ruleset: cancel its rollback, load it at boot.
     Confirm {
@@ -118,12 +136,40 @@ pub enum Command {
         #[arg(long)]
         token: String,
     },
-    /// Reserved: verify a ruleset with real packets.
-    #[command(hide = true)]
-    Probe(Reserved),
-    /// Reserved: scan a host's exposure.
-    #[command(hide = true)]
-    Scan(Reserved),
+    /// Prove a profile with real packets: in a replica of network
+    /// namespaces holding its ruleset, every rule is probed from inside and
+    /// outside its sources; exit 6 when a probe does not match.
+    Probe {
+        /// Profile name (e.g. vps-profile) or path to a .toml file.
+        profile: String,
+        /// Milliseconds a probe waits for an answer before it counts as
+        /// filtered.
+        #[arg(long, default_value_t = 400, value_name = "MS", value_parser = clap::value_parser!(u64).range(20..=10000))]
+        wait_ms: u64,
+    },
+    /// Check a live host from this machine: every port the profile names
+    /// must be reachable or not, as the profile says for a source in GROUP
+    /// (this machine's address must be in GROUP); exit 6 on a mismatch.
+    Scan {
+        /// The host to scan (address or name).
+        host: String,
+        /// The profile the host is meant to hold.
+        #[arg(long)]
+        profile: String,
+        /// The group this machine scans from (`any`: a source in no group).
+        #[arg(long, value_name = "GROUP")]
+        from: String,
+        /// Milliseconds a probe waits for an answer.
+        #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(20..=30000))]
+        wait_ms: u64,
+        /// Extra rounds for probes that saw no answer.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=5))]
+        retries: u32,
+        /// The host's interface the scan arrives on, for rules that name
+        /// one (default: an interface no rule names).
+        #[arg(long, value_name = "IFACE")]
+        via: Option<String>,
+    },
     /// Reserved: write iptables-restore and ufw equivalents.
     #[command(hide = true)]
     Emit(Reserved),
@@ -164,6 +210,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             auto_confirm,
             force,
             dry_run,
+            no_probe,
+            require_probe,
+            test_break_probe,
         } => {
             let opts = ApplyOptions {
                 timeout: *timeout,
@@ -171,15 +220,43 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 force: *force,
                 dry_run: *dry_run,
             };
-            apply::run(&search, &dirs, profile, &opts, cli.json)
+            let probe = match (*no_probe, *require_probe) {
+                (true, _) => apply::ProbeMode::Skip,
+                (false, true) => apply::ProbeMode::Require,
+                (false, false) => apply::ProbeMode::WhereAvailable,
+            };
+            let probe = apply::Probing {
+                mode: probe,
+                break_for_test: test_break_probe.clone(),
+            };
+            apply::run(&search, &dirs, profile, &opts, &probe, cli.json)
         }
         Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
         Command::Rollback => safety::rollback(&dirs, cli.json),
         Command::Status => safety::status(&dirs, cli.json),
         Command::Restore => safety::restore(&dirs, cli.json),
         Command::Watch { token } => safety::watch(&dirs, token),
-        Command::Probe(_) => reserved("probe"),
-        Command::Scan(_) => reserved("scan"),
+        Command::Probe { profile, wait_ms } => probe::run(
+            &search,
+            profile,
+            std::time::Duration::from_millis(*wait_ms),
+            cli.json,
+        ),
+        Command::Scan {
+            host,
+            profile,
+            from,
+            wait_ms,
+            retries,
+            via,
+        } => {
+            let opts = crate::probe::scan::ScanOptions {
+                wait: std::time::Duration::from_millis(*wait_ms),
+                retries: *retries,
+                interface: via.clone(),
+            };
+            scan::run(&search, host, profile, from, &opts, cli.json)
+        }
         Command::Emit(_) => reserved("emit"),
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! It reads the model only. Where the outcome depends on run-time state the
 //! model cannot know (a per-source meter, a global rate limit), it assumes
-//! the packet is under the limit: the first packet of a connection.
+//! the packet is under the limit: the first packet of a connection. The
+//! probe plan also asks the other question, with [`Meters::Spent`]: what
+//! happens once a source has used up its per-source rate and burst.
 
 use std::net::IpAddr;
 
@@ -21,6 +23,45 @@ pub struct Packet {
     /// interface never matches a packet whose interface is unknown.
     pub interface: Option<String>,
     pub state: CtState,
+}
+
+/// An ICMP or ICMPv6 message; its family must be the family of `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpPacket {
+    pub source: IpAddr,
+    pub interface: Option<String>,
+    pub kind: IcmpKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpKind {
+    V4(IcmpType),
+    V6(Icmpv6Type),
+}
+
+/// What a packet carries above IP, as far as a rule can look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Port { protocol: Protocol, dport: u16 },
+    Icmp(IcmpKind),
+}
+
+/// The state of the source's per-source rate-limit buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meters {
+    /// Under every limit: the first new connection from the source.
+    Fresh,
+    /// Over every per-source limit: rate and burst spent.
+    Spent,
+}
+
+/// The fields every match reads, whatever the packet.
+struct View<'a> {
+    source: IpAddr,
+    transport: Transport,
+    interface: Option<&'a str>,
+    state: CtState,
+    meters: Meters,
 }
 
 /// What the chain decides, and which rule decided (`None`: the policy).
@@ -40,6 +81,38 @@ impl Decision {
 /// Runs `packet` through the chain on `hook`. A ruleset without that chain
 /// accepts everything (nothing of ours is on the hook).
 pub fn evaluate(ruleset: &Ruleset, hook: Hook, packet: &Packet) -> Decision {
+    evaluate_with(ruleset, hook, packet, Meters::Fresh)
+}
+
+/// Like [`evaluate`], with the source's per-source meters in `meters`.
+pub fn evaluate_with(ruleset: &Ruleset, hook: Hook, packet: &Packet, meters: Meters) -> Decision {
+    let view = View {
+        source: packet.source,
+        transport: Transport::Port {
+            protocol: packet.protocol,
+            dport: packet.dport,
+        },
+        interface: packet.interface.as_deref(),
+        state: packet.state,
+        meters,
+    };
+    decide(ruleset, hook, &view)
+}
+
+/// What the chain decides for an ICMP message (a ping, a neighbour
+/// solicitation) under every limit.
+pub fn evaluate_icmp(ruleset: &Ruleset, hook: Hook, icmp: &IcmpPacket) -> Decision {
+    let view = View {
+        source: icmp.source,
+        transport: Transport::Icmp(icmp.kind),
+        interface: icmp.interface.as_deref(),
+        state: CtState::New,
+        meters: Meters::Fresh,
+    };
+    decide(ruleset, hook, &view)
+}
+
+fn decide(ruleset: &Ruleset, hook: Hook, packet: &View) -> Decision {
     let Some(chain) = ruleset.chains.iter().find(|c| c.hook == hook) else {
         return Decision {
             verdict: Verdict::Accept,
@@ -94,15 +167,19 @@ fn in_set(ruleset: &Ruleset, set: &str, source: &IpAddr) -> bool {
     }
 }
 
-fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
+fn matches(ruleset: &Ruleset, m: &Match, p: &View) -> bool {
+    let port = match p.transport {
+        Transport::Port { protocol, dport } => Some((protocol, dport)),
+        Transport::Icmp(_) => None,
+    };
     match m {
         Match::Family(f) => family_of(&p.source) == *f,
-        Match::InInterface(name) => interface_matches(name, p.interface.as_deref()),
+        Match::InInterface(name) => interface_matches(name, p.interface),
         // Input packets have no output interface.
         Match::OutInterface(_) => false,
         Match::CtState(states) => states.contains(&p.state),
-        Match::Protocol(protos) => protos.contains(&p.protocol),
-        Match::DestPort(ranges) => ranges.iter().any(|r| r.contains(p.dport)),
+        Match::Protocol(protos) => port.is_some_and(|(proto, _)| protos.contains(&proto)),
+        Match::DestPort(ranges) => port.is_some_and(|(_, d)| ranges.iter().any(|r| r.contains(d))),
         Match::SourceInSet { family, set } => {
             family_of(&p.source) == *family && in_set(ruleset, set, &p.source)
         }
@@ -110,10 +187,19 @@ fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
             family_of(&p.source) == *family && !in_set(ruleset, set, &p.source)
         }
         Match::Source(addr) => p.source == *addr,
-        // A TCP or UDP packet is never ICMP.
-        Match::IcmpType(_) | Match::Icmpv6Type(_) => false,
-        // The first packet of a connection is under any per-source rate.
-        Match::SourceRateOver { .. } => false,
+        // `icmp type` also checks the protocol (nft adds `meta l4proto
+        // icmp` before it), and so the family.
+        Match::IcmpType(types) => match p.transport {
+            Transport::Icmp(IcmpKind::V4(t)) => types.contains(&t),
+            _ => false,
+        },
+        Match::Icmpv6Type(types) => match p.transport {
+            Transport::Icmp(IcmpKind::V6(t)) => types.contains(&t),
+            _ => false,
+        },
+        Match::SourceRateOver { family, .. } => {
+            p.meters == Meters::Spent && family_of(&p.source) == *family
+        }
     }
 }
 
@@ -182,5 +268,49 @@ mod tests {
         let d = evaluate(&vps(), Hook::Input, &tcp("203.0.113.9", 3306, None));
         assert_eq!((d.verdict, d.rule), (Verdict::Drop, None));
         assert!(evaluate(&vps(), Hook::Output, &tcp("203.0.113.9", 3306, None)).accepted());
+    }
+
+    #[test]
+    fn a_spent_per_source_meter_drops_the_next_connection() {
+        let r = vps();
+        let p = tcp("192.0.2.10", 22, None);
+        assert!(evaluate_with(&r, Hook::Input, &p, Meters::Fresh).accepted());
+        let d = evaluate_with(&r, Hook::Input, &p, Meters::Spent);
+        assert_eq!(d.verdict, Verdict::Drop);
+        assert!(d.comment.ends_with("over limit"), "{}", d.comment);
+        // Web has no per-source limit.
+        assert!(evaluate_with(
+            &r,
+            Hook::Input,
+            &tcp("192.0.2.10", 443, None),
+            Meters::Spent
+        )
+        .accepted());
+    }
+
+    #[test]
+    fn ping_is_accepted_in_both_families_and_never_matches_a_port_rule() {
+        let r = vps();
+        let kinds = [
+            IcmpKind::V4(IcmpType::EchoRequest),
+            IcmpKind::V6(Icmpv6Type::EchoRequest),
+        ];
+        for (source, kind) in ["203.0.113.9", "2001:db8:9::1"].into_iter().zip(kinds) {
+            let icmp = IcmpPacket {
+                source: source.parse().unwrap(),
+                interface: Some("eth0".into()),
+                kind,
+            };
+            let d = evaluate_icmp(&r, Hook::Input, &icmp);
+            assert!(d.accepted(), "{source}");
+            assert_eq!(d.comment, "defaults: ping");
+        }
+        let ns = IcmpPacket {
+            source: "2001:db8:9::1".parse().unwrap(),
+            interface: Some("eth0".into()),
+            kind: IcmpKind::V6(Icmpv6Type::NdNeighborSolicit),
+        };
+        let d = evaluate_icmp(&r, Hook::Input, &ns);
+        assert_eq!(d.comment, "defaults: essential icmpv6");
     }
 }

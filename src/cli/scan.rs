@@ -1,0 +1,67 @@
+//! `fwharden scan`: check a live host's reachability from this machine
+//! against what a profile says a source in a group may reach.
+
+use std::net::{IpAddr, ToSocketAddrs};
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::{exit, load_reporting};
+use crate::probe::scan::{self, ScanOptions};
+use crate::profile::SearchPath;
+use crate::ruleset;
+
+pub fn run(
+    search: &SearchPath,
+    host: &str,
+    spec: &str,
+    group: &str,
+    opts: &ScanOptions,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let loaded = load_reporting(search, spec, json);
+    let Some(profile) = &loaded.profile else {
+        if json {
+            let out = json!({ "ok": false, "errors": loaded.errors().collect::<Vec<_>>() });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        eprintln!("fwharden: the profile is invalid; nothing was scanned");
+        return Ok(exit::INVALID_PROFILE);
+    };
+    let ruleset = ruleset::compile(profile);
+    let address: IpAddr = match host.parse() {
+        Ok(a) => a,
+        Err(_) => (host, 0)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .with_context(|| format!("{host} has no address"))?
+            .ip(),
+    };
+    let report = match scan::scan(&ruleset, address, group, opts) {
+        Ok(r) => r,
+        Err(e) => {
+            if json {
+                println!("{}", json!({ "ok": false, "error": e.to_string() }));
+            }
+            eprintln!("fwharden: error: {e}; nothing was scanned");
+            return Ok(exit::FAILURE);
+        }
+    };
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["ok"] = json!(report.passed);
+        v["host"] = json!(address);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", report.table());
+        println!(
+            "(from outside, an accepted port where nothing listens answers with a reset: it counts as reachable, as open does)"
+        );
+    }
+    Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::PROBE_FAILED
+    })
+}

@@ -1,0 +1,96 @@
+//! Self-probes: proves a [`Ruleset`] with real packets. The plan ([`plan`])
+//! says from the model alone what every probe must see; the replica
+//! ([`replica`]) is a set of network namespaces this process creates,
+//! holding the same ruleset loaded through the same netlink code as
+//! `apply`; [`send`] sends the packets and classifies what comes back;
+//! [`report`] compares.
+//!
+//! Never fails open: a probe that errors is inconclusive, and an
+//! inconclusive probe fails the run like a mismatch.
+
+pub mod plan;
+pub mod replica;
+pub mod report;
+pub mod scan;
+pub mod send;
+
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::netns::NetnsError;
+use crate::nft::NftError;
+use crate::ruleset::{Family, Ruleset};
+
+pub use plan::{Outcome, Plan, Service};
+pub use report::{Report, Row, Status};
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error("no probe replica here: {0}")]
+    Unavailable(#[source] NetnsError),
+    #[error("building the probe replica failed: {0}")]
+    Replica(#[source] NetnsError),
+    #[error("loading the ruleset into the probe replica failed: {0}")]
+    Load(#[source] NftError),
+    #[error("opening the probe replica's listener on {what} failed: {source}")]
+    Listen {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting {what} in the probe replica failed: {source}")]
+    Setting {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for probe answers failed: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("the probe plan names {what}, which the replica does not have")]
+    Plan { what: String },
+    #[error(
+        "refusing to load the replica: this is the network namespace {} names",
+        crate::rollback::FORBID_ENV
+    )]
+    Interlock,
+}
+
+/// How long a probe waits for an answer before it counts as filtered.
+/// Replica links are veths between namespaces of one kernel: an answer
+/// takes well under a millisecond, so this is margin for a busy machine.
+pub const TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Proves `ruleset`: builds its plan and a replica holding it, sends every
+/// probe and compares. The replica is gone when this returns.
+pub fn prove(ruleset: &Ruleset, timeout: Duration) -> Result<Report, ProbeError> {
+    prove_loaded(ruleset, ruleset, timeout)
+}
+
+/// Like [`prove`], with expectations from `expected` but `loaded` in the
+/// replica's kernel: how the tests show that a broken ruleset is caught by
+/// the kernel's answers, not by the model compared with itself.
+pub fn prove_loaded(
+    expected: &Ruleset,
+    loaded: &Ruleset,
+    timeout: Duration,
+) -> Result<Report, ProbeError> {
+    let start = Instant::now();
+    let mut plan = plan::build(expected);
+    let mut notes = Vec::new();
+    // Booted with ipv6.disable=1, the kernel has no IPv6 at all: no IPv6
+    // packet can reach this host, and the replica could not send one.
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        let left_out = plan.without(Family::Ipv6);
+        notes.push(format!(
+            "{left_out} IPv6 probes left out: this kernel has no IPv6 (booted with ipv6.disable=1), so no IPv6 packet reaches it"
+        ));
+    }
+    let observed = {
+        let replica = replica::Replica::build(&plan, loaded)?;
+        replica.run(&plan, timeout)?
+    };
+    let mut report = Report::compare(&plan, &observed, start.elapsed());
+    report.notes = notes;
+    Ok(report)
+}

@@ -1,0 +1,434 @@
+//! The replica: a target network namespace holding the ruleset, loaded by
+//! the same netlink code as `apply` (`nft::apply`), with one interface per
+//! name the plan needs (eth0, wg0, wg7 for `wg*`...). Each interface is a
+//! veth link to a peer namespace of its own, which holds every source
+//! address of the plan: the same address can then arrive on any
+//! interface. Nothing is linked to the machine's own namespace, and every
+//! probe is sent to an address of the target namespace.
+//!
+//! Return traffic: the target has one address per interface and per
+//! family (198.18.0.0/15 and 2001:2::/48, the benchmarking ranges of
+//! RFC 2544 and RFC 5180), and a policy rule `from ADDR lookup TABLE` sends
+//! every answer from that address (SYN-ACK, reset, ICMP error, echo reply,
+//! UDP reply) back out of the interface the probe came in on.
+//!
+//! Dropped in field order, panic included: the UDP echo thread stops, the
+//! listeners close, then the namespaces are deleted (which removes their
+//! veths and their firewall).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::plan::{Outcome, Plan, Service};
+use super::send::{settle, Attempt, Got};
+use super::ProbeError;
+use crate::netns::{Netns, NetnsError};
+use crate::ruleset::Ruleset;
+
+/// Namespace name tags: `fwh-probe-PID-N` and `fwh-probepeer-PID-N`.
+const TARGET_TAG: &str = "probe";
+const PEER_TAG: &str = "probepeer";
+/// A replica lives about a second; one whose process died (SIGKILL) and
+/// that is older than this is removed by the next probe.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// One interface of the target and the peer namespace behind it.
+#[derive(Debug)]
+pub struct Link {
+    /// The name in the target namespace, as the profile names it.
+    pub interface: String,
+    pub peer: Netns,
+    /// The veth end in the peer namespace.
+    pub peer_device: String,
+    pub target_v4: Ipv4Addr,
+    pub target_v6: Ipv6Addr,
+}
+
+impl Link {
+    pub fn target(&self, source: &IpAddr) -> IpAddr {
+        match source {
+            IpAddr::V4(_) => IpAddr::V4(self.target_v4),
+            IpAddr::V6(_) => IpAddr::V6(self.target_v6),
+        }
+    }
+}
+
+pub struct Replica {
+    echo: Option<UdpEcho>,
+    tcp: Vec<TcpListener>,
+    links: Vec<Link>,
+    target: Netns,
+    loaded: Ruleset,
+}
+
+/// What a rate-limit probe saw: its first attempt, and the first attempt
+/// that differed from it (or the last one) with its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateSeen {
+    pub first: Got,
+    pub later: Got,
+    pub at: u32,
+}
+
+/// Everything a run saw, in plan order.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub probes: Vec<Got>,
+    pub rates: Vec<RateSeen>,
+}
+
+/// Namespaces that cannot be created or entered mean no replica here
+/// (an unprivileged container): a state `apply` reports, not a failure of
+/// the ruleset.
+fn netns_error(e: NetnsError) -> ProbeError {
+    match e {
+        NetnsError::Create { .. } | NetnsError::Enter { .. } => ProbeError::Unavailable(e),
+        e => ProbeError::Replica(e),
+    }
+}
+
+impl Replica {
+    /// Builds the namespaces of `plan`, loads `loaded` into the target and
+    /// opens a listener on every probed port.
+    pub fn build(plan: &Plan, loaded: &Ruleset) -> Result<Replica, ProbeError> {
+        Netns::remove_stale(&[TARGET_TAG, PEER_TAG], STALE_AFTER);
+        let target = Netns::create(TARGET_TAG).map_err(netns_error)?;
+        let sources = plan.sources();
+        let mut replica = Replica {
+            echo: None,
+            tcp: Vec::new(),
+            links: Vec::new(),
+            target,
+            loaded: loaded.clone(),
+        };
+        let mut peers = Vec::new();
+        for _ in &plan.interfaces {
+            peers.push(Netns::create(PEER_TAG).map_err(netns_error)?);
+        }
+        for ns in std::iter::once(&replica.target).chain(&peers) {
+            enable_ipv6(ns)?;
+        }
+        let mut lines = Vec::new();
+        // `ip rule` takes its family from the command line, not the address.
+        let mut rules_v6 = Vec::new();
+        let mut n = 0u16;
+        for (i, (interface, peer)) in plan.interfaces.iter().zip(peers).enumerate() {
+            let (v4, v6) = loop {
+                n += 1;
+                let v4 = Ipv4Addr::new(198, 18, (n >> 8) as u8, n as u8);
+                let v6 = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, n);
+                if !sources.contains(&IpAddr::V4(v4)) && !sources.contains(&IpAddr::V6(v6)) {
+                    break (v4, v6);
+                }
+            };
+            let device = format!("p{i}");
+            let table = 100 + i;
+            lines.extend([
+                format!(
+                    "link add {interface} type veth peer name {device} netns {}",
+                    peer.name()
+                ),
+                format!("link set {interface} up"),
+                format!("addr add {v4}/32 dev {interface}"),
+                format!("addr add {v6}/128 dev {interface} nodad"),
+                format!("route add 0.0.0.0/0 dev {interface} table {table}"),
+                format!("route add ::/0 dev {interface} table {table}"),
+                format!("rule add from {v4} lookup {table}"),
+            ]);
+            rules_v6.push(format!("rule add from {v6} lookup {table}"));
+            replica.links.push(Link {
+                interface: interface.clone(),
+                peer,
+                peer_device: device,
+                target_v4: v4,
+                target_v6: v6,
+            });
+        }
+        replica.target.ip_batch(&[], &lines).map_err(netns_error)?;
+        replica
+            .target
+            .ip_batch(&["-6"], &rules_v6)
+            .map_err(netns_error)?;
+        for link in &replica.links {
+            link.peer
+                .ip_batch(&[], &peer_lines(link, &sources))
+                .map_err(netns_error)?;
+            // Echo requests go out of unprivileged ICMP sockets, which each
+            // namespace allows to no group until told (net/ipv4/ping.c).
+            link.peer
+                .run_in(|| std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"))
+                .map_err(netns_error)?
+                .map_err(|source| ProbeError::Setting {
+                    what: "net.ipv4.ping_group_range of a peer namespace",
+                    source,
+                })?;
+        }
+        replica.load()?;
+        replica.listen(&plan.services())?;
+        Ok(replica)
+    }
+
+    /// (Re)loads the ruleset into the target namespace through the netlink
+    /// path `apply` uses. Loading again replaces the table in one
+    /// transaction, which also empties its per-source meters (the nmap
+    /// test starts from there).
+    pub fn load(&self) -> Result<(), ProbeError> {
+        let loaded = &self.loaded;
+        self.target
+            .run_in(|| {
+                crate::rollback::interlock().map_err(|_| ProbeError::Interlock)?;
+                crate::nft::apply(loaded).map_err(ProbeError::Load)
+            })
+            .map_err(netns_error)?
+            .map(|_| ())
+    }
+
+    fn listen(&mut self, services: &BTreeSet<Service>) -> Result<(), ProbeError> {
+        let links = &self.links;
+        let (tcp, udp) = self
+            .target
+            .run_in(|| -> Result<_, ProbeError> {
+                let mut tcp = Vec::new();
+                let mut udp = Vec::new();
+                let fail = |what: String| move |source| ProbeError::Listen { what, source };
+                for service in services {
+                    match *service {
+                        // One dual-stack socket per port takes both
+                        // families on every address (bindv6only is 0 in a
+                        // new namespace). The kernel answers the handshake
+                        // of a listening socket without an accept.
+                        Service::Tcp(port) => tcp.push(
+                            TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+                                .map_err(fail(format!("{port}/tcp")))?,
+                        ),
+                        // Bound to each address, so a reply leaves from
+                        // the address (and so the interface) it came to.
+                        Service::Udp(port) => {
+                            for link in links {
+                                for ip in [IpAddr::V4(link.target_v4), IpAddr::V6(link.target_v6)] {
+                                    udp.push(
+                                        UdpSocket::bind((ip, port))
+                                            .map_err(fail(format!("{ip} {port}/udp")))?,
+                                    );
+                                }
+                            }
+                        }
+                        Service::Ping | Service::NeighborSolicit => {}
+                    }
+                }
+                Ok((tcp, udp))
+            })
+            .map_err(netns_error)??;
+        self.tcp = tcp;
+        if !udp.is_empty() {
+            self.echo = Some(UdpEcho::start(udp));
+        }
+        Ok(())
+    }
+
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    pub fn link(&self, interface: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.interface == interface)
+    }
+
+    pub fn target(&self) -> &Netns {
+        &self.target
+    }
+
+    /// Sends every probe of `plan`, all in flight at once, while every
+    /// rate-limit sequence runs on a thread of its own (the plan keeps
+    /// other probes off their meters), and returns what each saw.
+    pub fn run(&self, plan: &Plan, timeout: Duration) -> Result<Observed, ProbeError> {
+        std::thread::scope(|scope| {
+            let sequences: Vec<_> = plan
+                .rate_probes
+                .iter()
+                .map(|r| scope.spawn(move || self.rate_sequence(r, timeout)))
+                .collect();
+            let probes = self.all_at_once(plan, timeout);
+            let rates = sequences
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<_>, _>>();
+            Ok(Observed {
+                probes: probes?,
+                rates: rates?,
+            })
+        })
+    }
+
+    fn all_at_once(&self, plan: &Plan, timeout: Duration) -> Result<Vec<Got>, ProbeError> {
+        let mut attempts: Vec<(usize, Attempt)> = Vec::new();
+        for link in &self.links {
+            let mine: Vec<usize> = (0..plan.probes.len())
+                .filter(|&i| plan.probes[i].interface == link.interface)
+                .collect();
+            let started = link
+                .peer
+                .run_in(|| {
+                    mine.iter()
+                        .map(|&i| {
+                            let p = &plan.probes[i];
+                            (
+                                i,
+                                Attempt::start(p.source, link.target(&p.source), p.service),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .map_err(netns_error)?;
+            attempts.extend(started);
+        }
+        let (order, mut flight): (Vec<usize>, Vec<Attempt>) = attempts.into_iter().unzip();
+        settle(&mut flight, timeout).map_err(ProbeError::Wait)?;
+        let mut probes = vec![Got::Inconclusive("not sent".into()); plan.probes.len()];
+        for (i, a) in order.into_iter().zip(&flight) {
+            probes[i] = a.got().cloned().unwrap_or(Got::Seen(Outcome::Filtered));
+        }
+        Ok(probes)
+    }
+
+    /// Connection attempts one after another until one sees something else
+    /// than the first, or `attempts` are spent.
+    fn rate_sequence(
+        &self,
+        r: &super::plan::RateProbe,
+        timeout: Duration,
+    ) -> Result<RateSeen, ProbeError> {
+        let link = self.link(&r.interface).ok_or_else(|| ProbeError::Plan {
+            what: format!("interface {}", r.interface),
+        })?;
+        let target = link.target(&r.source);
+        let mut seen: Option<RateSeen> = None;
+        for n in 1..=r.attempts {
+            let mut one = [link
+                .peer
+                .run_in(|| Attempt::start(r.source, target, r.service))
+                .map_err(netns_error)?];
+            settle(&mut one, timeout).map_err(ProbeError::Wait)?;
+            let got = one[0]
+                .got()
+                .cloned()
+                .unwrap_or(Got::Seen(Outcome::Filtered));
+            match &mut seen {
+                None => {
+                    seen = Some(RateSeen {
+                        first: got.clone(),
+                        later: got,
+                        at: 1,
+                    })
+                }
+                Some(s) => {
+                    s.at = n;
+                    let differs = got != s.first;
+                    s.later = got;
+                    if differs {
+                        break;
+                    }
+                }
+            }
+        }
+        seen.ok_or_else(|| ProbeError::Plan {
+            what: "a rate probe of no attempts".into(),
+        })
+    }
+}
+
+/// A new namespace takes IPv6 settings from the machine's own when
+/// `net.core.devconf_inherit_init_net` says so, and a host may have IPv6
+/// disabled on its interfaces; the replica's interfaces need it on. (A
+/// kernel without IPv6 at all has no such setting: the probe then leaves
+/// IPv6 out, see `prove_loaded`.)
+fn enable_ipv6(ns: &Netns) -> Result<(), ProbeError> {
+    let set = || -> std::io::Result<()> {
+        for conf in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+            if std::path::Path::new(&path).exists() {
+                std::fs::write(path, "0")?;
+            }
+        }
+        Ok(())
+    };
+    ns.run_in(set)
+        .map_err(netns_error)?
+        .map_err(|source| ProbeError::Setting {
+            what: "net.ipv6.conf.*.disable_ipv6",
+            source,
+        })
+}
+
+/// The peer side of a link: every source address of the plan, and a route
+/// to the target's addresses.
+fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
+    let dev = &link.peer_device;
+    let mut lines = vec![format!("link set {dev} up")];
+    for s in sources {
+        lines.push(match s {
+            IpAddr::V4(a) => format!("addr add {a}/32 dev {dev}"),
+            // No duplicate address detection: usable at once.
+            IpAddr::V6(a) => format!("addr add {a}/128 dev {dev} nodad"),
+        });
+    }
+    lines.push(format!("route add {}/32 dev {dev}", link.target_v4));
+    lines.push(format!("route add {}/128 dev {dev}", link.target_v6));
+    lines
+}
+
+/// Answers every datagram on the replica's UDP sockets with its own bytes,
+/// on a thread of its own until dropped.
+struct UdpEcho {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(sockets: Vec<UdpSocket>) -> UdpEcho {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !flag.load(Ordering::Relaxed) {
+                let mut fds: Vec<PollFd> = sockets
+                    .iter()
+                    .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                // Short, so a drop is never kept waiting.
+                if poll(&mut fds, PollTimeout::from(20u8)).is_err() {
+                    continue;
+                }
+                let ready: Vec<usize> = (0..fds.len())
+                    .filter(|&i| fds[i].revents().is_some_and(|r| !r.is_empty()))
+                    .collect();
+                drop(fds);
+                for i in ready {
+                    if let Ok((n, from)) = sockets[i].recv_from(&mut buf) {
+                        let _ = sockets[i].send_to(&buf[..n], from);
+                    }
+                }
+            }
+        });
+        UdpEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Compares what the probes saw with what the plan expects, and prints it:
+//! one row per probe, mismatches and inconclusive probes first.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::plan::{Outcome, Plan};
+use super::replica::Observed;
+use super::send::Got;
+
+/// How a row came out. Ordered as the table lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Mismatch,
+    /// The probe could not tell: it fails the run too.
+    Inconclusive,
+    Match,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub status: Status,
+    pub source: IpAddr,
+    pub interface: String,
+    /// `22/tcp`, `ping`, or for a rate limit `22/tcp #1` and `22/tcp by #16`.
+    pub service: String,
+    pub expected: Outcome,
+    pub got: Got,
+    /// The rule that decides, by the model.
+    pub rule: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub profile: String,
+    pub passed: bool,
+    pub probes: usize,
+    pub mismatches: usize,
+    pub inconclusive: usize,
+    pub elapsed_ms: u64,
+    /// What was not probed, and why.
+    pub notes: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+fn status(expected: Outcome, got: &Got) -> Status {
+    match got {
+        Got::Seen(o) if *o == expected => Status::Match,
+        Got::Seen(_) => Status::Mismatch,
+        Got::Inconclusive(_) => Status::Inconclusive,
+    }
+}
+
+impl Report {
+    pub fn compare(plan: &Plan, observed: &Observed, elapsed: Duration) -> Report {
+        let mut rows: Vec<Row> = plan
+            .probes
+            .iter()
+            .zip(&observed.probes)
+            .map(|(p, got)| Row {
+                status: status(p.expected, got),
+                source: p.source,
+                interface: p.interface.clone(),
+                service: p.service.to_string(),
+                expected: p.expected,
+                got: got.clone(),
+                rule: p.rule.clone(),
+                why: p.why.clone(),
+            })
+            .collect();
+        for (r, seen) in plan.rate_probes.iter().zip(&observed.rates) {
+            let why = format!("per-source rate limit {}", r.rate);
+            rows.push(Row {
+                status: status(r.first, &seen.first),
+                source: r.source,
+                interface: r.interface.clone(),
+                service: format!("{} #1", r.service),
+                expected: r.first,
+                got: seen.first.clone(),
+                rule: r.first_rule.clone(),
+                why: format!("{why}: the first connection passes"),
+            });
+            rows.push(Row {
+                status: status(r.spent, &seen.later),
+                source: r.source,
+                interface: r.interface.clone(),
+                service: format!("{} by #{}", r.service, r.attempts),
+                expected: r.spent,
+                got: seen.later.clone(),
+                rule: r.spent_rule.clone(),
+                why: format!("{why}: seen at attempt #{}", seen.at),
+            });
+        }
+        Report::from_rows(&plan.profile, rows, elapsed)
+    }
+
+    /// A report of `rows`, mismatches and inconclusive rows first. No row
+    /// at all does not pass: nothing was proven.
+    pub fn from_rows(profile: &str, mut rows: Vec<Row>, elapsed: Duration) -> Report {
+        // Stable: within a status, plan order.
+        rows.sort_by_key(|r| r.status);
+        let count = |s| rows.iter().filter(|r| r.status == s).count();
+        let (mismatches, inconclusive) = (count(Status::Mismatch), count(Status::Inconclusive));
+        Report {
+            profile: profile.to_string(),
+            passed: mismatches == 0 && inconclusive == 0 && !rows.is_empty(),
+            probes: rows.len(),
+            mismatches,
+            inconclusive,
+            elapsed_ms: elapsed.as_millis() as u64,
+            notes: Vec::new(),
+            rows,
+        }
+    }
+
+    /// The rows that fail the run.
+    pub fn failures(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| r.status != Status::Match)
+    }
+
+    /// One line: how many probes, how many failed, how long it took.
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed_ms as f64 / 1000.0;
+        if self.passed {
+            format!(
+                "profile {}: all {} probes match ({secs:.2} s)",
+                self.profile, self.probes
+            )
+        } else {
+            format!(
+                "profile {}: {} of {} probes do not match, {} inconclusive ({secs:.2} s)",
+                self.profile, self.mismatches, self.probes, self.inconclusive
+            )
+        }
+    }
+
+    /// The table `fwharden probe` prints, summary last.
+    pub fn table(&self) -> String {
+        let header = [
+            "",
+            "SOURCE",
+            "IFACE",
+            "PORT",
+            "EXPECTED",
+            "GOT",
+            "DECIDED BY",
+        ];
+        let mut cells: Vec<[String; 7]> = vec![header.map(str::to_string)];
+        for r in &self.rows {
+            let mark = match r.status {
+                Status::Mismatch => "MISMATCH",
+                Status::Inconclusive => "INCONCLUSIVE",
+                Status::Match => "ok",
+            };
+            cells.push([
+                mark.into(),
+                r.source.to_string(),
+                r.interface.clone(),
+                r.service.clone(),
+                r.expected.as_str().into(),
+                r.got.describe(),
+                r.rule.clone(),
+            ]);
+        }
+        let mut widths = [0usize; 7];
+        for row in &cells {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &cells {
+            let mut line = String::new();
+            for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(c);
+                } else {
+                    line.push_str(&format!("{c:<w$}  "));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
+        out.push_str(&self.summary());
+        out.push('\n');
+        out
+    }
+}

@@ -1,0 +1,298 @@
+//! Sends probes and classifies what comes back: a TCP connection attempt,
+//! a UDP datagram, an echo request, each from a chosen source address.
+//!
+//! A socket belongs to the network namespace of the thread that created it
+//! for its whole life, so [`Attempt::start`] runs inside a namespace (see
+//! `Netns::run_in`) and [`settle`] can then wait on every attempt of every
+//! namespace together, from any thread: all probes of a run are in flight
+//! at once and the run waits one timeout, not one per probe.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    bind, connect, getsockopt, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags,
+    SockFlag, SockProtocol, SockType, SockaddrStorage,
+};
+use serde::Serialize;
+
+use super::plan::{Outcome, Service};
+
+/// What one probe saw, or why it could not tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "detail")]
+pub enum Got {
+    Seen(Outcome),
+    /// The probe itself failed: neither a pass nor a fail of the ruleset,
+    /// so the run fails (never open).
+    Inconclusive(String),
+}
+
+impl Got {
+    pub fn describe(&self) -> String {
+        match self {
+            Got::Seen(o) => o.as_str().to_string(),
+            Got::Inconclusive(why) => format!("inconclusive ({why})"),
+        }
+    }
+}
+
+/// The bytes a UDP probe carries; the replica's listener echoes them.
+const PAYLOAD: &[u8] = b"fwharden probe";
+
+/// One probe in flight.
+pub struct Attempt {
+    /// `None` when no socket could be opened (the attempt is then decided).
+    fd: Option<OwnedFd>,
+    target: IpAddr,
+    service: Service,
+    got: Option<Got>,
+    resent: bool,
+}
+
+fn family(a: IpAddr) -> AddressFamily {
+    match a {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn addr(ip: IpAddr, port: u16) -> SockaddrStorage {
+    SockaddrStorage::from(SocketAddr::new(ip, port))
+}
+
+/// An echo request header (type, code, checksum, id, sequence): the kernel
+/// fills the checksum and the id of a ping socket (net/ipv4/ping.c).
+fn echo_request(target: IpAddr) -> [u8; 8] {
+    let kind = match target {
+        IpAddr::V4(_) => 8,
+        IpAddr::V6(_) => 128,
+    };
+    [kind, 0, 0, 0, 0, 0, 0, 1]
+}
+
+/// A neighbour solicitation for `target` (RFC 4861, 4.3): type 135, code,
+/// checksum (the kernel computes it for ICMPv6 raw sockets), reserved,
+/// the target address; no link-layer option, which a unicast solicitation
+/// may leave out.
+fn neighbor_solicit(target: IpAddr) -> Vec<u8> {
+    let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    if let IpAddr::V6(t) = target {
+        m.extend_from_slice(&t.octets());
+    }
+    m
+}
+
+fn is_advert_for(message: &[u8], target: IpAddr) -> bool {
+    let IpAddr::V6(t) = target else { return false };
+    message.len() >= 24 && message[0] == 136 && message[8..24] == t.octets()
+}
+
+impl Attempt {
+    /// Opens a socket in the calling thread's network namespace, bound to
+    /// `source`, and sends the first packet to `target`. An error here is
+    /// an inconclusive probe, not an I/O failure of the run.
+    pub fn start(source: IpAddr, target: IpAddr, service: Service) -> Attempt {
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let opened = match service {
+            Service::Tcp(_) => socket(family(target), SockType::Stream, flags, None),
+            Service::Udp(_) => socket(family(target), SockType::Datagram, flags, None),
+            Service::Ping => {
+                let proto = match target {
+                    IpAddr::V4(_) => SockProtocol::Icmp,
+                    IpAddr::V6(_) => SockProtocol::IcmpV6,
+                };
+                socket(family(target), SockType::Datagram, flags, proto)
+            }
+            // A raw socket: neighbour discovery is no datagram service.
+            Service::NeighborSolicit => {
+                socket(family(target), SockType::Raw, flags, SockProtocol::IcmpV6)
+            }
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(e) => return Attempt::failed(target, service, format!("socket: {e}")),
+        };
+        let mut attempt = Attempt {
+            fd: Some(fd),
+            target,
+            service,
+            got: None,
+            resent: false,
+        };
+        let port = match service {
+            Service::Tcp(p) | Service::Udp(p) => p,
+            Service::Ping | Service::NeighborSolicit => 0,
+        };
+        let raw = attempt.raw();
+        if let Err(e) = bind(raw, &addr(source, 0)) {
+            attempt.got = Some(Got::Inconclusive(format!("bind {source}: {e}")));
+            return attempt;
+        }
+        if service == Service::NeighborSolicit {
+            // A receiver drops neighbour discovery that may have crossed a
+            // router: the hop limit must be 255 (RFC 4861, 7.1.1).
+            let hops = attempt
+                .fd
+                .as_ref()
+                .map(|fd| setsockopt(fd, sockopt::Ipv6Ttl, &255));
+            if let Some(Err(e)) = hops {
+                attempt.got = Some(Got::Inconclusive(format!("IPV6_UNICAST_HOPS: {e}")));
+                return attempt;
+            }
+        }
+        match (connect(raw, &addr(target, port)), service) {
+            (Err(Errno::EINPROGRESS), Service::Tcp(_)) | (Ok(()), _) => {}
+            (Err(e), _) => {
+                attempt.got = Some(attempt.classify_error(e));
+                return attempt;
+            }
+        }
+        if !matches!(service, Service::Tcp(_)) {
+            attempt.send_datagram();
+        }
+        attempt
+    }
+
+    fn failed(target: IpAddr, service: Service, why: String) -> Attempt {
+        Attempt {
+            fd: None,
+            target,
+            service,
+            got: Some(Got::Inconclusive(why)),
+            resent: true,
+        }
+    }
+
+    /// The socket's descriptor; -1 (EBADF on use) when there is none.
+    fn raw(&self) -> std::os::fd::RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    fn send_datagram(&mut self) {
+        let bytes: Vec<u8> = match self.service {
+            Service::Ping => [&echo_request(self.target)[..], PAYLOAD].concat(),
+            Service::NeighborSolicit => neighbor_solicit(self.target),
+            _ => PAYLOAD.to_vec(),
+        };
+        if let Err(e) = send(self.raw(), &bytes, MsgFlags::empty()) {
+            self.got = Some(self.classify_error(e));
+        }
+    }
+
+    /// A refusal the ruleset can cause (`reject`: TCP reset or ICMP port
+    /// unreachable) is an outcome; any other error is inconclusive.
+    fn classify_error(&self, e: Errno) -> Got {
+        match e {
+            Errno::ECONNREFUSED => Got::Seen(Outcome::Rejected),
+            e => Got::Inconclusive(e.desc().to_string()),
+        }
+    }
+
+    /// Reads what the socket says now that poll reported an event.
+    fn on_event(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let raw = fd.as_raw_fd();
+        match self.service {
+            Service::Tcp(_) => match getsockopt(fd, sockopt::SocketError) {
+                Ok(0) => self.got = Some(Got::Seen(Outcome::Open)),
+                Ok(errno) => self.got = Some(self.classify_error(Errno::from_raw(errno))),
+                Err(e) => self.got = Some(Got::Inconclusive(format!("SO_ERROR: {e}"))),
+            },
+            Service::Udp(_) | Service::Ping => {
+                let mut buf = [0u8; 256];
+                match recv(raw, &mut buf, MsgFlags::empty()) {
+                    Ok(_) => self.got = Some(Got::Seen(Outcome::Open)),
+                    Err(Errno::EAGAIN) => {}
+                    Err(e) => self.got = Some(self.classify_error(e)),
+                }
+            }
+            // A raw socket sees every ICMPv6 message of the namespace:
+            // only an advertisement for the target's address answers. (One
+            // that answers the peer kernel's own solicitation for it
+            // counts too: it passed the same rule.)
+            Service::NeighborSolicit => {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = recv(raw, &mut buf, MsgFlags::empty()) {
+                    if is_advert_for(&buf[..n], self.target) {
+                        self.got = Some(Got::Seen(Outcome::Open));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn got(&self) -> Option<&Got> {
+        self.got.as_ref()
+    }
+}
+
+/// Waits until every attempt has an answer or `timeout` has passed; what
+/// has none by then is filtered. Datagrams are sent once more halfway,
+/// so one lost on the link does not read as filtered.
+pub fn settle(attempts: &mut [Attempt], timeout: Duration) -> io::Result<()> {
+    let start = Instant::now();
+    let halfway = timeout / 2;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            break;
+        }
+        if elapsed >= halfway {
+            for a in attempts.iter_mut() {
+                if a.got.is_none() && !a.resent && !matches!(a.service, Service::Tcp(_)) {
+                    a.resent = true;
+                    a.send_datagram();
+                }
+            }
+        }
+        // Waiting: no answer yet (an attempt without a socket is decided).
+        let (open, mut fds): (Vec<usize>, Vec<PollFd>) = attempts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.got.is_none())
+            .filter_map(|(i, a)| {
+                let events = match a.service {
+                    Service::Tcp(_) => PollFlags::POLLOUT,
+                    _ => PollFlags::POLLIN,
+                };
+                a.fd.as_ref().map(|fd| (i, PollFd::new(fd.as_fd(), events)))
+            })
+            .unzip();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let wake = if elapsed < halfway {
+            halfway - elapsed
+        } else {
+            timeout - elapsed
+        };
+        let ms =
+            PollTimeout::try_from(wake.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<usize> = open
+            .iter()
+            .zip(&fds)
+            .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(&i, _)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            attempts[i].on_event();
+        }
+    }
+    for a in attempts.iter_mut() {
+        if a.got.is_none() {
+            a.got = Some(Got::Seen(Outcome::Filtered));
+        }
+    }
+    Ok(())
+}
