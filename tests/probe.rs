@@ -397,3 +397,47 @@ fn probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect() {
     );
     assert!(text.contains("1 of 15 probes do not match"), "{text}");
 }
+
+/// vps-profile with its admin group grown to `n` IPv4 hosts.
+fn with_big_admin(n: u32) -> Ruleset {
+    let mut r = compiled("vps-profile");
+    let set = r.sets.iter_mut().find(|s| s.name == "admin_v4").unwrap();
+    set.kind = SetKind::Prefixes(
+        (0..n)
+            .map(|i| ipnet::IpNet::from(std::net::IpAddr::V4((0x0a40_0000 + 2 * i).into())))
+            .collect(),
+    );
+    r
+}
+
+#[test]
+fn a_big_set_is_probed_through_the_prefixes_its_sources_need() {
+    if !privileged("a_big_set_is_probed_through_the_prefixes_its_sources_need") {
+        return;
+    }
+    interlock();
+    let big = with_big_admin(20_000);
+    let report = probe::prove(&big, probe::TIMEOUT).unwrap();
+    assert!(report.passed, "{}", report.table());
+    // The set's first prefix missing in the kernel is still caught: the
+    // replica keeps every prefix a probe's source is in, and no other
+    // prefix stands in for it.
+    let mut broken = big.clone();
+    let set = broken
+        .sets
+        .iter_mut()
+        .find(|s| s.name == "admin_v4")
+        .unwrap();
+    if let SetKind::Prefixes(nets) = &mut set.kind {
+        nets.remove(0);
+    }
+    let report = probe::prove_loaded(&big, &broken, probe::TIMEOUT).unwrap();
+    assert!(!report.passed, "{}", report.table());
+    assert!(
+        failing(&report)
+            .iter()
+            .all(|row| row.starts_with("10.64.0.0 ")),
+        "{:#?}",
+        failing(&report)
+    );
+}
