@@ -11,6 +11,7 @@ pub mod netns;
 pub mod nft;
 pub mod probe;
 pub mod profile;
+pub mod progress;
 pub mod render;
 pub mod rollback;
 pub mod ruleset;

@@ -97,7 +97,10 @@ fn prove(
         return Ok(Proof::GoOn);
     }
     let loaded = for_replica(new, probing)?;
-    match probe::prove_loaded(new, &loaded, probe::TIMEOUT) {
+    crate::progress::phase("probing in a replica");
+    let proved = probe::prove_loaded(new, &loaded, probe::TIMEOUT);
+    crate::progress::clear();
+    match proved {
         Ok(report) => {
             out["probed"] = json!(true);
             out["probe"] = summary(&report);
@@ -154,6 +157,8 @@ pub fn run(
     probing: &Probing,
     json: bool,
 ) -> anyhow::Result<i32> {
+    let watch = crate::progress::wanted(json).then(crate::progress::start);
+    crate::progress::phase("loading the profile");
     let loaded = load_reporting(search, spec, json);
     let profile = &loaded.profile;
     let Some(profile) = profile else {
@@ -170,6 +175,7 @@ pub fn run(
         eprintln!("fwharden: the profile is invalid; nothing was changed");
         return Ok(exit::INVALID_PROFILE);
     };
+    crate::progress::phase("compiling");
     let new = ruleset::compile(profile);
     // A dry run changes nothing, so there is nothing to prove first.
     let mut probed = json!({ "probed": false, "probe_skipped": "dry run: nothing is loaded" });
@@ -185,7 +191,9 @@ pub fn run(
             return Ok(code);
         }
     }
-    let outcome = match rollback::apply(dirs, &new, opts) {
+    let outcome = rollback::apply(dirs, &new, opts);
+    drop(watch);
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             if json {

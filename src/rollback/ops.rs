@@ -100,6 +100,7 @@ pub fn apply(
     // Ask the kernel before touching the state directory: without
     // CAP_NET_ADMIN the error that helps is "needs root or CAP_NET_ADMIN",
     // not "permission denied" on the root-only /var/lib/fwharden.
+    crate::progress::phase("reading the kernel");
     let generation_now = nft::generation()?;
     if opts.dry_run {
         // Touches nothing: no state directory, no lock, no kernel write.
@@ -189,6 +190,7 @@ pub fn apply(
         watcher: None,
         watcher_lives: None,
     };
+    crate::progress::phase("arming the rollback");
     dirs.save_pending(&record)?;
     let spawned = match watcher::spawn(dirs, &record.token) {
         Ok(s) => s,
@@ -206,6 +208,7 @@ pub fn apply(
     // compare-and-swap, a fraction of the batch.
     // The hatch's element is armed by this commit, after the deadline was
     // set above: it never opens before the watcher's deadline.
+    crate::progress::phase("transaction");
     let committed = match current.as_ref() {
         Some(old) if old.differs_only_in_elements(&loaded) => {
             nft::apply_delta(old, &loaded, generation)
@@ -216,6 +219,7 @@ pub fn apply(
         Ok(report) => report,
         Err(e) => return Err(after_failed_commit(dirs, &record, current.as_ref(), e)),
     };
+    crate::progress::phase("verifying");
     let detail = match nft::verify(&loaded, &report) {
         Ok(nft::Check::Holds { generation, .. }) => Ok(Stamp::at(generation)),
         Ok(nft::Check::Differs {
@@ -236,6 +240,7 @@ pub fn apply(
         }
     };
     if opts.auto_confirm {
+        crate::progress::phase("confirming");
         confirm_record(dirs, record, seen)?;
         return Ok(ApplyOutcome::Confirmed { profile });
     }
