@@ -573,3 +573,52 @@ fn a_malformed_list_line_is_located_and_changes_nothing() {
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(host.table_text(), before);
 }
+
+#[test]
+fn status_checks_a_big_set_by_sample_and_lists_it_with_verify() {
+    if !privileged("status_checks_a_big_set_by_sample_and_lists_it_with_verify") {
+        return;
+    }
+    let host = Host::new("setstatus");
+    let profiles = host.dir().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("list.toml"),
+        "description = \"list\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n",
+    )
+    .unwrap();
+    let hosts = spaced_hosts(fwharden::nft::FULL_READ_MAX as u32 + 100, 0);
+    let text: String = hosts.iter().map(|h| format!("{}\n", h.addr())).collect();
+    std::fs::write(profiles.join("hosts.txt"), text).unwrap();
+    let dir = ["--profile-dir", profiles.to_str().unwrap()];
+    host.expect(
+        0,
+        &[&dir[..], &["apply", "list", "--auto-confirm", "--no-probe"]].concat(),
+    );
+    let status = |args: &[&str]| -> serde_json::Value {
+        let out = host.expect(0, &[&["--json", "status"][..], args].concat());
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let sampled = status(&[]);
+    assert_eq!(sampled["kernel"], "confirmed", "{sampled}");
+    assert!(
+        sampled["elements"].as_str().unwrap().contains("big_v4"),
+        "{sampled}"
+    );
+    let full = status(&["--verify"]);
+    assert_eq!(full["kernel"], "confirmed", "{full}");
+    assert_eq!(full["elements"], "every element read");
+
+    // A hand edit of the set's first prefix is drift, both ways.
+    host.sh(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        "fwharden",
+        "big_v4",
+        "{ 10.0.0.0 }",
+    ]);
+    assert_eq!(status(&[])["kernel"], "drift");
+    assert_eq!(status(&["--verify"])["kernel"], "drift");
+}

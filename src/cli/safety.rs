@@ -100,8 +100,13 @@ pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
-    let s = match rollback::status(dirs) {
+pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
+    let elements = if verify {
+        rollback::Elements::Every
+    } else {
+        rollback::Elements::Sampled
+    };
+    let s = match rollback::status(dirs, elements) {
         Ok(s) => s,
         Err(e) => return fail(e, json),
     };
@@ -150,6 +155,7 @@ pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
         other => other.to_string(),
     };
     println!("kernel:            {kernel}");
+    println!("set elements:      {}", s.elements);
     // The kernel's hatch, when it says more than the pending record's
     // (it opened, or it is there with nothing pending).
     if let Some(h) = s

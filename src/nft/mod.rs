@@ -22,7 +22,7 @@ mod socket;
 mod udata;
 mod verify;
 
-pub use verify::{next_generation, Check, FULL_READ_MAX};
+pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;
 
@@ -190,6 +190,17 @@ pub fn read_table() -> Result<Option<Ruleset>, NftError> {
 /// Like [`read_table`], with the generation the table was read at.
 pub fn read_table_at() -> Result<(u32, Option<Ruleset>), NftError> {
     readback::read_at(&mut socket::Socket::open()?)
+}
+
+/// What the kernel holds, read to tell which of `candidates` it is: like
+/// [`read_table`], but a big prefix set of a candidate is checked by
+/// sampled lookups instead of listed (see [`verify::read_sampled`]). Also
+/// returns the names of the sets checked that way.
+pub fn read_table_sampled(
+    candidates: &[&Ruleset],
+) -> Result<(Option<Ruleset>, Vec<String>), NftError> {
+    let (_, table, sampled) = verify::read_sampled(&mut socket::Socket::open()?, candidates)?;
+    Ok((table, sampled))
 }
 
 /// The ruleset generation id, which every committed transaction changes.

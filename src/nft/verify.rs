@@ -47,6 +47,10 @@ pub const FULL_READ_MAX: usize = 4096;
 /// Prefixes sampled in each large set (four lookups each).
 const SAMPLES: usize = 64;
 
+/// Kernel lookups spent on each large set: its sampled prefixes' edges and
+/// neighbours.
+pub const LOOKUPS_PER_SET: usize = 4 * SAMPLES;
+
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
@@ -202,6 +206,44 @@ fn sample(sock: &mut Socket, expected: &Ruleset, name: &str) -> Result<Option<St
         }
     }
     Ok(None)
+}
+
+/// The table as [`readback::read_at`] would read it, but a prefix set of
+/// more than [`FULL_READ_MAX`] prefixes in one of `candidates` is not
+/// listed: it is filled in from the first candidate whose sampled lookups
+/// the kernel answers alike, and left empty (so equal to no candidate)
+/// when none does. For `status`, which has no generation to prove with:
+/// it tells which known ruleset the kernel holds, at a bounded cost.
+pub fn read_sampled(
+    sock: &mut Socket,
+    candidates: &[&Ruleset],
+) -> Result<(u32, Option<Ruleset>, Vec<String>), NftError> {
+    let big: BTreeSet<String> = candidates
+        .iter()
+        .flat_map(|r| r.sets.iter())
+        .filter(|s| matches!(&s.kind, SetKind::Prefixes(n) if n.len() > FULL_READ_MAX))
+        .map(|s| s.name.clone())
+        .collect();
+    let (generation, mut got) = readback::read_at_skipping(sock, &big)?;
+    let mut sampled = Vec::new();
+    if let Some(table) = &mut got {
+        for set in &mut table.sets {
+            if !big.contains(&set.name) {
+                continue;
+            }
+            for c in candidates {
+                let Some(known) = c.set(&set.name) else {
+                    continue;
+                };
+                if known.family == set.family && sample(sock, c, &set.name)?.is_none() {
+                    set.kind = known.kind.clone();
+                    sampled.push(set.name.clone());
+                    break;
+                }
+            }
+        }
+    }
+    Ok((generation, got, sampled))
 }
 
 /// `count` indexes spread evenly over `0..len`, the first and last included.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{placement, settle, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
-use crate::ruleset::{hatch, Policy};
+use crate::ruleset::{hatch, Policy, Ruleset};
 use crate::state::{now_ms, Attempt, Dirs};
 
 /// Whether `pid` is the watcher of the apply with this token. After a
@@ -28,6 +28,8 @@ pub struct Status {
     /// `absent`, `confirmed`, `pending`, `pending-hatch-open`, `drift`, or
     /// `unreadable: ...`.
     pub kernel: String,
+    /// How the kernel's set elements were checked.
+    pub elements: String,
     /// The escape hatch the kernel holds, in words; `None`: there is none.
     pub hatch: Option<String>,
     /// An overdue apply whose watcher was gone, found and rolled back by
@@ -65,7 +67,16 @@ pub struct BaseChainStatus {
     pub policy: String,
 }
 
-pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
+/// How `status` reads the kernel's set elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elements {
+    /// Big sets by sampled lookups: bounded cost (see `nft::read_table_sampled`).
+    Sampled,
+    /// `--verify`: every element, at the kernel dump's O(n²) cost.
+    Every,
+}
+
+pub fn status(dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> {
     nft::generation()?;
     let overdue = match settle(dirs, "status") {
         Ok(None) => None,
@@ -76,11 +87,35 @@ pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
     };
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
-    let read = match nft::read_table() {
+    let expired = pending.as_ref().map(|p| hatch::expired(&p.ruleset));
+    let candidates: Vec<&Ruleset> = [
+        pending.as_ref().map(|p| &p.ruleset),
+        expired.as_ref(),
+        confirmed.as_ref().map(|c| &c.ruleset),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (read, sampled) = match elements {
+        Elements::Every => (nft::read_table(), Vec::new()),
+        Elements::Sampled => match nft::read_table_sampled(&candidates) {
+            Ok((table, sampled)) => (Ok(table), sampled),
+            Err(e) => (Err(e), Vec::new()),
+        },
+    };
+    let read = match read {
         Err(e @ NftError::Permission { .. }) => return Err(e.into()),
         other => other,
     };
-    let expired = pending.as_ref().map(|p| hatch::expired(&p.ruleset));
+    let elements = if sampled.is_empty() {
+        "every element read".to_string()
+    } else {
+        format!(
+            "set {} checked by {} sampled kernel lookups each, not listed (`status --verify` lists every element, at O(n²) cost)",
+            sampled.join(", "),
+            nft::LOOKUPS_PER_SET
+        )
+    };
     let kernel = match &read {
         Ok(None) => "absent".to_string(),
         Ok(Some(r)) if pending.as_ref().is_some_and(|p| p.ruleset == *r) => "pending".into(),
@@ -127,6 +162,7 @@ pub fn status(dirs: &Dirs) -> Result<Status, RollbackError> {
             watcher: p.watcher,
         }),
         kernel,
+        elements,
         hatch: hatch_now,
         overdue,
         attempts,
