@@ -622,3 +622,50 @@ fn status_checks_a_big_set_by_sample_and_lists_it_with_verify() {
     assert_eq!(status(&[])["kernel"], "drift");
     assert_eq!(status(&["--verify"])["kernel"], "drift");
 }
+
+#[test]
+fn a_million_prefixes_apply_and_verify() {
+    if !privileged("a_million_prefixes_apply_and_verify") {
+        return;
+    }
+    let host = Host::new("setmillion");
+    let profiles = host.dir().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("million.toml"),
+        "description = \"a million hosts\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n",
+    )
+    .unwrap();
+    let hosts = spaced_hosts(1_000_000, 0);
+    let text: String = hosts.iter().map(|h| format!("{}\n", h.addr())).collect();
+    std::fs::write(profiles.join("hosts.txt"), text).unwrap();
+    let dir = ["--profile-dir", profiles.to_str().unwrap()];
+    let out = host.expect(
+        0,
+        &[&dir[..], &["--json", "apply", "million", "--auto-confirm"]].concat(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["state"], "confirmed", "{v}");
+    assert_eq!(v["probed"], true, "{v}");
+    // The kernel's own lookup finds the first, a middle and the last host,
+    // and not the addresses between them. (Never `nft list` or `nft get
+    // element` here: nft lists the whole set into its cache first, and
+    // listing a million elements costs the kernel O(n²), minutes.)
+    for (addr, held) in [
+        ("10.0.0.0", true),
+        ("10.0.0.1", false),
+        ("10.15.66.64", true),
+        ("10.30.132.126", true),
+        ("10.30.132.127", false),
+    ] {
+        let found = host
+            .ns
+            .run_in(|| fwharden::nft::set_holds("big_v4", addr.parse().unwrap()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, held, "{addr}");
+    }
+    let status = host.expect(0, &["--json", "status"]);
+    let s: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(s["kernel"], "confirmed", "{s}");
+}

@@ -203,6 +203,16 @@ pub fn read_table_sampled(
     Ok((table, sampled))
 }
 
+/// Whether prefix set `set` of our table holds `addr`, asked of the
+/// kernel's own lookup (one GETSETELEM, O(log n): never a listing).
+pub fn set_holds(set: &str, addr: std::net::IpAddr) -> Result<bool, NftError> {
+    let key = match addr {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    Ok(verify::lookup(&mut socket::Socket::open()?, set, &key)?.is_some())
+}
+
 /// The ruleset generation id, which every committed transaction changes.
 pub fn generation() -> Result<u32, NftError> {
     readback::generation(&mut socket::Socket::open()?)

@@ -280,7 +280,7 @@ fn addr(v: u128, width: usize) -> IpAddr {
 /// NLM_F_DUMP asks the set backend's `get` (nft_rbtree_get), which looks
 /// the key up as the packet path does and answers with the start element
 /// of its range, or ENOENT.
-fn lookup(sock: &mut Socket, set: &str, key: &[u8]) -> Result<Option<u128>, NftError> {
+pub(super) fn lookup(sock: &mut Socket, set: &str, key: &[u8]) -> Result<Option<u128>, NftError> {
     let s = obj::Set::new();
     s.set_str(sys::NFTNL_SET_TABLE, crate::ruleset::TABLE_NAME);
     s.set_str(sys::NFTNL_SET_NAME, set);
