@@ -2,8 +2,11 @@
 //!
 //! Data flows one way: a TOML profile is loaded and validated
 //! ([`profile`]), compiled by a pure function into the backend-neutral
-//! [`ruleset`] model, and every backend reads that model: [`render`] (`nft -f`
-//! text) today; the netlink apply, iptables/ufw emit and the probe plan next.
+//! [`ruleset`] model, and every backend reads that model: [`nft`] (the
+//! netlink transaction, read-back and verification), [`render`] (`nft -f`
+//! text) and [`probe`] (the plan, a replica of namespaces, real packets).
+//! [`rollback`] (the safety net around an apply) and [`cli`] sit on top;
+//! [`state`] keeps the records, [`progress`] shows a long apply's phases.
 
 pub mod cli;
 pub mod exit;
