@@ -194,7 +194,7 @@ pub fn read_table_at() -> Result<(u32, Option<Ruleset>), NftError> {
 
 /// What the kernel holds, read to tell which of `candidates` it is: like
 /// [`read_table`], but a big prefix set of a candidate is checked by
-/// sampled lookups instead of listed (see [`verify::read_sampled`]). Also
+/// sampled lookups instead of listed (see `verify::read_sampled`). Also
 /// returns the names of the sets checked that way.
 pub fn read_table_sampled(
     candidates: &[&Ruleset],

@@ -5,7 +5,7 @@
 //! survives a reboot: `restore` at boot sees an unconfirmed apply there and
 //! loads the confirmed ruleset instead. The lock lives in the run directory
 //! (`/run/fwharden`). Every file is root-only and written atomically. Big
-//! prefix lists are kept once, in files of their own ([`lists`]).
+//! prefix lists are kept once, in files of their own (`lists`).
 
 mod lists;
 mod lock;
