@@ -200,8 +200,26 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
         "docker alone",
         &[("inet", 6379, true), ("inet", 8081, true)],
     );
+    let status = net.fw(&["status"]);
+    let out = stdout(&status);
+    assert!(
+        out.contains("container engine:  Docker (")
+            && out.contains("chain DOCKER-USER")
+            && out.contains("bridge docker0"),
+        "{out}"
+    );
+    assert!(
+        stderr(&status).contains("no fwharden table is loaded"),
+        "{}",
+        stderr(&status)
+    );
 
-    net.fw(&["apply", "docker-test", "--auto-confirm"]);
+    let applied = net.fw(&["apply", "docker-test", "--auto-confirm"]);
+    assert!(!stderr(&applied).contains("DNAT'd"), "{}", stderr(&applied));
+    assert!(
+        !stderr(&net.fw(&["status"])).contains("DNAT'd"),
+        "covered: no warning"
+    );
     let table = net.host.table_text();
     assert!(table.contains("chain containers"), "{table}");
     assert_matrix(&net, "with fwharden", PROFILE_MATRIX);
@@ -243,6 +261,24 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
         "the container is back after the restart"
     );
     assert_matrix(&net, "after a dockerd restart", PROFILE_MATRIX);
+
+    // Coverage off: apply and status warn, and the engine decides again.
+    let ignore = net.fw(&["apply", "docker-ignore", "--auto-confirm"]);
+    assert!(
+        stderr(&ignore).contains("profile docker-ignore leaves them to the engine"),
+        "{}",
+        stderr(&ignore)
+    );
+    let status = stderr(&net.fw(&["status"]));
+    assert!(
+        status.contains("warning: Docker (") && status.contains("containers = \"filter\""),
+        "{status}"
+    );
+    assert_matrix(
+        &net,
+        "containers = ignore",
+        &[("inet", 6379, true), ("wg", 6379, true)],
+    );
 
     drop(engine);
     drop(net);

@@ -180,6 +180,16 @@ pub fn status(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
             );
         }
     }
+    for d in &s.containers {
+        println!(
+            "container engine:  {} ({})",
+            d.engine.name(),
+            d.evidence.join(", ")
+        );
+    }
+    if let Some(w) = &s.containers_warning {
+        eprintln!("fwharden: warning: {w}");
+    }
     Ok(exit::OK)
 }
 
