@@ -83,8 +83,9 @@ impl Encoder<'_> {
     }
 
     /// Compares the port just loaded (network order) with `ranges`, as nft
-    /// does for `th dport` and `ct original proto-dst` alike.
-    fn ports(&mut self, ranges: &[PortRange]) {
+    /// does for `th dport` and `ct original proto-dst` alike; `header` is
+    /// how a set of them is described to nft.
+    fn ports(&mut self, ranges: &[PortRange], header: PortHeader) {
         match ranges {
             [r] if r.first != r.last => {
                 self.push(Expr::Cmp(CmpOp::Gte, r.first.to_be_bytes().to_vec()));
@@ -94,11 +95,6 @@ impl Encoder<'_> {
                 let single = match ranges {
                     [r] => Some(r.first.to_be_bytes().to_vec()),
                     _ => None,
-                };
-                let header = match self.ctx.l4proto {
-                    Some(p) if p == Protocol::Tcp.number() => PortHeader::Tcp,
-                    Some(p) if p == Protocol::Udp.number() => PortHeader::Udp,
-                    _ => PortHeader::Any,
                 };
                 let ranges = ranges.to_vec();
                 self.one_or_set(single, AnonValues::Ports { ranges, header });
@@ -141,7 +137,12 @@ impl Encoder<'_> {
             }
             Match::DestPort(ranges) => {
                 self.push(DPORT);
-                self.ports(ranges);
+                let header = match self.ctx.l4proto {
+                    Some(p) if p == Protocol::Tcp.number() => PortHeader::Tcp,
+                    Some(p) if p == Protocol::Udp.number() => PortHeader::Udp,
+                    _ => PortHeader::Any,
+                };
+                self.ports(ranges, header);
             }
             Match::CtStatus(status) => {
                 self.push(Expr::CtStatus);
@@ -153,7 +154,7 @@ impl Encoder<'_> {
             }
             Match::OrigDestPort(ranges) => {
                 self.push(Expr::CtOriginalProtoDst);
-                self.ports(ranges);
+                self.ports(ranges, PortHeader::CtOriginal);
             }
             Match::SourceInSet { family, set } | Match::SourceNotInSet { family, set } => {
                 self.need_family(*family);
