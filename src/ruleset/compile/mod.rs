@@ -178,6 +178,8 @@ impl Compiler<'_> {
     /// The first rule accepts established and related traffic: the replies
     /// of a published connection are DNAT'd too (same conntrack entry) and
     /// come from the container's address, which no source rule names.
+    /// A per-source `limit` uses the same meter as in input: a source's new
+    /// connections to the host and to its published ports count together.
     fn containers_chain(&mut self) -> Option<Chain> {
         if self.defaults().containers == ContainerPolicy::Ignore {
             return None;
