@@ -83,14 +83,16 @@ impl Net {
         veth(&host, "wg0", &wg, HOST_WG, "10.8.0.2");
         let profiles = tempfile::tempdir().unwrap();
         std::fs::write(profiles.path().join("docker-test.toml"), PROFILE).unwrap();
-        std::fs::write(
-            profiles.path().join("docker-ignore.toml"),
-            format!(
-                "[defaults]\ncontainers = \"ignore\"\n{}",
-                PROFILE.split_once('\n').unwrap().1
-            ),
-        )
-        .unwrap();
+        // The same rules under other [defaults] (the description line is
+        // the profile's first; [defaults] must come before [groups]).
+        let body = PROFILE.split_once('\n').unwrap().1;
+        for (name, defaults) in [
+            ("docker-ignore", "containers = \"ignore\""),
+            ("docker-fwdrop", "forward = \"drop\""),
+        ] {
+            let text = format!("[defaults]\n{defaults}\n{body}");
+            std::fs::write(profiles.path().join(format!("{name}.toml")), text).unwrap();
+        }
         Net {
             host,
             inet,
@@ -261,6 +263,11 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
         "the container is back after the restart"
     );
     assert_matrix(&net, "after a dockerd restart", PROFILE_MATRIX);
+
+    // forward = "drop": routing is dropped, but the published ports the
+    // containers chain has judged still pass, and only those.
+    net.fw(&["apply", "docker-fwdrop", "--auto-confirm"]);
+    assert_matrix(&net, "forward = drop", PROFILE_MATRIX);
 
     // Coverage off: apply and status warn, and the engine decides again.
     let ignore = net.fw(&["apply", "docker-ignore", "--auto-confirm"]);
