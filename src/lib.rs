@@ -9,6 +9,7 @@
 //! [`state`] keeps the records, [`progress`] shows a long apply's phases.
 
 pub mod cli;
+pub mod containers;
 pub mod exit;
 pub mod netns;
 pub mod nft;

@@ -288,7 +288,55 @@ fn everything() -> Ruleset {
                 hook: Hook::Forward,
                 priority: -10,
                 policy: Policy::Drop,
-                rules: vec![],
+                // Published container ports: one port, a range, a set of
+                // ports and ranges, and the catch-all.
+                rules: vec![
+                    rule(
+                        vec![
+                            CtStatus(crate::CtStatus::Dnat),
+                            Protocol(vec![crate::Protocol::Tcp]),
+                            OrigDestPort(vec![PortRange::single(6379)]),
+                        ],
+                        Some(Verdict::Accept),
+                        "published redis",
+                    ),
+                    rule(
+                        vec![
+                            CtStatus(crate::CtStatus::Dnat),
+                            SourceInSet {
+                                family: crate::Family::Ipv4,
+                                set: "admin_v4".into(),
+                            },
+                            Protocol(vec![crate::Protocol::Udp]),
+                            OrigDestPort(vec![
+                                PortRange::single(53),
+                                PortRange {
+                                    first: 5353,
+                                    last: 5360,
+                                },
+                            ]),
+                        ],
+                        Some(Verdict::Accept),
+                        "published dns",
+                    ),
+                    rule(
+                        vec![
+                            CtStatus(crate::CtStatus::Dnat),
+                            Protocol(vec![crate::Protocol::Tcp]),
+                            OrigDestPort(vec![PortRange {
+                                first: 1000,
+                                last: 2000,
+                            }]),
+                        ],
+                        Some(Verdict::Drop),
+                        "published range",
+                    ),
+                    rule(
+                        vec![CtStatus(crate::CtStatus::Dnat)],
+                        Some(Verdict::Drop),
+                        "unnamed published port",
+                    ),
+                ],
             },
             Chain {
                 name: "output".into(),

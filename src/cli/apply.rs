@@ -177,6 +177,14 @@ pub fn run(
     };
     crate::progress::phase("compiling");
     let new = ruleset::compile(profile);
+    // Detection only reads the kernel; when it cannot (no permission yet),
+    // the apply below reports that itself.
+    let containers_warning = crate::containers::detect()
+        .ok()
+        .and_then(|d| crate::containers::uncovered_warning(&d, Some(&new)));
+    if let Some(w) = &containers_warning {
+        eprintln!("fwharden: warning: {w}");
+    }
     // A dry run changes nothing, so there is nothing to prove first.
     let mut probed = json!({ "probed": false, "probe_skipped": "dry run: nothing is loaded" });
     if !opts.dry_run {
@@ -210,6 +218,9 @@ pub fn run(
         let mut v = serde_json::to_value(&outcome)?;
         v["ok"] = json!(true);
         v["changed"] = json!(outcome.changed());
+        if let Some(w) = &containers_warning {
+            v["containers_warning"] = json!(w);
+        }
         for key in ["probed", "probe", "probe_skipped"] {
             if let Some(x) = probed.get(key) {
                 v[key] = x.clone();

@@ -186,6 +186,16 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
             );
         }
     }
+    for d in &s.containers {
+        println!(
+            "container engine:  {} ({})",
+            d.engine.name(),
+            d.evidence.join(", ")
+        );
+    }
+    if let Some(w) = &s.containers_warning {
+        eprintln!("fwharden: warning: {w}");
+    }
     Ok(exit::OK)
 }
 

@@ -218,6 +218,11 @@ pub fn generation() -> Result<u32, NftError> {
     readback::generation(&mut socket::Socket::open()?)
 }
 
+/// Every chain of all other tables as (family, table, chain), read-only.
+pub fn list_chain_names() -> Result<Vec<(String, String, String)>, NftError> {
+    readback::chain_names(&mut socket::Socket::open()?)
+}
+
 /// Base chains of all other tables (read-only).
 pub fn list_base_chains() -> Result<Vec<BaseChain>, NftError> {
     readback::base_chains(&mut socket::Socket::open()?)

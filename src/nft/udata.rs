@@ -64,11 +64,17 @@ pub fn anon_set_udata(values: &AnonValues, interval: bool) -> Vec<u8> {
     let u32b = |v: u32| v.to_ne_bytes();
     let (byteorder, expr, data): (u32, u32, Vec<(u8, u32)>) = match values {
         AnonValues::Protocols(_) => (1, 9, vec![(0, 16)]),
+        // nft's typeof for `ct original proto-dst`: expression ct (12),
+        // key NFT_CT_PROTO_DST (12), direction original (0).
+        AnonValues::Ports {
+            header: PortHeader::CtOriginal,
+            ..
+        } => (2, 12, vec![(0, 12), (1, 0)]),
         AnonValues::Ports { header, .. } => {
             let proto = match header {
                 PortHeader::Tcp => 8,
                 PortHeader::Udp => 6,
-                PortHeader::Any => 11,
+                PortHeader::Any | PortHeader::CtOriginal => 11,
             };
             (2, 7, vec![(0, proto), (1, 2)])
         }
@@ -142,6 +148,18 @@ mod tests {
             [
                 0, 4, 2, 0, 0, 0, 2, 4, 1, 0, 0, 0, 3, 20, 0, 4, 7, 0, 0, 0, 1, 12, 0, 4, 8, 0, 0,
                 0, 1, 4, 2, 0, 0, 0
+            ]
+        );
+        // `meta l4proto tcp ct original proto-dst { 80, 443 }`
+        let ct = AnonValues::Ports {
+            ranges: vec![],
+            header: PortHeader::CtOriginal,
+        };
+        assert_eq!(
+            anon_set_udata(&ct, false),
+            [
+                0, 4, 2, 0, 0, 0, 3, 20, 0, 4, 12, 0, 0, 0, 1, 12, 0, 4, 12, 0, 0, 0, 1, 4, 0, 0,
+                0, 0
             ]
         );
         // `meta l4proto { tcp, udp }`

@@ -230,6 +230,8 @@ fn read(rule: &Rule) -> Option<Reading<'_>> {
             // operator address, and shut until the deadline. A probe
             // proves a profile as compiled, which has none.
             Match::Source(_) | Match::SourceNotInSet { .. } => return None,
+            // Matches of the containers chain only, never of input.
+            Match::CtStatus(_) | Match::OrigDestPort(_) => return None,
         }
     }
     let is_icmp = rule

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use diag::{Diagnostic, Severity};
 pub use lookup::{Location, SearchPath};
-pub use parse::{Action, ChainPolicy, IcmpPolicy};
+pub use parse::{Action, ChainPolicy, ContainerPolicy, IcmpPolicy};
 
 use crate::ruleset::{Family, PortRange, Protocol, Rate};
 
@@ -50,6 +50,7 @@ pub struct Defaults {
     pub icmp: IcmpPolicy,
     pub ping: Option<Rate>,
     pub log_drops: Option<Rate>,
+    pub containers: ContainerPolicy,
 }
 
 impl Default for Defaults {
@@ -72,6 +73,9 @@ impl Default for Defaults {
                 unit: crate::ruleset::RateUnit::Minute,
                 burst: 5,
             }),
+            // Filter: a profile that says 6379 is only for the tunnel must
+            // mean it for a Docker-published 6379 as well.
+            containers: ContainerPolicy::Filter,
         }
     }
 }

@@ -214,6 +214,10 @@ fn match_text(m: &Match) -> String {
             format!("meta l4proto {}", list(protos, |p| p.as_str().to_string()))
         }
         Match::DestPort(ports) => format!("th dport {}", list(ports, |p| p.to_string())),
+        Match::CtStatus(CtStatus::Dnat) => "ct status dnat".into(),
+        Match::OrigDestPort(ports) => {
+            format!("ct original proto-dst {}", list(ports, |p| p.to_string()))
+        }
         Match::SourceInSet { family, set } => format!("{} saddr @{set}", family_word(*family)),
         Match::SourceNotInSet { family, set } => {
             format!("{} saddr != @{set}", family_word(*family))

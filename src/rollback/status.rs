@@ -39,6 +39,10 @@ pub struct Status {
     /// rolled back.
     pub attempts: Vec<Attempt>,
     pub other_base_chains: Vec<BaseChainStatus>,
+    /// Docker or Podman found here, and the warning when the loaded
+    /// ruleset leaves their published ports uncovered.
+    pub containers: Vec<crate::containers::Detected>,
+    pub containers_warning: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +147,13 @@ pub fn status(dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> 
         .filter(|a| Some(&a.token) == token.as_ref())
         .collect();
     let chains: Vec<BaseChain> = nft::list_base_chains()?;
+    let containers = crate::containers::detect()?;
+    // A table we cannot read says nothing about coverage: `kernel` already
+    // reports it.
+    let containers_warning = match &read {
+        Ok(r) => crate::containers::uncovered_warning(&containers, r.as_ref()),
+        Err(_) => None,
+    };
     Ok(Status {
         confirmed: confirmed.map(|c| c.profile),
         pending: pending.map(|p| PendingStatus {
@@ -182,5 +193,7 @@ pub fn status(dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> 
                 .to_string(),
             })
             .collect(),
+        containers,
+        containers_warning,
     })
 }

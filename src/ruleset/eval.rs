@@ -8,6 +8,11 @@
 //! the packet is under the limit: the first packet of a connection. The
 //! probe plan also asks the other question, with [`Meters::Spent`]: what
 //! happens once a source has used up its per-source rate and burst.
+//!
+//! A hook can hold several of our base chains (the forward hook holds
+//! `forward` and `containers`). The kernel runs them all, in priority order,
+//! and a drop in any is final; so the packet passes only if every one
+//! accepts it, and the first to drop it decides.
 
 use std::net::IpAddr;
 
@@ -55,6 +60,15 @@ pub enum Meters {
     Spent,
 }
 
+/// Whether the connection's destination was rewritten before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nat {
+    /// Addressed to the host itself, or routed through it unchanged.
+    None,
+    /// A published container port: DNAT'd in prerouting, then forwarded.
+    Dnat,
+}
+
 /// The fields every match reads, whatever the packet.
 struct View<'a> {
     source: IpAddr,
@@ -62,6 +76,7 @@ struct View<'a> {
     interface: Option<&'a str>,
     state: CtState,
     meters: Meters,
+    nat: Nat,
 }
 
 /// What the chain decides, and which rule decided (`None`: the policy).
@@ -95,8 +110,28 @@ pub fn evaluate_with(ruleset: &Ruleset, hook: Hook, packet: &Packet, meters: Met
         interface: packet.interface.as_deref(),
         state: packet.state,
         meters,
+        nat: Nat::None,
     };
     decide(ruleset, hook, &view)
+}
+
+/// What the forward hook decides for a connection to a published container
+/// port: `packet.dport` is the port the client connected to (the host's
+/// published port), the one `ct original proto-dst` reads. The model never
+/// matches the forwarded packet's own port (the container's) on this hook.
+pub fn evaluate_published(ruleset: &Ruleset, packet: &Packet, meters: Meters) -> Decision {
+    let view = View {
+        source: packet.source,
+        transport: Transport::Port {
+            protocol: packet.protocol,
+            dport: packet.dport,
+        },
+        interface: packet.interface.as_deref(),
+        state: packet.state,
+        meters,
+        nat: Nat::Dnat,
+    };
+    decide(ruleset, Hook::Forward, &view)
 }
 
 /// What the chain decides for an ICMP message (a ping, a neighbour
@@ -108,18 +143,30 @@ pub fn evaluate_icmp(ruleset: &Ruleset, hook: Hook, icmp: &IcmpPacket) -> Decisi
         interface: icmp.interface.as_deref(),
         state: CtState::New,
         meters: Meters::Fresh,
+        nat: Nat::None,
     };
     decide(ruleset, hook, &view)
 }
 
 fn decide(ruleset: &Ruleset, hook: Hook, packet: &View) -> Decision {
-    let Some(chain) = ruleset.chains.iter().find(|c| c.hook == hook) else {
-        return Decision {
-            verdict: Verdict::Accept,
-            rule: None,
-            comment: format!("no {} chain", hook.as_str()),
-        };
+    let mut chains: Vec<&Chain> = ruleset.chains.iter().filter(|c| c.hook == hook).collect();
+    // Stable: chains of equal priority keep the model's order.
+    chains.sort_by_key(|c| c.priority);
+    let mut last = Decision {
+        verdict: Verdict::Accept,
+        rule: None,
+        comment: format!("no {} chain", hook.as_str()),
     };
+    for chain in chains {
+        last = decide_chain(ruleset, chain, packet);
+        if !last.accepted() {
+            break;
+        }
+    }
+    last
+}
+
+fn decide_chain(ruleset: &Ruleset, chain: &Chain, packet: &View) -> Decision {
     for (i, rule) in chain.rules.iter().enumerate() {
         let Some(verdict) = rule.verdict else {
             continue;
@@ -199,6 +246,11 @@ fn matches(ruleset: &Ruleset, m: &Match, p: &View) -> bool {
         },
         Match::SourceRateOver { family, .. } => {
             p.meters == Meters::Spent && family_of(&p.source) == *family
+        }
+        Match::CtStatus(CtStatus::Dnat) => p.nat == Nat::Dnat,
+        // Without NAT the original port is the packet's own.
+        Match::OrigDestPort(ranges) => {
+            port.is_some_and(|(_, d)| ranges.iter().any(|r| r.contains(d)))
         }
     }
 }

@@ -182,7 +182,7 @@ pub fn find(ruleset: &Ruleset) -> Option<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::eval::{evaluate, Packet};
+    use crate::ruleset::eval::{self, evaluate, Packet};
 
     fn vps() -> Ruleset {
         let search = crate::profile::SearchPath {
@@ -237,5 +237,15 @@ mod tests {
         assert!(eval(&open, "203.0.113.50"), "the element expired");
         assert!(!eval(&open, "203.0.113.51"), "another address");
         assert!(find(&open).unwrap().element.is_none());
+    }
+
+    #[test]
+    fn stays_on_input_and_never_opens_a_published_port() {
+        let plain = vps();
+        let open = expired(&with_hatch(&plain, &HATCH));
+        assert_eq!(open.chain("containers"), plain.chain("containers"));
+        let published =
+            eval::evaluate_published(&open, &ssh_from("203.0.113.50"), eval::Meters::Fresh);
+        assert!(!published.accepted(), "{}", published.comment);
     }
 }

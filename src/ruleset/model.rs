@@ -212,6 +212,14 @@ pub enum Match {
     /// Always preceded in the same rule by a `Protocol` match of tcp and/or
     /// udp: the transport header is only read once the protocol is known.
     DestPort(Vec<PortRange>),
+    /// The connection has this conntrack status bit (`ct status dnat`).
+    CtStatus(CtStatus),
+    /// The destination port the connection was first addressed to, before
+    /// any DNAT, any of the listed ranges (`ct original proto-dst { 6379 }`):
+    /// a published container port is matched by the port the client used,
+    /// not the container's. Preceded in the same rule by a `Protocol` match,
+    /// as `DestPort` is.
+    OrigDestPort(Vec<PortRange>),
     /// Source address in a named set of the given family (`ip saddr @admin_v4`).
     SourceInSet { family: Family, set: String },
     /// Source address *not* in a named set of the given family
@@ -240,6 +248,24 @@ pub enum CtState {
     Established,
     Related,
     New,
+}
+
+/// A conntrack status bit fwharden matches (`enum ip_conntrack_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtStatus {
+    /// IPS_DST_NAT: the connection's destination was rewritten, as Docker's
+    /// and Podman's published ports do in prerouting.
+    Dnat,
+}
+
+impl CtStatus {
+    /// The bit in the status word the kernel loads for `ct status`.
+    pub fn bit(self) -> u32 {
+        match self {
+            CtStatus::Dnat => 1 << 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

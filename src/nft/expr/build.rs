@@ -6,7 +6,9 @@ use std::ptr::NonNull;
 
 use nftnl::nftnl_sys::{self as sys, libc};
 
-use super::{Decision, Expr, Header, Limit, Membership, Reject, NFT_LOOKUP_F_INV, REG};
+use super::{
+    Decision, Expr, Header, Limit, Membership, Reject, CT_DIR_ORIGINAL, NFT_LOOKUP_F_INV, REG,
+};
 
 /// An `nftnl_expr` this module allocated, freed on drop unless handed to
 /// a rule (which then owns it).
@@ -141,6 +143,19 @@ impl Expr {
                 let e = RawExpr::alloc(c"ct");
                 e.u32(sys::NFTNL_EXPR_CT_KEY, libc::NFT_CT_STATE as u32)
                     .u32(sys::NFTNL_EXPR_CT_DREG, REG);
+                e
+            }
+            Expr::CtStatus => {
+                let e = RawExpr::alloc(c"ct");
+                e.u32(sys::NFTNL_EXPR_CT_KEY, libc::NFT_CT_STATUS as u32)
+                    .u32(sys::NFTNL_EXPR_CT_DREG, REG);
+                e
+            }
+            Expr::CtOriginalProtoDst => {
+                let e = RawExpr::alloc(c"ct");
+                e.u32(sys::NFTNL_EXPR_CT_KEY, libc::NFT_CT_PROTO_DST as u32)
+                    .u32(sys::NFTNL_EXPR_CT_DREG, REG)
+                    .u8(sys::NFTNL_EXPR_CT_DIR, CT_DIR_ORIGINAL);
                 e
             }
             Expr::Bitwise { mask, xor } => {

@@ -84,6 +84,11 @@ pub enum Membership {
 /// does not carry it.
 const NFT_LOOKUP_F_INV: u32 = 1;
 
+/// `IP_CT_DIR_ORIGINAL` (linux/netfilter/nf_conntrack_tuple_common.h):
+/// the direction of the connection's first packet, whose tuple keeps the
+/// address and port the client used, before any NAT.
+const CT_DIR_ORIGINAL: u8 = 0;
+
 /// Which header a payload load reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
@@ -134,6 +139,12 @@ pub enum Expr {
     },
     /// `ct load state => reg 1`
     CtState,
+    /// `ct load status => reg 1`: the connection's IPS_* bits (`ct status`).
+    CtStatus,
+    /// `ct load proto_dst => reg 1 , dir original`: the destination port
+    /// the connection was first addressed to, before any DNAT
+    /// (`ct original proto-dst`).
+    CtOriginalProtoDst,
     /// `bitwise reg 1 = (reg 1 & MASK) ^ XOR`
     Bitwise {
         mask: Vec<u8>,

@@ -6,7 +6,8 @@ use std::ffi::{c_void, CStr};
 use nftnl::nftnl_sys::{self as sys, libc};
 
 use super::{
-    CmpOp, Decision, Expr, Header, Limit, Membership, MetaKey, Reject, NFT_LOOKUP_F_INV, REG,
+    CmpOp, Decision, Expr, Header, Limit, Membership, MetaKey, Reject, CT_DIR_ORIGINAL,
+    NFT_LOOKUP_F_INV, REG,
 };
 
 impl Expr {
@@ -53,6 +54,20 @@ impl Expr {
                     && !has(sys::NFTNL_EXPR_CT_DIR) =>
                 {
                     Expr::CtState
+                }
+                "ct" if reg_ok(sys::NFTNL_EXPR_CT_DREG)
+                    && u32_(sys::NFTNL_EXPR_CT_KEY) == libc::NFT_CT_STATUS as u32
+                    && !has(sys::NFTNL_EXPR_CT_DIR) =>
+                {
+                    Expr::CtStatus
+                }
+                "ct" if reg_ok(sys::NFTNL_EXPR_CT_DREG)
+                    && u32_(sys::NFTNL_EXPR_CT_KEY) == libc::NFT_CT_PROTO_DST as u32
+                    && has(sys::NFTNL_EXPR_CT_DIR)
+                    && sys::nftnl_expr_get_u8(e, sys::NFTNL_EXPR_CT_DIR as u16)
+                        == CT_DIR_ORIGINAL =>
+                {
+                    Expr::CtOriginalProtoDst
                 }
                 "bitwise"
                     if reg_ok(sys::NFTNL_EXPR_BITWISE_SREG)

@@ -330,6 +330,37 @@ fn hook_name(family: u32, hook: u32) -> String {
         .map_or_else(|| format!("hook {hook}"), |n| n.to_string())
 }
 
+/// Every chain (base or not) of every table but fwharden's, as
+/// (family, table, chain), read-only: container engines are recognised by
+/// their chain names (`DOCKER-USER` is a regular chain).
+pub fn chain_names(sock: &mut Socket) -> Result<Vec<(String, String, String)>, NftError> {
+    let replies = sock
+        .request(
+            libc::NFT_MSG_GETCHAIN as u16,
+            libc::NFPROTO_UNSPEC as u16,
+            DUMP,
+            |_| {},
+        )
+        .map_err(|e| kernel("listing chains", e))?;
+    let mut out = Vec::new();
+    for m in &replies {
+        let Some(c) = parse_as!(m, Chain, nftnl_chain_nlmsg_parse) else {
+            continue;
+        };
+        let family = c.get_u32(sys::NFTNL_CHAIN_FAMILY);
+        let table = c.get_str(sys::NFTNL_CHAIN_TABLE);
+        if family == u32::from(FAMILY) && table == TABLE_NAME {
+            continue;
+        }
+        out.push((
+            family_name(family).to_string(),
+            table,
+            c.get_str(sys::NFTNL_CHAIN_NAME),
+        ));
+    }
+    Ok(out)
+}
+
 /// Base chains of every table but fwharden's, read-only.
 pub fn base_chains(sock: &mut Socket) -> Result<Vec<BaseChain>, NftError> {
     let replies = sock

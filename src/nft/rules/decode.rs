@@ -183,23 +183,32 @@ impl Decoder<'_> {
                 }
                 (Match::CtState(states), rest)
             }
-            [p, Expr::Cmp(CmpOp::Gte, a), Expr::Cmp(CmpOp::Lte, b), rest @ ..] if *p == DPORT => {
-                let (first, last) = (port(a)?, port(b)?);
-                (Match::DestPort(vec![PortRange { first, last }]), rest)
+            [Expr::CtStatus, Expr::Bitwise { mask, xor }, Expr::Cmp(CmpOp::Neq, zero), rest @ ..]
+                if mask.as_slice() == CtStatus::Dnat.bit().to_ne_bytes()
+                    && *xor == [0; 4]
+                    && *zero == [0; 4] =>
+            {
+                (Match::CtStatus(CtStatus::Dnat), rest)
             }
-            [p, Expr::Cmp(CmpOp::Eq, v), rest @ ..] if *p == DPORT => {
-                (Match::DestPort(vec![PortRange::single(port(v)?)]), rest)
+            [p, Expr::Cmp(CmpOp::Gte, a), Expr::Cmp(CmpOp::Lte, b), rest @ ..]
+                if is_port_load(p) =>
+            {
+                let (first, last) = (port(a)?, port(b)?);
+                (port_match(p, vec![PortRange { first, last }]), rest)
+            }
+            [p, Expr::Cmp(CmpOp::Eq, v), rest @ ..] if is_port_load(p) => {
+                (port_match(p, vec![PortRange::single(port(v)?)]), rest)
             }
             [p, Expr::Lookup {
                 set,
                 membership: Membership::In,
                 ..
             }, rest @ ..]
-                if *p == DPORT =>
+                if is_port_load(p) =>
             {
                 match anon(set) {
-                    Some(AnonValues::Ports { ranges, .. }) => (Match::DestPort(ranges), rest),
-                    _ => return Err(format!("th dport in set {set}")),
+                    Some(AnonValues::Ports { ranges, .. }) => (port_match(p, ranges), rest),
+                    _ => return Err(format!("port in set {set}")),
                 }
             }
             [p, e, rest @ ..] if *p == ICMP_TYPE => {
@@ -293,5 +302,18 @@ fn icmp_type<T: Copy>(all: &[T], v: &[u8], number: impl Fn(T) -> u8) -> Result<T
             .find(|t| number(*t) == *n)
             .ok_or_else(|| format!("icmp type {n}")),
         _ => Err(format!("an icmp type of {} bytes", v.len())),
+    }
+}
+
+/// The two port loads fwharden writes: the transport header's destination
+/// port, and the connection's original one (before DNAT).
+fn is_port_load(e: &Expr) -> bool {
+    *e == DPORT || *e == Expr::CtOriginalProtoDst
+}
+
+fn port_match(load: &Expr, ranges: Vec<PortRange>) -> Match {
+    match load {
+        Expr::CtOriginalProtoDst => Match::OrigDestPort(ranges),
+        _ => Match::DestPort(ranges),
     }
 }

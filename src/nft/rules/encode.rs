@@ -82,6 +82,26 @@ impl Encoder<'_> {
         }
     }
 
+    /// Compares the port just loaded (network order) with `ranges`, as nft
+    /// does for `th dport` and `ct original proto-dst` alike; `header` is
+    /// how a set of them is described to nft.
+    fn ports(&mut self, ranges: &[PortRange], header: PortHeader) {
+        match ranges {
+            [r] if r.first != r.last => {
+                self.push(Expr::Cmp(CmpOp::Gte, r.first.to_be_bytes().to_vec()));
+                self.push(Expr::Cmp(CmpOp::Lte, r.last.to_be_bytes().to_vec()));
+            }
+            _ => {
+                let single = match ranges {
+                    [r] => Some(r.first.to_be_bytes().to_vec()),
+                    _ => None,
+                };
+                let ranges = ranges.to_vec();
+                self.one_or_set(single, AnonValues::Ports { ranges, header });
+            }
+        }
+    }
+
     fn matches(&mut self, m: &Match) {
         match m {
             Match::Family(f) => {
@@ -117,25 +137,24 @@ impl Encoder<'_> {
             }
             Match::DestPort(ranges) => {
                 self.push(DPORT);
-                match ranges.as_slice() {
-                    [r] if r.first != r.last => {
-                        self.push(Expr::Cmp(CmpOp::Gte, r.first.to_be_bytes().to_vec()));
-                        self.push(Expr::Cmp(CmpOp::Lte, r.last.to_be_bytes().to_vec()));
-                    }
-                    _ => {
-                        let single = match ranges.as_slice() {
-                            [r] => Some(r.first.to_be_bytes().to_vec()),
-                            _ => None,
-                        };
-                        let header = match self.ctx.l4proto {
-                            Some(p) if p == Protocol::Tcp.number() => PortHeader::Tcp,
-                            Some(p) if p == Protocol::Udp.number() => PortHeader::Udp,
-                            _ => PortHeader::Any,
-                        };
-                        let ranges = ranges.clone();
-                        self.one_or_set(single, AnonValues::Ports { ranges, header });
-                    }
-                }
+                let header = match self.ctx.l4proto {
+                    Some(p) if p == Protocol::Tcp.number() => PortHeader::Tcp,
+                    Some(p) if p == Protocol::Udp.number() => PortHeader::Udp,
+                    _ => PortHeader::Any,
+                };
+                self.ports(ranges, header);
+            }
+            Match::CtStatus(status) => {
+                self.push(Expr::CtStatus);
+                self.push(Expr::Bitwise {
+                    mask: status.bit().to_ne_bytes().to_vec(),
+                    xor: vec![0; 4],
+                });
+                self.push(Expr::Cmp(CmpOp::Neq, vec![0; 4]));
+            }
+            Match::OrigDestPort(ranges) => {
+                self.push(Expr::CtOriginalProtoDst);
+                self.ports(ranges, PortHeader::CtOriginal);
             }
             Match::SourceInSet { family, set } | Match::SourceNotInSet { family, set } => {
                 self.need_family(*family);

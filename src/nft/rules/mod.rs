@@ -32,6 +32,9 @@ pub enum PortHeader {
     Tcp,
     Udp,
     Any,
+    /// `ct original proto-dst`: nft describes the key by the ct expression
+    /// whatever the protocol (and then lists such a set as `invalid type`).
+    CtOriginal,
 }
 
 /// The values of an anonymous set, by what they match.

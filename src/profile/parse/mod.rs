@@ -53,12 +53,25 @@ pub struct RawDefaults {
     /// `None` inside: `ping = false`.
     pub ping: Option<Sp<Option<Rate>>>,
     pub log_drops: Option<Sp<Option<Rate>>>,
+    pub containers: Option<Sp<ContainerPolicy>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainPolicy {
     Accept,
     Drop,
+}
+
+/// What the profile does with connections to published container ports
+/// (Docker's and Podman's `-p`), which are DNAT'd in prerouting and then
+/// forwarded, so they never reach the input chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerPolicy {
+    /// The rules hold for published ports too, matched by the port the
+    /// client connected to; a published port no rule allows is dropped.
+    Filter,
+    /// Published ports are left to the container engine.
+    Ignore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +180,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "icmp",
     "ping",
     "log_drops",
+    "containers",
 ];
 const GROUP_KEYS: &[&str] = &["members", "file", "family", "description"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "description"];

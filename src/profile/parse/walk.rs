@@ -7,9 +7,9 @@ use std::ops::Range;
 use toml_edit::{Item, TableLike, Value};
 
 use super::{
-    sp, span_of, type_name, Action, ChainPolicy, IcmpPolicy, Parser, RawDefaults, RawGroup,
-    RawProfile, RawRule, RawService, Sp, DEFAULT_KEYS, GROUP_KEYS, RULE_KEYS, SERVICE_KEYS,
-    TOP_KEYS,
+    sp, span_of, type_name, Action, ChainPolicy, ContainerPolicy, IcmpPolicy, Parser, RawDefaults,
+    RawGroup, RawProfile, RawRule, RawService, Sp, DEFAULT_KEYS, GROUP_KEYS, RULE_KEYS,
+    SERVICE_KEYS, TOP_KEYS,
 };
 
 impl Parser<'_> {
@@ -84,6 +84,16 @@ impl Parser<'_> {
                 }
                 "ping" => d.ping = self.rate(item, key, true),
                 "log_drops" => d.log_drops = self.rate(item, key, true),
+                "containers" => {
+                    d.containers = self.word(
+                        item,
+                        key,
+                        &[
+                            ("filter", ContainerPolicy::Filter),
+                            ("ignore", ContainerPolicy::Ignore),
+                        ],
+                    )
+                }
                 _ => unreachable!(),
             }
         }

@@ -214,6 +214,7 @@ impl<'a> Resolver<'a> {
             set(&mut d.icmp, &r.icmp);
             set(&mut d.ping, &r.ping);
             set(&mut d.log_drops, &r.log_drops);
+            set(&mut d.containers, &r.containers);
         }
         d
     }

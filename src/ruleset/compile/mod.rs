@@ -12,11 +12,17 @@
 //! 5. every allow rule, in profile order (a per-source rate limit is a drop
 //!    rule right before its accept rule);
 //! 6. rate-limited logging of what falls through to the drop policy.
+//!
+//! With `[defaults] containers = "filter"` (the default) a second chain on
+//! the forward hook, `containers`, holds the same deny and allow rules for
+//! published container ports (see [`Compiler::containers_chain`]).
 
 use std::collections::BTreeMap;
 
 use super::model::*;
-use crate::profile::{self, Action, ChainPolicy, Defaults, IcmpPolicy, Ports, Profile, SourceSide};
+use crate::profile::{
+    self, Action, ChainPolicy, ContainerPolicy, Defaults, IcmpPolicy, Ports, Profile, SourceSide,
+};
 
 /// How long a per-source rate-limit bucket is kept after its last packet.
 const METER_TIMEOUT_SECS: u32 = 60;
@@ -31,6 +37,9 @@ pub fn compile(profile: &Profile) -> Ruleset {
         sets: BTreeMap::new(),
     };
     let mut chains = vec![c.input_chain()];
+    if let Some(chain) = c.containers_chain() {
+        chains.push(chain);
+    }
     if let Some(chain) = c.forward_chain() {
         chains.push(chain);
     }
@@ -134,17 +143,26 @@ impl Compiler<'_> {
     }
 
     /// Forwarded traffic is left alone unless the profile drops it; then
-    /// only replies pass.
+    /// only replies pass, and connections to published container ports
+    /// when the `containers` chain has already judged them.
     fn forward_chain(&mut self) -> Option<Chain> {
         if self.defaults().forward == ChainPolicy::Accept {
             return None;
+        }
+        let mut rules = self.conntrack_rules();
+        if self.defaults().containers == ContainerPolicy::Filter {
+            rules.push(rule(
+                vec![Match::CtStatus(CtStatus::Dnat)],
+                Verdict::Accept,
+                "defaults: containers: judged by chain containers",
+            ));
         }
         Some(Chain {
             name: "forward".into(),
             hook: Hook::Forward,
             priority: 0,
             policy: Policy::Drop,
-            rules: self.conntrack_rules(),
+            rules,
         })
     }
 
@@ -407,5 +425,6 @@ fn comment_text(s: &str) -> String {
     crate::profile::resolve::truncate(&clean, COMMENT_MAX)
 }
 
+mod containers;
 #[cfg(test)]
 mod tests;

@@ -174,3 +174,86 @@ fn comments_are_safe_inside_nft_quotes() {
     assert_eq!(rule.comment, "t.toml:1 say 'hi' there");
     assert!(c.1.is_some());
 }
+
+/// What the forward hook decides for a connection to published `port`.
+fn published_from(r: &Ruleset, source: &str, port: u16, interface: &str) -> bool {
+    let p = crate::ruleset::eval::Packet {
+        source: source.parse().unwrap(),
+        protocol: Protocol::Tcp,
+        dport: port,
+        interface: Some(interface.into()),
+        state: CtState::New,
+    };
+    crate::ruleset::eval::evaluate_published(r, &p, crate::ruleset::eval::Meters::Fresh).accepted()
+}
+
+const REDIS_BEHIND_TUNNEL: &str = "[groups]\nwg = [\"10.8.0.0/24\"]\n\
+    [[rule]]\nallow = [\"http\", \"https\"]\n\
+    [[rule]]\nallow = \"redis\"\nfrom = \"wg\"\n";
+
+#[test]
+fn published_ports_get_the_input_rules_by_their_original_port() {
+    let r = compile_text(REDIS_BEHIND_TUNNEL);
+    let c = r.chain("containers").unwrap();
+    assert_eq!(
+        (c.hook, c.priority, c.policy),
+        (Hook::Forward, -10, Policy::Accept)
+    );
+    assert!(c
+        .rules
+        .iter()
+        .skip(1)
+        .all(|x| x.matches[0] == Match::CtStatus(CtStatus::Dnat)));
+    assert!(c
+        .rules
+        .iter()
+        .all(|x| !x.matches.iter().any(|m| matches!(m, Match::DestPort(_)))));
+    assert!(published_from(&r, "10.8.0.5", 6379, "eth0"));
+    assert!(!published_from(&r, "203.0.113.9", 6379, "eth0"));
+    assert!(published_from(&r, "203.0.113.9", 443, "eth0"));
+    assert!(
+        !published_from(&r, "10.8.0.5", 9999, "eth0"),
+        "a port no rule names"
+    );
+}
+
+#[test]
+fn containers_ignore_leaves_published_ports_to_the_engine() {
+    let r = compile_text(&format!(
+        "[defaults]\ncontainers = \"ignore\"\n{REDIS_BEHIND_TUNNEL}"
+    ));
+    assert!(r.chain("containers").is_none());
+    assert!(published_from(&r, "203.0.113.9", 6379, "eth0"));
+}
+
+#[test]
+fn a_dropping_forward_chain_lets_judged_published_ports_through() {
+    let r = compile_text(&format!(
+        "[defaults]\nforward = \"drop\"\n{REDIS_BEHIND_TUNNEL}"
+    ));
+    assert!(published_from(&r, "10.8.0.5", 6379, "eth0"));
+    assert!(!published_from(&r, "203.0.113.9", 6379, "eth0"));
+    let ignore = compile_text(&format!(
+        "[defaults]\nforward = \"drop\"\ncontainers = \"ignore\"\n{REDIS_BEHIND_TUNNEL}"
+    ));
+    assert!(
+        !published_from(&ignore, "10.8.0.5", 6379, "eth0"),
+        "forward drops all"
+    );
+}
+
+#[test]
+fn a_rule_for_tcp_and_udp_becomes_one_containers_rule_per_protocol() {
+    let r = compile_text("[[rule]]\nallow = \"dns\"\n");
+    let c = r.chain("containers").unwrap();
+    let protos: Vec<&Match> = c
+        .rules
+        .iter()
+        .flat_map(|x| &x.matches)
+        .filter(|m| matches!(m, Match::Protocol(_)))
+        .collect();
+    assert_eq!(protos.len(), 2, "{protos:?}");
+    assert!(protos
+        .iter()
+        .all(|m| matches!(m, Match::Protocol(p) if p.len() == 1)));
+}
