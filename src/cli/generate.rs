@@ -16,7 +16,7 @@ use crate::exit;
 /// What `generate` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Artifact {
-    /// One man page per visible subcommand (fwharden.1, fwharden-apply.1, ...).
+    /// One man page per visible subcommand (fwharden.8, fwharden-apply.8, ...).
     Man,
     /// bash, zsh and fish completions (fwharden, _fwharden, fwharden.fish).
     Completions,
@@ -25,8 +25,14 @@ pub enum Artifact {
 pub fn run(what: Artifact, dir: &Path) -> anyhow::Result<i32> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     match what {
-        Artifact::Man => clap_mangen::generate_to(Cli::command(), dir)
-            .with_context(|| format!("cannot write the man pages into {}", dir.display()))?,
+        Artifact::Man => {
+            let mut cmd = Cli::command().disable_help_subcommand(true);
+            // Built, so every subcommand knows its display name
+            // ("fwharden-apply"), which names its page.
+            cmd.build();
+            write_pages(&cmd, dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))?
+        }
         Artifact::Completions => {
             for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
                 let mut cmd = Cli::command();
@@ -37,6 +43,19 @@ pub fn run(what: Artifact, dir: &Path) -> anyhow::Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+/// One page per visible command, in section 8: fwharden changes the
+/// system's firewall and lives in /usr/sbin (clap_mangen's own
+/// `generate_to` writes section 1, which lintian rightly flags for sbin).
+fn write_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub, dir)?;
+    }
+    clap_mangen::Man::new(cmd.clone())
+        .section("8")
+        .generate_to(dir)
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -52,13 +71,13 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        for page in ["fwharden.1", "fwharden-apply.1", "fwharden-restore.1"] {
+        for page in ["fwharden.8", "fwharden-apply.8", "fwharden-restore.8"] {
             assert!(names.iter().any(|n| n == page), "{page} missing: {names:?}");
         }
-        for hidden in ["fwharden-watch.1", "fwharden-generate.1", "fwharden-emit.1"] {
+        for hidden in ["fwharden-watch.8", "fwharden-generate.8", "fwharden-emit.8"] {
             assert!(!names.iter().any(|n| n == hidden), "{hidden} written");
         }
-        let apply = fs::read_to_string(dir.path().join("fwharden-apply.1")).unwrap();
+        let apply = fs::read_to_string(dir.path().join("fwharden-apply.8")).unwrap();
         assert!(apply.contains("auto\\-confirm"), "{apply}");
     }
 
