@@ -3,6 +3,7 @@
 
 mod apply;
 mod check;
+mod generate;
 mod list;
 mod probe;
 mod safety;
@@ -176,6 +177,12 @@ pub enum Command {
         #[arg(long, value_name = "IFACE")]
         via: Option<String>,
     },
+    /// Write the man pages or the shell completions into DIR (packaging).
+    #[command(hide = true)]
+    Generate {
+        what: generate::Artifact,
+        dir: PathBuf,
+    },
     /// Reserved: write iptables-restore and ufw equivalents.
     #[command(hide = true)]
     Emit(Reserved),
@@ -263,6 +270,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             scan::run(&search, host, profile, from, &opts, cli.json)
         }
+        Command::Generate { what, dir } => generate::run(*what, dir),
         Command::Emit(_) => reserved("emit"),
     }
 }
