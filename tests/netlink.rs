@@ -298,6 +298,7 @@ fn everything() -> Ruleset {
                 rules: output,
             },
         ],
+        bans: None,
     }
 }
 

@@ -11,6 +11,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod bans;
 mod batch;
 mod elems;
 mod expr;
@@ -22,6 +23,7 @@ mod socket;
 mod udata;
 mod verify;
 
+pub use bans::{ban, state as ban_state, unban, Ban, BanState, Banned, Unbanned};
 pub use verify::{next_generation, Check, FULL_READ_MAX};
 
 use thiserror::Error;
@@ -72,6 +74,21 @@ pub enum NftError {
         what: String,
         why: String,
     },
+    #[error("bans are off: table inet {table} does not exist; add `[bans]` with `enabled = true` to the profile and apply it")]
+    NoBans { table: String },
+    #[error(
+        "{addr} is in {net}, which the profile exempts from bans: a ban of it would drop nothing"
+    )]
+    Exempt {
+        addr: std::net::IpAddr,
+        net: ipnet::IpNet,
+    },
+    #[error("ban set {set} holds {have}, the profile asks for {want}; the kernel cannot change a set in place and recreating it would drop its bans: keep the old values in [bans], or drop every ban with `nft delete table inet fwharden-bans` and apply again")]
+    BanSetShape {
+        set: String,
+        have: String,
+        want: String,
+    },
     #[error("unexpected netlink reply to {op}: {detail}")]
     Protocol { op: &'static str, detail: String },
 }
@@ -114,7 +131,11 @@ pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
 /// [`read_table_at`] returned it): a write by anyone else in between makes
 /// the kernel refuse the whole batch with [`NftError::Raced`].
 pub fn apply_at(ruleset: &Ruleset, generation: Option<u32>) -> Result<ApplyReport, NftError> {
-    commit(batch::apply(ruleset)?, generation)
+    // Read under the same compare-and-swap: a ban table made or changed
+    // after this read moves the generation, and the kernel refuses the
+    // batch built on it.
+    let ban_table = bans::before_apply(&mut socket::Socket::open()?, ruleset)?;
+    commit(batch::apply(ruleset, ban_table)?, generation)
 }
 
 /// Brings the kernel from `old`, which it holds at `generation`, to `new`

@@ -261,6 +261,7 @@ pub(super) fn foreign_as_drift(e: NftError) -> Result<Option<Ruleset>, NftError>
             table,
             sets: vec![],
             chains: vec![],
+            bans: None,
         })),
         e => Err(e),
     }

@@ -220,6 +220,7 @@ mod tests {
                     policy: Policy::Drop,
                     rules: vec![],
                 }],
+                bans: None,
             },
             &crate::ruleset::hatch::Hatch {
                 operator: operator.parse().unwrap(),

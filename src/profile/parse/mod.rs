@@ -18,7 +18,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::diag::{closest, Diagnostic, SourceFile};
 use crate::ruleset::{Family, PortRange, Protocol, Rate};
 
-pub use value::{parse_port_range, parse_rate};
+pub use value::{parse_duration, parse_port_range, parse_rate};
 
 /// A value with the byte span it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub struct RawProfile {
     pub description: Option<Sp<String>>,
     pub extends: Option<Sp<String>>,
     pub defaults: RawDefaults,
+    pub bans: RawBans,
     pub groups: Vec<RawGroup>,
     pub services: Vec<RawService>,
     pub rules: Vec<RawRule>,
@@ -53,6 +54,17 @@ pub struct RawDefaults {
     /// `None` inside: `ping = false`.
     pub ping: Option<Sp<Option<Rate>>>,
     pub log_drops: Option<Sp<Option<Rate>>>,
+}
+
+/// `[bans]`: each key optional; a child overrides its parent key by key.
+#[derive(Debug, Default)]
+pub struct RawBans {
+    pub enabled: Option<Sp<bool>>,
+    /// Seconds.
+    pub timeout: Option<Sp<u32>>,
+    pub size: Option<Sp<u32>>,
+    /// Names of groups a ban never drops.
+    pub exempt: Option<Vec<Sp<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +165,7 @@ const TOP_KEYS: &[&str] = &[
     "description",
     "extends",
     "defaults",
+    "bans",
     "groups",
     "services",
     "rule",
@@ -168,6 +181,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "ping",
     "log_drops",
 ];
+const BAN_KEYS: &[&str] = &["enabled", "timeout", "size", "exempt"];
 const GROUP_KEYS: &[&str] = &["members", "file", "family", "description"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "description"];
 const RULE_KEYS: &[&str] = &[
