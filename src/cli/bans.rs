@@ -97,7 +97,7 @@ pub fn list(json: bool) -> anyhow::Result<i32> {
         let left = b
             .expires_secs
             .map_or_else(|| "never expires".to_string(), |s| format!("{s} s left"));
-        println!("{:39}  {left}", b.addr.to_string());
+        println!("{:39}  {:11}  {left}", b.addr.to_string(), b.set);
     }
     Ok(exit::OK)
 }

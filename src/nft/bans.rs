@@ -22,6 +22,8 @@ use crate::ruleset::{Family, Ruleset, SetKind};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ban {
     pub addr: IpAddr,
+    /// The set it is in: `ban_v4` (fwharden ban, fail2ban), `crowdsec_v4`...
+    pub set: String,
     /// The timeout it was added with, when it has one of its own; `None`:
     /// the set's default.
     pub timeout_secs: Option<u64>,
@@ -75,7 +77,7 @@ pub fn state() -> Result<Option<BanState>, NftError> {
             SetKind::Prefixes(nets) => exempt.extend(nets.iter().copied()),
             SetKind::Bans { .. } => {
                 for e in readback::set_elems(&mut sock, BAN_TABLE, &s.name)? {
-                    bans.push(ban_of(&e, s.family)?);
+                    bans.push(ban_of(&e, &s.name, s.family)?);
                 }
             }
             _ => {}
@@ -89,7 +91,7 @@ pub fn state() -> Result<Option<BanState>, NftError> {
     }))
 }
 
-fn ban_of(e: &super::obj::KernelElem, family: Family) -> Result<Ban, NftError> {
+fn ban_of(e: &super::obj::KernelElem, set: &str, family: Family) -> Result<Ban, NftError> {
     let addr: IpAddr = match (family, e.key.len()) {
         (Family::Ipv4, 4) => <[u8; 4]>::try_from(e.key.as_slice()).map(IpAddr::from).ok(),
         (Family::Ipv6, 16) => <[u8; 16]>::try_from(e.key.as_slice())
@@ -105,6 +107,7 @@ fn ban_of(e: &super::obj::KernelElem, family: Family) -> Result<Ban, NftError> {
     // The kernel counts in jiffies: round to whole seconds.
     Ok(Ban {
         addr,
+        set: set.to_string(),
         timeout_secs: e.timeout_ms.map(|ms| (ms + 500) / 1000),
         expires_secs: e.expires_ms.map(|ms| (ms + 500) / 1000),
     })
@@ -117,7 +120,11 @@ pub fn ban(addr: IpAddr, timeout_secs: Option<u64>) -> Result<Banned, NftError> 
     if let Some(net) = state.exempt.iter().find(|n| n.contains(&addr)) {
         return Err(NftError::Exempt { addr, net: *net });
     }
-    let renew = state.bans.iter().any(|b| b.addr == addr);
+    let own = model::set_name(match addr {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    });
+    let renew = state.bans.iter().any(|b| b.addr == addr && b.set == own);
     let built = batch::ban_elem(addr, Op::Add, timeout_secs.map(|s| s * 1000), renew);
     Socket::open()?.transact(&built, None)?;
     Ok(if renew {
@@ -151,8 +158,7 @@ pub(super) fn before_apply(sock: &mut Socket, ruleset: &Ruleset) -> Result<BanTa
         return Ok(BanTable::Absent);
     };
     if let Some(wanted) = &ruleset.bans {
-        for family in [Family::Ipv4, Family::Ipv6] {
-            let name = model::set_name(family);
+        for name in model::ban_set_names() {
             let want = SetKind::Bans {
                 timeout_secs: wanted.timeout_secs,
                 size: wanted.size,

@@ -43,9 +43,40 @@ pub const BAN_TABLE: &str = "fwharden-bans";
 /// nft's `filter - 10`: before table `inet fwharden` (priority 0).
 pub const BAN_PRIORITY: i32 = -10;
 
-/// `ban_v4` or `ban_v6`.
+/// Who fills a pair of ban sets. CrowdSec's bouncer gets a pair of its
+/// own: in set-only mode it flushes its set when it stops, which must not
+/// take fail2ban's bans with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feeder {
+    /// `fwharden ban`, fail2ban's action, anything else: `ban_v4`, `ban_v6`.
+    Shared,
+    /// The CrowdSec firewall bouncer: `crowdsec_v4`, `crowdsec_v6`.
+    CrowdSec,
+}
+
+const FEEDERS: [Feeder; 2] = [Feeder::Shared, Feeder::CrowdSec];
+
+impl Feeder {
+    pub fn set_name(self, family: Family) -> String {
+        let base = match self {
+            Feeder::Shared => "ban",
+            Feeder::CrowdSec => "crowdsec",
+        };
+        format!("{base}_{}", family.suffix())
+    }
+}
+
+/// `ban_v4` or `ban_v6`: the sets `fwharden ban` and fail2ban write.
 pub fn set_name(family: Family) -> String {
-    format!("ban_{}", family.suffix())
+    Feeder::Shared.set_name(family)
+}
+
+/// Every ban set's name.
+pub fn ban_set_names() -> Vec<String> {
+    FEEDERS
+        .iter()
+        .flat_map(|f| FAMILIES.map(|family| f.set_name(family)))
+        .collect()
 }
 
 /// `exempt_v4` or `exempt_v6`.
@@ -59,16 +90,21 @@ const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 /// base chain per hook that consults them ([`chain`]).
 pub fn table(bans: &Bans, profile: &str) -> Ruleset {
     let mut sets = Vec::new();
-    for family in FAMILIES {
-        sets.push(Set {
-            name: set_name(family),
-            family,
-            kind: SetKind::Bans {
-                timeout_secs: bans.timeout_secs,
-                size: bans.size,
-            },
-            comment: "banned sources (fail2ban, crowdsec, fwharden ban)".into(),
-        });
+    for feeder in FEEDERS {
+        for family in FAMILIES {
+            sets.push(Set {
+                name: feeder.set_name(family),
+                family,
+                kind: SetKind::Bans {
+                    timeout_secs: bans.timeout_secs,
+                    size: bans.size,
+                },
+                comment: match feeder {
+                    Feeder::Shared => "banned sources (fwharden ban, fail2ban)".into(),
+                    Feeder::CrowdSec => "banned sources (crowdsec firewall bouncer)".into(),
+                },
+            });
+        }
     }
     for family in FAMILIES {
         let nets: Vec<IpNet> = exempt_of(bans, family);
@@ -122,11 +158,14 @@ pub fn chain(bans: &Bans, hook: Hook) -> Chain {
             ),
         });
     }
-    for family in FAMILIES {
+    for (feeder, family) in FEEDERS
+        .iter()
+        .flat_map(|f| FAMILIES.map(|family| (*f, family)))
+    {
         rules.push(Rule {
             matches: vec![Match::SourceInSet {
                 family,
-                set: set_name(family),
+                set: feeder.set_name(family),
             }],
             counter: true,
             limit: None,
@@ -168,7 +207,16 @@ mod tests {
         let t = table(&bans(), "p");
         assert_eq!(t.table, BAN_TABLE);
         let names: Vec<&str> = t.sets.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["ban_v4", "ban_v6", "exempt_v4"]);
+        assert_eq!(
+            names,
+            [
+                "ban_v4",
+                "ban_v6",
+                "crowdsec_v4",
+                "crowdsec_v6",
+                "exempt_v4"
+            ]
+        );
         let input = t.chain("input").unwrap();
         assert_eq!((input.priority, input.policy), (-10, Policy::Accept));
         // An exempt source is accepted by this chain, which sends it on to
@@ -193,7 +241,7 @@ mod tests {
             ..bans()
         };
         let t = table(&b, "p");
-        assert_eq!(t.sets.len(), 2);
-        assert_eq!(t.chain("input").unwrap().rules.len(), 2);
+        assert_eq!(t.sets.len(), 4);
+        assert_eq!(t.chain("input").unwrap().rules.len(), 4);
     }
 }
