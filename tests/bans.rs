@@ -320,3 +320,22 @@ fn no_ban_is_lost_while_applies_run_and_every_apply_goes_through() {
     assert_eq!(b.banned_count(), 500);
     b.host.wait_quiet();
 }
+
+#[test]
+fn a_rollback_to_no_table_stops_enforcing_bans_and_keeps_them() {
+    if !privileged("a_rollback_to_no_table_stops_enforcing_bans_and_keeps_them") {
+        return;
+    }
+    let b = Bans::new("banoff");
+    b.fw(0, &["apply", "banned", "--timeout", "60", "--no-probe"]);
+    b.fw(0, &["ban", "203.0.113.5"]);
+    b.fw(0, &["rollback"]);
+    assert_eq!(b.host.table(), None, "the rollback removes table fwharden");
+    let v = b.listed();
+    assert_eq!(v["enforced"], false, "{v}");
+    assert!(b.ban("203.0.113.5").is_some(), "the ban was lost");
+    b.fw(0, &["apply", "banned", "--auto-confirm", "--no-probe"]);
+    assert_eq!(b.listed()["enforced"], true);
+    assert!(b.ban("203.0.113.5").is_some());
+    b.host.wait_quiet();
+}

@@ -587,6 +587,21 @@ pub fn remove(removal: Removal) -> Built {
     b.finish()
 }
 
+/// The batch that takes the ban table's chains (and exempt sets) away and
+/// keeps its ban sets: bans drop nothing until an apply with bans.
+pub fn bans_off() -> Result<Built, NftError> {
+    let mut b = Builder::new(TABLE_NAME);
+    let none = Ruleset {
+        profile: String::new(),
+        table: TABLE_NAME.into(),
+        sets: vec![],
+        chains: vec![],
+        bans: None,
+    };
+    ban_table(&mut b, &none, BanTable::Present)?;
+    Ok(b.finish())
+}
+
 /// The batch that adds (`Op::Add`, with `timeout_ms` or the set's default)
 /// or deletes `addr` in the ban set of its family, and nothing else.
 /// `refresh` deletes it first, in the same transaction: a ban of an

@@ -176,8 +176,29 @@ pub fn verify(expected: &Ruleset, report: &ApplyReport) -> Result<Check, NftErro
     verify::verify(&mut socket::Socket::open()?, expected, report)
 }
 
-/// Removes table `inet fwharden` if it exists; nothing else.
+/// Removes table `inet fwharden` if it exists, and the chains of table
+/// `inet fwharden-bans` (its ban sets and their bans stay, enforcing
+/// nothing, for the next apply with bans).
 pub fn remove_table() -> Result<(), NftError> {
+    remove_main_table()?;
+    let mut sock = socket::Socket::open()?;
+    if bans::before_apply(&mut sock, &empty())? == batch::BanTable::Present {
+        sock.transact(&batch::bans_off()?, None)?;
+    }
+    Ok(())
+}
+
+fn empty() -> Ruleset {
+    Ruleset {
+        profile: String::new(),
+        table: crate::ruleset::TABLE_NAME.into(),
+        sets: vec![],
+        chains: vec![],
+        bans: None,
+    }
+}
+
+fn remove_main_table() -> Result<(), NftError> {
     let mut sock = socket::Socket::open()?;
     match sock.transact(&batch::remove(batch::Removal::Destroy), None) {
         Ok(()) => Ok(()),
