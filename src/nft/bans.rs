@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use nftnl::nftnl_sys::libc;
 use serde::Serialize;
 
-use super::batch::{self, BanTable};
+use super::ban_batch::{self, BanTable};
 use super::elems::Op;
 use super::readback;
 use super::socket::Socket;
@@ -125,7 +125,7 @@ pub fn ban(addr: IpAddr, timeout_secs: Option<u64>) -> Result<Banned, NftError> 
         IpAddr::V6(_) => Family::Ipv6,
     });
     let renew = state.bans.iter().any(|b| b.addr == addr && b.set == own);
-    let built = batch::ban_elem(addr, Op::Add, timeout_secs.map(|s| s * 1000), renew);
+    let built = ban_batch::ban_elem(addr, Op::Add, timeout_secs.map(|s| s * 1000), renew);
     Socket::open()?.transact(&built, None)?;
     Ok(if renew {
         Banned::Renewed
@@ -139,7 +139,7 @@ pub fn unban(addr: IpAddr) -> Result<Unbanned, NftError> {
     if state()?.is_none() {
         return Err(absent());
     }
-    let built = batch::ban_elem(addr, Op::Delete, None, false);
+    let built = ban_batch::ban_elem(addr, Op::Delete, None, false);
     match Socket::open()?.transact(&built, None) {
         Ok(()) => Ok(Unbanned::Removed),
         Err(NftError::Rejected { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {

@@ -14,7 +14,6 @@ use std::os::raw::c_char;
 use nftnl::nftnl_sys::{self as sys, libc};
 use nftnl::{MsgType, NlMsg};
 
-use crate::ruleset::bans;
 use crate::ruleset::*;
 
 use super::elems::{ElemPages, Op};
@@ -30,15 +29,15 @@ pub const NFT_MSG_DESTROYTABLE: u16 = 26;
 
 /// Set key types as nft numbers them (its `datatype` ids), which `nft
 /// list` uses to print the elements.
-const TYPE_IPV4_ADDR: u32 = 7;
-const TYPE_IPV6_ADDR: u32 = 8;
+pub(super) const TYPE_IPV4_ADDR: u32 = 7;
+pub(super) const TYPE_IPV6_ADDR: u32 = 8;
 const TYPE_INET_PROTO: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_ICMP_TYPE: u32 = 14;
 const TYPE_ICMPV6_TYPE: u32 = 29;
 
 /// A message of the batch: header type and flags, and the object.
-enum Payload {
+pub(super) enum Payload {
     Table(obj::Table),
     Chain(obj::Chain),
     Set(obj::Set),
@@ -53,7 +52,7 @@ struct Msg {
 
 /// The seq → description of every message, filled as the batch is written,
 /// so the kernel's error can name the object it is about.
-type Log = RefCell<BTreeMap<u32, String>>;
+pub(super) type Log = RefCell<BTreeMap<u32, String>>;
 
 struct Logged<'a, M> {
     msg: &'a M,
@@ -90,17 +89,17 @@ pub struct Built {
     pub what: BTreeMap<u32, String>,
 }
 
-struct Builder {
-    batch: nftnl::Batch,
-    log: Log,
-    table: String,
+pub(super) struct Builder {
+    pub(super) batch: nftnl::Batch,
+    pub(super) log: Log,
+    pub(super) table: String,
     next_id: u32,
 }
 
-const CREATE: i32 = libc::NLM_F_CREATE | libc::NLM_F_ACK;
+pub(super) const CREATE: i32 = libc::NLM_F_CREATE | libc::NLM_F_ACK;
 
 impl Builder {
-    fn new(table: &str) -> Builder {
+    pub(super) fn new(table: &str) -> Builder {
         Builder {
             batch: nftnl::Batch::new(),
             log: RefCell::new(BTreeMap::new()),
@@ -109,7 +108,7 @@ impl Builder {
         }
     }
 
-    fn add(&mut self, nl_type: i32, flags: i32, payload: Payload, what: &str) {
+    pub(super) fn add(&mut self, nl_type: i32, flags: i32, payload: Payload, what: &str) {
         let msg = Msg {
             nl_type: nl_type as u16,
             flags: flags as u16,
@@ -123,7 +122,7 @@ impl Builder {
         self.batch.add(&logged, MsgType::Add);
     }
 
-    fn table(&self, profile: Option<&str>) -> obj::Table {
+    pub(super) fn table(&self, profile: Option<&str>) -> obj::Table {
         let t = obj::Table::new();
         t.set_str(sys::NFTNL_TABLE_NAME, &self.table);
         t.set_u32(sys::NFTNL_TABLE_FAMILY, FAMILY.into());
@@ -135,13 +134,26 @@ impl Builder {
     }
 
     /// A named set with an id of its own, for the batch to refer to.
-    fn new_set(&mut self, name: &str, flags: u32, key_type: u32, key_len: u32) -> obj::Set {
+    pub(super) fn new_set(
+        &mut self,
+        name: &str,
+        flags: u32,
+        key_type: u32,
+        key_len: u32,
+    ) -> obj::Set {
         self.next_id += 1;
         self.set_object(name, flags, key_type, key_len, self.next_id)
     }
 
     /// The attributes every set of ours carries.
-    fn set_object(&self, name: &str, flags: u32, key_type: u32, key_len: u32, id: u32) -> obj::Set {
+    pub(super) fn set_object(
+        &self,
+        name: &str,
+        flags: u32,
+        key_type: u32,
+        key_len: u32,
+        id: u32,
+    ) -> obj::Set {
         let s = obj::Set::new();
         s.set_str(sys::NFTNL_SET_TABLE, &self.table);
         s.set_str(sys::NFTNL_SET_NAME, name);
@@ -169,7 +181,7 @@ impl Builder {
     }
 
     /// Messages adding or deleting elements of set `name`.
-    fn add_elems<'e>(
+    pub(super) fn add_elems<'e>(
         &mut self,
         name: &str,
         id: Option<u32>,
@@ -185,7 +197,7 @@ impl Builder {
         }
     }
 
-    fn named_set(&mut self, set: &Set) -> Result<(), NftError> {
+    pub(super) fn named_set(&mut self, set: &Set) -> Result<(), NftError> {
         let (key_type, key_len) = match set.family {
             Family::Ipv4 => (TYPE_IPV4_ADDR, 4),
             Family::Ipv6 => (TYPE_IPV6_ADDR, 16),
@@ -337,7 +349,7 @@ impl Builder {
         Ok(())
     }
 
-    fn chain(&mut self, chain: &Chain) {
+    pub(super) fn chain(&mut self, chain: &Chain) {
         let c = obj::Chain::new();
         c.set_str(sys::NFTNL_CHAIN_TABLE, &self.table);
         c.set_str(sys::NFTNL_CHAIN_NAME, &chain.name);
@@ -358,7 +370,12 @@ impl Builder {
         );
     }
 
-    fn rule(&mut self, chain: &Chain, index: usize, rule: &Rule) -> Result<(), NftError> {
+    pub(super) fn rule(
+        &mut self,
+        chain: &Chain,
+        index: usize,
+        rule: &Rule,
+    ) -> Result<(), NftError> {
         let what = format!(
             "rule {} of chain {} ({:?})",
             index + 1,
@@ -392,7 +409,7 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self) -> Built {
+    pub(super) fn finish(self) -> Built {
         Built {
             batch: self.batch.finalize(),
             what: self.log.into_inner(),
@@ -415,83 +432,9 @@ fn unsupported(what: &str, why: impl Into<String>) -> NftError {
     }
 }
 
-/// Whether table `inet fwharden-bans` exists before the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BanTable {
-    Absent,
-    Present,
-}
-
-/// The ban table's part of an apply (see [`crate::ruleset::bans`]): its
-/// chains and exempt sets are emptied and written again, its ban sets are
-/// created if missing and never deleted. Without bans, an existing ban
-/// table loses its chains (nothing is dropped) and keeps its ban sets.
-fn ban_table(b: &mut Builder, ruleset: &Ruleset, before: BanTable) -> Result<(), NftError> {
-    if ruleset.bans.is_none() && before == BanTable::Absent {
-        return Ok(());
-    }
-    let main = std::mem::replace(&mut b.table, bans::BAN_TABLE.to_string());
-    let what = format!("table inet {}", bans::BAN_TABLE);
-    let t = b.table(None);
-    b.add(libc::NFT_MSG_NEWTABLE, CREATE, Payload::Table(t), &what);
-    let wanted = ruleset
-        .bans
-        .as_ref()
-        .map(|x| bans::table(x, &ruleset.profile));
-    // Add, then delete: the pair removes a chain or set whether or not it
-    // existed, on kernels without DESTROY (before 6.3). A chain deleted
-    // without NLM_F_NONREC takes its rules with it.
-    for hook in [Hook::Input, Hook::Forward] {
-        let chain = Chain {
-            name: hook.as_str().into(),
-            hook,
-            priority: bans::BAN_PRIORITY,
-            policy: Policy::Accept,
-            rules: vec![],
-        };
-        b.chain(&chain);
-        let c = obj::Chain::new();
-        c.set_str(sys::NFTNL_CHAIN_TABLE, &b.table);
-        c.set_str(sys::NFTNL_CHAIN_NAME, &chain.name);
-        c.set_u32(sys::NFTNL_CHAIN_FAMILY, FAMILY.into());
-        let w = format!("emptying chain {} of {what}", chain.name);
-        b.add(
-            libc::NFT_MSG_DELCHAIN,
-            libc::NLM_F_ACK,
-            Payload::Chain(c),
-            &w,
-        );
-    }
-    for family in [Family::Ipv4, Family::Ipv6] {
-        let name = bans::exempt_set_name(family);
-        let (key_type, key_len) = match family {
-            Family::Ipv4 => (TYPE_IPV4_ADDR, 4),
-            Family::Ipv6 => (TYPE_IPV6_ADDR, 16),
-        };
-        let w = format!("emptying set {name} of {what}");
-        let s = b.new_set(&name, libc::NFT_SET_INTERVAL as u32, key_type, key_len);
-        b.add(libc::NFT_MSG_NEWSET, CREATE, Payload::Set(s), &w);
-        let s = b.set_object(&name, libc::NFT_SET_INTERVAL as u32, key_type, key_len, 0);
-        b.add(libc::NFT_MSG_DELSET, libc::NLM_F_ACK, Payload::Set(s), &w);
-    }
-    if let Some(t) = &wanted {
-        for set in &t.sets {
-            b.named_set(set)?;
-        }
-        for chain in &t.chains {
-            b.chain(chain);
-            for (i, rule) in chain.rules.iter().enumerate() {
-                b.rule(chain, i, rule)?;
-            }
-        }
-    }
-    b.table = main;
-    Ok(())
-}
-
 /// The batch that replaces the table with `ruleset`, and brings the ban
 /// table in step with it.
-pub fn apply(ruleset: &Ruleset, before: BanTable) -> Result<Built, NftError> {
+pub fn apply(ruleset: &Ruleset, before: super::ban_batch::BanTable) -> Result<Built, NftError> {
     if ruleset.table != TABLE_NAME {
         return Err(unsupported(
             &format!("table {}", ruleset.table),
@@ -518,7 +461,7 @@ pub fn apply(ruleset: &Ruleset, before: BanTable) -> Result<Built, NftError> {
             b.rule(chain, i, rule)?;
         }
     }
-    ban_table(&mut b, ruleset, before)?;
+    super::ban_batch::ban_table(&mut b, ruleset, before)?;
     Ok(b.finish())
 }
 
@@ -584,66 +527,5 @@ pub fn remove(removal: Removal) -> Built {
     };
     let what = format!("removing table inet {TABLE_NAME}");
     b.add(nl_type, libc::NLM_F_ACK, Payload::Table(t), &what);
-    b.finish()
-}
-
-/// The batch that takes the ban table's chains (and exempt sets) away and
-/// keeps its ban sets: bans drop nothing until an apply with bans.
-pub fn bans_off() -> Result<Built, NftError> {
-    let mut b = Builder::new(TABLE_NAME);
-    let none = Ruleset {
-        profile: String::new(),
-        table: TABLE_NAME.into(),
-        sets: vec![],
-        chains: vec![],
-        bans: None,
-    };
-    ban_table(&mut b, &none, BanTable::Present)?;
-    Ok(b.finish())
-}
-
-/// The batch that adds (`Op::Add`, with `timeout_ms` or the set's default)
-/// or deletes `addr` in the ban set of its family, and nothing else.
-/// `refresh` deletes it first, in the same transaction: a ban of an
-/// address already banned starts its timeout again.
-pub fn ban_elem(addr: std::net::IpAddr, op: Op, timeout_ms: Option<u64>, refresh: bool) -> Built {
-    let mut b = Builder::new(bans::BAN_TABLE);
-    let (family, key, width) = match addr {
-        std::net::IpAddr::V4(a) => (Family::Ipv4, u128::from(u32::from(a)), 4),
-        std::net::IpAddr::V6(a) => (Family::Ipv6, u128::from(a), 16),
-    };
-    let set = bans::set_name(family);
-    let what = format!("{addr} in set {set} of table inet {}", bans::BAN_TABLE);
-    let elem = || Elem {
-        key,
-        end: false,
-        open: false,
-    };
-    if refresh {
-        b.add_elems(
-            &set,
-            None,
-            width,
-            Op::Delete,
-            Box::new(std::iter::once(elem())),
-            &what,
-        );
-    }
-    let pages = ElemPages::new(
-        &b.table,
-        &set,
-        None,
-        width,
-        op,
-        Box::new(std::iter::once(elem())),
-        &what,
-        &b.log,
-    );
-    let pages = match timeout_ms {
-        Some(ms) if op == Op::Add => pages.with_timeout_ms(ms),
-        _ => pages,
-    };
-    b.batch.add(&pages, MsgType::Add);
-    drop(pages);
     b.finish()
 }

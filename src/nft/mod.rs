@@ -11,6 +11,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod ban_batch;
 mod bans;
 mod batch;
 mod elems;
@@ -182,8 +183,8 @@ pub fn verify(expected: &Ruleset, report: &ApplyReport) -> Result<Check, NftErro
 pub fn remove_table() -> Result<(), NftError> {
     remove_main_table()?;
     let mut sock = socket::Socket::open()?;
-    if bans::before_apply(&mut sock, &empty())? == batch::BanTable::Present {
-        sock.transact(&batch::bans_off()?, None)?;
+    if bans::before_apply(&mut sock, &empty())? == ban_batch::BanTable::Present {
+        sock.transact(&ban_batch::bans_off()?, None)?;
     }
     Ok(())
 }
