@@ -159,6 +159,7 @@ mod tests {
             table: "fwharden".into(),
             sets: vec![],
             chains: vec![],
+            bans: None,
         };
         let w = uncovered_warning(&docker, Some(&r)).unwrap();
         assert!(

@@ -346,6 +346,7 @@ fn everything() -> Ruleset {
                 rules: output,
             },
         ],
+        bans: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! exit codes. Library errors become `anyhow` errors only here, at the edge.
 
 mod apply;
+mod bans;
 mod check;
 mod generate;
 mod list;
@@ -34,6 +35,7 @@ Examples:
   fwharden confirm                       (from a NEW ssh connection) keep it
   fwharden apply vps-profile --auto-confirm --json     from Ansible or a postinst
   fwharden status                        confirmed, pending, drift, other tables
+  fwharden ban 203.0.113.5 --timeout 1h  drop a source (needs [bans] enabled)
 
 Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
@@ -184,6 +186,18 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Reserved: write iptables-restore and ufw equivalents.
+    /// Ban a source address: every packet from it is dropped until the
+    /// timeout (or the `[bans]` default) runs out. Needs `[bans]` enabled.
+    Ban {
+        addr: std::net::IpAddr,
+        /// 600, 90s, 10m, 1h or 7d.
+        #[arg(long, value_name = "DURATION", value_parser = bans::parse_timeout)]
+        timeout: Option<u64>,
+    },
+    /// Lift the ban of a source address.
+    Unban { addr: std::net::IpAddr },
+    /// List the bans, with the time each has left.
+    Bans,
     #[command(hide = true)]
     Emit(Reserved),
 }
@@ -246,6 +260,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
         Command::Rollback => safety::rollback(&dirs, cli.json),
+        Command::Ban { addr, timeout } => bans::ban(*addr, *timeout, cli.json),
+        Command::Unban { addr } => bans::unban(*addr, cli.json),
+        Command::Bans => bans::list(cli.json),
         Command::Status { verify } => safety::status(&dirs, *verify, cli.json),
         Command::Restore => safety::restore(&dirs, cli.json),
         Command::Watch { token } => safety::watch(&dirs, token),

@@ -29,15 +29,15 @@ pub const NFT_MSG_DESTROYTABLE: u16 = 26;
 
 /// Set key types as nft numbers them (its `datatype` ids), which `nft
 /// list` uses to print the elements.
-const TYPE_IPV4_ADDR: u32 = 7;
-const TYPE_IPV6_ADDR: u32 = 8;
+pub(super) const TYPE_IPV4_ADDR: u32 = 7;
+pub(super) const TYPE_IPV6_ADDR: u32 = 8;
 const TYPE_INET_PROTO: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_ICMP_TYPE: u32 = 14;
 const TYPE_ICMPV6_TYPE: u32 = 29;
 
 /// A message of the batch: header type and flags, and the object.
-enum Payload {
+pub(super) enum Payload {
     Table(obj::Table),
     Chain(obj::Chain),
     Set(obj::Set),
@@ -52,7 +52,7 @@ struct Msg {
 
 /// The seq → description of every message, filled as the batch is written,
 /// so the kernel's error can name the object it is about.
-type Log = RefCell<BTreeMap<u32, String>>;
+pub(super) type Log = RefCell<BTreeMap<u32, String>>;
 
 struct Logged<'a, M> {
     msg: &'a M,
@@ -89,17 +89,17 @@ pub struct Built {
     pub what: BTreeMap<u32, String>,
 }
 
-struct Builder {
-    batch: nftnl::Batch,
-    log: Log,
-    table: String,
+pub(super) struct Builder {
+    pub(super) batch: nftnl::Batch,
+    pub(super) log: Log,
+    pub(super) table: String,
     next_id: u32,
 }
 
-const CREATE: i32 = libc::NLM_F_CREATE | libc::NLM_F_ACK;
+pub(super) const CREATE: i32 = libc::NLM_F_CREATE | libc::NLM_F_ACK;
 
 impl Builder {
-    fn new(table: &str) -> Builder {
+    pub(super) fn new(table: &str) -> Builder {
         Builder {
             batch: nftnl::Batch::new(),
             log: RefCell::new(BTreeMap::new()),
@@ -108,7 +108,7 @@ impl Builder {
         }
     }
 
-    fn add(&mut self, nl_type: i32, flags: i32, payload: Payload, what: &str) {
+    pub(super) fn add(&mut self, nl_type: i32, flags: i32, payload: Payload, what: &str) {
         let msg = Msg {
             nl_type: nl_type as u16,
             flags: flags as u16,
@@ -122,7 +122,7 @@ impl Builder {
         self.batch.add(&logged, MsgType::Add);
     }
 
-    fn table(&self, profile: Option<&str>) -> obj::Table {
+    pub(super) fn table(&self, profile: Option<&str>) -> obj::Table {
         let t = obj::Table::new();
         t.set_str(sys::NFTNL_TABLE_NAME, &self.table);
         t.set_u32(sys::NFTNL_TABLE_FAMILY, FAMILY.into());
@@ -134,13 +134,26 @@ impl Builder {
     }
 
     /// A named set with an id of its own, for the batch to refer to.
-    fn new_set(&mut self, name: &str, flags: u32, key_type: u32, key_len: u32) -> obj::Set {
+    pub(super) fn new_set(
+        &mut self,
+        name: &str,
+        flags: u32,
+        key_type: u32,
+        key_len: u32,
+    ) -> obj::Set {
         self.next_id += 1;
         self.set_object(name, flags, key_type, key_len, self.next_id)
     }
 
     /// The attributes every set of ours carries.
-    fn set_object(&self, name: &str, flags: u32, key_type: u32, key_len: u32, id: u32) -> obj::Set {
+    pub(super) fn set_object(
+        &self,
+        name: &str,
+        flags: u32,
+        key_type: u32,
+        key_len: u32,
+        id: u32,
+    ) -> obj::Set {
         let s = obj::Set::new();
         s.set_str(sys::NFTNL_SET_TABLE, &self.table);
         s.set_str(sys::NFTNL_SET_NAME, name);
@@ -168,7 +181,7 @@ impl Builder {
     }
 
     /// Messages adding or deleting elements of set `name`.
-    fn add_elems<'e>(
+    pub(super) fn add_elems<'e>(
         &mut self,
         name: &str,
         id: Option<u32>,
@@ -184,7 +197,7 @@ impl Builder {
         }
     }
 
-    fn named_set(&mut self, set: &Set) -> Result<(), NftError> {
+    pub(super) fn named_set(&mut self, set: &Set) -> Result<(), NftError> {
         let (key_type, key_len) = match set.family {
             Family::Ipv4 => (TYPE_IPV4_ADDR, 4),
             Family::Ipv6 => (TYPE_IPV6_ADDR, 16),
@@ -215,6 +228,20 @@ impl Builder {
                     &udata::named_set_udata(&set.comment),
                 );
                 self.add_set(s, key_len as usize, std::iter::empty(), &what);
+            }
+            SetKind::Bans { timeout_secs, size } => {
+                // As nft sends `flags timeout; timeout 600s; size 65536`:
+                // no EVAL, nothing in the packet path adds to it.
+                let s = self.new_set(&set.name, libc::NFT_SET_TIMEOUT as u32, key_type, key_len);
+                s.set_u32(sys::NFTNL_SET_DESC_SIZE, *size);
+                s.set_u64(sys::NFTNL_SET_TIMEOUT, u64::from(*timeout_secs) * 1000);
+                s.set_data(
+                    sys::NFTNL_SET_USERDATA,
+                    &udata::named_set_udata(&set.comment),
+                );
+                // No NLM_F_EXCL: an existing ban set of the same shape is
+                // left as it is, elements and all.
+                self.add(libc::NFT_MSG_NEWSET, CREATE, Payload::Set(s), &what);
             }
             SetKind::Hatch(element) => {
                 // As nft sends `flags timeout` with an element's own
@@ -322,7 +349,7 @@ impl Builder {
         Ok(())
     }
 
-    fn chain(&mut self, chain: &Chain) {
+    pub(super) fn chain(&mut self, chain: &Chain) {
         let c = obj::Chain::new();
         c.set_str(sys::NFTNL_CHAIN_TABLE, &self.table);
         c.set_str(sys::NFTNL_CHAIN_NAME, &chain.name);
@@ -343,7 +370,12 @@ impl Builder {
         );
     }
 
-    fn rule(&mut self, chain: &Chain, index: usize, rule: &Rule) -> Result<(), NftError> {
+    pub(super) fn rule(
+        &mut self,
+        chain: &Chain,
+        index: usize,
+        rule: &Rule,
+    ) -> Result<(), NftError> {
         let what = format!(
             "rule {} of chain {} ({:?})",
             index + 1,
@@ -377,7 +409,7 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self) -> Built {
+    pub(super) fn finish(self) -> Built {
         Built {
             batch: self.batch.finalize(),
             what: self.log.into_inner(),
@@ -400,8 +432,9 @@ fn unsupported(what: &str, why: impl Into<String>) -> NftError {
     }
 }
 
-/// The batch that replaces the table with `ruleset`.
-pub fn apply(ruleset: &Ruleset) -> Result<Built, NftError> {
+/// The batch that replaces the table with `ruleset`, and brings the ban
+/// table in step with it.
+pub fn apply(ruleset: &Ruleset, before: super::ban_batch::BanTable) -> Result<Built, NftError> {
     if ruleset.table != TABLE_NAME {
         return Err(unsupported(
             &format!("table {}", ruleset.table),
@@ -428,6 +461,7 @@ pub fn apply(ruleset: &Ruleset) -> Result<Built, NftError> {
             b.rule(chain, i, rule)?;
         }
     }
+    super::ban_batch::ban_table(&mut b, ruleset, before)?;
     Ok(b.finish())
 }
 

@@ -11,6 +11,8 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod ban_batch;
+mod bans;
 mod batch;
 mod elems;
 mod expr;
@@ -22,6 +24,7 @@ mod socket;
 mod udata;
 mod verify;
 
+pub use bans::{ban, state as ban_state, unban, Ban, BanState, Banned, Unbanned};
 pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;
@@ -72,6 +75,21 @@ pub enum NftError {
         what: String,
         why: String,
     },
+    #[error("bans are off: table inet {table} does not exist; add `[bans]` with `enabled = true` to the profile and apply it")]
+    NoBans { table: String },
+    #[error(
+        "{addr} is in {net}, which the profile exempts from bans: a ban of it would drop nothing"
+    )]
+    Exempt {
+        addr: std::net::IpAddr,
+        net: ipnet::IpNet,
+    },
+    #[error("ban set {set} holds {have}, the profile asks for {want}; the kernel cannot change a set in place and recreating it would drop its bans: keep the old values in [bans], or drop every ban with `nft delete table inet fwharden-bans` and apply again")]
+    BanSetShape {
+        set: String,
+        have: String,
+        want: String,
+    },
     #[error("unexpected netlink reply to {op}: {detail}")]
     Protocol { op: &'static str, detail: String },
 }
@@ -114,7 +132,11 @@ pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
 /// [`read_table_at`] returned it): a write by anyone else in between makes
 /// the kernel refuse the whole batch with [`NftError::Raced`].
 pub fn apply_at(ruleset: &Ruleset, generation: Option<u32>) -> Result<ApplyReport, NftError> {
-    commit(batch::apply(ruleset)?, generation)
+    // Read under the same compare-and-swap: a ban table made or changed
+    // after this read moves the generation, and the kernel refuses the
+    // batch built on it.
+    let ban_table = bans::before_apply(&mut socket::Socket::open()?, ruleset)?;
+    commit(batch::apply(ruleset, ban_table)?, generation)
 }
 
 /// Brings the kernel from `old`, which it holds at `generation`, to `new`
@@ -155,8 +177,29 @@ pub fn verify(expected: &Ruleset, report: &ApplyReport) -> Result<Check, NftErro
     verify::verify(&mut socket::Socket::open()?, expected, report)
 }
 
-/// Removes table `inet fwharden` if it exists; nothing else.
+/// Removes table `inet fwharden` if it exists, and the chains of table
+/// `inet fwharden-bans` (its ban sets and their bans stay, enforcing
+/// nothing, for the next apply with bans).
 pub fn remove_table() -> Result<(), NftError> {
+    remove_main_table()?;
+    let mut sock = socket::Socket::open()?;
+    if bans::before_apply(&mut sock, &empty())? == ban_batch::BanTable::Present {
+        sock.transact(&ban_batch::bans_off()?, None)?;
+    }
+    Ok(())
+}
+
+fn empty() -> Ruleset {
+    Ruleset {
+        profile: String::new(),
+        table: crate::ruleset::TABLE_NAME.into(),
+        sets: vec![],
+        chains: vec![],
+        bans: None,
+    }
+}
+
+fn remove_main_table() -> Result<(), NftError> {
     let mut sock = socket::Socket::open()?;
     match sock.transact(&batch::remove(batch::Removal::Destroy), None) {
         Ok(()) => Ok(()),

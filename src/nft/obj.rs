@@ -168,6 +168,8 @@ pub struct KernelElem {
     pub key: Vec<u8>,
     pub flags: u32,
     pub timeout_ms: Option<u64>,
+    /// The time left before the kernel drops it, in ms.
+    pub expires_ms: Option<u64>,
 }
 
 impl Set {
@@ -230,10 +232,14 @@ impl Set {
                 let timeout = sys::NFTNL_SET_ELEM_TIMEOUT as u16;
                 let timeout_ms = sys::nftnl_set_elem_is_set(e, timeout)
                     .then(|| sys::nftnl_set_elem_get_u64(e, timeout));
+                let expiration = sys::NFTNL_SET_ELEM_EXPIRATION as u16;
+                let expires_ms = sys::nftnl_set_elem_is_set(e, expiration)
+                    .then(|| sys::nftnl_set_elem_get_u64(e, expiration));
                 out.push(KernelElem {
                     key,
                     flags,
                     timeout_ms,
+                    expires_ms,
                 });
             }
             0

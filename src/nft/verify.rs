@@ -146,6 +146,7 @@ fn without_elements(r: &Ruleset, names: &BTreeSet<String>) -> Ruleset {
         table: r.table.clone(),
         sets: Vec::with_capacity(r.sets.len()),
         chains: r.chains.clone(),
+        bans: r.bans.clone(),
     };
     for s in &r.sets {
         let mut s2 = crate::ruleset::Set {

@@ -74,7 +74,7 @@ fn prefixes(ruleset: &Ruleset, family: Family) -> impl Iterator<Item = (&str, &I
         .filter(move |s| s.family == family)
         .filter_map(|s| match &s.kind {
             SetKind::Prefixes(p) => Some((s.name.as_str(), p)),
-            SetKind::Meter { .. } | SetKind::Hatch(_) => None,
+            SetKind::Meter { .. } | SetKind::Hatch(_) | SetKind::Bans { .. } => None,
         })
         .flat_map(|(name, p)| p.iter().map(move |n| (name, n)))
 }

@@ -33,6 +33,8 @@ pub struct Profile {
     /// Profile names from the root of the extends chain down to this one.
     pub lineage: Vec<String>,
     pub defaults: Defaults,
+    /// `[bans]` with `enabled = true`, else `None`.
+    pub bans: Option<BanPolicy>,
     /// Every group defined along the chain, resolved to prefixes.
     pub groups: BTreeMap<String, Group>,
     /// In file order, the parent's rules before the child's.
@@ -78,6 +80,22 @@ impl Default for Defaults {
             containers: ContainerPolicy::Filter,
         }
     }
+}
+
+/// The ban sets' shape and who is never banned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanPolicy {
+    /// The timeout of a ban added without one of its own.
+    pub timeout_secs: u32,
+    /// How many bans each set (IPv4, IPv6) holds.
+    pub size: u32,
+    /// Groups (of [`Profile::groups`]) whose sources a ban never drops.
+    pub exempt: Vec<String>,
+}
+
+impl BanPolicy {
+    pub const DEFAULT_TIMEOUT_SECS: u32 = 3600;
+    pub const DEFAULT_SIZE: u32 = 65536;
 }
 
 /// A named source group: sorted, aggregated prefixes of both families.

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use ipnet::IpNet;
 
+use crate::ruleset::bans;
 use crate::ruleset::*;
 
 /// The whole table, ready for `nft -f`. It declares the table, deletes it
@@ -35,7 +36,73 @@ pub fn nft_text(ruleset: &Ruleset) -> String {
         render_chain(&mut out, chain);
     }
     out.push_str("}\n");
+    if let Some(bans) = &ruleset.bans {
+        ban_table_text(&mut out, &bans::table(bans, &ruleset.profile));
+    }
     out
+}
+
+/// The ban table is never deleted (that would drop every ban). Its ban
+/// sets are declared, which leaves an existing set and its elements as
+/// they are; its chains and exempt sets are declared, deleted and written
+/// again, as the netlink batch does.
+fn ban_table_text(out: &mut String, t: &Ruleset) {
+    let name = &t.table;
+    let exempt: Vec<&Set> = t
+        .sets
+        .iter()
+        .filter(|s| matches!(s.kind, SetKind::Prefixes(_)))
+        .collect();
+    let _ = writeln!(out, "\ntable inet {name} {{");
+    for set in t
+        .sets
+        .iter()
+        .filter(|s| matches!(s.kind, SetKind::Bans { .. }))
+    {
+        render_set(out, set);
+    }
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let set = bans::exempt_set_name(family);
+        let _ = writeln!(
+            out,
+            "\tset {set} {{ type {}; flags interval; }}",
+            addr_type(family)
+        );
+    }
+    for chain in &t.chains {
+        let _ = writeln!(
+            out,
+            "\tchain {} {{ type filter hook {} priority {}; policy accept; }}",
+            chain.name,
+            chain.hook.as_str(),
+            priority(chain.priority)
+        );
+    }
+    out.push_str("}\n");
+    for chain in &t.chains {
+        let _ = writeln!(out, "delete chain inet {name} {}", chain.name);
+    }
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let _ = writeln!(
+            out,
+            "delete set inet {name} {}",
+            bans::exempt_set_name(family)
+        );
+    }
+    let _ = writeln!(out, "table inet {name} {{");
+    for set in exempt {
+        render_set(out, set);
+        out.push('\n');
+    }
+    let mut first = true;
+    for chain in &t.chains {
+        if !first {
+            out.push('\n');
+        }
+        first = false;
+        render_chain(out, chain);
+    }
+    out.push_str("}\n");
 }
 
 fn addr_type(f: Family) -> &'static str {
@@ -57,6 +124,12 @@ fn render_set(out: &mut String, set: &Set) {
         SetKind::Meter { timeout_secs, size } => {
             let _ = writeln!(out, "\t\tsize {size}");
             let _ = writeln!(out, "\t\tflags dynamic,timeout");
+            let _ = writeln!(out, "\t\ttimeout {timeout_secs}s");
+            render_comment(out, &set.comment);
+        }
+        SetKind::Bans { timeout_secs, size } => {
+            let _ = writeln!(out, "\t\tsize {size}");
+            let _ = writeln!(out, "\t\tflags timeout");
             let _ = writeln!(out, "\t\ttimeout {timeout_secs}s");
             render_comment(out, &set.comment);
         }

@@ -73,7 +73,9 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
     } else {
         // Only if nobody wrote since the read above; if this fails the
         // record stays and the watcher keeps the deadline.
-        let report = nft::apply_at(&keep, Some(generation))?;
+        let report = super::ops::commit_retrying(table.as_ref(), generation, |g| {
+            nft::apply_at(&keep, Some(g))
+        })?;
         let nft::Check::Holds { generation, .. } = nft::verify(&keep, &report)? else {
             return Err(RollbackError::Refused(format!(
                 "loading profile {} without its escape hatch did not read back as written; not confirmed, the rollback stays armed (run `fwharden status`)",

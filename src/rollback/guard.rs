@@ -108,6 +108,27 @@ pub fn check(
     ))
 }
 
+/// A ruleset with bans drops every packet of a banned source, the SSH
+/// session included (see [`crate::ruleset::bans`]): an operator whose
+/// address is in `banned` (the kernel's ban sets now) and in no exempt
+/// group would be cut off by this apply.
+pub fn check_bans(ruleset: &Ruleset, ssh: &SshClient, banned: &[IpAddr]) -> Result<(), String> {
+    let Some(b) = &ruleset.bans else {
+        return Ok(());
+    };
+    if !banned.contains(&ssh.client) || crate::ruleset::bans::exempt(b, ssh.client) {
+        return Ok(());
+    }
+    Err(format!(
+        "your address {} is banned (table inet {}), and profile `{}` enforces bans: this apply would cut your session. \
+         Run `fwharden unban {}` first, or exempt a group holding your address in [bans], or pass --force if you have another way in",
+        ssh.client,
+        crate::ruleset::bans::BAN_TABLE,
+        ruleset.profile,
+        ssh.client
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +161,38 @@ mod tests {
         assert!(
             msg.contains("203.0.113.50") && msg.contains("--force"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn refuses_an_apply_that_enforces_a_ban_of_the_operator_unless_exempt() {
+        let mut r = crate::ruleset::Ruleset {
+            profile: "p".into(),
+            table: "fwharden".into(),
+            sets: vec![],
+            chains: vec![],
+            bans: Some(crate::ruleset::Bans {
+                timeout_secs: 60,
+                size: 10,
+                exempt: vec!["192.0.2.0/24".parse().unwrap()],
+                exempt_groups: vec!["admin".into()],
+            }),
+        };
+        let op = |a: &str| SshClient::parse(None, Some(&format!("{a} 5 22"))).unwrap();
+        let banned: Vec<IpAddr> =
+            vec!["203.0.113.5".parse().unwrap(), "192.0.2.7".parse().unwrap()];
+        assert!(check_bans(&r, &op("203.0.113.5"), &banned)
+            .unwrap_err()
+            .contains("fwharden unban 203.0.113.5"));
+        assert!(check_bans(&r, &op("192.0.2.7"), &banned).is_ok(), "exempt");
+        assert!(
+            check_bans(&r, &op("203.0.113.6"), &banned).is_ok(),
+            "not banned"
+        );
+        r.bans = None;
+        assert!(
+            check_bans(&r, &op("203.0.113.5"), &banned).is_ok(),
+            "bans off"
         );
     }
 }

@@ -191,6 +191,7 @@ mod tests {
                 table: "fwharden".into(),
                 sets: vec![],
                 chains: vec![],
+                bans: None,
             },
             previous: None,
             applied_ms: 0,

@@ -153,7 +153,13 @@ pub fn apply(
     let ssh = guard::SshClient::from_env();
     if let Some(ssh) = &ssh {
         let interface = ssh.server.and_then(guard::interface_of);
-        if let Err(why) = guard::check(new, ssh, interface) {
+        let banned: Vec<std::net::IpAddr> = match (&new.bans, nft::ban_state()?) {
+            (Some(_), Some(state)) => state.bans.iter().map(|b| b.addr).collect(),
+            _ => Vec::new(),
+        };
+        let verdict =
+            guard::check(new, ssh, interface).and_then(|_| guard::check_bans(new, ssh, &banned));
+        if let Err(why) = verdict {
             if !opts.force {
                 return Err(RollbackError::Lockout(why));
             }
@@ -209,12 +215,10 @@ pub fn apply(
     // The hatch's element is armed by this commit, after the deadline was
     // set above: it never opens before the watcher's deadline.
     crate::progress::phase("transaction");
-    let committed = match current.as_ref() {
-        Some(old) if old.differs_only_in_elements(&loaded) => {
-            nft::apply_delta(old, &loaded, generation)
-        }
-        _ => nft::apply_at(&loaded, Some(generation)),
-    };
+    let committed = commit_retrying(current.as_ref(), generation, |g| match current.as_ref() {
+        Some(old) if old.differs_only_in_elements(&loaded) => nft::apply_delta(old, &loaded, g),
+        _ => nft::apply_at(&loaded, Some(g)),
+    });
     let report = match committed {
         Ok(report) => report,
         Err(e) => return Err(after_failed_commit(dirs, &record, current.as_ref(), e)),
@@ -257,6 +261,40 @@ pub fn apply(
     })
 }
 
+/// How often a commit is tried again after other programs' commits.
+const COMMIT_TRIES: usize = 8;
+
+/// Commits with `commit(generation)`. When another program committed in
+/// between (fail2ban adding a ban to table inet fwharden-bans, say), the
+/// kernel refuses the batch; if table inet fwharden (and the ban table's
+/// shape) still is `before`, the decisions made on it still hold and the
+/// batch is sent again at the new generation. Ban elements are not part
+/// of `before`, so ban churn never makes this give up; a change to our
+/// own table does, at once.
+pub(super) fn commit_retrying(
+    before: Option<&Ruleset>,
+    generation: u32,
+    commit: impl Fn(u32) -> Result<nft::ApplyReport, NftError>,
+) -> Result<nft::ApplyReport, NftError> {
+    let mut generation = generation;
+    for _ in 0..COMMIT_TRIES {
+        match commit(generation) {
+            Err(NftError::Raced) => {
+                let (g, now) = match nft::read_table_at() {
+                    Ok(read) => read,
+                    Err(e) => (nft::generation()?, foreign_as_drift(e)?),
+                };
+                if now.as_ref() != before {
+                    return Err(NftError::Raced);
+                }
+                generation = g;
+            }
+            other => return other,
+        }
+    }
+    Err(NftError::Raced)
+}
+
 /// A table someone edited by hand cannot be read back into the model; for
 /// the comparisons here it is simply "not what we wrote".
 pub(super) fn foreign_as_drift(e: NftError) -> Result<Option<Ruleset>, NftError> {
@@ -266,6 +304,7 @@ pub(super) fn foreign_as_drift(e: NftError) -> Result<Option<Ruleset>, NftError>
             table,
             sets: vec![],
             chains: vec![],
+            bans: None,
         })),
         e => Err(e),
     }

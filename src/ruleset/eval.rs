@@ -210,7 +210,12 @@ fn in_set(ruleset: &Ruleset, set: &str, source: &IpAddr) -> bool {
     match ruleset.set(set).map(|s| &s.kind) {
         Some(SetKind::Prefixes(nets)) => nets.iter().any(|n| n.contains(source)),
         Some(SetKind::Hatch(Some(e))) => e.addr == *source,
-        Some(SetKind::Hatch(None)) | Some(SetKind::Meter { .. }) | None => false,
+        // Who is banned is not in the model: the model answers for a
+        // source nobody banned.
+        Some(SetKind::Hatch(None))
+        | Some(SetKind::Meter { .. })
+        | Some(SetKind::Bans { .. })
+        | None => false,
     }
 }
 

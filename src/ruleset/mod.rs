@@ -1,5 +1,6 @@
 //! The ruleset model and the pure compiler that builds it from a profile.
 
+pub mod bans;
 pub mod compile;
 pub mod eval;
 pub mod hatch;

@@ -23,6 +23,11 @@ pub struct Ruleset {
     pub table: String,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
+    /// The ban table (`inet fwharden-bans`, see [`super::bans`]) this
+    /// ruleset keeps in step, or `None` when bans are off. Records written
+    /// before bans existed read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bans: Option<Bans>,
 }
 
 impl Ruleset {
@@ -49,6 +54,7 @@ impl Ruleset {
         };
         self.profile == other.profile
             && self.table == other.table
+            && self.bans == other.bans
             && self.chains == other.chains
             && self.sets.len() == other.sets.len()
             && self
@@ -121,6 +127,25 @@ pub enum SetKind {
     /// inverted lookup in this set) starts to match. `None`: read back after
     /// it expired.
     Hatch(Option<HatchElement>),
+    /// A ban set (`flags timeout`, see [`super::bans`]): fail2ban, CrowdSec
+    /// and `fwharden ban` add addresses, each with its own timeout or the
+    /// set's default. Its elements come and go on their own, so they are
+    /// not part of the model: only the set's shape is.
+    Bans { timeout_secs: u32, size: u32 },
+}
+
+/// What the profile's `[bans]` asks for: the shape of the ban sets and the
+/// addresses a ban never drops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bans {
+    /// The default timeout of a ban added without one.
+    pub timeout_secs: u32,
+    /// How many bans each set (IPv4, IPv6) holds at most.
+    pub size: u32,
+    /// The exempt groups' prefixes, both families, sorted and aggregated.
+    pub exempt: Vec<IpNet>,
+    /// The exempt groups' names, for comments.
+    pub exempt_groups: Vec<String>,
 }
 
 /// The one element of a hatch set. `timeout_secs` is the timeout it was

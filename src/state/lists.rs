@@ -30,7 +30,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::ruleset::{Chain, Family, Ruleset, Set, SetKind};
+use crate::ruleset::{Bans, Chain, Family, Ruleset, Set, SetKind};
 
 /// Sets of more prefixes than this live in files of their own.
 pub const INLINE_MAX: usize = 1024;
@@ -71,6 +71,8 @@ struct RulesetOut<'a> {
     table: &'a str,
     sets: Vec<SetOut<'a>>,
     chains: &'a [Chain],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bans: Option<&'a Bans>,
 }
 
 #[derive(Serialize)]
@@ -94,6 +96,8 @@ struct RulesetIn {
     table: String,
     sets: Vec<SetIn>,
     chains: Vec<Chain>,
+    #[serde(default)]
+    bans: Option<Bans>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +136,7 @@ fn out<'a, E: serde::ser::Error>(r: &'a Ruleset, dir: Option<&Path>) -> Result<R
         table: &r.table,
         sets,
         chains: &r.chains,
+        bans: r.bans.as_ref(),
     })
 }
 
@@ -158,6 +163,7 @@ fn back<E: serde::de::Error>(r: RulesetIn) -> Result<Ruleset, E> {
         table: r.table,
         sets,
         chains: r.chains,
+        bans: r.bans,
     })
 }
 

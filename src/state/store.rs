@@ -358,6 +358,7 @@ mod tests {
             table: "fwharden".into(),
             sets: vec![],
             chains: vec![],
+            bans: None,
         }
     }
 

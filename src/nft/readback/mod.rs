@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use nftnl::nftnl_sys::{self as sys, libc};
 
+use crate::ruleset::bans::{self, BAN_TABLE};
 use crate::ruleset::*;
 
 use super::batch::{hook_number, FAMILY};
@@ -43,6 +44,7 @@ pub(super) use parse_as_impl as parse_as;
 
 mod sets;
 use sets::read_sets;
+pub(in crate::nft) use sets::set_elems;
 
 pub(super) fn kernel(op: &str, e: RequestError) -> NftError {
     match e {
@@ -117,20 +119,25 @@ pub fn read_at_skipping(
 /// `nlh` points to a netlink header at the start of a buffer of at least
 /// `nft_nlmsg_maxsize()` bytes, as [`Socket::request`] hands it to its
 /// `build` callback.
-unsafe fn with_table_attr(nlh: *mut libc::nlmsghdr, set_name: Option<&str>, kind: obj::Kind) {
+unsafe fn with_table_attr(
+    nlh: *mut libc::nlmsghdr,
+    table: &str,
+    set_name: Option<&str>,
+    kind: obj::Kind,
+) {
     // In each arm below, the object is live for the call and the payload
     // (a table name, maybe a set name: a few dozen bytes) fits the buffer
     // the caller promised.
     match kind {
         obj::Kind::Table => {
             let t = obj::Table::new();
-            t.set_str(sys::NFTNL_TABLE_NAME, TABLE_NAME);
+            t.set_str(sys::NFTNL_TABLE_NAME, table);
             // SAFETY: see above.
             unsafe { sys::nftnl_table_nlmsg_build_payload(nlh, t.as_ptr()) };
         }
         obj::Kind::Set | obj::Kind::SetElems => {
             let s = obj::Set::new();
-            s.set_str(sys::NFTNL_SET_TABLE, TABLE_NAME);
+            s.set_str(sys::NFTNL_SET_TABLE, table);
             if let Some(n) = set_name {
                 s.set_str(sys::NFTNL_SET_NAME, n);
                 // SAFETY: see above.
@@ -142,13 +149,13 @@ unsafe fn with_table_attr(nlh: *mut libc::nlmsghdr, set_name: Option<&str>, kind
         }
         obj::Kind::Chain => {
             let c = obj::Chain::new();
-            c.set_str(sys::NFTNL_CHAIN_TABLE, TABLE_NAME);
+            c.set_str(sys::NFTNL_CHAIN_TABLE, table);
             // SAFETY: see above.
             unsafe { sys::nftnl_chain_nlmsg_build_payload(nlh, c.as_ptr()) };
         }
         obj::Kind::Rule => {
             let r = obj::Rule::new();
-            r.set_str(sys::NFTNL_RULE_TABLE, TABLE_NAME);
+            r.set_str(sys::NFTNL_RULE_TABLE, table);
             // SAFETY: see above.
             unsafe { sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr()) };
         }
@@ -159,6 +166,7 @@ unsafe fn with_table_attr(nlh: *mut libc::nlmsghdr, set_name: Option<&str>, kind
 /// `inet fwharden`.
 fn request_in_table(
     sock: &mut Socket,
+    table: &str,
     nl_type: i32,
     flags: u16,
     kind: obj::Kind,
@@ -167,14 +175,81 @@ fn request_in_table(
     sock.request(nl_type as u16, FAMILY, flags, |nlh| {
         // SAFETY: `request` passes the header of the message it is
         // building, in a buffer of `nft_nlmsg_maxsize()` bytes.
-        unsafe { with_table_attr(nlh, set_name, kind) }
+        unsafe { with_table_attr(nlh, table, set_name, kind) }
     })
 }
 
 const DUMP: u16 = libc::NLM_F_DUMP as u16;
 
 fn read_once(sock: &mut Socket, skip: &BTreeSet<String>) -> Result<Option<Ruleset>, NftError> {
-    let tables = match request_in_table(sock, libc::NFT_MSG_GETTABLE, 0, obj::Kind::Table, None) {
+    let Some(mut ruleset) = read_named(sock, TABLE_NAME, skip)? else {
+        return Ok(None);
+    };
+    ruleset.bans = match read_named(sock, BAN_TABLE, &BTreeSet::new())? {
+        Some(t) => bans_of(t)?,
+        None => None,
+    };
+    Ok(Some(ruleset))
+}
+
+/// The bans a ban table read back stands for: `None` when it has no chain
+/// (bans are off; the ban sets are kept for when they are on again).
+/// Anything [`bans::table`] would not have written is foreign.
+fn bans_of(mut t: Ruleset) -> Result<Option<Bans>, NftError> {
+    if t.chains.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| NftError::Foreign {
+        table: BAN_TABLE.into(),
+        what: "the ban table".into(),
+        why: why.into(),
+    };
+    let Some(SetKind::Bans { timeout_secs, size }) = t.set("ban_v4").map(|s| s.kind.clone()) else {
+        return Err(bad("no ban set ban_v4"));
+    };
+    let exempt_groups = t
+        .sets
+        .iter()
+        .find_map(|s| s.comment.strip_prefix("never banned: "))
+        .map(|g| g.split(", ").map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut exempt = Vec::new();
+    for s in &t.sets {
+        if let SetKind::Prefixes(nets) = &s.kind {
+            exempt.extend(nets.iter().copied());
+        }
+    }
+    let b = Bans {
+        timeout_secs,
+        size,
+        exempt,
+        exempt_groups,
+    };
+    // The ban table carries no profile name; sets are compared by name,
+    // whatever order the kernel lists them in.
+    let mut want = bans::table(&b, &t.profile);
+    want.sets.sort_by(|x, y| x.name.cmp(&y.name));
+    t.sets.sort_by(|x, y| x.name.cmp(&y.name));
+    if want != t {
+        return Err(bad("its sets or chains are not the ones fwharden writes"));
+    }
+    Ok(Some(b))
+}
+
+/// Table `inet <table>` as a model, or `None` when it does not exist.
+pub(in crate::nft) fn read_named(
+    sock: &mut Socket,
+    name: &str,
+    skip: &BTreeSet<String>,
+) -> Result<Option<Ruleset>, NftError> {
+    let tables = match request_in_table(
+        sock,
+        name,
+        libc::NFT_MSG_GETTABLE,
+        0,
+        obj::Kind::Table,
+        None,
+    ) {
         Err(RequestError::Kernel(libc::ENOENT, _)) => return Ok(None),
         other => other.map_err(|e| kernel("reading the table", e))?,
     };
@@ -187,26 +262,40 @@ fn read_once(sock: &mut Socket, skip: &BTreeSet<String>) -> Result<Option<Rulese
         udata::UDATA_TABLE_PROFILE,
     );
 
-    let (sets, anon) = read_sets(sock, skip)?;
+    let (sets, anon) = read_sets(sock, name, skip)?;
 
     let mut chains = Vec::new();
-    let replies = request_in_table(sock, libc::NFT_MSG_GETCHAIN, DUMP, obj::Kind::Chain, None)
-        .map_err(|e| kernel("listing chains", e))?;
+    let replies = request_in_table(
+        sock,
+        name,
+        libc::NFT_MSG_GETCHAIN,
+        DUMP,
+        obj::Kind::Chain,
+        None,
+    )
+    .map_err(|e| kernel("listing chains", e))?;
     for m in &replies {
         let c = parse_as!(m, Chain, nftnl_chain_nlmsg_parse)
             .ok_or_else(|| foreign("a chain", "it did not parse"))?;
-        if c.get_str(sys::NFTNL_CHAIN_TABLE) == TABLE_NAME {
+        if c.get_str(sys::NFTNL_CHAIN_TABLE) == name {
             chains.push(chain(&c)?);
         }
     }
 
-    let replies = request_in_table(sock, libc::NFT_MSG_GETRULE, DUMP, obj::Kind::Rule, None)
-        .map_err(|e| kernel("listing rules", e))?;
+    let replies = request_in_table(
+        sock,
+        name,
+        libc::NFT_MSG_GETRULE,
+        DUMP,
+        obj::Kind::Rule,
+        None,
+    )
+    .map_err(|e| kernel("listing rules", e))?;
     let resolve = |name: &str| anon.get(name).cloned();
     for m in &replies {
         let r = parse_as!(m, Rule, nftnl_rule_nlmsg_parse)
             .ok_or_else(|| foreign("a rule", "it did not parse"))?;
-        if r.get_str(sys::NFTNL_RULE_TABLE) != TABLE_NAME {
+        if r.get_str(sys::NFTNL_RULE_TABLE) != name {
             continue;
         }
         let chain_name = r.get_str(sys::NFTNL_RULE_CHAIN);
@@ -231,9 +320,10 @@ fn read_once(sock: &mut Socket, skip: &BTreeSet<String>) -> Result<Option<Rulese
 
     Ok(Some(Ruleset {
         profile,
-        table: TABLE_NAME.into(),
+        table: name.into(),
         sets,
         chains,
+        bans: None,
     }))
 }
 
@@ -379,7 +469,7 @@ pub fn base_chains(sock: &mut Socket) -> Result<Vec<BaseChain>, NftError> {
         let family = c.get_u32(sys::NFTNL_CHAIN_FAMILY);
         let table = c.get_str(sys::NFTNL_CHAIN_TABLE);
         if !c.is_set(sys::NFTNL_CHAIN_HOOKNUM)
-            || (family == u32::from(FAMILY) && table == TABLE_NAME)
+            || (family == u32::from(FAMILY) && (table == TABLE_NAME || table == BAN_TABLE))
         {
             continue;
         }

@@ -15,9 +15,14 @@ use super::super::udata::{self, udata_str};
 use super::super::NftError;
 use super::{foreign, kernel, parse_as, request_in_table, Socket, DUMP};
 
-fn set_elems(sock: &mut Socket, name: &str) -> Result<Vec<KernelElem>, NftError> {
+pub(in crate::nft) fn set_elems(
+    sock: &mut Socket,
+    table: &str,
+    name: &str,
+) -> Result<Vec<KernelElem>, NftError> {
     let replies = request_in_table(
         sock,
+        table,
         libc::NFT_MSG_GETSETELEM,
         DUMP,
         obj::Kind::SetElems,
@@ -39,16 +44,24 @@ const END: u32 = libc::NFT_SET_ELEM_INTERVAL_END as u32;
 /// The elements of the interval sets named in `skip` are not listed.
 pub(super) fn read_sets(
     sock: &mut Socket,
+    table: &str,
     skip: &BTreeSet<String>,
 ) -> Result<(Vec<Set>, BTreeMap<String, AnonValues>), NftError> {
-    let replies = request_in_table(sock, libc::NFT_MSG_GETSET, DUMP, obj::Kind::Set, None)
-        .map_err(|e| kernel("listing sets", e))?;
+    let replies = request_in_table(
+        sock,
+        table,
+        libc::NFT_MSG_GETSET,
+        DUMP,
+        obj::Kind::Set,
+        None,
+    )
+    .map_err(|e| kernel("listing sets", e))?;
     let mut named = Vec::new();
     let mut anon = BTreeMap::new();
     for m in &replies {
         let s = parse_as!(m, Set, nftnl_set_nlmsg_parse)
             .ok_or_else(|| foreign("a set", "it did not parse"))?;
-        if s.get_str(sys::NFTNL_SET_TABLE) != TABLE_NAME {
+        if s.get_str(sys::NFTNL_SET_TABLE) != table {
             continue;
         }
         let name = s.get_str(sys::NFTNL_SET_NAME);
@@ -58,10 +71,13 @@ pub(super) fn read_sets(
             s.get_u32(sys::NFTNL_SET_KEY_TYPE),
             s.get_u32(sys::NFTNL_SET_KEY_LEN),
         );
-        let timed = if flags == libc::NFT_SET_INTERVAL as u32 && skip.contains(&name) {
+        // A ban set (a default timeout: the hatch has none) is filled by
+        // other programs; its elements are not part of the model.
+        let ban_set = flags == libc::NFT_SET_TIMEOUT as u32 && s.is_set(sys::NFTNL_SET_TIMEOUT);
+        let timed = if (flags == libc::NFT_SET_INTERVAL as u32 && skip.contains(&name)) || ban_set {
             Vec::new()
         } else {
-            set_elems(sock, &name)?
+            set_elems(sock, table, &name)?
         };
         let elems: Vec<(Vec<u8>, u32)> = timed.iter().map(|e| (e.key.clone(), e.flags)).collect();
         if flags & libc::NFT_SET_ANONYMOUS as u32 != 0 {
@@ -89,6 +105,11 @@ pub(super) fn read_sets(
             SetKind::Prefixes(nets.ok_or_else(|| foreign(&what, "a range that is not a prefix"))?)
         } else if flags == (libc::NFT_SET_TIMEOUT | libc::NFT_SET_EVAL) as u32 {
             SetKind::Meter {
+                timeout_secs: (s.get_u64(sys::NFTNL_SET_TIMEOUT) / 1000) as u32,
+                size: s.get_u32(sys::NFTNL_SET_DESC_SIZE),
+            }
+        } else if ban_set {
+            SetKind::Bans {
                 timeout_secs: (s.get_u64(sys::NFTNL_SET_TIMEOUT) / 1000) as u32,
                 size: s.get_u32(sys::NFTNL_SET_DESC_SIZE),
             }

@@ -223,6 +223,7 @@ mod tests {
                     policy: Policy::Drop,
                     rules: vec![],
                 }],
+                bans: None,
             },
             &crate::ruleset::hatch::Hatch {
                 operator: operator.parse().unwrap(),

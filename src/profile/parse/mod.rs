@@ -18,7 +18,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::diag::{closest, Diagnostic, SourceFile};
 use crate::ruleset::{Family, PortRange, Protocol, Rate};
 
-pub use value::{parse_port_range, parse_rate};
+pub use value::{parse_duration, parse_port_range, parse_rate};
 
 /// A value with the byte span it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub struct RawProfile {
     pub description: Option<Sp<String>>,
     pub extends: Option<Sp<String>>,
     pub defaults: RawDefaults,
+    pub bans: RawBans,
     pub groups: Vec<RawGroup>,
     pub services: Vec<RawService>,
     pub rules: Vec<RawRule>,
@@ -54,6 +55,17 @@ pub struct RawDefaults {
     pub ping: Option<Sp<Option<Rate>>>,
     pub log_drops: Option<Sp<Option<Rate>>>,
     pub containers: Option<Sp<ContainerPolicy>>,
+}
+
+/// `[bans]`: each key optional; a child overrides its parent key by key.
+#[derive(Debug, Default)]
+pub struct RawBans {
+    pub enabled: Option<Sp<bool>>,
+    /// Seconds.
+    pub timeout: Option<Sp<u32>>,
+    pub size: Option<Sp<u32>>,
+    /// Names of groups a ban never drops.
+    pub exempt: Option<Vec<Sp<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +178,7 @@ const TOP_KEYS: &[&str] = &[
     "description",
     "extends",
     "defaults",
+    "bans",
     "groups",
     "services",
     "rule",
@@ -182,6 +195,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "log_drops",
     "containers",
 ];
+const BAN_KEYS: &[&str] = &["enabled", "timeout", "size", "exempt"];
 const GROUP_KEYS: &[&str] = &["members", "file", "family", "description"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "description"];
 const RULE_KEYS: &[&str] = &[

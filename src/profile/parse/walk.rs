@@ -7,9 +7,9 @@ use std::ops::Range;
 use toml_edit::{Item, TableLike, Value};
 
 use super::{
-    sp, span_of, type_name, Action, ChainPolicy, ContainerPolicy, IcmpPolicy, Parser, RawDefaults,
-    RawGroup, RawProfile, RawRule, RawService, Sp, DEFAULT_KEYS, GROUP_KEYS, RULE_KEYS,
-    SERVICE_KEYS, TOP_KEYS,
+    sp, span_of, type_name, Action, ChainPolicy, ContainerPolicy, IcmpPolicy, Parser, RawBans,
+    RawDefaults, RawGroup, RawProfile, RawRule, RawService, Sp, BAN_KEYS, DEFAULT_KEYS, GROUP_KEYS,
+    RULE_KEYS, SERVICE_KEYS, TOP_KEYS,
 };
 
 impl Parser<'_> {
@@ -22,6 +22,11 @@ impl Parser<'_> {
                 "defaults" => {
                     if let Some(t) = self.table(item, kspan, "[defaults]") {
                         p.defaults = self.defaults(t);
+                    }
+                }
+                "bans" => {
+                    if let Some(t) = self.table(item, kspan, "[bans]") {
+                        p.bans = self.bans(t);
                     }
                 }
                 "groups" => {
@@ -98,6 +103,32 @@ impl Parser<'_> {
             }
         }
         d
+    }
+
+    fn bans(&mut self, t: &dyn TableLike) -> RawBans {
+        let mut b = RawBans::default();
+        for (key, _, item) in self.entries(t, BAN_KEYS, "[bans]") {
+            match key {
+                "enabled" => b.enabled = self.boolean(item, key),
+                "timeout" => b.timeout = self.duration(item, key),
+                "size" => {
+                    b.size = match item.as_integer() {
+                        Some(n @ 1..=16_777_216) => Some(sp(n as u32, span_of(item))),
+                        _ => {
+                            self.error(
+                                span_of(item),
+                                "`size` must be a whole number from 1 to 16777216",
+                                "write size = 65536: how many bans each set (IPv4, IPv6) holds",
+                            );
+                            None
+                        }
+                    }
+                }
+                "exempt" => b.exempt = self.strings(item, key),
+                _ => unreachable!(),
+            }
+        }
+        b
     }
 
     fn groups(&mut self, t: &dyn TableLike) -> Vec<RawGroup> {

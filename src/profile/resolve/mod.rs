@@ -16,7 +16,7 @@ use super::builtin;
 use super::diag::{closest, Diagnostic, SourceFile};
 use super::lookup::{Location, SearchPath};
 use super::parse::{self, ProtoSpec, RawGroup, RawProfile, Sp};
-use super::{Defaults, Group, Origin, Profile};
+use super::{BanPolicy, Defaults, Group, Origin, Profile};
 use crate::ruleset::{PortRange, Protocol};
 
 /// How deep an extends chain may go before it is surely a mistake.
@@ -48,6 +48,7 @@ pub fn resolve(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> 
         r.group(&name, &mut Vec::new());
     }
     let rules = r.rules();
+    let bans = r.bans();
     // After an error, "unused" mostly means "the rule using it failed".
     if !r.diags.iter().any(Diagnostic::is_error) {
         r.warn_unused();
@@ -68,6 +69,7 @@ pub fn resolve(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> 
             .unwrap_or_default(),
         lineage: layers.iter().map(|l| l.name.clone()).collect(),
         defaults,
+        bans,
         groups,
         rules,
     })
@@ -217,6 +219,39 @@ impl<'a> Resolver<'a> {
             set(&mut d.containers, &r.containers);
         }
         d
+    }
+
+    /// `[bans]` along the chain, key by key; `None` unless enabled. Exempt
+    /// groups must be groups the profile defines.
+    fn bans(&mut self) -> Option<BanPolicy> {
+        let mut enabled = false;
+        let mut b = BanPolicy {
+            timeout_secs: BanPolicy::DEFAULT_TIMEOUT_SECS,
+            size: BanPolicy::DEFAULT_SIZE,
+            exempt: Vec::new(),
+        };
+        let mut exempt = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let r = &layer.raw.bans;
+            set(&mut enabled, &r.enabled);
+            set(&mut b.timeout_secs, &r.timeout);
+            set(&mut b.size, &r.size);
+            if let Some(e) = &r.exempt {
+                exempt = e.iter().map(|n| (i, n.clone())).collect();
+            }
+        }
+        for (layer, name) in exempt {
+            if self.raw_groups.contains_key(&name.value) {
+                self.used.insert(name.value.clone());
+                if !b.exempt.contains(&name.value) {
+                    b.exempt.push(name.value);
+                }
+            } else {
+                let (msg, hint) = self.unknown_group(&name.value);
+                self.error(layer, &name.span, msg, hint);
+            }
+        }
+        enabled.then_some(b)
     }
 
     fn collect_services(&mut self) {

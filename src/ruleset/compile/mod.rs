@@ -51,6 +51,25 @@ pub fn compile(profile: &Profile) -> Ruleset {
         table: TABLE_NAME.to_string(),
         sets: c.sets.into_values().collect(),
         chains,
+        bans: profile.bans.as_ref().map(|b| bans(profile, b)),
+    }
+}
+
+/// The model's bans: the exempt groups' prefixes, both families, merged.
+fn bans(profile: &Profile, policy: &profile::BanPolicy) -> Bans {
+    let nets: Vec<ipnet::IpNet> = policy
+        .exempt
+        .iter()
+        .filter_map(|g| profile.groups.get(g))
+        .flat_map(|g| g.prefixes.iter().copied())
+        .collect();
+    let mut exempt = ipnet::IpNet::aggregate(&nets);
+    exempt.sort_by_key(|n| (Family::of(n), *n));
+    Bans {
+        timeout_secs: policy.timeout_secs,
+        size: policy.size,
+        exempt,
+        exempt_groups: policy.exempt.clone(),
     }
 }
 

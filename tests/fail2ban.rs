@@ -1,0 +1,241 @@
+//! The real fail2ban (Debian's package, unpacked by scripts/deps under
+//! target/fail2ban, never installed as a service) with the shipped action
+//! file `contrib/fail2ban/action.d/fwharden.conf`, inside a throwaway
+//! namespace: its server runs in the foreground as a child of the test,
+//! with its socket, pid file, database, log and configuration in a
+//! temporary directory, and is killed by its pid when the test ends.
+//!
+//! - `fail2ban-client set sshd banip` puts the address into fwharden's
+//!   set, with fail2ban's bantime as its timeout; `unbanip` takes it out;
+//! - failed logins written to the log file the jail watches get the
+//!   source banned;
+//! - an exempt address is refused, and fail2ban logs the refusal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The unpacked package's root, or `None` (skipped, a failure under CI).
+fn fail2ban(test: &str) -> Option<PathBuf> {
+    let dir = root().join("target/fail2ban");
+    if dir.join("usr/bin/fail2ban-server").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("{test}: fail2ban is not unpacked under target/fail2ban (CI=true: a skip is a failure); run scripts/deps");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: fail2ban is not unpacked under target/fail2ban; run scripts/deps !!!!!!!!\n");
+    None
+}
+
+/// A fail2ban server started by the test, killed (by its pid) at the end,
+/// panic included.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Jail {
+    f2b: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Jail {
+    /// A configuration directory with the package's filters, fwharden's
+    /// action file, and one sshd jail watching `auth.log` here.
+    fn new(f2b: PathBuf, fwharden: &Path) -> Jail {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let conf = d.join("conf");
+        std::fs::create_dir_all(conf.join("action.d")).unwrap();
+        let etc = f2b.join("etc/fail2ban");
+        let status = Command::new("cp")
+            .args(["-r"])
+            .arg(etc.join("filter.d"))
+            .arg(etc.join("paths-common.conf"))
+            .arg(etc.join("paths-debian.conf"))
+            .arg(&conf)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::copy(
+            root().join("contrib/fail2ban/action.d/fwharden.conf"),
+            conf.join("action.d/fwharden.conf"),
+        )
+        .unwrap();
+        std::fs::write(
+            conf.join("fail2ban.conf"),
+            format!(
+                "[Definition]\nloglevel = INFO\nlogtarget = {0}/f2b.log\nsocket = {0}/f2b.sock\n\
+                 pidfile = {0}/f2b.pid\ndbfile = {0}/f2b.sqlite3\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            conf.join("jail.conf"),
+            format!(
+                "[INCLUDES]\nbefore = paths-debian.conf\n[DEFAULT]\nbackend = polling\n\
+                 [sshd]\nenabled = true\nfilter = sshd\nlogpath = {}/auth.log\n\
+                 action = fwharden[fwharden=\"{}\"]\nmaxretry = 2\nfindtime = 600\nbantime = 900\n",
+                d.display(),
+                fwharden.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(d.join("auth.log"), "").unwrap();
+        Jail { f2b, dir }
+    }
+
+    fn program(&self, name: &str, host: &Host) -> Command {
+        let mut c = host
+            .ns
+            .command(self.f2b.join("usr/bin").join(name).to_str().unwrap());
+        c.env("PYTHONPATH", self.f2b.join("usr/lib/python3/dist-packages"))
+            .env(fwharden::rollback::FORBID_ENV, own_netns())
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .arg("-s")
+            .arg(self.dir.path().join("f2b.sock"));
+        c
+    }
+
+    fn client(&self, host: &Host, args: &[&str]) -> String {
+        let out = self
+            .program("fail2ban-client", host)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fail2ban-client {args:?}: {}",
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("f2b.log")).unwrap_or_default()
+    }
+}
+
+fn bans(host: &Host) -> serde_json::Value {
+    serde_json::from_slice(&host.expect(0, &["--json", "bans"]).stdout).unwrap()
+}
+
+fn ban_of(host: &Host, addr: &str) -> Option<serde_json::Value> {
+    bans(host)["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["addr"] == addr)
+        .cloned()
+}
+
+#[test]
+fn fail2ban_bans_and_unbans_through_fwharden_sets() {
+    let test = "fail2ban_bans_and_unbans_through_fwharden_sets";
+    if !privileged(test) {
+        return;
+    }
+    let Some(f2b) = fail2ban(test) else { return };
+    let host = Host::new("f2b");
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("banned.toml"),
+        "[groups]\nadmin = [\"10.99.0.2\"]\n[bans]\nenabled = true\nexempt = [\"admin\"]\n\
+         [[rule]]\nallow = \"ssh\"\n",
+    )
+    .unwrap();
+    let pdir = profiles.path().to_str().unwrap();
+    host.expect(
+        0,
+        &[
+            "--profile-dir",
+            pdir,
+            "apply",
+            "banned",
+            "--auto-confirm",
+            "--no-probe",
+        ],
+    );
+
+    let jail = Jail::new(f2b, Path::new(env!("CARGO_BIN_EXE_fwharden")));
+    host.ns.verify().unwrap();
+    let _server = Server {
+        child: jail
+            .program("fail2ban-server", &host)
+            .args(["-f", "-x"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || jail
+            .log()
+            .contains("Jail 'sshd' started")),
+        "the jail did not start:\n{}",
+        jail.log()
+    );
+
+    jail.client(&host, &["set", "sshd", "banip", "203.0.113.5"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || ban_of(&host, "203.0.113.5")
+            .is_some()),
+        "banip did not reach fwharden's set:\n{}",
+        jail.log()
+    );
+    let ban = ban_of(&host, "203.0.113.5").unwrap();
+    assert_eq!(ban["set"], "ban_v4");
+    assert_eq!(ban["timeout_secs"], 900, "fail2ban's bantime");
+
+    // Failed logins in the log the jail watches.
+    // Stamped now: fail2ban ignores lines older than findtime.
+    let now = Command::new("date")
+        .arg("+%b %e %H:%M:%S")
+        .output()
+        .unwrap();
+    let now = stdout(&now).trim().to_string();
+    let lines: String = (1..=3)
+        .map(|i| format!("{now} host sshd[100{i}]: Failed password for root from 203.0.113.6 port 4000{i} ssh2\n"))
+        .collect();
+    std::fs::write(jail.dir.path().join("auth.log"), lines).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || ban_of(&host, "203.0.113.6")
+            .is_some()),
+        "the failed logins did not get 203.0.113.6 banned:\n{}",
+        jail.log()
+    );
+
+    jail.client(&host, &["set", "sshd", "unbanip", "203.0.113.5"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || ban_of(&host, "203.0.113.5")
+            .is_none()),
+        "unbanip did not take it out"
+    );
+    assert!(ban_of(&host, "203.0.113.6").is_some());
+
+    // The exempt admin: fwharden refuses, fail2ban logs it.
+    jail.client(&host, &["set", "sshd", "banip", "10.99.0.2"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || jail
+            .log()
+            .contains("exempts from bans")),
+        "fail2ban did not log the refusal:\n{}",
+        jail.log()
+    );
+    assert!(ban_of(&host, "10.99.0.2").is_none());
+    jail.client(&host, &["stop"]);
+    host.wait_quiet();
+}
