@@ -339,3 +339,45 @@ fn a_rollback_to_no_table_stops_enforcing_bans_and_keeps_them() {
     assert!(b.ban("203.0.113.5").is_some());
     b.host.wait_quiet();
 }
+
+#[test]
+fn a_ban_holds_for_traffic_the_host_forwards() {
+    if !privileged("a_ban_holds_for_traffic_the_host_forwards") {
+        return;
+    }
+    // stranger -> host (routing) -> server: the ban's forward chain drops
+    // what the host would forward from a banned source, as a published
+    // container port would be after Docker's DNAT.
+    let b = Bans::new("banfwd");
+    let stranger = Netns::create("banfwdc").unwrap();
+    let server = Netns::create("banfwds").unwrap();
+    b.host
+        .ns
+        .link(&stranger, &["10.98.0.1/24"], &[&format!("{STRANGER}/24")])
+        .unwrap();
+    b.host
+        .ns
+        .link(&server, &["10.97.0.1/24"], &["10.97.0.2/24"])
+        .unwrap();
+    b.host.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    stranger
+        .run(&["ip", "route", "add", "10.97.0.0/24", "via", "10.98.0.1"])
+        .unwrap();
+    server
+        .run(&["ip", "route", "add", "10.98.0.0/24", "via", "10.97.0.1"])
+        .unwrap();
+    let _listener = server
+        .run_in(|| TcpListener::bind("0.0.0.0:22"))
+        .unwrap()
+        .unwrap();
+    b.fw(0, &["apply", "banned", "--auto-confirm", "--no-probe"]);
+    assert!(connects(&stranger, "10.97.0.2"), "routed before the ban");
+    b.fw(0, &["ban", STRANGER]);
+    assert!(
+        !connects(&stranger, "10.97.0.2"),
+        "a banned source was routed"
+    );
+    b.fw(0, &["unban", STRANGER]);
+    assert!(connects(&stranger, "10.97.0.2"), "routed after the unban");
+    b.host.wait_quiet();
+}

@@ -120,7 +120,10 @@ pub fn table(bans: &Bans, profile: &str) -> Ruleset {
     Ruleset {
         profile: profile.to_string(),
         table: BAN_TABLE.to_string(),
-        chains: vec![chain(bans, Hook::Input)],
+        // Forward too: a ban holds for published container ports (DNAT'd
+        // to a container, they never reach input) and for traffic this host
+        // routes, as it holds for the host itself.
+        chains: vec![chain(bans, Hook::Input), chain(bans, Hook::Forward)],
         sets,
         bans: None,
     }

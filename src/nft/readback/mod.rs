@@ -93,24 +93,34 @@ pub fn read_at_skipping(
     sock: &mut Socket,
     skip: &BTreeSet<String>,
 ) -> Result<(u32, Option<Ruleset>), NftError> {
-    let mut last = None;
-    for _ in 0..3 {
+    // Every commit by anyone moves the generation, and on a host where
+    // fail2ban or CrowdSec add bans, commits come often: read again, with
+    // a growing pause, until a read starts and ends at one generation.
+    // Never return a read that spans two: it may mix two rulesets.
+    for attempt in 0..READ_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
+        }
         let before = generation(sock)?;
         let result = read_once(sock, skip);
         if matches!(result, Err(NftError::Protocol { op: "dump", .. })) {
-            last = Some(result.map(|t| (before, t)));
             continue;
         }
         if generation(sock)? == before {
             return result.map(|t| (before, t));
         }
-        last = Some(result.map(|t| (before, t)));
     }
-    last.unwrap_or(Err(NftError::Protocol {
+    Err(NftError::Protocol {
         op: "dump",
-        detail: "the ruleset kept changing while it was read".into(),
-    }))
+        detail: format!(
+            "the ruleset kept changing while it was read ({READ_ATTEMPTS} tries); run the command again"
+        ),
+    })
 }
+
+/// Reads tried before giving up on a ruleset that keeps changing (about
+/// a second of pauses in all).
+const READ_ATTEMPTS: u32 = 20;
 
 /// Adds to the request being built the attributes that select table
 /// `inet fwharden` (and, for elements, the set `set_name`).
