@@ -6,6 +6,7 @@
 //! text) today; the netlink apply, iptables/ufw emit and the probe plan next.
 
 pub mod cli;
+pub mod emit;
 pub mod exit;
 pub mod netns;
 pub mod nft;
