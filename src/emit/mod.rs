@@ -80,8 +80,6 @@ pub fn iptables(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, Emi
     let sets = ipset::restore_text(ruleset)?;
     let v4 = iptables::restore_text(ruleset, crate::ruleset::Family::Ipv4, approx, &mut warnings)?;
     let v6 = iptables::restore_text(ruleset, crate::ruleset::Family::Ipv6, approx, &mut warnings)?;
-    // Each approximation was found once per family.
-    warnings.dedup();
     let header = iptables::header(ruleset, &warnings);
     let mut files = Vec::new();
     if let Some(sets) = &sets {
