@@ -356,3 +356,57 @@ fn a_broken_emitted_file_fails_the_probe() {
         .filter(|row| row.expected != probe::Outcome::Open && row.status != probe::Status::Match);
     assert!(wrong.count() > 0, "{}", report.table());
 }
+
+fn with_interface(name: &str) -> Ruleset {
+    let mut r = shipped_ruleset("vps-profile");
+    for chain in &mut r.chains {
+        for rule in &mut chain.rules {
+            for m in &mut rule.matches {
+                if let fwharden::ruleset::Match::InInterface(i) = m {
+                    if i == "wg0" {
+                        *i = name.into();
+                    }
+                }
+            }
+        }
+    }
+    r
+}
+
+/// An interface name ending in `+` is literal to nftables and a wildcard
+/// to iptables: it would match more, so it is refused. A name with shell
+/// or restore-file bytes is quoted, and the kernel gets it as it is.
+#[test]
+fn interface_names_are_quoted_or_refused() {
+    match emit::iptables(&with_interface("eth+"), Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert!(rule.starts_with("vps-profile.toml:30"), "{rule}");
+            assert!(why.contains("wildcard"), "{why}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    let odd = "-w$(x);#`";
+    let e = emit::iptables(&with_interface(odd), Approximation::Refuse).unwrap();
+    let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
+    assert!(
+        v4.contains("-A FWHARDEN-INPUT -i \"-w$(x);#`\" -m set"),
+        "{v4}"
+    );
+    if !privileged("interface_names_are_quoted_or_refused") {
+        return;
+    }
+    interlock();
+    let files = written(&e);
+    let ns = Netns::create("emitiface").unwrap();
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let path = files.path().to_path_buf();
+        ns.run_in(|| run_load_sh(&path, backend))
+            .unwrap()
+            .unwrap_or_else(|err| panic!("{backend:?}: {err}"));
+        let listed = ns
+            .run(&[backend.env()[0].1, "-w", "10", "-S", "FWHARDEN-INPUT"])
+            .map(|o| stdout(&o))
+            .unwrap();
+        assert!(listed.contains(odd), "{backend:?}:\n{listed}");
+    }
+}

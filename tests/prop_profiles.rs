@@ -760,6 +760,8 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
     let started = Instant::now();
     let refused = std::cell::Cell::new(0u32);
     let uncompared = std::cell::Cell::new(0usize);
+    let approximated = std::cell::Cell::new(0u32);
+    let unbuilt = std::cell::Cell::new(0u32);
     runner(CASES)
         .run(&profile(), |p| {
             let dir = tempfile::tempdir().unwrap();
@@ -767,9 +769,15 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
             fs::write(dir.path().join("gen.toml"), &text).unwrap();
             let loaded = load("gen", &search(dir.path()));
             let rules = ruleset::compile(loaded.profile.as_ref().unwrap());
-            let emitted = match emit::iptables(&rules, emit::Approximation::Refuse) {
-                Ok(e) => e,
-                Err(emit::EmitError::Refused { .. }) => {
+            // Approximated: random log prefixes are mostly longer than LOG
+            // takes, and a shortened prefix decides nothing.
+            let emitted = match emit::iptables(&rules, emit::Approximation::Stricter) {
+                Ok(e) => {
+                    approximated.set(approximated.get() + u32::from(!e.warnings.is_empty()));
+                    e
+                }
+                Err(e @ emit::EmitError::Refused { .. }) => {
+                    eprintln!("refused: {e}");
                     refused.set(refused.get() + 1);
                     return Ok(());
                 }
@@ -792,25 +800,43 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
             // Compared with the nftables replica, not only with the plan:
             // where the plan's expectation is off (a rate probe of a burst
             // larger than its attempts), both must be off alike.
-            let nft = probe::prove(&rules, probe::TIMEOUT).unwrap();
-            let ipt = probe::prove_with(&rules, loader, probe::TIMEOUT).unwrap();
-            // A rate sequence cut at the plan's cap of 64 attempts, short of
-            // its rate + burst + 1, cannot be predicted on either side: when
-            // it trips depends on the token refill between attempts. Those
-            // rows are counted, not compared.
-            let capped = |row: &&probe::Row| row.service.ends_with("by #64");
-            uncompared.set(uncompared.get() + nft.rows.iter().filter(capped).count());
+            // The replica names its interfaces as the profile does, in
+            // `ip -batch` lines: a name `ip` reads as a keyword fails to
+            // build it (a limit of the probe, not of the emitted files).
+            let nft = match probe::prove(&rules, probe::TIMEOUT) {
+                Err(probe::ProbeError::Replica(e)) => {
+                    eprintln!("no replica: {e}");
+                    unbuilt.set(unbuilt.get() + 1);
+                    return Ok(());
+                }
+                other => other.unwrap(),
+            };
+            let files: String = emitted
+                .files
+                .iter()
+                .map(|f| format!("==> {} <==\n{}", f.name, f.text))
+                .collect();
+            let ipt = probe::prove_with(&rules, loader, probe::TIMEOUT).map_err(|e| {
+                TestCaseError::fail(format!("{e}\nprofile:\n{text}\nemitted:\n{files}"))
+            })?;
+            // Rows where the nftables replica itself departs from the plan
+            // are left out and counted: a rate sequence the plan cuts at 64
+            // attempts, short of rate + burst, or two sequences of one rule
+            // (tcp and udp) racing for the same meter, trip when the token
+            // refill between attempts says, on either side. Every other
+            // row must show the same verdict.
+            let predictable = |row: &&probe::Row| row.status == probe::Status::Match;
+            uncompared.set(uncompared.get() + nft.rows.iter().filter(|r| !predictable(r)).count());
+            let key =
+                |row: &probe::Row| format!("{} {} {}", row.source, row.interface, row.service);
+            let kept: std::collections::BTreeSet<String> =
+                nft.rows.iter().filter(predictable).map(key).collect();
             let seen = |r: &probe::Report| -> Vec<String> {
                 let mut rows: Vec<String> = r
                     .rows
                     .iter()
-                    .filter(|row| !capped(row))
-                    .map(|row| {
-                        format!(
-                            "{} {} {} {:?}",
-                            row.source, row.interface, row.service, row.got
-                        )
-                    })
+                    .filter(|row| kept.contains(&key(row)))
+                    .map(|row| format!("{} {:?}", key(row), row.got))
                     .collect();
                 rows.sort();
                 rows
@@ -820,11 +846,7 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
                 seen(&ipt),
                 "profile:\n{}\nemitted:\n{}\nnft:\n{}\niptables:\n{}",
                 text,
-                emitted
-                    .files
-                    .iter()
-                    .map(|f| format!("==> {} <==\n{}", f.name, f.text))
-                    .collect::<String>(),
+                files,
                 nft.table(),
                 ipt.table()
             );
@@ -832,8 +854,10 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
         })
         .unwrap();
     eprintln!(
-        "{CASES} random profiles: {} refused by the iptables format, the others with the same verdicts as nftables ({} rate rows cut at 64 attempts not compared), in {:.1?}",
+        "{CASES} random profiles: {} without a replica, {} refused by the iptables format, the others ({} with log prefixes shortened) with the same verdicts as nftables ({} rows where the nftables replica departs from the plan not compared), in {:.1?}",
+        unbuilt.get(),
         refused.get(),
+        approximated.get(),
         uncompared.get(),
         started.elapsed()
     );

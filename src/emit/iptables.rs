@@ -220,8 +220,19 @@ impl Emitter<'_> {
                 self.lines
                     .push(format!("-A {sub}{over}{comment} -j RETURN"));
             }
-            for target in log.iter().chain(verdict.iter()) {
-                self.lines.push(format!("-A {sub}{comment} -j {target}"));
+            if let Some(log) = &log {
+                self.lines.push(format!("-A {sub}{comment} -j {log}"));
+            }
+            if let Some(verdict) = &verdict {
+                // The kernel takes a TCP reset only in a rule matching TCP
+                // (xt_REJECT's check); the model uses it only in rules
+                // that match TCP alone, so this matches every packet here.
+                let tcp = match rule.verdict {
+                    Some(Verdict::Reject(RejectWith::TcpReset)) => " -p tcp",
+                    _ => "",
+                };
+                self.lines
+                    .push(format!("-A {sub}{tcp}{comment} -j {verdict}"));
             }
             return Ok(());
         }
@@ -308,24 +319,35 @@ impl Emitter<'_> {
         }
     }
 
-    /// An interface name as iptables writes it; `wg*` is `wg+`.
+    /// An interface name as iptables writes it; `wg*` is `wg+`. The
+    /// profile takes any printable ASCII but space, `/`, `"`, `*`, `:` and
+    /// `\`; a name with other bytes than plain ones (`$`, `;`, `#`, a
+    /// leading `-`...) is written between double quotes, which
+    /// iptables-restore strips without expanding anything, and is still
+    /// the argument of `-i` (getopt takes the next word whatever it is).
+    /// A single quote would start a quoted string of its own, and a name
+    /// ending in `+` is a wildcard to iptables but not to nftables: refused.
     fn interface(&self, rule: &Rule, name: &str) -> Result<String, EmitError> {
         let (base, wildcard) = match name.strip_suffix('*') {
             Some(base) => (base, "+"),
             None => (name, ""),
         };
-        // A lone `*` (any interface) is `+`.
-        let any = base.is_empty() && !wildcard.is_empty();
-        if !any && !quote::is_safe_name(base) {
+        let printable = |c: char| c.is_ascii_graphic() && !"\"'\\".contains(c);
+        let literal_plus = wildcard.is_empty() && base.ends_with('+');
+        if base.is_empty() || !base.chars().all(printable) || literal_plus {
             return Err(self.refuse(
                 rule,
                 format!(
-                    "the interface name {:?} has bytes iptables cannot take",
+                    "the interface name {:?} has bytes iptables-restore cannot take, or ends in `+` (a wildcard to iptables)",
                     quote::free_text(name)
                 ),
             ));
         }
-        Ok(format!("{base}{wildcard}"))
+        if quote::is_safe_name(base) {
+            Ok(format!("{base}{wildcard}"))
+        } else {
+            Ok(format!("\"{base}{wildcard}\""))
+        }
     }
 
     fn log_target(&mut self, rule: &Rule, log: &Log) -> Result<String, EmitError> {
