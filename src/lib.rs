@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod containers;
+pub mod emit;
 pub mod exit;
 pub mod netns;
 pub mod nft;

@@ -4,6 +4,7 @@
 mod apply;
 mod bans;
 mod check;
+mod emit;
 mod generate;
 mod list;
 mod probe;
@@ -28,6 +29,7 @@ Examples:
   fwharden list                          profiles there are, and where they are
   fwharden check vps-profile             validate a profile, print warnings
   fwharden show vps-profile              the nftables ruleset it compiles to
+  fwharden emit vps-profile --format iptables --output DIR   iptables-restore + ipset files
   fwharden probe vps-profile             prove it with real packets in a replica
   fwharden scan HOST --profile vps-profile --from admin   check a live host from outside
   fwharden apply vps-profile --diff      what would change; changes nothing
@@ -185,7 +187,6 @@ pub enum Command {
         what: generate::Artifact,
         dir: PathBuf,
     },
-    /// Reserved: write iptables-restore and ufw equivalents.
     /// Ban a source address: every packet from it is dropped until the
     /// timeout (or the `[bans]` default) runs out. Needs `[bans]` enabled.
     Ban {
@@ -198,14 +199,24 @@ pub enum Command {
     Unban { addr: std::net::IpAddr },
     /// List the bans, with the time each has left.
     Bans,
-    #[command(hide = true)]
-    Emit(Reserved),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct Reserved {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
+    /// Write the profile in another firewall's format: nft text, or
+    /// iptables-restore files with ipset sets (exit 4 when the format
+    /// cannot express a rule exactly).
+    Emit {
+        /// Profile name (e.g. vps-profile) or path to a .toml file.
+        profile: String,
+        #[arg(long, value_enum)]
+        format: emit::Format,
+        /// Directory to write the files to (stdout when the format is one
+        /// file and this is not given).
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Where the format cannot express a rule exactly, write the
+        /// closest rule that lets no more through, with a warning, instead
+        /// of refusing.
+        #[arg(long)]
+        approximate: bool,
+    },
 }
 
 /// What a command ended with: its exit code. Errors that are not about a
@@ -288,13 +299,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             scan::run(&search, host, profile, from, &opts, cli.json)
         }
         Command::Generate { what, dir } => generate::run(*what, dir),
-        Command::Emit(_) => reserved("emit"),
+        Command::Emit {
+            profile,
+            format,
+            output,
+            approximate,
+        } => {
+            let approx = if *approximate {
+                crate::emit::Approximation::Stricter
+            } else {
+                crate::emit::Approximation::Refuse
+            };
+            emit::run(&search, profile, *format, output.as_deref(), approx)
+        }
     }
-}
-
-/// The names later issues fill in answer honestly, and change nothing.
-fn reserved(name: &str) -> anyhow::Result<i32> {
-    anyhow::bail!("`fwharden {name}` is not available in this version yet; nothing was changed")
 }
 
 /// Loads a profile and prints its diagnostics to stderr (in JSON mode the

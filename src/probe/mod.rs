@@ -33,6 +33,8 @@ pub enum ProbeError {
     Replica(#[source] NetnsError),
     #[error("loading the ruleset into the probe replica failed: {0}")]
     Load(#[source] NftError),
+    #[error("loading the probe replica with {what} failed: {detail}")]
+    LoadWith { what: String, detail: String },
     #[error("opening the probe replica's listener on {what} failed: {source}")]
     Listen {
         what: String,
@@ -109,6 +111,26 @@ pub fn prove_loaded(
     timeout: Duration,
 ) -> Result<Report, ProbeError> {
     let start = Instant::now();
+    let (plan, notes) = planned(expected);
+    let loaded = thinned(loaded, &plan.sources());
+    run_plan(plan, replica::Loader::Nft(loaded), notes, timeout, start)
+}
+
+/// Like [`prove`], with the replica's firewall loaded by `loader` instead
+/// of the ruleset itself: the expectations still come from `expected`.
+/// How the emitted iptables files are shown to do what the ruleset does.
+pub fn prove_with(
+    expected: &Ruleset,
+    loader: replica::Loader,
+    timeout: Duration,
+) -> Result<Report, ProbeError> {
+    let start = Instant::now();
+    let (plan, notes) = planned(expected);
+    run_plan(plan, loader, notes, timeout, start)
+}
+
+/// The plan of `expected`, and the notes on what it had to leave out.
+fn planned(expected: &Ruleset) -> (Plan, Vec<String>) {
     let mut plan = plan::build(expected);
     let mut notes = Vec::new();
     // Booted with ipv6.disable=1, the kernel has no IPv6 at all: no IPv6
@@ -119,9 +141,18 @@ pub fn prove_loaded(
             "{left_out} IPv6 probes left out: this kernel has no IPv6 (booted with ipv6.disable=1), so no IPv6 packet reaches it"
         ));
     }
-    let loaded = thinned(loaded, &plan.sources());
+    (plan, notes)
+}
+
+fn run_plan(
+    plan: Plan,
+    loader: replica::Loader,
+    notes: Vec<String>,
+    timeout: Duration,
+    start: Instant,
+) -> Result<Report, ProbeError> {
     let observed = {
-        let replica = replica::Replica::build(&plan, &loaded)?;
+        let replica = replica::Replica::build_with(&plan, loader)?;
         replica.run(&plan, timeout)?
     };
     let mut report = Report::compare(&plan, &observed, start.elapsed());

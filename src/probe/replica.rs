@@ -65,7 +65,21 @@ pub struct Replica {
     tcp: Vec<TcpListener>,
     links: Vec<Link>,
     target: Netns,
-    loaded: Ruleset,
+    loader: Loader,
+}
+
+/// What loads the target namespace's firewall.
+pub enum Loader {
+    /// The ruleset, through the netlink path `apply` uses.
+    Nft(Ruleset),
+    /// A caller's loader (`iptables-restore` of emitted files): run on a
+    /// thread inside the target namespace, after the same ownership and
+    /// interlock checks as the netlink load, so whatever it spawns acts
+    /// there. Its error says what failed.
+    Custom {
+        what: String,
+        load: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    },
 }
 
 /// What a rate-limit probe saw: its first attempt, and the first attempt
@@ -98,6 +112,11 @@ impl Replica {
     /// Builds the namespaces of `plan`, loads `loaded` into the target and
     /// opens a listener on every probed port.
     pub fn build(plan: &Plan, loaded: &Ruleset) -> Result<Replica, ProbeError> {
+        Replica::build_with(plan, Loader::Nft(loaded.clone()))
+    }
+
+    /// Like [`Replica::build`], with the target's firewall loaded by `loader`.
+    pub fn build_with(plan: &Plan, loader: Loader) -> Result<Replica, ProbeError> {
         Netns::remove_stale(&[TARGET_TAG, PEER_TAG], STALE_AFTER);
         let target = Netns::create(TARGET_TAG).map_err(netns_error)?;
         let sources = plan.sources();
@@ -106,7 +125,7 @@ impl Replica {
             tcp: Vec::new(),
             links: Vec::new(),
             target,
-            loaded: loaded.clone(),
+            loader,
         };
         let mut peers = Vec::new();
         for _ in &plan.interfaces {
@@ -175,19 +194,28 @@ impl Replica {
         Ok(replica)
     }
 
-    /// (Re)loads the ruleset into the target namespace through the netlink
-    /// path `apply` uses. Loading again replaces the table in one
-    /// transaction, which also empties its per-source meters (the nmap
-    /// test starts from there).
+    /// (Re)loads the target namespace's firewall with the loader, by
+    /// default through the netlink path `apply` uses. Loading the ruleset
+    /// again replaces the table in one transaction, which also empties its
+    /// per-source meters (the nmap test starts from there).
     pub fn load(&self) -> Result<(), ProbeError> {
-        let loaded = &self.loaded;
+        let loader = &self.loader;
         self.target
             .run_in(|| {
                 crate::rollback::interlock().map_err(|_| ProbeError::Interlock)?;
-                crate::nft::apply(loaded).map_err(ProbeError::Load)
+                match loader {
+                    Loader::Nft(ruleset) => crate::nft::apply(ruleset)
+                        .map(|_| ())
+                        .map_err(ProbeError::Load),
+                    Loader::Custom { what, load } => {
+                        load().map_err(|detail| ProbeError::LoadWith {
+                            what: what.clone(),
+                            detail,
+                        })
+                    }
+                }
             })
             .map_err(netns_error)?
-            .map(|_| ())
     }
 
     fn listen(&mut self, services: &BTreeSet<Service>) -> Result<(), ProbeError> {

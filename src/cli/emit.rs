@@ -1,0 +1,92 @@
+//! `fwharden emit`: the profile in another firewall's format, written to a
+//! directory (or stdout when the format is one file).
+
+use std::path::Path;
+
+use super::{exit, load_reporting};
+use crate::emit::{self, Approximation, EmitError, Emitted, File, FileKind};
+use crate::profile::SearchPath;
+use crate::{render, ruleset};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `nft -f` text, the same as `fwharden show`.
+    Nft,
+    /// iptables-restore and ip6tables-restore files, an ipset restore
+    /// file, and load.sh.
+    Iptables,
+}
+
+pub fn run(
+    search: &SearchPath,
+    spec: &str,
+    format: Format,
+    output: Option<&Path>,
+    approx: Approximation,
+) -> anyhow::Result<i32> {
+    // A usage error is one whatever the profile says: before anything else.
+    if format == Format::Iptables && output.is_none() {
+        eprintln!(
+            "fwharden: this format is several files (iptables and ip6tables restore files, ipset sets, load.sh): name a directory with --output DIR"
+        );
+        return Ok(exit::USAGE);
+    }
+    let loaded = load_reporting(search, spec, false);
+    let Some(profile) = &loaded.profile else {
+        return Ok(exit::INVALID_PROFILE);
+    };
+    let ruleset = ruleset::compile(profile);
+    let emitted = match format {
+        Format::Nft => Ok(Emitted {
+            files: vec![File {
+                name: "fwharden.nft".into(),
+                text: render::nft_text(&ruleset),
+                kind: FileKind::Data,
+            }],
+            warnings: Vec::new(),
+        }),
+        Format::Iptables => emit::iptables(&ruleset, approx),
+    };
+    let emitted = match emitted {
+        Ok(e) => e,
+        Err(e @ EmitError::Refused { .. }) => {
+            eprintln!("fwharden: {e}");
+            return Ok(exit::REFUSED);
+        }
+    };
+    for w in &emitted.warnings {
+        eprintln!("fwharden: warning: approximated: {w}");
+    }
+    match (output, emitted.files.as_slice()) {
+        (None, [one]) => print!("{}", one.text),
+        (None, files) => {
+            let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+            eprintln!(
+                "fwharden: this format is {} files ({}): name a directory with --output DIR",
+                files.len(),
+                names.join(", ")
+            );
+            return Ok(exit::USAGE);
+        }
+        (Some(dir), files) => write_all(dir, files)?,
+    }
+    Ok(exit::OK)
+}
+
+fn write_all(dir: &Path, files: &[File]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in files {
+        let path = dir.join(&f.name);
+        std::fs::write(&path, &f.text).with_context(|| format!("writing {}", path.display()))?;
+        let mode = match f.kind {
+            FileKind::Data => 0o644,
+            FileKind::Script => 0o755,
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        eprintln!("fwharden: wrote {}", path.display());
+    }
+    Ok(())
+}

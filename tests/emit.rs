@@ -1,0 +1,433 @@
+//! `fwharden emit --format iptables`: golden files for every shipped
+//! profile, the real iptables-restore, ip6tables-restore and ipset accept
+//! the output (both iptables backends), and the probe replica, loaded with
+//! the emitted files instead of the nftables ruleset, sees every probe of
+//! the plan answered as the model says: the same verdict table as the
+//! nftables ruleset (which tests/probe.rs proves with the same plan).
+//! Regenerate the golden files with FWHARDEN_BLESS=1 and review the diff.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use fwharden::emit::{self, Approximation, EmitError};
+use fwharden::netns::Netns;
+use fwharden::probe::{self, replica::Loader};
+use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::{self, Ruleset};
+
+/// The profile's ruleset for a host without containers: emit refuses the
+/// `containers` chain (see `a_profile_filtering_container_ports_is_refused`),
+/// so the tests take it out, as `containers = "ignore"` would.
+fn compiled(dir: &Path, name: &str) -> Ruleset {
+    let mut r = with_containers(dir, name);
+    r.chains.retain(|c| c.name != "containers");
+    r
+}
+
+fn with_containers(dir: &Path, name: &str) -> Ruleset {
+    let search = SearchPath::only(vec![dir.to_path_buf()]);
+    let loaded = load(name, &search);
+    let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    ruleset::compile(
+        &loaded
+            .profile
+            .unwrap_or_else(|| panic!("{name} is not valid: {diags:?}")),
+    )
+}
+
+#[test]
+fn a_profile_filtering_container_ports_is_refused() {
+    let r = with_containers(&root().join("profiles"), "vps-profile");
+    match emit::iptables(&r, Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert!(rule.contains("containers"), "{rule}");
+            assert!(why.contains("containers = \"ignore\""), "{why}");
+        }
+        Ok(_) => panic!("the containers chain was emitted"),
+    }
+}
+
+fn shipped_ruleset(name: &str) -> Ruleset {
+    compiled(&root().join("profiles"), name)
+}
+
+/// Every file of an emit, one after the other, as the golden file holds them.
+fn joined(e: &emit::Emitted) -> String {
+    e.files
+        .iter()
+        .map(|f| format!("==> {} <==\n{}", f.name, f.text))
+        .collect()
+}
+
+#[test]
+fn emit_matches_the_golden_files() {
+    let bless = std::env::var("FWHARDEN_BLESS").is_ok();
+    for name in shipped_profiles() {
+        // Approximated: some shipped log prefixes are longer than LOG
+        // takes; the warnings are in the golden headers.
+        let e = emit::iptables(&shipped_ruleset(&name), Approximation::Stricter)
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let path = root().join(format!("tests/golden/emit/{name}.iptables"));
+        if bless {
+            std::fs::write(&path, joined(&e)).unwrap();
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} is missing; run with FWHARDEN_BLESS=1", path.display()));
+        assert_eq!(
+            joined(&e),
+            golden,
+            "{name}: differs from {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn emit_nft_is_show() {
+    for name in shipped_profiles() {
+        let show = shipped(&["show", &name]);
+        let emit = shipped(&["emit", &name, "--format", "nft"]);
+        assert!(emit.status.success(), "{name}: {}", stderr(&emit));
+        assert_eq!(stdout(&emit), stdout(&show), "{name}");
+    }
+}
+
+#[test]
+fn iptables_without_a_directory_is_a_usage_error() {
+    let out = shipped(&["emit", "vps-profile", "--format", "iptables"]);
+    assert_eq!(
+        out.status.code(),
+        Some(fwharden::exit::USAGE),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--output DIR"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+/// The iptables binaries of one backend, as load.sh names them.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Nft,
+    Legacy,
+}
+
+impl Backend {
+    fn env(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Backend::Nft => [("IPTABLES", "iptables-nft"), ("IP6TABLES", "ip6tables-nft")],
+            Backend::Legacy => [
+                ("IPTABLES", "iptables-legacy"),
+                ("IP6TABLES", "ip6tables-legacy"),
+            ],
+        }
+    }
+}
+
+/// Writes the emitted files to a fresh directory.
+fn written(e: &emit::Emitted) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("fwharden-emit-")
+        .tempdir()
+        .unwrap();
+    for f in &e.files {
+        std::fs::write(dir.path().join(&f.name), &f.text).unwrap();
+    }
+    dir
+}
+
+/// Runs load.sh in the calling thread's network namespace (the replica's
+/// loader runs it on a thread inside the target namespace).
+fn run_load_sh(dir: &Path, backend: Backend) -> Result<(), String> {
+    let out = std::process::Command::new("sh")
+        .arg(dir.join(emit::LOAD_SCRIPT))
+        .envs(backend.env())
+        .output()
+        .map_err(|e| format!("running load.sh: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "load.sh exited with {}: {}",
+            out.status,
+            stderr(&out)
+        ))
+    }
+}
+
+fn interlock() {
+    std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
+}
+
+/// Every shipped profile, emitted, loaded with each backend into a probe
+/// replica, passes the same probe plan as its nftables ruleset.
+#[test]
+fn emitted_iptables_pass_the_probe_plan_of_every_shipped_profile() {
+    if !privileged("emitted_iptables_pass_the_probe_plan_of_every_shipped_profile") {
+        return;
+    }
+    interlock();
+    let host_before = host_tables();
+    for backend in [Backend::Nft, Backend::Legacy] {
+        for name in shipped_profiles() {
+            let r = shipped_ruleset(&name);
+            let dir = written(&emit::iptables(&r, Approximation::Stricter).unwrap());
+            let path = dir.path().to_path_buf();
+            let loader = Loader::Custom {
+                what: format!("load.sh ({backend:?} backend)"),
+                load: Box::new(move || run_load_sh(&path, backend)),
+            };
+            let report = probe::prove_with(&r, loader, probe::TIMEOUT)
+                .unwrap_or_else(|e| panic!("{name} ({backend:?}): {e}"));
+            assert!(
+                report.passed,
+                "{name} ({backend:?}) emitted for iptables:\n{}",
+                report.table()
+            );
+            eprintln!(
+                "{name} ({backend:?}): {} probes as the model says",
+                report.rows.len()
+            );
+        }
+    }
+    assert_eq!(
+        host_tables(),
+        host_before,
+        "the machine's own ruleset changed"
+    );
+}
+
+/// A profile whose texts try every way out of a quoted string, a line or a
+/// shell word.
+const HOSTILE: &str = r#"
+description = "x\" -j ACCEPT\nCOMMIT\n$(touch /tmp/fwh-pwned) `touch /tmp/fwh-pwned`; rm -rf / #"
+
+[groups]
+admins = ["192.0.2.10"]
+
+[[rule]]
+allow = "ssh"
+from = "admins"
+comment = "\" -j ACCEPT\nCOMMIT\n*filter\n-A INPUT -j ACCEPT $(touch /tmp/fwh-pwned) `id` ; -- --log-prefix 'q' \\"
+
+[[rule]]
+allow = "https"
+comment = "-j ACCEPT"
+"#;
+
+#[test]
+fn hostile_profile_text_stays_inside_its_comments() {
+    if !privileged("hostile_profile_text_stays_inside_its_comments") {
+        return;
+    }
+    interlock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hostile.toml"), HOSTILE).unwrap();
+    let r = compiled(dir.path(), "hostile");
+    let e = emit::iptables(&r, Approximation::Refuse).unwrap();
+    for f in &e.files {
+        for line in f.text.lines() {
+            // Profile text reaches only comment lines and quoted comments,
+            // and neither can hold a quote, `$`, a backtick or `;`.
+            let quotes = line.matches('"').count();
+            let fixed = f.name == emit::LOAD_SCRIPT && !line.starts_with('#');
+            if !fixed {
+                assert!(
+                    [0, 2, 4].contains(&quotes),
+                    "{}: {line}\n{}",
+                    f.name,
+                    f.text
+                );
+                for bad in ['$', '`', ';', '\'', '\\'] {
+                    assert!(!line.contains(bad), "{}: {bad:?} in {line}", f.name);
+                }
+            }
+            let plain = line.starts_with('#')
+                || line.starts_with("-A FWHARDEN-")
+                || line.starts_with(":FWHARDEN-")
+                || ["*filter", "COMMIT"].contains(&line)
+                || f.name == emit::IPSET_FILE
+                || fixed;
+            assert!(plain, "{}: a line of its own: {line}", f.name);
+        }
+        assert_eq!(
+            f.text.lines().filter(|l| *l == "COMMIT").count(),
+            usize::from(f.name.ends_with("tables.rules")),
+            "{}:\n{}",
+            f.name,
+            f.text
+        );
+    }
+    let files = written(&e);
+    let _ = std::fs::remove_file("/tmp/fwh-pwned");
+    let ns = Netns::create("emithostile").unwrap();
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let path = files.path().to_path_buf();
+        ns.run_in(|| run_load_sh(&path, backend))
+            .unwrap()
+            .unwrap_or_else(|err| panic!("{backend:?}: {err}"));
+        let listed = ns
+            .run(&[backend.env()[0].1, "-w", "10", "-S"])
+            .map(|o| stdout(&o))
+            .unwrap();
+        // The jump from INPUT, the chain, its four rules (ssh, https, the
+        // defaults) and nothing else: no `-A INPUT -j ACCEPT`.
+        let input: Vec<&str> = listed
+            .lines()
+            .filter(|l| l.starts_with("-A INPUT"))
+            .collect();
+        assert_eq!(
+            input,
+            ["-A INPUT -j FWHARDEN-INPUT"],
+            "{backend:?}:\n{listed}"
+        );
+        assert!(
+            listed.contains("--comment \"hostile.toml:7 _ -j ACCEPT COMMIT _filter -A INPUT -j ACCEPT __touch /tmp/fwh-pwned_ _id_ _ -- --log-prefix _q_ _\""),
+            "{backend:?}:\n{listed}"
+        );
+        assert!(
+            listed.contains("--comment \"hostile.toml:12 -j ACCEPT\" -j ACCEPT"),
+            "{backend:?}:\n{listed}"
+        );
+    }
+    assert!(
+        !Path::new("/tmp/fwh-pwned").exists(),
+        "a comment ran a command"
+    );
+}
+
+#[test]
+fn a_log_prefix_iptables_cannot_hold_is_refused_or_shortened_with_a_warning() {
+    let mut r = shipped_ruleset("vps-profile");
+    let long = "fwharden a prefix longer than twenty-nine bytes: ";
+    for chain in &mut r.chains {
+        for rule in &mut chain.rules {
+            if let Some(log) = &mut rule.log {
+                log.prefix = long.into();
+            }
+        }
+    }
+    match emit::iptables(&r, Approximation::Refuse) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert_eq!(rule, "defaults: log drops");
+            assert!(why.contains("29"), "{why}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    let e = emit::iptables(&r, Approximation::Stricter).unwrap();
+    assert_eq!(e.warnings.len(), 1, "{:?}", e.warnings);
+    let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
+    assert!(v4.contains("# APPROXIMATED: defaults: log drops"), "{v4}");
+    assert!(
+        v4.contains("--log-prefix \"fwharden a prefix longer than\""),
+        "{v4}"
+    );
+}
+
+#[test]
+fn the_escape_hatch_of_a_pending_ruleset_is_refused() {
+    let r = shipped_ruleset("vps-profile");
+    let addr: std::net::IpAddr = "192.0.2.99".parse().unwrap();
+    let hatch = fwharden::ruleset::hatch::Hatch {
+        operator: addr,
+        port: 22,
+        timeout_secs: 60,
+    };
+    let armed = fwharden::ruleset::hatch::with_hatch(&r, &hatch);
+    match emit::iptables(&armed, Approximation::Stricter) {
+        Err(EmitError::Refused { why, .. }) => assert!(why.contains("escape hatch"), "{why}"),
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// The replica really holds the emitted files, not the nftables ruleset:
+/// without the chain's final drop, the probes of closed ports see them open.
+#[test]
+fn a_broken_emitted_file_fails_the_probe() {
+    if !privileged("a_broken_emitted_file_fails_the_probe") {
+        return;
+    }
+    interlock();
+    let r = shipped_ruleset("ssh-only");
+    let mut e = emit::iptables(&r, Approximation::Refuse).unwrap();
+    for f in &mut e.files {
+        if f.name.ends_with("tables.rules") {
+            f.text = f
+                .text
+                .lines()
+                .filter(|l| !l.contains("policy drop"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+    }
+    let dir = written(&e);
+    let path = dir.path().to_path_buf();
+    let loader = Loader::Custom {
+        what: "load.sh without the policy".into(),
+        load: Box::new(move || run_load_sh(&path, Backend::Nft)),
+    };
+    let report = probe::prove_with(&r, loader, probe::TIMEOUT).unwrap();
+    assert!(!report.passed, "{}", report.table());
+    let wrong = report
+        .rows
+        .iter()
+        .filter(|row| row.expected != probe::Outcome::Open && row.status != probe::Status::Match);
+    assert!(wrong.count() > 0, "{}", report.table());
+}
+
+fn with_interface(name: &str) -> Ruleset {
+    let mut r = shipped_ruleset("vps-profile");
+    for chain in &mut r.chains {
+        for rule in &mut chain.rules {
+            for m in &mut rule.matches {
+                if let fwharden::ruleset::Match::InInterface(i) = m {
+                    if i == "wg0" {
+                        *i = name.into();
+                    }
+                }
+            }
+        }
+    }
+    r
+}
+
+/// An interface name ending in `+` is literal to nftables and a wildcard
+/// to iptables: it would match more, so it is refused. A name with shell
+/// or restore-file bytes is quoted, and the kernel gets it as it is.
+#[test]
+fn interface_names_are_quoted_or_refused() {
+    match emit::iptables(&with_interface("eth+"), Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert!(rule.starts_with("vps-profile.toml:30"), "{rule}");
+            assert!(why.contains("wildcard"), "{why}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    let odd = "-w$(x);#`";
+    let e = emit::iptables(&with_interface(odd), Approximation::Refuse).unwrap();
+    let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
+    assert!(
+        v4.contains("-A FWHARDEN-INPUT -i \"-w$(x);#`\" -m set"),
+        "{v4}"
+    );
+    if !privileged("interface_names_are_quoted_or_refused") {
+        return;
+    }
+    interlock();
+    let files = written(&e);
+    let ns = Netns::create("emitiface").unwrap();
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let path = files.path().to_path_buf();
+        ns.run_in(|| run_load_sh(&path, backend))
+            .unwrap()
+            .unwrap_or_else(|err| panic!("{backend:?}: {err}"));
+        let listed = ns
+            .run(&[backend.env()[0].1, "-w", "10", "-S", "FWHARDEN-INPUT"])
+            .map(|o| stdout(&o))
+            .unwrap();
+        assert!(listed.contains(odd), "{backend:?}:\n{listed}");
+    }
+}
