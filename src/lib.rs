@@ -9,6 +9,7 @@
 //! [`state`] keeps the records, [`progress`] shows a long apply's phases.
 
 pub mod cli;
+pub mod compile;
 pub mod containers;
 pub mod emit;
 pub mod exit;

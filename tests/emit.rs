@@ -15,7 +15,7 @@ use fwharden::emit::{self, Approximation, EmitError};
 use fwharden::netns::Netns;
 use fwharden::probe::{self, replica::Loader};
 use fwharden::profile::{load, SearchPath};
-use fwharden::ruleset::{self, Ruleset};
+use fwharden::ruleset::Ruleset;
 
 /// The profile's ruleset for a host without containers: emit refuses the
 /// `containers` chain (see `a_profile_filtering_container_ports_is_refused`),
@@ -30,7 +30,7 @@ fn with_containers(dir: &Path, name: &str) -> Ruleset {
     let search = SearchPath::only(vec![dir.to_path_buf()]);
     let loaded = load(name, &search);
     let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
-    ruleset::compile(
+    fwharden::compile::compile(
         &loaded
             .profile
             .unwrap_or_else(|| panic!("{name} is not valid: {diags:?}")),

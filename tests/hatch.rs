@@ -21,7 +21,7 @@ fn profile(name: &str) -> Ruleset {
         dirs: vec![],
         builtin: true,
     };
-    fwharden::ruleset::compile(
+    fwharden::compile::compile(
         &fwharden::profile::load(name, &search)
             .profile
             .expect("a shipped profile"),

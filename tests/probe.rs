@@ -8,11 +8,11 @@ mod common;
 use common::*;
 use fwharden::probe::{self, Report, Status};
 use fwharden::profile::{load, SearchPath};
-use fwharden::ruleset::{self, Match, PortRange, Ruleset, SetKind};
+use fwharden::ruleset::{Match, PortRange, Ruleset, SetKind};
 
 fn compiled(name: &str) -> Ruleset {
     let search = SearchPath::only(vec![root().join("profiles")]);
-    ruleset::compile(&load(name, &search).profile.expect("a valid profile"))
+    fwharden::compile::compile(&load(name, &search).profile.expect("a valid profile"))
 }
 
 /// The probe refuses to load a ruleset in the namespace the interlock

@@ -12,7 +12,6 @@ use fwharden::probe::plan::{self, Outcome, Service};
 use fwharden::probe::replica::Replica;
 use fwharden::probe::send::Got;
 use fwharden::profile::{load, SearchPath};
-use fwharden::ruleset;
 
 fn have_nmap(test: &str) -> bool {
     if std::process::Command::new("nmap")
@@ -80,7 +79,7 @@ fn tcp_verdicts_agree_with_an_nmap_syn_scan() {
     }
     std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
     let search = SearchPath::only(vec![root().join("profiles")]);
-    let ruleset = ruleset::compile(&load("vps-profile", &search).profile.unwrap());
+    let ruleset = fwharden::compile::compile(&load("vps-profile", &search).profile.unwrap());
     let plan = plan::build(&ruleset);
     let replica = Replica::build(&plan, &ruleset).unwrap();
     let observed = replica.run(&plan, fwharden::probe::TIMEOUT).unwrap();

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use common::*;
 use fwharden::profile::{load, Loaded, SearchPath};
-use fwharden::{emit, probe, render, ruleset};
+use fwharden::{emit, probe, render};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -726,9 +726,12 @@ fn random_valid_profiles_compile_to_rulesets_nft_accepts() {
             let errors = errors_of(&loaded);
             prop_assert!(errors.is_empty(), "refused:\n{text}\n{errors:#?}");
             let profile = loaded.profile.as_ref().unwrap();
-            let rules = ruleset::compile(profile);
+            let rules = fwharden::compile::compile(profile);
             let nft = render::nft_text(&rules);
-            prop_assert_eq!(&nft, &render::nft_text(&ruleset::compile(profile)));
+            prop_assert_eq!(
+                &nft,
+                &render::nft_text(&fwharden::compile::compile(profile))
+            );
             let path = dir.path().join("ruleset.nft");
             fs::write(&path, &nft).unwrap();
             if let Err(e) = nft_check_file(&path) {
@@ -769,7 +772,7 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
             let text = write_profile(&p, dir.path());
             fs::write(dir.path().join("gen.toml"), &text).unwrap();
             let loaded = load("gen", &search(dir.path()));
-            let mut rules = ruleset::compile(loaded.profile.as_ref().unwrap());
+            let mut rules = fwharden::compile::compile(loaded.profile.as_ref().unwrap());
             // emit refuses the containers chain (published container
             // ports); the probe covers input only, so without it the
             // verdicts compared are the same.
@@ -888,7 +891,7 @@ fn load_bytes(dir: &Path, bytes: &[u8]) -> Result<Option<String>, TestCaseError>
     let loaded = load("fuzz", &search(dir));
     if let Some(profile) = &loaded.profile {
         prop_assert_eq!(loaded.errors().count(), 0);
-        return Ok(Some(render::nft_text(&ruleset::compile(profile))));
+        return Ok(Some(render::nft_text(&fwharden::compile::compile(profile))));
     }
     let errors: Vec<_> = loaded.errors().collect();
     prop_assert!(!errors.is_empty(), "refused without an error");

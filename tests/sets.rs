@@ -152,7 +152,7 @@ fn compile(items: &[Item], dir: &std::path::Path) -> Ruleset {
     let profile = loaded
         .profile
         .unwrap_or_else(|| panic!("the profile is valid: {errors:?}"));
-    fwharden::ruleset::compile(&profile)
+    fwharden::compile::compile(&profile)
 }
 
 fn list_table(ns: &Netns) -> String {

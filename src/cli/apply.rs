@@ -10,7 +10,7 @@ use super::{exit, load_reporting};
 use crate::probe::{self, ProbeError, Report};
 use crate::profile::SearchPath;
 use crate::rollback::{self, ApplyOptions, ApplyOutcome};
-use crate::ruleset::{self, Ruleset};
+use crate::ruleset::Ruleset;
 use crate::state::{now_ms, Dirs, Stamp};
 
 /// Whether apply proves the ruleset in a replica first.
@@ -176,7 +176,7 @@ pub fn run(
         return Ok(exit::INVALID_PROFILE);
     };
     crate::progress::phase("compiling");
-    let new = ruleset::compile(profile);
+    let new = crate::compile::compile(profile);
     // Detection only reads the kernel; when it cannot (no permission yet),
     // the apply below reports that itself.
     let containers_warning = crate::containers::detect()

@@ -4,7 +4,6 @@ use serde_json::json;
 
 use super::{exit, load_reporting};
 use crate::profile::SearchPath;
-use crate::ruleset;
 
 pub fn run(
     search: &SearchPath,
@@ -23,7 +22,7 @@ pub fn run(
     };
     if json {
         let summary = profile.as_ref().map(|p| {
-            let r = ruleset::compile(p);
+            let r = crate::compile::compile(p);
             json!({
                 "name": p.name,
                 "file": p.location.describe(),
@@ -44,7 +43,7 @@ pub fn run(
     }
     match profile {
         Some(p) => {
-            let r = ruleset::compile(p);
+            let r = crate::compile::compile(p);
             let rules: usize = r.chains.iter().map(|c| c.rules.len()).sum();
             println!(
                 "{}: ok ({} profile rules, {} kernel rules, {} sets){}",

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{exit, load_reporting};
 use crate::emit::{self, Approximation, EmitError, Emitted, File, FileKind};
 use crate::profile::SearchPath;
-use crate::{render, ruleset};
+use crate::render;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -35,7 +35,7 @@ pub fn run(
     let Some(profile) = &loaded.profile else {
         return Ok(exit::INVALID_PROFILE);
     };
-    let ruleset = ruleset::compile(profile);
+    let ruleset = crate::compile::compile(profile);
     let emitted = match format {
         Format::Nft => Ok(Emitted {
             files: vec![File {

@@ -8,7 +8,6 @@ use serde_json::json;
 use super::{exit, load_reporting};
 use crate::probe::{self, ProbeError};
 use crate::profile::SearchPath;
-use crate::ruleset;
 
 pub fn run(search: &SearchPath, spec: &str, wait: Duration, json: bool) -> anyhow::Result<i32> {
     let loaded = load_reporting(search, spec, json);
@@ -20,7 +19,7 @@ pub fn run(search: &SearchPath, spec: &str, wait: Duration, json: bool) -> anyho
         eprintln!("fwharden: the profile is invalid; nothing was probed");
         return Ok(exit::INVALID_PROFILE);
     };
-    let ruleset = ruleset::compile(profile);
+    let ruleset = crate::compile::compile(profile);
     match probe::prove(&ruleset, wait) {
         Ok(report) => {
             if json {

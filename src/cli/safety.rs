@@ -57,7 +57,7 @@ pub fn fallback() -> anyhow::Result<ruleset::Ruleset> {
     let p = loaded
         .profile
         .ok_or_else(|| anyhow::anyhow!("the built-in fallback profile does not load"))?;
-    Ok(ruleset::compile(&p))
+    Ok(crate::compile::compile(&p))
 }
 
 pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {

@@ -9,7 +9,6 @@ use serde_json::json;
 use super::{exit, load_reporting};
 use crate::probe::scan::{self, ScanOptions};
 use crate::profile::SearchPath;
-use crate::ruleset;
 
 pub fn run(
     search: &SearchPath,
@@ -28,7 +27,7 @@ pub fn run(
         eprintln!("fwharden: the profile is invalid; nothing was scanned");
         return Ok(exit::INVALID_PROFILE);
     };
-    let ruleset = ruleset::compile(profile);
+    let ruleset = crate::compile::compile(profile);
     let address: IpAddr = match host.parse() {
         Ok(a) => a,
         Err(_) => (host, 0)

@@ -4,9 +4,9 @@ use serde_json::json;
 
 use super::{exit, load_reporting};
 use crate::profile::SearchPath;
+use crate::render;
 use crate::ruleset::hatch;
 use crate::state::Dirs;
-use crate::{render, ruleset};
 
 /// `show --pending`: the ruleset the pending apply loaded, hatch included,
 /// from the record (what the kernel should hold until confirm).
@@ -37,7 +37,7 @@ pub fn run(search: &SearchPath, spec: &str, json: bool) -> anyhow::Result<i32> {
         }
         return Ok(exit::INVALID_PROFILE);
     };
-    let ruleset = ruleset::compile(profile);
+    let ruleset = crate::compile::compile(profile);
     if json {
         println!("{}", serde_json::to_string_pretty(&ruleset)?);
     } else {

@@ -149,7 +149,7 @@ mod tests {
             dirs: vec![],
             builtin: true,
         };
-        let vps = crate::ruleset::compile(
+        let vps = crate::compile::compile(
             &crate::profile::load("vps-profile", &search)
                 .profile
                 .unwrap(),

@@ -270,7 +270,7 @@ mod tests {
             dirs: vec![],
             builtin: true,
         };
-        crate::ruleset::compile(&load("vps-profile", &search).profile.unwrap())
+        crate::compile::compile(&load("vps-profile", &search).profile.unwrap())
     }
 
     fn tcp(source: &str, dport: u16, interface: Option<&str>) -> Packet {

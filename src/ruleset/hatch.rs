@@ -189,7 +189,7 @@ mod tests {
             dirs: vec![],
             builtin: true,
         };
-        crate::ruleset::compile(
+        crate::compile::compile(
             &crate::profile::load("vps-profile", &search)
                 .profile
                 .unwrap(),

@@ -8,7 +8,7 @@ fn compiled(name: &str) -> Ruleset {
         dirs: vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("profiles")],
         builtin: false,
     };
-    crate::ruleset::compile(&load(name, &search).profile.expect("a valid profile"))
+    crate::compile::compile(&load(name, &search).profile.expect("a valid profile"))
 }
 
 fn find<'a>(plan: &'a Plan, source: &str, iface: &str, service: Service) -> &'a Probe {

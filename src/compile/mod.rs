@@ -19,10 +19,10 @@
 
 use std::collections::BTreeMap;
 
-use super::model::*;
 use crate::profile::{
     self, Action, ChainPolicy, ContainerPolicy, Defaults, IcmpPolicy, Ports, Profile, SourceSide,
 };
+use crate::ruleset::*;
 
 /// How long a per-source rate-limit bucket is kept after its last packet.
 const METER_TIMEOUT_SECS: u32 = 60;
