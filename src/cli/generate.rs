@@ -71,10 +71,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        for page in ["fwharden.8", "fwharden-apply.8", "fwharden-restore.8"] {
+        for page in [
+            "fwharden.8",
+            "fwharden-apply.8",
+            "fwharden-restore.8",
+            "fwharden-emit.8",
+        ] {
             assert!(names.iter().any(|n| n == page), "{page} missing: {names:?}");
         }
-        for hidden in ["fwharden-watch.8", "fwharden-generate.8", "fwharden-emit.8"] {
+        for hidden in ["fwharden-watch.8", "fwharden-generate.8"] {
             assert!(!names.iter().any(|n| n == hidden), "{hidden} written");
         }
         let apply = fs::read_to_string(dir.path().join("fwharden-apply.8")).unwrap();
