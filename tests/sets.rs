@@ -483,45 +483,63 @@ fn table_handle(host: &Host) -> String {
         .to_string()
 }
 
+/// A profile of one group read from `hosts.txt`, allowed to HTTPS.
+const LIST_PROFILE: &str = "description = \"list\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n";
+
+/// A test host with a profile directory of its own: profile `list`
+/// ([`LIST_PROFILE`] and `extra`) beside its `hosts.txt`.
+struct ListHost {
+    host: Host,
+    profiles: std::path::PathBuf,
+}
+
+impl ListHost {
+    fn new(tag: &str, extra: &str) -> ListHost {
+        let host = Host::new(tag);
+        let profiles = host.dir().join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        std::fs::write(profiles.join("list.toml"), format!("{LIST_PROFILE}{extra}")).unwrap();
+        ListHost { host, profiles }
+    }
+
+    fn write_list(&self, text: &str) {
+        std::fs::write(self.profiles.join("hosts.txt"), text).unwrap();
+    }
+
+    fn write_hosts(&self, hosts: &[IpNet]) {
+        let text: String = hosts.iter().map(|h| format!("{}\n", h.addr())).collect();
+        self.write_list(&text);
+    }
+
+    /// fwharden ARGS with this host's profile directory; exits with `code`.
+    fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
+        let dir = ["--profile-dir", self.profiles.to_str().unwrap()];
+        self.host.expect(code, &[&dir[..], args].concat())
+    }
+}
+
 #[test]
 fn a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly() {
     if !privileged("a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly") {
         return;
     }
-    let host = Host::new("setdelcli");
-    let profiles = host.dir().join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(
-        profiles.join("list.toml"),
-        "description = \"list\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n\n[[rule]]\nallow = \"ssh\"\n",
-    )
-    .unwrap();
-    let write_hosts = |hosts: &[IpNet]| {
-        let text: String = hosts.iter().map(|h| format!("{}\n", h.addr())).collect();
-        std::fs::write(profiles.join("hosts.txt"), text).unwrap();
-    };
-    let dir = ["--profile-dir", profiles.to_str().unwrap()];
+    let list = ListHost::new("setdelcli", "\n[[rule]]\nallow = \"ssh\"\n");
+    let host = &list.host;
     let hosts = spaced_hosts(300, 0);
-    write_hosts(&hosts);
-    host.expect(
-        0,
-        &[&dir[..], &["apply", "list", "--auto-confirm"]].concat(),
-    );
-    let (first, handle) = (host.table_text(), table_handle(&host));
+    list.write_hosts(&hosts);
+    list.fw(0, &["apply", "list", "--auto-confirm"]);
+    let (first, handle) = (host.table_text(), table_handle(host));
 
     // Ten hosts gone, ten new ones, and one next to a kept host (they merge
     // into a /31).
     let mut changed: Vec<IpNet> = hosts[10..].to_vec();
     changed.extend(spaced_hosts(10, 1_000));
     changed.push("10.0.0.21/32".parse().unwrap());
-    write_hosts(&changed);
-    host.expect(
-        0,
-        &[&dir[..], &["apply", "list", "--timeout", "30"]].concat(),
-    );
+    list.write_hosts(&changed);
+    list.fw(0, &["apply", "list", "--timeout", "30"]);
     let second = host.table_text();
     assert_eq!(
-        table_handle(&host),
+        table_handle(host),
         handle,
         "an element delta, not a new table"
     );
@@ -544,34 +562,16 @@ fn a_malformed_list_line_is_located_and_changes_nothing() {
     if !privileged("a_malformed_list_line_is_located_and_changes_nothing") {
         return;
     }
-    let host = Host::new("setbadline");
-    let profiles = host.dir().join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(
-        profiles.join("list.toml"),
-        "description = \"list\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n",
-    )
-    .unwrap();
-    std::fs::write(profiles.join("hosts.txt"), "192.0.2.1\n192.0.2.2\n").unwrap();
-    let dir = ["--profile-dir", profiles.to_str().unwrap()];
-    host.expect(
-        0,
-        &[&dir[..], &["apply", "list", "--auto-confirm"]].concat(),
-    );
-    let before = host.table_text();
-    std::fs::write(
-        profiles.join("hosts.txt"),
-        "192.0.2.1\n# fine\n  10.0.0.1/8\n",
-    )
-    .unwrap();
-    let out = host.expect(
-        3,
-        &[&dir[..], &["apply", "list", "--auto-confirm"]].concat(),
-    );
+    let list = ListHost::new("setbadline", "");
+    list.write_list("192.0.2.1\n192.0.2.2\n");
+    list.fw(0, &["apply", "list", "--auto-confirm"]);
+    let before = list.host.table_text();
+    list.write_list("192.0.2.1\n# fine\n  10.0.0.1/8\n");
+    let out = list.fw(3, &["apply", "list", "--auto-confirm"]);
     let err = stderr(&out);
     assert!(err.contains("hosts.txt:3:3"), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
-    assert_eq!(host.table_text(), before);
+    assert_eq!(list.host.table_text(), before);
 }
 
 #[test]
@@ -579,22 +579,10 @@ fn status_checks_a_big_set_by_sample_and_lists_it_with_verify() {
     if !privileged("status_checks_a_big_set_by_sample_and_lists_it_with_verify") {
         return;
     }
-    let host = Host::new("setstatus");
-    let profiles = host.dir().join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(
-        profiles.join("list.toml"),
-        "description = \"list\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n",
-    )
-    .unwrap();
-    let hosts = spaced_hosts(fwharden::nft::FULL_READ_MAX as u32 + 100, 0);
-    let text: String = hosts.iter().map(|h| format!("{}\n", h.addr())).collect();
-    std::fs::write(profiles.join("hosts.txt"), text).unwrap();
-    let dir = ["--profile-dir", profiles.to_str().unwrap()];
-    host.expect(
-        0,
-        &[&dir[..], &["apply", "list", "--auto-confirm", "--no-probe"]].concat(),
-    );
+    let list = ListHost::new("setstatus", "");
+    let host = &list.host;
+    list.write_hosts(&spaced_hosts(fwharden::nft::FULL_READ_MAX as u32 + 100, 0));
+    list.fw(0, &["apply", "list", "--auto-confirm", "--no-probe"]);
     let status = |args: &[&str]| -> serde_json::Value {
         let out = host.expect(0, &[&["--json", "status"][..], args].concat());
         serde_json::from_str(&stdout(&out)).unwrap()
@@ -628,22 +616,10 @@ fn a_million_prefixes_apply_and_verify() {
     if !privileged("a_million_prefixes_apply_and_verify") {
         return;
     }
-    let host = Host::new("setmillion");
-    let profiles = host.dir().join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(
-        profiles.join("million.toml"),
-        "description = \"a million hosts\"\n[groups]\nbig = { file = \"hosts.txt\" }\n\n[[rule]]\nallow = \"https\"\nfrom = \"big\"\n",
-    )
-    .unwrap();
-    let hosts = spaced_hosts(1_000_000, 0);
-    let text: String = hosts.iter().map(|h| format!("{}\n", h.addr())).collect();
-    std::fs::write(profiles.join("hosts.txt"), text).unwrap();
-    let dir = ["--profile-dir", profiles.to_str().unwrap()];
-    let out = host.expect(
-        0,
-        &[&dir[..], &["--json", "apply", "million", "--auto-confirm"]].concat(),
-    );
+    let list = ListHost::new("setmillion", "");
+    let host = &list.host;
+    list.write_hosts(&spaced_hosts(1_000_000, 0));
+    let out = list.fw(0, &["--json", "apply", "list", "--auto-confirm"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["state"], "confirmed", "{v}");
     assert_eq!(v["probed"], true, "{v}");
