@@ -430,10 +430,9 @@ fn hook_name(family: u32, hook: u32) -> String {
         .map_or_else(|| format!("hook {hook}"), |n| n.to_string())
 }
 
-/// Every chain (base or not) of every table but fwharden's, as
-/// (family, table, chain), read-only: container engines are recognised by
-/// their chain names (`DOCKER-USER` is a regular chain).
-pub fn chain_names(sock: &mut Socket) -> Result<Vec<(String, String, String)>, NftError> {
+/// Every chain of every table and family, parsed (read-only; a chain that
+/// does not parse is left out).
+fn every_chain(sock: &mut Socket) -> Result<Vec<obj::Chain>, NftError> {
     let replies = sock
         .request(
             libc::NFT_MSG_GETCHAIN as u16,
@@ -442,11 +441,18 @@ pub fn chain_names(sock: &mut Socket) -> Result<Vec<(String, String, String)>, N
             |_| {},
         )
         .map_err(|e| kernel("listing chains", e))?;
+    Ok(replies
+        .iter()
+        .filter_map(|m| parse_as!(m, Chain, nftnl_chain_nlmsg_parse))
+        .collect())
+}
+
+/// Every chain (base or not) of every table but fwharden's, as
+/// (family, table, chain), read-only: container engines are recognised by
+/// their chain names (`DOCKER-USER` is a regular chain).
+pub fn chain_names(sock: &mut Socket) -> Result<Vec<(String, String, String)>, NftError> {
     let mut out = Vec::new();
-    for m in &replies {
-        let Some(c) = parse_as!(m, Chain, nftnl_chain_nlmsg_parse) else {
-            continue;
-        };
+    for c in every_chain(sock)? {
         let family = c.get_u32(sys::NFTNL_CHAIN_FAMILY);
         let table = c.get_str(sys::NFTNL_CHAIN_TABLE);
         if family == u32::from(FAMILY) && table == TABLE_NAME {
@@ -463,19 +469,8 @@ pub fn chain_names(sock: &mut Socket) -> Result<Vec<(String, String, String)>, N
 
 /// Base chains of every table but fwharden's, read-only.
 pub fn base_chains(sock: &mut Socket) -> Result<Vec<BaseChain>, NftError> {
-    let replies = sock
-        .request(
-            libc::NFT_MSG_GETCHAIN as u16,
-            libc::NFPROTO_UNSPEC as u16,
-            DUMP,
-            |_| {},
-        )
-        .map_err(|e| kernel("listing chains", e))?;
     let mut out = Vec::new();
-    for m in &replies {
-        let Some(c) = parse_as!(m, Chain, nftnl_chain_nlmsg_parse) else {
-            continue;
-        };
+    for c in every_chain(sock)? {
         let family = c.get_u32(sys::NFTNL_CHAIN_FAMILY);
         let table = c.get_str(sys::NFTNL_CHAIN_TABLE);
         if !c.is_set(sys::NFTNL_CHAIN_HOOKNUM)
