@@ -111,6 +111,19 @@ fn dry_run_and_diff_show_the_change_and_change_nothing() {
         (v["changed"].clone(), v["diff"].clone()),
         (false.into(), "".into())
     );
+
+    // The confirmed record stands for the kernel only at the generation it
+    // was proven at: a rule added behind fwharden's back since is shown,
+    // not hidden behind the record.
+    host.sh(&[
+        "nft", "add", "rule", "inet", "fwharden", "input", "tcp", "dport", "4444", "accept",
+    ]);
+    let out = host.expect(0, &["apply", "web-server", "--dry-run"]);
+    assert!(
+        stdout(&out).contains("tcp dport 4444 accept"),
+        "the drift is not in the diff:\n{}",
+        stdout(&out)
+    );
 }
 
 #[test]

@@ -103,8 +103,19 @@ pub fn apply(
     crate::progress::phase("reading the kernel");
     let generation_now = nft::generation()?;
     if opts.dry_run {
-        // Touches nothing: no state directory, no lock, no kernel write.
-        let current = nft::read_table().or_else(foreign_as_drift)?;
+        // Touches nothing: no lock, no kernel write. It only reads the
+        // confirmed record, and trusts it as apply does: when nobody has
+        // committed since it was proven in the kernel, it is what the
+        // kernel holds, and listing a big set would cost O(n²).
+        let known = dirs
+            .confirmed()
+            .ok()
+            .flatten()
+            .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
+        let current = match known {
+            Some(c) => Some(c.ruleset),
+            None => nft::read_table().or_else(foreign_as_drift)?,
+        };
         let diff = diff(current.as_ref(), Some(new));
         return Ok(ApplyOutcome::DryRun {
             profile: new.profile.clone(),
