@@ -198,24 +198,6 @@ fn the_lockout_guard_refuses_a_profile_that_shuts_out_the_ssh_client() {
     assert_eq!(host.status()["confirmed"], "db-private");
 }
 
-/// Holds the apply lock as another fwharden would.
-fn hold_lock(host: &Host) -> nix::fcntl::Flock<std::fs::File> {
-    use std::io::Write;
-    std::fs::create_dir_all(host.run_dir()).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(host.run_dir().join("apply.lock"))
-        .unwrap();
-    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| e)
-        .unwrap();
-    write!(lock, "{}", std::process::id()).unwrap();
-    lock
-}
-
 #[test]
 fn an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing() {
     if !privileged("an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing") {
@@ -223,7 +205,7 @@ fn an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing() {
     }
     let host = Host::new("lock");
     let before = host.confirm_profile("web-server");
-    let lock = hold_lock(&host);
+    let lock = host.hold_lock();
     let out = host.run(&["apply", "vps-profile"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");

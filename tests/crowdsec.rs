@@ -113,17 +113,6 @@ impl Drop for Stop {
     }
 }
 
-fn ban_of(host: &Host, addr: &str) -> Option<serde_json::Value> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&host.expect(0, &["--json", "bans"]).stdout).unwrap();
-    v["bans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["addr"] == addr)
-        .cloned()
-}
-
 #[test]
 fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
     let test = "the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets";
@@ -138,18 +127,7 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
         "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
     )
     .unwrap();
-    let pdir = profiles.path().to_str().unwrap();
-    host.expect(
-        0,
-        &[
-            "--profile-dir",
-            pdir,
-            "apply",
-            "banned",
-            "--auto-confirm",
-            "--no-probe",
-        ],
-    );
+    host.confirm_from(profiles.path(), "banned");
 
     // The stand-in for the local API, listening inside the namespace.
     let listener = host
@@ -228,50 +206,29 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
     let bouncer_log =
         || std::fs::read_to_string(work.path().join("bouncer.log")).unwrap_or_default();
     assert!(
-        wait_until(Duration::from_secs(20), || ban_of(&host, "203.0.113.7")
+        wait_until(Duration::from_secs(20), || host
+            .ban_of("203.0.113.7")
             .is_some()),
         "the bouncer's ban did not reach fwharden's set:\n{}",
         bouncer_log()
     );
-    let v4 = ban_of(&host, "203.0.113.7").unwrap();
+    let v4 = host.ban_of("203.0.113.7").unwrap();
     assert_eq!(v4["set"], "crowdsec_v4");
     assert!(v4["expires_secs"].as_u64().unwrap() > 3600);
-    assert_eq!(
-        ban_of(&host, "2001:db8:7::7").unwrap()["set"],
-        "crowdsec_v6"
-    );
+    assert_eq!(host.ban_of("2001:db8:7::7").unwrap()["set"], "crowdsec_v6");
     // The decision deleted in the stream: the bouncer takes it out.
     assert!(
-        wait_until(Duration::from_secs(20), || ban_of(&host, "203.0.113.7")
+        wait_until(Duration::from_secs(20), || host
+            .ban_of("203.0.113.7")
             .is_none()),
         "the deleted decision was not taken out:\n{}",
         bouncer_log()
     );
-    assert!(ban_of(&host, "2001:db8:7::7").is_some());
+    assert!(host.ban_of("2001:db8:7::7").is_some());
     // And an apply keeps the bouncer's ban.
-    host.expect(
-        0,
-        &[
-            "--profile-dir",
-            pdir,
-            "apply",
-            "ssh-only",
-            "--auto-confirm",
-            "--no-probe",
-        ],
-    );
-    host.expect(
-        0,
-        &[
-            "--profile-dir",
-            pdir,
-            "apply",
-            "banned",
-            "--auto-confirm",
-            "--no-probe",
-        ],
-    );
-    assert!(ban_of(&host, "2001:db8:7::7").is_some());
+    host.confirm_from(profiles.path(), "ssh-only");
+    host.confirm_from(profiles.path(), "banned");
+    assert!(host.ban_of("2001:db8:7::7").is_some());
     drop(stop);
     let _ = api.join();
     host.wait_quiet();

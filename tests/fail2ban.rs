@@ -129,19 +129,6 @@ impl Jail {
     }
 }
 
-fn bans(host: &Host) -> serde_json::Value {
-    serde_json::from_slice(&host.expect(0, &["--json", "bans"]).stdout).unwrap()
-}
-
-fn ban_of(host: &Host, addr: &str) -> Option<serde_json::Value> {
-    bans(host)["bans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["addr"] == addr)
-        .cloned()
-}
-
 #[test]
 fn fail2ban_bans_and_unbans_through_fwharden_sets() {
     let test = "fail2ban_bans_and_unbans_through_fwharden_sets";
@@ -157,18 +144,7 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
          [[rule]]\nallow = \"ssh\"\n",
     )
     .unwrap();
-    let pdir = profiles.path().to_str().unwrap();
-    host.expect(
-        0,
-        &[
-            "--profile-dir",
-            pdir,
-            "apply",
-            "banned",
-            "--auto-confirm",
-            "--no-probe",
-        ],
-    );
+    host.confirm_from(profiles.path(), "banned");
 
     let jail = Jail::new(f2b, Path::new(env!("CARGO_BIN_EXE_fwharden")));
     host.ns.verify().unwrap();
@@ -191,12 +167,13 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
 
     jail.client(&host, &["set", "sshd", "banip", "203.0.113.5"]);
     assert!(
-        wait_until(Duration::from_secs(10), || ban_of(&host, "203.0.113.5")
+        wait_until(Duration::from_secs(10), || host
+            .ban_of("203.0.113.5")
             .is_some()),
         "banip did not reach fwharden's set:\n{}",
         jail.log()
     );
-    let ban = ban_of(&host, "203.0.113.5").unwrap();
+    let ban = host.ban_of("203.0.113.5").unwrap();
     assert_eq!(ban["set"], "ban_v4");
     assert_eq!(ban["timeout_secs"], 900, "fail2ban's bantime");
 
@@ -212,7 +189,8 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
         .collect();
     std::fs::write(jail.dir.path().join("auth.log"), lines).unwrap();
     assert!(
-        wait_until(Duration::from_secs(20), || ban_of(&host, "203.0.113.6")
+        wait_until(Duration::from_secs(20), || host
+            .ban_of("203.0.113.6")
             .is_some()),
         "the failed logins did not get 203.0.113.6 banned:\n{}",
         jail.log()
@@ -220,11 +198,12 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
 
     jail.client(&host, &["set", "sshd", "unbanip", "203.0.113.5"]);
     assert!(
-        wait_until(Duration::from_secs(10), || ban_of(&host, "203.0.113.5")
+        wait_until(Duration::from_secs(10), || host
+            .ban_of("203.0.113.5")
             .is_none()),
         "unbanip did not take it out"
     );
-    assert!(ban_of(&host, "203.0.113.6").is_some());
+    assert!(host.ban_of("203.0.113.6").is_some());
 
     // The exempt admin: fwharden refuses, fail2ban logs it.
     jail.client(&host, &["set", "sshd", "banip", "10.99.0.2"]);
@@ -235,7 +214,7 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
         "fail2ban did not log the refusal:\n{}",
         jail.log()
     );
-    assert!(ban_of(&host, "10.99.0.2").is_none());
+    assert!(host.ban_of("10.99.0.2").is_none());
     jail.client(&host, &["stop"]);
     host.wait_quiet();
 }

@@ -426,24 +426,6 @@ fn confirm_refuses_another_token_and_a_kernel_changed_behind_its_back() {
     assert_eq!(host.table_text(), reference_text("web-server"));
 }
 
-/// Holds the apply lock as another fwharden would.
-fn hold_lock(host: &Host) -> nix::fcntl::Flock<std::fs::File> {
-    use std::io::Write;
-    std::fs::create_dir_all(host.run_dir()).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(host.run_dir().join("apply.lock"))
-        .unwrap();
-    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| e)
-        .unwrap();
-    write!(lock, "{}", std::process::id()).unwrap();
-    lock
-}
-
 #[test]
 fn a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happens() {
     if !privileged(
@@ -454,7 +436,7 @@ fn a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happe
     let host = Host::new("busylock");
     let before = host.confirm_profile("web-server");
     let applied = host.apply_pending("vps-profile", 1);
-    let lock = hold_lock(&host);
+    let lock = host.hold_lock();
     // Across one of the watcher's 5 s waits for the lock.
     let release = deadline(&applied) + 6000;
     while now_ms() < release {

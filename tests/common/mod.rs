@@ -278,6 +278,53 @@ impl Host {
         fw_in(&self.ns, self.dir.path())
     }
 
+    /// Holds the apply lock as another fwharden would, until dropped.
+    pub fn hold_lock(&self) -> nix::fcntl::Flock<std::fs::File> {
+        use std::io::Write;
+        std::fs::create_dir_all(self.run_dir()).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.run_dir().join("apply.lock"))
+            .unwrap();
+        let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        write!(lock, "{}", std::process::id()).unwrap();
+        lock
+    }
+
+    /// Applies `profile` from the directory `profiles`, confirmed at once
+    /// and without the probe: a set-up step, not what a test looks at.
+    pub fn confirm_from(&self, profiles: &Path, profile: &str) {
+        let dir = profiles.to_str().unwrap();
+        self.expect(
+            0,
+            &[
+                "--profile-dir",
+                dir,
+                "apply",
+                profile,
+                "--auto-confirm",
+                "--no-probe",
+            ],
+        );
+    }
+
+    /// `bans --json`'s entry for `addr`, if it is banned.
+    pub fn ban_of(&self, addr: &str) -> Option<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&self.expect(0, &["--json", "bans"]).stdout).unwrap();
+        v["bans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["addr"] == addr)
+            .cloned()
+    }
+
     /// Runs fwharden inside this host to the end.
     pub fn run(&self, args: &[&str]) -> Output {
         self.fw().args(args).output().expect("run fwharden")
