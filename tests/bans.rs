@@ -78,6 +78,24 @@ impl Bans {
         }
     }
 
+    /// A namespace linked to the host: `host_addr` on the host's end,
+    /// `peer_addr` on the peer's (both with their prefix length).
+    fn peer(&self, tag: &str, host_addr: &str, peer_addr: &str) -> Netns {
+        let peer = Netns::create(tag).unwrap();
+        self.host
+            .ns
+            .link(&peer, &[host_addr], &[peer_addr])
+            .unwrap();
+        peer
+    }
+
+    /// A listener on port 22 in `ns`, open until dropped.
+    fn listen(ns: &Netns) -> TcpListener {
+        ns.run_in(|| TcpListener::bind("0.0.0.0:22"))
+            .unwrap()
+            .unwrap()
+    }
+
     fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
         let dir = self.profiles.path().to_str().unwrap();
         let mut all = vec!["--profile-dir", dir];
@@ -219,22 +237,9 @@ fn a_banned_source_cannot_connect_an_exempt_one_can_and_a_ban_expires() {
         return;
     }
     let b = Bans::new("banpkt");
-    let admin = Netns::create("banadm").unwrap();
-    let stranger = Netns::create("banstr").unwrap();
-    b.host
-        .ns
-        .link(&admin, &["10.99.0.1/24"], &[&format!("{ADMIN}/24")])
-        .unwrap();
-    b.host
-        .ns
-        .link(&stranger, &["10.98.0.1/24"], &[&format!("{STRANGER}/24")])
-        .unwrap();
-    let _listener = b
-        .host
-        .ns
-        .run_in(|| TcpListener::bind("0.0.0.0:22"))
-        .unwrap()
-        .unwrap();
+    let admin = b.peer("banadm", "10.99.0.1/24", &format!("{ADMIN}/24"));
+    let stranger = b.peer("banstr", "10.98.0.1/24", &format!("{STRANGER}/24"));
+    let _listener = Bans::listen(&b.host.ns);
     b.fw(0, &["apply", "banned", "--auto-confirm", "--no-probe"]);
     assert!(connects(&stranger, "10.98.0.1"));
     assert!(connects(&admin, "10.99.0.1"));
@@ -349,16 +354,8 @@ fn a_ban_holds_for_traffic_the_host_forwards() {
     // what the host would forward from a banned source, as a published
     // container port would be after Docker's DNAT.
     let b = Bans::new("banfwd");
-    let stranger = Netns::create("banfwdc").unwrap();
-    let server = Netns::create("banfwds").unwrap();
-    b.host
-        .ns
-        .link(&stranger, &["10.98.0.1/24"], &[&format!("{STRANGER}/24")])
-        .unwrap();
-    b.host
-        .ns
-        .link(&server, &["10.97.0.1/24"], &["10.97.0.2/24"])
-        .unwrap();
+    let stranger = b.peer("banfwdc", "10.98.0.1/24", &format!("{STRANGER}/24"));
+    let server = b.peer("banfwds", "10.97.0.1/24", "10.97.0.2/24");
     b.host.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     stranger
         .run(&["ip", "route", "add", "10.97.0.0/24", "via", "10.98.0.1"])
@@ -366,10 +363,7 @@ fn a_ban_holds_for_traffic_the_host_forwards() {
     server
         .run(&["ip", "route", "add", "10.98.0.0/24", "via", "10.97.0.1"])
         .unwrap();
-    let _listener = server
-        .run_in(|| TcpListener::bind("0.0.0.0:22"))
-        .unwrap()
-        .unwrap();
+    let _listener = Bans::listen(&server);
     b.fw(0, &["apply", "banned", "--auto-confirm", "--no-probe"]);
     assert!(connects(&stranger, "10.97.0.2"), "routed before the ban");
     b.fw(0, &["ban", STRANGER]);
