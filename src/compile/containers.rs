@@ -27,17 +27,8 @@ impl Compiler<'_> {
             Verdict::Accept,
             "defaults: containers: established",
         )];
-        let (blocking, allowing): (Vec<_>, Vec<_>) = self
-            .profile
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i + 1, r))
-            .partition(|(_, r)| r.action != Action::Allow);
-        for (number, r) in blocking.into_iter().chain(allowing) {
-            for input_rule in self.profile_rule(number, r) {
-                rules.extend(published(input_rule));
-            }
+        for input_rule in self.profile_rules() {
+            rules.extend(published(input_rule));
         }
         if self.defaults().input == ChainPolicy::Drop {
             rules.push(rule(

@@ -119,6 +119,25 @@ impl Compiler<'_> {
         &self.profile.defaults
     }
 
+    /// The profile's rules compiled in the order they are judged: every
+    /// deny and reject before any allow, whatever order the file gives, so
+    /// that a later allow never undoes an earlier deny (the order a reader
+    /// cannot get wrong). Within each kind, file order.
+    fn profile_rules(&mut self) -> Vec<Rule> {
+        let (blocking, allowing): (Vec<_>, Vec<_>) = self
+            .profile
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i + 1, r))
+            .partition(|(_, r)| r.action != Action::Allow);
+        let mut rules = Vec::new();
+        for (number, r) in blocking.into_iter().chain(allowing) {
+            rules.extend(self.profile_rule(number, r));
+        }
+        rules
+    }
+
     fn input_chain(&mut self) -> Chain {
         let mut rules = self.conntrack_rules();
         if self.defaults().loopback {
@@ -129,16 +148,7 @@ impl Compiler<'_> {
             ));
         }
         rules.extend(self.icmp_rules());
-        let (blocking, allowing): (Vec<_>, Vec<_>) = self
-            .profile
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i + 1, r))
-            .partition(|(_, r)| r.action != Action::Allow);
-        for (number, r) in blocking.into_iter().chain(allowing) {
-            rules.extend(self.profile_rule(number, r));
-        }
+        rules.extend(self.profile_rules());
         if let (Some(rate), ChainPolicy::Drop) = (self.defaults().log_drops, self.defaults().input)
         {
             rules.push(Rule {
