@@ -441,3 +441,53 @@ fn a_big_set_is_probed_through_the_prefixes_its_sources_need() {
         failing(&report)
     );
 }
+
+#[test]
+fn a_reject_for_both_protocols_reads_as_rejected_over_ipv6_tcp_too() {
+    if !privileged("a_reject_for_both_protocols_reads_as_rejected_over_ipv6_tcp_too") {
+        return;
+    }
+    interlock();
+    // `reject` of a rule for tcp and udp answers TCP with ICMP port
+    // unreachable, not a reset. Over a veth the ICMPv6 error reaches the
+    // probe's socket while `connect` still holds it, and TCP keeps it only
+    // as a soft error until the SYN is sent again, a second later: without
+    // the error queue this row read as filtered.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("both.toml"),
+        "[[rule]]\nallow = \"ssh\"\n[[rule]]\nreject = 9981\nproto = \"both\"\n",
+    )
+    .unwrap();
+    let out = fwharden()
+        .arg("--profile-dir")
+        .arg(dir.path())
+        .args(["--json", "probe", "both"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rejected: Vec<String> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["service"].as_str().unwrap().starts_with("9981/"))
+        .map(|r| {
+            let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            [&r["source"], &r["service"], &r["got"]["detail"]]
+                .map(field)
+                .join(" ")
+        })
+        .collect();
+    for row in [
+        "203.0.113.200 9981/tcp rejected",
+        "2001:db8:ffff::200 9981/tcp rejected",
+        "203.0.113.200 9981/udp rejected",
+        "2001:db8:ffff::200 9981/udp rejected",
+    ] {
+        assert!(
+            rejected.iter().any(|r| r == row),
+            "{row} not in {rejected:#?}"
+        );
+    }
+}

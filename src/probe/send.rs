@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    bind, connect, getsockopt, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags,
-    SockFlag, SockProtocol, SockType, SockaddrStorage,
+    bind, connect, getpeername, getsockopt, recv, recvmsg, send, setsockopt, socket, sockopt,
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockProtocol, SockType,
+    SockaddrStorage,
 };
 use serde::Serialize;
 
@@ -133,6 +134,20 @@ impl Attempt {
             attempt.got = Some(Got::Inconclusive(format!("bind {source}: {e}")));
             return attempt;
         }
+        if let (Service::Tcp(_), Some(fd)) = (service, attempt.fd.as_ref()) {
+            // A reject's ICMP error can reach the socket while `connect`
+            // still holds its lock (a veth answers within the call); TCP
+            // then keeps it only as a soft error and retries the SYN after
+            // a second, past the timeout. The error queue keeps it.
+            let queued = match target {
+                IpAddr::V4(_) => setsockopt(fd, sockopt::Ipv4RecvErr, &true),
+                IpAddr::V6(_) => setsockopt(fd, sockopt::Ipv6RecvErr, &true),
+            };
+            if let Err(e) = queued {
+                attempt.got = Some(Got::Inconclusive(format!("IP_RECVERR: {e}")));
+                return attempt;
+            }
+        }
         if service == Service::NeighborSolicit {
             // A receiver drops neighbour discovery that may have crossed a
             // router: the hop limit must be 255 (RFC 4861, 7.1.1).
@@ -198,11 +213,19 @@ impl Attempt {
         let Some(fd) = &self.fd else { return };
         let raw = fd.as_raw_fd();
         match self.service {
-            Service::Tcp(_) => match getsockopt(fd, sockopt::SocketError) {
-                Ok(0) => self.got = Some(Got::Seen(Outcome::Open)),
-                Ok(errno) => self.got = Some(self.classify_error(Errno::from_raw(errno))),
-                Err(e) => self.got = Some(Got::Inconclusive(format!("SO_ERROR: {e}"))),
-            },
+            Service::Tcp(_) => {
+                if self.refusal_queued() {
+                    self.got = Some(Got::Seen(Outcome::Rejected));
+                    return;
+                }
+                self.got = match getsockopt(fd, sockopt::SocketError) {
+                    // Woken by the error queue alone: still connecting.
+                    Ok(0) if getpeername::<SockaddrStorage>(raw).is_err() => None,
+                    Ok(0) => Some(Got::Seen(Outcome::Open)),
+                    Ok(errno) => Some(self.classify_error(Errno::from_raw(errno))),
+                    Err(e) => Some(Got::Inconclusive(format!("SO_ERROR: {e}"))),
+                }
+            }
             Service::Udp(_) | Service::Ping => {
                 let mut buf = [0u8; 256];
                 match recv(raw, &mut buf, MsgFlags::empty()) {
@@ -222,6 +245,37 @@ impl Attempt {
                         self.got = Some(Got::Seen(Outcome::Open));
                         return;
                     }
+                }
+            }
+        }
+    }
+
+    /// Drains the socket's error queue (IP_RECVERR): whether an ICMP
+    /// error in it refused the connection (port unreachable, which is what
+    /// `reject` sends). Other queued errors, such as a soft unreachable
+    /// from neighbour discovery, decide nothing.
+    fn refusal_queued(&self) -> bool {
+        let mut refused = false;
+        let mut payload = [0u8; 256];
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut payload)];
+            let mut space = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+            let Ok(msg) = recvmsg::<()>(
+                self.raw(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            ) else {
+                return refused;
+            };
+            let Ok(cmsgs) = msg.cmsgs() else {
+                return refused;
+            };
+            for cmsg in cmsgs {
+                if let ControlMessageOwned::Ipv4RecvErr(e, _)
+                | ControlMessageOwned::Ipv6RecvErr(e, _) = cmsg
+                {
+                    refused |= e.ee_errno == libc::ECONNREFUSED as u32;
                 }
             }
         }
