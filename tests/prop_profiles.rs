@@ -752,11 +752,13 @@ fn random_valid_profiles_compile_to_rulesets_nft_accepts() {
 /// profiles, the probe replica loaded with the emitted iptables and ipset
 /// files (iptables-nft) sees every probe of the plan as the replica loaded
 /// with the nftables ruleset does: the same verdict table. A profile the
-/// format refuses is counted, not compared.
+/// format refuses is counted, not compared. (It was ignored for a while
+/// for a row seen otherwise on one side: an IPv6 reject's ICMP error that
+/// reached a TCP probe while `connect` held the socket read as filtered,
+/// by a race; the probe now reads the socket's error queue.)
 #[test]
-#[ignore = "a random profile's iptables replica answered otherwise than its nftables replica on some rows (seen 2026-11-30, not yet explained: a real difference or a timing race of rate sequences); run with --ignored while issue 15 is open"]
 fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
-    const CASES: u32 = 30;
+    const CASES: u32 = 50;
     if !privileged("random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables") {
         return;
     }
