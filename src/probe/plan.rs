@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use sources::{outside, representatives};
+use sources::{outside, outsiders, representatives};
 
 use crate::ruleset::eval::{self, Decision, IcmpKind, IcmpPacket, Meters, Packet};
 use crate::ruleset::{
@@ -182,7 +182,8 @@ struct Reading<'a> {
     services: Vec<Service>,
     /// The edges of each range, as (range first, range last) per protocol.
     ranges: Vec<(Protocol, u16, u16)>,
-    rate: Option<Rate>,
+    /// The per-source limit and the meter set that counts it.
+    rate: Option<(Rate, &'a str)>,
 }
 
 fn read(rule: &Rule) -> Option<Reading<'_>> {
@@ -225,7 +226,7 @@ fn read(rule: &Rule) -> Option<Reading<'_>> {
                 solicit = t.contains(&Icmpv6Type::NdNeighborSolicit);
                 r.families = vec![Family::Ipv6];
             }
-            Match::SourceRateOver { rate, .. } => r.rate = Some(*rate),
+            Match::SourceRateOver { rate, set, .. } => r.rate = Some((*rate, set)),
             // The escape hatch: only in a pending ruleset, for the one
             // operator address, and shut until the deadline. A probe
             // proves a profile as compiled, which has none.
@@ -368,6 +369,7 @@ pub fn build(ruleset: &Ruleset) -> Plan {
         probes: Vec::new(),
     };
     let mut rate_probes = Vec::new();
+    let mut metered: Vec<(&str, IpAddr)> = Vec::new();
     for (index, r) in &rules {
         let mut sources: Vec<(IpAddr, String)> = Vec::new();
         if let Some((family, set)) = r.set {
@@ -391,21 +393,38 @@ pub fn build(ruleset: &Ruleset) -> Plan {
             None => vec![b.default_interface.clone()],
         };
         let comment = &r.rule.comment;
-        if let Some(rate) = r.rate {
+        if let Some((rate, meter)) = r.rate {
             // The meter rule itself: probed as a sequence, once per rule.
-            let (Some((source, _)), Some(&service)) = (sources.first(), r.services.first()) else {
+            // Sequences run at the same time, and a meter counts per
+            // source: two sequences of one meter (a rule's tcp and udp
+            // ports) from one source would race for its tokens. Each takes
+            // a source of its own that the limit applies to.
+            let Some(&service) = r.services.first() else {
                 continue;
             };
-            let first = expect(ruleset, *source, &on[0], service, Meters::Fresh);
-            let spent = expect(ruleset, *source, &on[0], service, Meters::Spent);
-            let twice = rate_probes.iter().any(|r: &RateProbe| {
-                r.source == *source && r.service == service && r.interface == on[0]
-            });
-            if twice {
-                continue;
+            let candidates = sources.iter().map(|(a, _)| *a).chain(
+                r.set
+                    .is_none()
+                    .then(|| outsiders(ruleset, &r.families))
+                    .into_iter()
+                    .flatten(),
+            );
+            let mut picked = None;
+            for source in candidates {
+                let taken = metered.contains(&(meter, source));
+                let first = expect(ruleset, source, &on[0], service, Meters::Fresh);
+                let spent = expect(ruleset, source, &on[0], service, Meters::Spent);
+                if !taken && first != spent {
+                    picked = Some((source, first, spent));
+                    break;
+                }
             }
+            let Some((source, first, spent)) = picked else {
+                continue;
+            };
+            metered.push((meter, source));
             rate_probes.push(RateProbe {
-                source: *source,
+                source,
                 interface: on[0].clone(),
                 service,
                 rate: format!("{}/{} burst {}", rate.count, rate.unit.as_str(), rate.burst),

@@ -102,6 +102,19 @@ pub(super) fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
 
 /// An address of `family` in no set of the ruleset, if there is one.
 pub(super) fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
+    outsiders(ruleset, &[family]).into_iter().next()
+}
+
+/// Every candidate address of `families` in no set of the ruleset, in
+/// order: sources for probes that must not share a per-source meter.
+pub(super) fn outsiders(ruleset: &Ruleset, families: &[Family]) -> Vec<IpAddr> {
+    families
+        .iter()
+        .flat_map(|&family| outside_of(ruleset, family))
+        .collect()
+}
+
+fn outside_of(ruleset: &Ruleset, family: Family) -> Vec<IpAddr> {
     let nets: Vec<&IpNet> = ruleset
         .sets
         .iter()
@@ -117,5 +130,6 @@ pub(super) fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
     };
     candidates
         .into_iter()
-        .find(|a| !nets.iter().any(|n| n.contains(a)))
+        .filter(|a| !nets.iter().any(|n| n.contains(a)))
+        .collect()
 }

@@ -194,3 +194,42 @@ fn a_family_can_be_left_out_of_the_plan() {
     assert_eq!(plan.probes.len() + plan.rate_probes.len(), total - left_out);
     assert!(plan.sources().iter().all(|a| a.is_ipv4()));
 }
+
+#[test]
+fn two_sequences_of_one_meter_never_share_a_source() {
+    // One rule, one meter per family, counting tcp and udp together: the
+    // tcp and the udp sequence run at once, so from one source they would
+    // race for the same tokens.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        "[[rule]]\nallow = [4000, \"6000/udp\"]\nlimit = \"10/minute\"\nburst = 2\n",
+    )
+    .unwrap();
+    let search = SearchPath {
+        dirs: vec![dir.path().to_path_buf()],
+        builtin: false,
+    };
+    let ruleset = crate::compile::compile(&load("t", &search).profile.unwrap());
+    let plan = build(&ruleset);
+    let sequences: Vec<(IpAddr, Service)> = plan
+        .rate_probes
+        .iter()
+        .map(|r| (r.source, r.service))
+        .collect();
+    assert_eq!(sequences.len(), 4, "{sequences:?}");
+    let sources: std::collections::BTreeSet<IpAddr> =
+        sequences.iter().map(|(source, _)| *source).collect();
+    assert_eq!(
+        sources.len(),
+        4,
+        "two sequences share a source: {sequences:?}"
+    );
+    for r in &plan.rate_probes {
+        assert_eq!(
+            (r.first, r.spent),
+            (Outcome::Open, Outcome::Filtered),
+            "{r:?}"
+        );
+    }
+}
