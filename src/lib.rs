@@ -8,6 +8,7 @@
 //! [`rollback`] (the safety net around an apply) and [`cli`] sit on top;
 //! [`state`] keeps the records, [`progress`] shows a long apply's phases.
 
+pub mod audit;
 pub mod cli;
 pub mod compile;
 pub mod containers;

@@ -85,7 +85,7 @@ fn usable(net: &IpNet, end: End) -> Option<IpAddr> {
 }
 
 /// The representatives of a set (see the module comment), in order.
-pub(super) fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
+pub(crate) fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
     let mut out = Vec::new();
     let ends = [prefixes.first(), prefixes.last()];
     for net in ends.into_iter().flatten() {
@@ -101,7 +101,7 @@ pub(super) fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
 }
 
 /// An address of `family` in no set of the ruleset, if there is one.
-pub(super) fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
+pub(crate) fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
     let nets: Vec<&IpNet> = ruleset
         .sets
         .iter()
