@@ -409,11 +409,20 @@ pub fn gather() -> Seen {
                     process,
                 });
             }
-            if owners.unreadable > 0 && unowned > 0 {
-                seen.not_seen.push(format!(
-                    "the owner of {unowned} socket(s): {} process(es) could not be looked into (run as root to see them)",
-                    owners.unreadable
-                ));
+            if unowned > 0 {
+                seen.not_seen.push(if owners.unreadable > 0 {
+                    format!(
+                        "the owner of {unowned} socket(s): {} process(es) could not be looked into (run as root to see them)",
+                        owners.unreadable
+                    )
+                } else {
+                    // Every process here was read: the holder lives in
+                    // another PID namespace sharing this network namespace
+                    // (a container's), or the socket is the kernel's own.
+                    format!(
+                        "the owner of {unowned} socket(s): held by no process of this PID namespace"
+                    )
+                });
             }
         }
         Err(e) => seen.not_seen.push(format!("listening sockets: {e}")),
