@@ -156,7 +156,7 @@ fn print_table(rows: &[Row]) {
             if let Some(n) = &r.named_by {
                 who.push_str(&format!("  [{n}]"));
             } else if r.unnamed {
-                who.push_str("  [NOT NAMED by the profile]");
+                who.push_str("  [NOT NAMED by any rule]");
             }
             [
                 r.verdict.to_string(),

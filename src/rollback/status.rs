@@ -1,6 +1,7 @@
 //! `fwharden status`: what is confirmed, what is pending and where its
 //! watcher lives, what the kernel holds (the escape hatch included), the
-//! rollback attempts, and other tables on the same hooks.
+//! rollback attempts, other tables on the same hooks, and the exposure
+//! audit in one line.
 
 use serde::Serialize;
 
