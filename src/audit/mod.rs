@@ -175,8 +175,14 @@ pub fn judge(sockets: &[Socket], ports: &[Published], against: Against) -> Vec<R
     };
     let published: BTreeSet<(Protocol, u16)> = ports.iter().map(|p| (p.protocol, p.port)).collect();
     let mut rows = Vec::new();
+    let mut listed = BTreeSet::new();
     for s in sockets {
         let l = &s.listener;
+        // SO_REUSEPORT: a server's workers each hold a socket on the same
+        // address and port (nginx, one per worker). One row says it.
+        if !listed.insert((l.protocol, l.address, l.port, l.interface.clone())) {
+            continue;
+        }
         // With Docker's userland proxy, docker-proxy also listens on the
         // published port; connections from outside are DNAT'd before they
         // could reach it, so the published row speaks for it.

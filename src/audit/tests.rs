@@ -248,3 +248,19 @@ fn the_summary_counts_verdicts_and_unnamed_exposure() {
     );
     assert_eq!(summary(&[]), "nothing listens");
 }
+
+#[test]
+fn sockets_sharing_a_port_with_so_reuseport_are_one_row() {
+    let mut worker = tcp("0.0.0.0", 443);
+    worker.listener.inode = 2;
+    let rows = judge(
+        &[tcp("0.0.0.0", 443), worker, tcp("::", 443)],
+        &[],
+        Against::NoTable,
+    );
+    let addresses: Vec<String> = rows
+        .iter()
+        .map(|r| r.address.unwrap().to_string())
+        .collect();
+    assert_eq!(addresses, ["0.0.0.0", "::"]);
+}
