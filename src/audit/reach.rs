@@ -88,12 +88,17 @@ pub fn reckon(
             .chain([("other".to_string(), None)])
             .collect(),
     };
+    // Scans every prefix of the family: once per port, not per interface.
+    let outsiders: Vec<(Family, Option<std::net::IpAddr>)> = families
+        .iter()
+        .map(|f| (*f, outside(ruleset, *f)))
+        .collect();
     let mut who = Vec::new();
     let mut named_by: Option<Option<String>> = None;
     for (label, interface) in interfaces {
         let mut anyone = false;
         let mut sources = BTreeSet::new();
-        for &family in families {
+        for &(family, outsider) in &outsiders {
             let ask = |source| {
                 let packet = Packet {
                     source,
@@ -107,7 +112,7 @@ pub fn reckon(
                     Path::Published => eval::evaluate_published(ruleset, &packet, Meters::Fresh),
                 }
             };
-            if let Some(a) = outside(ruleset, family) {
+            if let Some(a) = outsider {
                 let d = ask(a);
                 if d.accepted() {
                     anyone = true;
