@@ -1,4 +1,5 @@
-//! The representative source addresses of the probe plan: which addresses
+//! The representative source addresses of the probe plan (and of the
+//! audit's "who" column, [`crate::audit::reach`]): which addresses
 //! stand for a set of prefixes, and which address is in no set at all.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
