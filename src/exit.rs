@@ -21,3 +21,7 @@ pub const ROLLED_BACK: i32 = 5;
 /// The probe ran, and a probe saw something the profile does not say, or
 /// could not tell (inconclusive). `apply` then changed nothing.
 pub const PROBE_FAILED: i32 = 6;
+/// `audit` found a port reachable from anywhere (or a published container
+/// port the ruleset does not filter) that the profile does not name: let
+/// in by a policy, by a rule that names no port, or by no ruleset at all.
+pub const EXPOSED: i32 = 7;

@@ -5,9 +5,12 @@
 //! [`ruleset`] model, and every backend reads that model: [`nft`] (the
 //! netlink transaction, read-back and verification), [`render`] (`nft -f`
 //! text) and [`probe`] (the plan, a replica of namespaces, real packets).
+//! [`audit`] sets the host's listening sockets and published ports against
+//! the model, through [`ruleset::eval`].
 //! [`rollback`] (the safety net around an apply) and [`cli`] sit on top;
 //! [`state`] keeps the records, [`progress`] shows a long apply's phases.
 
+pub mod audit;
 pub mod cli;
 pub mod compile;
 pub mod containers;

@@ -76,6 +76,7 @@ mod tests {
             "fwharden-apply.8",
             "fwharden-restore.8",
             "fwharden-emit.8",
+            "fwharden-audit.8",
         ] {
             assert!(names.iter().any(|n| n == page), "{page} missing: {names:?}");
         }

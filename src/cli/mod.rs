@@ -2,6 +2,7 @@
 //! exit codes. Library errors become `anyhow` errors only here, at the edge.
 
 mod apply;
+mod audit;
 mod bans;
 mod check;
 mod emit;
@@ -37,6 +38,8 @@ Examples:
   fwharden confirm                       (from a NEW ssh connection) keep it
   fwharden apply vps-profile --auto-confirm --json     from Ansible or a postinst
   fwharden status                        confirmed, pending, drift, other tables
+  fwharden audit                         every listening port, and who can reach it
+  fwharden audit vps-profile             the same, judged by a profile before applying it
   fwharden ban 203.0.113.5 --timeout 1h  drop a source (needs [bans] enabled)
 
 Profiles are looked up in /etc/fwharden/profiles, then
@@ -44,7 +47,8 @@ Profiles are looked up in /etc/fwharden/profiles, then
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid profile,
 4 refused for safety, 5 applied but verification failed and rolled back,
-6 a probe did not match (or could not tell); nothing was applied.";
+6 a probe did not match (or could not tell); nothing was applied,
+7 audit: a port reachable from anywhere that the profile does not name.";
 
 #[derive(Debug, Parser)]
 #[command(name = "fwharden", version, about = "Host firewall hardening: named profiles compiled to one atomic nftables transaction", after_help = EXAMPLES)]
@@ -141,6 +145,14 @@ pub enum Command {
     },
     /// Load the last confirmed ruleset (at boot); never a pending one.
     Restore,
+    /// Every listening socket and published container port, and who can
+    /// reach it under the loaded ruleset (or under PROFILE, before applying
+    /// it); exit 7 when a port is reachable from anywhere without the
+    /// profile naming it.
+    Audit {
+        /// Judge by this profile instead of the loaded ruleset.
+        profile: Option<String>,
+    },
     /// The rollback watcher an apply starts (internal).
     #[command(hide = true)]
     Watch {
@@ -276,6 +288,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bans => bans::list(cli.json),
         Command::Status { verify } => safety::status(&dirs, *verify, cli.json),
         Command::Restore => safety::restore(&dirs, cli.json),
+        Command::Audit { profile } => audit::run(&search, profile.as_deref(), cli.json),
         Command::Watch { token } => safety::watch(&dirs, token),
         Command::Probe { profile, wait_ms } => probe::run(
             &search,

@@ -193,6 +193,10 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
             d.evidence.join(", ")
         );
     }
+    println!(
+        "exposure:          {} (`fwharden audit` lists them)",
+        s.exposure
+    );
     if let Some(w) = &s.containers_warning {
         eprintln!("fwharden: warning: {w}");
     }

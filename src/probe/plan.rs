@@ -515,6 +515,6 @@ pub fn build(ruleset: &Ruleset) -> Plan {
     }
 }
 
-mod sources;
+pub(crate) mod sources;
 #[cfg(test)]
 mod tests;

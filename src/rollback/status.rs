@@ -1,6 +1,7 @@
 //! `fwharden status`: what is confirmed, what is pending and where its
 //! watcher lives, what the kernel holds (the escape hatch included), the
-//! rollback attempts, and other tables on the same hooks.
+//! rollback attempts, other tables on the same hooks, and the exposure
+//! audit in one line.
 
 use serde::Serialize;
 
@@ -43,6 +44,9 @@ pub struct Status {
     /// ruleset leaves their published ports uncovered.
     pub containers: Vec<crate::containers::Detected>,
     pub containers_warning: Option<String>,
+    /// `fwharden audit` in one line: how many ports of each verdict under
+    /// the loaded ruleset.
+    pub exposure: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,7 +158,19 @@ pub fn status(dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> 
         Ok(r) => crate::containers::uncovered_warning(&containers, r.as_ref()),
         Err(_) => None,
     };
+    let against = match &read {
+        Ok(Some(r)) => crate::audit::Against::Ruleset(r),
+        Ok(None) => crate::audit::Against::NoTable,
+        Err(_) => crate::audit::Against::Unknown,
+    };
+    let seen = crate::audit::gather();
+    let exposure = crate::audit::summary(&crate::audit::judge(
+        &seen.sockets,
+        &seen.published,
+        against,
+    ));
     Ok(Status {
+        exposure,
         confirmed: confirmed.map(|c| c.profile),
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,

@@ -80,6 +80,13 @@ impl Engine {
         e
     }
 
+    /// The daemon's API socket (for a client other than `docker`).
+    /// tests/docker.rs does not ask it, tests/audit_docker.rs does.
+    #[allow(dead_code)]
+    pub fn socket(&self) -> PathBuf {
+        self.path("docker.sock")
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -1,4 +1,5 @@
-//! The representative source addresses of the probe plan: which addresses
+//! The representative source addresses of the probe plan (and of the
+//! audit's "who" column, [`crate::audit::reach`]): which addresses
 //! stand for a set of prefixes, and which address is in no set at all.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -85,7 +86,7 @@ fn usable(net: &IpNet, end: End) -> Option<IpAddr> {
 }
 
 /// The representatives of a set (see the module comment), in order.
-pub(super) fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
+pub(crate) fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
     let mut out = Vec::new();
     let ends = [prefixes.first(), prefixes.last()];
     for net in ends.into_iter().flatten() {
@@ -101,7 +102,7 @@ pub(super) fn representatives(prefixes: &[IpNet]) -> Vec<IpAddr> {
 }
 
 /// An address of `family` in no set of the ruleset, if there is one.
-pub(super) fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
+pub(crate) fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
     outsiders(ruleset, &[family]).into_iter().next()
 }
 
