@@ -17,16 +17,7 @@ use fwharden::probe::{self, replica::Loader};
 use fwharden::profile::{load, SearchPath};
 use fwharden::ruleset::Ruleset;
 
-/// The profile's ruleset for a host without containers: emit refuses the
-/// `containers` chain (see `a_profile_filtering_container_ports_is_refused`),
-/// so the tests take it out, as `containers = "ignore"` would.
 fn compiled(dir: &Path, name: &str) -> Ruleset {
-    let mut r = with_containers(dir, name);
-    r.chains.retain(|c| c.name != "containers");
-    r
-}
-
-fn with_containers(dir: &Path, name: &str) -> Ruleset {
     let search = SearchPath::only(vec![dir.to_path_buf()]);
     let loaded = load(name, &search);
     let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
@@ -37,16 +28,48 @@ fn with_containers(dir: &Path, name: &str) -> Ruleset {
     )
 }
 
+/// The containers chain goes under DOCKER-USER, an accept there is a
+/// RETURN (Docker's chains still decide), a DNAT'd connection is matched by
+/// its original port, one range a rule, and the catch-all drop ends it.
 #[test]
-fn a_profile_filtering_container_ports_is_refused() {
-    let r = with_containers(&root().join("profiles"), "vps-profile");
-    match emit::iptables(&r, Approximation::Stricter) {
-        Err(EmitError::Refused { rule, why, .. }) => {
-            assert!(rule.contains("containers"), "{rule}");
-            assert!(why.contains("containers = \"ignore\""), "{why}");
-        }
-        Ok(_) => panic!("the containers chain was emitted"),
+fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ranges.toml"),
+        "[groups]\nwg = [\"10.8.0.0/24\"]\n[[rule]]\nallow = \"redis\"\nfrom = \"wg\"\n\
+         [[rule]]\nallow = \"8000-8010/tcp\"\nlog = \"fwh ranges: \"\n",
+    )
+    .unwrap();
+    let e = emit::iptables(&compiled(dir.path(), "ranges"), Approximation::Refuse).unwrap();
+    let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
+    let containers: Vec<&str> = v4
+        .lines()
+        .filter(|l| l.starts_with("-A FWHARDEN-CONTAINERS"))
+        .collect();
+    assert_eq!(
+        containers,
+        [
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment \"defaults: containers: established\" -j RETURN",
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -m set --match-set fwh-wg_v4 src -p tcp -m conntrack --ctorigdstport 6379 -m comment --comment \"ranges.toml:3 allow redis from wg\" -j RETURN",
+            // Log and pass: two lines with the same matches, not a chain of
+            // its own (a RETURN there would not leave this chain).
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -p tcp -m conntrack --ctorigdstport 8000:8010 -m comment --comment \"ranges.toml:6 allow 8000-8010/tcp\" -j LOG --log-prefix \"fwh ranges: \" --log-level 6",
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -p tcp -m conntrack --ctorigdstport 8000:8010 -m comment --comment \"ranges.toml:6 allow 8000-8010/tcp\" -j RETURN",
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -m comment --comment \"defaults: containers: published port no rule allows\" -j DROP",
+        ],
+        "{v4}"
+    );
+    let load = &e.file(emit::LOAD_SCRIPT).unwrap().text;
+    for line in [
+        "\"$IPTABLES\" -w 10 -C FORWARD -j DOCKER-USER 2>/dev/null || \"$IPTABLES\" -w 10 -I FORWARD 1 -j DOCKER-USER",
+        "\"$IPTABLES\" -w 10 -C DOCKER-USER -j FWHARDEN-CONTAINERS 2>/dev/null || \"$IPTABLES\" -w 10 -I DOCKER-USER 1 -j FWHARDEN-CONTAINERS",
+    ] {
+        assert!(load.lines().any(|l| l == line), "{line}\n{load}");
     }
+    assert!(
+        !v4.contains(":DOCKER-USER"),
+        "declaring DOCKER-USER would empty the operator's rules in it"
+    );
 }
 
 fn shipped_ruleset(name: &str) -> Ruleset {
@@ -429,5 +452,77 @@ fn interface_names_are_quoted_or_refused() {
             .map(|o| stdout(&o))
             .unwrap();
         assert!(listed.contains(odd), "{backend:?}:\n{listed}");
+    }
+}
+
+const BANNED: &str = "[groups]\nadmin = [\"10.99.0.2\", \"2001:db8:99::2\"]\n\
+    [bans]\nenabled = true\ntimeout = \"10m\"\nexempt = [\"admin\"]\n\
+    [[rule]]\nallow = \"ssh\"\n";
+
+/// The ban table: ipsets with the profile's timeout that a reload never
+/// empties, chains that pass the exempt sources on and drop the banned,
+/// jumped to before fwharden's own chains on INPUT and in DOCKER-USER.
+#[test]
+fn bans_are_ipsets_with_timeouts_checked_before_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("banned.toml"), BANNED).unwrap();
+    let e = emit::iptables(&compiled(dir.path(), "banned"), Approximation::Refuse).unwrap();
+    let sets = &e.file(emit::IPSET_FILE).unwrap().text;
+    for line in [
+        "create fwharden-ban_v4 hash:ip family inet timeout 600 maxelem 65536 -exist",
+        "create fwharden-ban_v6 hash:ip family inet6 timeout 600 maxelem 65536 -exist",
+        "create fwharden-crowdsec_v4 hash:ip family inet timeout 600 maxelem 65536 -exist",
+        "create fwharden-crowdsec_v6 hash:ip family inet6 timeout 600 maxelem 65536 -exist",
+        "swap fwharden-new-exempt_v4 fwharden-exempt_v4",
+    ] {
+        assert!(sets.lines().any(|l| l == line), "{line}\n{sets}");
+    }
+    assert!(
+        !sets.contains("flush fwharden-ban") && !sets.contains("swap fwharden-ban"),
+        "a reload must keep the bans:\n{sets}"
+    );
+    let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
+    let input: Vec<&str> = v4
+        .lines()
+        .filter(|l| l.starts_with("-A FWHARDEN-BANS-INPUT"))
+        .collect();
+    assert_eq!(
+        input,
+        [
+            "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-exempt_v4 src -m comment --comment \"bans: never ban admin _on to table fwharden_\" -j RETURN",
+            "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-ban_v4 src -m comment --comment \"bans: drop banned sources\" -j DROP",
+            "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-crowdsec_v4 src -m comment --comment \"bans: drop banned sources\" -j DROP",
+        ],
+        "{v4}"
+    );
+    assert!(v4.contains(":FWHARDEN-BANS-FORWARD - [0:0]"), "{v4}");
+    let load = &e.file(emit::LOAD_SCRIPT).unwrap().text;
+    let jumps: Vec<&str> = load
+        .lines()
+        .filter(|l| l.starts_with("\"$IPTABLES\" -w 10 -C") && !l.contains("-C FORWARD"))
+        .map(|l| l.split(" || ").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        jumps,
+        [
+            "\"$IPTABLES\" -w 10 -I INPUT 1 -j FWHARDEN-BANS-INPUT",
+            "\"$IPTABLES\" -w 10 -I INPUT 2 -j FWHARDEN-INPUT",
+            "\"$IPTABLES\" -w 10 -I DOCKER-USER 1 -j FWHARDEN-BANS-FORWARD",
+            "\"$IPTABLES\" -w 10 -I DOCKER-USER 2 -j FWHARDEN-CONTAINERS",
+        ],
+        "{load}"
+    );
+}
+
+/// ipset cannot time a ban out after more than 2,147,483 s: a longer
+/// timeout is refused, not shortened.
+#[test]
+fn a_ban_timeout_ipset_cannot_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = BANNED.replace("\"10m\"", "\"30d\"");
+    std::fs::write(dir.path().join("banned.toml"), long).unwrap();
+    match emit::iptables(&compiled(dir.path(), "banned"), Approximation::Stricter) {
+        Err(EmitError::Refused { why, .. }) => assert!(why.contains("2147483"), "{why}"),
+        other => panic!("not refused: {other:?}"),
     }
 }
