@@ -1,0 +1,280 @@
+//! `emit --format iptables` against a real Docker daemon (Debian's
+//! docker.io) in a test namespace: the emitted files, loaded with their
+//! load.sh by the same `iptables` dockerd uses, hold published container
+//! ports to the profile, through a dockerd restart, and a ban blocks a
+//! published port. Three namespaces, linked by veth pairs and to nothing
+//! else:
+//!
+//! ```text
+//!   inet (198.51.100.2) ---- host (Docker, emitted rules) ---- wg (10.8.0.2)
+//! ```
+//!
+//! One container listens on 6379 and is published as 6379, 80, 443 and
+//! 8081 of the host: the profile allows web from anywhere, Redis from the
+//! WireGuard group, and names 8081 nowhere.
+
+mod common;
+mod docker {
+    pub mod engine;
+}
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+use docker::engine::{have_docker, Engine};
+use fwharden::emit::{self, Approximation};
+use fwharden::netns::Netns;
+use fwharden::profile::{load, SearchPath};
+
+const HOST_INET: &str = "198.51.100.1";
+const HOST_WG: &str = "10.8.0.1";
+const WG_PEER: &str = "10.8.0.2";
+
+const PROFILE: &str = r#"description = "Redis in Docker, for the tunnel only"
+[groups]
+wg = ["10.8.0.0/24"]
+[bans]
+enabled = true
+timeout = "10m"
+[[rule]]
+allow = ["http", "https"]
+[[rule]]
+allow = "redis"
+from = "wg"
+"#;
+
+struct Net {
+    host: Netns,
+    inet: Netns,
+    wg: Netns,
+}
+
+impl Net {
+    fn new() -> Net {
+        let host = Netns::create("dehost").unwrap();
+        let inet = Netns::create("deinet").unwrap();
+        let wg = Netns::create("dewg").unwrap();
+        host.link(&inet, &[&format!("{HOST_INET}/24")], &["198.51.100.2/24"])
+            .unwrap();
+        host.link(
+            &wg,
+            &[&format!("{HOST_WG}/24")],
+            &[&format!("{WG_PEER}/24")],
+        )
+        .unwrap();
+        Net { host, inet, wg }
+    }
+
+    /// `iptables ARGS` in the host namespace, its output.
+    fn iptables(&self, args: &[&str]) -> String {
+        let mut argv = vec!["iptables", "-w", "10"];
+        argv.extend(args);
+        stdout(&self.host.run(&argv).unwrap())
+    }
+}
+
+/// Whether a TCP connection from `from` to `addr:port` is answered by the
+/// container's `hello`. A dropped SYN gives up after 2 s.
+fn reaches(from: &Netns, addr: &str, port: u16) -> bool {
+    from.verify().unwrap();
+    let out = from
+        .command("timeout")
+        .args(["5", "busybox", "nc", "-w", "2", addr, &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    stdout(&out).contains("hello")
+}
+
+/// Checks every (who, port, expected) in parallel and reports every
+/// mismatch at once.
+fn assert_matrix(net: &Net, stage: &str, cases: &[(&str, u16, bool)]) {
+    let wrong: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|&(who, port, expected)| {
+                s.spawn(move || {
+                    let (ns, addr) = match who {
+                        "inet" => (&net.inet, HOST_INET),
+                        _ => (&net.wg, HOST_WG),
+                    };
+                    let got = reaches(ns, addr, port);
+                    (got != expected).then(|| {
+                        let want = if expected { "open" } else { "filtered" };
+                        format!("{who} -> {addr}:{port}: expected {want}")
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(wrong.is_empty(), "{stage}: {wrong:?}");
+}
+
+/// The matrix the profile promises.
+const PROFILE_MATRIX: &[(&str, u16, bool)] = &[
+    ("wg", 6379, true),
+    ("inet", 6379, false),
+    ("inet", 80, true),
+    ("inet", 443, true),
+    ("wg", 443, true),
+    ("inet", 8081, false),
+    ("wg", 8081, false),
+];
+
+/// The profile's emitted files, in a directory of their own.
+fn emitted() -> tempfile::TempDir {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(profiles.path().join("docker-emit.toml"), PROFILE).unwrap();
+    let loaded = load(
+        "docker-emit",
+        &SearchPath::only(vec![profiles.path().to_path_buf()]),
+    );
+    let ruleset = fwharden::compile::compile(&loaded.profile.expect("a valid profile"));
+    let e = emit::iptables(&ruleset, Approximation::Refuse).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("fwharden-demit-")
+        .tempdir()
+        .unwrap();
+    for f in &e.files {
+        std::fs::write(dir.path().join(&f.name), &f.text).unwrap();
+    }
+    dir
+}
+
+fn load_sh(net: &Net, dir: &Path) {
+    let script = dir.join(emit::LOAD_SCRIPT);
+    net.host
+        .run(&["sh", &script.to_string_lossy()])
+        .unwrap_or_else(|e| panic!("load.sh: {e}"));
+}
+
+/// The jumps into fwharden's chains, in DOCKER-USER's order.
+fn ours_in_docker_user(net: &Net) -> Vec<String> {
+    net.iptables(&["-S", "DOCKER-USER"])
+        .lines()
+        .filter(|l| l.starts_with("-A DOCKER-USER -j FWHARDEN-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
+    let test = "emitted_iptables_hold_published_ports_through_a_dockerd_restart";
+    if !privileged(test) || !have_docker(test) {
+        return;
+    }
+    let before = host_tables();
+    let files = emitted();
+    let net = Net::new();
+
+    // Loaded before Docker runs: load.sh makes DOCKER-USER and the jump to
+    // it from FORWARD, which dockerd then keeps.
+    load_sh(&net, files.path());
+    let mut engine = Engine::start(&net.host);
+    engine.run_listener(
+        "redis",
+        6379,
+        &["6379:6379", "80:6379", "443:6379", "8081:6379"],
+    );
+    let ours = [
+        "-A DOCKER-USER -j FWHARDEN-BANS-FORWARD",
+        "-A DOCKER-USER -j FWHARDEN-CONTAINERS",
+    ];
+    let forward = net.iptables(&["-S", "FORWARD"]);
+    let user = net.iptables(&["-S", "DOCKER-USER"]);
+    eprintln!("after dockerd started:\n{forward}{user}");
+    assert_eq!(
+        forward.lines().nth(1),
+        Some("-A FORWARD -j DOCKER-USER"),
+        "dockerd puts its DOCKER-USER jump first:\n{forward}"
+    );
+    assert_eq!(ours_in_docker_user(&net), ours, "{user}");
+    assert_matrix(&net, "loaded before dockerd started", PROFILE_MATRIX);
+
+    // dockerd rewrites its chains when it starts again: it keeps
+    // DOCKER-USER's rules and moves its jump back to the head of FORWARD.
+    engine.stop_dockerd();
+    engine.start_dockerd();
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || reaches(
+            &net.wg, HOST_WG, 6379
+        )),
+        "the container is back after the restart"
+    );
+    let user = net.iptables(&["-S", "DOCKER-USER"]);
+    eprintln!(
+        "after a dockerd restart:\n{}{user}",
+        net.iptables(&["-S", "FORWARD"])
+    );
+    assert_eq!(ours_in_docker_user(&net), ours, "{user}");
+    assert_matrix(&net, "after a dockerd restart", PROFILE_MATRIX);
+
+    // Loaded again while Docker runs: our chains are replaced, the jumps
+    // are not doubled.
+    load_sh(&net, files.path());
+    assert_eq!(ours_in_docker_user(&net), ours);
+    assert_matrix(&net, "reloaded", PROFILE_MATRIX);
+
+    // A ban holds for published ports too (the forward ban chain), and
+    // lifting it opens them again.
+    net.host
+        .run(&["ipset", "add", "fwharden-ban_v4", WG_PEER])
+        .unwrap();
+    assert_matrix(
+        &net,
+        "wg banned",
+        &[("wg", 6379, false), ("wg", 443, false)],
+    );
+    net.host
+        .run(&["ipset", "del", "fwharden-ban_v4", WG_PEER])
+        .unwrap();
+    assert_matrix(&net, "wg unbanned", &[("wg", 6379, true)]);
+
+    // Container-initiated traffic still leaves.
+    let mut listener = net
+        .inet
+        .command("busybox")
+        .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reached = wait_until(std::time::Duration::from_secs(10), || {
+        let out = engine.docker(&[
+            "exec",
+            "redis",
+            "/bin/busybox",
+            "nc",
+            "-w",
+            "2",
+            "198.51.100.2",
+            "7000",
+        ]);
+        stdout(&out).contains("outbound")
+    });
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert!(reached, "a container reaches the internet through the host");
+
+    // Without fwharden's containers chain Docker alone decides, and the
+    // published Redis is open to the internet: the checks above can fail.
+    net.iptables(&["-D", "DOCKER-USER", "-j", "FWHARDEN-CONTAINERS"]);
+    assert_matrix(
+        &net,
+        "without FWHARDEN-CONTAINERS",
+        &[("inet", 6379, true), ("inet", 8081, true)],
+    );
+
+    drop(engine);
+    drop(net);
+    assert_eq!(
+        host_tables(),
+        before,
+        "the machine's own tables are unchanged"
+    );
+}
