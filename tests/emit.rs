@@ -185,8 +185,9 @@ fn interlock() {
     std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
 }
 
-/// Every shipped profile, emitted, loaded with each backend into a probe
-/// replica, passes the same probe plan as its nftables ruleset.
+/// Every shipped profile and one with bans, emitted, loaded with each
+/// backend into a probe replica, passes the same probe plan as its
+/// nftables ruleset.
 #[test]
 fn emitted_iptables_pass_the_probe_plan_of_every_shipped_profile() {
     if !privileged("emitted_iptables_pass_the_probe_plan_of_every_shipped_profile") {
@@ -194,16 +195,24 @@ fn emitted_iptables_pass_the_probe_plan_of_every_shipped_profile() {
     }
     interlock();
     let host_before = host_tables();
+    // And a profile with bans: the ban chains come first, with empty ban
+    // sets they pass every probe on (the exempt ones with a RETURN).
+    let banned = tempfile::tempdir().unwrap();
+    std::fs::write(banned.path().join("banned.toml"), BANNED).unwrap();
+    let mut profiles: Vec<(String, Ruleset)> = shipped_profiles()
+        .into_iter()
+        .map(|name| (name.clone(), shipped_ruleset(&name)))
+        .collect();
+    profiles.push(("banned".into(), compiled(banned.path(), "banned")));
     for backend in [Backend::Nft, Backend::Legacy] {
-        for name in shipped_profiles() {
-            let r = shipped_ruleset(&name);
-            let dir = written(&emit::iptables(&r, Approximation::Stricter).unwrap());
+        for (name, r) in &profiles {
+            let dir = written(&emit::iptables(r, Approximation::Stricter).unwrap());
             let path = dir.path().to_path_buf();
             let loader = Loader::Custom {
                 what: format!("load.sh ({backend:?} backend)"),
                 load: Box::new(move || run_load_sh(&path, backend)),
             };
-            let report = probe::prove_with(&r, loader, probe::TIMEOUT)
+            let report = probe::prove_with(r, loader, probe::TIMEOUT)
                 .unwrap_or_else(|e| panic!("{name} ({backend:?}): {e}"));
             assert!(
                 report.passed,
@@ -524,5 +533,92 @@ fn a_ban_timeout_ipset_cannot_hold_is_refused() {
     match emit::iptables(&compiled(dir.path(), "banned"), Approximation::Stricter) {
         Err(EmitError::Refused { why, .. }) => assert!(why.contains("2147483"), "{why}"),
         other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// Whether a TCP connection from `from` to port 22 of `to` is accepted.
+fn connects(from: &Netns, to: &str) -> bool {
+    let addr: std::net::SocketAddr = format!("{to}:22").parse().unwrap();
+    from.run_in(|| {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+    })
+    .unwrap()
+}
+
+/// Real packets through the emitted files: an address put into the ban
+/// ipset (as fail2ban's or CrowdSec's ipset actions do) cannot connect, an
+/// exempt one can even when banned, a reload keeps the bans, and a ban ends
+/// with its timeout or an `ipset del`. The host namespace listens on port
+/// 22; the admin (10.99.0.2, exempt) and a stranger (10.98.0.3) are
+/// namespaces linked to it only.
+#[test]
+fn a_ban_in_the_emitted_ipset_blocks_its_source() {
+    if !privileged("a_ban_in_the_emitted_ipset_blocks_its_source") {
+        return;
+    }
+    interlock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("banned.toml"), BANNED).unwrap();
+    let e = emit::iptables(&compiled(dir.path(), "banned"), Approximation::Refuse).unwrap();
+    let files = written(&e);
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let host = Netns::create("embanh").unwrap();
+        let admin = Netns::create("embana").unwrap();
+        let stranger = Netns::create("embans").unwrap();
+        host.link(&admin, &["10.99.0.1/24"], &["10.99.0.2/24"])
+            .unwrap();
+        host.link(&stranger, &["10.98.0.1/24"], &["10.98.0.3/24"])
+            .unwrap();
+        let _listener = host
+            .run_in(|| std::net::TcpListener::bind("0.0.0.0:22"))
+            .unwrap()
+            .unwrap();
+        let path = files.path().to_path_buf();
+        let load = || {
+            host.run_in(|| run_load_sh(&path, backend))
+                .unwrap()
+                .unwrap_or_else(|err| panic!("{backend:?}: {err}"))
+        };
+        load();
+        let ipset = |args: &[&str]| {
+            let mut argv = vec!["ipset"];
+            argv.extend(args);
+            stdout(&host.run(&argv).unwrap())
+        };
+        assert!(
+            connects(&stranger, "10.98.0.1"),
+            "{backend:?}: not banned yet"
+        );
+        ipset(&["add", "fwharden-ban_v4", "10.98.0.3"]);
+        ipset(&["add", "fwharden-ban_v4", "10.99.0.2"]);
+        assert!(!connects(&stranger, "10.98.0.1"), "{backend:?}: banned");
+        assert!(connects(&admin, "10.99.0.1"), "{backend:?}: exempt");
+        // Added without a timeout, a ban has the profile's (600 s).
+        let listed = ipset(&["list", "fwharden-ban_v4"]);
+        let left: u32 = listed
+            .lines()
+            .find_map(|l| l.strip_prefix("10.98.0.3 timeout "))
+            .unwrap_or_else(|| panic!("{listed}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((1..=600).contains(&left), "{listed}");
+        load();
+        assert!(
+            !connects(&stranger, "10.98.0.1"),
+            "{backend:?}: a reload keeps the bans"
+        );
+        ipset(&["del", "fwharden-ban_v4", "10.98.0.3"]);
+        assert!(connects(&stranger, "10.98.0.1"), "{backend:?}: unbanned");
+        // Longer than a connect attempt (2 s, SYNs at 0 and 1 s).
+        ipset(&["add", "fwharden-crowdsec_v4", "10.98.0.3", "timeout", "5"]);
+        assert!(!connects(&stranger, "10.98.0.1"), "{backend:?}: crowdsec");
+        assert!(
+            wait_until(std::time::Duration::from_secs(20), || connects(
+                &stranger,
+                "10.98.0.1"
+            )),
+            "{backend:?}: the ban expires"
+        );
     }
 }
