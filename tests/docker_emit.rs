@@ -20,6 +20,7 @@ mod docker {
 
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 use docker::engine::{have_docker, Engine};
@@ -126,10 +127,13 @@ const PROFILE_MATRIX: &[(&str, u16, bool)] = &[
     ("wg", 8081, false),
 ];
 
-/// The profile's emitted files, in a directory of their own.
-fn emitted() -> tempfile::TempDir {
+/// The profile's emitted files, in a directory of their own; `defaults`
+/// go in a `[defaults]` table before the rest.
+fn emitted(defaults: &str) -> tempfile::TempDir {
     let profiles = tempfile::tempdir().unwrap();
-    std::fs::write(profiles.path().join("docker-emit.toml"), PROFILE).unwrap();
+    let (description, body) = PROFILE.split_once('\n').unwrap();
+    let text = format!("{description}\n[defaults]\n{defaults}\n{body}");
+    std::fs::write(profiles.path().join("docker-emit.toml"), text).unwrap();
     let loaded = load(
         "docker-emit",
         &SearchPath::only(vec![profiles.path().to_path_buf()]),
@@ -169,7 +173,7 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         return;
     }
     let before = host_tables();
-    let files = emitted();
+    let files = emitted("");
     let net = Net::new();
 
     // Loaded before Docker runs: load.sh makes DOCKER-USER and the jump to
@@ -201,9 +205,7 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
     engine.stop_dockerd();
     engine.start_dockerd();
     assert!(
-        wait_until(std::time::Duration::from_secs(30), || reaches(
-            &net.wg, HOST_WG, 6379
-        )),
+        wait_until(Duration::from_secs(30), || reaches(&net.wg, HOST_WG, 6379)),
         "the container is back after the restart"
     );
     let user = net.iptables(&["-S", "DOCKER-USER"]);
@@ -235,31 +237,35 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         .unwrap();
     assert_matrix(&net, "wg unbanned", &[("wg", 6379, true)]);
 
-    // Container-initiated traffic still leaves.
-    let mut listener = net
-        .inet
-        .command("busybox")
-        .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = wait_until(std::time::Duration::from_secs(10), || {
-        let out = engine.docker(&[
-            "exec",
-            "redis",
-            "/bin/busybox",
-            "nc",
-            "-w",
-            "2",
-            "198.51.100.2",
-            "7000",
-        ]);
-        stdout(&out).contains("outbound")
-    });
-    let _ = listener.kill();
-    let _ = listener.wait();
-    assert!(reached, "a container reaches the internet through the host");
+    assert!(
+        container_reaches_out(&engine, &net, Duration::from_secs(10)),
+        "a container reaches the internet through the host"
+    );
+
+    // forward = "drop": FWHARDEN-FORWARD goes under DOCKER-USER after the
+    // containers chain. Published ports still follow the profile (its
+    // DNAT accept is a RETURN to Docker's chains), and a container's own
+    // connections are dropped, as by the nftables forward chain: placed in
+    // FORWARD, Docker's `-i docker0 ! -o docker0 -j ACCEPT` would run first.
+    let fwdrop = emitted("forward = \"drop\"");
+    load_sh(&net, fwdrop.path());
+    assert_matrix(&net, "forward = drop", PROFILE_MATRIX);
+    assert!(
+        !container_reaches_out(&engine, &net, Duration::ZERO),
+        "forward = drop: the container's connection is dropped"
+    );
+    // Back to the first profile: FWHARDEN-FORWARD is emptied with the
+    // reload, still hooked but returning at once.
+    load_sh(&net, files.path());
+    assert_eq!(
+        net.iptables(&["-S", "FWHARDEN-FORWARD"]),
+        "-N FWHARDEN-FORWARD\n"
+    );
+    assert!(
+        container_reaches_out(&engine, &net, Duration::from_secs(10)),
+        "forward = accept again: the container reaches out"
+    );
+    assert_matrix(&net, "back to forward = accept", PROFILE_MATRIX);
 
     // Without fwharden's containers chain Docker alone decides, and the
     // published Redis is open to the internet: the checks above can fail.
@@ -277,4 +283,50 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         before,
         "the machine's own tables are unchanged"
     );
+}
+
+/// Whether the container reaches a listener on the internet side within
+/// `limit` (one attempt when zero).
+fn container_reaches_out(engine: &Engine, net: &Net, limit: Duration) -> bool {
+    let mut listener = net
+        .inet
+        .command("busybox")
+        .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Listening before the container tries: the host's own connection is
+    // not forwarded, so no chain of the test stands in its way.
+    let listening = wait_until(Duration::from_secs(10), || {
+        let out = net
+            .host
+            .command("timeout")
+            .args(["5", "busybox", "nc", "-w", "2", "198.51.100.2", "7000"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        stdout(&out).contains("outbound")
+    });
+    let attempt = || {
+        let out = engine.docker(&[
+            "exec",
+            "redis",
+            "/bin/busybox",
+            "nc",
+            "-w",
+            "2",
+            "198.51.100.2",
+            "7000",
+        ]);
+        stdout(&out).contains("outbound")
+    };
+    let reached = match (listening, limit.is_zero()) {
+        (false, _) => None,
+        (true, true) => Some(attempt()),
+        (true, false) => Some(wait_until(limit, attempt)),
+    };
+    let _ = listener.kill();
+    let _ = listener.wait();
+    reached.expect("the listener on the internet side answers the host")
 }

@@ -32,7 +32,7 @@
 
 use std::fmt::Write;
 
-use super::placement::{Accept, Placed};
+use super::placement::{Accept, Placed, HOOKED};
 use super::{ipset, quote, Approximation, EmitError};
 use crate::ruleset::*;
 
@@ -119,6 +119,11 @@ pub fn restore_text(
         }
         chains.append(&mut e.chains);
         lines.append(&mut e.lines);
+    }
+    for unused in HOOKED {
+        if !placed.iter().any(|p| p.name == unused) {
+            chains.push(unused.to_string());
+        }
     }
     let mut out = String::from("*filter\n");
     for c in &chains {

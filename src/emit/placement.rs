@@ -28,9 +28,13 @@
 //!   [`Accept::Pass`]: an exempt source goes on to `FWHARDEN-INPUT`.
 //!
 //! fwharden's chains are declared in the restore files, so a reload
-//! empties and refills them in one commit; `DOCKER-USER` is never
-//! declared there (that would empty it, the operator's rules too): load.sh
-//! only inserts its jumps at its head, once.
+//! empties and refills them in one commit; every chain load.sh may ever
+//! have hooked ([`HOOKED`]) is declared, empty when this ruleset has no
+//! such chain, so loading a profile without bans or container coverage
+//! after one with them leaves nothing of the old rules working. An empty
+//! chain returns at once. `DOCKER-USER` is never declared there (that
+//! would empty it, the operator's rules too): load.sh only inserts its
+//! jumps at its head, once.
 
 use std::fmt::Write;
 
@@ -67,6 +71,16 @@ impl Parent {
 }
 
 pub const DOCKER_USER: &str = "DOCKER-USER";
+
+/// Every chain `load.sh` hooks in, for some ruleset.
+pub const HOOKED: [&str; 6] = [
+    "FWHARDEN-BANS-INPUT",
+    "FWHARDEN-INPUT",
+    "FWHARDEN-OUTPUT",
+    "FWHARDEN-BANS-FORWARD",
+    "FWHARDEN-CONTAINERS",
+    "FWHARDEN-FORWARD",
+];
 
 /// One model chain as an iptables chain.
 pub struct Placed<'a> {
