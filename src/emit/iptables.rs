@@ -32,14 +32,13 @@
 
 use std::fmt::Write;
 
+use super::fragments::{original_port_alternatives, port_alternatives, product, rate_text};
 use super::placement::{Accept, Placed, HOOKED};
 use super::{ipset, quote, Approximation, EmitError};
 use crate::ruleset::*;
 
 /// The LOG target's limit on a prefix, NUL excluded (xt_LOG.h).
 const LOG_PREFIX_MAX: usize = 29;
-/// `-m multiport` takes at most 15 ports, a range counting two (XT_MULTI_PORTS).
-const MULTIPORT_MAX: usize = 15;
 /// hashlimit's limit on a table name, NUL excluded (IFNAMSIZ - 1).
 const HASHLIMIT_NAME_MAX: usize = 15;
 
@@ -427,77 +426,4 @@ impl Emitter<'_> {
             }
         }
     }
-}
-
-/// One alternative per protocol and per group of at most 15 ports.
-fn port_alternatives(protos: &[Protocol], ports: &[PortRange]) -> Vec<String> {
-    let mut groups: Vec<Vec<String>> = vec![Vec::new()];
-    let mut used = 0;
-    for p in ports {
-        let cost = if p.first == p.last { 1 } else { 2 };
-        if used + cost > MULTIPORT_MAX {
-            groups.push(Vec::new());
-            used = 0;
-        }
-        used += cost;
-        let text = if p.first == p.last {
-            p.first.to_string()
-        } else {
-            format!("{}:{}", p.first, p.last)
-        };
-        groups.last_mut().expect("one group").push(text);
-    }
-    let mut out = Vec::new();
-    for proto in protos {
-        for g in &groups {
-            let p = proto.as_str();
-            out.push(match g.as_slice() {
-                [one] => format!(" -p {p} -m {p} --dport {one}"),
-                _ => format!(" -p {p} -m multiport --dports {}", g.join(",")),
-            });
-        }
-    }
-    out
-}
-
-/// One alternative per protocol and range of original destination ports:
-/// the conntrack match takes one port or one range.
-fn original_port_alternatives(protos: &[Protocol], ports: &[PortRange]) -> Vec<String> {
-    let mut out = Vec::new();
-    for proto in protos {
-        for p in ports {
-            let range = if p.first == p.last {
-                p.first.to_string()
-            } else {
-                format!("{}:{}", p.first, p.last)
-            };
-            out.push(format!(
-                " -p {} -m conntrack --ctorigdstport {range}",
-                proto.as_str()
-            ));
-        }
-    }
-    out
-}
-
-/// Every combination of one alternative per match, in match order.
-fn product(alternatives: &[Vec<String>]) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for alts in alternatives {
-        lines = lines
-            .iter()
-            .flat_map(|l| alts.iter().map(move |a| format!("{l}{a}")))
-            .collect();
-    }
-    lines
-}
-
-fn rate_text(rate: &Rate) -> String {
-    let unit = match rate.unit {
-        RateUnit::Second => "sec",
-        RateUnit::Minute => "min",
-        RateUnit::Hour => "hour",
-        RateUnit::Day => "day",
-    };
-    format!("{}/{unit}", rate.count)
 }

@@ -11,6 +11,7 @@
 //! changes that never let more through are made, and each one is a warning
 //! the caller prints and the files carry in their header.
 
+mod fragments;
 pub mod ipset;
 pub mod iptables;
 pub mod placement;
