@@ -70,6 +70,36 @@ fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
         !v4.contains(":DOCKER-USER"),
         "declaring DOCKER-USER would empty the operator's rules in it"
     );
+    if !privileged("published_ports_are_filtered_in_docker_user_by_their_original_port") {
+        return;
+    }
+    // The kernel takes them, ranges included, with both backends.
+    interlock();
+    let files = written(&e);
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let ns = Netns::create("emitdock").unwrap();
+        let path = files.path().to_path_buf();
+        ns.run_in(|| run_load_sh(&path, backend))
+            .unwrap()
+            .unwrap_or_else(|err| panic!("{backend:?}: {err}"));
+        let listed = ns
+            .run(&[backend.env()[0].1, "-w", "10", "-S", "FWHARDEN-CONTAINERS"])
+            .map(|o| stdout(&o))
+            .unwrap();
+        // iptables -S orders the matches its own way: count, and look
+        // for the range.
+        assert_eq!(
+            listed.lines().skip(1).count(),
+            containers.len(),
+            "{backend:?}:\n{listed}"
+        );
+        assert!(
+            listed.contains(
+                "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8010"
+            ),
+            "{backend:?}:\n{listed}"
+        );
+    }
 }
 
 fn shipped_ruleset(name: &str) -> Ruleset {
