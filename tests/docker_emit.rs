@@ -27,6 +27,8 @@ use docker::engine::{have_docker, Engine};
 use fwharden::emit::{self, Approximation};
 use fwharden::netns::Netns;
 use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::eval::{evaluate_published, Meters, Packet};
+use fwharden::ruleset::{CtState, Protocol};
 
 const HOST_INET: &str = "198.51.100.1";
 const HOST_WG: &str = "10.8.0.1";
@@ -128,7 +130,9 @@ const PROFILE_MATRIX: &[(&str, u16, bool)] = &[
 ];
 
 /// The profile's emitted files, in a directory of their own; `defaults`
-/// go in a `[defaults]` table before the rest.
+/// go in a `[defaults]` table before the rest. Checks first that
+/// [`PROFILE_MATRIX`] is what the model decides for the profile's
+/// published ports, so the matrix the files must pass is the model's.
 fn emitted(defaults: &str) -> tempfile::TempDir {
     let profiles = tempfile::tempdir().unwrap();
     let (description, body) = PROFILE.split_once('\n').unwrap();
@@ -139,6 +143,22 @@ fn emitted(defaults: &str) -> tempfile::TempDir {
         &SearchPath::only(vec![profiles.path().to_path_buf()]),
     );
     let ruleset = fwharden::compile::compile(&loaded.profile.expect("a valid profile"));
+    for &(who, port, open) in PROFILE_MATRIX {
+        let source = if who == "inet" {
+            "198.51.100.2"
+        } else {
+            WG_PEER
+        };
+        let packet = Packet {
+            source: source.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            dport: port,
+            interface: None,
+            state: CtState::New,
+        };
+        let decision = evaluate_published(&ruleset, &packet, Meters::Fresh);
+        assert_eq!(decision.accepted(), open, "{who} -> {port}: {decision:?}");
+    }
     let e = emit::iptables(&ruleset, Approximation::Refuse).unwrap();
     let dir = tempfile::Builder::new()
         .prefix("fwharden-demit-")

@@ -216,3 +216,43 @@ pub fn load_script(placed: &[Placed], has_sets: bool, header: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{load, SearchPath};
+
+    /// The ban chains come before fwharden's own in each parent, and on
+    /// the forward hook the model's priority order holds: bans and
+    /// containers (`filter - 10`), then `forward` (`filter`).
+    #[test]
+    fn chains_hang_in_priority_order_with_bans_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.toml"),
+            "[defaults]\nforward = \"drop\"\n[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
+        )
+        .unwrap();
+        let loaded = load("p", &SearchPath::only(vec![dir.path().to_path_buf()]));
+        let ruleset = crate::compile::compile(&loaded.profile.unwrap());
+        let bans = ban_table(&ruleset);
+        let placed = place(&ruleset, bans.as_ref());
+        let order: Vec<(&str, Parent, Accept)> = placed
+            .iter()
+            .map(|p| (p.name.as_str(), p.parent, p.accept))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("FWHARDEN-BANS-INPUT", Parent::Input, Accept::Pass),
+                ("FWHARDEN-BANS-FORWARD", Parent::DockerUser, Accept::Pass),
+                ("FWHARDEN-CONTAINERS", Parent::DockerUser, Accept::Pass),
+                ("FWHARDEN-INPUT", Parent::Input, Accept::Final),
+                ("FWHARDEN-FORWARD", Parent::DockerUser, Accept::Pass),
+            ]
+        );
+        for p in &placed {
+            assert!(HOOKED.contains(&p.name.as_str()), "{}", p.name);
+        }
+    }
+}
