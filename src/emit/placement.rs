@@ -5,9 +5,10 @@
 //! packet passes only if each one accepts it. iptables has one `filter`
 //! table with one built-in chain per hook, so the model's base chains
 //! become user chains jumped to from it, and "accept" needs care:
-//! - `FWHARDEN-INPUT` and `FWHARDEN-OUTPUT` are jumped to first from INPUT
-//!   and OUTPUT and decide there ([`Accept::Final`]: `-j ACCEPT`, and the
-//!   chain ends in the model's policy), as the emitter always did.
+//! - `FWHARDEN-INPUT` and `FWHARDEN-OUTPUT` are jumped to from the head of
+//!   INPUT and OUTPUT (after the ban chain) and decide there
+//!   ([`Accept::Final`]: `-j ACCEPT`, and the chain ends in the model's
+//!   policy), as the emitter always did.
 //! - Every chain of the forward hook (the ban table's, `containers`,
 //!   `forward`) is jumped to from `DOCKER-USER`, in the model's priority
 //!   order, and an accept is `-j RETURN` ([`Accept::Pass`]): the packet
@@ -21,8 +22,9 @@
 //!   restart. dockerd creates the chain only when missing and keeps what
 //!   it holds (tests/docker_emit.rs restarts a real dockerd to check), so
 //!   `load.sh` creates it and the jump from FORWARD when Docker has not
-//!   (yet): the rules then also hold for Podman's and the operator's DNAT,
-//!   as the nftables chain does.
+//!   (yet): the rules then also hold for the operator's own DNAT, as the
+//!   nftables chain does. (Podman's iptables driver adds FORWARD rules of
+//!   its own, whose order against this jump is not checked.)
 //! - The ban table's input chain is jumped to from INPUT before
 //!   `FWHARDEN-INPUT` (its nftables priority is `filter - 10`), also with
 //!   [`Accept::Pass`]: an exempt source goes on to `FWHARDEN-INPUT`.
