@@ -652,3 +652,39 @@ fn a_ban_in_the_emitted_ipset_blocks_its_source() {
         );
     }
 }
+
+/// In a chain under DOCKER-USER an accept is a RETURN, which from a chain
+/// of the rule's own would only end that chain: an accept that needs one
+/// (a global limit over several lines) is refused, even with
+/// --approximate, rather than written to let more through.
+#[test]
+fn a_limited_accept_under_docker_user_is_refused() {
+    let mut r = shipped_ruleset("vps-profile");
+    let containers = r
+        .chains
+        .iter_mut()
+        .find(|c| c.name == "containers")
+        .expect("vps-profile filters published ports");
+    let web = containers
+        .rules
+        .iter_mut()
+        .find(|rule| rule.comment.contains("public web"))
+        .expect("the web rule");
+    web.limit = Some(fwharden::ruleset::Rate {
+        count: 10,
+        unit: fwharden::ruleset::RateUnit::Second,
+        burst: 5,
+    });
+    web.matches
+        .retain(|m| !matches!(m, fwharden::ruleset::Match::Family(_)));
+    if let Some(fwharden::ruleset::Match::OrigDestPort(ports)) = web.matches.last_mut() {
+        ports.push(fwharden::ruleset::PortRange::single(8443));
+    }
+    match emit::iptables(&r, Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert!(rule.contains("public web"), "{rule}");
+            assert!(why.contains("FWHARDEN-CONTAINERS"), "{why}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+}
