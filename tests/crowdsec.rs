@@ -76,16 +76,22 @@ fn the_shipped_configuration_uses_only_keys_debian_s_bouncer_knows() {
     let debian =
         std::fs::read_to_string(dir.join("etc/crowdsec/bouncers/crowdsec-firewall-bouncer.yaml"))
             .unwrap();
+    let known = keys(&debian);
+    for file in [
+        "crowdsec-firewall-bouncer-ipset.yaml",
+        "crowdsec-firewall-bouncer.yaml",
+    ] {
+        let text = std::fs::read_to_string(root().join("contrib/crowdsec").join(file)).unwrap();
+        for k in keys(&text) {
+            assert!(
+                known.contains(&k),
+                "{file}: `{k}` is not a key of Debian's configuration: {known:?}"
+            );
+        }
+    }
     let ours =
         std::fs::read_to_string(root().join("contrib/crowdsec/crowdsec-firewall-bouncer.yaml"))
             .unwrap();
-    let known = keys(&debian);
-    for k in keys(&ours) {
-        assert!(
-            known.contains(&k),
-            "`{k}` is not a key of Debian's configuration: {known:?}"
-        );
-    }
     for k in [
         "nftables.ipv4.set-only",
         "nftables.ipv6.table",
@@ -113,23 +119,10 @@ impl Drop for Stop {
     }
 }
 
-#[test]
-fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
-    let test = "the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets";
-    if !privileged(test) {
-        return;
-    }
-    let Some(dir) = bouncer(test) else { return };
-    let host = Host::new("cs");
-    let profiles = tempfile::tempdir().unwrap();
-    std::fs::write(
-        profiles.path().join("banned.toml"),
-        "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
-    )
-    .unwrap();
-    host.confirm_from(profiles.path(), "banned");
-
-    // The stand-in for the local API, listening inside the namespace.
+/// The stand-in for the local API, listening inside the namespace: one
+/// IPv4 (4 h) and one IPv6 (1 h) ban first, the IPv4 one deleted at the
+/// sixth poll. Its thread ends when the returned [`Stop`] drops.
+fn stand_in(host: &Host) -> (Stop, std::thread::JoinHandle<()>) {
     let listener = host
         .ns
         .run_in(|| TcpListener::bind("127.0.0.1:8080"))
@@ -169,26 +162,33 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
             );
         }
     });
+    (stop, api)
+}
 
-    // The shipped file, with what a test run needs instead: the stand-in,
-    // a poll every second, the foreground, logs to stdout, a pid file here.
-    let work = tempfile::tempdir().unwrap();
-    let shipped =
-        std::fs::read_to_string(root().join("contrib/crowdsec/crowdsec-firewall-bouncer.yaml"))
-            .unwrap();
+/// The bouncer in the host's namespace with the shipped file `shipped`
+/// (of contrib/crowdsec), changed for a test run: the stand-in, a poll
+/// every second, the foreground, logs to `work`/bouncer.log, a pid file
+/// in `work`.
+fn start_bouncer(
+    host: &Host,
+    dir: &std::path::Path,
+    shipped: &str,
+    work: &std::path::Path,
+) -> Reaped {
+    let shipped = std::fs::read_to_string(root().join("contrib/crowdsec").join(shipped)).unwrap();
     let config = shipped
         .replace("update_frequency: 10s", "update_frequency: 1s")
         .replace(
             "daemonize: true",
-            &format!("daemonize: false\npid_dir: {}/", work.path().display()),
+            &format!("daemonize: false\npid_dir: {}/", work.display()),
         )
         .replace("log_mode: file", "log_mode: stdout")
         .replace("api_key: ${API_KEY}", "api_key: test-key");
-    let file = work.path().join("bouncer.yaml");
+    let file = work.join("bouncer.yaml");
     std::fs::write(&file, config).unwrap();
     host.ns.verify().unwrap();
-    let log = std::fs::File::create(work.path().join("bouncer.log")).unwrap();
-    let _bouncer = Reaped(
+    let log = std::fs::File::create(work.join("bouncer.log")).unwrap();
+    Reaped(
         host.ns
             .command(
                 dir.join("usr/bin/crowdsec-firewall-bouncer")
@@ -202,9 +202,33 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
             .stdin(Stdio::null())
             .spawn()
             .unwrap(),
-    );
-    let bouncer_log =
-        || std::fs::read_to_string(work.path().join("bouncer.log")).unwrap_or_default();
+    )
+}
+
+fn log_of(work: &std::path::Path) -> String {
+    std::fs::read_to_string(work.join("bouncer.log")).unwrap_or_default()
+}
+
+#[test]
+fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
+    let test = "the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets";
+    if !privileged(test) {
+        return;
+    }
+    let Some(dir) = bouncer(test) else { return };
+    let host = Host::new("cs");
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("banned.toml"),
+        "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
+    )
+    .unwrap();
+    host.confirm_from(profiles.path(), "banned");
+
+    let (stop, api) = stand_in(&host);
+    let work = tempfile::tempdir().unwrap();
+    let _bouncer = start_bouncer(&host, &dir, "crowdsec-firewall-bouncer.yaml", work.path());
+    let bouncer_log = || log_of(work.path());
     assert!(
         wait_until(Duration::from_secs(20), || host
             .ban_of("203.0.113.7")
@@ -229,6 +253,99 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
     host.confirm_from(profiles.path(), "ssh-only");
     host.confirm_from(profiles.path(), "banned");
     assert!(host.ban_of("2001:db8:7::7").is_some());
+    drop(stop);
+    let _ = api.join();
+    host.wait_quiet();
+}
+
+/// The timeout left on `addr` in ipset `set` inside the host, if it is there.
+fn ipset_timeout(host: &Host, set: &str, addr: &str) -> Option<u64> {
+    let listed = host.sh(&["ipset", "list", set]);
+    listed.lines().find_map(|l| {
+        l.strip_prefix(&format!("{addr} timeout "))
+            .and_then(|t| t.trim().parse().ok())
+    })
+}
+
+/// contrib/crowdsec/crowdsec-firewall-bouncer-ipset.yaml with the files of
+/// `fwharden emit --format iptables` loaded (no nftables apply): the
+/// bouncer's decisions come and go in fwharden-crowdsec_v4 and _v6, with
+/// their durations as timeouts, and a reload keeps them.
+#[test]
+fn the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets() {
+    let test = "the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets";
+    if !privileged(test) {
+        return;
+    }
+    let Some(dir) = bouncer(test) else { return };
+    let host = Host::new("csip");
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("banned.toml"),
+        "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (pdir, odir) = (
+        profiles.path().to_str().unwrap(),
+        out.path().to_str().unwrap(),
+    );
+    host.expect(
+        0,
+        &[
+            "--profile-dir",
+            pdir,
+            "emit",
+            "banned",
+            "--format",
+            "iptables",
+            "--output",
+            odir,
+        ],
+    );
+    let load = format!("{odir}/load.sh");
+    host.sh(&["sh", &load]);
+
+    let (stop, api) = stand_in(&host);
+    let work = tempfile::tempdir().unwrap();
+    let _bouncer = start_bouncer(
+        &host,
+        &dir,
+        "crowdsec-firewall-bouncer-ipset.yaml",
+        work.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || ipset_timeout(
+            &host,
+            "fwharden-crowdsec_v6",
+            "2001:db8:7::7"
+        )
+        .is_some()),
+        "the bouncer's IPv6 ban did not reach fwharden-crowdsec_v6:\n{}",
+        log_of(work.path())
+    );
+    let v4 = ipset_timeout(&host, "fwharden-crowdsec_v4", "203.0.113.7");
+    assert!(
+        v4.is_some_and(|t| t > 3600),
+        "the 4 h decision as its timeout: {v4:?}\n{}",
+        log_of(work.path())
+    );
+    host.sh(&["sh", &load]);
+    assert!(
+        ipset_timeout(&host, "fwharden-crowdsec_v6", "2001:db8:7::7").is_some(),
+        "a reload keeps the bouncer's bans"
+    );
+    // The decision deleted in the stream: the bouncer takes it out.
+    assert!(
+        wait_until(Duration::from_secs(20), || ipset_timeout(
+            &host,
+            "fwharden-crowdsec_v4",
+            "203.0.113.7"
+        )
+        .is_none()),
+        "the deleted decision was not taken out:\n{}",
+        log_of(work.path())
+    );
     drop(stop);
     let _ = api.join();
     host.wait_quiet();

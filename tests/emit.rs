@@ -17,16 +17,7 @@ use fwharden::probe::{self, replica::Loader};
 use fwharden::profile::{load, SearchPath};
 use fwharden::ruleset::Ruleset;
 
-/// The profile's ruleset for a host without containers: emit refuses the
-/// `containers` chain (see `a_profile_filtering_container_ports_is_refused`),
-/// so the tests take it out, as `containers = "ignore"` would.
 fn compiled(dir: &Path, name: &str) -> Ruleset {
-    let mut r = with_containers(dir, name);
-    r.chains.retain(|c| c.name != "containers");
-    r
-}
-
-fn with_containers(dir: &Path, name: &str) -> Ruleset {
     let search = SearchPath::only(vec![dir.to_path_buf()]);
     let loaded = load(name, &search);
     let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
@@ -37,15 +28,77 @@ fn with_containers(dir: &Path, name: &str) -> Ruleset {
     )
 }
 
+/// The containers chain goes under DOCKER-USER, an accept there is a
+/// RETURN (Docker's chains still decide), a DNAT'd connection is matched by
+/// its original port, one range a rule, and the catch-all drop ends it.
 #[test]
-fn a_profile_filtering_container_ports_is_refused() {
-    let r = with_containers(&root().join("profiles"), "vps-profile");
-    match emit::iptables(&r, Approximation::Stricter) {
-        Err(EmitError::Refused { rule, why, .. }) => {
-            assert!(rule.contains("containers"), "{rule}");
-            assert!(why.contains("containers = \"ignore\""), "{why}");
-        }
-        Ok(_) => panic!("the containers chain was emitted"),
+fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ranges.toml"),
+        "[groups]\nwg = [\"10.8.0.0/24\"]\n[[rule]]\nallow = \"redis\"\nfrom = \"wg\"\n\
+         [[rule]]\nallow = \"8000-8010/tcp\"\nlog = \"fwh ranges: \"\n",
+    )
+    .unwrap();
+    let e = emit::iptables(&compiled(dir.path(), "ranges"), Approximation::Refuse).unwrap();
+    let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
+    let containers: Vec<&str> = v4
+        .lines()
+        .filter(|l| l.starts_with("-A FWHARDEN-CONTAINERS"))
+        .collect();
+    assert_eq!(
+        containers,
+        [
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment \"defaults: containers: established\" -j RETURN",
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -m set --match-set fwh-wg_v4 src -p tcp -m conntrack --ctorigdstport 6379 -m comment --comment \"ranges.toml:3 allow redis from wg\" -j RETURN",
+            // Log and pass: two lines with the same matches, not a chain of
+            // its own (a RETURN there would not leave this chain).
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -p tcp -m conntrack --ctorigdstport 8000:8010 -m comment --comment \"ranges.toml:6 allow 8000-8010/tcp\" -j LOG --log-prefix \"fwh ranges: \" --log-level 6",
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -p tcp -m conntrack --ctorigdstport 8000:8010 -m comment --comment \"ranges.toml:6 allow 8000-8010/tcp\" -j RETURN",
+            "-A FWHARDEN-CONTAINERS -m conntrack --ctstate DNAT -m comment --comment \"defaults: containers: published port no rule allows\" -j DROP",
+        ],
+        "{v4}"
+    );
+    let load = &e.file(emit::LOAD_SCRIPT).unwrap().text;
+    for line in [
+        "\"$IPTABLES\" -w 10 -C FORWARD -j DOCKER-USER 2>/dev/null || \"$IPTABLES\" -w 10 -I FORWARD 1 -j DOCKER-USER",
+        "\"$IPTABLES\" -w 10 -C DOCKER-USER -j FWHARDEN-CONTAINERS 2>/dev/null || \"$IPTABLES\" -w 10 -I DOCKER-USER 1 -j FWHARDEN-CONTAINERS",
+    ] {
+        assert!(load.lines().any(|l| l == line), "{line}\n{load}");
+    }
+    assert!(
+        !v4.contains(":DOCKER-USER"),
+        "declaring DOCKER-USER would empty the operator's rules in it"
+    );
+    if !privileged("published_ports_are_filtered_in_docker_user_by_their_original_port") {
+        return;
+    }
+    // The kernel takes them, ranges included, with both backends.
+    interlock();
+    let files = written(&e);
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let ns = Netns::create("emitdock").unwrap();
+        let path = files.path().to_path_buf();
+        ns.run_in(|| run_load_sh(&path, backend))
+            .unwrap()
+            .unwrap_or_else(|err| panic!("{backend:?}: {err}"));
+        let listed = ns
+            .run(&[backend.env()[0].1, "-w", "10", "-S", "FWHARDEN-CONTAINERS"])
+            .map(|o| stdout(&o))
+            .unwrap();
+        // iptables -S orders the matches its own way: count, and look
+        // for the range.
+        assert_eq!(
+            listed.lines().skip(1).count(),
+            containers.len(),
+            "{backend:?}:\n{listed}"
+        );
+        assert!(
+            listed.contains(
+                "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8010"
+            ),
+            "{backend:?}:\n{listed}"
+        );
     }
 }
 
@@ -162,8 +215,9 @@ fn interlock() {
     std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
 }
 
-/// Every shipped profile, emitted, loaded with each backend into a probe
-/// replica, passes the same probe plan as its nftables ruleset.
+/// Every shipped profile and one with bans, emitted, loaded with each
+/// backend into a probe replica, passes the same probe plan as its
+/// nftables ruleset.
 #[test]
 fn emitted_iptables_pass_the_probe_plan_of_every_shipped_profile() {
     if !privileged("emitted_iptables_pass_the_probe_plan_of_every_shipped_profile") {
@@ -171,16 +225,24 @@ fn emitted_iptables_pass_the_probe_plan_of_every_shipped_profile() {
     }
     interlock();
     let host_before = host_tables();
+    // And a profile with bans: the ban chains come first, with empty ban
+    // sets they pass every probe on (the exempt ones with a RETURN).
+    let banned = tempfile::tempdir().unwrap();
+    std::fs::write(banned.path().join("banned.toml"), BANNED).unwrap();
+    let mut profiles: Vec<(String, Ruleset)> = shipped_profiles()
+        .into_iter()
+        .map(|name| (name.clone(), shipped_ruleset(&name)))
+        .collect();
+    profiles.push(("banned".into(), compiled(banned.path(), "banned")));
     for backend in [Backend::Nft, Backend::Legacy] {
-        for name in shipped_profiles() {
-            let r = shipped_ruleset(&name);
-            let dir = written(&emit::iptables(&r, Approximation::Stricter).unwrap());
+        for (name, r) in &profiles {
+            let dir = written(&emit::iptables(r, Approximation::Stricter).unwrap());
             let path = dir.path().to_path_buf();
             let loader = Loader::Custom {
                 what: format!("load.sh ({backend:?} backend)"),
                 load: Box::new(move || run_load_sh(&path, backend)),
             };
-            let report = probe::prove_with(&r, loader, probe::TIMEOUT)
+            let report = probe::prove_with(r, loader, probe::TIMEOUT)
                 .unwrap_or_else(|e| panic!("{name} ({backend:?}): {e}"));
             assert!(
                 report.passed,
@@ -429,5 +491,196 @@ fn interface_names_are_quoted_or_refused() {
             .map(|o| stdout(&o))
             .unwrap();
         assert!(listed.contains(odd), "{backend:?}:\n{listed}");
+    }
+}
+
+const BANNED: &str = "[groups]\nadmin = [\"10.99.0.2\", \"2001:db8:99::2\"]\n\
+    [bans]\nenabled = true\ntimeout = \"10m\"\nexempt = [\"admin\"]\n\
+    [[rule]]\nallow = \"ssh\"\n";
+
+/// The ban table: ipsets with the profile's timeout that a reload never
+/// empties, chains that pass the exempt sources on and drop the banned,
+/// jumped to before fwharden's own chains on INPUT and in DOCKER-USER.
+#[test]
+fn bans_are_ipsets_with_timeouts_checked_before_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("banned.toml"), BANNED).unwrap();
+    let e = emit::iptables(&compiled(dir.path(), "banned"), Approximation::Refuse).unwrap();
+    let sets = &e.file(emit::IPSET_FILE).unwrap().text;
+    for line in [
+        "create fwharden-ban_v4 hash:ip family inet timeout 600 maxelem 65536 -exist",
+        "create fwharden-ban_v6 hash:ip family inet6 timeout 600 maxelem 65536 -exist",
+        "create fwharden-crowdsec_v4 hash:ip family inet timeout 600 maxelem 65536 -exist",
+        "create fwharden-crowdsec_v6 hash:ip family inet6 timeout 600 maxelem 65536 -exist",
+        "swap fwharden-new-exempt_v4 fwharden-exempt_v4",
+    ] {
+        assert!(sets.lines().any(|l| l == line), "{line}\n{sets}");
+    }
+    assert!(
+        !sets.contains("flush fwharden-ban") && !sets.contains("swap fwharden-ban"),
+        "a reload must keep the bans:\n{sets}"
+    );
+    let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
+    let input: Vec<&str> = v4
+        .lines()
+        .filter(|l| l.starts_with("-A FWHARDEN-BANS-INPUT"))
+        .collect();
+    assert_eq!(
+        input,
+        [
+            "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-exempt_v4 src -m comment --comment \"bans: never ban admin _on to table fwharden_\" -j RETURN",
+            "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-ban_v4 src -m comment --comment \"bans: drop banned sources\" -j DROP",
+            "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-crowdsec_v4 src -m comment --comment \"bans: drop banned sources\" -j DROP",
+        ],
+        "{v4}"
+    );
+    assert!(v4.contains(":FWHARDEN-BANS-FORWARD - [0:0]"), "{v4}");
+    let load = &e.file(emit::LOAD_SCRIPT).unwrap().text;
+    let jumps: Vec<&str> = load
+        .lines()
+        .filter(|l| l.starts_with("\"$IPTABLES\" -w 10 -C") && !l.contains("-C FORWARD"))
+        .map(|l| l.split(" || ").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        jumps,
+        [
+            "\"$IPTABLES\" -w 10 -I INPUT 1 -j FWHARDEN-BANS-INPUT",
+            "\"$IPTABLES\" -w 10 -I INPUT 2 -j FWHARDEN-INPUT",
+            "\"$IPTABLES\" -w 10 -I DOCKER-USER 1 -j FWHARDEN-BANS-FORWARD",
+            "\"$IPTABLES\" -w 10 -I DOCKER-USER 2 -j FWHARDEN-CONTAINERS",
+        ],
+        "{load}"
+    );
+}
+
+/// ipset cannot time a ban out after more than 2,147,483 s: a longer
+/// timeout is refused, not shortened.
+#[test]
+fn a_ban_timeout_ipset_cannot_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = BANNED.replace("\"10m\"", "\"30d\"");
+    std::fs::write(dir.path().join("banned.toml"), long).unwrap();
+    match emit::iptables(&compiled(dir.path(), "banned"), Approximation::Stricter) {
+        Err(EmitError::Refused { why, .. }) => assert!(why.contains("2147483"), "{why}"),
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// Whether a TCP connection from `from` to port 22 of `to` is accepted.
+fn connects(from: &Netns, to: &str) -> bool {
+    let addr: std::net::SocketAddr = format!("{to}:22").parse().unwrap();
+    from.run_in(|| {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+    })
+    .unwrap()
+}
+
+/// Real packets through the emitted files: an address put into the ban
+/// ipset (as fail2ban's or CrowdSec's ipset actions do) cannot connect, an
+/// exempt one can even when banned, a reload keeps the bans, and a ban ends
+/// with its timeout or an `ipset del`. The host namespace listens on port
+/// 22; the admin (10.99.0.2, exempt) and a stranger (10.98.0.3) are
+/// namespaces linked to it only.
+#[test]
+fn a_ban_in_the_emitted_ipset_blocks_its_source() {
+    if !privileged("a_ban_in_the_emitted_ipset_blocks_its_source") {
+        return;
+    }
+    interlock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("banned.toml"), BANNED).unwrap();
+    let e = emit::iptables(&compiled(dir.path(), "banned"), Approximation::Refuse).unwrap();
+    let files = written(&e);
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let host = Netns::create("embanh").unwrap();
+        let admin = Netns::create("embana").unwrap();
+        let stranger = Netns::create("embans").unwrap();
+        host.link(&admin, &["10.99.0.1/24"], &["10.99.0.2/24"])
+            .unwrap();
+        host.link(&stranger, &["10.98.0.1/24"], &["10.98.0.3/24"])
+            .unwrap();
+        let _listener = host
+            .run_in(|| std::net::TcpListener::bind("0.0.0.0:22"))
+            .unwrap()
+            .unwrap();
+        let path = files.path().to_path_buf();
+        let load = || {
+            host.run_in(|| run_load_sh(&path, backend))
+                .unwrap()
+                .unwrap_or_else(|err| panic!("{backend:?}: {err}"))
+        };
+        load();
+        let ipset = |args: &[&str]| {
+            let mut argv = vec!["ipset"];
+            argv.extend(args);
+            stdout(&host.run(&argv).unwrap())
+        };
+        assert!(
+            connects(&stranger, "10.98.0.1"),
+            "{backend:?}: not banned yet"
+        );
+        ipset(&["add", "fwharden-ban_v4", "10.98.0.3"]);
+        ipset(&["add", "fwharden-ban_v4", "10.99.0.2"]);
+        assert!(!connects(&stranger, "10.98.0.1"), "{backend:?}: banned");
+        assert!(connects(&admin, "10.99.0.1"), "{backend:?}: exempt");
+        // Added without a timeout, a ban has the profile's (600 s).
+        let listed = ipset(&["list", "fwharden-ban_v4"]);
+        let left: u32 = listed
+            .lines()
+            .find_map(|l| l.strip_prefix("10.98.0.3 timeout "))
+            .unwrap_or_else(|| panic!("{listed}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((1..=600).contains(&left), "{listed}");
+        load();
+        assert!(
+            !connects(&stranger, "10.98.0.1"),
+            "{backend:?}: a reload keeps the bans"
+        );
+        ipset(&["del", "fwharden-ban_v4", "10.98.0.3"]);
+        assert!(connects(&stranger, "10.98.0.1"), "{backend:?}: unbanned");
+        // Longer than a connect attempt (2 s, SYNs at 0 and 1 s).
+        ipset(&["add", "fwharden-crowdsec_v4", "10.98.0.3", "timeout", "5"]);
+        assert!(!connects(&stranger, "10.98.0.1"), "{backend:?}: crowdsec");
+        assert!(
+            wait_until(std::time::Duration::from_secs(20), || connects(
+                &stranger,
+                "10.98.0.1"
+            )),
+            "{backend:?}: the ban expires"
+        );
+    }
+}
+
+/// In a chain under DOCKER-USER an accept is a RETURN, which from a chain
+/// of the rule's own would only end that chain: an accept that needs one
+/// (a global limit over several lines: web is ports 80 and 443) is
+/// refused, even with --approximate, rather than written to let more
+/// through.
+#[test]
+fn a_limited_accept_under_docker_user_is_refused() {
+    let mut r = shipped_ruleset("vps-profile");
+    let containers = r
+        .chains
+        .iter_mut()
+        .find(|c| c.name == "containers")
+        .expect("vps-profile filters published ports");
+    let web = containers
+        .rules
+        .iter_mut()
+        .find(|rule| rule.comment.contains("public web"))
+        .expect("the web rule");
+    web.limit = Some(fwharden::ruleset::Rate {
+        count: 10,
+        unit: fwharden::ruleset::RateUnit::Second,
+        burst: 5,
+    });
+    match emit::iptables(&r, Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert!(rule.contains("public web"), "{rule}");
+            assert!(why.contains("FWHARDEN-CONTAINERS"), "{why}");
+        }
+        other => panic!("not refused: {other:?}"),
     }
 }

@@ -52,8 +52,9 @@ struct Jail {
 
 impl Jail {
     /// A configuration directory with the package's filters, fwharden's
-    /// action file, and one sshd jail watching `auth.log` here.
-    fn new(f2b: PathBuf, fwharden: &Path) -> Jail {
+    /// action file `action` (of contrib/fail2ban/action.d), and one sshd
+    /// jail watching `auth.log` here, its action line `use`.
+    fn new(f2b: PathBuf, action: &str, r#use: &str) -> Jail {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let conf = d.join("conf");
@@ -69,8 +70,8 @@ impl Jail {
             .unwrap();
         assert!(status.success());
         std::fs::copy(
-            root().join("contrib/fail2ban/action.d/fwharden.conf"),
-            conf.join("action.d/fwharden.conf"),
+            root().join("contrib/fail2ban/action.d").join(action),
+            conf.join("action.d").join(action),
         )
         .unwrap();
         std::fs::write(
@@ -87,9 +88,9 @@ impl Jail {
             format!(
                 "[INCLUDES]\nbefore = paths-debian.conf\n[DEFAULT]\nbackend = polling\n\
                  [sshd]\nenabled = true\nfilter = sshd\nlogpath = {}/auth.log\n\
-                 action = fwharden[fwharden=\"{}\"]\nmaxretry = 2\nfindtime = 600\nbantime = 900\n",
+                 action = {}\nmaxretry = 2\nfindtime = 600\nbantime = 900\n",
                 d.display(),
-                fwharden.display()
+                r#use
             ),
         )
         .unwrap();
@@ -124,6 +125,28 @@ impl Jail {
         stdout(&out)
     }
 
+    /// Starts the server inside the host's namespace and waits for the jail.
+    fn serve(&self, host: &Host) -> Server {
+        host.ns.verify().unwrap();
+        let server = Server {
+            child: self
+                .program("fail2ban-server", host)
+                .args(["-f", "-x"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(20), || self
+                .log()
+                .contains("Jail 'sshd' started")),
+            "the jail did not start:\n{}",
+            self.log()
+        );
+        server
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("f2b.log")).unwrap_or_default()
     }
@@ -146,24 +169,13 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
     .unwrap();
     host.confirm_from(profiles.path(), "banned");
 
-    let jail = Jail::new(f2b, Path::new(env!("CARGO_BIN_EXE_fwharden")));
-    host.ns.verify().unwrap();
-    let _server = Server {
-        child: jail
-            .program("fail2ban-server", &host)
-            .args(["-f", "-x"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    assert!(
-        wait_until(Duration::from_secs(20), || jail
-            .log()
-            .contains("Jail 'sshd' started")),
-        "the jail did not start:\n{}",
-        jail.log()
+    let fwharden = Path::new(env!("CARGO_BIN_EXE_fwharden"));
+    let jail = Jail::new(
+        f2b,
+        "fwharden.conf",
+        &format!("fwharden[fwharden=\"{}\"]", fwharden.display()),
     );
+    let _server = jail.serve(&host);
 
     jail.client(&host, &["set", "sshd", "banip", "203.0.113.5"]);
     assert!(
@@ -215,6 +227,107 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
         jail.log()
     );
     assert!(host.ban_of("10.99.0.2").is_none());
+    jail.client(&host, &["stop"]);
+    host.wait_quiet();
+}
+
+/// The timeout left on `addr` in ipset `set` inside the host, if it is there.
+fn ipset_timeout(host: &Host, set: &str, addr: &str) -> Option<u64> {
+    let listed = host.sh(&["ipset", "list", set]);
+    listed.lines().find_map(|l| {
+        l.strip_prefix(&format!("{addr} timeout "))
+            .and_then(|t| t.trim().parse().ok())
+    })
+}
+
+/// contrib/fail2ban/action.d/fwharden-ipset.conf with the files of
+/// `fwharden emit --format iptables` loaded (no nftables apply): banip puts
+/// the address into fwharden-ban_v4 or fwharden-ban_v6 with fail2ban's
+/// bantime as its timeout, failed logins too, and unbanip takes it out.
+#[test]
+fn fail2ban_bans_into_the_emitted_ipsets() {
+    let test = "fail2ban_bans_into_the_emitted_ipsets";
+    if !privileged(test) {
+        return;
+    }
+    let Some(f2b) = fail2ban(test) else { return };
+    let host = Host::new("f2bip");
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("banned.toml"),
+        "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let pdir = profiles.path().to_str().unwrap();
+    let odir = out.path().to_str().unwrap();
+    host.expect(
+        0,
+        &[
+            "--profile-dir",
+            pdir,
+            "emit",
+            "banned",
+            "--format",
+            "iptables",
+            "--output",
+            odir,
+        ],
+    );
+    host.sh(&["sh", &format!("{odir}/load.sh")]);
+
+    let jail = Jail::new(f2b, "fwharden-ipset.conf", "fwharden-ipset");
+    let _server = jail.serve(&host);
+    jail.client(&host, &["set", "sshd", "banip", "203.0.113.5"]);
+    jail.client(&host, &["set", "sshd", "banip", "2001:db8::5"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || ipset_timeout(
+            &host,
+            "fwharden-ban_v6",
+            "2001:db8::5"
+        )
+        .is_some()),
+        "banip of an IPv6 address did not reach fwharden-ban_v6:\n{}",
+        jail.log()
+    );
+    let left = ipset_timeout(&host, "fwharden-ban_v4", "203.0.113.5");
+    assert!(
+        left.is_some_and(|t| (800..=900).contains(&t)),
+        "fail2ban's bantime (900 s) as the ban's timeout: {left:?}\n{}",
+        jail.log()
+    );
+
+    let now = Command::new("date")
+        .arg("+%b %e %H:%M:%S")
+        .output()
+        .unwrap();
+    let now = stdout(&now).trim().to_string();
+    let lines: String = (1..=3)
+        .map(|i| format!("{now} host sshd[100{i}]: Failed password for root from 203.0.113.6 port 4000{i} ssh2\n"))
+        .collect();
+    std::fs::write(jail.dir.path().join("auth.log"), lines).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || ipset_timeout(
+            &host,
+            "fwharden-ban_v4",
+            "203.0.113.6"
+        )
+        .is_some()),
+        "the failed logins did not get 203.0.113.6 banned:\n{}",
+        jail.log()
+    );
+
+    jail.client(&host, &["set", "sshd", "unbanip", "203.0.113.5"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || ipset_timeout(
+            &host,
+            "fwharden-ban_v4",
+            "203.0.113.5"
+        )
+        .is_none()),
+        "unbanip did not take it out:\n{}",
+        jail.log()
+    );
     jail.client(&host, &["stop"]);
     host.wait_quiet();
 }

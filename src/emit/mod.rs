@@ -11,8 +11,10 @@
 //! changes that never let more through are made, and each one is a warning
 //! the caller prints and the files carry in their header.
 
+mod fragments;
 pub mod ipset;
 pub mod iptables;
+pub mod placement;
 pub mod quote;
 
 use thiserror::Error;
@@ -27,35 +29,6 @@ pub enum EmitError {
         rule: String,
         why: String,
     },
-}
-
-/// Refuses what this emitter does not write yet, rather than leave it out:
-/// a ruleset without it would let more through than the profile says.
-/// - The `containers` chain (published container ports, filtered on the
-///   forward hook by their original port): iptables needs DOCKER-USER
-///   rules matched through `-m conntrack --ctorigdstport`, returning where
-///   nft accepts, which are not written yet.
-/// - The ban table: its sets are nftables timeout sets that fail2ban and
-///   CrowdSec fill; on iptables they would be ipsets with timeouts.
-fn not_yet_expressible(ruleset: &Ruleset) -> Result<(), EmitError> {
-    let refuse = |rule: &str, why: &str| EmitError::Refused {
-        format: "iptables",
-        rule: rule.into(),
-        why: why.into(),
-    };
-    if ruleset.chains.iter().any(|c| c.name == "containers") {
-        return Err(refuse(
-            "published container ports (chain containers)",
-            "emit does not write DOCKER-USER rules yet: on a host without containers set `containers = \"ignore\"` in [defaults]; with Docker or Podman, use nftables (`fwharden apply`)",
-        ));
-    }
-    if ruleset.bans.is_some() {
-        return Err(refuse(
-            "[bans]",
-            "emit does not write ban ipsets yet: remove [bans], or use nftables (`fwharden apply`)",
-        ));
-    }
-    Ok(())
 }
 
 /// What to do with a rule the format cannot express exactly.
@@ -103,14 +76,19 @@ pub const IPV6_FILE: &str = "ip6tables.rules";
 pub const LOAD_SCRIPT: &str = "load.sh";
 
 /// The iptables format: the ipset file (when the ruleset has prefix
-/// sets), one restore file per family, and `load.sh`.
+/// sets or bans), one restore file per family, and `load.sh`. The
+/// `containers` chain and the ban table's forward chain go under
+/// `DOCKER-USER`, the ban table's sets are ipsets with timeouts (see
+/// [`placement`] and [`ipset`]).
 pub fn iptables(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitError> {
-    not_yet_expressible(ruleset)?;
+    use crate::ruleset::Family;
+    let ban_table = placement::ban_table(ruleset);
+    let placed = placement::place(ruleset, ban_table.as_ref());
     let mut warnings = Vec::new();
-    let sets = ipset::restore_text(ruleset)?;
-    let v4 = iptables::restore_text(ruleset, crate::ruleset::Family::Ipv4, approx, &mut warnings)?;
-    let v6 = iptables::restore_text(ruleset, crate::ruleset::Family::Ipv6, approx, &mut warnings)?;
-    let header = iptables::header(ruleset, &warnings);
+    let sets = ipset::restore_text(ruleset, ban_table.as_ref())?;
+    let v4 = iptables::restore_text(&placed, Family::Ipv4, approx, &mut warnings)?;
+    let v6 = iptables::restore_text(&placed, Family::Ipv6, approx, &mut warnings)?;
+    let header = placement::header(ruleset, &warnings);
     let mut files = Vec::new();
     if let Some(sets) = &sets {
         files.push(File {
@@ -131,7 +109,7 @@ pub fn iptables(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, Emi
     });
     files.push(File {
         name: LOAD_SCRIPT.into(),
-        text: iptables::load_script(ruleset, sets.is_some(), &header),
+        text: placement::load_script(&placed, sets.is_some(), &header),
         kind: FileKind::Script,
     });
     Ok(Emitted { files, warnings })

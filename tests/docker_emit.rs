@@ -1,0 +1,352 @@
+//! `emit --format iptables` against a real Docker daemon (Debian's
+//! docker.io) in a test namespace: the emitted files, loaded with their
+//! load.sh by the same `iptables` dockerd uses, hold published container
+//! ports to the profile, through a dockerd restart, and a ban blocks a
+//! published port. Three namespaces, linked by veth pairs and to nothing
+//! else:
+//!
+//! ```text
+//!   inet (198.51.100.2) ---- host (Docker, emitted rules) ---- wg (10.8.0.2)
+//! ```
+//!
+//! One container listens on 6379 and is published as 6379, 80, 443 and
+//! 8081 of the host: the profile allows web from anywhere, Redis from the
+//! WireGuard group, and names 8081 nowhere.
+
+mod common;
+mod docker {
+    pub mod engine;
+}
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use docker::engine::{have_docker, Engine};
+use fwharden::emit::{self, Approximation};
+use fwharden::netns::Netns;
+use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::eval::{evaluate_published, Meters, Packet};
+use fwharden::ruleset::{CtState, Protocol};
+
+const HOST_INET: &str = "198.51.100.1";
+const HOST_WG: &str = "10.8.0.1";
+const WG_PEER: &str = "10.8.0.2";
+
+const PROFILE: &str = r#"description = "Redis in Docker, for the tunnel only"
+[groups]
+wg = ["10.8.0.0/24"]
+[bans]
+enabled = true
+timeout = "10m"
+[[rule]]
+allow = ["http", "https"]
+[[rule]]
+allow = "redis"
+from = "wg"
+"#;
+
+struct Net {
+    host: Netns,
+    inet: Netns,
+    wg: Netns,
+}
+
+impl Net {
+    fn new() -> Net {
+        let host = Netns::create("dehost").unwrap();
+        let inet = Netns::create("deinet").unwrap();
+        let wg = Netns::create("dewg").unwrap();
+        host.link(&inet, &[&format!("{HOST_INET}/24")], &["198.51.100.2/24"])
+            .unwrap();
+        host.link(
+            &wg,
+            &[&format!("{HOST_WG}/24")],
+            &[&format!("{WG_PEER}/24")],
+        )
+        .unwrap();
+        Net { host, inet, wg }
+    }
+
+    /// `iptables ARGS` in the host namespace, its output.
+    fn iptables(&self, args: &[&str]) -> String {
+        let mut argv = vec!["iptables", "-w", "10"];
+        argv.extend(args);
+        stdout(&self.host.run(&argv).unwrap())
+    }
+}
+
+/// Whether a TCP connection from `from` to `addr:port` is answered by the
+/// container's `hello`. A dropped SYN gives up after 2 s.
+fn reaches(from: &Netns, addr: &str, port: u16) -> bool {
+    from.verify().unwrap();
+    let out = from
+        .command("timeout")
+        .args(["5", "busybox", "nc", "-w", "2", addr, &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    stdout(&out).contains("hello")
+}
+
+/// Checks every (who, port, expected) in parallel and reports every
+/// mismatch at once.
+fn assert_matrix(net: &Net, stage: &str, cases: &[(&str, u16, bool)]) {
+    let wrong: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|&(who, port, expected)| {
+                s.spawn(move || {
+                    let (ns, addr) = match who {
+                        "inet" => (&net.inet, HOST_INET),
+                        _ => (&net.wg, HOST_WG),
+                    };
+                    let got = reaches(ns, addr, port);
+                    (got != expected).then(|| {
+                        let want = if expected { "open" } else { "filtered" };
+                        format!("{who} -> {addr}:{port}: expected {want}")
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(wrong.is_empty(), "{stage}: {wrong:?}");
+}
+
+/// The matrix the profile promises.
+const PROFILE_MATRIX: &[(&str, u16, bool)] = &[
+    ("wg", 6379, true),
+    ("inet", 6379, false),
+    ("inet", 80, true),
+    ("inet", 443, true),
+    ("wg", 443, true),
+    ("inet", 8081, false),
+    ("wg", 8081, false),
+];
+
+/// The profile's emitted files, in a directory of their own; `defaults`
+/// go in a `[defaults]` table before the rest. Checks first that
+/// [`PROFILE_MATRIX`] is what the model decides for the profile's
+/// published ports, so the matrix the files must pass is the model's.
+fn emitted(defaults: &str) -> tempfile::TempDir {
+    let profiles = tempfile::tempdir().unwrap();
+    let (description, body) = PROFILE.split_once('\n').unwrap();
+    let text = format!("{description}\n[defaults]\n{defaults}\n{body}");
+    std::fs::write(profiles.path().join("docker-emit.toml"), text).unwrap();
+    let loaded = load(
+        "docker-emit",
+        &SearchPath::only(vec![profiles.path().to_path_buf()]),
+    );
+    let ruleset = fwharden::compile::compile(&loaded.profile.expect("a valid profile"));
+    for &(who, port, open) in PROFILE_MATRIX {
+        let source = if who == "inet" {
+            "198.51.100.2"
+        } else {
+            WG_PEER
+        };
+        let packet = Packet {
+            source: source.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            dport: port,
+            interface: None,
+            state: CtState::New,
+        };
+        let decision = evaluate_published(&ruleset, &packet, Meters::Fresh);
+        assert_eq!(decision.accepted(), open, "{who} -> {port}: {decision:?}");
+    }
+    let e = emit::iptables(&ruleset, Approximation::Refuse).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("fwharden-demit-")
+        .tempdir()
+        .unwrap();
+    for f in &e.files {
+        std::fs::write(dir.path().join(&f.name), &f.text).unwrap();
+    }
+    dir
+}
+
+fn load_sh(net: &Net, dir: &Path) {
+    let script = dir.join(emit::LOAD_SCRIPT);
+    net.host
+        .run(&["sh", &script.to_string_lossy()])
+        .unwrap_or_else(|e| panic!("load.sh: {e}"));
+}
+
+/// The jumps into fwharden's chains, in DOCKER-USER's order.
+fn ours_in_docker_user(net: &Net) -> Vec<String> {
+    net.iptables(&["-S", "DOCKER-USER"])
+        .lines()
+        .filter(|l| l.starts_with("-A DOCKER-USER -j FWHARDEN-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
+    let test = "emitted_iptables_hold_published_ports_through_a_dockerd_restart";
+    if !privileged(test) || !have_docker(test) {
+        return;
+    }
+    let before = host_tables();
+    let files = emitted("");
+    let net = Net::new();
+
+    // Loaded before Docker runs: load.sh makes DOCKER-USER and the jump to
+    // it from FORWARD, which dockerd then keeps.
+    load_sh(&net, files.path());
+    let mut engine = Engine::start(&net.host);
+    engine.run_listener(
+        "redis",
+        6379,
+        &["6379:6379", "80:6379", "443:6379", "8081:6379"],
+    );
+    let ours = [
+        "-A DOCKER-USER -j FWHARDEN-BANS-FORWARD",
+        "-A DOCKER-USER -j FWHARDEN-CONTAINERS",
+    ];
+    let forward = net.iptables(&["-S", "FORWARD"]);
+    let user = net.iptables(&["-S", "DOCKER-USER"]);
+    eprintln!("after dockerd started:\n{forward}{user}");
+    assert_eq!(
+        forward.lines().nth(1),
+        Some("-A FORWARD -j DOCKER-USER"),
+        "dockerd puts its DOCKER-USER jump first:\n{forward}"
+    );
+    assert_eq!(ours_in_docker_user(&net), ours, "{user}");
+    assert_matrix(&net, "loaded before dockerd started", PROFILE_MATRIX);
+
+    // dockerd rewrites its chains when it starts again: it keeps
+    // DOCKER-USER's rules and moves its jump back to the head of FORWARD.
+    engine.stop_dockerd();
+    engine.start_dockerd();
+    assert!(
+        wait_until(Duration::from_secs(30), || reaches(&net.wg, HOST_WG, 6379)),
+        "the container is back after the restart"
+    );
+    let user = net.iptables(&["-S", "DOCKER-USER"]);
+    eprintln!(
+        "after a dockerd restart:\n{}{user}",
+        net.iptables(&["-S", "FORWARD"])
+    );
+    assert_eq!(ours_in_docker_user(&net), ours, "{user}");
+    assert_matrix(&net, "after a dockerd restart", PROFILE_MATRIX);
+
+    // Loaded again while Docker runs: our chains are replaced, the jumps
+    // are not doubled.
+    load_sh(&net, files.path());
+    assert_eq!(ours_in_docker_user(&net), ours);
+    assert_matrix(&net, "reloaded", PROFILE_MATRIX);
+
+    // A ban holds for published ports too (the forward ban chain), and
+    // lifting it opens them again.
+    net.host
+        .run(&["ipset", "add", "fwharden-ban_v4", WG_PEER])
+        .unwrap();
+    assert_matrix(
+        &net,
+        "wg banned",
+        &[("wg", 6379, false), ("wg", 443, false)],
+    );
+    net.host
+        .run(&["ipset", "del", "fwharden-ban_v4", WG_PEER])
+        .unwrap();
+    assert_matrix(&net, "wg unbanned", &[("wg", 6379, true)]);
+
+    assert!(
+        container_reaches_out(&engine, &net, Duration::from_secs(10)),
+        "a container reaches the internet through the host"
+    );
+
+    // forward = "drop": FWHARDEN-FORWARD goes under DOCKER-USER after the
+    // containers chain. Published ports still follow the profile (its
+    // DNAT accept is a RETURN to Docker's chains), and a container's own
+    // connections are dropped, as by the nftables forward chain: placed in
+    // FORWARD, Docker's `-i docker0 ! -o docker0 -j ACCEPT` would run first.
+    let fwdrop = emitted("forward = \"drop\"");
+    load_sh(&net, fwdrop.path());
+    assert_matrix(&net, "forward = drop", PROFILE_MATRIX);
+    assert!(
+        !container_reaches_out(&engine, &net, Duration::ZERO),
+        "forward = drop: the container's connection is dropped"
+    );
+    // Back to the first profile: FWHARDEN-FORWARD is emptied with the
+    // reload, still hooked but returning at once.
+    load_sh(&net, files.path());
+    assert_eq!(
+        net.iptables(&["-S", "FWHARDEN-FORWARD"]),
+        "-N FWHARDEN-FORWARD\n"
+    );
+    assert!(
+        container_reaches_out(&engine, &net, Duration::from_secs(10)),
+        "forward = accept again: the container reaches out"
+    );
+    assert_matrix(&net, "back to forward = accept", PROFILE_MATRIX);
+
+    // Without fwharden's containers chain Docker alone decides, and the
+    // published Redis is open to the internet: the checks above can fail.
+    net.iptables(&["-D", "DOCKER-USER", "-j", "FWHARDEN-CONTAINERS"]);
+    assert_matrix(
+        &net,
+        "without FWHARDEN-CONTAINERS",
+        &[("inet", 6379, true), ("inet", 8081, true)],
+    );
+
+    drop(engine);
+    drop(net);
+    assert_eq!(
+        host_tables(),
+        before,
+        "the machine's own tables are unchanged"
+    );
+}
+
+/// Whether the container reaches a listener on the internet side within
+/// `limit` (one attempt when zero).
+fn container_reaches_out(engine: &Engine, net: &Net, limit: Duration) -> bool {
+    let mut listener = net
+        .inet
+        .command("busybox")
+        .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Listening before the container tries: the host's own connection is
+    // not forwarded, so no chain of the test stands in its way.
+    let listening = wait_until(Duration::from_secs(10), || {
+        let out = net
+            .host
+            .command("timeout")
+            .args(["5", "busybox", "nc", "-w", "2", "198.51.100.2", "7000"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        stdout(&out).contains("outbound")
+    });
+    let attempt = || {
+        let out = engine.docker(&[
+            "exec",
+            "redis",
+            "/bin/busybox",
+            "nc",
+            "-w",
+            "2",
+            "198.51.100.2",
+            "7000",
+        ]);
+        stdout(&out).contains("outbound")
+    };
+    let reached = match (listening, limit.is_zero()) {
+        (false, _) => None,
+        (true, true) => Some(attempt()),
+        (true, false) => Some(wait_until(limit, attempt)),
+    };
+    let _ = listener.kill();
+    let _ = listener.wait();
+    reached.expect("the listener on the internet side answers the host")
+}
