@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::plan::{Outcome, Plan};
+use super::plan::{Destination, Outcome, Plan};
 use super::replica::Observed;
 use super::send::Got;
 
@@ -27,6 +27,8 @@ pub struct Row {
     pub interface: String,
     /// `22/tcp`, `ping`, or for a rate limit `22/tcp #1` and `22/tcp by #16`.
     pub service: String,
+    /// The host itself, or a port it publishes for a container.
+    pub to: Destination,
     pub expected: Outcome,
     pub got: Got,
     /// The rule that decides, by the model.
@@ -66,6 +68,7 @@ impl Report {
                 source: p.source,
                 interface: p.interface.clone(),
                 service: p.service.to_string(),
+                to: p.to,
                 expected: p.expected,
                 got: got.clone(),
                 rule: p.rule.clone(),
@@ -79,6 +82,7 @@ impl Report {
                 source: r.source,
                 interface: r.interface.clone(),
                 service: format!("{} #1", r.service),
+                to: Destination::Host,
                 expected: r.first,
                 got: seen.first.clone(),
                 rule: r.first_rule.clone(),
@@ -89,6 +93,7 @@ impl Report {
                 source: r.source,
                 interface: r.interface.clone(),
                 service: format!("{} by #{}", r.service, r.attempts),
+                to: Destination::Host,
                 expected: r.spent,
                 got: seen.later.clone(),
                 rule: r.spent_rule.clone(),
@@ -160,7 +165,10 @@ impl Report {
                 mark.into(),
                 r.source.to_string(),
                 r.interface.clone(),
-                r.service.clone(),
+                match r.to {
+                    Destination::Host => r.service.clone(),
+                    to => format!("{} {}", r.service, to.marker()),
+                },
                 r.expected.as_str().into(),
                 r.got.describe(),
                 r.rule.clone(),

@@ -201,6 +201,7 @@ pub fn scan(
                 source,
                 interface: interface.clone(),
                 service: service.to_string(),
+                to: plan::Destination::Host,
                 expected,
                 got,
                 rule: d.comment,
