@@ -263,12 +263,13 @@ fn the_replica_is_removed_on_drop_and_on_panic() {
     let names = |r: &probe::replica::Replica| -> Vec<String> {
         let mut n = vec![r.target().name().to_string()];
         n.extend(r.links().iter().map(|l| l.peer.name().to_string()));
+        n.extend(r.container().map(|c| c.name().to_string()));
         n
     };
     let built = {
         let replica = probe::replica::Replica::build(&plan, &ruleset).unwrap();
         let names = names(&replica);
-        assert_eq!(names.len(), 3, "target, eth0 peer, wg0 peer");
+        assert_eq!(names.len(), 4, "target, eth0 peer, wg0 peer, container");
         assert!(names.iter().all(|n| netns_exists(n)));
         names
     };
@@ -283,7 +284,7 @@ fn the_replica_is_removed_on_drop_and_on_panic() {
     });
     assert!(result.is_err());
     let seen = seen.into_inner().unwrap();
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 4);
     for n in &seen {
         assert!(!netns_exists(n), "{n} survived the panic");
     }

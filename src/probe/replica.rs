@@ -323,6 +323,12 @@ impl Replica {
         &self.target
     }
 
+    /// The container namespace behind the target, when the plan probes
+    /// published ports.
+    pub fn container(&self) -> Option<&Netns> {
+        self.container.as_ref().map(|c| c.netns())
+    }
+
     /// Sends every probe of `plan`, all in flight at once, while every
     /// rate-limit sequence runs on a thread of its own (the plan keeps
     /// other probes off their meters), and returns what each saw.

@@ -58,6 +58,10 @@ pub struct Container {
 }
 
 impl Container {
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
     /// Builds the container namespace, its link to `target`, the routes,
     /// the nat table, and a listener on `port` (TCP, and UDP sockets
     /// returned for the caller's echo thread).
