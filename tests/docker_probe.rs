@@ -220,6 +220,41 @@ fn compare(net: &Net, profile: &str) -> Vec<bool> {
     real
 }
 
+/// `fwharden scan` from each real client, naming the ports Docker
+/// publishes: every row matches (published 80 and 443 answer from the
+/// container, 6379 only for the group), and the published rows say so.
+fn scan_published(net: &Net) {
+    let published = "6379/tcp,80/tcp,443/tcp,8081/tcp";
+    for (ns, host, from, via) in [
+        (&net.inet, HOST_INET, "any", "eth0"),
+        (&net.wg, HOST_WG, "wg", "wg0"),
+    ] {
+        let out = fw_in(ns, net.host.dir())
+            .arg("--profile-dir")
+            .arg(net.profiles.path())
+            .args(["--json", "scan", host, "--profile", "dp-filter"])
+            .args(["--from", from, "--via", via, "--published", published])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+        assert_eq!(out.status.code(), Some(0), "scan from {from}: {v:#}");
+        let rows = v["rows"].as_array().unwrap();
+        let row = |service: &str| {
+            rows.iter()
+                .find(|r| r["service"] == service)
+                .unwrap_or_else(|| panic!("no row {service}: {v:#}"))
+        };
+        for port in ["6379/tcp", "80/tcp", "443/tcp", "8081/tcp"] {
+            assert_eq!(row(port)["to"], "published", "{v:#}");
+        }
+        let redis = row("6379/tcp");
+        let want = if from == "wg" { "open" } else { "filtered" };
+        assert_eq!(redis["expected"], want, "{v:#}");
+        assert_eq!(row("80/tcp")["got"]["detail"], "open", "{v:#}");
+    }
+}
+
 #[test]
 fn probe_verdicts_for_published_ports_match_a_real_client_of_docker() {
     let test = "probe_verdicts_for_published_ports_match_a_real_client_of_docker";
@@ -244,6 +279,7 @@ fn probe_verdicts_for_published_ports_match_a_real_client_of_docker() {
     // Web open, Redis for the group only, 8081 for nobody: both verdicts
     // occur, so agreement is not agreement on one answer.
     assert_eq!(filter, [false, true, true, true, false, false]);
+    scan_published(&net);
     let ignore = compare(&net, "dp-ignore");
     assert!(ignore.iter().all(|&open| open), "{ignore:?}");
 

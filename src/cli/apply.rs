@@ -142,6 +142,7 @@ fn summary(report: &Report) -> Value {
     json!({
         "passed": report.passed,
         "probes": report.probes,
+        "published": report.published(),
         "mismatches": report.mismatches,
         "inconclusive": report.inconclusive,
         "elapsed_ms": report.elapsed_ms,

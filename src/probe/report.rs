@@ -127,17 +127,27 @@ impl Report {
         self.rows.iter().filter(|r| r.status != Status::Match)
     }
 
+    /// How many rows probe a published container port.
+    pub fn published(&self) -> usize {
+        let published = |r: &&Row| r.to == Destination::Published;
+        self.rows.iter().filter(published).count()
+    }
+
     /// One line: how many probes, how many failed, how long it took.
     pub fn summary(&self) -> String {
         let secs = self.elapsed_ms as f64 / 1000.0;
+        let published = match self.published() {
+            0 => String::new(),
+            n => format!(", {n} of them to published container ports"),
+        };
         if self.passed {
             format!(
-                "profile {}: all {} probes match ({secs:.2} s)",
+                "profile {}: all {} probes match{published} ({secs:.2} s)",
                 self.profile, self.probes
             )
         } else {
             format!(
-                "profile {}: {} of {} probes do not match, {} inconclusive ({secs:.2} s)",
+                "profile {}: {} of {} probes do not match, {} inconclusive{published} ({secs:.2} s)",
                 self.profile, self.mismatches, self.probes, self.inconclusive
             )
         }
