@@ -22,7 +22,7 @@ use crate::netns::NetnsError;
 use crate::nft::NftError;
 use crate::ruleset::{Family, Ruleset};
 
-pub use plan::{Outcome, Plan, Service};
+pub use plan::{Destination, Outcome, Plan, Service};
 pub use report::{Report, Row, Status};
 
 #[derive(Debug, Error)]
