@@ -269,7 +269,13 @@ fn expect(
     };
     match to {
         Destination::Host => eval::evaluate_with(ruleset, Hook::Input, &packet, meters),
-        Destination::Published => eval::evaluate_published(ruleset, &packet, meters),
+        Destination::Published => {
+            let mut d = eval::evaluate_published(ruleset, &packet, meters);
+            if d.rule.is_none() && !ruleset.chains.iter().any(|c| c.hook == Hook::Forward) {
+                d.comment = published::LEFT_TO_ENGINE.into();
+            }
+            d
+        }
     }
 }
 

@@ -211,3 +211,58 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::plan::{Probe, Service};
+
+    fn probe(to: Destination, expected: Outcome) -> Probe {
+        Probe {
+            source: "203.0.113.200".parse().unwrap(),
+            interface: "eth0".into(),
+            service: Service::Tcp(6379),
+            to,
+            expected,
+            rule: "r".into(),
+            why: "w".into(),
+        }
+    }
+
+    #[test]
+    fn published_rows_are_marked_and_counted() {
+        let plan = Plan {
+            profile: "p".into(),
+            interfaces: vec!["eth0".into()],
+            probes: vec![
+                probe(Destination::Host, Outcome::Filtered),
+                probe(Destination::Published, Outcome::Filtered),
+            ],
+            rate_probes: vec![],
+            container_port: 9,
+        };
+        let observed = Observed {
+            probes: vec![Got::Seen(Outcome::Filtered), Got::Seen(Outcome::Open)],
+            rates: vec![],
+        };
+        let report = Report::compare(&plan, &observed, Duration::ZERO);
+        assert_eq!((report.mismatches, report.published()), (1, 1));
+        let table = report.table();
+        let first = table.lines().nth(1).unwrap();
+        assert!(
+            first.starts_with("MISMATCH") && first.contains("6379/tcp published (container)"),
+            "{table}"
+        );
+        let host = table.lines().nth(2).unwrap();
+        assert!(!host.contains("published"), "{table}");
+        assert!(
+            report
+                .summary()
+                .contains("1 of 2 probes do not match, 0 inconclusive, 1 of them to published container ports"),
+            "{}",
+            report.summary()
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rows"][0]["to"], "published");
+    }
+}

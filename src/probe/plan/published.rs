@@ -25,6 +25,11 @@
 
 use super::*;
 
+/// What decides a published port when no chain of ours is on the forward
+/// hook: the engine's own rules (open, for the engines the tests run).
+pub(super) const LEFT_TO_ENGINE: &str =
+    "no chain of ours on forward: the engine decides (containers = \"ignore\")";
+
 /// A port no rule names is published at the first of these that no rule
 /// of either protocol names (8081: the unnamed port of the Docker tests).
 const UNNAMED: [u16; 5] = [8081, 9000, 5000, 27017, 11211];
