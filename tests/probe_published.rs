@@ -216,3 +216,39 @@ fn probe_json_marks_published_rows() {
     let to = |t: &str| rows.iter().filter(|r| r["to"] == t).count();
     assert!(to("published") > 10 && to("host") > 10, "{v}");
 }
+
+#[test]
+fn without_nft_the_published_probes_are_left_out_and_the_report_says_so() {
+    if !privileged("without_nft_the_published_probes_are_left_out_and_the_report_says_so") {
+        return;
+    }
+    // A PATH with `ip` and nothing else: the replica builds, its DNAT
+    // table cannot be loaded.
+    let bin = tempfile::tempdir().unwrap();
+    let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("ip from iproute2");
+    std::os::unix::fs::symlink(ip, bin.path().join("ip")).unwrap();
+    let out = fwharden()
+        .env("PATH", bin.path())
+        .args([
+            "--profile-dir",
+            "profiles",
+            "--json",
+            "probe",
+            "vps-profile",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("probes of published container ports left out")
+            && notes.contains("nftables"),
+        "{v}"
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["to"] == "host"), "{v}");
+}
