@@ -251,4 +251,24 @@ fn without_nft_the_published_probes_are_left_out_and_the_report_says_so() {
     );
     let rows = v["rows"].as_array().unwrap();
     assert!(rows.iter().all(|r| r["to"] == "host"), "{v}");
+
+    // apply's self-probe passes, and says on stderr and in its JSON what
+    // it did not prove.
+    let host = Host::new("dpnonft");
+    let out = host
+        .fw()
+        .env("PATH", bin.path())
+        .args(["--json", "apply", "vps-profile", "--auto-confirm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["probed"], true, "{v}");
+    assert!(v["probe"]["notes"].to_string().contains("nftables"), "{v}");
+    assert_eq!(v["probe"]["published"], 0, "{v}");
+    assert!(
+        stderr(&out).contains("probes of published container ports left out"),
+        "{}",
+        stderr(&out)
+    );
 }
