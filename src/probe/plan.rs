@@ -135,6 +135,7 @@ pub struct RateProbe {
     pub source: IpAddr,
     pub interface: String,
     pub service: Service,
+    pub to: Destination,
     pub rate: String,
     pub attempts: u32,
     pub first: Outcome,
@@ -177,21 +178,27 @@ impl Plan {
     /// each.
     pub fn services(&self) -> BTreeSet<Service> {
         let host = self.probes.iter().filter(|p| p.to == Destination::Host);
+        let rates = self
+            .rate_probes
+            .iter()
+            .filter(|r| r.to == Destination::Host);
         let a = host.map(|p| p.service);
-        a.chain(self.rate_probes.iter().map(|r| r.service))
-            .collect()
+        a.chain(rates.map(|r| r.service)).collect()
     }
 
     /// Whether any probe goes to a published container port.
     pub fn has_published(&self) -> bool {
-        self.probes.iter().any(|p| p.to == Destination::Published)
+        let published = Destination::Published;
+        self.probes.iter().any(|p| p.to == published)
+            || self.rate_probes.iter().any(|r| r.to == published)
     }
 
     /// Leaves out every probe of a published port; returns how many.
     pub fn without_published(&mut self) -> usize {
-        let before = self.probes.len();
+        let before = self.probes.len() + self.rate_probes.len();
         self.probes.retain(|p| p.to == Destination::Host);
-        before - self.probes.len()
+        self.rate_probes.retain(|r| r.to == Destination::Host);
+        before - self.probes.len() - self.rate_probes.len()
     }
 }
 
@@ -230,6 +237,31 @@ impl Builder<'_> {
             rule: d.comment,
             why,
         });
+    }
+}
+
+/// The rate-limit sequence of `service` from `source` to `to`.
+fn rate_probe(
+    ruleset: &Ruleset,
+    to: Destination,
+    source: IpAddr,
+    interface: &str,
+    service: Service,
+    rate: Rate,
+) -> RateProbe {
+    let first = expect(ruleset, to, source, interface, service, Meters::Fresh);
+    let spent = expect(ruleset, to, source, interface, service, Meters::Spent);
+    RateProbe {
+        source,
+        interface: interface.to_string(),
+        service,
+        to,
+        rate: format!("{}/{} burst {}", rate.count, rate.unit.as_str(), rate.burst),
+        attempts: (rate.count + rate.burst + 1).min(64),
+        first: Outcome::of(first.verdict),
+        first_rule: first.comment,
+        spent: Outcome::of(spent.verdict),
+        spent_rule: spent.comment,
     }
 }
 
@@ -338,39 +370,18 @@ pub fn build(ruleset: &Ruleset) -> Plan {
             let (Some((source, _)), Some(&service)) = (sources.first(), r.services.first()) else {
                 continue;
             };
-            let first = expect(
-                ruleset,
-                Destination::Host,
-                *source,
-                &on[0],
-                service,
-                Meters::Fresh,
-            );
-            let spent = expect(
-                ruleset,
-                Destination::Host,
-                *source,
-                &on[0],
-                service,
-                Meters::Spent,
-            );
+            let host = rate_probe(ruleset, Destination::Host, *source, &on[0], service, rate);
             let twice = rate_probes.iter().any(|r: &RateProbe| {
                 r.source == *source && r.service == service && r.interface == on[0]
             });
-            if twice {
-                continue;
+            if !twice {
+                rate_probes.push(host);
             }
-            rate_probes.push(RateProbe {
-                source: *source,
-                interface: on[0].clone(),
-                service,
-                rate: format!("{}/{} burst {}", rate.count, rate.unit.as_str(), rate.burst),
-                attempts: (rate.count + rate.burst + 1).min(64),
-                first: Outcome::of(first.verdict),
-                first_rule: first.comment,
-                spent: Outcome::of(spent.verdict),
-                spent_rule: spent.comment,
-            });
+            if let Some(p) =
+                published::rate_probe(ruleset, &sources, &on[0], service, rate, &rate_probes)
+            {
+                rate_probes.push(p);
+            }
             continue;
         }
         for iface in &on {

@@ -392,7 +392,7 @@ impl Replica {
         let link = self.link(&r.interface).ok_or_else(|| ProbeError::Plan {
             what: format!("interface {}", r.interface),
         })?;
-        let target = link.target(&r.source);
+        let target = link.address(&r.source, r.to);
         let mut seen: Option<RateSeen> = None;
         for n in 1..=r.attempts {
             let mut one = [link

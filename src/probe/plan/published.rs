@@ -128,6 +128,37 @@ impl Builder<'_> {
     }
 }
 
+/// The containers chain's own per-source limit, proven with a sequence to
+/// a published port: from a source of the rule other than every sequence's
+/// so far (the meter counts per source, host and published alike, so two
+/// sequences from one source would race for one bucket), and only where
+/// the limit holds on the published path (the first connection passes, a
+/// spent bucket drops): a sequence whose every attempt is filtered would
+/// wait out each one and prove nothing.
+pub(super) fn rate_probe(
+    ruleset: &Ruleset,
+    sources: &[(IpAddr, String)],
+    interface: &str,
+    service: Service,
+    rate: Rate,
+    sequences: &[RateProbe],
+) -> Option<RateProbe> {
+    sources
+        .iter()
+        .filter(|(a, _)| !sequences.iter().any(|r| r.source == *a))
+        .map(|(a, _)| {
+            super::rate_probe(
+                ruleset,
+                Destination::Published,
+                *a,
+                interface,
+                service,
+                rate,
+            )
+        })
+        .find(|p| p.first == Outcome::Open && p.spent != Outcome::Open)
+}
+
 /// A per-source limit counts a source's new connections to the host and
 /// to its published ports in one meter (the containers chain uses input's
 /// meter set), and every probe must meet the bucket full: published probes

@@ -137,7 +137,7 @@ fn with_containers_ignored_every_published_port_is_open_to_everyone() {
 #[test]
 fn published_probes_stay_within_the_smallest_burst_of_a_source() {
     let body = r#"[groups]
-admin = ["192.0.2.0/24"]
+admin = ["192.0.2.0/24", "198.51.100.0/24"]
 [[rule]]
 allow = "ssh"
 from = "admin"
@@ -147,7 +147,8 @@ burst = 1
     let plan = build(&compiled_text("", body));
     let ssh = Service::Tcp(22);
     // Per source: host and published probes of 22 that the meter counts,
-    // at most the burst (the rate sequence's own source has none).
+    // at most the burst (the two rate sequences' sources, 192.0.2.0 and
+    // 192.0.2.255, have none; 198.51.100.0 and .255 have both kinds).
     let mut per_source: std::collections::BTreeMap<IpAddr, usize> = Default::default();
     for p in plan.probes.iter().filter(|p| p.service == ssh) {
         if p.expected == Outcome::Open {
@@ -177,13 +178,26 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
         find(&plan, "203.0.113.200", "wg0", Service::Tcp(5432)).expected,
         Outcome::Filtered
     );
-    // SSH from the first admin address is the rate sequence's to ask.
+    // SSH from the first address of each group is the rate sequence's to
+    // ask; the containers chain's limit is asked from another address of
+    // the group, where it has one (admin_v4 holds a single address).
     let rate_sources: Vec<String> = plan
         .rate_probes
         .iter()
         .map(|r| r.source.to_string())
         .collect();
-    assert_eq!(rate_sources, ["192.0.2.10", "10.0.0.0", "2001:db8:1::"]);
+    let last = "2001:db8:1:0:ffff:ffff:ffff:ffff";
+    assert_eq!(
+        rate_sources,
+        ["192.0.2.10", "10.0.0.0", "10.0.0.255", "2001:db8:1::", last]
+    );
+    let published: Vec<String> = plan
+        .rate_probes
+        .iter()
+        .filter(|r| r.to == Destination::Published)
+        .map(|r| r.source.to_string())
+        .collect();
+    assert_eq!(published, ["10.0.0.255", last]);
     for p in &plan.probes {
         assert!(
             !(rate_sources.contains(&p.source.to_string()) && p.service == Service::Tcp(22)),
@@ -193,11 +207,6 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
     assert_eq!(
         find(&plan, "192.0.2.10", "eth0", Service::Tcp(23)).expected,
         Outcome::Filtered
-    );
-    let last = "2001:db8:1:0:ffff:ffff:ffff:ffff";
-    assert_eq!(
-        find(&plan, last, "eth0", Service::Tcp(22)).expected,
-        Outcome::Open
     );
     assert_eq!(
         find(&plan, "2001:db8:ffff::200", "eth0", Service::Tcp(22)).expected,
@@ -219,12 +228,13 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
         find(&plan, "2001:db8:ffff::200", "eth0", Service::Ping).expected,
         Outcome::Open
     );
-    assert_eq!(plan.rate_probes.len(), 3, "{:#?}", plan.rate_probes);
-    let r = &plan.rate_probes[0];
-    assert_eq!(
-        (r.first, r.spent, r.attempts),
-        (Outcome::Open, Outcome::Filtered, 16)
-    );
+    assert_eq!(plan.rate_probes.len(), 5, "{:#?}", plan.rate_probes);
+    for r in &plan.rate_probes {
+        assert_eq!(
+            (r.first, r.spent, r.attempts),
+            (Outcome::Open, Outcome::Filtered, 16)
+        );
+    }
 }
 
 #[test]
