@@ -263,12 +263,13 @@ fn the_replica_is_removed_on_drop_and_on_panic() {
     let names = |r: &probe::replica::Replica| -> Vec<String> {
         let mut n = vec![r.target().name().to_string()];
         n.extend(r.links().iter().map(|l| l.peer.name().to_string()));
+        n.extend(r.container().map(|c| c.name().to_string()));
         n
     };
     let built = {
         let replica = probe::replica::Replica::build(&plan, &ruleset).unwrap();
         let names = names(&replica);
-        assert_eq!(names.len(), 3, "target, eth0 peer, wg0 peer");
+        assert_eq!(names.len(), 4, "target, eth0 peer, wg0 peer, container");
         assert!(names.iter().all(|n| netns_exists(n)));
         names
     };
@@ -283,7 +284,7 @@ fn the_replica_is_removed_on_drop_and_on_panic() {
     });
     assert!(result.is_err());
     let seen = seen.into_inner().unwrap();
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 4);
     for n in &seen {
         assert!(!netns_exists(n), "{n} survived the panic");
     }
@@ -395,7 +396,14 @@ fn probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect() {
             && first.contains("443/tcp"),
         "{text}"
     );
-    assert!(text.contains("1 of 15 probes do not match"), "{text}");
+    // The published twin fails the same way: the client cannot resolve
+    // the host's address to connect to its published port either.
+    let second = text.lines().nth(2).unwrap();
+    assert!(
+        second.starts_with("MISMATCH") && second.contains("443/tcp published (container)"),
+        "{text}"
+    );
+    assert!(text.contains("2 of 23 probes do not match"), "{text}");
 }
 
 /// vps-profile with its admin group grown to `n` IPv4 hosts.

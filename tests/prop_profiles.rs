@@ -835,8 +835,12 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
                 row.status == probe::Status::Match && !row.service.ends_with("by #64")
             };
             uncompared.set(uncompared.get() + nft.rows.iter().filter(|r| !predictable(r)).count());
-            let key =
-                |row: &probe::Row| format!("{} {} {}", row.source, row.interface, row.service);
+            let key = |row: &probe::Row| {
+                format!(
+                    "{} {} {} {:?}",
+                    row.source, row.interface, row.service, row.to
+                )
+            };
             let kept: std::collections::BTreeSet<String> =
                 nft.rows.iter().filter(predictable).map(key).collect();
             let seen = |r: &probe::Report| -> Vec<String> {

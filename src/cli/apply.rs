@@ -105,6 +105,12 @@ fn prove(
             out["probed"] = json!(true);
             out["probe"] = summary(&report);
             if report.passed {
+                // What the probe left out (IPv6 on a kernel without it,
+                // published ports without nft) was not proven: say so. (A
+                // failed probe prints its table, notes included.)
+                for note in &report.notes {
+                    eprintln!("fwharden: note: {note}");
+                }
                 if !json {
                     println!("{}", report.summary());
                 }
@@ -142,9 +148,11 @@ fn summary(report: &Report) -> Value {
     json!({
         "passed": report.passed,
         "probes": report.probes,
+        "published": report.published(),
         "mismatches": report.mismatches,
         "inconclusive": report.inconclusive,
         "elapsed_ms": report.elapsed_ms,
+        "notes": report.notes,
         "failures": report.failures().collect::<Vec<_>>(),
     })
 }

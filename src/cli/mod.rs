@@ -192,6 +192,11 @@ pub enum Command {
         /// one (default: an interface no rule names).
         #[arg(long, value_name = "IFACE")]
         via: Option<String>,
+        /// Ports the host publishes for containers (`6379/tcp`, `53/udp`;
+        /// a bare number is TCP), comma-separated: their rows carry the
+        /// containers chain's verdict.
+        #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = scan::published_port)]
+        published: Vec<crate::probe::Service>,
     },
     /// Write the man pages or the shell completions into DIR (packaging).
     #[command(hide = true)]
@@ -303,11 +308,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             wait_ms,
             retries,
             via,
+            published,
         } => {
             let opts = crate::probe::scan::ScanOptions {
                 wait: std::time::Duration::from_millis(*wait_ms),
                 retries: *retries,
                 interface: via.clone(),
+                published: published.clone(),
             };
             scan::run(&search, host, profile, from, &opts, cli.json)
         }

@@ -64,3 +64,35 @@ pub fn run(
         exit::PROBE_FAILED
     })
 }
+
+/// A published port of `--published`: `6379/tcp`, `53/udp`, or `6379`
+/// (TCP, as Docker's `-p` defaults to).
+pub(super) fn published_port(s: &str) -> Result<crate::probe::Service, String> {
+    use crate::probe::Service;
+    let (port, proto) = s.trim().split_once('/').unwrap_or((s.trim(), "tcp"));
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(format!("{port:?} is not a port (1-65535)")),
+    };
+    match proto {
+        "tcp" => Ok(Service::Tcp(port)),
+        "udp" => Ok(Service::Udp(port)),
+        other => Err(format!("{other:?} is not tcp or udp")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::published_port;
+    use crate::probe::Service;
+
+    #[test]
+    fn published_ports_are_read_as_docker_writes_them() {
+        assert_eq!(published_port("6379/tcp"), Ok(Service::Tcp(6379)));
+        assert_eq!(published_port("53/udp"), Ok(Service::Udp(53)));
+        assert_eq!(published_port("8081"), Ok(Service::Tcp(8081)));
+        assert!(published_port("0").is_err());
+        assert!(published_port("80/sctp").unwrap_err().contains("sctp"));
+        assert!(published_port("http").is_err());
+    }
+}

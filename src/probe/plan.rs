@@ -11,6 +11,10 @@
 //! at its two edges and just outside them. So the plan grows with the
 //! number of rules, sets and interfaces, never with the size of a group or
 //! of a range.
+//!
+//! Published container ports (the `containers` chain on the forward hook)
+//! are planned beside the host's own ports, as probes to a published
+//! address of the replica: see [`published`] for which ports and why.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -19,7 +23,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use read::{pattern_matches, read, Reading, SPOTS, SPOT_PORTS};
 use sources::{outside, outsiders, representatives};
+
+pub use read::concrete;
 
 use crate::ruleset::eval::{self, Decision, IcmpKind, IcmpPacket, Meters, Packet};
 use crate::ruleset::{
@@ -84,6 +91,27 @@ impl Outcome {
     }
 }
 
+/// Where a probe is addressed: which hook of the host decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Destination {
+    /// The host itself: the input chain decides.
+    Host,
+    /// A port the host publishes for a container: DNAT'd to the container
+    /// and forwarded, so the forward hook (the `containers` chain) decides.
+    Published,
+}
+
+impl Destination {
+    /// What a report writes after the port (nothing for the host).
+    pub fn marker(self) -> &'static str {
+        match self {
+            Destination::Host => "",
+            Destination::Published => "published (container)",
+        }
+    }
+}
+
 /// One packet (or connection attempt) and what it must see.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Probe {
@@ -91,6 +119,7 @@ pub struct Probe {
     /// The replica interface it arrives on.
     pub interface: String,
     pub service: Service,
+    pub to: Destination,
     pub expected: Outcome,
     /// The comment of the rule that decides, or the chain policy.
     pub rule: String,
@@ -106,6 +135,7 @@ pub struct RateProbe {
     pub source: IpAddr,
     pub interface: String,
     pub service: Service,
+    pub to: Destination,
     pub rate: String,
     pub attempts: u32,
     pub first: Outcome,
@@ -121,6 +151,11 @@ pub struct Plan {
     pub interfaces: Vec<String>,
     pub probes: Vec<Probe>,
     pub rate_probes: Vec<RateProbe>,
+    /// The port the replica's container listens on (TCP and UDP), which
+    /// every published port is DNAT'd to: one no rule names, so a chain
+    /// that matched the forwarded port instead of the original one would
+    /// be seen dropping what it should pass.
+    pub container_port: u16,
 }
 
 impl Plan {
@@ -139,140 +174,32 @@ impl Plan {
         before - self.probes.len() - self.rate_probes.len()
     }
 
-    /// Every service probed, so the replica listens on each.
+    /// Every service probed on the host itself, so the replica listens on
+    /// each.
     pub fn services(&self) -> BTreeSet<Service> {
-        let a = self.probes.iter().map(|p| p.service);
-        a.chain(self.rate_probes.iter().map(|r| r.service))
-            .collect()
+        let host = self.probes.iter().filter(|p| p.to == Destination::Host);
+        let rates = self
+            .rate_probes
+            .iter()
+            .filter(|r| r.to == Destination::Host);
+        let a = host.map(|p| p.service);
+        a.chain(rates.map(|r| r.service)).collect()
     }
-}
 
-/// Ports nobody names are probed at a few of these, for the default deny.
-const SPOT_PORTS: [u16; 6] = [23, 3306, 8080, 9999, 445, 1];
-/// How many spot ports per protocol.
-const SPOTS: usize = 2;
+    /// Whether any probe goes to a published container port.
+    pub fn has_published(&self) -> bool {
+        let published = Destination::Published;
+        self.probes.iter().any(|p| p.to == published)
+            || self.rate_probes.iter().any(|r| r.to == published)
+    }
 
-/// The concrete name a replica interface gets for an `iifname` pattern:
-/// `wg*` becomes `wg7`. Interface names are at most 15 bytes (IFNAMSIZ).
-pub fn concrete(pattern: &str) -> String {
-    match pattern.strip_suffix('*') {
-        Some("") => "any7".into(),
-        Some(prefix) => {
-            let mut name: String = prefix.chars().take(14).collect();
-            name.push('7');
-            name
-        }
-        None => pattern.to_string(),
+    /// Leaves out every probe of a published port; returns how many.
+    pub fn without_published(&mut self) -> usize {
+        let before = self.probes.len() + self.rate_probes.len();
+        self.probes.retain(|p| p.to == Destination::Host);
+        self.rate_probes.retain(|r| r.to == Destination::Host);
+        before - self.probes.len() - self.rate_probes.len()
     }
-}
-
-fn pattern_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => name == pattern,
-    }
-}
-
-/// A rule of the input chain as the plan reads it.
-struct Reading<'a> {
-    rule: &'a Rule,
-    families: Vec<Family>,
-    set: Option<(Family, &'a str)>,
-    interface: Option<&'a str>,
-    services: Vec<Service>,
-    /// The edges of each range, as (range first, range last) per protocol.
-    ranges: Vec<(Protocol, u16, u16)>,
-    /// The per-source limit and the meter set that counts it.
-    rate: Option<(Rate, &'a str)>,
-}
-
-fn read(rule: &Rule) -> Option<Reading<'_>> {
-    rule.verdict?;
-    let mut r = Reading {
-        rule,
-        families: vec![Family::Ipv4, Family::Ipv6],
-        set: None,
-        interface: None,
-        services: Vec::new(),
-        ranges: Vec::new(),
-        rate: None,
-    };
-    let mut protocols: Option<&[Protocol]> = None;
-    let mut ports = None;
-    let mut ping = false;
-    let mut solicit = false;
-    for m in &rule.matches {
-        match m {
-            Match::Family(f) => r.families = vec![*f],
-            Match::SourceInSet { family, set } => {
-                r.families = vec![*family];
-                r.set = Some((*family, set));
-            }
-            // Loopback traffic cannot carry a foreign source: not probed.
-            Match::InInterface(name) if name == "lo" => return None,
-            Match::InInterface(name) => r.interface = Some(name),
-            Match::OutInterface(_) => return None,
-            // Rules for established or invalid traffic decide no new probe.
-            Match::CtState(states) if !states.contains(&CtState::New) => return None,
-            Match::CtState(_) => {}
-            Match::Protocol(p) => protocols = Some(p),
-            Match::DestPort(p) => ports = Some(p),
-            Match::IcmpType(t) => {
-                ping = t.contains(&IcmpType::EchoRequest);
-                r.families = vec![Family::Ipv4];
-            }
-            Match::Icmpv6Type(t) => {
-                ping = t.contains(&Icmpv6Type::EchoRequest);
-                solicit = t.contains(&Icmpv6Type::NdNeighborSolicit);
-                r.families = vec![Family::Ipv6];
-            }
-            Match::SourceRateOver { rate, set, .. } => r.rate = Some((*rate, set)),
-            // The escape hatch: only in a pending ruleset, for the one
-            // operator address, and shut until the deadline. A probe
-            // proves a profile as compiled, which has none.
-            Match::Source(_) | Match::SourceNotInSet { .. } => return None,
-            // Matches of the containers chain only, never of input.
-            Match::CtStatus(_) | Match::OrigDestPort(_) => return None,
-        }
-    }
-    let is_icmp = rule
-        .matches
-        .iter()
-        .any(|m| matches!(m, Match::IcmpType(_) | Match::Icmpv6Type(_)));
-    if is_icmp {
-        // Only echo requests and neighbour solicitations are answered; the
-        // other essential types are errors, taken in without a word.
-        if ping {
-            r.services.push(Service::Ping);
-        }
-        if solicit {
-            r.services.push(Service::NeighborSolicit);
-        }
-        return (!r.services.is_empty()).then_some(r);
-    }
-    let protocols = protocols.unwrap_or(&[Protocol::Tcp, Protocol::Udp]);
-    for &proto in protocols {
-        let service = |p| match proto {
-            Protocol::Tcp => Service::Tcp(p),
-            Protocol::Udp => Service::Udp(p),
-        };
-        match ports {
-            Some(ranges) => {
-                for range in ranges {
-                    r.services.push(service(range.first));
-                    if range.last != range.first {
-                        r.services.push(service(range.last));
-                    }
-                    r.ranges.push((proto, range.first, range.last));
-                }
-            }
-            // Every port: a rule for "all ports" is probed on spot ports.
-            None => r
-                .services
-                .extend(SPOT_PORTS[..SPOTS].iter().map(|&p| service(p))),
-        }
-    }
-    Some(r)
 }
 
 struct Builder<'a> {
@@ -283,18 +210,29 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn add(&mut self, source: IpAddr, interface: &str, service: Service, why: String) {
-        let exists = self
-            .probes
-            .iter()
-            .any(|p| p.source == source && p.interface == interface && p.service == service);
+        self.add_to(Destination::Host, source, interface, service, why)
+    }
+
+    fn add_to(
+        &mut self,
+        to: Destination,
+        source: IpAddr,
+        interface: &str,
+        service: Service,
+        why: String,
+    ) {
+        let exists = self.probes.iter().any(|p| {
+            p.source == source && p.interface == interface && p.service == service && p.to == to
+        });
         if exists {
             return;
         }
-        let d = expect(self.ruleset, source, interface, service, Meters::Fresh);
+        let d = expect(self.ruleset, to, source, interface, service, Meters::Fresh);
         self.probes.push(Probe {
             source,
             interface: interface.to_string(),
             service,
+            to,
             expected: Outcome::of(d.verdict),
             rule: d.comment,
             why,
@@ -302,9 +240,35 @@ impl Builder<'_> {
     }
 }
 
+/// The rate-limit sequence of `service` from `source` to `to`.
+fn rate_probe(
+    ruleset: &Ruleset,
+    to: Destination,
+    source: IpAddr,
+    interface: &str,
+    service: Service,
+    rate: Rate,
+) -> RateProbe {
+    let first = expect(ruleset, to, source, interface, service, Meters::Fresh);
+    let spent = expect(ruleset, to, source, interface, service, Meters::Spent);
+    RateProbe {
+        source,
+        interface: interface.to_string(),
+        service,
+        to,
+        rate: format!("{}/{} burst {}", rate.count, rate.unit.as_str(), rate.burst),
+        attempts: (rate.count + rate.burst + 1).min(64),
+        first: Outcome::of(first.verdict),
+        first_rule: first.comment,
+        spent: Outcome::of(spent.verdict),
+        spent_rule: spent.comment,
+    }
+}
+
 /// What the model decides for one probe.
 fn expect(
     ruleset: &Ruleset,
+    to: Destination,
     source: IpAddr,
     interface: &str,
     service: Service,
@@ -335,7 +299,16 @@ fn expect(
         interface,
         state: CtState::New,
     };
-    eval::evaluate_with(ruleset, Hook::Input, &packet, meters)
+    match to {
+        Destination::Host => eval::evaluate_with(ruleset, Hook::Input, &packet, meters),
+        Destination::Published => {
+            let mut d = eval::evaluate_published(ruleset, &packet, meters);
+            if d.rule.is_none() && !ruleset.chains.iter().any(|c| c.hook == Hook::Forward) {
+                d.comment = published::LEFT_TO_ENGINE.into();
+            }
+            d
+        }
+    }
 }
 
 /// The plan for `ruleset`. Pure: the same model always gives the same plan.
@@ -402,38 +375,27 @@ pub fn build(ruleset: &Ruleset) -> Plan {
             let Some(&service) = r.services.first() else {
                 continue;
             };
-            let candidates = sources.iter().map(|(a, _)| *a).chain(
-                r.set
-                    .is_none()
-                    .then(|| outsiders(ruleset, &r.families))
-                    .into_iter()
-                    .flatten(),
-            );
-            let mut picked = None;
-            for source in candidates {
-                let taken = metered.contains(&(meter, source));
-                let first = expect(ruleset, source, &on[0], service, Meters::Fresh);
-                let spent = expect(ruleset, source, &on[0], service, Meters::Spent);
-                if !taken && first != spent {
-                    picked = Some((source, first, spent));
-                    break;
-                }
+            let mut candidates = sources.clone();
+            if r.set.is_none() {
+                let anyone = outsiders(ruleset, &r.families).into_iter();
+                candidates.extend(anyone.map(|a| (a, "any source".to_string())));
             }
-            let Some((source, first, spent)) = picked else {
-                continue;
-            };
-            metered.push((meter, source));
-            rate_probes.push(RateProbe {
-                source,
-                interface: on[0].clone(),
-                service,
-                rate: format!("{}/{} burst {}", rate.count, rate.unit.as_str(), rate.burst),
-                attempts: (rate.count + rate.burst + 1).min(64),
-                first: Outcome::of(first.verdict),
-                first_rule: first.comment,
-                spent: Outcome::of(spent.verdict),
-                spent_rule: spent.comment,
-            });
+            let host = candidates
+                .iter()
+                .map(|(a, _)| *a)
+                .filter(|a| !metered.contains(&(meter, *a)))
+                .map(|a| rate_probe(ruleset, Destination::Host, a, &on[0], service, rate))
+                .find(|p| p.first != p.spent);
+            if let Some(p) = host {
+                metered.push((meter, p.source));
+                rate_probes.push(p);
+            }
+            let published =
+                published::rate_probe(ruleset, &candidates, &on[0], service, rate, &rate_probes);
+            if let Some(p) = published {
+                metered.push((meter, p.source));
+                rate_probes.push(p);
+            }
             continue;
         }
         for iface in &on {
@@ -444,6 +406,7 @@ pub fn build(ruleset: &Ruleset) -> Plan {
                 }
             }
         }
+        b.published_rule(*index, r, &sources, &on);
         // Just outside each range, from the first source: a range widened
         // or shifted by one shows here.
         if let Some((source, whence)) = sources.first() {
@@ -497,24 +460,44 @@ pub fn build(ruleset: &Ruleset) -> Plan {
     // sequence, is left to that sequence (whose first attempt is the same
     // question, or one like it). Meters count per source address, so
     // probes from every other source stay.
+    b.published_unnamed(&rules);
+    let container_port = published::container_port(&rules);
     let mut probes = b.probes;
     probes.retain(|p| {
         let limited = || {
-            let fresh = expect(ruleset, p.source, &p.interface, p.service, Meters::Fresh);
-            let spent = expect(ruleset, p.source, &p.interface, p.service, Meters::Spent);
+            let fresh = expect(
+                ruleset,
+                p.to,
+                p.source,
+                &p.interface,
+                p.service,
+                Meters::Fresh,
+            );
+            let spent = expect(
+                ruleset,
+                p.to,
+                p.source,
+                &p.interface,
+                p.service,
+                Meters::Spent,
+            );
             fresh != spent
         };
         !(rate_probes.iter().any(|r| r.source == p.source) && limited())
     });
+    published::within_budget(ruleset, &mut probes);
 
     Plan {
         profile: ruleset.profile.clone(),
         interfaces,
         probes,
         rate_probes,
+        container_port,
     }
 }
 
+mod published;
+mod read;
 pub(crate) mod sources;
 #[cfg(test)]
 mod tests;

@@ -12,21 +12,20 @@
 //! every answer from that address (SYN-ACK, reset, ICMP error, echo reply,
 //! UDP reply) back out of the interface the probe came in on.
 //!
+//! Published container ports: each interface also has a published
+//! address, DNAT'd to a container namespace behind the target (see
+//! [`container`]), so those probes cross the forward hook as a connection
+//! to a port Docker publishes does.
+//!
 //! Dropped in field order, panic included: the UDP echo thread stops, the
 //! listeners close, then the namespaces are deleted (which removes their
 //! veths and their firewall).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
-use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
-use super::plan::{Outcome, Plan, Service};
+use super::plan::{Destination, Outcome, Plan, Service};
 use super::send::{settle, Attempt, Got};
 use super::ProbeError;
 use crate::netns::{Netns, NetnsError};
@@ -49,6 +48,14 @@ pub struct Link {
     pub peer_device: String,
     pub target_v4: Ipv4Addr,
     pub target_v6: Ipv6Addr,
+    /// The routing table that sends answers back out of this interface.
+    pub table: usize,
+    /// The target's published address on this interface: DNAT'd to
+    /// `container_v4`/`container_v6`.
+    pub published_v4: Ipv4Addr,
+    pub published_v6: Ipv6Addr,
+    pub container_v4: Ipv4Addr,
+    pub container_v6: Ipv6Addr,
 }
 
 impl Link {
@@ -58,11 +65,21 @@ impl Link {
             IpAddr::V6(_) => IpAddr::V6(self.target_v6),
         }
     }
+
+    /// Where a probe of `to` from `source` is addressed.
+    pub fn address(&self, source: &IpAddr, to: Destination) -> IpAddr {
+        match (to, source) {
+            (Destination::Host, _) => self.target(source),
+            (Destination::Published, IpAddr::V4(_)) => IpAddr::V4(self.published_v4),
+            (Destination::Published, IpAddr::V6(_)) => IpAddr::V6(self.published_v6),
+        }
+    }
 }
 
 pub struct Replica {
     echo: Option<UdpEcho>,
     tcp: Vec<TcpListener>,
+    container: Option<container::Container>,
     links: Vec<Link>,
     target: Netns,
     loader: Loader,
@@ -101,7 +118,7 @@ pub struct Observed {
 /// Namespaces that cannot be created or entered mean no replica here
 /// (an unprivileged container): a state `apply` reports, not a failure of
 /// the ruleset.
-fn netns_error(e: NetnsError) -> ProbeError {
+pub(super) fn netns_error(e: NetnsError) -> ProbeError {
     match e {
         NetnsError::Create { .. } | NetnsError::Enter { .. } => ProbeError::Unavailable(e),
         e => ProbeError::Replica(e),
@@ -117,12 +134,13 @@ impl Replica {
 
     /// Like [`Replica::build`], with the target's firewall loaded by `loader`.
     pub fn build_with(plan: &Plan, loader: Loader) -> Result<Replica, ProbeError> {
-        Netns::remove_stale(&[TARGET_TAG, PEER_TAG], STALE_AFTER);
+        Netns::remove_stale(&[TARGET_TAG, PEER_TAG, container::TAG], STALE_AFTER);
         let target = Netns::create(TARGET_TAG).map_err(netns_error)?;
         let sources = plan.sources();
         let mut replica = Replica {
             echo: None,
             tcp: Vec::new(),
+            container: None,
             links: Vec::new(),
             target,
             loader,
@@ -139,12 +157,22 @@ impl Replica {
         let mut rules_v6 = Vec::new();
         let mut n = 0u16;
         for (i, (interface, peer)) in plan.interfaces.iter().zip(peers).enumerate() {
-            let (v4, v6) = loop {
+            let (v4, v6, (p4, p6, c4, c6)) = loop {
                 n += 1;
                 let v4 = Ipv4Addr::new(198, 18, (n >> 8) as u8, n as u8);
                 let v6 = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, n);
-                if !sources.contains(&IpAddr::V4(v4)) && !sources.contains(&IpAddr::V6(v6)) {
-                    break (v4, v6);
+                let more = container::addresses(n);
+                let (p4, p6, c4, c6) = more;
+                let all = [
+                    v4.into(),
+                    v6.into(),
+                    p4.into(),
+                    p6.into(),
+                    c4.into(),
+                    c6.into(),
+                ];
+                if !all.iter().any(|a: &IpAddr| sources.contains(a)) {
+                    break (v4, v6, more);
                 }
             };
             let device = format!("p{i}");
@@ -157,6 +185,8 @@ impl Replica {
                 format!("link set {interface} up"),
                 format!("addr add {v4}/32 dev {interface}"),
                 format!("addr add {v6}/128 dev {interface} nodad"),
+                format!("addr add {p4}/32 dev {interface}"),
+                format!("addr add {p6}/128 dev {interface} nodad"),
                 format!("route add 0.0.0.0/0 dev {interface} table {table}"),
                 format!("route add ::/0 dev {interface} table {table}"),
                 format!("rule add from {v4} lookup {table}"),
@@ -168,6 +198,11 @@ impl Replica {
                 peer_device: device,
                 target_v4: v4,
                 target_v6: v6,
+                table,
+                published_v4: p4,
+                published_v6: p6,
+                container_v4: c4,
+                container_v6: c6,
             });
         }
         replica.target.ip_batch(&[], &lines).map_err(netns_error)?;
@@ -175,6 +210,18 @@ impl Replica {
             .target
             .ip_batch(&["-6"], &rules_v6)
             .map_err(netns_error)?;
+        // The target routes by source address only (a table per link), so
+        // an ICMP error it sends for a forwarded packet (a reject of the
+        // containers chain) needs the inbound link's address as its source
+        // to find its way back; by default it would have none, and no route.
+        replica
+            .target
+            .run_in(|| std::fs::write("/proc/sys/net/ipv4/icmp_errors_use_inbound_ifaddr", "1"))
+            .map_err(netns_error)?
+            .map_err(|source| ProbeError::Setting {
+                what: "net.ipv4.icmp_errors_use_inbound_ifaddr of the target namespace",
+                source,
+            })?;
         for link in &replica.links {
             link.peer
                 .ip_batch(&[], &peer_lines(link, &sources))
@@ -190,7 +237,14 @@ impl Replica {
                 })?;
         }
         replica.load()?;
-        replica.listen(&plan.services())?;
+        let mut udp = Vec::new();
+        if plan.has_published() {
+            let (c, sockets) =
+                container::Container::build(&replica.target, &replica.links, plan.container_port)?;
+            replica.container = Some(c);
+            udp = sockets;
+        }
+        replica.listen(&plan.services(), udp)?;
         Ok(replica)
     }
 
@@ -218,7 +272,13 @@ impl Replica {
             .map_err(netns_error)?
     }
 
-    fn listen(&mut self, services: &BTreeSet<Service>) -> Result<(), ProbeError> {
+    /// Opens the target's listeners; the echo thread also answers on
+    /// `more` (the container's UDP sockets).
+    fn listen(
+        &mut self,
+        services: &BTreeSet<Service>,
+        more: Vec<UdpSocket>,
+    ) -> Result<(), ProbeError> {
         let links = &self.links;
         let (tcp, udp) = self
             .target
@@ -255,6 +315,8 @@ impl Replica {
             })
             .map_err(netns_error)??;
         self.tcp = tcp;
+        let mut udp = udp;
+        udp.extend(more);
         if !udp.is_empty() {
             self.echo = Some(UdpEcho::start(udp));
         }
@@ -271,6 +333,12 @@ impl Replica {
 
     pub fn target(&self) -> &Netns {
         &self.target
+    }
+
+    /// The container namespace behind the target, when the plan probes
+    /// published ports.
+    pub fn container(&self) -> Option<&Netns> {
+        self.container.as_ref().map(|c| c.netns())
     }
 
     /// Sends every probe of `plan`, all in flight at once, while every
@@ -309,7 +377,7 @@ impl Replica {
                             let p = &plan.probes[i];
                             (
                                 i,
-                                Attempt::start(p.source, link.target(&p.source), p.service),
+                                Attempt::start(p.source, link.address(&p.source, p.to), p.service),
                             )
                         })
                         .collect::<Vec<_>>()
@@ -336,7 +404,7 @@ impl Replica {
         let link = self.link(&r.interface).ok_or_else(|| ProbeError::Plan {
             what: format!("interface {}", r.interface),
         })?;
-        let target = link.target(&r.source);
+        let target = link.address(&r.source, r.to);
         let mut seen: Option<RateSeen> = None;
         for n in 1..=r.attempts {
             let mut one = [link
@@ -377,7 +445,7 @@ impl Replica {
 /// disabled on its interfaces; the replica's interfaces need it on. (A
 /// kernel without IPv6 at all has no such setting: the probe then leaves
 /// IPv6 out, see `prove_loaded`.)
-fn enable_ipv6(ns: &Netns) -> Result<(), ProbeError> {
+pub(super) fn enable_ipv6(ns: &Netns) -> Result<(), ProbeError> {
     let set = || -> std::io::Result<()> {
         for conf in ["all", "default"] {
             let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
@@ -407,56 +475,16 @@ fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
             IpAddr::V6(a) => format!("addr add {a}/128 dev {dev} nodad"),
         });
     }
-    lines.push(format!("route add {}/32 dev {dev}", link.target_v4));
-    lines.push(format!("route add {}/128 dev {dev}", link.target_v6));
+    for a in [link.target_v4, link.published_v4] {
+        lines.push(format!("route add {a}/32 dev {dev}"));
+    }
+    for a in [link.target_v6, link.published_v6] {
+        lines.push(format!("route add {a}/128 dev {dev}"));
+    }
     lines
 }
 
-/// Answers every datagram on the replica's UDP sockets with its own bytes,
-/// on a thread of its own until dropped.
-struct UdpEcho {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl UdpEcho {
-    fn start(sockets: Vec<UdpSocket>) -> UdpEcho {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while !flag.load(Ordering::Relaxed) {
-                let mut fds: Vec<PollFd> = sockets
-                    .iter()
-                    .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-                    .collect();
-                // Short, so a drop is never kept waiting.
-                if poll(&mut fds, PollTimeout::from(20u8)).is_err() {
-                    continue;
-                }
-                let ready: Vec<usize> = (0..fds.len())
-                    .filter(|&i| fds[i].revents().is_some_and(|r| !r.is_empty()))
-                    .collect();
-                drop(fds);
-                for i in ready {
-                    if let Ok((n, from)) = sockets[i].recv_from(&mut buf) {
-                        let _ = sockets[i].send_to(&buf[..n], from);
-                    }
-                }
-            }
-        });
-        UdpEcho {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+mod container;
+mod echo;
+pub use container::have_nft;
+use echo::UdpEcho;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::plan::{Outcome, Plan};
+use super::plan::{Destination, Outcome, Plan};
 use super::replica::Observed;
 use super::send::Got;
 
@@ -27,6 +27,8 @@ pub struct Row {
     pub interface: String,
     /// `22/tcp`, `ping`, or for a rate limit `22/tcp #1` and `22/tcp by #16`.
     pub service: String,
+    /// The host itself, or a port it publishes for a container.
+    pub to: Destination,
     pub expected: Outcome,
     pub got: Got,
     /// The rule that decides, by the model.
@@ -66,6 +68,7 @@ impl Report {
                 source: p.source,
                 interface: p.interface.clone(),
                 service: p.service.to_string(),
+                to: p.to,
                 expected: p.expected,
                 got: got.clone(),
                 rule: p.rule.clone(),
@@ -79,6 +82,7 @@ impl Report {
                 source: r.source,
                 interface: r.interface.clone(),
                 service: format!("{} #1", r.service),
+                to: r.to,
                 expected: r.first,
                 got: seen.first.clone(),
                 rule: r.first_rule.clone(),
@@ -89,6 +93,7 @@ impl Report {
                 source: r.source,
                 interface: r.interface.clone(),
                 service: format!("{} by #{}", r.service, r.attempts),
+                to: r.to,
                 expected: r.spent,
                 got: seen.later.clone(),
                 rule: r.spent_rule.clone(),
@@ -122,17 +127,27 @@ impl Report {
         self.rows.iter().filter(|r| r.status != Status::Match)
     }
 
+    /// How many rows probe a published container port.
+    pub fn published(&self) -> usize {
+        let published = |r: &&Row| r.to == Destination::Published;
+        self.rows.iter().filter(published).count()
+    }
+
     /// One line: how many probes, how many failed, how long it took.
     pub fn summary(&self) -> String {
         let secs = self.elapsed_ms as f64 / 1000.0;
+        let published = match self.published() {
+            0 => String::new(),
+            n => format!(", {n} of them to published container ports"),
+        };
         if self.passed {
             format!(
-                "profile {}: all {} probes match ({secs:.2} s)",
+                "profile {}: all {} probes match{published} ({secs:.2} s)",
                 self.profile, self.probes
             )
         } else {
             format!(
-                "profile {}: {} of {} probes do not match, {} inconclusive ({secs:.2} s)",
+                "profile {}: {} of {} probes do not match, {} inconclusive{published} ({secs:.2} s)",
                 self.profile, self.mismatches, self.probes, self.inconclusive
             )
         }
@@ -160,7 +175,10 @@ impl Report {
                 mark.into(),
                 r.source.to_string(),
                 r.interface.clone(),
-                r.service.clone(),
+                match r.to {
+                    Destination::Host => r.service.clone(),
+                    to => format!("{} {}", r.service, to.marker()),
+                },
                 r.expected.as_str().into(),
                 r.got.describe(),
                 r.rule.clone(),
@@ -191,5 +209,60 @@ impl Report {
         out.push_str(&self.summary());
         out.push('\n');
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::plan::{Probe, Service};
+
+    fn probe(to: Destination, expected: Outcome) -> Probe {
+        Probe {
+            source: "203.0.113.200".parse().unwrap(),
+            interface: "eth0".into(),
+            service: Service::Tcp(6379),
+            to,
+            expected,
+            rule: "r".into(),
+            why: "w".into(),
+        }
+    }
+
+    #[test]
+    fn published_rows_are_marked_and_counted() {
+        let plan = Plan {
+            profile: "p".into(),
+            interfaces: vec!["eth0".into()],
+            probes: vec![
+                probe(Destination::Host, Outcome::Filtered),
+                probe(Destination::Published, Outcome::Filtered),
+            ],
+            rate_probes: vec![],
+            container_port: 9,
+        };
+        let observed = Observed {
+            probes: vec![Got::Seen(Outcome::Filtered), Got::Seen(Outcome::Open)],
+            rates: vec![],
+        };
+        let report = Report::compare(&plan, &observed, Duration::ZERO);
+        assert_eq!((report.mismatches, report.published()), (1, 1));
+        let table = report.table();
+        let first = table.lines().nth(1).unwrap();
+        assert!(
+            first.starts_with("MISMATCH") && first.contains("6379/tcp published (container)"),
+            "{table}"
+        );
+        let host = table.lines().nth(2).unwrap();
+        assert!(!host.contains("published"), "{table}");
+        assert!(
+            report
+                .summary()
+                .contains("1 of 2 probes do not match, 0 inconclusive, 1 of them to published container ports"),
+            "{}",
+            report.summary()
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rows"][0]["to"], "published");
     }
 }

@@ -8,6 +8,12 @@
 //! may stay silent. So a scan compares *reachability*: accepted means some
 //! answer; dropped means none; a silent UDP port that should be open is
 //! inconclusive, which (as everywhere) fails the run.
+//!
+//! A port the host publishes for a container is DNAT'd and judged on the
+//! forward hook (the `containers` chain), not by input; from outside it
+//! looks like any other port, so the operator names those ports
+//! (`--published`) and their rows carry the containers chain's verdict,
+//! marked "published (container)".
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -15,10 +21,10 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use thiserror::Error;
 
-use super::plan::{self, Outcome, Service};
+use super::plan::{self, Destination, Outcome, Service};
 use super::report::{Report, Row, Status};
 use super::send::{settle, Attempt, Got};
-use crate::ruleset::eval::{self, Packet};
+use crate::ruleset::eval::{self, Meters, Packet};
 use crate::ruleset::{CtState, Family, Hook, Protocol, Ruleset, SetKind};
 
 #[derive(Debug, Error)]
@@ -52,6 +58,8 @@ pub struct ScanOptions {
     /// The interface the scan arrives on at the host, for rules that name
     /// one; `None`: an interface no rule names (the public one).
     pub interface: Option<String>,
+    /// Ports the host publishes for containers (TCP or UDP).
+    pub published: Vec<Service>,
 }
 
 /// The address this machine sends from to reach `host`: a connected UDP
@@ -154,11 +162,13 @@ pub fn scan(
         .unwrap_or_else(|| plan.interfaces[0].clone());
     // Ports only: ICMP answers say nothing about a service, and neighbour
     // discovery does not cross a router.
-    let services: Vec<Service> = plan
+    let mut services: std::collections::BTreeSet<Service> = plan
         .services()
         .into_iter()
         .filter(|s| matches!(s, Service::Tcp(_) | Service::Udp(_)))
         .collect();
+    services.extend(opts.published.iter().copied());
+    let services: Vec<Service> = services.into_iter().collect();
     let mut got: Vec<Option<Got>> = vec![None; services.len()];
     for _round in 0..=opts.retries {
         let todo: Vec<usize> = (0..services.len())
@@ -192,7 +202,15 @@ pub fn scan(
                 interface: Some(interface.clone()),
                 state: CtState::New,
             };
-            let d = eval::evaluate(ruleset, Hook::Input, &packet);
+            let to = if opts.published.contains(&service) {
+                Destination::Published
+            } else {
+                Destination::Host
+            };
+            let d = match to {
+                Destination::Host => eval::evaluate(ruleset, Hook::Input, &packet),
+                Destination::Published => eval::evaluate_published(ruleset, &packet, Meters::Fresh),
+            };
             let expected = Outcome::of(d.verdict);
             let got = got.unwrap_or_else(|| Got::Inconclusive("not sent".into()));
             let (status, got) = status(expected, &got, service);
@@ -201,6 +219,7 @@ pub fn scan(
                 source,
                 interface: interface.clone(),
                 service: service.to_string(),
+                to,
                 expected,
                 got,
                 rule: d.comment,

@@ -12,11 +12,151 @@ fn compiled(name: &str) -> Ruleset {
 }
 
 fn find<'a>(plan: &'a Plan, source: &str, iface: &str, service: Service) -> &'a Probe {
+    find_to(plan, Destination::Host, source, iface, service)
+}
+
+fn find_to<'a>(
+    plan: &'a Plan,
+    to: Destination,
+    source: &str,
+    iface: &str,
+    service: Service,
+) -> &'a Probe {
     let source: IpAddr = source.parse().unwrap();
     plan.probes
         .iter()
-        .find(|p| p.source == source && p.interface == iface && p.service == service)
-        .unwrap_or_else(|| panic!("no probe {source} {iface} {service}"))
+        .find(|p| p.source == source && p.interface == iface && p.service == service && p.to == to)
+        .unwrap_or_else(|| panic!("no probe {source} {iface} {service} to {to:?}"))
+}
+
+/// The published probe, as (expected, deciding rule).
+fn published(plan: &Plan, source: &str, iface: &str, service: Service) -> (Outcome, String) {
+    let p = find_to(plan, Destination::Published, source, iface, service);
+    (p.expected, p.rule.clone())
+}
+
+/// A profile from text, compiled: `body` after a `[defaults]` of `defaults`.
+fn compiled_text(defaults: &str, body: &str) -> Ruleset {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("description = \"t\"\n[defaults]\n{defaults}\n{body}");
+    std::fs::write(dir.path().join("t.toml"), text).unwrap();
+    let search = SearchPath {
+        dirs: vec![dir.path().to_path_buf()],
+        builtin: false,
+    };
+    let loaded = load("t", &search);
+    crate::compile::compile(&loaded.profile.expect("a valid profile"))
+}
+
+const REDIS_FOR_WG: &str = r#"[groups]
+wg = ["10.8.0.0/24"]
+[[rule]]
+allow = ["http", "https"]
+[[rule]]
+allow = "redis"
+from = "wg"
+"#;
+
+#[test]
+fn vps_profile_plans_its_published_ports_with_the_containers_chain_verdicts() {
+    let plan = build(&compiled("vps-profile"));
+    let (got, rule) = published(&plan, "10.0.0.0", "wg0", Service::Tcp(6379));
+    assert_eq!(got, Outcome::Open);
+    assert!(rule.contains("databases only through the tunnel"), "{rule}");
+    let unnamed = "defaults: containers: published port no rule allows";
+    for (source, iface) in [("203.0.113.200", "eth0"), ("10.0.0.0", "eth0")] {
+        let (got, rule) = published(&plan, source, iface, Service::Tcp(6379));
+        assert_eq!((got, rule.as_str()), (Outcome::Filtered, unnamed));
+    }
+    let (got, _) = published(&plan, "2001:db8:ffff::200", "eth0", Service::Tcp(443));
+    assert_eq!(got, Outcome::Open);
+    // Just outside the database ports.
+    let (got, _) = published(&plan, "10.0.0.0", "wg0", Service::Tcp(6380));
+    assert_eq!(got, Outcome::Filtered);
+    // A port no rule names, from anywhere and from the groups' members.
+    for (source, iface) in [
+        ("203.0.113.200", "eth0"),
+        ("2001:db8:ffff::200", "eth0"),
+        ("10.0.0.0", "wg0"),
+        ("192.0.2.10", "eth0"),
+    ] {
+        for service in [Service::Tcp(8081), Service::Udp(8081)] {
+            let (got, rule) = published(&plan, source, iface, service);
+            assert_eq!((got, rule.as_str()), (Outcome::Filtered, unnamed));
+        }
+    }
+    // The container's own port is one no rule names.
+    assert_eq!(plan.container_port, 9);
+    // No published probe is sent from a rate sequence's source to a port
+    // its meter counts: the published connection spends the same tokens.
+    for p in plan
+        .probes
+        .iter()
+        .filter(|p| p.to == Destination::Published)
+    {
+        let rate_source = plan.rate_probes.iter().any(|r| r.source == p.source);
+        assert!(!(rate_source && p.service == Service::Tcp(22)), "{p:?}");
+    }
+    // The replica listens on the host's ports, never for published ones
+    // alone: 8081 is named by no host probe.
+    assert!(!plan.services().contains(&Service::Tcp(8081)));
+}
+
+#[test]
+fn with_containers_ignored_every_published_port_is_open_to_everyone() {
+    let filter = build(&compiled_text("containers = \"filter\"", REDIS_FOR_WG));
+    let ignore = build(&compiled_text("containers = \"ignore\"", REDIS_FOR_WG));
+    let rows = |plan: &Plan| -> Vec<(IpAddr, String, Service, Outcome)> {
+        plan.probes
+            .iter()
+            .filter(|p| p.to == Destination::Published)
+            .map(|p| (p.source, p.interface.clone(), p.service, p.expected))
+            .collect()
+    };
+    let (f, i) = (rows(&filter), rows(&ignore));
+    assert_eq!(f.len(), i.len(), "the same probes, other expectations");
+    assert!(f.iter().any(|r| r.3 == Outcome::Filtered));
+    assert!(i.iter().all(|r| r.3 == Outcome::Open), "{i:?}");
+    let (got, rule) = published(&ignore, "203.0.113.200", "eth0", Service::Tcp(6379));
+    assert_eq!(
+        (got, rule.as_str()),
+        (Outcome::Open, published::LEFT_TO_ENGINE)
+    );
+    let (got, _) = published(&filter, "203.0.113.200", "eth0", Service::Tcp(6379));
+    assert_eq!(got, Outcome::Filtered);
+    // The host's own ports are decided by input either way.
+    let host = |plan: &Plan| {
+        plan.probes
+            .iter()
+            .filter(|p| p.to == Destination::Host)
+            .count()
+    };
+    assert_eq!(host(&filter), host(&ignore));
+}
+
+#[test]
+fn published_probes_stay_within_the_smallest_burst_of_a_source() {
+    let body = r#"[groups]
+admin = ["192.0.2.0/24", "198.51.100.0/24"]
+[[rule]]
+allow = "ssh"
+from = "admin"
+limit = "1/minute"
+burst = 1
+"#;
+    let plan = build(&compiled_text("", body));
+    let ssh = Service::Tcp(22);
+    // Per source: host and published probes of 22 that the meter counts,
+    // at most the burst (the two rate sequences' sources, 192.0.2.0 and
+    // 192.0.2.255, have none; 198.51.100.0 and .255 have both kinds).
+    let mut per_source: std::collections::BTreeMap<IpAddr, usize> = Default::default();
+    for p in plan.probes.iter().filter(|p| p.service == ssh) {
+        if p.expected == Outcome::Open {
+            *per_source.entry(p.source).or_default() += 1;
+        }
+    }
+    assert!(!per_source.is_empty());
+    assert!(per_source.values().all(|&n| n <= 1), "{per_source:?}");
 }
 
 #[test]
@@ -38,13 +178,26 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
         find(&plan, "203.0.113.200", "wg0", Service::Tcp(5432)).expected,
         Outcome::Filtered
     );
-    // SSH from the first admin address is the rate sequence's to ask.
+    // SSH from the first address of each group is the rate sequence's to
+    // ask; the containers chain's limit is asked from another address of
+    // the group, where it has one (admin_v4 holds a single address).
     let rate_sources: Vec<String> = plan
         .rate_probes
         .iter()
         .map(|r| r.source.to_string())
         .collect();
-    assert_eq!(rate_sources, ["192.0.2.10", "10.0.0.0", "2001:db8:1::"]);
+    let last = "2001:db8:1:0:ffff:ffff:ffff:ffff";
+    assert_eq!(
+        rate_sources,
+        ["192.0.2.10", "10.0.0.0", "10.0.0.255", "2001:db8:1::", last]
+    );
+    let published: Vec<String> = plan
+        .rate_probes
+        .iter()
+        .filter(|r| r.to == Destination::Published)
+        .map(|r| r.source.to_string())
+        .collect();
+    assert_eq!(published, ["10.0.0.255", last]);
     for p in &plan.probes {
         assert!(
             !(rate_sources.contains(&p.source.to_string()) && p.service == Service::Tcp(22)),
@@ -54,11 +207,6 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
     assert_eq!(
         find(&plan, "192.0.2.10", "eth0", Service::Tcp(23)).expected,
         Outcome::Filtered
-    );
-    let last = "2001:db8:1:0:ffff:ffff:ffff:ffff";
-    assert_eq!(
-        find(&plan, last, "eth0", Service::Tcp(22)).expected,
-        Outcome::Open
     );
     assert_eq!(
         find(&plan, "2001:db8:ffff::200", "eth0", Service::Tcp(22)).expected,
@@ -80,12 +228,13 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
         find(&plan, "2001:db8:ffff::200", "eth0", Service::Ping).expected,
         Outcome::Open
     );
-    assert_eq!(plan.rate_probes.len(), 3, "{:#?}", plan.rate_probes);
-    let r = &plan.rate_probes[0];
-    assert_eq!(
-        (r.first, r.spent, r.attempts),
-        (Outcome::Open, Outcome::Filtered, 16)
-    );
+    assert_eq!(plan.rate_probes.len(), 5, "{:#?}", plan.rate_probes);
+    for r in &plan.rate_probes {
+        assert_eq!(
+            (r.first, r.spent, r.attempts),
+            (Outcome::Open, Outcome::Filtered, 16)
+        );
+    }
 }
 
 #[test]
@@ -177,11 +326,11 @@ fn every_shipped_profile_has_a_plan_with_open_and_filtered_rows() {
             plan.probes.iter().any(|p| p.expected == Outcome::Filtered),
             "{name}"
         );
-        assert!(
-            plan.probes.len() < 120,
-            "{name}: {} probes",
-            plan.probes.len()
-        );
+        for to in [Destination::Host, Destination::Published] {
+            let n = plan.probes.iter().filter(|p| p.to == to).count();
+            assert!(n < 120, "{name}: {n} probes to {to:?}");
+        }
+        assert!(plan.has_published(), "{name}");
     }
 }
 
@@ -212,17 +361,18 @@ fn two_sequences_of_one_meter_never_share_a_source() {
     };
     let ruleset = crate::compile::compile(&load("t", &search).profile.unwrap());
     let plan = build(&ruleset);
-    let sequences: Vec<(IpAddr, Service)> = plan
+    let sequences: Vec<(IpAddr, Service, Destination)> = plan
         .rate_probes
         .iter()
-        .map(|r| (r.source, r.service))
+        .map(|r| (r.source, r.service, r.to))
         .collect();
-    assert_eq!(sequences.len(), 4, "{sequences:?}");
+    // tcp and udp, each family, to the host and to a published port.
+    assert_eq!(sequences.len(), 8, "{sequences:?}");
     let sources: std::collections::BTreeSet<IpAddr> =
-        sequences.iter().map(|(source, _)| *source).collect();
+        sequences.iter().map(|(source, ..)| *source).collect();
     assert_eq!(
         sources.len(),
-        4,
+        8,
         "two sequences share a source: {sequences:?}"
     );
     for r in &plan.rate_probes {
