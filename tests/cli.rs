@@ -94,6 +94,57 @@ fn check_json_carries_the_summary_and_the_warnings() {
     );
 }
 
+/// `check` in a directory holding `files`, for `name`: (exit, stderr).
+fn check_in(files: &[(&str, &str)], name: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, text) in files {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let out = fwharden()
+        .arg("--profile-dir")
+        .arg(dir.path())
+        .args(["check", "--deny-warnings", name])
+        .output()
+        .unwrap();
+    let err = stderr(&out).replace(&format!("{}/", dir.path().display()), "");
+    (out.status.code(), err)
+}
+
+#[test]
+fn defaults_that_cut_the_host_off_are_warned_where_they_are_set() {
+    let ssh = "[[rule]]\nallow = \"ssh\"\n";
+    let (code, err) = check_in(
+        &[("n.toml", &format!("[defaults]\nicmp = \"none\"\n{ssh}"))],
+        "n",
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("n.toml:2:8: warning: `icmp = \"none\"` drops IPv6 neighbour discovery"),
+        "{err}"
+    );
+    assert!(err.contains("help: write `icmp = \"essential\"`"), "{err}");
+
+    // Set in a parent, warned there; a child that sets it back is quiet.
+    let parent = format!("[defaults]\noutput = \"drop\"\nestablished = false\n{ssh}");
+    let files = [
+        ("p.toml", parent.as_str()),
+        ("c.toml", "extends = \"p\"\n"),
+        (
+            "ok.toml",
+            "extends = \"p\"\n[defaults]\nestablished = true\n",
+        ),
+    ];
+    let (code, err) = check_in(&files, "c");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("p.toml:3:15: warning: `established = false` with a chain that drops: the replies to the connections the rules allow are dropped on the way out"), "{err}");
+    assert_eq!(check_in(&files, "ok"), (Some(0), String::new()));
+
+    // Nothing drops: nothing to say.
+    let open = "[defaults]\ninput = \"accept\"\nestablished = false\nicmp = \"none\"\n\
+                [[rule]]\ndeny = 23\n";
+    assert_eq!(check_in(&[("o.toml", open)], "o"), (Some(0), String::new()));
+}
+
 #[test]
 fn deny_warnings_makes_a_warning_fatal() {
     assert_eq!(shipped(&["check", "base"]).status.code(), Some(0));

@@ -15,7 +15,7 @@ use std::path::Path;
 use super::builtin;
 use super::diag::{closest, Diagnostic, SourceFile};
 use super::lookup::{Location, SearchPath};
-use super::parse::{self, ProtoSpec, RawGroup, RawProfile, Sp};
+use super::parse::{self, ChainPolicy, IcmpPolicy, ProtoSpec, RawGroup, RawProfile, Sp};
 use super::{BanPolicy, Defaults, Group, Origin, Profile};
 use crate::ruleset::{PortRange, Protocol};
 
@@ -218,7 +218,53 @@ impl<'a> Resolver<'a> {
             set(&mut d.log_drops, &r.log_drops);
             set(&mut d.containers, &r.containers);
         }
+        self.foot_guns(&d);
         d
+    }
+
+    /// Defaults the kernel takes without a word but that cut the host off,
+    /// said where the key is set (the last layer that sets it).
+    fn foot_guns(&mut self, d: &Defaults) {
+        let input_drops = d.input == ChainPolicy::Drop;
+        if input_drops && d.icmp == IcmpPolicy::None {
+            if let Some((layer, span)) = self.last_set(|r| r.icmp.as_ref().map(|v| v.span.clone()))
+            {
+                let w = self.layers[layer]
+                    .src
+                    .warning(span, "`icmp = \"none\"` drops IPv6 neighbour discovery too: no IPv6 connection to this host can succeed, whatever the rules allow")
+                    .with_hint("write `icmp = \"essential\"` (neighbour discovery and ICMP errors, without ping), or `ping = false` to refuse only echo requests");
+                self.diags.push(w);
+            }
+        }
+        let output_drops = d.output == ChainPolicy::Drop;
+        if !d.established && (input_drops || output_drops) {
+            let what = match (input_drops, output_drops) {
+                (true, true) => "the replies to the connections the rules allow are dropped on the way out, and the replies to this host's own connections (DNS, package updates) on the way in",
+                (false, true) => "the replies to the connections the rules allow are dropped on the way out",
+                _ => "the replies to this host's own connections (DNS, package updates) are dropped on the way in",
+            };
+            if let Some((layer, span)) =
+                self.last_set(|r| r.established.as_ref().map(|v| v.span.clone()))
+            {
+                let w = self.layers[layer]
+                    .src
+                    .warning(span, format!("`established = false` with a chain that drops: {what}"))
+                    .with_hint("keep `established = true` (the default) unless every reply has a rule of its own");
+                self.diags.push(w);
+            }
+        }
+    }
+
+    /// The layer (parent first, so the last wins) that last sets a key.
+    fn last_set(
+        &self,
+        key: impl Fn(&parse::RawDefaults) -> Option<std::ops::Range<usize>>,
+    ) -> Option<(usize, std::ops::Range<usize>)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, l)| key(&l.raw.defaults).map(|span| (i, span)))
     }
 
     /// `[bans]` along the chain, key by key; `None` unless enabled. Exempt
