@@ -208,7 +208,13 @@ fn interface_matches(pattern: &str, name: Option<&str>) -> bool {
 /// the deadline: the model is the ruleset as loaded, before it expires.
 fn in_set(ruleset: &Ruleset, set: &str, source: &IpAddr) -> bool {
     match ruleset.set(set).map(|s| &s.kind) {
-        Some(SetKind::Prefixes(nets)) => nets.iter().any(|n| n.contains(source)),
+        // Sorted and disjoint (the model's invariant): only the last prefix
+        // starting at or below the address can hold it. A million-prefix
+        // group is looked up per probe and per audited socket.
+        Some(SetKind::Prefixes(nets)) => {
+            let after = nets.partition_point(|n| n.network() <= *source);
+            after > 0 && nets[after - 1].contains(source)
+        }
         Some(SetKind::Hatch(Some(e))) => e.addr == *source,
         // Who is banned is not in the model: the model answers for a
         // source nobody banned.
