@@ -16,6 +16,8 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use super::model::*;
 
 /// A packet as the input hook sees it.
@@ -204,17 +206,20 @@ fn interface_matches(pattern: &str, name: Option<&str>) -> bool {
     }
 }
 
+/// Whether the prefixes of a set hold `addr`. They are sorted and disjoint
+/// (the model's invariant), so only the last one starting at or below the
+/// address can: a binary search, since a million-prefix group is looked up
+/// per probe and per audited socket.
+pub fn prefixes_hold(nets: &[IpNet], addr: &IpAddr) -> bool {
+    let after = nets.partition_point(|n| n.network() <= *addr);
+    after > 0 && nets[after - 1].contains(addr)
+}
+
 /// Whether `source` is in named set `set`. A hatch element counts until
 /// the deadline: the model is the ruleset as loaded, before it expires.
 fn in_set(ruleset: &Ruleset, set: &str, source: &IpAddr) -> bool {
     match ruleset.set(set).map(|s| &s.kind) {
-        // Sorted and disjoint (the model's invariant): only the last prefix
-        // starting at or below the address can hold it. A million-prefix
-        // group is looked up per probe and per audited socket.
-        Some(SetKind::Prefixes(nets)) => {
-            let after = nets.partition_point(|n| n.network() <= *source);
-            after > 0 && nets[after - 1].contains(source)
-        }
+        Some(SetKind::Prefixes(nets)) => prefixes_hold(nets, source),
         Some(SetKind::Hatch(Some(e))) => e.addr == *source,
         // Who is banned is not in the model: the model answers for a
         // source nobody banned.

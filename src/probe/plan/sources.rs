@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use crate::ruleset::eval::prefixes_hold;
 use crate::ruleset::{Family, Ruleset, SetKind};
 
 /// Sources outside every set are taken from these, first fit: documentation
@@ -116,14 +117,13 @@ pub(super) fn outsiders(ruleset: &Ruleset, families: &[Family]) -> Vec<IpAddr> {
 }
 
 fn outside_of(ruleset: &Ruleset, family: Family) -> Vec<IpAddr> {
-    let nets: Vec<&IpNet> = ruleset
+    let sets: Vec<&[IpNet]> = ruleset
         .sets
         .iter()
         .filter_map(|s| match &s.kind {
-            SetKind::Prefixes(p) if s.family == family => Some(p),
+            SetKind::Prefixes(p) if s.family == family => Some(p.as_slice()),
             _ => None,
         })
-        .flatten()
         .collect();
     let candidates: Vec<IpAddr> = match family {
         Family::Ipv4 => OUTSIDE_V4.iter().map(|a| IpAddr::V4(*a)).collect(),
@@ -131,6 +131,6 @@ fn outside_of(ruleset: &Ruleset, family: Family) -> Vec<IpAddr> {
     };
     candidates
         .into_iter()
-        .filter(|a| !nets.iter().any(|n| n.contains(a)))
+        .filter(|a| !sets.iter().any(|nets| prefixes_hold(nets, a)))
         .collect()
 }
