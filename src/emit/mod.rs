@@ -14,6 +14,7 @@
 pub mod ipset;
 pub mod iptables;
 pub mod quote;
+pub mod ufw;
 
 use thiserror::Error;
 
