@@ -89,9 +89,12 @@ impl From {
         }
     }
 
-    /// As ufw writes it on a command line and in a tuple.
+    /// As ufw writes it on a command line and in a tuple. ufw writes a
+    /// host prefix (`/32`, `/128`) as the bare address, and compares rules
+    /// in that form.
     pub fn text(self, family: Family) -> String {
         match self {
+            From::Net(n) if n.prefix_len() == n.max_prefix_len() => n.addr().to_string(),
             From::Net(n) => n.to_string(),
             _ => match family {
                 Family::Ipv4 => "0.0.0.0/0".into(),

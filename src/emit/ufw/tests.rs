@@ -84,7 +84,7 @@ fn leading_rules_go_to_before_rules_and_the_rest_are_ufw_rules() {
         commands,
         [
             "allow proto tcp from 192.0.2.0/28 to any port 22 comment 't.toml:9 ssh'",
-            "allow proto tcp from 198.51.100.7/32 to any port 22 comment 't.toml:9 ssh'",
+            "allow proto tcp from 198.51.100.7 to any port 22 comment 't.toml:9 ssh'",
         ]
     );
 }
@@ -209,7 +209,7 @@ fn logging_and_tcp_resets_are_refused_or_approximated_with_a_warning() {
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     assert_eq!(
         script::command(&p.user[0]),
-        "allow log proto tcp from 192.0.2.1/32 to any port 22 comment 't.toml:9 ssh'"
+        "allow log proto tcp from 192.0.2.1 to any port 22 comment 't.toml:9 ssh'"
     );
 
     let reject = rule(

@@ -86,8 +86,8 @@ pub fn lines(rule: &UserRule, family: Family) -> Vec<String> {
     if let (Some(ports), false) = (&ports, multi) {
         let _ = write!(m, " --dport {ports}");
     }
-    if let super::From::Net(net) = rule.from {
-        let _ = write!(m, " -s {net}");
+    if let super::From::Net(_) = rule.from {
+        let _ = write!(m, " -s {}", rule.from.text(family));
     }
     let target = match rule.action {
         Action::Allow => "ACCEPT",

@@ -1,0 +1,572 @@
+//! `fwharden emit --format ufw`, checked by the real ufw. Each run of ufw
+//! happens inside a network namespace the test created (a probe replica's
+//! target, or a `Netns`) and, inside that, in a private mount namespace
+//! where temporary copies of /etc/ufw, /etc/default/ufw and /lib/ufw and an
+//! empty /run are bind-mounted over the real paths ([`UfwSandbox`]): no
+//! file of the machine changes, and the tests check that with checksums.
+//!
+//! What is proven:
+//! - every shipped profile ufw can express, loaded by `ufw.sh` and by
+//!   `reload.sh`, answers the probe plan as its nftables ruleset does
+//!   (refusals counted and printed);
+//! - `reload.sh`'s user.rules are the files ufw itself writes for
+//!   `ufw.sh`'s commands, and both forms leave the same iptables rules;
+//! - running either script again changes nothing;
+//! - hostile profile text stays inside ufw comments.
+//!
+//! Regenerate the golden files with FWHARDEN_BLESS=1 and review the diff.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use fwharden::emit::{self, ufw, Approximation, EmitError};
+use fwharden::netns::Netns;
+use fwharden::probe::{self, replica::Loader};
+use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::Ruleset;
+
+/// The profile's ruleset for a host without containers, as
+/// `containers = "ignore"` would have it (ufw refuses the containers
+/// chain: `a_profile_filtering_container_ports_is_refused`).
+fn compiled(dir: &Path, name: &str) -> Ruleset {
+    let mut r = with_containers(dir, name);
+    r.chains.retain(|c| c.name != "containers");
+    r
+}
+
+fn with_containers(dir: &Path, name: &str) -> Ruleset {
+    let search = SearchPath::only(vec![dir.to_path_buf()]);
+    let loaded = load(name, &search);
+    let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    fwharden::compile::compile(
+        &loaded
+            .profile
+            .unwrap_or_else(|| panic!("{name} is not valid: {diags:?}")),
+    )
+}
+
+fn shipped_ruleset(name: &str) -> Ruleset {
+    compiled(&root().join("profiles"), name)
+}
+
+fn interlock() {
+    std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
+}
+
+/// Checksums of every file of the machine's own ufw configuration.
+fn host_ufw_files() -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cd / && find etc/ufw etc/default/ufw lib/ufw -type f 2>/dev/null | sort | xargs -r sha256sum")
+        .output()
+        .expect("sha256sum");
+    stdout(&out)
+}
+
+/// Whether ufw is installed; under CI=true its absence is a failure.
+fn have_ufw(test: &str) -> bool {
+    if Path::new("/usr/sbin/ufw").exists() && Path::new("/lib/ufw/ufw-init").exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: ufw is missing (CI=true: a skip is a failure); run scripts/deps");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: ufw is missing; run scripts/deps !!!!!!!!\n");
+    false
+}
+
+/// ufw with a configuration of its own: copies of the machine's ufw files
+/// in a temporary directory, which every [`UfwSandbox::run`] bind-mounts
+/// over the real paths in a private mount namespace. ufw's sysctl file is
+/// an empty one (some of the settings it makes are not per network
+/// namespace), and /run is an empty tmpfs (ufw's lock, xtables' lock).
+/// The directory is removed when the sandbox is dropped; the mounts end
+/// with the process that made them.
+struct UfwSandbox {
+    dir: tempfile::TempDir,
+}
+
+impl UfwSandbox {
+    fn new() -> UfwSandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("fwharden-ufw-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        for (from, to) in [("/etc/ufw", "etc"), ("/lib/ufw", "lib")] {
+            std::fs::create_dir(d.join(to)).unwrap();
+            let cp = Command::new("cp")
+                .args(["-a", &format!("{from}/."), d.join(to).to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(cp.status.success(), "cp {from}: {}", stderr(&cp));
+        }
+        std::fs::write(d.join("no-sysctl.conf"), "").unwrap();
+        let default = std::fs::read_to_string("/etc/default/ufw").unwrap();
+        let default: String = default
+            .lines()
+            .map(|l| {
+                if l.starts_with("IPT_SYSCTL=") {
+                    format!("IPT_SYSCTL={}\n", d.join("no-sysctl.conf").display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(d.join("default"), default).unwrap();
+        UfwSandbox { dir }
+    }
+
+    /// This sandbox's /etc/ufw.
+    fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// `sh -c SCRIPT` with the sandbox's files in place, in the calling
+    /// thread's network namespace (a thread inside a test namespace).
+    fn run(&self, script: &str) -> Output {
+        let d = self.dir.path().display();
+        let inner = format!(
+            "set -eu\n\
+             mount --bind '{d}/etc' /etc/ufw\n\
+             mount --bind '{d}/default' /etc/default/ufw\n\
+             mount --bind '{d}/lib' /lib/ufw\n\
+             mount -t tmpfs fwharden-ufw-run /run\n\
+             {script}\n"
+        );
+        Command::new("timeout")
+            .args(["120", "unshare", "--mount", "--propagation", "private"])
+            .args(["sh", "-c", &inner])
+            .output()
+            .expect("unshare")
+    }
+
+    /// Runs a script the emitter wrote; its error says what failed.
+    fn load(&self, script: &Path) -> Result<(), String> {
+        let out = self.run(&format!("sh '{}'", script.display()));
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} exited with {}: {}{}",
+                script.display(),
+                out.status,
+                stdout(&out),
+                stderr(&out)
+            ))
+        }
+    }
+}
+
+/// Writes the emitted files to a fresh directory.
+fn written(e: &emit::Emitted) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("fwharden-emit-ufw-")
+        .tempdir()
+        .unwrap();
+    for f in &e.files {
+        std::fs::write(dir.path().join(&f.name), &f.text).unwrap();
+    }
+    dir
+}
+
+/// The two forms, by the script that loads each.
+const FORMS: [&str; 2] = [ufw::SCRIPT, ufw::RELOAD];
+
+/// A replica loader running one form's script in a fresh sandbox.
+fn loader(files: &Path, form: &str) -> Loader {
+    let script = files.join(form);
+    Loader::Custom {
+        what: format!("ufw {form}"),
+        load: Box::new(move || UfwSandbox::new().load(&script)),
+    }
+}
+
+/// Every file of an emit, or the refusal, as the golden file holds it.
+fn golden_text(r: Result<emit::Emitted, EmitError>) -> String {
+    match r {
+        Ok(e) => e
+            .files
+            .iter()
+            .map(|f| format!("==> {} <==\n{}", f.name, f.text))
+            .collect(),
+        Err(e) => format!("refused: {e}\n"),
+    }
+}
+
+#[test]
+fn emit_matches_the_golden_files() {
+    let bless = std::env::var("FWHARDEN_BLESS").is_ok();
+    for name in shipped_profiles() {
+        let text = golden_text(ufw::emit(&shipped_ruleset(&name), Approximation::Stricter));
+        let path = root().join(format!("tests/golden/emit/{name}.ufw"));
+        if bless {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} is missing; run with FWHARDEN_BLESS=1", path.display()));
+        assert_eq!(text, golden, "{name}: differs from {}", path.display());
+    }
+}
+
+#[test]
+fn a_profile_filtering_container_ports_is_refused() {
+    let r = with_containers(&root().join("profiles"), "wireguard-gateway");
+    match ufw::emit(&r, Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, format }) => {
+            assert_eq!(format, "ufw");
+            assert!(rule.contains("containers"), "{rule}");
+            assert!(why.contains("FORWARD"), "{why}");
+            assert!(why.contains("containers = \"ignore\""), "{why}");
+        }
+        Ok(_) => panic!("the containers chain was emitted"),
+    }
+}
+
+#[test]
+fn the_cli_refuses_with_exit_4_and_wants_a_directory() {
+    let out = shipped(&["emit", "wireguard-gateway", "--format", "ufw"]);
+    assert_eq!(
+        out.status.code(),
+        Some(fwharden::exit::USAGE),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--output DIR"), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let out = shipped(&[
+        "emit",
+        "vps-profile",
+        "--format",
+        "ufw",
+        "--output",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(fwharden::exit::REFUSED),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("chain containers"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "refused, yet written"
+    );
+}
+
+/// A per-source limit names the profile line it came from.
+#[test]
+fn a_per_source_limit_is_refused_with_its_file_and_line() {
+    match ufw::emit(&shipped_ruleset("db-private"), Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert!(rule.starts_with("db-private.toml:"), "{rule}");
+            assert!(why.contains("per-source rate limit"), "{why}");
+        }
+        Ok(_) => panic!("a per-source limit was emitted"),
+    }
+}
+
+/// Every shipped profile ufw can express, loaded by each form into a probe
+/// replica, sees the verdict table of its nftables ruleset.
+#[test]
+fn emitted_ufw_passes_the_probe_plan_of_every_shipped_profile() {
+    let test = "emitted_ufw_passes_the_probe_plan_of_every_shipped_profile";
+    if !privileged(test) || !have_ufw(test) {
+        return;
+    }
+    interlock();
+    let host_before = (host_tables(), host_ufw_files());
+    let mut refused = Vec::new();
+    let mut compared = 0;
+    for name in shipped_profiles() {
+        let r = shipped_ruleset(&name);
+        let e = match ufw::emit(&r, Approximation::Stricter) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("{name}: refused: {e}");
+                refused.push(name);
+                continue;
+            }
+        };
+        let files = written(&e);
+        let nft = probe::prove(&r, probe::TIMEOUT).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(nft.passed, "{name} as nftables:\n{}", nft.table());
+        for form in FORMS {
+            let report = probe::prove_with(&r, loader(files.path(), form), probe::TIMEOUT)
+                .unwrap_or_else(|e| panic!("{name} ({form}): {e}"));
+            assert!(
+                report.passed,
+                "{name} loaded by {form}:\n{}",
+                report.table()
+            );
+            let table = |r: &probe::Report| -> Vec<String> {
+                r.rows
+                    .iter()
+                    .map(|row| {
+                        format!(
+                            "{} {} {} {:?}",
+                            row.source, row.interface, row.service, row.got
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(table(&report), table(&nft), "{name} ({form})");
+            eprintln!("{name} ({form}): {} probes as nftables", report.rows.len());
+        }
+        compared += 1;
+    }
+    eprintln!(
+        "{} shipped profiles: {compared} compared, {} refused by ufw ({})",
+        compared + refused.len(),
+        refused.len(),
+        refused.join(", ")
+    );
+    assert!(compared >= 2, "fewer than two shipped profiles compared");
+    assert_eq!(
+        (host_tables(), host_ufw_files()),
+        host_before,
+        "the machine's own ruleset or ufw files changed"
+    );
+}
+
+/// The text between two marker lines of a user.rules file.
+fn section(text: &str, from: &str, to: &str) -> String {
+    let start = text
+        .find(from)
+        .unwrap_or_else(|| panic!("no {from} in\n{text}"));
+    let end = text
+        .find(to)
+        .unwrap_or_else(|| panic!("no {to} in\n{text}"));
+    text[start..end].to_string()
+}
+
+/// The filter table of the calling thread's namespace, without counters.
+fn rules_now(sandbox: &UfwSandbox) -> String {
+    let out = sandbox.run("iptables-save -t filter; ip6tables-save -t filter");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match l.split_once(" [") {
+            Some((chain, _)) if l.starts_with(':') => format!("{chain}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect()
+}
+
+/// What ufw itself writes for ufw.sh's commands is reload.sh's user.rules;
+/// both forms leave the same iptables rules; each runs again unchanged.
+#[test]
+fn both_forms_agree_with_what_ufw_writes_and_run_again_unchanged() {
+    let test = "both_forms_agree_with_what_ufw_writes_and_run_again_unchanged";
+    if !privileged(test) || !have_ufw(test) {
+        return;
+    }
+    interlock();
+    let host_before = (host_tables(), host_ufw_files());
+    // Every kind of user rule: ports and ranges of both protocols, an
+    // interface wildcard, deny and reject, IPv4 and IPv6 sources, logging.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kinds.toml"),
+        r#"
+[defaults]
+containers = "ignore"
+[groups]
+office = ["192.0.2.0/28", "2001:db8:5::/48"]
+bad = ["198.51.100.66"]
+[services]
+game = { port = ["27015", "27020-27030"], proto = "both" }
+[[rule]]
+deny = "all"
+from = "bad"
+[[rule]]
+reject = "smtp"
+[[rule]]
+allow = ["ssh", "https"]
+from = "office"
+log = true
+[[rule]]
+allow = "game"
+interface = "wg*"
+[[rule]]
+allow = "dns"
+family = "ipv6"
+"#,
+    )
+    .unwrap();
+    let r = compiled(dir.path(), "kinds");
+    let e = ufw::emit(&r, Approximation::Stricter).unwrap();
+    let files = written(&e);
+    let mut after = Vec::new();
+    for form in FORMS {
+        let ns = Netns::create("emitufw").unwrap();
+        let sandbox = UfwSandbox::new();
+        let script = files.path().join(form);
+        ns.run_in(|| sandbox.load(&script))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{form}: {e}"));
+        let first = ns.run_in(|| rules_now(&sandbox)).unwrap();
+        let user = std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap();
+        let user6 = std::fs::read_to_string(sandbox.etc().join("user6.rules")).unwrap();
+        ns.run_in(|| sandbox.load(&script))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{form}, again: {e}"));
+        assert_eq!(
+            ns.run_in(|| rules_now(&sandbox)).unwrap(),
+            first,
+            "{form} run again"
+        );
+        assert_eq!(
+            std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap(),
+            user,
+            "{form} run again"
+        );
+        for (name, written) in [(ufw::USER_V4, &user), (ufw::USER_V6, &user6)] {
+            let ours = &e.file(name).unwrap().text;
+            assert_eq!(
+                section(written, "### RULES ###", "### END RULES ###"),
+                section(ours, "### RULES ###", "### END RULES ###"),
+                "{form}: {name} as ufw wrote it, and as emitted"
+            );
+        }
+        after.push(first);
+    }
+    assert_eq!(after[0], after[1], "ufw.sh and reload.sh leave other rules");
+    assert_eq!(
+        (host_tables(), host_ufw_files()),
+        host_before,
+        "the machine's own ruleset or ufw files changed"
+    );
+}
+
+/// A profile whose texts try every way out of a quoted word, a line or a
+/// command.
+const HOSTILE: &str = r#"
+description = "x' ; touch /tmp/fwh-ufw-pwned\n$(touch /tmp/fwh-ufw-pwned) `touch /tmp/fwh-ufw-pwned`"
+
+[defaults]
+containers = "ignore"
+log_drops = false
+
+[groups]
+admins = ["192.0.2.10"]
+
+[[rule]]
+allow = "ssh"
+from = "admins"
+comment = "' ; ufw allow 1:65535/tcp ; '\n\"$(touch /tmp/fwh-ufw-pwned)\" `id` \\"
+
+[[rule]]
+allow = "https"
+comment = "--dry-run --force"
+"#;
+
+#[test]
+fn hostile_profile_text_stays_inside_its_comments() {
+    let test = "hostile_profile_text_stays_inside_its_comments";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hostile.toml"), HOSTILE).unwrap();
+    let r = compiled(dir.path(), "hostile");
+    let e = ufw::emit(&r, Approximation::Refuse).unwrap();
+    let script = &e.file(ufw::SCRIPT).unwrap().text;
+    let commands: Vec<&str> = script
+        .lines()
+        .filter(|l| l.starts_with("ufw allow"))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "ufw allow proto tcp from 192.0.2.10 to any port 22 comment 'hostile.toml:11 _ _ ufw allow 1:65535/tcp _ _ ___touch /tmp/fwh-ufw-pwned__ _id_ _'",
+            "ufw allow proto tcp from any to any port 443 comment 'hostile.toml:16 --dry-run --force'",
+        ],
+        "{script}"
+    );
+    // Profile text in the headers: the profile's name, approximations.
+    for f in &e.files {
+        let header = |l: &&str| l.starts_with("# fwharden") || l.starts_with("# APPROXIMATED");
+        for line in f.text.lines().filter(header) {
+            for bad in ['\'', '`', '$', ';', '"', '\\'] {
+                assert!(!line.contains(bad), "{}: {bad:?} in {line}", f.name);
+            }
+        }
+    }
+    if !privileged(test) || !have_ufw(test) {
+        return;
+    }
+    interlock();
+    let host_before = (host_tables(), host_ufw_files());
+    let _ = std::fs::remove_file("/tmp/fwh-ufw-pwned");
+    let files = written(&e);
+    let ns = Netns::create("emitufwhostile").unwrap();
+    let sandbox = UfwSandbox::new();
+    let path = files.path().join(ufw::SCRIPT);
+    ns.run_in(|| sandbox.load(&path))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listed = ns
+        .run_in(|| stdout(&sandbox.run("ufw status; iptables -S ufw-user-input")))
+        .unwrap();
+    assert!(
+        listed.contains("# hostile.toml:16 --dry-run --force"),
+        "{listed}"
+    );
+    // Two rules, no `1:65535/tcp`.
+    let user: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.starts_with("-A ufw-user-input"))
+        .collect();
+    assert_eq!(
+        user,
+        [
+            "-A ufw-user-input -s 192.0.2.10/32 -p tcp -m tcp --dport 22 -j ACCEPT",
+            "-A ufw-user-input -p tcp -m tcp --dport 443 -j ACCEPT",
+        ],
+        "{listed}"
+    );
+    assert!(
+        !Path::new("/tmp/fwh-ufw-pwned").exists(),
+        "a comment ran a command"
+    );
+    assert_eq!(
+        (host_tables(), host_ufw_files()),
+        host_before,
+        "the machine's own ruleset or ufw files changed"
+    );
+}
+
+/// The replica really holds what ufw loaded: without the user rules, the
+/// probes of open ports see them closed.
+#[test]
+fn a_broken_emitted_file_fails_the_probe() {
+    let test = "a_broken_emitted_file_fails_the_probe";
+    if !privileged(test) || !have_ufw(test) {
+        return;
+    }
+    interlock();
+    let r = shipped_ruleset("wireguard-gateway");
+    let mut e = ufw::emit(&r, Approximation::Stricter).unwrap();
+    for f in &mut e.files {
+        if f.name == ufw::SCRIPT {
+            f.text = f
+                .text
+                .lines()
+                .filter(|l| !l.starts_with("ufw allow"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+    }
+    let files = written(&e);
+    let report = probe::prove_with(&r, loader(files.path(), ufw::SCRIPT), probe::TIMEOUT).unwrap();
+    assert!(!report.passed, "{}", report.table());
+}
