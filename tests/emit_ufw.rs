@@ -570,3 +570,41 @@ fn a_broken_emitted_file_fails_the_probe() {
     let report = probe::prove_with(&r, loader(files.path(), ufw::SCRIPT), probe::TIMEOUT).unwrap();
     assert!(!report.passed, "{}", report.table());
 }
+
+/// A before.rules holding NAT rules (a VPN gateway's masquerade) is not
+/// replaced: both scripts stop before changing anything, and say why.
+#[test]
+fn a_before_file_with_nat_rules_stops_both_scripts() {
+    let test = "a_before_file_with_nat_rules_stops_both_scripts";
+    if !privileged(test) || !have_ufw(test) {
+        return;
+    }
+    interlock();
+    let e = ufw::emit(
+        &shipped_ruleset("wireguard-gateway"),
+        Approximation::Stricter,
+    )
+    .unwrap();
+    let files = written(&e);
+    let ns = Netns::create("emitufwnat").unwrap();
+    for form in FORMS {
+        let sandbox = UfwSandbox::new();
+        let before = sandbox.etc().join("before.rules");
+        let mut text = std::fs::read_to_string(&before).unwrap();
+        text.push_str("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 10.0.0.0/24 -j MASQUERADE\nCOMMIT\n");
+        std::fs::write(&before, &text).unwrap();
+        let user = std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap();
+        let script = files.path().join(form);
+        let err = ns
+            .run_in(|| sandbox.load(&script))
+            .unwrap()
+            .expect_err("a before.rules with NAT was replaced");
+        assert!(err.contains("table other than *filter"), "{form}: {err}");
+        assert_eq!(std::fs::read_to_string(&before).unwrap(), text, "{form}");
+        assert_eq!(
+            std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap(),
+            user,
+            "{form}"
+        );
+    }
+}

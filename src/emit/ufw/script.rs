@@ -2,12 +2,17 @@
 //! its top what it replaces:
 //! - `ufw.sh`: one `ufw` command per rule. Adds, never deletes, and skips
 //!   what ufw already has, so it can run again; each command costs ufw a
-//!   quarter of a second or more (it rewrites its files each time), so it
-//!   suits small profiles.
+//!   quarter of a second or more (it rewrites its files each time: 23 s for
+//!   100 rules, 94 s for 400 in scripts/bench-emit), so it suits small
+//!   profiles.
 //! - `reload.sh`: installs `user.rules`/`user6.rules` whole, sets the
-//!   policies and logging level in ufw's files, and reloads once: about
-//!   two seconds whatever the size, and afterwards ufw holds exactly the
-//!   profile (every earlier ufw rule is gone).
+//!   incoming policy and logging level in ufw's files, and loads once:
+//!   about a second whatever the size (scripts/bench-emit), and afterwards
+//!   ufw holds exactly the profile (every earlier ufw rule is gone).
+//!
+//! Outgoing and routed policies stay as the operator has them: a profile
+//! ufw is emitted for has no output or forward chain, so fwharden filters
+//! neither, and ufw's setting can only be as strict or stricter.
 //!
 //! Both install `before.rules`/`before6.rules` (see [`super::before`]).
 //! Profile text reaches a script only as comments and single-quoted words
@@ -41,6 +46,14 @@ if ! grep -qs '^IPV6=yes' /etc/default/ufw; then
   echo "$0: /etc/default/ufw does not say IPV6=yes: ufw would leave IPv6 unfiltered; set it first" >&2
   exit 1
 fi
+# A before file with another table than *filter (a VPN gateway's NAT) would
+# lose it: refuse before anything changes.
+for f in before.rules before6.rules; do
+  if grep -qs '^[*]\(nat\|mangle\|raw\|security\)' "/etc/ufw/$f" && ! cmp -s "$f" "/etc/ufw/$f"; then
+    echo "$0: /etc/ufw/$f has a table other than *filter (NAT rules?), which replacing it would drop: copy that table into $f here first; nothing was changed" >&2
+    exit 1
+  fi
+done
 # install FILE: puts FILE over /etc/ufw/FILE unless they are the same,
 # keeping the first original as /etc/ufw/FILE.fwharden-saved.
 install_ufw_file() {
@@ -85,8 +98,8 @@ pub fn commands(plan: &Plan, header: &str) -> String {
          # - /etc/ufw/before.rules and before6.rules are REPLACED by the files next to\n\
          #   it (ufw's stock ones accept every echo request, DHCP, mDNS and UPnP, which\n\
          #   the profile does not); the first originals are kept as FILE.fwharden-saved.\n\
-         # - ufw's incoming policy becomes {}, outgoing allow; routed stays as it is.\n\
-         #   Logging becomes `ufw logging {}`.\n\
+         # - ufw's incoming policy becomes {}; outgoing and routed stay as they are\n\
+         #   (the profile filters neither). Logging becomes `ufw logging {}`.\n\
          # - The profile's {} rules are ADDED, one ufw command each. Nothing is deleted:\n\
          #   ufw rules added before stay, ahead of these (`ufw status numbered` lists\n\
          #   them), and one with the same match as a rule here takes this rule's action\n\
@@ -105,7 +118,6 @@ pub fn commands(plan: &Plan, header: &str) -> String {
         let _ = writeln!(out, "ufw {}", command(rule));
     }
     let _ = writeln!(out, "ufw default {} incoming", policy_word(plan.policy));
-    out.push_str("ufw default allow outgoing\n");
     let _ = writeln!(out, "ufw logging {}", logging_word(plan.logging));
     out.push_str("start_ufw\n");
     out
@@ -153,8 +165,9 @@ pub fn reload(plan: &Plan, header: &str) -> String {
          #   added with `ufw allow ...`, yours included) and before.rules/before6.rules\n\
          #   become the files next to it; the first originals are kept as\n\
          #   FILE.fwharden-saved. Use ufw.sh to keep the rules ufw has.\n\
-         # - ufw's incoming policy becomes {} and outgoing allow (in /etc/default/ufw);\n\
-         #   logging becomes {} (in /etc/ufw/ufw.conf); routed stays as it is.\n\
+         # - ufw's incoming policy becomes {} (in /etc/default/ufw), logging {} (in\n\
+         #   /etc/ufw/ufw.conf); outgoing and routed stay as they are (the profile\n\
+         #   filters neither).\n\
          # - ufw is then reloaded once, or enabled (which also enables it at boot).\n\
          # Run again, it changes nothing.\n",
         policy_word(plan.policy),
@@ -183,7 +196,6 @@ set_key() {
         out,
         "set_key /etc/default/ufw DEFAULT_INPUT_POLICY '\"{policy}\"'"
     );
-    out.push_str("set_key /etc/default/ufw DEFAULT_OUTPUT_POLICY '\"ACCEPT\"'\n");
     let _ = writeln!(
         out,
         "set_key /etc/ufw/ufw.conf LOGLEVEL {}",
