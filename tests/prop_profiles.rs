@@ -1192,48 +1192,6 @@ fn comparable_rows(
     (seen(nft), seen(other), nft.rows.len() - kept.len())
 }
 
-/// ufw runs over temporary copies of its files in a private mount
-/// namespace, inside the replica's target namespace (as tests/emit_ufw.rs
-/// does): the machine's own ufw files never change.
-fn ufw_sandboxed(script: &Path) -> Result<(), String> {
-    let dir = tempfile::Builder::new()
-        .prefix("fwharden-ufw-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
-    let d = dir.path().display();
-    let inner = format!(
-        "set -eu\n\
-         mkdir '{d}/etc' '{d}/lib'\n\
-         cp -a /etc/ufw/. '{d}/etc/'\n\
-         cp -a /lib/ufw/. '{d}/lib/'\n\
-         : > '{d}/no-sysctl.conf'\n\
-         sed 's|^IPT_SYSCTL=.*|IPT_SYSCTL={d}/no-sysctl.conf|' /etc/default/ufw > '{d}/default'\n\
-         mount --bind '{d}/etc' /etc/ufw\n\
-         mount --bind '{d}/default' /etc/default/ufw\n\
-         mount --bind '{d}/lib' /lib/ufw\n\
-         mount -t tmpfs fwharden-ufw-run /run\n\
-         sh '{}'\n",
-        script.display()
-    );
-    let o = std::process::Command::new("timeout")
-        .args([
-            "300",
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-        ])
-        .arg(&inner)
-        .output()
-        .map_err(|e| e.to_string())?;
-    o.status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("{}{}", stdout(&o), stderr(&o)))
-}
-
 #[test]
 fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
     const WANTED: u32 = 50;
@@ -1242,15 +1200,11 @@ fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
     if !privileged(test) {
         return;
     }
-    if !Path::new("/lib/ufw/ufw-init").exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: ufw is missing (CI=true: a skip is a failure); run scripts/deps");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED {test}: ufw is missing; run scripts/deps !!!!!!!!\n");
+    if !common::ufw::have_ufw(test) {
         return;
     }
     std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
-    let host_before = host_tables();
+    let host_before = (host_tables(), common::ufw::host_ufw_files());
     let started = Instant::now();
     let compared = std::cell::Cell::new(0u32);
     let refused = std::cell::Cell::new(0u32);
@@ -1302,7 +1256,9 @@ fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
             let script = out.path().join(form);
             let loader = probe::replica::Loader::Custom {
                 what: format!("ufw {form}"),
-                load: Box::new(move || ufw_sandboxed(&script)),
+                // ufw over temporary copies of its files, in a private
+                // mount namespace inside the replica's target namespace.
+                load: Box::new(move || common::ufw::UfwSandbox::new().load(&script)),
             };
             let files: String = emitted
                 .files
@@ -1346,8 +1302,8 @@ fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
         unbuilt.get()
     );
     assert_eq!(
-        host_tables(),
+        (host_tables(), common::ufw::host_ufw_files()),
         host_before,
-        "the machine's own ruleset changed"
+        "the machine's own ruleset or ufw files changed"
     );
 }

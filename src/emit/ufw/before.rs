@@ -8,7 +8,8 @@
 
 use std::fmt::Write;
 
-use super::{quote, rate_text, ufw_interface, Plan};
+use super::rule::ufw_interface;
+use super::{quote, Plan};
 use crate::ruleset::*;
 
 /// Debian's ufw 0.36 `before.rules`, output and forward part, unchanged.
@@ -173,4 +174,15 @@ pub fn text(plan: &Plan, family: Family, header: &str) -> String {
     });
     out.push_str("COMMIT\n");
     out
+}
+
+/// A rate as iptables writes it: `10/sec`.
+fn rate_text(rate: &Rate) -> String {
+    let unit = match rate.unit {
+        RateUnit::Second => "sec",
+        RateUnit::Minute => "min",
+        RateUnit::Hour => "hour",
+        RateUnit::Day => "day",
+    };
+    format!("{}/{unit}", rate.count)
 }

@@ -1,6 +1,7 @@
 //! The translation without ufw: what becomes a before rule, a user rule or
 //! a refusal. tests/emit_ufw.rs runs the output with the real ufw.
 
+use super::rule::{comment_text, ufw_interface};
 use super::*;
 use crate::ruleset::Family;
 
