@@ -106,6 +106,19 @@ fn emit_matches_the_golden_files() {
             .unwrap_or_else(|_| panic!("{} is missing; run with FWHARDEN_BLESS=1", path.display()));
         assert_eq!(text, golden, "{name}: differs from {}", path.display());
     }
+    // And no golden file outlives its profile.
+    let names = shipped_profiles();
+    for entry in std::fs::read_dir(root().join("tests/golden/emit")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ufw") {
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            assert!(
+                names.contains(&stem),
+                "{} matches no profiles/*.toml",
+                path.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! - random valid profiles (groups of both families, nested groups, list
 //!   files, services, every rule key, defaults, extends) are accepted, and
 //!   their rulesets pass the real `nft -c`;
+//! - random profiles ufw can express, emitted with `--format ufw` and
+//!   loaded by the real ufw, see the verdicts of their nftables replica;
 //! - random bytes, token soup and mutated shipped profiles never make the
 //!   loader panic, every refusal is located and says what to do, and what
 //!   is accepted compiles and renders.
