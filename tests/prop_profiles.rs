@@ -8,8 +8,9 @@
 //!   loader panic, every refusal is located and says what to do, and what
 //!   is accepted compiles and renders.
 //!
-//! `nft -c -f` parses and evaluates a ruleset without loading it: nothing
-//! here touches the firewall.
+//! `nft -c -f` parses and evaluates a ruleset without loading it; the
+//! emitter tests load rulesets only into probe replicas (namespaces they
+//! create), and ufw only over temporary copies of its files.
 
 mod common;
 
