@@ -19,7 +19,7 @@
 //! `ufw` command per rule, and `reload.sh`, which installs the generated
 //! `user.rules`/`user6.rules` and reloads once.
 //!
-//! Refused, naming the rule and its `file:line` (see [`Refusal`]): what ufw
+//! Refused, naming the rule and its `file:line` ([`EmitError::Refused`]): what ufw
 //! rules cannot say and no stricter rule can stand for. With
 //! [`Approximation::Stricter`], logging is written with ufw's own prefix and
 //! rate (logging decides no packet's fate), and a TCP reject the model
@@ -29,6 +29,8 @@ mod before;
 mod rule;
 pub mod script;
 mod user;
+
+use std::collections::HashSet;
 
 use ipnet::IpNet;
 
@@ -272,11 +274,16 @@ fn whole_ruleset(ruleset: &Ruleset) -> Result<&Chain, EmitError> {
             )),
         }
     }
-    Ok(ruleset
+    ruleset
         .chains
         .iter()
         .find(|c| c.hook == Hook::Input)
-        .expect("every ruleset has an input chain"))
+        .ok_or_else(|| {
+            refuse(
+                "defaults: input",
+                "a ruleset without an input chain leaves every packet to ufw's own policy",
+            )
+        })
 }
 
 pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError> {
@@ -319,7 +326,7 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
     // A later rule with the same match as an earlier one, in a family,
     // never decides a packet there (the earlier one does); ufw would
     // update the earlier one in place with the later one's action instead.
-    let mut seen: Vec<(Family, String)> = Vec::new();
+    let mut seen: HashSet<(Family, String)> = HashSet::new();
     let mut kept = Vec::new();
     for mut rule in std::mem::take(&mut plan.user) {
         let fresh: Vec<Family> = rule
@@ -333,7 +340,7 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
             _ => {}
         }
         for f in &fresh {
-            seen.push((*f, rule.key(*f)));
+            seen.insert((*f, rule.key(*f)));
         }
         kept.push(rule);
     }
