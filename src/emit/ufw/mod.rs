@@ -311,7 +311,7 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
             if approx == Approximation::Refuse {
                 return Err(refuse(
                     &rule.comment,
-                    "ufw logs what its policy drops with its own prefix `[UFW BLOCK] ` at its own rate (3/minute): --approximate writes `ufw logging low` (logging decides nothing)",
+                    "ufw logs what its policy drops with its own prefix `[UFW BLOCK] ` at its own rate (3/minute): --approximate writes `ufw logging low` (logging decides nothing), or set `log_drops = false` in [defaults]",
                 ));
             }
             plan.logging = Logging::Low;
