@@ -11,46 +11,22 @@
 //!   (refusals counted and printed);
 //! - `reload.sh`'s user.rules are the files ufw itself writes for
 //!   `ufw.sh`'s commands, and both forms leave the same iptables rules;
-//! - running either script again changes nothing;
+//! - running either script again changes nothing; ufw.sh keeps a rule the
+//!   operator added, reload.sh replaces it, as their headers say;
+//! - a before.rules holding NAT stops both before anything changes;
 //! - hostile profile text stays inside ufw comments.
 //!
-//! Regenerate the golden files with FWHARDEN_BLESS=1 and review the diff.
+//! tests/emit_ufw_files.rs holds the golden files and the refusals.
 
 mod common;
 
 use std::path::Path;
 
-use common::ufw::{have_ufw, host_ufw_files, UfwSandbox};
+use common::ufw::{compiled, have_ufw, host_ufw_files, shipped_ruleset, UfwSandbox};
 use common::*;
-use fwharden::emit::{self, ufw, Approximation, EmitError};
+use fwharden::emit::{self, ufw, Approximation};
 use fwharden::netns::Netns;
 use fwharden::probe::{self, replica::Loader};
-use fwharden::profile::{load, SearchPath};
-use fwharden::ruleset::Ruleset;
-
-/// The profile's ruleset for a host without containers, as
-/// `containers = "ignore"` would have it (ufw refuses the containers
-/// chain: `a_profile_filtering_container_ports_is_refused`).
-fn compiled(dir: &Path, name: &str) -> Ruleset {
-    let mut r = with_containers(dir, name);
-    r.chains.retain(|c| c.name != "containers");
-    r
-}
-
-fn with_containers(dir: &Path, name: &str) -> Ruleset {
-    let search = SearchPath::only(vec![dir.to_path_buf()]);
-    let loaded = load(name, &search);
-    let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
-    fwharden::compile::compile(
-        &loaded
-            .profile
-            .unwrap_or_else(|| panic!("{name} is not valid: {diags:?}")),
-    )
-}
-
-fn shipped_ruleset(name: &str) -> Ruleset {
-    compiled(&root().join("profiles"), name)
-}
 
 fn interlock() {
     std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
@@ -77,110 +53,6 @@ fn loader(files: &Path, form: &str) -> Loader {
     Loader::Custom {
         what: format!("ufw {form}"),
         load: Box::new(move || UfwSandbox::new().load(&script)),
-    }
-}
-
-/// Every file of an emit, or the refusal, as the golden file holds it.
-fn golden_text(r: Result<emit::Emitted, EmitError>) -> String {
-    match r {
-        Ok(e) => e
-            .files
-            .iter()
-            .map(|f| format!("==> {} <==\n{}", f.name, f.text))
-            .collect(),
-        Err(e) => format!("refused: {e}\n"),
-    }
-}
-
-#[test]
-fn emit_matches_the_golden_files() {
-    let bless = std::env::var("FWHARDEN_BLESS").is_ok();
-    for name in shipped_profiles() {
-        let text = golden_text(ufw::emit(&shipped_ruleset(&name), Approximation::Stricter));
-        let path = root().join(format!("tests/golden/emit/{name}.ufw"));
-        if bless {
-            std::fs::write(&path, &text).unwrap();
-            continue;
-        }
-        let golden = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("{} is missing; run with FWHARDEN_BLESS=1", path.display()));
-        assert_eq!(text, golden, "{name}: differs from {}", path.display());
-    }
-    // And no golden file outlives its profile.
-    let names = shipped_profiles();
-    for entry in std::fs::read_dir(root().join("tests/golden/emit")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "ufw") {
-            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-            assert!(
-                names.contains(&stem),
-                "{} matches no profiles/*.toml",
-                path.display()
-            );
-        }
-    }
-}
-
-#[test]
-fn a_profile_filtering_container_ports_is_refused() {
-    let r = with_containers(&root().join("profiles"), "wireguard-gateway");
-    match ufw::emit(&r, Approximation::Stricter) {
-        Err(EmitError::Refused { rule, why, format }) => {
-            assert_eq!(format, "ufw");
-            assert!(rule.contains("containers"), "{rule}");
-            assert!(why.contains("FORWARD"), "{why}");
-            assert!(why.contains("containers = \"ignore\""), "{why}");
-        }
-        Ok(_) => panic!("the containers chain was emitted"),
-    }
-}
-
-#[test]
-fn the_cli_refuses_with_exit_4_and_wants_a_directory() {
-    let out = shipped(&["emit", "wireguard-gateway", "--format", "ufw"]);
-    assert_eq!(
-        out.status.code(),
-        Some(fwharden::exit::USAGE),
-        "{}",
-        stderr(&out)
-    );
-    assert!(stderr(&out).contains("--output DIR"), "{}", stderr(&out));
-    let dir = tempfile::tempdir().unwrap();
-    let out = shipped(&[
-        "emit",
-        "vps-profile",
-        "--format",
-        "ufw",
-        "--output",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(fwharden::exit::REFUSED),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("chain containers"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "refused, yet written"
-    );
-}
-
-/// A per-source limit names the profile line it came from.
-#[test]
-fn a_per_source_limit_is_refused_with_its_file_and_line() {
-    match ufw::emit(&shipped_ruleset("db-private"), Approximation::Stricter) {
-        Err(EmitError::Refused { rule, why, .. }) => {
-            assert!(rule.starts_with("db-private.toml:"), "{rule}");
-            assert!(why.contains("per-source rate limit"), "{why}");
-        }
-        Ok(_) => panic!("a per-source limit was emitted"),
     }
 }
 
@@ -515,4 +387,44 @@ fn a_before_file_with_nat_rules_stops_both_scripts() {
             "{form}"
         );
     }
+}
+
+/// What each script's header promises: ufw.sh keeps a rule the operator
+/// added to ufw before (it adds, never deletes), reload.sh replaces it.
+#[test]
+fn ufw_sh_keeps_the_operators_rules_and_reload_sh_replaces_them() {
+    let test = "ufw_sh_keeps_the_operators_rules_and_reload_sh_replaces_them";
+    if !privileged(test) || !have_ufw(test) {
+        return;
+    }
+    interlock();
+    let host_before = (host_tables(), host_ufw_files());
+    let e = ufw::emit(
+        &shipped_ruleset("wireguard-gateway"),
+        Approximation::Stricter,
+    )
+    .unwrap();
+    let files = written(&e);
+    for (form, kept) in [(ufw::SCRIPT, true), (ufw::RELOAD, false)] {
+        let ns = Netns::create("emitufwown").unwrap();
+        let sandbox = UfwSandbox::new();
+        let script = files.path().join(form);
+        let status = ns
+            .run_in(|| {
+                let own = sandbox.run("ufw --force enable && ufw allow 8080/tcp comment operator");
+                assert!(own.status.success(), "{}", stderr(&own));
+                sandbox
+                    .load(&script)
+                    .unwrap_or_else(|e| panic!("{form}: {e}"));
+                stdout(&sandbox.run("ufw status"))
+            })
+            .unwrap();
+        assert_eq!(status.contains("8080/tcp"), kept, "{form}:\n{status}");
+        assert!(status.contains("51820/udp"), "{form}:\n{status}");
+    }
+    assert_eq!(
+        (host_tables(), host_ufw_files()),
+        host_before,
+        "the machine's own ruleset or ufw files changed"
+    );
 }

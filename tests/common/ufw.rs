@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::{stderr, stdout};
+use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::Ruleset;
+
+use super::{root, stderr, stdout};
 
 /// Checksums of every file of the machine's own ufw configuration.
 pub fn host_ufw_files() -> String {
@@ -110,4 +113,28 @@ impl UfwSandbox {
             ))
         }
     }
+}
+
+/// The profile's ruleset for a host without containers, as
+/// `containers = "ignore"` would have it (ufw refuses the containers
+/// chain: `a_profile_filtering_container_ports_is_refused`).
+pub fn compiled(dir: &Path, name: &str) -> Ruleset {
+    let mut r = with_containers(dir, name);
+    r.chains.retain(|c| c.name != "containers");
+    r
+}
+
+pub fn with_containers(dir: &Path, name: &str) -> Ruleset {
+    let search = SearchPath::only(vec![dir.to_path_buf()]);
+    let loaded = load(name, &search);
+    let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    fwharden::compile::compile(
+        &loaded
+            .profile
+            .unwrap_or_else(|| panic!("{name} is not valid: {diags:?}")),
+    )
+}
+
+pub fn shipped_ruleset(name: &str) -> Ruleset {
+    compiled(&root().join("profiles"), name)
 }
