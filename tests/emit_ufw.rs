@@ -13,7 +13,8 @@
 //!   `ufw.sh`'s commands, and both forms leave the same iptables rules;
 //! - running either script again changes nothing; ufw.sh keeps a rule the
 //!   operator added, reload.sh replaces it, as their headers say;
-//! - a before.rules holding NAT stops both before anything changes;
+//! - a before.rules holding NAT, or an after.rules that accepts, stops
+//!   both before anything changes;
 //! - hostile profile text stays inside ufw comments.
 //!
 //! tests/emit_ufw_files.rs holds the golden files and the refusals.
@@ -351,11 +352,13 @@ fn a_broken_emitted_file_fails_the_probe() {
     assert!(!report.passed, "{}", report.table());
 }
 
-/// A before.rules holding NAT rules (a VPN gateway's masquerade) is not
-/// replaced: both scripts stop before changing anything, and say why.
+/// Both scripts stop before changing anything, and say why, where ufw's
+/// own files would make them drop or open what they should not: a
+/// before.rules holding NAT (a VPN gateway's masquerade) would lose it, and
+/// an accept in after.rules would let through what the profile drops.
 #[test]
-fn a_before_file_with_nat_rules_stops_both_scripts() {
-    let test = "a_before_file_with_nat_rules_stops_both_scripts";
+fn ufw_files_the_scripts_cannot_honour_stop_them() {
+    let test = "ufw_files_the_scripts_cannot_honour_stop_them";
     if !privileged(test) || !have_ufw(test) {
         return;
     }
@@ -366,26 +369,45 @@ fn a_before_file_with_nat_rules_stops_both_scripts() {
     )
     .unwrap();
     let files = written(&e);
-    let ns = Netns::create("emitufwnat").unwrap();
-    for form in FORMS {
-        let sandbox = UfwSandbox::new();
-        let before = sandbox.etc().join("before.rules");
-        let mut text = std::fs::read_to_string(&before).unwrap();
-        text.push_str("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 10.0.0.0/24 -j MASQUERADE\nCOMMIT\n");
-        std::fs::write(&before, &text).unwrap();
-        let user = std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap();
-        let script = files.path().join(form);
-        let err = ns
-            .run_in(|| sandbox.load(&script))
-            .unwrap()
-            .expect_err("a before.rules with NAT was replaced");
-        assert!(err.contains("table other than *filter"), "{form}: {err}");
-        assert_eq!(std::fs::read_to_string(&before).unwrap(), text, "{form}");
-        assert_eq!(
-            std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap(),
-            user,
-            "{form}"
-        );
+    let ns = Netns::create("emitufwstop").unwrap();
+    let cases = [
+        (
+            "before.rules",
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 10.0.0.0/24 -j MASQUERADE\nCOMMIT\n",
+            "table other than *filter",
+        ),
+        (
+            "after.rules",
+            "*filter\n-A ufw-after-input -p tcp --dport 9999 -j ACCEPT\nCOMMIT\n",
+            "accepts packets after the ufw rules",
+        ),
+    ];
+    for (file, added, why) in cases {
+        for form in FORMS {
+            let sandbox = UfwSandbox::new();
+            let path = sandbox.etc().join(file);
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str(added);
+            std::fs::write(&path, &text).unwrap();
+            let before = std::fs::read_to_string(sandbox.etc().join("before.rules")).unwrap();
+            let user = std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap();
+            let script = files.path().join(form);
+            let err = ns
+                .run_in(|| sandbox.load(&script))
+                .unwrap()
+                .expect_err("the script went on");
+            assert!(err.contains(why), "{file}, {form}: {err}");
+            assert_eq!(
+                std::fs::read_to_string(sandbox.etc().join("before.rules")).unwrap(),
+                before,
+                "{file}, {form}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(sandbox.etc().join("user.rules")).unwrap(),
+                user,
+                "{file}, {form}"
+            );
+        }
     }
 }
 

@@ -54,6 +54,14 @@ for f in before.rules before6.rules; do
     exit 1
   fi
 done
+# ufw runs after.rules after every ufw rule and before its policy: an accept
+# there would let through what the profile drops.
+for f in after.rules after6.rules; do
+  if grep -qs -- '-after-input .*-j ACCEPT' "/etc/ufw/$f"; then
+    echo "$0: /etc/ufw/$f accepts packets after the ufw rules, which the profile may drop: remove those lines first; nothing was changed" >&2
+    exit 1
+  fi
+done
 # install FILE: puts FILE over /etc/ufw/FILE unless they are the same,
 # keeping the first original as /etc/ufw/FILE.fwharden-saved.
 install_ufw_file() {
