@@ -2,12 +2,15 @@
 //! - random valid profiles (groups of both families, nested groups, list
 //!   files, services, every rule key, defaults, extends) are accepted, and
 //!   their rulesets pass the real `nft -c`;
+//! - random profiles ufw can express, emitted with `--format ufw` and
+//!   loaded by the real ufw, see the verdicts of their nftables replica;
 //! - random bytes, token soup and mutated shipped profiles never make the
 //!   loader panic, every refusal is located and says what to do, and what
 //!   is accepted compiles and renders.
 //!
-//! `nft -c -f` parses and evaluates a ruleset without loading it: nothing
-//! here touches the firewall.
+//! `nft -c -f` parses and evaluates a ruleset without loading it; the
+//! emitter tests load rulesets only into probe replicas (namespaces they
+//! create), and ufw only over temporary copies of its files.
 
 mod common;
 
@@ -1145,4 +1148,167 @@ fn mutated_shipped_profiles_never_panic_the_loader() {
         )
         .unwrap();
     eprintln!("mutations: {} of 2000 still valid", accepted.get());
+}
+
+// ---------------------------------------------------------------------
+// ufw: the same verdicts as nftables
+
+/// The part of a random profile ufw can express at all: no per-source
+/// limit (ufw has none as strict, see src/emit/ufw), no forward or output
+/// chain, and a parent without limits. What is left can still be refused
+/// (an interface name ufw cannot take, a group past ufw's size).
+fn for_ufw(mut p: GenProfile) -> GenProfile {
+    for r in &mut p.rules {
+        r.limit = None;
+    }
+    if let Some(d) = &mut p.defaults {
+        d.policies[1] = None;
+        d.policies[2] = None;
+    }
+    if !matches!(p.extends, None | Some("base") | Some("wireguard-gateway")) {
+        p.extends = Some("base");
+    }
+    p
+}
+
+/// Every row both replicas can be held to: those where the nftables
+/// replica answers as the plan says, except rate sequences cut at the
+/// plan's 64 attempts (which trip where the token refill between attempts
+/// says, on either side). Each as `source interface service got`, sorted.
+fn comparable_rows(
+    nft: &probe::Report,
+    other: &probe::Report,
+) -> (Vec<String>, Vec<String>, usize) {
+    let predictable =
+        |row: &&probe::Row| row.status == probe::Status::Match && !row.service.ends_with("by #64");
+    let key = |row: &probe::Row| format!("{} {} {}", row.source, row.interface, row.service);
+    let kept: std::collections::BTreeSet<String> =
+        nft.rows.iter().filter(predictable).map(key).collect();
+    let seen = |r: &probe::Report| -> Vec<String> {
+        let mut rows: Vec<String> = r
+            .rows
+            .iter()
+            .filter(|row| kept.contains(&key(row)))
+            .map(|row| format!("{} {:?}", key(row), row.got))
+            .collect();
+        rows.sort();
+        rows
+    };
+    (seen(nft), seen(other), nft.rows.len() - kept.len())
+}
+
+#[test]
+fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
+    const WANTED: u32 = 50;
+    const CASES: u32 = 150;
+    let test = "random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables";
+    if !privileged(test) {
+        return;
+    }
+    if !common::ufw::have_ufw(test) {
+        return;
+    }
+    std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
+    let host_before = (host_tables(), common::ufw::host_ufw_files());
+    let started = Instant::now();
+    let compared = std::cell::Cell::new(0u32);
+    let refused = std::cell::Cell::new(0u32);
+    let unbuilt = std::cell::Cell::new(0u32);
+    let approximated = std::cell::Cell::new(0u32);
+    let uncompared = std::cell::Cell::new(0usize);
+    runner(CASES)
+        .run(&profile().prop_map(for_ufw), |p| {
+            if compared.get() >= WANTED {
+                return Ok(());
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let text = write_profile(&p, dir.path());
+            fs::write(dir.path().join("gen.toml"), &text).unwrap();
+            let loaded = load("gen", &search(dir.path()));
+            let mut rules = fwharden::compile::compile(loaded.profile.as_ref().unwrap());
+            // ufw refuses the containers chain; the probe covers input only.
+            rules.chains.retain(|c| c.name != "containers");
+            // Approximated: logging (ufw's prefix and rate) and a TCP reset
+            // for ICMP port-unreachable; the probe sees both rejects alike.
+            let emitted = match emit::ufw::emit(&rules, emit::Approximation::Stricter) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("refused: {e}");
+                    refused.set(refused.get() + 1);
+                    return Ok(());
+                }
+            };
+            let nft = match probe::prove(&rules, probe::TIMEOUT) {
+                Err(probe::ProbeError::Replica(e)) => {
+                    eprintln!("no replica: {e}");
+                    unbuilt.set(unbuilt.get() + 1);
+                    return Ok(());
+                }
+                other => other.unwrap(),
+            };
+            let out = tempfile::tempdir().unwrap();
+            for f in &emitted.files {
+                fs::write(out.path().join(&f.name), &f.text).unwrap();
+            }
+            // One command per rule is slow: one profile in four is loaded
+            // by ufw.sh, the others by reload.sh (tests/emit_ufw.rs shows
+            // both leave the same rules).
+            let form = if compared.get() % 4 == 0 {
+                emit::ufw::SCRIPT
+            } else {
+                emit::ufw::RELOAD
+            };
+            let script = out.path().join(form);
+            let loader = probe::replica::Loader::Custom {
+                what: format!("ufw {form}"),
+                // ufw over temporary copies of its files, in a private
+                // mount namespace inside the replica's target namespace.
+                load: Box::new(move || common::ufw::UfwSandbox::new().load(&script)),
+            };
+            let files: String = emitted
+                .files
+                .iter()
+                .map(|f| format!("==> {} <==\n{}", f.name, f.text))
+                .collect();
+            let ufw = probe::prove_with(&rules, loader, probe::TIMEOUT).map_err(|e| {
+                TestCaseError::fail(format!("{e}\nprofile:\n{text}\nemitted:\n{files}"))
+            })?;
+            let (a, b, left_out) = comparable_rows(&nft, &ufw);
+            uncompared.set(uncompared.get() + left_out);
+            prop_assert_eq!(
+                a,
+                b,
+                "{}\nprofile:\n{}\nemitted:\n{}\nnft:\n{}\nufw:\n{}",
+                form,
+                text,
+                files,
+                nft.table(),
+                ufw.table()
+            );
+            approximated.set(approximated.get() + u32::from(!emitted.warnings.is_empty()));
+            compared.set(compared.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+    eprintln!(
+        "random profiles for ufw: {} compared with the same verdicts as nftables ({} with logging or a reject approximated, {} rows where the nftables replica departs from the plan or a rate sequence is cut at 64 attempts, not compared), {} refused by ufw, {} without a replica, in {:.1?}",
+        compared.get(),
+        approximated.get(),
+        uncompared.get(),
+        refused.get(),
+        unbuilt.get(),
+        started.elapsed()
+    );
+    assert!(
+        compared.get() >= WANTED,
+        "only {} of {CASES} random profiles compared ({} refused, {} without a replica)",
+        compared.get(),
+        refused.get(),
+        unbuilt.get()
+    );
+    assert_eq!(
+        (host_tables(), common::ufw::host_ufw_files()),
+        host_before,
+        "the machine's own ruleset or ufw files changed"
+    );
 }

@@ -15,6 +15,10 @@ pub enum Format {
     /// iptables-restore and ip6tables-restore files, an ipset restore
     /// file, and load.sh.
     Iptables,
+    /// ufw: ufw.sh (one ufw command per rule, keeps other ufw rules),
+    /// reload.sh (replaces user.rules/user6.rules, one reload), and the
+    /// before.rules files both install.
+    Ufw,
 }
 
 pub fn run(
@@ -25,9 +29,16 @@ pub fn run(
     approx: Approximation,
 ) -> anyhow::Result<i32> {
     // A usage error is one whatever the profile says: before anything else.
-    if format == Format::Iptables && output.is_none() {
+    let several = match format {
+        Format::Nft => None,
+        Format::Iptables => Some("iptables and ip6tables restore files, ipset sets, load.sh"),
+        Format::Ufw => {
+            Some("ufw.sh or reload.sh, with the before.rules and user.rules files they install")
+        }
+    };
+    if let (Some(what), None) = (several, output) {
         eprintln!(
-            "fwharden: this format is several files (iptables and ip6tables restore files, ipset sets, load.sh): name a directory with --output DIR"
+            "fwharden: this format is several files ({what}): name a directory with --output DIR"
         );
         return Ok(exit::USAGE);
     }
@@ -46,6 +57,7 @@ pub fn run(
             warnings: Vec::new(),
         }),
         Format::Iptables => emit::iptables(&ruleset, approx),
+        Format::Ufw => emit::ufw::emit(&ruleset, approx),
     };
     let emitted = match emitted {
         Ok(e) => e,

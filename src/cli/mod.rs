@@ -31,6 +31,7 @@ Examples:
   fwharden check vps-profile             validate a profile, print warnings
   fwharden show vps-profile              the nftables ruleset it compiles to
   fwharden emit vps-profile --format iptables --output DIR   iptables-restore + ipset files
+  fwharden emit web-server --format ufw --output DIR          ufw.sh (commands) or reload.sh (rules files)
   fwharden probe vps-profile             prove it with real packets in a replica
   fwharden scan HOST --profile vps-profile --from admin   check a live host from outside
   fwharden apply vps-profile --diff      what would change; changes nothing
@@ -216,9 +217,9 @@ pub enum Command {
     Unban { addr: std::net::IpAddr },
     /// List the bans, with the time each has left.
     Bans,
-    /// Write the profile in another firewall's format: nft text, or
-    /// iptables-restore files with ipset sets (exit 4 when the format
-    /// cannot express a rule exactly).
+    /// Write the profile in another firewall's format: nft text,
+    /// iptables-restore files with ipset sets, or ufw commands and rules
+    /// files (exit 4 when the format cannot express a rule exactly).
     Emit {
         /// Profile name (e.g. vps-profile) or path to a .toml file.
         profile: String,

@@ -16,6 +16,7 @@ pub mod ipset;
 pub mod iptables;
 pub mod placement;
 pub mod quote;
+pub mod ufw;
 
 use thiserror::Error;
 

@@ -1,0 +1,188 @@
+//! `before.rules` and `before6.rules`: the model's leading rules in the
+//! chains ufw evaluates before any user rule (`ufw-before-input`,
+//! `ufw6-before-input`), in `iptables-restore` syntax, as ufw-init loads
+//! them (`ip[6]tables-restore -n`). Output and forward keep the accepts of
+//! Debian's stock files: the profiles ufw is emitted for have no output or
+//! forward chain (see [`super::whole_ruleset`]), and those accepts only let
+//! replies and ICMP through chains whose policy ufw keeps as it was.
+
+use std::fmt::Write;
+
+use super::rule::ufw_interface;
+use super::{quote, Plan};
+use crate::ruleset::*;
+
+/// Debian's ufw 0.36 `before.rules`, output and forward part, unchanged.
+const STOCK_V4: &str = "\
+-A ufw-before-output -o lo -j ACCEPT
+-A ufw-before-output -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw-before-forward -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw-before-forward -p icmp --icmp-type destination-unreachable -j ACCEPT
+-A ufw-before-forward -p icmp --icmp-type time-exceeded -j ACCEPT
+-A ufw-before-forward -p icmp --icmp-type parameter-problem -j ACCEPT
+-A ufw-before-forward -p icmp --icmp-type echo-request -j ACCEPT
+";
+
+/// The same for `before6.rules`: replies, loopback and the ICMPv6 a host
+/// sends (neighbour and router discovery, multicast listeners).
+const STOCK_V6: &str = "\
+-A ufw6-before-output -o lo -j ACCEPT
+-A ufw6-before-output -m rt --rt-type 0 -j DROP
+-A ufw6-before-forward -m rt --rt-type 0 -j DROP
+-A ufw6-before-output -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw6-before-forward -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type destination-unreachable -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type packet-too-big -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type time-exceeded -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type parameter-problem -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type echo-request -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type echo-reply -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type router-solicitation -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type neighbor-advertisement -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type neighbor-solicitation -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type router-advertisement -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 141 -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 142 -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 130 -s fe80::/10 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 131 -s fe80::/10 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 132 -s fe80::/10 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 143 -s fe80::/10 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 148 -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 149 -m hl --hl-eq 255 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 151 -s fe80::/10 -m hl --hl-eq 1 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 152 -s fe80::/10 -m hl --hl-eq 1 -j ACCEPT
+-A ufw6-before-output -p icmpv6 --icmpv6-type 153 -s fe80::/10 -m hl --hl-eq 1 -j ACCEPT
+-A ufw6-before-forward -p icmpv6 --icmpv6-type destination-unreachable -j ACCEPT
+-A ufw6-before-forward -p icmpv6 --icmpv6-type packet-too-big -j ACCEPT
+-A ufw6-before-forward -p icmpv6 --icmpv6-type time-exceeded -j ACCEPT
+-A ufw6-before-forward -p icmpv6 --icmpv6-type parameter-problem -j ACCEPT
+-A ufw6-before-forward -p icmpv6 --icmpv6-type echo-request -j ACCEPT
+-A ufw6-before-forward -p icmpv6 --icmpv6-type echo-reply -j ACCEPT
+";
+
+/// ufw's chain prefix for a family.
+pub fn prefix(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "ufw",
+        Family::Ipv6 => "ufw6",
+    }
+}
+
+/// The lines of one leading rule in `family`'s file; none when the rule
+/// matches only the other family. `index` names its rate bucket.
+pub fn lines(rule: &Rule, index: usize, family: Family) -> Result<Vec<String>, String> {
+    let chain = format!("{}-before-input", prefix(family));
+    let mut alternatives: Vec<Vec<String>> = Vec::new();
+    for m in &rule.matches {
+        let alts = match m {
+            Match::Family(f) if *f != family => return Ok(Vec::new()),
+            Match::Family(_) => continue,
+            Match::IcmpType(_) if family == Family::Ipv6 => return Ok(Vec::new()),
+            Match::Icmpv6Type(_) if family == Family::Ipv4 => return Ok(Vec::new()),
+            Match::IcmpType(types) => types
+                .iter()
+                .map(|t| format!(" -p icmp -m icmp --icmp-type {}", t.number()))
+                .collect(),
+            Match::Icmpv6Type(types) => types
+                .iter()
+                .map(|t| format!(" -p ipv6-icmp -m icmp6 --icmpv6-type {}", t.number()))
+                .collect(),
+            Match::CtState(states) => {
+                let s: Vec<&str> = states
+                    .iter()
+                    .map(|s| match s {
+                        CtState::Invalid => "INVALID",
+                        CtState::Established => "ESTABLISHED",
+                        CtState::Related => "RELATED",
+                        CtState::New => "NEW",
+                    })
+                    .collect();
+                vec![format!(" -m conntrack --ctstate {}", s.join(","))]
+            }
+            Match::InInterface(name) => vec![format!(" -i {}", ufw_interface(name)?)],
+            other => return Err(format!("{other:?} in before.rules")),
+        };
+        alternatives.push(alts);
+    }
+    // A packet matches at most one alternative (they differ in ICMP type),
+    // so the lines of one rule share its one rate bucket by name.
+    let limit = rule
+        .limit
+        .map(|r| {
+            format!(
+                " -m hashlimit --hashlimit-upto {} --hashlimit-burst {} --hashlimit-name fwu-{index}",
+                rate_text(&r),
+                r.burst
+            )
+        })
+        .unwrap_or_default();
+    let target = match (rule.verdict, family) {
+        (Some(Verdict::Accept), _) => "ACCEPT",
+        (Some(Verdict::Drop), _) => "DROP",
+        (Some(Verdict::Reject(RejectWith::PortUnreachable)), Family::Ipv4) => {
+            "REJECT --reject-with icmp-port-unreachable"
+        }
+        (Some(Verdict::Reject(RejectWith::PortUnreachable)), Family::Ipv6) => {
+            "REJECT --reject-with icmp6-port-unreachable"
+        }
+        (Some(Verdict::Reject(RejectWith::TcpReset)), _) | (None, _) => {
+            return Err("a TCP reset or no verdict in before.rules".into())
+        }
+    };
+    let comment = quote::free_text(&rule.comment);
+    let mut lines = vec![String::new()];
+    for alts in &alternatives {
+        lines = lines
+            .iter()
+            .flat_map(|l| alts.iter().map(move |a| format!("{l}{a}")))
+            .collect();
+    }
+    Ok(lines
+        .into_iter()
+        .map(|l| format!("-A {chain}{l}{limit} -m comment --comment \"{comment}\" -j {target}"))
+        .collect())
+}
+
+/// The whole file for `family`.
+pub fn text(plan: &Plan, family: Family, header: &str) -> String {
+    let p = prefix(family);
+    let mut out = String::from(header);
+    out.push_str(
+        "# Replaces ufw's own before rules: what the profile accepts before any ufw\n\
+         # rule. Debian's stock file also accepted every echo request, DHCP, mDNS and\n\
+         # UPnP; the profile does not.\n",
+    );
+    let _ = writeln!(out, "*filter");
+    for chain in [
+        "before-input",
+        "before-output",
+        "before-forward",
+        "not-local",
+    ] {
+        let _ = writeln!(out, ":{p}-{chain} - [0:0]");
+    }
+    let lines = match family {
+        Family::Ipv4 => &plan.before_v4,
+        Family::Ipv6 => &plan.before_v6,
+    };
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+    out.push_str(match family {
+        Family::Ipv4 => STOCK_V4,
+        Family::Ipv6 => STOCK_V6,
+    });
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// A rate as iptables writes it: `10/sec`.
+fn rate_text(rate: &Rate) -> String {
+    let unit = match rate.unit {
+        RateUnit::Second => "sec",
+        RateUnit::Minute => "min",
+        RateUnit::Hour => "hour",
+        RateUnit::Day => "day",
+    };
+    format!("{}/{unit}", rate.count)
+}

@@ -1,0 +1,140 @@
+//! ufw over a configuration of its own, for the tests of `emit --format
+//! ufw` (tests/emit_ufw.rs, tests/prop_profiles.rs): the machine's own ufw
+//! files are never written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fwharden::profile::{load, SearchPath};
+use fwharden::ruleset::Ruleset;
+
+use super::{root, stderr, stdout};
+
+/// Checksums of every file of the machine's own ufw configuration.
+pub fn host_ufw_files() -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cd / && find etc/ufw etc/default/ufw lib/ufw -type f 2>/dev/null | sort | xargs -r sha256sum")
+        .output()
+        .expect("sha256sum");
+    stdout(&out)
+}
+
+/// Whether ufw is installed; under CI=true its absence is a failure.
+pub fn have_ufw(test: &str) -> bool {
+    if Path::new("/usr/sbin/ufw").exists() && Path::new("/lib/ufw/ufw-init").exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: ufw is missing (CI=true: a skip is a failure); run scripts/deps");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: ufw is missing; run scripts/deps !!!!!!!!\n");
+    false
+}
+
+/// ufw with a configuration of its own: copies of the machine's ufw files
+/// in a temporary directory, which every [`UfwSandbox::run`] bind-mounts
+/// over the real paths in a private mount namespace. ufw's sysctl file is
+/// an empty one (some of the settings it makes are not per network
+/// namespace), and /run is an empty tmpfs (ufw's lock, xtables' lock).
+/// The directory is removed when the sandbox is dropped; the mounts end
+/// with the process that made them.
+pub struct UfwSandbox {
+    dir: tempfile::TempDir,
+}
+
+impl UfwSandbox {
+    pub fn new() -> UfwSandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("fwharden-ufw-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        for (from, to) in [("/etc/ufw", "etc"), ("/lib/ufw", "lib")] {
+            std::fs::create_dir(d.join(to)).unwrap();
+            let cp = Command::new("cp")
+                .args(["-a", &format!("{from}/."), d.join(to).to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(cp.status.success(), "cp {from}: {}", stderr(&cp));
+        }
+        std::fs::write(d.join("no-sysctl.conf"), "").unwrap();
+        let default = std::fs::read_to_string("/etc/default/ufw").unwrap();
+        let default: String = default
+            .lines()
+            .map(|l| {
+                if l.starts_with("IPT_SYSCTL=") {
+                    format!("IPT_SYSCTL={}\n", d.join("no-sysctl.conf").display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(d.join("default"), default).unwrap();
+        UfwSandbox { dir }
+    }
+
+    /// This sandbox's /etc/ufw.
+    pub fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// `sh -c SCRIPT` with the sandbox's files in place, in the calling
+    /// thread's network namespace (a thread inside a test namespace).
+    pub fn run(&self, script: &str) -> Output {
+        let d = self.dir.path().display();
+        let inner = format!(
+            "set -eu\n\
+             mount --bind '{d}/etc' /etc/ufw\n\
+             mount --bind '{d}/default' /etc/default/ufw\n\
+             mount --bind '{d}/lib' /lib/ufw\n\
+             mount -t tmpfs fwharden-ufw-run /run\n\
+             {script}\n"
+        );
+        Command::new("timeout")
+            .args(["120", "unshare", "--mount", "--propagation", "private"])
+            .args(["sh", "-c", &inner])
+            .output()
+            .expect("unshare")
+    }
+
+    /// Runs a script the emitter wrote; its error says what failed.
+    pub fn load(&self, script: &Path) -> Result<(), String> {
+        let out = self.run(&format!("sh '{}'", script.display()));
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} exited with {}: {}{}",
+                script.display(),
+                out.status,
+                stdout(&out),
+                stderr(&out)
+            ))
+        }
+    }
+}
+
+/// The profile's ruleset for a host without containers, as
+/// `containers = "ignore"` would have it (ufw refuses the containers
+/// chain: `a_profile_filtering_container_ports_is_refused`).
+pub fn compiled(dir: &Path, name: &str) -> Ruleset {
+    let mut r = with_containers(dir, name);
+    r.chains.retain(|c| c.name != "containers");
+    r
+}
+
+pub fn with_containers(dir: &Path, name: &str) -> Ruleset {
+    let search = SearchPath::only(vec![dir.to_path_buf()]);
+    let loaded = load(name, &search);
+    let diags: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    fwharden::compile::compile(
+        &loaded
+            .profile
+            .unwrap_or_else(|| panic!("{name} is not valid: {diags:?}")),
+    )
+}
+
+pub fn shipped_ruleset(name: &str) -> Ruleset {
+    compiled(&root().join("profiles"), name)
+}

@@ -1,0 +1,159 @@
+//! `fwharden emit --format ufw` without running ufw: the golden files of
+//! every shipped profile (the six files, or the refusal), the refusals
+//! that name a rule, and the CLI around them. tests/emit_ufw.rs runs the
+//! output with the real ufw.
+//! Regenerate the golden files with FWHARDEN_BLESS=1 and review the diff.
+
+mod common;
+
+use common::ufw::{shipped_ruleset, with_containers};
+use common::*;
+use fwharden::emit::{self, ufw, Approximation, EmitError};
+
+/// Every file of an emit, or the refusal, as the golden file holds it.
+fn golden_text(r: Result<emit::Emitted, EmitError>) -> String {
+    match r {
+        Ok(e) => e
+            .files
+            .iter()
+            .map(|f| format!("==> {} <==\n{}", f.name, f.text))
+            .collect(),
+        Err(e) => format!("refused: {e}\n"),
+    }
+}
+
+#[test]
+fn emit_matches_the_golden_files() {
+    let bless = std::env::var("FWHARDEN_BLESS").is_ok();
+    for name in shipped_profiles() {
+        let text = golden_text(ufw::emit(&shipped_ruleset(&name), Approximation::Stricter));
+        let path = root().join(format!("tests/golden/emit/{name}.ufw"));
+        if bless {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} is missing; run with FWHARDEN_BLESS=1", path.display()));
+        assert_eq!(text, golden, "{name}: differs from {}", path.display());
+    }
+    // And no golden file outlives its profile.
+    let names = shipped_profiles();
+    for entry in std::fs::read_dir(root().join("tests/golden/emit")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ufw") {
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            assert!(
+                names.contains(&stem),
+                "{} matches no profiles/*.toml",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_profile_filtering_container_ports_is_refused() {
+    let r = with_containers(&root().join("profiles"), "wireguard-gateway");
+    match ufw::emit(&r, Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, format }) => {
+            assert_eq!(format, "ufw");
+            assert!(rule.contains("containers"), "{rule}");
+            assert!(why.contains("FORWARD"), "{why}");
+            assert!(why.contains("containers = \"ignore\""), "{why}");
+        }
+        Ok(_) => panic!("the containers chain was emitted"),
+    }
+}
+
+#[test]
+fn the_cli_refuses_with_exit_4_and_wants_a_directory() {
+    let out = shipped(&["emit", "wireguard-gateway", "--format", "ufw"]);
+    assert_eq!(
+        out.status.code(),
+        Some(fwharden::exit::USAGE),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--output DIR"), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let out = shipped(&[
+        "emit",
+        "vps-profile",
+        "--format",
+        "ufw",
+        "--output",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(fwharden::exit::REFUSED),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("chain containers"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "refused, yet written"
+    );
+}
+
+/// A per-source limit names the profile line it came from.
+#[test]
+fn a_per_source_limit_is_refused_with_its_file_and_line() {
+    match ufw::emit(&shipped_ruleset("db-private"), Approximation::Stricter) {
+        Err(EmitError::Refused { rule, why, .. }) => {
+            assert!(rule.starts_with("db-private.toml:"), "{rule}");
+            assert!(why.contains("per-source rate limit"), "{why}");
+        }
+        Ok(_) => panic!("a per-source limit was emitted"),
+    }
+}
+
+/// The CLI writes the six files, the scripts executable, and prints each
+/// approximation as a warning; they are in the files' headers too.
+#[test]
+fn the_cli_writes_the_files_and_warns_of_approximations() {
+    use std::os::unix::fs::PermissionsExt;
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("gw.toml"),
+        "extends = \"wireguard-gateway\"\n[defaults]\ncontainers = \"ignore\"\n",
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = fwharden()
+        .args(["--profile-dir", "profiles", "--profile-dir"])
+        .arg(profiles.path())
+        .args(["emit", "gw", "--format", "ufw", "--approximate", "--output"])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: approximated: defaults: log drops"),
+        "{}",
+        stderr(&out)
+    );
+    for (name, mode) in [
+        (ufw::SCRIPT, 0o755),
+        (ufw::RELOAD, 0o755),
+        (ufw::BEFORE_V4, 0o644),
+        (ufw::BEFORE_V6, 0o644),
+        (ufw::USER_V4, 0o644),
+        (ufw::USER_V6, 0o644),
+    ] {
+        let path = out_dir.path().join(name);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("# APPROXIMATED: defaults: log drops"),
+            "{name}:\n{text}"
+        );
+    }
+}
