@@ -210,6 +210,28 @@ impl Replica {
             .target
             .ip_batch(&["-6"], &rules_v6)
             .map_err(netns_error)?;
+        // The kernel rate-limits the ICMP errors a `reject` sends, per
+        // destination and in all: a plan sends many probes at once from a
+        // few sources, so rejected ports would read as filtered past the
+        // first few. The replica proves the ruleset, not that limit: its
+        // target rate-limits no ICMP type (the masks are per namespace; a
+        // mask of type 0 alone leaves every type that is sent unlimited).
+        for (what, path) in [
+            (
+                "net.ipv4.icmp_ratemask of the target namespace",
+                "/proc/sys/net/ipv4/icmp_ratemask",
+            ),
+            (
+                "net.ipv6.icmp.ratemask of the target namespace",
+                "/proc/sys/net/ipv6/icmp/ratemask",
+            ),
+        ] {
+            replica
+                .target
+                .run_in(|| std::fs::write(path, "0"))
+                .map_err(netns_error)?
+                .map_err(|source| ProbeError::Setting { what, source })?;
+        }
         // The target routes by source address only (a table per link), so
         // an ICMP error it sends for a forwarded packet (a reject of the
         // containers chain) needs the inbound link's address as its source
