@@ -85,14 +85,15 @@ fn emitted_ufw_passes_the_probe_plan_of_every_shipped_profile() {
         for form in FORMS {
             let report = probe::prove_with(&r, loader(files.path(), form), probe::TIMEOUT)
                 .unwrap_or_else(|e| panic!("{name} ({form}): {e}"));
-            assert!(
-                report.passed,
-                "{name} loaded by {form}:\n{}",
-                report.table()
-            );
-            let table = |r: &probe::Report| -> Vec<String> {
+            // ufw covers the host only (the emitter refuses the containers
+            // chain, stripped here): published ports are left to Docker's
+            // own FORWARD rules, which run before ufw's and which the
+            // replica has not, so ufw's routed policy drops them there.
+            // Only the host's rows are ufw's to prove.
+            let host = |r: &probe::Report| -> Vec<String> {
                 r.rows
                     .iter()
+                    .filter(|row| row.to == probe::Destination::Host)
                     .map(|row| {
                         format!(
                             "{} {} {} {:?}",
@@ -101,7 +102,13 @@ fn emitted_ufw_passes_the_probe_plan_of_every_shipped_profile() {
                     })
                     .collect()
             };
-            assert_eq!(table(&report), table(&nft), "{name} ({form})");
+            let failing = report
+                .rows
+                .iter()
+                .filter(|row| row.to == probe::Destination::Host)
+                .any(|row| row.status != probe::Status::Match);
+            assert!(!failing, "{name} loaded by {form}:\n{}", report.table());
+            assert_eq!(host(&report), host(&nft), "{name} ({form})");
             eprintln!("{name} ({form}): {} probes as nftables", report.rows.len());
         }
         compared += 1;
