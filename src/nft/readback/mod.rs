@@ -97,8 +97,12 @@ pub fn read_at_skipping(
     // fail2ban or CrowdSec add bans, commits come often: read again, with
     // a growing pause, until a read starts and ends at one generation.
     // Never return a read that spans two: it may mix two rulesets.
-    for attempt in 0..READ_ATTEMPTS {
+    let deadline = std::time::Instant::now() + READ_PATIENCE;
+    for attempt in 0.. {
         if attempt > 0 {
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
             std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
         }
         let before = generation(sock)?;
@@ -113,14 +117,19 @@ pub fn read_at_skipping(
     Err(NftError::Protocol {
         op: "dump",
         detail: format!(
-            "the ruleset kept changing while it was read ({READ_ATTEMPTS} tries); run the command again"
+            "the ruleset kept changing while it was read (for {} s); run the command again",
+            READ_PATIENCE.as_secs()
         ),
     })
 }
 
-/// Reads tried before giving up on a ruleset that keeps changing (about
-/// a second of pauses in all).
-const READ_ATTEMPTS: u32 = 20;
+/// How long reads are tried before giving up on a ruleset that keeps
+/// changing. A read takes about a millisecond and is tried again within
+/// 64 ms, so only commits back to back for this long (a ban loop, not
+/// fail2ban's pace) exhaust it; a loaded machine stretches each read, and
+/// a count of tries ran out there (seen with 20 tries under a full test
+/// run beside a loop of `nft add element`).
+const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Adds to the request being built the attributes that select table
 /// `inet fwharden` (and, for elements, the set `set_name`).
