@@ -13,6 +13,7 @@
 
 mod common;
 mod docker {
+    pub mod clients;
     pub mod engine;
 }
 
@@ -20,11 +21,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::*;
+use docker::clients::{Client, Clients, PROFILE_MATRIX};
 use docker::engine::{have_docker, Engine};
-use fwharden::netns::Netns;
-
-const HOST_INET: &str = "198.51.100.1";
-const HOST_WG: &str = "10.8.0.1";
 
 const PROFILE: &str = r#"description = "Redis in Docker, for the tunnel only"
 [groups]
@@ -41,46 +39,14 @@ from = "wg"
 
 struct Net {
     host: Host,
-    inet: Netns,
-    wg: Netns,
+    clients: Clients,
     profiles: tempfile::TempDir,
-}
-
-fn veth(host: &Host, name: &str, peer: &Netns, host_addr: &str, peer_addr: &str) {
-    host.sh(&[
-        "ip",
-        "link",
-        "add",
-        name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "up0",
-        "netns",
-        peer.name(),
-    ]);
-    host.sh(&["ip", "addr", "add", &format!("{host_addr}/24"), "dev", name]);
-    host.sh(&["ip", "link", "set", name, "up"]);
-    peer.run(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{peer_addr}/24"),
-        "dev",
-        "up0",
-    ])
-    .unwrap();
-    peer.run(&["ip", "link", "set", "up0", "up"]).unwrap();
 }
 
 impl Net {
     fn new() -> Net {
         let host = Host::new("dkhost");
-        let inet = Netns::create("dkinet").unwrap();
-        let wg = Netns::create("dkwg").unwrap();
-        veth(&host, "eth0", &inet, HOST_INET, "198.51.100.2");
-        veth(&host, "wg0", &wg, HOST_WG, "10.8.0.2");
+        let clients = Clients::link(&host.ns, "dk");
         let profiles = tempfile::tempdir().unwrap();
         std::fs::write(profiles.path().join("docker-test.toml"), PROFILE).unwrap();
         // The same rules under other [defaults] (the description line is
@@ -95,8 +61,7 @@ impl Net {
         }
         Net {
             host,
-            inet,
-            wg,
+            clients,
             profiles,
         }
     }
@@ -120,65 +85,6 @@ impl Net {
     }
 }
 
-/// Whether a TCP connection from `from` to `addr:port` is answered by the
-/// container's `hello`. A dropped SYN gives up after 2 s.
-fn reaches(from: &Netns, addr: &str, port: u16) -> bool {
-    from.verify().unwrap();
-    let out = from
-        .command("timeout")
-        .args(["5", "busybox", "nc", "-w", "2", addr, &port.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    stdout(&out).contains("hello")
-}
-
-/// Checks every (namespace, address, port, expected) at once, in parallel,
-/// and reports every mismatch.
-fn assert_matrix(net: &Net, stage: &str, cases: &[(&str, u16, bool)]) {
-    let results: Vec<(String, bool, bool)> = std::thread::scope(|s| {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|&(who, port, expected)| {
-                s.spawn(move || {
-                    let (ns, addr) = match who {
-                        "inet" => (&net.inet, HOST_INET),
-                        _ => (&net.wg, HOST_WG),
-                    };
-                    (
-                        format!("{who} -> {addr}:{port}"),
-                        expected,
-                        reaches(ns, addr, port),
-                    )
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let wrong: Vec<String> = results
-        .iter()
-        .filter(|(_, want, got)| want != got)
-        .map(|(what, want, _)| {
-            format!(
-                "{what}: expected {}",
-                if *want { "open" } else { "filtered" }
-            )
-        })
-        .collect();
-    assert!(wrong.is_empty(), "{stage}: {wrong:?}");
-}
-
-/// The matrix the profile promises.
-const PROFILE_MATRIX: &[(&str, u16, bool)] = &[
-    ("wg", 6379, true),
-    ("inet", 6379, false),
-    ("inet", 80, true),
-    ("inet", 443, true),
-    ("wg", 443, true),
-    ("inet", 8081, false),
-    ("wg", 8081, false),
-];
-
 #[test]
 fn published_ports_obey_the_profile_through_a_dockerd_restart() {
     let test = "published_ports_obey_the_profile_through_a_dockerd_restart";
@@ -197,10 +103,9 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
     );
     // Docker alone: the published Redis is open to the internet (the
     // failure fwharden exists to prevent), so the checks below can fail.
-    assert_matrix(
-        &net,
+    net.clients.assert_matrix(
         "docker alone",
-        &[("inet", 6379, true), ("inet", 8081, true)],
+        &[(Client::Inet, 6379, true), (Client::Inet, 8081, true)],
     );
     let status = net.fw(&["status"]);
     let out = stdout(&status);
@@ -224,11 +129,12 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
     );
     let table = net.host.table_text();
     assert!(table.contains("chain containers"), "{table}");
-    assert_matrix(&net, "with fwharden", PROFILE_MATRIX);
+    net.clients.assert_matrix("with fwharden", PROFILE_MATRIX);
 
     // Container-initiated traffic still leaves: a listener on the internet
     // side, reached from inside the container.
     let mut listener = net
+        .clients
         .inet
         .command("busybox")
         .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
@@ -257,17 +163,18 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
     engine.stop_dockerd();
     engine.start_dockerd();
     assert!(
-        wait_until(std::time::Duration::from_secs(30), || reaches(
-            &net.wg, HOST_WG, 6379
-        )),
+        wait_until(std::time::Duration::from_secs(30), || net
+            .clients
+            .reaches(Client::Wg, 6379)),
         "the container is back after the restart"
     );
-    assert_matrix(&net, "after a dockerd restart", PROFILE_MATRIX);
+    net.clients
+        .assert_matrix("after a dockerd restart", PROFILE_MATRIX);
 
     // forward = "drop": routing is dropped, but the published ports the
     // containers chain has judged still pass, and only those.
     net.fw(&["apply", "docker-fwdrop", "--auto-confirm"]);
-    assert_matrix(&net, "forward = drop", PROFILE_MATRIX);
+    net.clients.assert_matrix("forward = drop", PROFILE_MATRIX);
 
     // Coverage off: apply and status warn, and the engine decides again.
     let ignore = net.fw(&["apply", "docker-ignore", "--auto-confirm"]);
@@ -281,10 +188,9 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
         status.contains("warning: Docker (") && status.contains("containers = \"filter\""),
         "{status}"
     );
-    assert_matrix(
-        &net,
+    net.clients.assert_matrix(
         "containers = ignore",
-        &[("inet", 6379, true), ("wg", 6379, true)],
+        &[(Client::Inet, 6379, true), (Client::Wg, 6379, true)],
     );
 
     drop(engine);

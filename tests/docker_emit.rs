@@ -15,6 +15,7 @@
 
 mod common;
 mod docker {
+    pub mod clients;
     pub mod engine;
 }
 
@@ -23,16 +24,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use docker::clients::{Client, Clients, INET_PEER, PROFILE_MATRIX, WG_PEER};
 use docker::engine::{have_docker, Engine};
 use fwharden::emit::{self, Approximation};
 use fwharden::netns::Netns;
 use fwharden::profile::{load, SearchPath};
 use fwharden::ruleset::eval::{evaluate_published, Meters, Packet};
 use fwharden::ruleset::{CtState, Protocol};
-
-const HOST_INET: &str = "198.51.100.1";
-const HOST_WG: &str = "10.8.0.1";
-const WG_PEER: &str = "10.8.0.2";
 
 const PROFILE: &str = r#"description = "Redis in Docker, for the tunnel only"
 [groups]
@@ -49,24 +47,14 @@ from = "wg"
 
 struct Net {
     host: Netns,
-    inet: Netns,
-    wg: Netns,
+    clients: Clients,
 }
 
 impl Net {
     fn new() -> Net {
         let host = Netns::create("dehost").unwrap();
-        let inet = Netns::create("deinet").unwrap();
-        let wg = Netns::create("dewg").unwrap();
-        host.link(&inet, &[&format!("{HOST_INET}/24")], &["198.51.100.2/24"])
-            .unwrap();
-        host.link(
-            &wg,
-            &[&format!("{HOST_WG}/24")],
-            &[&format!("{WG_PEER}/24")],
-        )
-        .unwrap();
-        Net { host, inet, wg }
+        let clients = Clients::link(&host, "de");
+        Net { host, clients }
     }
 
     /// `iptables ARGS` in the host namespace, its output.
@@ -76,58 +64,6 @@ impl Net {
         stdout(&self.host.run(&argv).unwrap())
     }
 }
-
-/// Whether a TCP connection from `from` to `addr:port` is answered by the
-/// container's `hello`. A dropped SYN gives up after 2 s.
-fn reaches(from: &Netns, addr: &str, port: u16) -> bool {
-    from.verify().unwrap();
-    let out = from
-        .command("timeout")
-        .args(["5", "busybox", "nc", "-w", "2", addr, &port.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    stdout(&out).contains("hello")
-}
-
-/// Checks every (who, port, expected) in parallel and reports every
-/// mismatch at once.
-fn assert_matrix(net: &Net, stage: &str, cases: &[(&str, u16, bool)]) {
-    let wrong: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|&(who, port, expected)| {
-                s.spawn(move || {
-                    let (ns, addr) = match who {
-                        "inet" => (&net.inet, HOST_INET),
-                        _ => (&net.wg, HOST_WG),
-                    };
-                    let got = reaches(ns, addr, port);
-                    (got != expected).then(|| {
-                        let want = if expected { "open" } else { "filtered" };
-                        format!("{who} -> {addr}:{port}: expected {want}")
-                    })
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap())
-            .collect()
-    });
-    assert!(wrong.is_empty(), "{stage}: {wrong:?}");
-}
-
-/// The matrix the profile promises.
-const PROFILE_MATRIX: &[(&str, u16, bool)] = &[
-    ("wg", 6379, true),
-    ("inet", 6379, false),
-    ("inet", 80, true),
-    ("inet", 443, true),
-    ("wg", 443, true),
-    ("inet", 8081, false),
-    ("wg", 8081, false),
-];
 
 /// The profile's emitted files, in a directory of their own; `defaults`
 /// go in a `[defaults]` table before the rest. Checks first that
@@ -144,10 +80,9 @@ fn emitted(defaults: &str) -> tempfile::TempDir {
     );
     let ruleset = fwharden::compile::compile(&loaded.profile.expect("a valid profile"));
     for &(who, port, open) in PROFILE_MATRIX {
-        let source = if who == "inet" {
-            "198.51.100.2"
-        } else {
-            WG_PEER
+        let source = match who {
+            Client::Inet => INET_PEER,
+            Client::Wg => WG_PEER,
         };
         let packet = Packet {
             source: source.parse().unwrap(),
@@ -157,7 +92,7 @@ fn emitted(defaults: &str) -> tempfile::TempDir {
             state: CtState::New,
         };
         let decision = evaluate_published(&ruleset, &packet, Meters::Fresh);
-        assert_eq!(decision.accepted(), open, "{who} -> {port}: {decision:?}");
+        assert_eq!(decision.accepted(), open, "{who:?} -> {port}: {decision:?}");
     }
     let e = emit::iptables(&ruleset, Approximation::Refuse).unwrap();
     let dir = tempfile::Builder::new()
@@ -218,14 +153,17 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         "dockerd puts its DOCKER-USER jump first:\n{forward}"
     );
     assert_eq!(ours_in_docker_user(&net), ours, "{user}");
-    assert_matrix(&net, "loaded before dockerd started", PROFILE_MATRIX);
+    net.clients
+        .assert_matrix("loaded before dockerd started", PROFILE_MATRIX);
 
     // dockerd rewrites its chains when it starts again: it keeps
     // DOCKER-USER's rules and moves its jump back to the head of FORWARD.
     engine.stop_dockerd();
     engine.start_dockerd();
     assert!(
-        wait_until(Duration::from_secs(30), || reaches(&net.wg, HOST_WG, 6379)),
+        wait_until(Duration::from_secs(30), || net
+            .clients
+            .reaches(Client::Wg, 6379)),
         "the container is back after the restart"
     );
     let user = net.iptables(&["-S", "DOCKER-USER"]);
@@ -234,28 +172,29 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         net.iptables(&["-S", "FORWARD"])
     );
     assert_eq!(ours_in_docker_user(&net), ours, "{user}");
-    assert_matrix(&net, "after a dockerd restart", PROFILE_MATRIX);
+    net.clients
+        .assert_matrix("after a dockerd restart", PROFILE_MATRIX);
 
     // Loaded again while Docker runs: our chains are replaced, the jumps
     // are not doubled.
     load_sh(&net, files.path());
     assert_eq!(ours_in_docker_user(&net), ours);
-    assert_matrix(&net, "reloaded", PROFILE_MATRIX);
+    net.clients.assert_matrix("reloaded", PROFILE_MATRIX);
 
     // A ban holds for published ports too (the forward ban chain), and
     // lifting it opens them again.
     net.host
         .run(&["ipset", "add", "fwharden-ban_v4", WG_PEER])
         .unwrap();
-    assert_matrix(
-        &net,
+    net.clients.assert_matrix(
         "wg banned",
-        &[("wg", 6379, false), ("wg", 443, false)],
+        &[(Client::Wg, 6379, false), (Client::Wg, 443, false)],
     );
     net.host
         .run(&["ipset", "del", "fwharden-ban_v4", WG_PEER])
         .unwrap();
-    assert_matrix(&net, "wg unbanned", &[("wg", 6379, true)]);
+    net.clients
+        .assert_matrix("wg unbanned", &[(Client::Wg, 6379, true)]);
 
     assert!(
         container_reaches_out(&engine, &net, Duration::from_secs(10)),
@@ -269,7 +208,7 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
     // FORWARD, Docker's `-i docker0 ! -o docker0 -j ACCEPT` would run first.
     let fwdrop = emitted("forward = \"drop\"");
     load_sh(&net, fwdrop.path());
-    assert_matrix(&net, "forward = drop", PROFILE_MATRIX);
+    net.clients.assert_matrix("forward = drop", PROFILE_MATRIX);
     assert!(
         !container_reaches_out(&engine, &net, Duration::ZERO),
         "forward = drop: the container's connection is dropped"
@@ -285,15 +224,15 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         container_reaches_out(&engine, &net, Duration::from_secs(10)),
         "forward = accept again: the container reaches out"
     );
-    assert_matrix(&net, "back to forward = accept", PROFILE_MATRIX);
+    net.clients
+        .assert_matrix("back to forward = accept", PROFILE_MATRIX);
 
     // Without fwharden's containers chain Docker alone decides, and the
     // published Redis is open to the internet: the checks above can fail.
     net.iptables(&["-D", "DOCKER-USER", "-j", "FWHARDEN-CONTAINERS"]);
-    assert_matrix(
-        &net,
+    net.clients.assert_matrix(
         "without FWHARDEN-CONTAINERS",
-        &[("inet", 6379, true), ("inet", 8081, true)],
+        &[(Client::Inet, 6379, true), (Client::Inet, 8081, true)],
     );
 
     drop(engine);
@@ -309,6 +248,7 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
 /// `limit` (one attempt when zero).
 fn container_reaches_out(engine: &Engine, net: &Net, limit: Duration) -> bool {
     let mut listener = net
+        .clients
         .inet
         .command("busybox")
         .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
@@ -322,7 +262,7 @@ fn container_reaches_out(engine: &Engine, net: &Net, limit: Duration) -> bool {
         let out = net
             .host
             .command("timeout")
-            .args(["5", "busybox", "nc", "-w", "2", "198.51.100.2", "7000"])
+            .args(["5", "busybox", "nc", "-w", "2", INET_PEER, "7000"])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -336,7 +276,7 @@ fn container_reaches_out(engine: &Engine, net: &Net, limit: Duration) -> bool {
             "nc",
             "-w",
             "2",
-            "198.51.100.2",
+            INET_PEER,
             "7000",
         ]);
         stdout(&out).contains("outbound")

@@ -16,20 +16,15 @@
 
 mod common;
 mod docker {
+    pub mod clients;
     pub mod engine;
 }
 
-use std::process::Stdio;
-
 use common::*;
+use docker::clients::{Client, Clients, HOST_INET, HOST_WG, WG_NET};
 use docker::engine::{have_docker, Engine};
-use fwharden::netns::Netns;
 use ipnet::IpNet;
 use serde_json::Value;
-
-const HOST_INET: &str = "198.51.100.1";
-const HOST_WG: &str = "10.8.0.1";
-const WG_NET: &str = "10.8.0.0/24";
 
 /// Rules that name wg0, so the replica has a wg0 like the Docker host.
 const RULES: &str = r#"[groups]
@@ -46,42 +41,16 @@ from = "wg"
 interface = "wg0"
 "#;
 
-/// A real client: which namespace, and the host address it connects to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Client {
-    /// The internet: a source in no group, arriving on eth0.
-    Inet,
-    /// The WireGuard group's side: a source in `wg`, arriving on wg0.
-    Wg,
-}
-
 struct Net {
     host: Host,
-    inet: Netns,
-    wg: Netns,
+    clients: Clients,
     profiles: tempfile::TempDir,
-}
-
-fn veth(host: &Host, name: &str, peer: &Netns, host_addr: &str, peer_addr: &str) {
-    let add = [
-        "ip", "link", "add", name, "type", "veth", "peer", "name", "up0", "netns",
-    ];
-    host.sh(&[&add[..], &[peer.name()]].concat());
-    host.sh(&["ip", "addr", "add", &format!("{host_addr}/24"), "dev", name]);
-    host.sh(&["ip", "link", "set", name, "up"]);
-    let addr = format!("{peer_addr}/24");
-    peer.run(&["ip", "addr", "add", &addr, "dev", "up0"])
-        .unwrap();
-    peer.run(&["ip", "link", "set", "up0", "up"]).unwrap();
 }
 
 impl Net {
     fn new() -> Net {
         let host = Host::new("dphost");
-        let inet = Netns::create("dpinet").unwrap();
-        let wg = Netns::create("dpwg").unwrap();
-        veth(&host, "eth0", &inet, HOST_INET, "198.51.100.2");
-        veth(&host, "wg0", &wg, HOST_WG, "10.8.0.2");
+        let clients = Clients::link(&host.ns, "dp");
         let profiles = tempfile::tempdir().unwrap();
         for c in ["filter", "ignore"] {
             let text = format!(
@@ -91,8 +60,7 @@ impl Net {
         }
         Net {
             host,
-            inet,
-            wg,
+            clients,
             profiles,
         }
     }
@@ -113,24 +81,6 @@ impl Net {
             stderr(&out)
         );
         out
-    }
-
-    /// Whether a TCP connection from `client` to its host address and
-    /// `port` is answered by the container's `hello` (a dropped SYN gives
-    /// up after 2 s).
-    fn reaches(&self, client: Client, port: u16) -> bool {
-        let (ns, addr) = match client {
-            Client::Inet => (&self.inet, HOST_INET),
-            Client::Wg => (&self.wg, HOST_WG),
-        };
-        ns.verify().unwrap();
-        let out = ns
-            .command("timeout")
-            .args(["5", "busybox", "nc", "-w", "2", addr, &port.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        stdout(&out).contains("hello")
     }
 }
 
@@ -200,7 +150,7 @@ fn compare(net: &Net, profile: &str) -> Vec<bool> {
     let real: Vec<bool> = std::thread::scope(|s| {
         let handles: Vec<_> = CASES
             .iter()
-            .map(|&(client, port)| s.spawn(move || net.reaches(client, port)))
+            .map(|&(client, port)| s.spawn(move || net.clients.reaches(client, port)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -226,8 +176,8 @@ fn compare(net: &Net, profile: &str) -> Vec<bool> {
 fn scan_published(net: &Net) {
     let published = "6379/tcp,80/tcp,443/tcp,8081/tcp";
     for (ns, host, from, via) in [
-        (&net.inet, HOST_INET, "any", "eth0"),
-        (&net.wg, HOST_WG, "wg", "wg0"),
+        (&net.clients.inet, HOST_INET, "any", "eth0"),
+        (&net.clients.wg, HOST_WG, "wg", "wg0"),
     ] {
         let out = fw_in(ns, net.host.dir())
             .arg("--profile-dir")
@@ -271,6 +221,7 @@ fn probe_verdicts_for_published_ports_match_a_real_client_of_docker() {
     );
     assert!(
         wait_until(std::time::Duration::from_secs(20), || net
+            .clients
             .reaches(Client::Inet, 6379)),
         "the published port answers before any profile"
     );
