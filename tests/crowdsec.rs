@@ -259,14 +259,6 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
 }
 
 /// The timeout left on `addr` in ipset `set` inside the host, if it is there.
-fn ipset_timeout(host: &Host, set: &str, addr: &str) -> Option<u64> {
-    let listed = host.sh(&["ipset", "list", set]);
-    listed.lines().find_map(|l| {
-        l.strip_prefix(&format!("{addr} timeout "))
-            .and_then(|t| t.trim().parse().ok())
-    })
-}
-
 /// contrib/crowdsec/crowdsec-firewall-bouncer-ipset.yaml with the files of
 /// `fwharden emit --format iptables` loaded (no nftables apply): the
 /// bouncer's decisions come and go in fwharden-crowdsec_v4 and _v6, with
@@ -285,26 +277,8 @@ fn the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets() {
         "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
     )
     .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let (pdir, odir) = (
-        profiles.path().to_str().unwrap(),
-        out.path().to_str().unwrap(),
-    );
-    host.expect(
-        0,
-        &[
-            "--profile-dir",
-            pdir,
-            "emit",
-            "banned",
-            "--format",
-            "iptables",
-            "--output",
-            odir,
-        ],
-    );
-    let load = format!("{odir}/load.sh");
-    host.sh(&["sh", &load]);
+    let files = host.load_emitted(profiles.path(), "banned");
+    let load = format!("{}/load.sh", files.path().display());
 
     let (stop, api) = stand_in(&host);
     let work = tempfile::tempdir().unwrap();
@@ -315,16 +289,13 @@ fn the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets() {
         work.path(),
     );
     assert!(
-        wait_until(Duration::from_secs(20), || ipset_timeout(
-            &host,
-            "fwharden-crowdsec_v6",
-            "2001:db8:7::7"
-        )
-        .is_some()),
+        wait_until(Duration::from_secs(20), || host
+            .ipset_timeout("fwharden-crowdsec_v6", "2001:db8:7::7")
+            .is_some()),
         "the bouncer's IPv6 ban did not reach fwharden-crowdsec_v6:\n{}",
         log_of(work.path())
     );
-    let v4 = ipset_timeout(&host, "fwharden-crowdsec_v4", "203.0.113.7");
+    let v4 = host.ipset_timeout("fwharden-crowdsec_v4", "203.0.113.7");
     assert!(
         v4.is_some_and(|t| t > 3600),
         "the 4 h decision as its timeout: {v4:?}\n{}",
@@ -332,17 +303,15 @@ fn the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets() {
     );
     host.sh(&["sh", &load]);
     assert!(
-        ipset_timeout(&host, "fwharden-crowdsec_v6", "2001:db8:7::7").is_some(),
+        host.ipset_timeout("fwharden-crowdsec_v6", "2001:db8:7::7")
+            .is_some(),
         "a reload keeps the bouncer's bans"
     );
     // The decision deleted in the stream: the bouncer takes it out.
     assert!(
-        wait_until(Duration::from_secs(20), || ipset_timeout(
-            &host,
-            "fwharden-crowdsec_v4",
-            "203.0.113.7"
-        )
-        .is_none()),
+        wait_until(Duration::from_secs(20), || host
+            .ipset_timeout("fwharden-crowdsec_v4", "203.0.113.7")
+            .is_none()),
         "the deleted decision was not taken out:\n{}",
         log_of(work.path())
     );

@@ -232,14 +232,6 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
 }
 
 /// The timeout left on `addr` in ipset `set` inside the host, if it is there.
-fn ipset_timeout(host: &Host, set: &str, addr: &str) -> Option<u64> {
-    let listed = host.sh(&["ipset", "list", set]);
-    listed.lines().find_map(|l| {
-        l.strip_prefix(&format!("{addr} timeout "))
-            .and_then(|t| t.trim().parse().ok())
-    })
-}
-
 /// contrib/fail2ban/action.d/fwharden-ipset.conf with the files of
 /// `fwharden emit --format iptables` loaded (no nftables apply): banip puts
 /// the address into fwharden-ban_v4 or fwharden-ban_v6 with fail2ban's
@@ -258,39 +250,20 @@ fn fail2ban_bans_into_the_emitted_ipsets() {
         "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n",
     )
     .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let pdir = profiles.path().to_str().unwrap();
-    let odir = out.path().to_str().unwrap();
-    host.expect(
-        0,
-        &[
-            "--profile-dir",
-            pdir,
-            "emit",
-            "banned",
-            "--format",
-            "iptables",
-            "--output",
-            odir,
-        ],
-    );
-    host.sh(&["sh", &format!("{odir}/load.sh")]);
+    let _files = host.load_emitted(profiles.path(), "banned");
 
     let jail = Jail::new(f2b, "fwharden-ipset.conf", "fwharden-ipset");
     let _server = jail.serve(&host);
     jail.client(&host, &["set", "sshd", "banip", "203.0.113.5"]);
     jail.client(&host, &["set", "sshd", "banip", "2001:db8::5"]);
     assert!(
-        wait_until(Duration::from_secs(10), || ipset_timeout(
-            &host,
-            "fwharden-ban_v6",
-            "2001:db8::5"
-        )
-        .is_some()),
+        wait_until(Duration::from_secs(10), || host
+            .ipset_timeout("fwharden-ban_v6", "2001:db8::5")
+            .is_some()),
         "banip of an IPv6 address did not reach fwharden-ban_v6:\n{}",
         jail.log()
     );
-    let left = ipset_timeout(&host, "fwharden-ban_v4", "203.0.113.5");
+    let left = host.ipset_timeout("fwharden-ban_v4", "203.0.113.5");
     assert!(
         left.is_some_and(|t| (800..=900).contains(&t)),
         "fail2ban's bantime (900 s) as the ban's timeout: {left:?}\n{}",
@@ -307,24 +280,18 @@ fn fail2ban_bans_into_the_emitted_ipsets() {
         .collect();
     std::fs::write(jail.dir.path().join("auth.log"), lines).unwrap();
     assert!(
-        wait_until(Duration::from_secs(20), || ipset_timeout(
-            &host,
-            "fwharden-ban_v4",
-            "203.0.113.6"
-        )
-        .is_some()),
+        wait_until(Duration::from_secs(20), || host
+            .ipset_timeout("fwharden-ban_v4", "203.0.113.6")
+            .is_some()),
         "the failed logins did not get 203.0.113.6 banned:\n{}",
         jail.log()
     );
 
     jail.client(&host, &["set", "sshd", "unbanip", "203.0.113.5"]);
     assert!(
-        wait_until(Duration::from_secs(10), || ipset_timeout(
-            &host,
-            "fwharden-ban_v4",
-            "203.0.113.5"
-        )
-        .is_none()),
+        wait_until(Duration::from_secs(10), || host
+            .ipset_timeout("fwharden-ban_v4", "203.0.113.5")
+            .is_none()),
         "unbanip did not take it out:\n{}",
         jail.log()
     );

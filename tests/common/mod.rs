@@ -315,6 +315,38 @@ impl Host {
         );
     }
 
+    /// Emits `profile` from `profiles` for iptables and loads the files
+    /// with their load.sh in this host (the directory lives as long as
+    /// the returned guard).
+    pub fn load_emitted(&self, profiles: &Path, profile: &str) -> tempfile::TempDir {
+        let out = tempfile::tempdir().unwrap();
+        let (pdir, odir) = (profiles.to_str().unwrap(), out.path().to_str().unwrap());
+        self.expect(
+            0,
+            &[
+                "--profile-dir",
+                pdir,
+                "emit",
+                profile,
+                "--format",
+                "iptables",
+                "--output",
+                odir,
+            ],
+        );
+        self.sh(&["sh", &format!("{odir}/load.sh")]);
+        out
+    }
+
+    /// The time left of `addr` in ipset `set`, if it is in it.
+    pub fn ipset_timeout(&self, set: &str, addr: &str) -> Option<u64> {
+        let listed = self.sh(&["ipset", "list", set]);
+        listed.lines().find_map(|l| {
+            l.strip_prefix(&format!("{addr} timeout "))
+                .and_then(|t| t.trim().parse().ok())
+        })
+    }
+
     /// `bans --json`'s entry for `addr`, if it is banned.
     pub fn ban_of(&self, addr: &str) -> Option<serde_json::Value> {
         let v: serde_json::Value =
