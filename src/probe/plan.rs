@@ -265,6 +265,16 @@ fn rate_probe(
     }
 }
 
+/// Whether a per-source limit decides `probe`: the model answers it
+/// otherwise from a full bucket than from a spent one.
+fn limited(ruleset: &Ruleset, probe: &Probe) -> bool {
+    let at = |meters| {
+        let p = probe;
+        expect(ruleset, p.to, p.source, &p.interface, p.service, meters)
+    };
+    at(Meters::Fresh) != at(Meters::Spent)
+}
+
 /// What the model decides for one probe.
 fn expect(
     ruleset: &Ruleset,
@@ -463,28 +473,7 @@ pub fn build(ruleset: &Ruleset) -> Plan {
     b.published_unnamed(&rules);
     let container_port = published::container_port(&rules);
     let mut probes = b.probes;
-    probes.retain(|p| {
-        let limited = || {
-            let fresh = expect(
-                ruleset,
-                p.to,
-                p.source,
-                &p.interface,
-                p.service,
-                Meters::Fresh,
-            );
-            let spent = expect(
-                ruleset,
-                p.to,
-                p.source,
-                &p.interface,
-                p.service,
-                Meters::Spent,
-            );
-            fresh != spent
-        };
-        !(rate_probes.iter().any(|r| r.source == p.source) && limited())
-    });
+    probes.retain(|p| !(rate_probes.iter().any(|r| r.source == p.source) && limited(ruleset, p)));
     published::within_budget(ruleset, &mut probes);
 
     Plan {

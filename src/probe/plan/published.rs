@@ -174,26 +174,7 @@ pub(super) fn within_budget(ruleset: &Ruleset, probes: &mut Vec<Probe>) {
     let Some(budget) = bursts.min().map(|b| b.max(1) as usize) else {
         return;
     };
-    let limited = |p: &Probe| {
-        let fresh = expect(
-            ruleset,
-            p.to,
-            p.source,
-            &p.interface,
-            p.service,
-            Meters::Fresh,
-        );
-        let spent = expect(
-            ruleset,
-            p.to,
-            p.source,
-            &p.interface,
-            p.service,
-            Meters::Spent,
-        );
-        fresh != spent
-    };
-    let flags: Vec<bool> = probes.iter().map(limited).collect();
+    let flags: Vec<bool> = probes.iter().map(|p| super::limited(ruleset, p)).collect();
     let mut spent: std::collections::BTreeMap<IpAddr, usize> = Default::default();
     for (p, &l) in probes.iter().zip(&flags) {
         if l && p.to == Destination::Host {
