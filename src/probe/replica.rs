@@ -150,7 +150,7 @@ impl Replica {
             peers.push(Netns::create(PEER_TAG).map_err(netns_error)?);
         }
         for ns in std::iter::once(&replica.target).chain(&peers) {
-            enable_ipv6(ns)?;
+            settings::enable_ipv6(ns)?;
         }
         let mut lines = Vec::new();
         // `ip rule` takes its family from the command line, not the address.
@@ -210,53 +210,12 @@ impl Replica {
             .target
             .ip_batch(&["-6"], &rules_v6)
             .map_err(netns_error)?;
-        // The kernel rate-limits the ICMP errors a `reject` sends, per
-        // destination and in all: a plan sends many probes at once from a
-        // few sources, so rejected ports would read as filtered past the
-        // first few. The replica proves the ruleset, not that limit: its
-        // target rate-limits no ICMP type (the masks are per namespace; a
-        // mask of type 0 alone leaves every type that is sent unlimited).
-        for (what, path) in [
-            (
-                "net.ipv4.icmp_ratemask of the target namespace",
-                "/proc/sys/net/ipv4/icmp_ratemask",
-            ),
-            (
-                "net.ipv6.icmp.ratemask of the target namespace",
-                "/proc/sys/net/ipv6/icmp/ratemask",
-            ),
-        ] {
-            replica
-                .target
-                .run_in(|| std::fs::write(path, "0"))
-                .map_err(netns_error)?
-                .map_err(|source| ProbeError::Setting { what, source })?;
-        }
-        // The target routes by source address only (a table per link), so
-        // an ICMP error it sends for a forwarded packet (a reject of the
-        // containers chain) needs the inbound link's address as its source
-        // to find its way back; by default it would have none, and no route.
-        replica
-            .target
-            .run_in(|| std::fs::write("/proc/sys/net/ipv4/icmp_errors_use_inbound_ifaddr", "1"))
-            .map_err(netns_error)?
-            .map_err(|source| ProbeError::Setting {
-                what: "net.ipv4.icmp_errors_use_inbound_ifaddr of the target namespace",
-                source,
-            })?;
+        settings::target(&replica.target)?;
         for link in &replica.links {
             link.peer
                 .ip_batch(&[], &peer_lines(link, &sources))
                 .map_err(netns_error)?;
-            // Echo requests go out of unprivileged ICMP sockets, which each
-            // namespace allows to no group until told (net/ipv4/ping.c).
-            link.peer
-                .run_in(|| std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"))
-                .map_err(netns_error)?
-                .map_err(|source| ProbeError::Setting {
-                    what: "net.ipv4.ping_group_range of a peer namespace",
-                    source,
-                })?;
+            settings::peer(&link.peer)?;
         }
         replica.load()?;
         let mut udp = Vec::new();
@@ -462,29 +421,6 @@ impl Replica {
     }
 }
 
-/// A new namespace takes IPv6 settings from the machine's own when
-/// `net.core.devconf_inherit_init_net` says so, and a host may have IPv6
-/// disabled on its interfaces; the replica's interfaces need it on. (A
-/// kernel without IPv6 at all has no such setting: the probe then leaves
-/// IPv6 out, see `prove_loaded`.)
-pub(super) fn enable_ipv6(ns: &Netns) -> Result<(), ProbeError> {
-    let set = || -> std::io::Result<()> {
-        for conf in ["all", "default"] {
-            let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
-            if std::path::Path::new(&path).exists() {
-                std::fs::write(path, "0")?;
-            }
-        }
-        Ok(())
-    };
-    ns.run_in(set)
-        .map_err(netns_error)?
-        .map_err(|source| ProbeError::Setting {
-            what: "net.ipv6.conf.*.disable_ipv6",
-            source,
-        })
-}
-
 /// The peer side of a link: every source address of the plan, and a route
 /// to the target's addresses.
 fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
@@ -508,5 +444,6 @@ fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
 
 mod container;
 mod echo;
+mod settings;
 pub use container::have_nft;
 use echo::UdpEcho;

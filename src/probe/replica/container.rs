@@ -75,7 +75,7 @@ impl Container {
             tcp: Vec::new(),
             ns,
         };
-        super::enable_ipv6(&container.ns)?;
+        super::settings::enable_ipv6(&container.ns)?;
         let mut outside = vec![
             format!(
                 "link add {DEVICE} address {TARGET_MAC} type veth peer name {INSIDE} address {CONTAINER_MAC} netns {}",
