@@ -11,6 +11,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod acks;
 mod ban_batch;
 mod bans;
 mod batch;

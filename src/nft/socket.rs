@@ -18,17 +18,15 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use nftnl::nftnl_sys::{self as sys, libc};
 use nix::sys::socket::{self as nsock, MsgFlags, NetlinkAddr};
 
+use super::acks::{
+    begin_with_generation, judge, parse_ack, replies, Ack, BEGIN_LEN, NLM_F_DUMP_INTR,
+};
 use super::batch::Built;
 use super::NftError;
 
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
 const NETLINK_EXT_ACK: libc::c_int = 11;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLMSG_HDRLEN: usize = 16;
 
 pub struct Socket {
     sock: mnl::Socket,
@@ -95,90 +93,6 @@ fn size_buffer(
         setsockopt(fd, libc::SOL_SOCKET, plain, want)?;
     }
     getsockopt(fd, libc::SOL_SOCKET, plain)
-}
-
-fn errno(e: i32) -> io::Error {
-    io::Error::from_raw_os_error(e)
-}
-
-/// One parsed message: header fields and the whole message.
-struct Reply<'a> {
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    bytes: &'a [u8],
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn replies(data: &[u8]) -> Vec<Reply<'_>> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32_at(rest, 0) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            break;
-        }
-        out.push(Reply {
-            ty: u16_at(rest, 4),
-            flags: u16_at(rest, 6),
-            seq: u32_at(rest, 8),
-            bytes: &rest[..len],
-        });
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-    }
-    out
-}
-
-/// An NLMSG_ERROR: the error (0 for an ack), the sequence number of the
-/// message it answers, and the kernel's extended-ack text, if any.
-struct Ack {
-    error: i32,
-    seq: u32,
-    message: Option<String>,
-}
-
-fn parse_ack(r: &Reply) -> Option<Ack> {
-    let b = r.bytes;
-    if r.ty != libc::NLMSG_ERROR as u16 || b.len() < NLMSG_HDRLEN + 4 + NLMSG_HDRLEN {
-        return None;
-    }
-    let error = u32_at(b, NLMSG_HDRLEN) as i32;
-    let orig = NLMSG_HDRLEN + 4;
-    let seq = u32_at(b, orig + 8);
-    let mut message = None;
-    if r.flags & NLM_F_ACK_TLVS != 0 {
-        // The TLVs follow the echoed request: its header only when capped.
-        let echoed = if r.flags & NLM_F_CAPPED != 0 {
-            NLMSG_HDRLEN
-        } else {
-            (u32_at(b, orig) as usize).next_multiple_of(4)
-        };
-        let mut at = orig + echoed;
-        while at + 4 <= b.len() {
-            let (len, ty) = (u16_at(b, at) as usize, u16_at(b, at + 2) & 0x3fff);
-            if len < 4 || at + len > b.len() {
-                break;
-            }
-            if ty == NLMSGERR_ATTR_MSG {
-                let text = &b[at + 4..at + len];
-                let text = text.split(|c| *c == 0).next().unwrap_or_default();
-                message = Some(String::from_utf8_lossy(text).into_owned());
-            }
-            at += len.next_multiple_of(4);
-        }
-    }
-    Some(Ack {
-        error: -error,
-        seq,
-        message,
-    })
 }
 
 impl Socket {
@@ -427,95 +341,4 @@ pub enum RequestError {
     Kernel(i32, Option<String>),
     /// The ruleset changed during the dump (NLM_F_DUMP_INTR): retry.
     Interrupted,
-}
-
-/// The outcome of a batch from its acknowledgements. Any error means the
-/// kernel aborted the whole transaction (nfnetlink never commits a batch
-/// in which a message failed), so the first error by sequence number is
-/// the cause. No error but a missing ack, or acks lost to ENOBUFS, leaves
-/// the outcome unknown: never success.
-/// Length of the BATCH_BEGIN message libnftnl writes: a netlink header and
-/// an nfgenmsg, no attributes.
-const BEGIN_LEN: usize = 20;
-/// NFNL_BATCH_GENID, the one attribute of BATCH_BEGIN
-/// (include/uapi/linux/netfilter/nfnetlink.h).
-const NFNL_BATCH_GENID: u16 = 1;
-
-/// A copy of the batch's BATCH_BEGIN with NFNL_BATCH_GENID added: the kernel
-/// then aborts the batch with ERESTART if another writer committed since
-/// `generation` was read (nfnetlink_rcv_batch).
-fn begin_with_generation(page: &[u8], generation: u32) -> Result<Vec<u8>, NftError> {
-    let protocol = |detail: &str| NftError::Protocol {
-        op: "batch begin",
-        detail: detail.into(),
-    };
-    let head = page
-        .get(..BEGIN_LEN)
-        .ok_or_else(|| protocol("batch too short"))?;
-    let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let ty = u16::from_ne_bytes([head[4], head[5]]);
-    if len != BEGIN_LEN || i32::from(ty) != libc::NFNL_MSG_BATCH_BEGIN {
-        return Err(protocol("the batch does not open with a plain BATCH_BEGIN"));
-    }
-    let mut msg = head.to_vec();
-    msg.extend_from_slice(&8u16.to_ne_bytes());
-    msg.extend_from_slice(&NFNL_BATCH_GENID.to_ne_bytes());
-    msg.extend_from_slice(&generation.to_be_bytes());
-    let len = msg.len() as u32;
-    msg[..4].copy_from_slice(&len.to_ne_bytes());
-    Ok(msg)
-}
-
-fn judge(
-    built: &Built,
-    expected: std::ops::Range<u32>,
-    answers: &BTreeMap<u32, Ack>,
-    overflow: bool,
-) -> Result<(), NftError> {
-    let what = |seq: u32| {
-        built
-            .what
-            .get(&seq)
-            .cloned()
-            .unwrap_or_else(|| "the transaction (batch begin/end)".to_string())
-    };
-    let first_error = answers
-        .values()
-        .filter(|a| a.error != 0)
-        .min_by_key(|a| (a.seq == 0 || a.seq == expected.start, a.seq));
-    if let Some(a) = first_error {
-        let batch_level = a.seq == 0 || !built.what.contains_key(&a.seq);
-        return Err(match a.error {
-            // ERESTART (85 on Linux): the generation moved under us.
-            85 if batch_level => NftError::Raced,
-            libc::EPERM => NftError::Permission {
-                what: what(a.seq),
-                source: errno(a.error),
-            },
-            libc::EOPNOTSUPP | libc::ENOENT if batch_level => NftError::NoNfTables {
-                source: errno(a.error),
-            },
-            e => NftError::Rejected {
-                what: what(a.seq),
-                message: a.message.clone(),
-                source: errno(e),
-            },
-        });
-    }
-    if overflow {
-        return Err(NftError::OutcomeUnknown {
-            detail: "acknowledgements were lost (ENOBUFS on the receive buffer)".into(),
-        });
-    }
-    let missing: Vec<u32> = expected.filter(|s| !answers.contains_key(s)).collect();
-    if let Some(first) = missing.first() {
-        return Err(NftError::OutcomeUnknown {
-            detail: format!(
-                "no acknowledgement for {} message(s), the first being {}",
-                missing.len(),
-                what(*first)
-            ),
-        });
-    }
-    Ok(())
 }
