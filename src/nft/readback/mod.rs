@@ -17,7 +17,7 @@ use super::obj;
 use super::rules;
 use super::socket::{RequestError, Socket};
 use super::udata::{self, tlvs, udata_str};
-use super::{BaseChain, NftError};
+use super::NftError;
 
 /// The reply copied into u64s, so its header is aligned as libmnl expects.
 pub(super) fn aligned(msg: &[u8]) -> Vec<u64> {
@@ -42,7 +42,9 @@ macro_rules! parse_as_impl {
 }
 pub(super) use parse_as_impl as parse_as;
 
+mod others;
 mod sets;
+pub use others::{base_chains, chain_names};
 use sets::read_sets;
 pub(in crate::nft) use sets::set_elems;
 
@@ -123,12 +125,9 @@ pub fn read_at_skipping(
     })
 }
 
-/// How long reads are tried before giving up on a ruleset that keeps
-/// changing. A read takes about a millisecond and is tried again within
-/// 64 ms, so only commits back to back for this long (a ban loop, not
-/// fail2ban's pace) exhaust it; a loaded machine stretches each read, and
-/// a count of tries ran out there (seen with 20 tries under a full test
-/// run beside a loop of `nft add element`).
+/// How long reads are tried on a ruleset that keeps changing: only commits
+/// back to back for this long exhaust it (a loaded machine stretches each
+/// read; 20 tries ran out under a full test run beside a ban loop).
 const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Adds to the request being built the attributes that select table
@@ -407,100 +406,4 @@ pub fn generation(sock: &mut Socket) -> Result<u32, NftError> {
         op: "GETGEN",
         detail: "no generation id in the reply".into(),
     })
-}
-
-fn family_name(f: u32) -> &'static str {
-    match f as i32 {
-        libc::NFPROTO_INET => "inet",
-        libc::NFPROTO_IPV4 => "ip",
-        libc::NFPROTO_IPV6 => "ip6",
-        libc::NFPROTO_ARP => "arp",
-        libc::NFPROTO_BRIDGE => "bridge",
-        libc::NFPROTO_NETDEV => "netdev",
-        _ => "unknown",
-    }
-}
-
-fn hook_name(family: u32, hook: u32) -> String {
-    let names: &[&str] = match family as i32 {
-        libc::NFPROTO_NETDEV => &["ingress", "egress"],
-        libc::NFPROTO_ARP => &["input", "output", "forward"],
-        _ => &[
-            "prerouting",
-            "input",
-            "forward",
-            "output",
-            "postrouting",
-            "ingress",
-        ],
-    };
-    names
-        .get(hook as usize)
-        .map_or_else(|| format!("hook {hook}"), |n| n.to_string())
-}
-
-/// Every chain of every table and family, parsed (read-only; a chain that
-/// does not parse is left out).
-fn every_chain(sock: &mut Socket) -> Result<Vec<obj::Chain>, NftError> {
-    let replies = sock
-        .request(
-            libc::NFT_MSG_GETCHAIN as u16,
-            libc::NFPROTO_UNSPEC as u16,
-            DUMP,
-            |_| {},
-        )
-        .map_err(|e| kernel("listing chains", e))?;
-    Ok(replies
-        .iter()
-        .filter_map(|m| parse_as!(m, Chain, nftnl_chain_nlmsg_parse))
-        .collect())
-}
-
-/// Every chain (base or not) of every table but fwharden's, as
-/// (family, table, chain), read-only: container engines are recognised by
-/// their chain names (`DOCKER-USER` is a regular chain).
-pub fn chain_names(sock: &mut Socket) -> Result<Vec<(String, String, String)>, NftError> {
-    let mut out = Vec::new();
-    for c in every_chain(sock)? {
-        let family = c.get_u32(sys::NFTNL_CHAIN_FAMILY);
-        let table = c.get_str(sys::NFTNL_CHAIN_TABLE);
-        if family == u32::from(FAMILY) && table == TABLE_NAME {
-            continue;
-        }
-        out.push((
-            family_name(family).to_string(),
-            table,
-            c.get_str(sys::NFTNL_CHAIN_NAME),
-        ));
-    }
-    Ok(out)
-}
-
-/// Base chains of every table but fwharden's, read-only.
-pub fn base_chains(sock: &mut Socket) -> Result<Vec<BaseChain>, NftError> {
-    let mut out = Vec::new();
-    for c in every_chain(sock)? {
-        let family = c.get_u32(sys::NFTNL_CHAIN_FAMILY);
-        let table = c.get_str(sys::NFTNL_CHAIN_TABLE);
-        if !c.is_set(sys::NFTNL_CHAIN_HOOKNUM)
-            || (family == u32::from(FAMILY) && (table == TABLE_NAME || table == BAN_TABLE))
-        {
-            continue;
-        }
-        let policy = c.is_set(sys::NFTNL_CHAIN_POLICY).then(|| {
-            match c.get_u32(sys::NFTNL_CHAIN_POLICY) as i32 {
-                libc::NF_ACCEPT => Policy::Accept,
-                _ => Policy::Drop,
-            }
-        });
-        out.push(BaseChain {
-            family: family_name(family).into(),
-            table,
-            chain: c.get_str(sys::NFTNL_CHAIN_NAME),
-            hook: hook_name(family, c.get_u32(sys::NFTNL_CHAIN_HOOKNUM)),
-            priority: c.get_u32(sys::NFTNL_CHAIN_PRIO) as i32,
-            policy,
-        });
-    }
-    Ok(out)
 }
