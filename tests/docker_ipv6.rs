@@ -35,6 +35,9 @@ use fwharden::ruleset::{CtState, Protocol};
 const PROFILE: &str = r#"description = "Redis in Docker, for the tunnel only, over both families"
 [groups]
 wg = ["10.8.0.0/24", "fd00:8::/64"]
+[bans]
+enabled = true
+timeout = "10m"
 [[rule]]
 allow = ["http", "https"]
 [[rule]]
@@ -143,6 +146,17 @@ fn published_ports_obey_the_profile_over_ipv6() {
     clients.assert_matrix_over(Family::Ipv6, "with fwharden, IPv6", PROFILE_MATRIX);
     clients.assert_matrix_over(Family::Ipv4, "with fwharden, IPv4", PROFILE_MATRIX);
 
+    // A ban of an IPv6 source holds for published ports too (the ban
+    // table's forward chain), and lifting it opens them again.
+    host.expect(0, &["--profile-dir", dir, "ban", WG6_PEER]);
+    clients.assert_matrix_over(
+        Family::Ipv6,
+        "wg banned",
+        &[(Client::Wg, 6379, false), (Client::Wg, 443, false)],
+    );
+    host.expect(0, &["--profile-dir", dir, "unban", WG6_PEER]);
+    clients.assert_matrix_over(Family::Ipv6, "wg unbanned", &[(Client::Wg, 6379, true)]);
+
     // dockerd rewrites its ip6tables chains when it starts; ours hold.
     engine.stop_dockerd();
     engine.start_dockerd();
@@ -215,6 +229,18 @@ fn emitted_ip6tables_hold_published_ports_over_ipv6() {
     clients.assert_matrix_over(Family::Ipv4, "emitted, IPv4", PROFILE_MATRIX);
     load();
     clients.assert_matrix_over(Family::Ipv6, "reloaded, IPv6", PROFILE_MATRIX);
+
+    // A ban of an IPv6 source holds for published ports too.
+    host.run(&["ipset", "add", "fwharden-ban_v6", WG6_PEER])
+        .unwrap();
+    clients.assert_matrix_over(
+        Family::Ipv6,
+        "wg banned",
+        &[(Client::Wg, 6379, false), (Client::Wg, 443, false)],
+    );
+    host.run(&["ipset", "del", "fwharden-ban_v6", WG6_PEER])
+        .unwrap();
+    clients.assert_matrix_over(Family::Ipv6, "wg unbanned", &[(Client::Wg, 6379, true)]);
 
     // A restart of dockerd 20.10 deletes its FORWARD rules and inserts
     // them at the head again, above the IPv6 jump: the published ports are
