@@ -61,7 +61,9 @@ fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
     );
     let load = &e.file(emit::LOAD_SCRIPT).unwrap().text;
     for line in [
-        "\"$IPTABLES\" -w 10 -C FORWARD -j DOCKER-USER 2>/dev/null || \"$IPTABLES\" -w 10 -I FORWARD 1 -j DOCKER-USER",
+        "if \"$IPTABLES\" -w 10 -C FORWARD -j DOCKER-USER 2>/dev/null; then",
+        "  printf '*filter\\n-D FORWARD -j DOCKER-USER\\n-I FORWARD 1 -j DOCKER-USER\\nCOMMIT\\n' | \"$IPTABLES-restore\" -w 10 --noflush",
+        "  \"$IPTABLES\" -w 10 -I FORWARD 1 -j DOCKER-USER",
         "\"$IPTABLES\" -w 10 -C DOCKER-USER -j FWHARDEN-CONTAINERS 2>/dev/null || \"$IPTABLES\" -w 10 -I DOCKER-USER 1 -j FWHARDEN-CONTAINERS",
     ] {
         assert!(load.lines().any(|l| l == line), "{line}\n{load}");
@@ -99,6 +101,31 @@ fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
             ),
             "{backend:?}:\n{listed}"
         );
+        // A rule inserted above the jump to DOCKER-USER, as dockerd 20.10
+        // does in ip6tables: loading again moves the jump back to the head
+        // of FORWARD, once, in each family.
+        for bin in backend.env().map(|(_, b)| b) {
+            ns.run(&[
+                bin, "-w", "10", "-I", "FORWARD", "1", "-o", "docker0", "-j", "ACCEPT",
+            ])
+            .unwrap();
+        }
+        ns.run_in(|| run_load_sh(&path, backend))
+            .unwrap()
+            .unwrap_or_else(|err| panic!("{backend:?}, loaded again: {err}"));
+        for bin in backend.env().map(|(_, b)| b) {
+            let forward = ns
+                .run(&[bin, "-w", "10", "-S", "FORWARD"])
+                .map(|o| stdout(&o))
+                .unwrap();
+            let jumps: Vec<usize> = forward
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| *l == "-A FORWARD -j DOCKER-USER")
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(jumps, [1], "{bin}:\n{forward}");
+        }
     }
 }
 

@@ -23,7 +23,14 @@
 //!   it holds (tests/docker_emit.rs restarts a real dockerd to check), so
 //!   `load.sh` creates it and the jump from FORWARD when Docker has not
 //!   (yet): the rules then also hold for the operator's own DNAT, as the
-//!   nftables chain does. (Podman's iptables driver adds FORWARD rules of
+//!   nftables chain does. dockerd 20.10 (Debian 12's docker.io) arranges
+//!   the jump for iptables only: in ip6tables it inserts its FORWARD rules,
+//!   which accept every published port, above the jump, so over IPv6 the
+//!   profile did not hold (tests/docker_ipv6.rs). `load.sh` therefore moves
+//!   the jump to the head of FORWARD in both families, deleted and inserted
+//!   in one restore commit so no packet sees FORWARD without it. A restart
+//!   of dockerd 20.10 inserts its rules above it again: load.sh must run
+//!   after dockerd starts. (Podman's iptables driver adds FORWARD rules of
 //!   its own, whose order against this jump is not checked.)
 //! - The ban table's input chain is jumped to from INPUT before
 //!   `FWHARDEN-INPUT` (its nftables priority is `filter - 10`), also with
@@ -191,14 +198,20 @@ pub fn load_script(placed: &[Placed], has_sets: bool, header: &str) -> String {
     out.push_str("\"$IP6TABLES-restore\" -w 10 --noflush < ip6tables.rules\n");
     if placed.iter().any(|p| p.parent == Parent::DockerUser) {
         out.push_str(
-            "# DOCKER-USER as dockerd makes it (it keeps an existing one, and moves its\n\
-             # jump to the head of FORWARD when it starts), for DNAT without Docker too.\n",
+            "# DOCKER-USER as dockerd makes it (it keeps an existing one), for DNAT without\n\
+             # Docker too, and the jump to it moved to the head of FORWARD in one commit.\n\
+             # dockerd 20.10 moves it there for iptables only: over IPv6 its own rules,\n\
+             # which accept every published port, stay above it. Run again after dockerd starts.\n",
         );
         for bin in ["$IPTABLES", "$IP6TABLES"] {
             let _ = writeln!(
                 out,
                 "\"{bin}\" -w 10 -n -L {DOCKER_USER} >/dev/null 2>&1 || \"{bin}\" -w 10 -N {DOCKER_USER}\n\
-                 \"{bin}\" -w 10 -C FORWARD -j {DOCKER_USER} 2>/dev/null || \"{bin}\" -w 10 -I FORWARD 1 -j {DOCKER_USER}"
+                 if \"{bin}\" -w 10 -C FORWARD -j {DOCKER_USER} 2>/dev/null; then\n\
+                 \x20 printf '*filter\\n-D FORWARD -j {DOCKER_USER}\\n-I FORWARD 1 -j {DOCKER_USER}\\nCOMMIT\\n' | \"{bin}-restore\" -w 10 --noflush\n\
+                 else\n\
+                 \x20 \"{bin}\" -w 10 -I FORWARD 1 -j {DOCKER_USER}\n\
+                 fi"
             );
         }
     }

@@ -58,11 +58,35 @@ pub struct Engine {
     netns: PathBuf,
     containerd: Option<Child>,
     dockerd: Option<Child>,
+    /// More dockerd flags, kept for a restart.
+    flags: Vec<String>,
 }
+
+/// The flags that make Debian's docker.io 20.10 publish ports over IPv6 by
+/// ip6tables DNAT, as it does over IPv4: `--ipv6` with a subnet for the
+/// default bridge gives containers IPv6 addresses, and `--ip6tables`
+/// (experimental in 20.10, hence `--experimental`) writes the ip6tables
+/// NAT and filter chains; without it an IPv6 published port would be left
+/// to the userland proxy, which `--userland-proxy=false` turns off.
+#[allow(dead_code)]
+pub const IPV6_FLAGS: &[&str] = &[
+    "--ipv6",
+    "--fixed-cidr-v6=fd00:d0c::/64",
+    "--experimental",
+    "--ip6tables",
+];
 
 impl Engine {
     /// Starts containerd and dockerd inside `ns` and imports [`IMAGE`].
+    /// (tests/docker_ipv6.rs starts with flags only.)
+    #[allow(dead_code)]
     pub fn start(ns: &Netns) -> Engine {
+        Engine::start_with(ns, &[])
+    }
+
+    /// Like [`Engine::start`], with more dockerd flags (e.g. [`IPV6_FLAGS`]),
+    /// which a restart keeps.
+    pub fn start_with(ns: &Netns, flags: &[&str]) -> Engine {
         ns.verify().expect("a namespace this test created");
         let dir = tempfile::Builder::new()
             .prefix("fwh-docker-")
@@ -73,6 +97,7 @@ impl Engine {
             netns: PathBuf::from("/run/netns").join(ns.name()),
             containerd: None,
             dockerd: None,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         e.start_containerd();
         e.start_dockerd();
@@ -189,6 +214,7 @@ impl Engine {
                 "--userland-proxy=false",
                 "--storage-driver=vfs",
             ])
+            .args(&self.flags)
             .args(["--log-level=warn"])
             .stdin(Stdio::null())
             .stdout(self.log("dockerd.log"))
