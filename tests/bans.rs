@@ -97,10 +97,7 @@ impl Bans {
     }
 
     fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
-        let dir = self.profiles.path().to_str().unwrap();
-        let mut all = vec!["--profile-dir", dir];
-        all.extend(args);
-        self.host.expect(code, &all)
+        self.host.expect_in(self.profiles.path(), code, args)
     }
 
     /// `bans --json`.

@@ -67,21 +67,7 @@ impl Net {
     }
 
     fn fw(&self, args: &[&str]) -> std::process::Output {
-        let out = self
-            .host
-            .fw()
-            .arg("--profile-dir")
-            .arg(self.profiles.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fwharden {args:?}: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        out
+        self.host.expect_in(self.profiles.path(), 0, args)
     }
 }
 

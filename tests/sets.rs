@@ -513,8 +513,7 @@ impl ListHost {
 
     /// fwharden ARGS with this host's profile directory; exits with `code`.
     fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
-        let dir = ["--profile-dir", self.profiles.to_str().unwrap()];
-        self.host.expect(code, &[&dir[..], args].concat())
+        self.host.expect_in(&self.profiles, code, args)
     }
 }
 

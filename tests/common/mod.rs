@@ -298,21 +298,17 @@ impl Host {
         lock
     }
 
+    /// Like [`Host::expect`], with profiles looked up only in `profiles`.
+    pub fn expect_in(&self, profiles: &Path, code: i32, args: &[&str]) -> Output {
+        let dir = ["--profile-dir", profiles.to_str().unwrap()];
+        self.expect(code, &[&dir[..], args].concat())
+    }
+
     /// Applies `profile` from the directory `profiles`, confirmed at once
     /// and without the probe: a set-up step, not what a test looks at.
     pub fn confirm_from(&self, profiles: &Path, profile: &str) {
-        let dir = profiles.to_str().unwrap();
-        self.expect(
-            0,
-            &[
-                "--profile-dir",
-                dir,
-                "apply",
-                profile,
-                "--auto-confirm",
-                "--no-probe",
-            ],
-        );
+        let args = ["apply", profile, "--auto-confirm", "--no-probe"];
+        self.expect_in(profiles, 0, &args);
     }
 
     /// Emits `profile` from `profiles` for iptables and loads the files
