@@ -258,7 +258,6 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
     host.wait_quiet();
 }
 
-/// The timeout left on `addr` in ipset `set` inside the host, if it is there.
 /// contrib/crowdsec/crowdsec-firewall-bouncer-ipset.yaml with the files of
 /// `fwharden emit --format iptables` loaded (no nftables apply): the
 /// bouncer's decisions come and go in fwharden-crowdsec_v4 and _v6, with

@@ -18,7 +18,6 @@ mod docker {
 }
 
 use std::path::Path;
-use std::process::Stdio;
 
 use common::*;
 use docker::clients::{Client, Clients, PROFILE_MATRIX};
@@ -119,30 +118,11 @@ fn published_ports_obey_the_profile_through_a_dockerd_restart() {
 
     // Container-initiated traffic still leaves: a listener on the internet
     // side, reached from inside the container.
-    let mut listener = net
-        .clients
-        .inet
-        .command("busybox")
-        .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = wait_until(std::time::Duration::from_secs(10), || {
-        let out = engine.docker(&[
-            "exec",
-            "redis",
-            "/bin/busybox",
-            "nc",
-            "-w",
-            "2",
-            "198.51.100.2",
-            "7000",
-        ]);
-        stdout(&out).contains("outbound")
-    });
-    let _ = listener.kill();
-    let _ = listener.wait();
+    let reached = net.clients.container_reaches_out(
+        &engine,
+        &net.host.ns,
+        std::time::Duration::from_secs(10),
+    );
     assert!(reached, "a container reaches the internet through the host");
 
     // dockerd rewrites its own tables when it starts; ours stay and hold.

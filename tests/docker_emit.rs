@@ -20,7 +20,6 @@ mod docker {
 }
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -197,7 +196,8 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         .assert_matrix("wg unbanned", &[(Client::Wg, 6379, true)]);
 
     assert!(
-        container_reaches_out(&engine, &net, Duration::from_secs(10)),
+        net.clients
+            .container_reaches_out(&engine, &net.host, Duration::from_secs(10)),
         "a container reaches the internet through the host"
     );
 
@@ -210,7 +210,8 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
     load_sh(&net, fwdrop.path());
     net.clients.assert_matrix("forward = drop", PROFILE_MATRIX);
     assert!(
-        !container_reaches_out(&engine, &net, Duration::ZERO),
+        !net.clients
+            .container_reaches_out(&engine, &net.host, Duration::ZERO),
         "forward = drop: the container's connection is dropped"
     );
     // Back to the first profile: FWHARDEN-FORWARD is emptied with the
@@ -221,7 +222,8 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         "-N FWHARDEN-FORWARD\n"
     );
     assert!(
-        container_reaches_out(&engine, &net, Duration::from_secs(10)),
+        net.clients
+            .container_reaches_out(&engine, &net.host, Duration::from_secs(10)),
         "forward = accept again: the container reaches out"
     );
     net.clients
@@ -242,51 +244,4 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         before,
         "the machine's own tables are unchanged"
     );
-}
-
-/// Whether the container reaches a listener on the internet side within
-/// `limit` (one attempt when zero).
-fn container_reaches_out(engine: &Engine, net: &Net, limit: Duration) -> bool {
-    let mut listener = net
-        .clients
-        .inet
-        .command("busybox")
-        .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Listening before the container tries: the host's own connection is
-    // not forwarded, so no chain of the test stands in its way.
-    let listening = wait_until(Duration::from_secs(10), || {
-        let out = net
-            .host
-            .command("timeout")
-            .args(["5", "busybox", "nc", "-w", "2", INET_PEER, "7000"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        stdout(&out).contains("outbound")
-    });
-    let attempt = || {
-        let out = engine.docker(&[
-            "exec",
-            "redis",
-            "/bin/busybox",
-            "nc",
-            "-w",
-            "2",
-            INET_PEER,
-            "7000",
-        ]);
-        stdout(&out).contains("outbound")
-    };
-    let reached = match (listening, limit.is_zero()) {
-        (false, _) => None,
-        (true, true) => Some(attempt()),
-        (true, false) => Some(wait_until(limit, attempt)),
-    };
-    let _ = listener.kill();
-    let _ = listener.wait();
-    reached.expect("the listener on the internet side answers the host")
 }

@@ -231,7 +231,6 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
     host.wait_quiet();
 }
 
-/// The timeout left on `addr` in ipset `set` inside the host, if it is there.
 /// contrib/fail2ban/action.d/fwharden-ipset.conf with the files of
 /// `fwharden emit --format iptables` loaded (no nftables apply): banip puts
 /// the address into fwharden-ban_v4 or fwharden-ban_v6 with fail2ban's

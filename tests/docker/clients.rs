@@ -12,8 +12,12 @@
 #![allow(dead_code)]
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use fwharden::netns::Netns;
+
+use super::engine::Engine;
+use crate::common::{stdout, wait_until};
 pub use fwharden::ruleset::Family;
 
 pub const HOST_INET: &str = "198.51.100.1";
@@ -133,6 +137,51 @@ impl Clients {
                 .collect()
         });
         assert!(wrong.is_empty(), "{stage}: {wrong:?}");
+    }
+
+    /// Whether the container `redis` reaches a listener on the internet side within
+    /// `limit` (one attempt when zero); `host` is the Docker host's namespace.
+    pub fn container_reaches_out(&self, engine: &Engine, host: &Netns, limit: Duration) -> bool {
+        let mut listener = self
+            .inet
+            .command("busybox")
+            .args(["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "outbound"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Listening before the container tries: the host's own connection is
+        // not forwarded, so no chain of the test stands in its way.
+        let listening = wait_until(Duration::from_secs(10), || {
+            let out = host
+                .command("timeout")
+                .args(["5", "busybox", "nc", "-w", "2", INET_PEER, "7000"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            stdout(&out).contains("outbound")
+        });
+        let attempt = || {
+            let out = engine.docker(&[
+                "exec",
+                "redis",
+                "/bin/busybox",
+                "nc",
+                "-w",
+                "2",
+                INET_PEER,
+                "7000",
+            ]);
+            stdout(&out).contains("outbound")
+        };
+        let reached = match (listening, limit.is_zero()) {
+            (false, _) => None,
+            (true, true) => Some(attempt()),
+            (true, false) => Some(wait_until(limit, attempt)),
+        };
+        let _ = listener.kill();
+        let _ = listener.wait();
+        reached.expect("the listener on the internet side answers the host")
     }
 }
 
