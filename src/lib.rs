@@ -16,6 +16,7 @@ pub mod compile;
 pub mod containers;
 pub mod emit;
 pub mod exit;
+pub mod kernel;
 pub mod netns;
 pub mod nft;
 pub mod probe;

@@ -207,7 +207,7 @@ pub fn run(
             return Ok(code);
         }
     }
-    let outcome = rollback::apply(dirs, &new, opts);
+    let outcome = rollback::apply(rollback::Ports::real(), dirs, &new, opts);
     drop(watch);
     let outcome = match outcome {
         Ok(o) => o,

@@ -18,7 +18,7 @@ fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
 }
 
 pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i32> {
-    match rollback::confirm(dirs, token) {
+    match rollback::confirm(rollback::Ports::real(), dirs, token) {
         Ok(profile) if json => println!("{}", json!({ "ok": true, "confirmed": profile })),
         Ok(profile) => {
             println!("confirmed profile {profile}: it is what `fwharden restore` loads at boot")
@@ -29,7 +29,7 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i
 }
 
 pub fn rollback(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
-    match rollback::rollback(dirs) {
+    match rollback::rollback(rollback::Ports::real(), dirs) {
         Ok(p) if json => println!(
             "{}",
             json!({ "ok": true, "rolled_back": p.map(|p| p.profile) })
@@ -61,7 +61,7 @@ pub fn fallback() -> anyhow::Result<ruleset::Ruleset> {
 }
 
 pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
-    let result = match rollback::restore(dirs, &fallback()?) {
+    let result = match rollback::restore(rollback::Ports::real(), dirs, &fallback()?) {
         Ok(r) => r,
         Err(e) => return fail(e, json),
     };
@@ -106,7 +106,7 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     } else {
         rollback::Elements::Sampled
     };
-    let s = match rollback::status(dirs, elements) {
+    let s = match rollback::status(rollback::Ports::real(), dirs, elements) {
         Ok(s) => s,
         Err(e) => return fail(e, json),
     };
@@ -204,7 +204,7 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
 }
 
 pub fn watch(dirs: &Dirs, token: &str) -> anyhow::Result<i32> {
-    match crate::rollback::watcher::run(dirs, token) {
+    match crate::rollback::watcher::run(rollback::Ports::real(), dirs, token) {
         Ok(()) => Ok(exit::OK),
         Err(e) => {
             eprintln!("{} fwharden watch: error: {e}", now_ms());

@@ -3,12 +3,13 @@
 //! refused, and an orphaned apply is rolled back on the spot.
 
 use super::ops::{foreign_as_drift, LOCK_WAIT};
-use super::{orphaned, settle_locked, RollbackError};
+use super::{orphaned, settle_locked, Ports, RollbackError};
 use crate::nft;
 use crate::ruleset::hatch;
 use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, Stamp};
 
 pub(super) fn confirm_record(
+    ports: Ports,
     dirs: &Dirs,
     record: Pending,
     seen: Option<Stamp>,
@@ -22,15 +23,16 @@ pub(super) fn confirm_record(
     // The watcher sees the record gone at its next look and exits.
     dirs.clear_pending()?;
     // A watcher killed before this confirm could not remove its group.
-    super::placement::remove_left_group(&record.token, &dirs.run);
+    ports.watchers.forget(dirs, &record.token);
     Ok(())
 }
 
 /// Makes the pending ruleset the confirmed one: loads it without its
 /// escape hatch, in one transaction, and records it. After the deadline it
 /// refuses; if the watcher is gone it rolls back first.
-pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
-    nft::generation()?;
+pub fn confirm(ports: Ports, dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
+    let kernel = ports.kernel;
+    kernel.generation()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     let Some(pending) = dirs.pending()? else {
         let late = dirs
@@ -55,11 +57,11 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
         }
     }
     if now_ms() >= pending.deadline_ms {
-        return Err(too_late(dirs, &pending));
+        return Err(too_late(ports, dirs, &pending));
     }
-    let (generation, table) = match nft::read_table_at() {
+    let (generation, table) = match kernel.read_table_at() {
         Ok(read) => read,
-        Err(e) => (nft::generation()?, foreign_as_drift(e)?),
+        Err(e) => (kernel.generation()?, foreign_as_drift(e)?),
     };
     if table.as_ref() != Some(&pending.ruleset) {
         return Err(RollbackError::Refused(format!(
@@ -73,10 +75,10 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
     } else {
         // Only if nobody wrote since the read above; if this fails the
         // record stays and the watcher keeps the deadline.
-        let report = super::ops::commit_retrying(table.as_ref(), generation, |g| {
-            nft::apply_at(&keep, Some(g))
+        let report = super::ops::commit_retrying(kernel, table.as_ref(), generation, |g| {
+            kernel.apply_at(&keep, Some(g))
         })?;
-        let nft::Check::Holds { generation, .. } = nft::verify(&keep, &report)? else {
+        let nft::Check::Holds { generation, .. } = kernel.verify(&keep, &report)? else {
             return Err(RollbackError::Refused(format!(
                 "loading profile {} without its escape hatch did not read back as written; not confirmed, the rollback stays armed (run `fwharden status`)",
                 pending.profile
@@ -86,6 +88,7 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
     };
     let profile = pending.profile.clone();
     confirm_record(
+        ports,
         dirs,
         Pending {
             ruleset: keep,
@@ -99,19 +102,19 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError
 /// A confirm after the deadline: refused. A watcher that is still there
 /// is about to roll back (it waits for the lock this confirm holds); one
 /// that is gone cannot, so the rollback happens here.
-fn too_late(dirs: &Dirs, pending: &Pending) -> RollbackError {
+fn too_late(ports: Ports, dirs: &Dirs, pending: &Pending) -> RollbackError {
     let late = now_ms().saturating_sub(pending.deadline_ms) / 1000;
     let head = format!(
         "too late: the deadline of the apply of profile {} passed {late} s ago",
         pending.profile
     );
-    if !orphaned(pending) {
+    if !orphaned(ports, pending) {
         return RollbackError::Refused(format!(
             "{head}; its watcher is rolling it back to {} now; apply it again",
             pending.previous_name()
         ));
     }
-    match settle_locked(dirs, "confirm") {
+    match settle_locked(ports, dirs, "confirm") {
         Ok(_) => RollbackError::Refused(format!(
             "{head} and its watcher was gone (killed?): rolled back now, restored {}; apply it again",
             pending.previous_name()

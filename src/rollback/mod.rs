@@ -13,12 +13,14 @@ pub mod guard;
 mod ops;
 mod overdue;
 pub mod placement;
+mod ports;
 mod status;
 pub mod watcher;
 
 pub use confirm::confirm;
 pub use ops::*;
 pub use overdue::*;
+pub use ports::{Ports, Processes, Watchers};
 pub use status::*;
 
 use thiserror::Error;
@@ -79,22 +81,23 @@ impl RollbackError {
 }
 
 /// Puts back what a pending apply replaced: a ruleset, or no table.
-pub fn restore_previous(previous: Option<&crate::ruleset::Ruleset>) -> Result<(), RollbackError> {
-    interlock()?;
+pub fn restore_previous(
+    ports: Ports,
+    previous: Option<&crate::ruleset::Ruleset>,
+) -> Result<(), RollbackError> {
+    ports.interlock()?;
+    let kernel = ports.kernel;
     match previous {
         Some(r) => {
-            let report = crate::nft::apply(r)?;
-            if !matches!(
-                crate::nft::verify(r, &report)?,
-                crate::nft::Check::Holds { .. }
-            ) {
+            let report = kernel.apply_at(r, None)?;
+            if !matches!(kernel.verify(r, &report)?, crate::nft::Check::Holds { .. }) {
                 return Err(RollbackError::Refused(format!(
                     "restoring profile {} did not read back as written; run `fwharden status` and `fwharden restore`",
                     r.profile
                 )));
             }
         }
-        None => crate::nft::remove_table()?,
+        None => kernel.remove_table()?,
     }
     Ok(())
 }
@@ -121,6 +124,7 @@ fn final_error(e: &RollbackError) -> bool {
 /// [`ATTEMPTS`] times, each logged for `status`), drops the record and
 /// notes why, so a late `confirm` can say so.
 pub(crate) fn undo(
+    ports: Ports,
     dirs: &crate::state::Dirs,
     record: &crate::state::Pending,
     reason: &str,
@@ -128,7 +132,7 @@ pub(crate) fn undo(
     let mut number = 0;
     loop {
         number += 1;
-        let result = restore_previous(record.previous.as_ref());
+        let result = restore_previous(ports, record.previous.as_ref());
         let _ = dirs.log_attempt(&crate::state::Attempt {
             token: record.token.clone(),
             profile: record.profile.clone(),
@@ -143,7 +147,7 @@ pub(crate) fn undo(
         match result {
             Ok(()) => break,
             Err(e) if number >= ATTEMPTS || final_error(&e) => return Err(e),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(number))),
+            Err(_) => ports.kernel.backoff(number),
         }
     }
     // The note first: whoever sees the record gone (status, a late
@@ -157,7 +161,7 @@ pub(crate) fn undo(
     dirs.clear_pending()?;
     // A killed watcher could not remove its group; a live one's (this may
     // be the watcher itself) is not empty and stays for it to remove.
-    placement::remove_left_group(&record.token, &dirs.run);
+    ports.watchers.forget(dirs, &record.token);
     Ok(())
 }
 
@@ -201,9 +205,10 @@ mod tests {
             watcher_lives: None,
         };
         let now = crate::state::now_ms();
-        assert!(orphaned(&record(now - 1, None)));
+        let ports = Ports::real();
+        assert!(orphaned(ports, &record(now - 1, None)));
         // A pid that is not a watcher of this token counts as gone.
-        assert!(orphaned(&record(now - 1, Some(std::process::id()))));
-        assert!(!orphaned(&record(now + 60_000, None)));
+        assert!(orphaned(ports, &record(now - 1, Some(std::process::id()))));
+        assert!(!orphaned(ports, &record(now + 60_000, None)));
     }
 }

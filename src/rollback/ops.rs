@@ -6,9 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::confirm::confirm_record;
-use super::{
-    guard, interlock, restore_previous, settle_locked, undo, watcher, watcher_alive, RollbackError,
-};
+use super::{guard, restore_previous, settle_locked, undo, Ports, RollbackError};
+use crate::kernel::Kernel;
 use crate::nft::{self, NftError};
 use crate::render;
 use crate::ruleset::hatch::{self, Hatch};
@@ -93,15 +92,17 @@ fn token() -> String {
 }
 
 pub fn apply(
+    ports: Ports,
     dirs: &Dirs,
     new: &Ruleset,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, RollbackError> {
+    let kernel = ports.kernel;
     // Ask the kernel before touching the state directory: without
     // CAP_NET_ADMIN the error that helps is "needs root or CAP_NET_ADMIN",
     // not "permission denied" on the root-only /var/lib/fwharden.
     crate::progress::phase("reading the kernel");
-    let generation_now = nft::generation()?;
+    let generation_now = kernel.generation()?;
     if opts.dry_run {
         // Touches nothing: no lock, no kernel write. It only reads the
         // confirmed record, and trusts it as apply does: when nobody has
@@ -114,7 +115,7 @@ pub fn apply(
             .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
         let current = match known {
             Some(c) => Some(c.ruleset),
-            None => nft::read_table().or_else(foreign_as_drift)?,
+            None => kernel.read_table().or_else(foreign_as_drift)?,
         };
         let diff = diff(current.as_ref(), Some(new));
         return Ok(ApplyOutcome::DryRun {
@@ -123,10 +124,10 @@ pub fn apply(
             diff,
         });
     }
-    interlock()?;
+    ports.interlock()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::try_take(&dirs.lock_path())?;
-    if let Some(s) = settle_locked(dirs, "apply")? {
+    if let Some(s) = settle_locked(ports, dirs, "apply")? {
         eprintln!("fwharden: {}", s.describe());
     }
     let confirmed = dirs.confirmed()?;
@@ -150,9 +151,9 @@ pub fn apply(
         .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
     let (generation, current) = match known {
         Some(c) => (generation_now, Some(c.ruleset.clone())),
-        None => match nft::read_table_at() {
+        None => match kernel.read_table_at() {
             Ok(read) => read,
-            Err(e) => (nft::generation()?, foreign_as_drift(e)?),
+            Err(e) => (kernel.generation()?, foreign_as_drift(e)?),
         },
     };
     let settled = current.as_ref() == Some(new)
@@ -164,7 +165,7 @@ pub fn apply(
     let ssh = guard::SshClient::from_env();
     if let Some(ssh) = &ssh {
         let interface = ssh.server.and_then(guard::interface_of);
-        let banned: Vec<std::net::IpAddr> = match (&new.bans, nft::ban_state()?) {
+        let banned: Vec<std::net::IpAddr> = match (&new.bans, kernel.ban_state()?) {
             (Some(_), Some(state)) => state.bans.iter().map(|b| b.addr).collect(),
             _ => Vec::new(),
         };
@@ -193,7 +194,7 @@ pub fn apply(
     // An apply killed between making its watcher's group and moving the
     // watcher in left the group empty; this one replaces its record.
     if let Some(old) = &pending {
-        super::placement::remove_left_group(&old.token, &dirs.run);
+        ports.watchers.forget(dirs, &old.token);
     }
     // From here on the pending record and its watcher exist before the
     // kernel changes, so a kill at any moment still ends in a rollback.
@@ -209,7 +210,7 @@ pub fn apply(
     };
     crate::progress::phase("arming the rollback");
     dirs.save_pending(&record)?;
-    let spawned = match watcher::spawn(dirs, &record.token) {
+    let spawned = match ports.watchers.spawn(dirs, &record.token) {
         Ok(s) => s,
         Err(e) => {
             dirs.clear_pending()?;
@@ -226,16 +227,28 @@ pub fn apply(
     // The hatch's element is armed by this commit, after the deadline was
     // set above: it never opens before the watcher's deadline.
     crate::progress::phase("transaction");
-    let committed = commit_retrying(current.as_ref(), generation, |g| match current.as_ref() {
-        Some(old) if old.differs_only_in_elements(&loaded) => nft::apply_delta(old, &loaded, g),
-        _ => nft::apply_at(&loaded, Some(g)),
+    let committed = commit_retrying(kernel, current.as_ref(), generation, |g| {
+        match current.as_ref() {
+            Some(old) if old.differs_only_in_elements(&loaded) => {
+                kernel.apply_delta(old, &loaded, g)
+            }
+            _ => kernel.apply_at(&loaded, Some(g)),
+        }
     });
     let report = match committed {
         Ok(report) => report,
-        Err(e) => return Err(after_failed_commit(dirs, &record, current.as_ref(), e)),
+        Err(e) => {
+            return Err(after_failed_commit(
+                ports,
+                dirs,
+                &record,
+                current.as_ref(),
+                e,
+            ))
+        }
     };
     crate::progress::phase("verifying");
-    let detail = match nft::verify(&loaded, &report) {
+    let detail = match kernel.verify(&loaded, &report) {
         Ok(nft::Check::Holds { generation, .. }) => Ok(Stamp::at(generation)),
         Ok(nft::Check::Differs {
             want, got, lookup, ..
@@ -245,7 +258,7 @@ pub fn apply(
     let seen = match detail {
         Ok(seen) => seen,
         Err(detail) => {
-            let restored = match undo(dirs, &record, "read-back mismatch") {
+            let restored = match undo(ports, dirs, &record, "read-back mismatch") {
                 Ok(()) => "the previous ruleset was restored".to_string(),
                 Err(e) => format!(
                     "restoring the previous ruleset failed too: {e}; run `fwharden restore`"
@@ -256,7 +269,7 @@ pub fn apply(
     };
     if opts.auto_confirm {
         crate::progress::phase("confirming");
-        confirm_record(dirs, record, seen)?;
+        confirm_record(ports, dirs, record, seen)?;
         return Ok(ApplyOutcome::Confirmed { profile });
     }
     Ok(ApplyOutcome::Pending {
@@ -283,6 +296,7 @@ const COMMIT_TRIES: usize = 8;
 /// of `before`, so ban churn never makes this give up; a change to our
 /// own table does, at once.
 pub(super) fn commit_retrying(
+    kernel: &dyn Kernel,
     before: Option<&Ruleset>,
     generation: u32,
     commit: impl Fn(u32) -> Result<nft::ApplyReport, NftError>,
@@ -291,9 +305,9 @@ pub(super) fn commit_retrying(
     for _ in 0..COMMIT_TRIES {
         match commit(generation) {
             Err(NftError::Raced) => {
-                let (g, now) = match nft::read_table_at() {
+                let (g, now) = match kernel.read_table_at() {
                     Ok(read) => read,
-                    Err(e) => (nft::generation()?, foreign_as_drift(e)?),
+                    Err(e) => (kernel.generation()?, foreign_as_drift(e)?),
                 };
                 if now.as_ref() != before {
                     return Err(NftError::Raced);
@@ -341,6 +355,7 @@ fn describe_difference(want: &Ruleset, got: Option<&Ruleset>) -> String {
 /// batch: nothing changed, and the record goes. When the outcome is
 /// unknown, the kernel is read to find out which side of the swap we are on.
 fn after_failed_commit(
+    ports: Ports,
     dirs: &Dirs,
     record: &Pending,
     before: Option<&Ruleset>,
@@ -348,11 +363,11 @@ fn after_failed_commit(
 ) -> RollbackError {
     let unknown = matches!(e, NftError::OutcomeUnknown { .. });
     if unknown {
-        match nft::read_table() {
+        match ports.kernel.read_table() {
             Ok(now) if now.as_ref() == before => {}
             _ => {
                 // It may have gone in: go back to the recorded previous state.
-                if let Err(undo_err) = undo(dirs, record, "outcome unknown") {
+                if let Err(undo_err) = undo(ports, dirs, record, "outcome unknown") {
                     return RollbackError::Refused(format!(
                         "{e}; restoring the previous ruleset failed too: {undo_err}; run `fwharden restore`"
                     ));
@@ -366,14 +381,14 @@ fn after_failed_commit(
 }
 
 /// Restores the previous ruleset now. `Ok(None)`: nothing was pending.
-pub fn rollback(dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
-    interlock()?;
-    nft::generation()?;
+pub fn rollback(ports: Ports, dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
+    ports.interlock()?;
+    ports.kernel.generation()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     let Some(pending) = dirs.pending()? else {
         return Ok(None);
     };
-    undo(dirs, &pending, "rollback")?;
+    undo(ports, dirs, &pending, "rollback")?;
     Ok(Some(pending))
 }
 
@@ -394,15 +409,15 @@ pub enum Restored {
 
 /// Loads the last confirmed ruleset, never a pending one. If it cannot be
 /// loaded, loads the minimal safe ruleset rather than leave the host open.
-pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackError> {
-    interlock()?;
-    nft::generation()?;
+pub fn restore(ports: Ports, dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackError> {
+    ports.interlock()?;
+    ports.kernel.generation()?;
     dirs.ensure_all()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     // An overdue apply with no watcher is rolled back as its own watcher
     // would have (recorded, so a late confirm says so); whatever comes of
     // it, the confirmed ruleset is loaded below.
-    match settle_locked(dirs, "restore") {
+    match settle_locked(ports, dirs, "restore") {
         Ok(None) => {}
         Ok(Some(s)) => eprintln!("fwharden: {}", s.describe()),
         Err(e) => eprintln!(
@@ -411,7 +426,7 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
     }
     let discarded = match dirs.pending() {
         Ok(p) => p.map(|p| {
-            stop_watcher(dirs, &p);
+            ports.watchers.stop(dirs, &p);
             p.profile
         }),
         Err(_) => Some("(damaged record)".into()),
@@ -423,7 +438,7 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
             // At boot the table is gone anyway; run by hand, this takes
             // away what nobody confirmed.
             if discarded.is_some() {
-                restore_previous(None)?;
+                restore_previous(ports, None)?;
             }
             return Ok(Restored::NothingConfirmed {
                 discarded_pending: discarded,
@@ -432,39 +447,19 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
         Ok(Some(c)) => Ok(c),
         Err(e) => Err(RollbackError::from(e)),
     };
-    let loaded = confirmed.and_then(|c| restore_previous(Some(&c.ruleset)).map(|()| c.profile));
+    let loaded =
+        confirmed.and_then(|c| restore_previous(ports, Some(&c.ruleset)).map(|()| c.profile));
     match loaded {
         Ok(profile) => Ok(Restored::Confirmed {
             profile,
             discarded_pending: discarded,
         }),
         Err(e) => {
-            restore_previous(Some(fallback))?;
+            restore_previous(ports, Some(fallback))?;
             Ok(Restored::Fallback {
                 profile: fallback.profile.clone(),
                 error: e.to_string(),
             })
         }
     }
-}
-
-/// A pending apply at boot has no watcher left; one started by hand may.
-/// Stopped by SIGTERM, it cannot remove its cgroup: that is done here once
-/// it is gone (waiting at most 2 s).
-fn stop_watcher(dirs: &Dirs, p: &Pending) {
-    if let Some(pid) = p.watcher.filter(|pid| watcher_alive(*pid, &p.token)) {
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        for _ in 0..100 {
-            if !watcher_alive(pid, &p.token) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    super::placement::remove_left_group(&p.token, &dirs.run);
 }

@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use super::{interlock, undo, watcher_alive, RollbackError};
+use super::{undo, Ports, RollbackError};
 use crate::state::{now_ms, ApplyLock, Dirs, Pending};
 
 /// How long `status` waits for the lock before it rolls back.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether `p` is past its deadline with no watcher left to roll it back.
-pub fn orphaned(p: &Pending) -> bool {
-    now_ms() >= p.deadline_ms && !p.watcher.is_some_and(|w| watcher_alive(w, &p.token))
+pub fn orphaned(ports: Ports, p: &Pending) -> bool {
+    now_ms() >= p.deadline_ms && !p.watcher.is_some_and(|w| ports.watchers.alive(w, &p.token))
 }
 
 /// An overdue apply a command rolled back.
@@ -39,13 +39,18 @@ impl Settled {
 
 /// With the apply lock held: rolls back an orphaned overdue apply, if
 /// there is one. `by` names the command, for the record and the log.
-pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
-    let Some(p) = dirs.pending()?.filter(orphaned) else {
+pub(crate) fn settle_locked(
+    ports: Ports,
+    dirs: &Dirs,
+    by: &str,
+) -> Result<Option<Settled>, RollbackError> {
+    let Some(p) = dirs.pending()?.filter(|p| orphaned(ports, p)) else {
         return Ok(None);
     };
-    interlock()?;
+    ports.interlock()?;
     let late_ms = now_ms().saturating_sub(p.deadline_ms);
     undo(
+        ports,
         dirs,
         &p,
         &format!("overdue, its watcher gone: rolled back by `fwharden {by}`"),
@@ -60,10 +65,10 @@ pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, Ro
 
 /// Like [`settle_locked`], taking the lock first; changes nothing and
 /// takes no lock when nothing is overdue.
-pub fn settle(dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
-    if !dirs.pending()?.as_ref().is_some_and(orphaned) {
+pub fn settle(ports: Ports, dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
+    if !dirs.pending()?.as_ref().is_some_and(|p| orphaned(ports, p)) {
         return Ok(None);
     }
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
-    settle_locked(dirs, by)
+    settle_locked(ports, dirs, by)
 }

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{placement, settle, RollbackError};
+use super::{placement, settle, Ports, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
 use crate::ruleset::{hatch, Policy, Ruleset};
 use crate::state::{now_ms, Attempt, Dirs};
@@ -84,9 +84,9 @@ pub enum Elements {
     Every,
 }
 
-pub fn status(dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> {
-    nft::generation()?;
-    let overdue = match settle(dirs, "status") {
+pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> {
+    ports.kernel.generation()?;
+    let overdue = match settle(ports, dirs, "status") {
         Ok(None) => None,
         Ok(Some(s)) => Some(s.describe()),
         Err(e) => Some(format!(
@@ -174,10 +174,10 @@ pub fn status(dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> 
         confirmed: confirmed.map(|c| c.profile),
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
-            watcher_alive: p.watcher.is_some_and(|w| watcher_alive(w, &p.token)),
+            watcher_alive: p.watcher.is_some_and(|w| ports.watchers.alive(w, &p.token)),
             watcher_cgroup: p
                 .watcher
-                .filter(|w| watcher_alive(*w, &p.token))
+                .filter(|w| ports.watchers.alive(*w, &p.token))
                 .and_then(|w| placement::v2_group_of(&w.to_string())),
             hatch: hatch::find(&p.ruleset).map_or_else(
                 || "none: the apply did not come over SSH (no SSH_CONNECTION), so there is no operator address to let back in".to_string(),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use nix::sys::signal::{signal, SigHandler, Signal};
 
 use super::placement::{self, Placement};
-use super::{undo, RollbackError};
+use super::{undo, Ports, RollbackError};
 use crate::state::{now_ms, ApplyLock, Attempt, Dirs};
 
 /// How often the watcher looks at the pending record: a confirm stops it
@@ -199,7 +199,7 @@ fn spawn_detached(
 
 /// The watcher's main loop. Returns when the apply it watches is confirmed,
 /// superseded or rolled back.
-pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
+pub fn run(ports: Ports, dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
     // However this returns, the watcher's own cgroup goes with it.
     let _group = LeaveGroupOnExit(dirs.run.clone());
     // Belt and braces: setsid already left the terminal behind.
@@ -282,7 +282,7 @@ pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
             known
         }
     };
-    undo(dirs, &pending, "deadline")?;
+    undo(ports, dirs, &pending, "deadline")?;
     log(&format!(
         "apply {token} of profile {} was not confirmed in time: restored {}",
         pending.profile,
