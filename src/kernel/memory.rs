@@ -164,6 +164,11 @@ impl Memory {
         self.inner.borrow_mut().script.push((call, fault));
     }
 
+    /// Drops the faults not reached.
+    pub fn clear_faults(&self) {
+        self.inner.borrow_mut().script.clear();
+    }
+
     /// Sets the ban table.
     pub fn set_bans(&self, bans: Option<BanState>) {
         self.inner.borrow_mut().bans = bans;

@@ -9,11 +9,17 @@
 //! transaction; it never parses `nft list` output.
 
 mod confirm;
+#[cfg(test)]
+mod faults;
 pub mod guard;
 mod ops;
 mod overdue;
 pub mod placement;
 mod ports;
+#[cfg(test)]
+mod rig;
+#[cfg(test)]
+mod sequences;
 mod status;
 pub mod watcher;
 

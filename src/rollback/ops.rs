@@ -242,6 +242,7 @@ pub fn apply(
                 ports,
                 dirs,
                 &record,
+                pending.as_ref(),
                 current.as_ref(),
                 e,
             ))
@@ -286,7 +287,7 @@ pub fn apply(
 }
 
 /// How often a commit is tried again after other programs' commits.
-const COMMIT_TRIES: usize = 8;
+pub(super) const COMMIT_TRIES: usize = 8;
 
 /// Commits with `commit(generation)`. When another program committed in
 /// between (fail2ban adding a ban to table inet fwharden-bans, say), the
@@ -354,10 +355,16 @@ fn describe_difference(want: &Ruleset, got: Option<&Ruleset>) -> String {
 /// The transaction failed. Most failures are the kernel refusing the whole
 /// batch: nothing changed, and the record goes. When the outcome is
 /// unknown, the kernel is read to find out which side of the swap we are on.
+///
+/// An apply that replaced a pending one (`superseded`) has already told
+/// that one's watcher to stand down; if the kernel still holds the
+/// superseded ruleset, the new watcher adopts it, deadline and all, so an
+/// unconfirmed ruleset is never left in the kernel without a rollback.
 fn after_failed_commit(
     ports: Ports,
     dirs: &Dirs,
     record: &Pending,
+    superseded: Option<&Pending>,
     before: Option<&Ruleset>,
     e: NftError,
 ) -> RollbackError {
@@ -376,8 +383,21 @@ fn after_failed_commit(
             }
         }
     }
-    let _ = dirs.clear_pending();
-    e.into()
+    let kept = match superseded {
+        Some(old) => dirs.save_pending(&Pending {
+            token: record.token.clone(),
+            watcher: record.watcher,
+            watcher_lives: record.watcher_lives.clone(),
+            ..old.clone()
+        }),
+        None => dirs.clear_pending(),
+    };
+    match kept {
+        Ok(()) => e.into(),
+        Err(state) => RollbackError::Refused(format!(
+            "{e}; and the pending record could not be put back ({state}); run `fwharden status`"
+        )),
+    }
 }
 
 /// Restores the previous ruleset now. `Ok(None)`: nothing was pending.
@@ -424,14 +444,20 @@ pub fn restore(ports: Ports, dirs: &Dirs, fallback: &Ruleset) -> Result<Restored
             "fwharden: an apply was past its deadline with no watcher, and rolling it back failed ({e}); loading the confirmed ruleset instead"
         ),
     }
-    let discarded = match dirs.pending() {
-        Ok(p) => p.map(|p| {
-            ports.watchers.stop(dirs, &p);
-            p.profile
-        }),
+    // The pending apply is discarded only once something else is loaded:
+    // if every load fails, its record and watcher stay, and its deadline
+    // still rolls it back (a restore that fails changes nothing).
+    let pending = dirs.pending();
+    let discarded = match &pending {
+        Ok(p) => p.as_ref().map(|p| p.profile.clone()),
         Err(_) => Some("(damaged record)".into()),
     };
-    dirs.clear_pending()?;
+    let discard = || -> Result<(), RollbackError> {
+        if let Ok(Some(p)) = &pending {
+            ports.watchers.stop(dirs, p);
+        }
+        Ok(dirs.clear_pending()?)
+    };
     let confirmed = match dirs.confirmed() {
         Ok(None) => {
             // A discarded unconfirmed apply had "no table" to go back to.
@@ -440,6 +466,7 @@ pub fn restore(ports: Ports, dirs: &Dirs, fallback: &Ruleset) -> Result<Restored
             if discarded.is_some() {
                 restore_previous(ports, None)?;
             }
+            discard()?;
             return Ok(Restored::NothingConfirmed {
                 discarded_pending: discarded,
             });
@@ -449,17 +476,19 @@ pub fn restore(ports: Ports, dirs: &Dirs, fallback: &Ruleset) -> Result<Restored
     };
     let loaded =
         confirmed.and_then(|c| restore_previous(ports, Some(&c.ruleset)).map(|()| c.profile));
-    match loaded {
-        Ok(profile) => Ok(Restored::Confirmed {
+    let restored = match loaded {
+        Ok(profile) => Restored::Confirmed {
             profile,
             discarded_pending: discarded,
-        }),
+        },
         Err(e) => {
             restore_previous(ports, Some(fallback))?;
-            Ok(Restored::Fallback {
+            Restored::Fallback {
                 profile: fallback.profile.clone(),
                 error: e.to_string(),
-            })
+            }
         }
-    }
+    };
+    discard()?;
+    Ok(restored)
 }
