@@ -31,7 +31,8 @@ pub(super) fn confirm_record(
 /// refuses; if the watcher is gone it rolls back first.
 pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
     nft::generation()?;
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    super::ops::seal_legacy(dirs, &lock);
     let Some(pending) = dirs.pending()? else {
         let late = dirs
             .rolled_back()?

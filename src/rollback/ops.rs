@@ -15,6 +15,14 @@ use crate::ruleset::hatch::{self, Hatch};
 use crate::ruleset::Ruleset;
 use crate::state::{now_ms, ApplyLock, Dirs, Pending, Stamp};
 
+/// Gives the records an older fwharden wrote a digest (see
+/// `state::sealed`); one that cannot be rewritten now stays as it is.
+pub(super) fn seal_legacy(dirs: &Dirs, lock: &ApplyLock) {
+    if let Err(e) = dirs.seal_legacy(lock) {
+        eprintln!("fwharden: warning: {e}");
+    }
+}
+
 /// How long confirm, rollback and restore wait for a running apply.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -125,7 +133,8 @@ pub fn apply(
     }
     interlock()?;
     dirs.ensure_all()?;
-    let _lock = ApplyLock::try_take(&dirs.lock_path())?;
+    let lock = ApplyLock::try_take(&dirs.lock_path())?;
+    seal_legacy(dirs, &lock);
     if let Some(s) = settle_locked(dirs, "apply")? {
         eprintln!("fwharden: {}", s.describe());
     }
@@ -369,7 +378,8 @@ fn after_failed_commit(
 pub fn rollback(dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
     interlock()?;
     nft::generation()?;
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    seal_legacy(dirs, &lock);
     let Some(pending) = dirs.pending()? else {
         return Ok(None);
     };
@@ -398,7 +408,8 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
     interlock()?;
     nft::generation()?;
     dirs.ensure_all()?;
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    seal_legacy(dirs, &lock);
     // An overdue apply with no watcher is rolled back as its own watcher
     // would have (recorded, so a late confirm says so); whatever comes of
     // it, the confirmed ruleset is loaded below.

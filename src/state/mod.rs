@@ -9,6 +9,7 @@
 
 mod lists;
 mod lock;
+mod sealed;
 mod store;
 
 pub use lock::{ApplyLock, LockError};
