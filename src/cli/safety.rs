@@ -127,10 +127,15 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
             "pending apply:     profile {}, rolled back in {} s unless confirmed; watcher {}",
             p.profile,
             p.deadline_ms.saturating_sub(now_ms()).div_ceil(1000),
-            match (p.watcher, p.watcher_alive) {
-                (Some(pid), true) => format!("pid {pid} alive"),
-                (Some(pid), false) =>
+            match (p.watcher, p.watcher_state) {
+                (Some(pid), rollback::WatcherState::Alive) => format!("pid {pid} alive"),
+                (Some(pid), rollback::WatcherState::Gone) =>
                     format!("pid {pid} DEAD: run `fwharden rollback` or `fwharden confirm`"),
+                (Some(pid), stuck) => format!(
+                    "pid {pid} {}; {} s past the deadline any fwharden command rolls back (`fwharden rollback` does now)",
+                    stuck.describe(),
+                    rollback::liveness::TAKEOVER_GRACE_MS / 1000
+                ),
                 (None, _) => "not started".into(),
             }
         ),

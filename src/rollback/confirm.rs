@@ -106,7 +106,7 @@ fn too_late(dirs: &Dirs, pending: &Pending) -> RollbackError {
         "too late: the deadline of the apply of profile {} passed {late} s ago",
         pending.profile
     );
-    if !orphaned(pending) {
+    if !orphaned(pending, &dirs.run) {
         return RollbackError::Refused(format!(
             "{head}; its watcher is rolling it back to {} now; apply it again",
             pending.previous_name()

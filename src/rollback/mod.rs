@@ -10,13 +10,16 @@
 
 mod confirm;
 pub mod guard;
+pub mod liveness;
 mod ops;
 mod overdue;
 pub mod placement;
 mod status;
+mod target;
 pub mod watcher;
 
 pub use confirm::confirm;
+pub use liveness::{watcher_alive, WatcherState};
 pub use ops::*;
 pub use overdue::*;
 pub use status::*;
@@ -42,6 +45,14 @@ pub enum RollbackError {
     ReadBack { detail: String, restored: String },
     #[error("{0}")]
     Refused(String),
+    #[error("refusing a timed apply: {state} holds no confirmed record, and table inet {table} cannot be read back as a ruleset fwharden wrote ({why}), so a rollback could only remove it; nothing was changed. If that is the wrong state directory, pass the right --state-dir (or FWHARDEN_STATE_DIR); to replace the table with no rollback timer, apply with --auto-confirm; to start from no firewall, delete it (`nft delete table inet {table}`) and apply again")]
+    NoRollbackTarget {
+        state: std::path::PathBuf,
+        table: String,
+        why: String,
+    },
+    #[error("nothing is confirmed, and what the pending apply replaced is unknown: {0}")]
+    UnknownBefore(#[source] StateError),
     #[error("refusing to change the firewall: this is the network namespace {FORBID_ENV} names (the test harness's own); run inside a test namespace")]
     Interlock,
 }
@@ -70,6 +81,7 @@ impl RollbackError {
         use crate::exit;
         match self {
             RollbackError::Lockout(_)
+            | RollbackError::NoRollbackTarget { .. }
             | RollbackError::Interlock
             | RollbackError::Lock(LockError::Busy { .. }) => exit::REFUSED,
             RollbackError::ReadBack { .. } => exit::ROLLED_BACK,
@@ -180,30 +192,5 @@ mod tests {
             what: "x".into(),
             source: std::io::Error::from_raw_os_error(libc::EPERM),
         })));
-    }
-
-    #[test]
-    fn overdue_and_orphaned_needs_both_the_deadline_and_no_watcher() {
-        let record = |deadline_ms, watcher| crate::state::Pending {
-            profile: "p".into(),
-            ruleset: crate::ruleset::Ruleset {
-                profile: "p".into(),
-                table: "fwharden".into(),
-                sets: vec![],
-                chains: vec![],
-                bans: None,
-            },
-            previous: None,
-            applied_ms: 0,
-            deadline_ms,
-            token: "no-such-token".into(),
-            watcher,
-            watcher_lives: None,
-        };
-        let now = crate::state::now_ms();
-        assert!(orphaned(&record(now - 1, None)));
-        // A pid that is not a watcher of this token counts as gone.
-        assert!(orphaned(&record(now - 1, Some(std::process::id()))));
-        assert!(!orphaned(&record(now + 60_000, None)));
     }
 }

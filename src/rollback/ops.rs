@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::confirm::confirm_record;
+use super::target::{self, Held};
 use super::{
     guard, interlock, restore_previous, settle_locked, undo, watcher, watcher_alive, RollbackError,
 };
@@ -13,7 +14,7 @@ use crate::nft::{self, NftError};
 use crate::render;
 use crate::ruleset::hatch::{self, Hatch};
 use crate::ruleset::Ruleset;
-use crate::state::{now_ms, ApplyLock, Dirs, Pending, Stamp};
+use crate::state::{now_ms, ApplyLock, Confirmed, Dirs, Origin, Pending, Stamp};
 
 /// Gives the records an older fwharden wrote a digest (see
 /// `state::sealed`); one that cannot be rewritten now stays as it is.
@@ -60,6 +61,8 @@ pub enum ApplyOutcome {
         watcher_lives: String,
         /// The escape hatch loaded with it, in words, or why there is none.
         hatch: String,
+        /// What a rollback restores, in words.
+        rollback_to: String,
     },
     /// Loaded and confirmed.
     Confirmed { profile: String },
@@ -157,13 +160,11 @@ pub fn apply(
     let known = confirmed
         .as_ref()
         .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
-    let (generation, current) = match known {
-        Some(c) => (generation_now, Some(c.ruleset.clone())),
-        None => match nft::read_table_at() {
-            Ok(read) => read,
-            Err(e) => (nft::generation()?, foreign_as_drift(e)?),
-        },
+    let (generation, held) = match known {
+        Some(c) => (generation_now, Held::Table(c.ruleset.clone())),
+        None => Held::read()?,
     };
+    let current = held.as_current();
     let settled = current.as_ref() == Some(new)
         && pending.is_none()
         && confirmed.as_ref().is_some_and(|c| &c.ruleset == new);
@@ -189,6 +190,7 @@ pub fn apply(
     // The escape hatch rides along with a pending ruleset loaded over SSH
     // (see `ruleset::hatch`). Without an SSH client there is no address to
     // let back in, and a confirmed-at-once apply has no window to outlive.
+    let target = rollback_target(dirs, confirmed.as_ref(), pending.as_ref(), &held, opts)?;
     let hatch = match (&ssh, opts.auto_confirm) {
         (Some(ssh), false) => Some(Hatch {
             operator: ssh.client,
@@ -209,7 +211,8 @@ pub fn apply(
     let mut record = Pending {
         profile: profile.clone(),
         ruleset: loaded.clone(),
-        previous: confirmed.map(|c| c.ruleset),
+        previous: target.previous,
+        previous_from: target.source,
         applied_ms: now_ms(),
         deadline_ms: now_ms() + opts.timeout * 1000,
         token: token(),
@@ -269,6 +272,7 @@ pub fn apply(
         return Ok(ApplyOutcome::Confirmed { profile });
     }
     Ok(ApplyOutcome::Pending {
+        rollback_to: record.previous_name(),
         profile,
         deadline_ms: record.deadline_ms,
         token: record.token,
@@ -279,6 +283,40 @@ pub fn apply(
             |f| f.describe(),
         ),
     })
+}
+
+/// What this apply rolls back to (see `target`). Said on stderr when it
+/// is the kernel's table, not a confirmed record: the state directory may
+/// be the wrong one. A timed apply over a table that cannot be put back is
+/// refused; one confirmed at once has no timer to fire.
+fn rollback_target(
+    dirs: &Dirs,
+    confirmed: Option<&Confirmed>,
+    replaced: Option<&Pending>,
+    held: &Held,
+    opts: &ApplyOptions,
+) -> Result<target::Target, RollbackError> {
+    match target::choose(confirmed, replaced, held) {
+        Ok(t) => {
+            if let (Origin::Kernel, Some(r)) = (t.source, &t.previous) {
+                eprintln!(
+                    "fwharden: warning: {} holds no confirmed record; without a confirm this apply goes back to the table the kernel holds now (profile {}), not to no firewall. If you expected a confirmed record, check --state-dir (or FWHARDEN_STATE_DIR)",
+                    dirs.state.display(),
+                    r.profile
+                );
+            }
+            Ok(t)
+        }
+        Err(_) if opts.auto_confirm => Ok(target::Target {
+            previous: None,
+            source: Origin::NoTable,
+        }),
+        Err(u) => Err(RollbackError::NoRollbackTarget {
+            state: dirs.state.clone(),
+            table: u.table,
+            why: u.why,
+        }),
+    }
 }
 
 /// How often a commit is tried again after other programs' commits.
@@ -378,6 +416,10 @@ fn after_failed_commit(
 pub fn rollback(dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
     interlock()?;
     nft::generation()?;
+    // A watcher stopped in the middle of its own rollback holds the lock.
+    if let Ok(Some(p)) = dirs.pending() {
+        super::liveness::end_stuck_watcher(&p, &dirs.run);
+    }
     let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     seal_legacy(dirs, &lock);
     let Some(pending) = dirs.pending()? else {
@@ -420,34 +462,35 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
             "fwharden: an apply was past its deadline with no watcher, and rolling it back failed ({e}); loading the confirmed ruleset instead"
         ),
     }
-    let discarded = match dirs.pending() {
-        Ok(p) => p.map(|p| {
-            stop_watcher(dirs, &p);
-            p.profile
-        }),
+    let discarded = dirs.pending().map(|p| p.inspect(|p| stop_watcher(dirs, p)));
+    let discarded_name = match &discarded {
+        Ok(p) => p.as_ref().map(|p| p.profile.clone()),
         Err(_) => Some("(damaged record)".into()),
     };
     dirs.clear_pending()?;
-    let confirmed = match dirs.confirmed() {
-        Ok(None) => {
-            // A discarded unconfirmed apply had "no table" to go back to.
-            // At boot the table is gone anyway; run by hand, this takes
-            // away what nobody confirmed.
-            if discarded.is_some() {
-                restore_previous(None)?;
+    let confirmed = match (dirs.confirmed(), discarded) {
+        (Ok(None), Ok(discarded)) => {
+            // A discarded unconfirmed apply goes back to what it replaced
+            // (at boot the table is gone anyway): the state before it, or
+            // the table the kernel held then, or none if there was none.
+            if let Some(p) = &discarded {
+                restore_previous(p.previous.as_ref())?;
             }
             return Ok(Restored::NothingConfirmed {
-                discarded_pending: discarded,
+                discarded_pending: discarded.map(|p| p.profile),
             });
         }
-        Ok(Some(c)) => Ok(c),
-        Err(e) => Err(RollbackError::from(e)),
+        // A damaged pending record with nothing confirmed: what came before
+        // it is unknown. Fail closed, never to no firewall.
+        (Ok(None), Err(e)) => Err(RollbackError::UnknownBefore(e)),
+        (Ok(Some(c)), _) => Ok(c),
+        (Err(e), _) => Err(RollbackError::from(e)),
     };
     let loaded = confirmed.and_then(|c| restore_previous(Some(&c.ruleset)).map(|()| c.profile));
     match loaded {
         Ok(profile) => Ok(Restored::Confirmed {
             profile,
-            discarded_pending: discarded,
+            discarded_pending: discarded_name,
         }),
         Err(e) => {
             restore_previous(Some(fallback))?;

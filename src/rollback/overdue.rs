@@ -1,19 +1,24 @@
 //! Overdue means rolled back: a pending apply past its deadline whose
-//! watcher is gone (killed, or the host rebooted under it) is rolled back
-//! by the first fwharden command that finds it (apply, confirm, status),
-//! not left in the kernel until someone notices.
+//! watcher is gone (killed, or the host rebooted under it), or that is
+//! still pending past the deadline plus a grace period whatever its
+//! watcher is doing (stopped, frozen, hung; see [`super::liveness`]), is
+//! rolled back by the first fwharden command that finds it (apply,
+//! confirm, status, restore), not left in the kernel until someone
+//! notices.
 
 use std::time::Duration;
 
-use super::{interlock, undo, watcher_alive, RollbackError};
+use super::liveness::{end_stuck_watcher, takeover_due, watcher_state, WatcherState};
+use super::{interlock, undo, RollbackError};
 use crate::state::{now_ms, ApplyLock, Dirs, Pending};
 
 /// How long `status` waits for the lock before it rolls back.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether `p` is past its deadline with no watcher left to roll it back.
-pub fn orphaned(p: &Pending) -> bool {
-    now_ms() >= p.deadline_ms && !p.watcher.is_some_and(|w| watcher_alive(w, &p.token))
+/// Whether a command should roll `p` back now (see
+/// [`super::liveness::takeover_due`]); `run` is the run directory.
+pub fn orphaned(p: &Pending, run: &std::path::Path) -> bool {
+    takeover_due(p, watcher_state(p, run), now_ms())
 }
 
 /// An overdue apply a command rolled back.
@@ -23,12 +28,20 @@ pub struct Settled {
     pub previous: String,
     pub late_ms: u64,
     pub by: String,
+    /// What its watcher was doing when the command took over.
+    pub watcher: WatcherState,
 }
 
 impl Settled {
     pub fn describe(&self) -> String {
+        let watcher = match self.watcher {
+            WatcherState::Gone => "its watcher was gone",
+            WatcherState::Stopped => "its watcher was stopped (now killed)",
+            WatcherState::Frozen => "its watcher's cgroup was frozen (the watcher is now killed)",
+            WatcherState::Alive => "its watcher had not acted",
+        };
         format!(
-            "the apply of profile {} was {} s past its deadline and its watcher was gone: `fwharden {}` rolled it back and restored {}",
+            "the apply of profile {} was {} s past its deadline and {watcher}: `fwharden {}` rolled it back and restored {}",
             self.profile,
             self.late_ms / 1000,
             self.by,
@@ -37,33 +50,47 @@ impl Settled {
     }
 }
 
-/// With the apply lock held: rolls back an orphaned overdue apply, if
-/// there is one. `by` names the command, for the record and the log.
+/// With the apply lock held: rolls back an overdue apply, if there is
+/// one. `by` names the command, for the record and the log.
 pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
-    let Some(p) = dirs.pending()?.filter(orphaned) else {
+    let Some(p) = dirs.pending()?.filter(|p| orphaned(p, &dirs.run)) else {
         return Ok(None);
     };
     interlock()?;
+    let watcher = watcher_state(&p, &dirs.run);
+    end_stuck_watcher(&p, &dirs.run);
     let late_ms = now_ms().saturating_sub(p.deadline_ms);
     undo(
         dirs,
         &p,
-        &format!("overdue, its watcher gone: rolled back by `fwharden {by}`"),
+        &format!(
+            "overdue, its watcher {}: rolled back by `fwharden {by}`",
+            match watcher {
+                WatcherState::Alive => "silent",
+                WatcherState::Stopped => "stopped",
+                WatcherState::Frozen => "frozen",
+                WatcherState::Gone => "gone",
+            }
+        ),
     )?;
     Ok(Some(Settled {
         profile: p.profile.clone(),
         previous: p.previous_name(),
         late_ms,
         by: by.into(),
+        watcher,
     }))
 }
 
 /// Like [`settle_locked`], taking the lock first; changes nothing and
-/// takes no lock when nothing is overdue.
+/// takes no lock when nothing is overdue. A stuck watcher is ended before
+/// the lock is taken: stopped in the middle of its own rollback, it holds
+/// the lock.
 pub fn settle(dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
-    if !dirs.pending()?.as_ref().is_some_and(orphaned) {
+    let Some(p) = dirs.pending()?.filter(|p| orphaned(p, &dirs.run)) else {
         return Ok(None);
-    }
+    };
+    end_stuck_watcher(&p, &dirs.run);
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     settle_locked(dirs, by)
 }

@@ -5,21 +5,11 @@
 
 use serde::Serialize;
 
+use super::liveness::{watcher_alive, watcher_state, WatcherState};
 use super::{placement, settle, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
 use crate::ruleset::{hatch, Policy, Ruleset};
 use crate::state::{now_ms, Attempt, Dirs};
-
-/// Whether `pid` is the watcher of the apply with this token. After a
-/// reboot the recorded pid may belong to any other process: only a process
-/// whose command line carries `watch` and the token counts.
-pub fn watcher_alive(pid: u32, token: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
-}
 
 /// Everything `status` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +46,8 @@ pub struct PendingStatus {
     pub seconds_left: u64,
     pub watcher: Option<u32>,
     pub watcher_alive: bool,
+    /// What the watcher is doing: `alive`, `stopped`, `frozen` or `gone`.
+    pub watcher_state: WatcherState,
     /// Where the watcher lives: its own systemd unit or cgroup, or the
     /// caller's cgroup and why.
     pub watcher_lives: Option<String>,
@@ -175,6 +167,7 @@ pub fn status(dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> 
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
             watcher_alive: p.watcher.is_some_and(|w| watcher_alive(w, &p.token)),
+            watcher_state: watcher_state(&p, &dirs.run),
             watcher_cgroup: p
                 .watcher
                 .filter(|w| watcher_alive(*w, &p.token))

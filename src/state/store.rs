@@ -126,6 +126,10 @@ pub struct Pending {
     /// fwharden table".
     #[serde(with = "super::lists::optional")]
     pub previous: Option<Ruleset>,
+    /// Where `previous` was learnt (records from before this field: the
+    /// confirmed record, as it always was then).
+    #[serde(default)]
+    pub previous_from: Origin,
     /// Milliseconds since the epoch, like `deadline_ms`.
     pub applied_ms: u64,
     /// When the watcher restores `previous`, in milliseconds since the epoch.
@@ -139,6 +143,21 @@ pub struct Pending {
     /// caller's cgroup and why), for `status`.
     #[serde(default)]
     pub watcher_lives: Option<String>,
+}
+
+/// Where a pending apply's rollback target came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// The confirmed record.
+    #[default]
+    Confirmed,
+    /// The pending apply this one replaced.
+    Replaced,
+    /// The kernel, read before the commit: there was no confirmed record.
+    Kernel,
+    /// The kernel held no fwharden table.
+    NoTable,
 }
 
 /// One try at rolling an apply back, kept so `status` can show what was
@@ -181,11 +200,16 @@ pub struct PendingHead {
 impl Pending {
     /// What a rollback of this apply goes back to, for messages.
     pub fn previous_name(&self) -> String {
-        self.previous
-            .as_ref()
-            .map_or("no fwharden table".to_string(), |r| {
-                format!("profile {}", r.profile)
-            })
+        match (&self.previous, self.previous_from) {
+            (None, _) => "no fwharden table".to_string(),
+            (Some(r), Origin::Kernel) => {
+                format!(
+                    "profile {} (as the kernel held it before the apply)",
+                    r.profile
+                )
+            }
+            (Some(r), _) => format!("profile {}", r.profile),
+        }
     }
 }
 
