@@ -129,7 +129,11 @@ pub fn end_stuck_watcher(p: &Pending, run: &Path) {
         nix::sys::signal::Signal::SIGKILL,
     );
     for _ in 0..250 {
-        if watcher_state(p, run) == WatcherState::Gone {
+        // Gone, and its group empty: the kernel may take a moment after
+        // the exit before rmdir(2) of the group succeeds.
+        if watcher_state(p, run) == WatcherState::Gone
+            && placement::remove_left_group(&p.token, run)
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -51,6 +51,8 @@ pub enum RollbackError {
         table: String,
         why: String,
     },
+    #[error("the kernel holds what the apply replaced again, but its pending record could not be removed: {0}; `fwharden rollback` removes it once the cause is fixed")]
+    Unrecorded(#[source] StateError),
     #[error("nothing is confirmed, and what the pending apply replaced is unknown: {0}")]
     UnknownBefore(#[source] StateError),
     #[error("refusing to change the firewall: this is the network namespace {FORBID_ENV} names (the test harness's own); run inside a test namespace")]
@@ -159,18 +161,22 @@ pub(crate) fn undo(
         }
     }
     // The note first: whoever sees the record gone (status, a late
-    // confirm) finds why.
-    dirs.save_rolled_back(&crate::state::RolledBack {
+    // confirm) finds why. It only informs: a note that cannot be written
+    // (a full disk) does not keep the pending record, which would make
+    // every command think the rollback still had to happen.
+    let noted = dirs.save_rolled_back(&crate::state::RolledBack {
         profile: record.profile.clone(),
         token: record.token.clone(),
         at_ms: crate::state::now_ms(),
         reason: reason.into(),
-    })?;
-    dirs.clear_pending()?;
+    });
+    if let Err(e) = noted {
+        eprintln!("fwharden: warning: the rollback is done, but noting it failed: {e}");
+    }
     // A killed watcher could not remove its group; a live one's (this may
     // be the watcher itself) is not empty and stays for it to remove.
     placement::remove_left_group(&record.token, &dirs.run);
-    Ok(())
+    dirs.clear_pending().map_err(RollbackError::Unrecorded)
 }
 
 #[cfg(test)]

@@ -231,7 +231,13 @@ pub fn apply(
     let watcher_lives = spawned.placement.describe();
     record.watcher = Some(spawned.pid);
     record.watcher_lives = Some(watcher_lives.clone());
-    dirs.save_pending(&record)?;
+    if let Err(e) = dirs.save_pending(&record) {
+        // The kernel is untouched: take back what this apply left (the
+        // first record, the watcher and its group), not a half-armed apply.
+        let _ = dirs.clear_pending();
+        stop_watcher(dirs, &record);
+        return Err(e.into());
+    }
 
     // A changed prefix list alone goes in as an element delta: the same
     // compare-and-swap, a fraction of the batch.

@@ -53,25 +53,59 @@ impl Settled {
 /// With the apply lock held: rolls back an overdue apply, if there is
 /// one. `by` names the command, for the record and the log.
 pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
-    let Some(p) = dirs.pending()?.filter(|p| orphaned(p, &dirs.run)) else {
+    let Some(p) = dirs.pending()? else {
         return Ok(None);
     };
-    interlock()?;
     let watcher = watcher_state(&p, &dirs.run);
+    take_over(dirs, p, by, watcher)
+}
+
+/// Like [`settle_locked`], taking the lock first; changes nothing and
+/// takes no lock when nothing is overdue. A stuck watcher is ended before
+/// the lock is taken: stopped in the middle of its own rollback, it holds
+/// the lock.
+pub fn settle(dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
+    let Some(p) = dirs.pending()? else {
+        return Ok(None);
+    };
+    let watcher = watcher_state(&p, &dirs.run);
+    if !takeover_due(&p, watcher, now_ms()) {
+        return Ok(None);
+    }
+    end_stuck_watcher(&p, &dirs.run);
+    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    // Under the lock, the same apply (a confirm may have come first).
+    match dirs.pending()? {
+        Some(q) if q.token == p.token => take_over(dirs, q, by, watcher),
+        _ => Ok(None),
+    }
+}
+
+/// Rolls `p` back if it is due, its watcher having been `watcher` when
+/// the command looked (a stuck one is ended first: it cannot wake up and
+/// act twice).
+fn take_over(
+    dirs: &Dirs,
+    p: Pending,
+    by: &str,
+    watcher: WatcherState,
+) -> Result<Option<Settled>, RollbackError> {
+    if !takeover_due(&p, watcher, now_ms()) {
+        return Ok(None);
+    }
+    interlock()?;
     end_stuck_watcher(&p, &dirs.run);
     let late_ms = now_ms().saturating_sub(p.deadline_ms);
+    let state = match watcher {
+        WatcherState::Alive => "silent",
+        WatcherState::Stopped => "stopped",
+        WatcherState::Frozen => "frozen",
+        WatcherState::Gone => "gone",
+    };
     undo(
         dirs,
         &p,
-        &format!(
-            "overdue, its watcher {}: rolled back by `fwharden {by}`",
-            match watcher {
-                WatcherState::Alive => "silent",
-                WatcherState::Stopped => "stopped",
-                WatcherState::Frozen => "frozen",
-                WatcherState::Gone => "gone",
-            }
-        ),
+        &format!("overdue, its watcher {state}: rolled back by `fwharden {by}`"),
     )?;
     Ok(Some(Settled {
         profile: p.profile.clone(),
@@ -80,17 +114,4 @@ pub(crate) fn settle_locked(dirs: &Dirs, by: &str) -> Result<Option<Settled>, Ro
         by: by.into(),
         watcher,
     }))
-}
-
-/// Like [`settle_locked`], taking the lock first; changes nothing and
-/// takes no lock when nothing is overdue. A stuck watcher is ended before
-/// the lock is taken: stopped in the middle of its own rollback, it holds
-/// the lock.
-pub fn settle(dirs: &Dirs, by: &str) -> Result<Option<Settled>, RollbackError> {
-    let Some(p) = dirs.pending()?.filter(|p| orphaned(p, &dirs.run)) else {
-        return Ok(None);
-    };
-    end_stuck_watcher(&p, &dirs.run);
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
-    settle_locked(dirs, by)
 }
