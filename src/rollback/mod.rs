@@ -14,6 +14,7 @@ pub mod liveness;
 mod ops;
 mod overdue;
 pub mod placement;
+mod restore;
 mod status;
 mod target;
 pub mod watcher;
@@ -22,6 +23,7 @@ pub use confirm::confirm;
 pub use liveness::{watcher_alive, WatcherState};
 pub use ops::*;
 pub use overdue::*;
+pub use restore::*;
 pub use status::*;
 
 use thiserror::Error;

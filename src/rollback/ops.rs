@@ -1,4 +1,4 @@
-//! The operations behind apply, confirm, rollback, restore and status.
+//! `apply`: lock, read, guard, arm the rollback, commit, read back.
 
 use std::io::Read;
 use std::time::Duration;
@@ -7,9 +7,7 @@ use serde::Serialize;
 
 use super::confirm::confirm_record;
 use super::target::{self, Held};
-use super::{
-    guard, interlock, restore_previous, settle_locked, undo, watcher, watcher_alive, RollbackError,
-};
+use super::{guard, interlock, settle_locked, undo, watcher, RollbackError};
 use crate::nft::{self, NftError};
 use crate::render;
 use crate::ruleset::hatch::{self, Hatch};
@@ -235,7 +233,7 @@ pub fn apply(
         // The kernel is untouched: take back what this apply left (the
         // first record, the watcher and its group), not a half-armed apply.
         let _ = dirs.clear_pending();
-        stop_watcher(dirs, &record);
+        super::restore::stop_watcher(dirs, &record);
         return Err(e.into());
     }
 
@@ -416,115 +414,4 @@ fn after_failed_commit(
     }
     let _ = dirs.clear_pending();
     e.into()
-}
-
-/// Restores the previous ruleset now. `Ok(None)`: nothing was pending.
-pub fn rollback(dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
-    interlock()?;
-    nft::generation()?;
-    // A watcher stopped in the middle of its own rollback holds the lock.
-    if let Ok(Some(p)) = dirs.pending() {
-        super::liveness::end_stuck_watcher(&p, &dirs.run);
-    }
-    let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
-    seal_legacy(dirs, &lock);
-    let Some(pending) = dirs.pending()? else {
-        return Ok(None);
-    };
-    undo(dirs, &pending, "rollback")?;
-    Ok(Some(pending))
-}
-
-/// What `restore` did at boot.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restored {
-    /// The last confirmed ruleset is loaded.
-    Confirmed {
-        profile: String,
-        discarded_pending: Option<String>,
-    },
-    /// Nothing was ever confirmed: the firewall is left as it is.
-    NothingConfirmed { discarded_pending: Option<String> },
-    /// The confirmed ruleset could not be loaded; the minimal safe one was.
-    Fallback { profile: String, error: String },
-}
-
-/// Loads the last confirmed ruleset, never a pending one. If it cannot be
-/// loaded, loads the minimal safe ruleset rather than leave the host open.
-pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackError> {
-    interlock()?;
-    nft::generation()?;
-    dirs.ensure_all()?;
-    let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
-    seal_legacy(dirs, &lock);
-    // An overdue apply with no watcher is rolled back as its own watcher
-    // would have (recorded, so a late confirm says so); whatever comes of
-    // it, the confirmed ruleset is loaded below.
-    match settle_locked(dirs, "restore") {
-        Ok(None) => {}
-        Ok(Some(s)) => eprintln!("fwharden: {}", s.describe()),
-        Err(e) => eprintln!(
-            "fwharden: an apply was past its deadline with no watcher, and rolling it back failed ({e}); loading the confirmed ruleset instead"
-        ),
-    }
-    let discarded = dirs.pending().map(|p| p.inspect(|p| stop_watcher(dirs, p)));
-    let discarded_name = match &discarded {
-        Ok(p) => p.as_ref().map(|p| p.profile.clone()),
-        Err(_) => Some("(damaged record)".into()),
-    };
-    dirs.clear_pending()?;
-    let confirmed = match (dirs.confirmed(), discarded) {
-        (Ok(None), Ok(discarded)) => {
-            // A discarded unconfirmed apply goes back to what it replaced
-            // (at boot the table is gone anyway): the state before it, or
-            // the table the kernel held then, or none if there was none.
-            if let Some(p) = &discarded {
-                restore_previous(p.previous.as_ref())?;
-            }
-            return Ok(Restored::NothingConfirmed {
-                discarded_pending: discarded.map(|p| p.profile),
-            });
-        }
-        // A damaged pending record with nothing confirmed: what came before
-        // it is unknown. Fail closed, never to no firewall.
-        (Ok(None), Err(e)) => Err(RollbackError::UnknownBefore(e)),
-        (Ok(Some(c)), _) => Ok(c),
-        (Err(e), _) => Err(RollbackError::from(e)),
-    };
-    let loaded = confirmed.and_then(|c| restore_previous(Some(&c.ruleset)).map(|()| c.profile));
-    match loaded {
-        Ok(profile) => Ok(Restored::Confirmed {
-            profile,
-            discarded_pending: discarded_name,
-        }),
-        Err(e) => {
-            restore_previous(Some(fallback))?;
-            Ok(Restored::Fallback {
-                profile: fallback.profile.clone(),
-                error: e.to_string(),
-            })
-        }
-    }
-}
-
-/// A pending apply at boot has no watcher left; one started by hand may.
-/// Stopped by SIGTERM, it cannot remove its cgroup: that is done here once
-/// it is gone (waiting at most 2 s).
-fn stop_watcher(dirs: &Dirs, p: &Pending) {
-    if let Some(pid) = p.watcher.filter(|pid| watcher_alive(*pid, &p.token)) {
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        for _ in 0..100 {
-            if !watcher_alive(pid, &p.token) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    super::placement::remove_left_group(&p.token, &dirs.run);
 }
