@@ -1,8 +1,9 @@
 //! The state records against a real kernel, inside throwaway namespaces:
 //! lost state never turns a timed apply into a firewall removal, a record
-//! edited inside valid JSON is damaged (restore fails closed), a stopped
-//! watcher is reported and taken over, and a failed apply or an unreadable
+//! edited inside valid JSON is damaged (restore fails closed), and a
+//! failed apply, a full disk at the deadline or an unreadable
 //! informational record leaves nothing behind but one line of `status`.
+//! (A stopped or frozen watcher: tests/stuck_watcher.rs.)
 //!
 //! No timing assertion: every wait is a generous deadline on a condition.
 
@@ -13,8 +14,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 /// A profile directory for `host`: `list` (HTTPS from `n` spaced /24s, and
 /// SSH) and the shipped ssh-only.
@@ -164,88 +163,6 @@ fn a_policy_flipped_in_the_confirmed_record_makes_restore_fail_closed() {
     damaged_confirmed_fails_closed("policy", policy_flipped);
 }
 
-/// Lets a stopped process go on and kills it when dropped (panic
-/// included), if it still is the process `needle` names.
-struct Resume {
-    pid: i32,
-    needle: String,
-}
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        if alive_naming(self.pid, &self.needle) {
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGCONT);
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-        }
-    }
-}
-
-fn stop_watcher(host: &Host) -> Resume {
-    let pid = host.watcher_pid();
-    let resume = Resume {
-        pid,
-        needle: host.needle(),
-    };
-    kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
-    resume
-}
-
-#[test]
-fn a_stopped_watcher_is_reported_and_taken_over_past_the_grace_period() {
-    if !privileged("a_stopped_watcher_is_reported_and_taken_over_past_the_grace_period") {
-        return;
-    }
-    let host = Host::new("stopped");
-    let before = host.confirm_profile("web-server");
-
-    // A far deadline: status tells a stopped watcher from a live one.
-    host.apply_pending("vps-profile", 600);
-    let first = stop_watcher(&host);
-    assert!(
-        wait_until(Duration::from_secs(10), || host.status()["pending"]
-            ["watcher_state"]
-            == "stopped"),
-        "{}",
-        host.status()
-    );
-    let text = stdout(&host.expect(0, &["status"]));
-    assert!(text.contains("STOPPED"), "{text}");
-    host.expect(0, &["rollback"]);
-    assert_eq!(host.table_text(), before);
-    assert!(
-        wait_until(Duration::from_secs(10), || !alive_naming(
-            first.pid,
-            &host.needle()
-        )),
-        "a stopped watcher is ended by the rollback"
-    );
-
-    // A near deadline: a command past deadline + grace takes over.
-    host.apply_pending("vps-profile", 5);
-    let stopped = stop_watcher(&host);
-    let groups = watcher_groups(&[stopped.pid]);
-    let mut overdue = String::new();
-    let taken_over = wait_until(Duration::from_secs(120), || {
-        let s = host.status();
-        if let Some(o) = s["overdue"].as_str() {
-            overdue = o.to_string();
-        }
-        s["pending"].is_null()
-    });
-    assert!(taken_over, "{}", host.status());
-    assert!(overdue.contains("stopped"), "{overdue}");
-    assert_eq!(host.table_text(), before);
-    assert!(
-        !alive_naming(stopped.pid, &host.needle()),
-        "the stopped watcher is gone: it cannot wake up and act twice"
-    );
-    for g in &groups {
-        assert!(!g.exists(), "its cgroup {} is removed", g.display());
-    }
-    let attempts = host.status()["attempts"].to_string();
-    assert!(attempts.contains("watcher stopped"), "{attempts}");
-}
-
 #[test]
 fn an_unreadable_rolled_back_record_costs_one_line_of_status() {
     if !privileged("an_unreadable_rolled_back_record_costs_one_line_of_status") {
@@ -319,5 +236,90 @@ fn a_failed_record_write_leaves_no_pending_record_and_no_watcher() {
     assert_eq!(s["kernel"], "absent", "{s}");
     assert_eq!(read("state.ls").trim(), "", "nothing left in the state dir");
     assert!(host.table().is_none(), "the kernel was never changed");
+    host.wait_quiet();
+}
+
+#[test]
+fn restore_after_lost_state_puts_back_the_kernels_table_and_fails_closed_when_blind() {
+    if !privileged(
+        "restore_after_lost_state_puts_back_the_kernels_table_and_fails_closed_when_blind",
+    ) {
+        return;
+    }
+    let host = Host::new("lostrestore");
+    let before = host.confirm_profile("web-server");
+    lose_state(&host);
+    host.apply_pending("vps-profile", 600);
+    host.kill_watcher();
+    // The discarded apply is replaced by what it replaced, not by nothing.
+    let out = host.expect(0, &["restore"]);
+    assert!(stdout(&out).contains("discarded"), "{}", stdout(&out));
+    assert_eq!(host.table_text(), before);
+
+    // Nothing confirmed and the pending record damaged: what came before
+    // it is unknown, so restore fails closed.
+    host.apply_pending("vps-profile", 600);
+    host.kill_watcher();
+    edit_record(&host.state_dir().join("pending.json"), |t| {
+        t.replacen("\"deadline_ms\": ", "\"deadline_ms\": 1", 1)
+    });
+    let out = host.expect(1, &["restore"]);
+    let err = stderr(&out);
+    assert!(err.contains("pending.json"), "names the file: {err}");
+    assert_eq!(host.table_text(), reference_text("ssh-only"));
+}
+
+#[test]
+fn a_full_disk_at_the_deadline_still_clears_the_rolled_back_apply() {
+    if !privileged("a_full_disk_at_the_deadline_still_clears_the_rolled_back_apply") {
+        return;
+    }
+    let host = Host::new("fulldeadline");
+    std::fs::create_dir_all(host.state_dir()).unwrap();
+    // A real fault: once the apply is armed, the state tmpfs is filled, so
+    // the watcher restores the kernel but cannot write its note. The wait
+    // for the record to go is bounded (two minutes), not a timing claim.
+    let script = r#"
+        state=$1; out=$2; shift 2
+        mount -t tmpfs -o size=1m,mode=700 fwharden-test "$state" || exit 99
+        "$@" apply web-server --auto-confirm >/dev/null 2>"$out/first.err" || exit 98
+        "$@" apply vps-profile --timeout 2 >/dev/null 2>"$out/second.err" || exit 97
+        dd if=/dev/zero of="$state/fill" bs=4k 2>/dev/null
+        i=0
+        while [ -e "$state/pending.json" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+        "$@" --json status >"$out/status.out" 2>"$out/status.err"
+        echo $? >"$out/status.rc"
+    "#;
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(host.state_dir())
+    .arg(host.dir())
+    .args(fw_argv(&host.ns, host.dir()));
+    harness_env(&mut c);
+    let done = c.status().expect("run unshare");
+    let read = |name: &str| std::fs::read_to_string(host.dir().join(name)).unwrap_or_default();
+    assert!(
+        done.success(),
+        "{done:?}\n{}\n{}",
+        read("first.err"),
+        read("second.err")
+    );
+    assert_eq!(read("status.rc").trim(), "0", "{}", read("status.err"));
+    let s: serde_json::Value = serde_json::from_str(&read("status.out")).unwrap();
+    assert!(
+        s["pending"].is_null(),
+        "the rolled-back apply is cleared: {s}"
+    );
+    assert!(s["overdue"].is_null(), "no failed rollback is claimed: {s}");
+    assert_eq!(s["kernel"], "confirmed", "{s}");
+    assert_eq!(host.table_text(), reference_text("web-server"));
     host.wait_quiet();
 }
