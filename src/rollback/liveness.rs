@@ -112,22 +112,32 @@ pub fn takeover_due(p: &Pending, state: WatcherState, now_ms: u64) -> bool {
 }
 
 /// Ends a watcher that is stopped or frozen, before its apply is taken
-/// over: SIGKILL reaches both (cgroup v2 lets a fatal signal through a
-/// freeze), and a watcher stopped while holding the apply lock lets it go
-/// only by dying. One that cannot act can never wake up to act twice.
-/// Waits (at most 5 s) until it is gone.
+/// over: a watcher stopped while holding the apply lock lets it go only
+/// by dying, and one that cannot act can never wake up to act twice.
 pub fn end_stuck_watcher(p: &Pending, run: &Path) {
-    let state = watcher_state(p, run);
-    if !matches!(state, WatcherState::Stopped | WatcherState::Frozen) {
-        return;
+    if matches!(
+        watcher_state(p, run),
+        WatcherState::Stopped | WatcherState::Frozen
+    ) {
+        end_watcher(p, run);
     }
-    let Some(pid) = p.watcher.and_then(|w| i32::try_from(w).ok()) else {
-        return;
-    };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+}
+
+/// Ends the watcher of `p`, if it still runs, and removes its cgroup;
+/// waits at most 5 s. SIGKILL, not SIGTERM: it reaches a stopped process
+/// and passes a cgroup v2 freeze, and the watcher keeps nothing in memory
+/// that matters (its records are written atomically).
+pub fn end_watcher(p: &Pending, run: &Path) {
+    if let Some(pid) = p
+        .watcher
+        .filter(|w| watcher_alive(*w, &p.token))
+        .and_then(|w| i32::try_from(w).ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     for _ in 0..250 {
         // Gone, and its group empty: the kernel may take a moment after
         // the exit before rmdir(2) of the group succeeds.

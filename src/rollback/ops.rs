@@ -169,6 +169,7 @@ pub fn apply(
     if settled {
         return Ok(ApplyOutcome::Unchanged { profile });
     }
+    let target = rollback_target(dirs, confirmed.as_ref(), pending.as_ref(), &held, opts)?;
     let ssh = guard::SshClient::from_env();
     if let Some(ssh) = &ssh {
         let interface = ssh.server.and_then(guard::interface_of);
@@ -188,7 +189,6 @@ pub fn apply(
     // The escape hatch rides along with a pending ruleset loaded over SSH
     // (see `ruleset::hatch`). Without an SSH client there is no address to
     // let back in, and a confirmed-at-once apply has no window to outlive.
-    let target = rollback_target(dirs, confirmed.as_ref(), pending.as_ref(), &held, opts)?;
     let hatch = match (&ssh, opts.auto_confirm) {
         (Some(ssh), false) => Some(Hatch {
             operator: ssh.client,
@@ -233,7 +233,7 @@ pub fn apply(
         // The kernel is untouched: take back what this apply left (the
         // first record, the watcher and its group), not a half-armed apply.
         let _ = dirs.clear_pending();
-        super::restore::stop_watcher(dirs, &record);
+        super::liveness::end_watcher(&record, &dirs.run);
         return Err(e.into());
     }
 

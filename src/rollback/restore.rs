@@ -2,12 +2,11 @@
 //! once; `restore` (at boot) loads the last confirmed ruleset, never a
 //! pending one, and fails closed to the minimal safe ruleset.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
+use super::liveness::{end_stuck_watcher, end_watcher};
 use super::ops::{seal_legacy, LOCK_WAIT};
-use super::{interlock, restore_previous, settle_locked, undo, watcher_alive, RollbackError};
+use super::{interlock, restore_previous, settle_locked, undo, RollbackError};
 use crate::nft;
 use crate::ruleset::Ruleset;
 use crate::state::{ApplyLock, Dirs, Pending};
@@ -18,7 +17,7 @@ pub fn rollback(dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
     nft::generation()?;
     // A watcher stopped in the middle of its own rollback holds the lock.
     if let Ok(Some(p)) = dirs.pending() {
-        super::liveness::end_stuck_watcher(&p, &dirs.run);
+        end_stuck_watcher(&p, &dirs.run);
     }
     let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     seal_legacy(dirs, &lock);
@@ -62,7 +61,9 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
             "fwharden: an apply was past its deadline with no watcher, and rolling it back failed ({e}); loading the confirmed ruleset instead"
         ),
     }
-    let discarded = dirs.pending().map(|p| p.inspect(|p| stop_watcher(dirs, p)));
+    let discarded = dirs
+        .pending()
+        .map(|p| p.inspect(|p| end_watcher(p, &dirs.run)));
     let discarded_name = match &discarded {
         Ok(p) => p.as_ref().map(|p| p.profile.clone()),
         Err(_) => Some("(damaged record)".into()),
@@ -100,25 +101,4 @@ pub fn restore(dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackErro
             })
         }
     }
-}
-
-/// A pending apply at boot has no watcher left; one started by hand may.
-/// Stopped by SIGTERM, it cannot remove its cgroup: that is done here once
-/// it is gone (waiting at most 2 s).
-pub(super) fn stop_watcher(dirs: &Dirs, p: &Pending) {
-    if let Some(pid) = p.watcher.filter(|pid| watcher_alive(*pid, &p.token)) {
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        for _ in 0..100 {
-            if !watcher_alive(pid, &p.token) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    super::placement::remove_left_group(&p.token, &dirs.run);
 }
