@@ -323,3 +323,29 @@ fn a_full_disk_at_the_deadline_still_clears_the_rolled_back_apply() {
     assert_eq!(host.table_text(), reference_text("web-server"));
     host.wait_quiet();
 }
+
+#[test]
+fn a_record_from_before_digests_is_trusted_once_and_sealed() {
+    if !privileged("a_record_from_before_digests_is_trusted_once_and_sealed") {
+        return;
+    }
+    let host = Host::new("legacy");
+    let before = host.confirm_profile("web-server");
+    // As an older fwharden wrote it: the record alone, no envelope.
+    let path = host.state_dir().join("confirmed.json");
+    let legacy = serde_json::to_vec_pretty(&host.confirmed().unwrap()).unwrap();
+    std::fs::write(&path, &legacy).unwrap();
+
+    let out = host.expect(0, &["restore"]);
+    assert!(stderr(&out).contains("has no digest"), "{}", stderr(&out));
+    assert_eq!(host.table_text(), before);
+    let sealed: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(
+        sealed["sha256"].is_string(),
+        "rewritten with a digest: {sealed}"
+    );
+    // From now on an edit is caught.
+    edit_record(&path, one_digit);
+    host.expect(1, &["restore"]);
+    assert_eq!(host.table_text(), reference_text("ssh-only"));
+}
