@@ -5,15 +5,15 @@
 /// Success (warnings included, unless `--deny-warnings`).
 pub const OK: i32 = 0;
 /// A runtime failure: the system or kernel refused, a file could not be
-/// written. Nothing was left half-done.
+/// written, a state record is damaged. Nothing was left half-done.
 pub const FAILURE: i32 = 1;
 /// The command line is wrong.
 pub const USAGE: i32 = 2;
 /// The profile is invalid (or has warnings under `--deny-warnings`).
 /// Nothing was changed.
 pub const INVALID_PROFILE: i32 = 3;
-/// Refused for safety: the lockout guard, or another apply running.
-/// Nothing was changed.
+/// Refused for safety: the lockout guard, another apply running, or a
+/// timed apply with nothing it could roll back to. Nothing was changed.
 pub const REFUSED: i32 = 4;
 /// Applied, then verification failed and the previous ruleset was
 /// restored.

@@ -258,11 +258,12 @@ pub fn run(
             token,
             watcher_lives,
             hatch,
+            rollback_to,
             ..
         } => {
             let secs = deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
             println!(
-                "applied profile {profile}: PENDING, rolled back in {secs} s (at {} UTC) unless confirmed.\n\
+                "applied profile {profile}: PENDING, rolled back to {rollback_to} in {secs} s (at {} UTC) unless confirmed.\n\
                  \n\
                  Confirm from a NEW ssh connection, which proves that new connections still get in:\n\
                  \x20   ssh -o ControlMaster=no -o ControlPath=none <this host> sudo fwharden confirm\n\

@@ -101,7 +101,9 @@ pub enum Command {
     Apply {
         /// Profile name (e.g. vps-profile) or path to a .toml file.
         profile: String,
-        /// Seconds until the previous ruleset is restored unless confirmed.
+        /// Seconds until the previous ruleset is restored unless confirmed:
+        /// the confirmed one, or with no confirmed record the table the
+        /// kernel holds now (refused, exit 4, if it cannot be put back).
         #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         timeout: u64,
         /// Confirm at once when the kernel reads back what was applied
@@ -137,6 +139,9 @@ pub enum Command {
     /// Restore the previous ruleset now, without waiting for the deadline.
     Rollback,
     /// What is loaded, whether it is confirmed, and other tables on our hooks.
+    /// Exits 1 when a state record is damaged. Rolls back an apply whose
+    /// deadline passed with its watcher gone, or 5 s after it whatever the
+    /// watcher is doing (stopped, frozen).
     Status {
         /// List every element of every set (big sets are otherwise checked
         /// by sampled lookups): O(n²) in the kernel, about a second for
@@ -144,7 +149,8 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
-    /// Load the last confirmed ruleset (at boot); never a pending one.
+    /// Load the last confirmed ruleset (at boot); never a pending one. A
+    /// damaged record (checked by its SHA-256) loads ssh-only instead, exit 1.
     Restore,
     /// Every listening socket and published container port, and who can
     /// reach it under the loaded ruleset (or under PROFILE, before applying

@@ -110,9 +110,19 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         Ok(s) => s,
         Err(e) => return fail(e, json),
     };
+    // A damaged confirmed or pending record needs a person: the status is
+    // shown, and the exit code says so.
+    let code = if s.damaged.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(exit::OK);
+        return Ok(code);
+    }
+    for d in &s.damaged {
+        println!("DAMAGED:           {d}");
     }
     if let Some(o) = &s.overdue {
         println!("OVERDUE:           {o}");
@@ -127,10 +137,15 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
             "pending apply:     profile {}, rolled back in {} s unless confirmed; watcher {}",
             p.profile,
             p.deadline_ms.saturating_sub(now_ms()).div_ceil(1000),
-            match (p.watcher, p.watcher_alive) {
-                (Some(pid), true) => format!("pid {pid} alive"),
-                (Some(pid), false) =>
+            match (p.watcher, p.watcher_state) {
+                (Some(pid), rollback::WatcherState::Alive) => format!("pid {pid} alive"),
+                (Some(pid), rollback::WatcherState::Gone) =>
                     format!("pid {pid} DEAD: run `fwharden rollback` or `fwharden confirm`"),
+                (Some(pid), stuck) => format!(
+                    "pid {pid} {}; {} s past the deadline any fwharden command rolls back (`fwharden rollback` does now)",
+                    stuck.describe(),
+                    rollback::liveness::TAKEOVER_GRACE_MS / 1000
+                ),
                 (None, _) => "not started".into(),
             }
         ),
@@ -151,6 +166,8 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         "confirmed" => "holds the confirmed ruleset".into(),
         "pending" => "holds the pending ruleset".into(),
         "pending-hatch-open" => "holds the pending ruleset, its deadline passed: the escape hatch is OPEN".into(),
+        "previous" => "holds what the pending apply replaced: it was rolled back, but its record could not be cleared (`fwharden rollback` clears it)".into(),
+        "drift" if !s.damaged.is_empty() => "differs from the records, and a record is DAMAGED (see above): `fwharden restore` loads the minimal safe profile ssh-only".into(),
         "drift" => "DRIFT: table inet fwharden differs from what fwharden loaded (a hand edit, or another tool); `fwharden restore` reloads the confirmed one".into(),
         other => other.to_string(),
     };
@@ -164,6 +181,9 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         .filter(|h| s.pending.as_ref().is_none_or(|p| &p.hatch != *h))
     {
         println!("kernel's hatch:    {h}");
+    }
+    if let Some(l) = &s.last_rollback {
+        println!("last rollback:     {l}");
     }
     for a in &s.attempts {
         println!(
@@ -200,7 +220,7 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     if let Some(w) = &s.containers_warning {
         eprintln!("fwharden: warning: {w}");
     }
-    Ok(exit::OK)
+    Ok(code)
 }
 
 pub fn watch(dirs: &Dirs, token: &str) -> anyhow::Result<i32> {

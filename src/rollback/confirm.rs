@@ -23,7 +23,7 @@ pub(super) fn confirm_record(
     // The watcher sees the record gone at its next look and exits.
     dirs.clear_pending()?;
     // A watcher killed before this confirm could not remove its group.
-    ports.watchers.forget(dirs, &record.token);
+    ports.watchers.forget(&dirs.run, &record.token);
     Ok(())
 }
 
@@ -33,7 +33,8 @@ pub(super) fn confirm_record(
 pub fn confirm(ports: Ports, dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
     let kernel = ports.kernel;
     kernel.generation()?;
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    super::ops::seal_legacy(dirs, &lock);
     let Some(pending) = dirs.pending()? else {
         let late = dirs
             .rolled_back()?
@@ -108,19 +109,18 @@ fn too_late(ports: Ports, dirs: &Dirs, pending: &Pending) -> RollbackError {
         "too late: the deadline of the apply of profile {} passed {late} s ago",
         pending.profile
     );
-    if !orphaned(ports, pending) {
+    if !orphaned(ports, pending, &dirs.run) {
         return RollbackError::Refused(format!(
             "{head}; its watcher is rolling it back to {} now; apply it again",
             pending.previous_name()
         ));
     }
     match settle_locked(ports, dirs, "confirm") {
-        Ok(_) => RollbackError::Refused(format!(
-            "{head} and its watcher was gone (killed?): rolled back now, restored {}; apply it again",
-            pending.previous_name()
-        )),
+        Ok(Some(s)) => RollbackError::Refused(format!("{head}: {}; apply it again", s.describe())),
+        // Under the lock the apply was gone or not due after all.
+        Ok(None) => RollbackError::Refused(format!("{head}; it is rolled back; apply it again")),
         Err(e) => RollbackError::Refused(format!(
-            "{head} and its watcher was gone (killed?); rolling it back failed: {e}; run `fwharden rollback`"
+            "{head} and its watcher is not acting; rolling it back failed: {e}; run `fwharden rollback`"
         )),
     }
 }

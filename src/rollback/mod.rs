@@ -12,21 +12,26 @@ mod confirm;
 #[cfg(test)]
 mod faults;
 pub mod guard;
+pub mod liveness;
 mod ops;
 mod overdue;
 pub mod placement;
 mod ports;
+mod restore;
 #[cfg(test)]
 mod rig;
 #[cfg(test)]
 mod sequences;
 mod status;
+mod target;
 pub mod watcher;
 
 pub use confirm::confirm;
+pub use liveness::{watcher_alive, WatcherState};
 pub use ops::*;
 pub use overdue::*;
 pub use ports::{Ports, Processes, Watchers};
+pub use restore::*;
 pub use status::*;
 
 use thiserror::Error;
@@ -50,6 +55,16 @@ pub enum RollbackError {
     ReadBack { detail: String, restored: String },
     #[error("{0}")]
     Refused(String),
+    #[error("refusing a timed apply: {state} holds no confirmed record, and table inet {table} cannot be read back as a ruleset fwharden wrote ({why}), so a rollback could only remove it; nothing was changed. If that is the wrong state directory, pass the right --state-dir (or FWHARDEN_STATE_DIR); to replace the table with no rollback timer, apply with --auto-confirm; to start from no firewall, delete it (`nft delete table inet {table}`) and apply again")]
+    NoRollbackTarget {
+        state: std::path::PathBuf,
+        table: String,
+        why: String,
+    },
+    #[error("the kernel holds what the apply replaced again, but its pending record could not be removed: {0}; `fwharden rollback` removes it once the cause is fixed")]
+    Unrecorded(#[source] StateError),
+    #[error("nothing is confirmed, and what the pending apply replaced is unknown: {0}")]
+    UnknownBefore(#[source] StateError),
     #[error("refusing to change the firewall: this is the network namespace {FORBID_ENV} names (the test harness's own); run inside a test namespace")]
     Interlock,
 }
@@ -78,6 +93,7 @@ impl RollbackError {
         use crate::exit;
         match self {
             RollbackError::Lockout(_)
+            | RollbackError::NoRollbackTarget { .. }
             | RollbackError::Interlock
             | RollbackError::Lock(LockError::Busy { .. }) => exit::REFUSED,
             RollbackError::ReadBack { .. } => exit::ROLLED_BACK,
@@ -157,18 +173,22 @@ pub(crate) fn undo(
         }
     }
     // The note first: whoever sees the record gone (status, a late
-    // confirm) finds why.
-    dirs.save_rolled_back(&crate::state::RolledBack {
+    // confirm) finds why. It only informs: a note that cannot be written
+    // (a full disk) does not keep the pending record, which would make
+    // every command think the rollback still had to happen.
+    let noted = dirs.save_rolled_back(&crate::state::RolledBack {
         profile: record.profile.clone(),
         token: record.token.clone(),
         at_ms: crate::state::now_ms(),
         reason: reason.into(),
-    })?;
-    dirs.clear_pending()?;
+    });
+    if let Err(e) = noted {
+        eprintln!("fwharden: warning: the rollback is done, but noting it failed: {e}");
+    }
     // A killed watcher could not remove its group; a live one's (this may
     // be the watcher itself) is not empty and stays for it to remove.
-    ports.watchers.forget(dirs, &record.token);
-    Ok(())
+    ports.watchers.forget(&dirs.run, &record.token);
+    dirs.clear_pending().map_err(RollbackError::Unrecorded)
 }
 
 #[cfg(test)]
@@ -190,31 +210,5 @@ mod tests {
             what: "x".into(),
             source: std::io::Error::from_raw_os_error(libc::EPERM),
         })));
-    }
-
-    #[test]
-    fn overdue_and_orphaned_needs_both_the_deadline_and_no_watcher() {
-        let record = |deadline_ms, watcher| crate::state::Pending {
-            profile: "p".into(),
-            ruleset: crate::ruleset::Ruleset {
-                profile: "p".into(),
-                table: "fwharden".into(),
-                sets: vec![],
-                chains: vec![],
-                bans: None,
-            },
-            previous: None,
-            applied_ms: 0,
-            deadline_ms,
-            token: "no-such-token".into(),
-            watcher,
-            watcher_lives: None,
-        };
-        let now = crate::state::now_ms();
-        let ports = Ports::real();
-        assert!(orphaned(ports, &record(now - 1, None)));
-        // A pid that is not a watcher of this token counts as gone.
-        assert!(orphaned(ports, &record(now - 1, Some(std::process::id()))));
-        assert!(!orphaned(ports, &record(now + 60_000, None)));
     }
 }

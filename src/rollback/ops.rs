@@ -1,4 +1,4 @@
-//! The operations behind apply, confirm, rollback, restore and status.
+//! `apply`: lock, read, guard, arm the rollback, commit, read back.
 
 use std::io::Read;
 use std::time::Duration;
@@ -6,13 +6,22 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::confirm::confirm_record;
-use super::{guard, restore_previous, settle_locked, undo, Ports, RollbackError};
+use super::target::{self, Held};
+use super::{guard, settle_locked, undo, Ports, RollbackError};
 use crate::kernel::Kernel;
 use crate::nft::{self, NftError};
 use crate::render;
 use crate::ruleset::hatch::{self, Hatch};
 use crate::ruleset::Ruleset;
-use crate::state::{now_ms, ApplyLock, Dirs, Pending, Stamp};
+use crate::state::{now_ms, ApplyLock, Confirmed, Dirs, Origin, Pending, Stamp};
+
+/// Gives the records an older fwharden wrote a digest (see
+/// `state::sealed`); one that cannot be rewritten now stays as it is.
+pub(super) fn seal_legacy(dirs: &Dirs, lock: &ApplyLock) {
+    if let Err(e) = dirs.seal_legacy(lock) {
+        eprintln!("fwharden: warning: {e}");
+    }
+}
 
 /// How long confirm, rollback and restore wait for a running apply.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -51,6 +60,8 @@ pub enum ApplyOutcome {
         watcher_lives: String,
         /// The escape hatch loaded with it, in words, or why there is none.
         hatch: String,
+        /// What a rollback restores, in words.
+        rollback_to: String,
     },
     /// Loaded and confirmed.
     Confirmed { profile: String },
@@ -126,7 +137,8 @@ pub fn apply(
     }
     ports.interlock()?;
     dirs.ensure_all()?;
-    let _lock = ApplyLock::try_take(&dirs.lock_path())?;
+    let lock = ApplyLock::try_take(&dirs.lock_path())?;
+    seal_legacy(dirs, &lock);
     if let Some(s) = settle_locked(ports, dirs, "apply")? {
         eprintln!("fwharden: {}", s.describe());
     }
@@ -149,19 +161,18 @@ pub fn apply(
     let known = confirmed
         .as_ref()
         .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
-    let (generation, current) = match known {
-        Some(c) => (generation_now, Some(c.ruleset.clone())),
-        None => match kernel.read_table_at() {
-            Ok(read) => read,
-            Err(e) => (kernel.generation()?, foreign_as_drift(e)?),
-        },
+    let (generation, held) = match known {
+        Some(c) => (generation_now, Held::Table(c.ruleset.clone())),
+        None => Held::read(kernel)?,
     };
+    let current = held.as_current();
     let settled = current.as_ref() == Some(new)
         && pending.is_none()
         && confirmed.as_ref().is_some_and(|c| &c.ruleset == new);
     if settled {
         return Ok(ApplyOutcome::Unchanged { profile });
     }
+    let target = rollback_target(dirs, confirmed.as_ref(), pending.as_ref(), &held, opts)?;
     let ssh = guard::SshClient::from_env();
     if let Some(ssh) = &ssh {
         let interface = ssh.server.and_then(guard::interface_of);
@@ -194,14 +205,15 @@ pub fn apply(
     // An apply killed between making its watcher's group and moving the
     // watcher in left the group empty; this one replaces its record.
     if let Some(old) = &pending {
-        ports.watchers.forget(dirs, &old.token);
+        ports.watchers.forget(&dirs.run, &old.token);
     }
     // From here on the pending record and its watcher exist before the
     // kernel changes, so a kill at any moment still ends in a rollback.
     let mut record = Pending {
         profile: profile.clone(),
         ruleset: loaded.clone(),
-        previous: confirmed.map(|c| c.ruleset),
+        previous: target.previous,
+        previous_from: target.source,
         applied_ms: now_ms(),
         deadline_ms: now_ms() + opts.timeout * 1000,
         token: token(),
@@ -220,7 +232,13 @@ pub fn apply(
     let watcher_lives = spawned.placement.describe();
     record.watcher = Some(spawned.pid);
     record.watcher_lives = Some(watcher_lives.clone());
-    dirs.save_pending(&record)?;
+    if let Err(e) = dirs.save_pending(&record) {
+        // The kernel is untouched: take back what this apply left (the
+        // first record, the watcher and its group), not a half-armed apply.
+        let _ = dirs.clear_pending();
+        ports.watchers.end(&record, &dirs.run);
+        return Err(e.into());
+    }
 
     // A changed prefix list alone goes in as an element delta: the same
     // compare-and-swap, a fraction of the batch.
@@ -274,6 +292,7 @@ pub fn apply(
         return Ok(ApplyOutcome::Confirmed { profile });
     }
     Ok(ApplyOutcome::Pending {
+        rollback_to: record.previous_name(),
         profile,
         deadline_ms: record.deadline_ms,
         token: record.token,
@@ -284,6 +303,40 @@ pub fn apply(
             |f| f.describe(),
         ),
     })
+}
+
+/// What this apply rolls back to (see `target`). Said on stderr when it
+/// is the kernel's table, not a confirmed record: the state directory may
+/// be the wrong one. A timed apply over a table that cannot be put back is
+/// refused; one confirmed at once has no timer to fire.
+fn rollback_target(
+    dirs: &Dirs,
+    confirmed: Option<&Confirmed>,
+    replaced: Option<&Pending>,
+    held: &Held,
+    opts: &ApplyOptions,
+) -> Result<target::Target, RollbackError> {
+    match target::choose(confirmed, replaced, held) {
+        Ok(t) => {
+            if let (Origin::Kernel, Some(r)) = (t.source, &t.previous) {
+                eprintln!(
+                    "fwharden: warning: {} holds no confirmed record; without a confirm this apply goes back to the table the kernel holds now (profile {}), not to no firewall. If you expected a confirmed record, check --state-dir (or FWHARDEN_STATE_DIR)",
+                    dirs.state.display(),
+                    r.profile
+                );
+            }
+            Ok(t)
+        }
+        Err(_) if opts.auto_confirm => Ok(target::Target {
+            previous: None,
+            source: Origin::NoTable,
+        }),
+        Err(u) => Err(RollbackError::NoRollbackTarget {
+            state: dirs.state.clone(),
+            table: u.table,
+            why: u.why,
+        }),
+    }
 }
 
 /// How often a commit is tried again after other programs' commits.
@@ -398,97 +451,4 @@ fn after_failed_commit(
             "{e}; and the pending record could not be put back ({state}); run `fwharden status`"
         )),
     }
-}
-
-/// Restores the previous ruleset now. `Ok(None)`: nothing was pending.
-pub fn rollback(ports: Ports, dirs: &Dirs) -> Result<Option<Pending>, RollbackError> {
-    ports.interlock()?;
-    ports.kernel.generation()?;
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
-    let Some(pending) = dirs.pending()? else {
-        return Ok(None);
-    };
-    undo(ports, dirs, &pending, "rollback")?;
-    Ok(Some(pending))
-}
-
-/// What `restore` did at boot.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restored {
-    /// The last confirmed ruleset is loaded.
-    Confirmed {
-        profile: String,
-        discarded_pending: Option<String>,
-    },
-    /// Nothing was ever confirmed: the firewall is left as it is.
-    NothingConfirmed { discarded_pending: Option<String> },
-    /// The confirmed ruleset could not be loaded; the minimal safe one was.
-    Fallback { profile: String, error: String },
-}
-
-/// Loads the last confirmed ruleset, never a pending one. If it cannot be
-/// loaded, loads the minimal safe ruleset rather than leave the host open.
-pub fn restore(ports: Ports, dirs: &Dirs, fallback: &Ruleset) -> Result<Restored, RollbackError> {
-    ports.interlock()?;
-    ports.kernel.generation()?;
-    dirs.ensure_all()?;
-    let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
-    // An overdue apply with no watcher is rolled back as its own watcher
-    // would have (recorded, so a late confirm says so); whatever comes of
-    // it, the confirmed ruleset is loaded below.
-    match settle_locked(ports, dirs, "restore") {
-        Ok(None) => {}
-        Ok(Some(s)) => eprintln!("fwharden: {}", s.describe()),
-        Err(e) => eprintln!(
-            "fwharden: an apply was past its deadline with no watcher, and rolling it back failed ({e}); loading the confirmed ruleset instead"
-        ),
-    }
-    // The pending apply is discarded only once something else is loaded:
-    // if every load fails, its record and watcher stay, and its deadline
-    // still rolls it back (a restore that fails changes nothing).
-    let pending = dirs.pending();
-    let discarded = match &pending {
-        Ok(p) => p.as_ref().map(|p| p.profile.clone()),
-        Err(_) => Some("(damaged record)".into()),
-    };
-    let discard = || -> Result<(), RollbackError> {
-        if let Ok(Some(p)) = &pending {
-            ports.watchers.stop(dirs, p);
-        }
-        Ok(dirs.clear_pending()?)
-    };
-    let confirmed = match dirs.confirmed() {
-        Ok(None) => {
-            // A discarded unconfirmed apply had "no table" to go back to.
-            // At boot the table is gone anyway; run by hand, this takes
-            // away what nobody confirmed.
-            if discarded.is_some() {
-                restore_previous(ports, None)?;
-            }
-            discard()?;
-            return Ok(Restored::NothingConfirmed {
-                discarded_pending: discarded,
-            });
-        }
-        Ok(Some(c)) => Ok(c),
-        Err(e) => Err(RollbackError::from(e)),
-    };
-    let loaded =
-        confirmed.and_then(|c| restore_previous(ports, Some(&c.ruleset)).map(|()| c.profile));
-    let restored = match loaded {
-        Ok(profile) => Restored::Confirmed {
-            profile,
-            discarded_pending: discarded,
-        },
-        Err(e) => {
-            restore_previous(ports, Some(fallback))?;
-            Restored::Fallback {
-                profile: fallback.profile.clone(),
-                error: e.to_string(),
-            }
-        }
-    };
-    discard()?;
-    Ok(restored)
 }

@@ -180,10 +180,16 @@ pub fn create_group(token: &str, scratch: &Path) -> Result<NewGroup, String> {
     }
 }
 
-/// Removes group `name` (as [`NewGroup::name`]) if it is empty.
-pub fn remove_group(name: &str, scratch: &Path) {
-    if let Ok(root) = V2Root::open(scratch) {
-        let _ = fs::remove_dir(root.path().join(name.trim_start_matches('/')));
+/// Removes group `name` (as [`NewGroup::name`]) if it is empty; whether
+/// it is gone now.
+pub fn remove_group(name: &str, scratch: &Path) -> bool {
+    let Ok(root) = V2Root::open(scratch) else {
+        return false;
+    };
+    let dir = root.path().join(name.trim_start_matches('/'));
+    match fs::remove_dir(&dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
@@ -192,8 +198,8 @@ pub fn remove_group(name: &str, scratch: &Path) {
 /// stays: rmdir(2) fails with EBUSY, and nothing is killed here. Only this
 /// token's group: another fwharden (another state directory) may have just
 /// made its own, empty until its watcher moves in.
-pub fn remove_left_group(token: &str, scratch: &Path) {
-    remove_group(&format!("/{}", name(token)), scratch);
+pub fn remove_left_group(token: &str, scratch: &Path) -> bool {
+    remove_group(&format!("/{}", name(token)), scratch)
 }
 
 /// Called by the watcher as it exits: moves itself to the hierarchy's

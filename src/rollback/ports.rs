@@ -4,8 +4,9 @@
 //! path) runs against the real machine in production and against an
 //! in-memory kernel and bookkept watchers in the fault-injection tests.
 
-use std::time::Duration;
+use std::path::Path;
 
+use super::liveness::{self, WatcherState};
 use super::watcher::{self, Spawned};
 use super::RollbackError;
 use crate::kernel::{Kernel, Netlink};
@@ -15,16 +16,17 @@ use crate::state::{Dirs, Pending};
 pub trait Watchers {
     /// Starts the watcher of the apply with `token`; returns once it runs.
     fn spawn(&self, dirs: &Dirs, token: &str) -> Result<Spawned, RollbackError>;
-    /// Whether `pid` is the watcher of the apply with `token`.
-    fn alive(&self, pid: u32, token: &str) -> bool;
-    /// Stops `p`'s watcher, if it runs, and removes what it leaves.
-    fn stop(&self, dirs: &Dirs, p: &Pending);
+    /// What the watcher of `p` is doing; `run` is the run directory.
+    fn state(&self, p: &Pending, run: &Path) -> WatcherState;
+    /// Ends the watcher of `p`, if it still runs, and what it leaves.
+    fn end(&self, p: &Pending, run: &Path);
     /// Removes what the watcher of apply `token` left if it is gone (its
     /// empty cgroup); a live watcher's is left to it.
-    fn forget(&self, dirs: &Dirs, token: &str);
+    fn forget(&self, run: &Path, token: &str);
 }
 
-/// Real processes: `fwharden watch`, detached (see [`watcher`]).
+/// Real processes: `fwharden watch`, detached (see [`watcher`]), looked
+/// at through /proc (see [`liveness`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Processes;
 
@@ -33,33 +35,16 @@ impl Watchers for Processes {
         watcher::spawn(dirs, token)
     }
 
-    fn alive(&self, pid: u32, token: &str) -> bool {
-        super::watcher_alive(pid, token)
+    fn state(&self, p: &Pending, run: &Path) -> WatcherState {
+        liveness::watcher_state(p, run)
     }
 
-    /// A pending apply at boot has no watcher left; one started by hand
-    /// may. Stopped by SIGTERM, it cannot remove its cgroup: that is done
-    /// here once it is gone (waiting at most 2 s).
-    fn stop(&self, dirs: &Dirs, p: &Pending) {
-        if let Some(pid) = p.watcher.filter(|pid| self.alive(*pid, &p.token)) {
-            if let Ok(raw) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(raw),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            for _ in 0..100 {
-                if !self.alive(pid, &p.token) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        self.forget(dirs, &p.token);
+    fn end(&self, p: &Pending, run: &Path) {
+        liveness::end_watcher(p, run);
     }
 
-    fn forget(&self, dirs: &Dirs, token: &str) {
-        super::placement::remove_left_group(token, &dirs.run);
+    fn forget(&self, run: &Path, token: &str) {
+        super::placement::remove_left_group(token, run);
     }
 }
 
@@ -87,5 +72,18 @@ impl Ports<'_> {
             return Err(RollbackError::Interlock);
         }
         Ok(())
+    }
+
+    /// Ends a watcher that is stopped or frozen, before its apply is taken
+    /// over: a watcher stopped while holding the apply lock lets it go
+    /// only by dying, and one that cannot act can never wake up to act
+    /// twice.
+    pub fn end_stuck_watcher(&self, p: &Pending, run: &Path) {
+        if matches!(
+            self.watchers.state(p, run),
+            WatcherState::Stopped | WatcherState::Frozen
+        ) {
+            self.watchers.end(p, run);
+        }
     }
 }

@@ -5,9 +5,11 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use std::path::Path;
+
 use super::placement::Placement;
 use super::watcher::Spawned;
-use super::{Ports, RollbackError, Watchers};
+use super::{Ports, RollbackError, WatcherState, Watchers};
 use crate::kernel::memory::Memory;
 use crate::profile::{self, SearchPath};
 use crate::ruleset::Ruleset;
@@ -19,8 +21,10 @@ pub enum Life {
     Running,
     /// Killed by the test (a `kill -9`, a reboot).
     Killed,
-    /// Stopped by fwharden (restore).
+    /// Stopped by the test (SIGSTOP, a frozen cgroup): there, not acting.
     Stopped,
+    /// Ended by fwharden (restore, a takeover, a failed apply).
+    Ended,
 }
 
 /// Watchers as entries in a book: spawning one writes it down, nothing
@@ -37,10 +41,26 @@ impl Bookkept {
         self.book.borrow().get(&pid).map(|(_, l)| *l)
     }
 
-    pub fn kill(&self, pid: u32) {
+    fn set(&self, pid: u32, life: Life) {
         if let Some(entry) = self.book.borrow_mut().get_mut(&pid) {
-            entry.1 = Life::Killed;
+            entry.1 = life;
         }
+    }
+
+    pub fn kill(&self, pid: u32) {
+        self.set(pid, Life::Killed);
+    }
+
+    pub fn sigstop(&self, pid: u32) {
+        self.set(pid, Life::Stopped);
+    }
+
+    /// Whether `pid` is the running watcher of the apply with `token`.
+    pub fn alive(&self, pid: u32, token: &str) -> bool {
+        self.book
+            .borrow()
+            .get(&pid)
+            .is_some_and(|(t, l)| t == token && *l == Life::Running)
     }
 
     /// How many watchers were started.
@@ -67,23 +87,25 @@ impl Watchers for Bookkept {
         })
     }
 
-    fn alive(&self, pid: u32, token: &str) -> bool {
-        self.book
-            .borrow()
-            .get(&pid)
-            .is_some_and(|(t, l)| t == token && *l == Life::Running)
+    fn state(&self, p: &Pending, _run: &Path) -> WatcherState {
+        let book = self.book.borrow();
+        match p.watcher.and_then(|w| book.get(&w)) {
+            Some((t, Life::Running)) if *t == p.token => WatcherState::Alive,
+            Some((t, Life::Stopped)) if *t == p.token => WatcherState::Stopped,
+            _ => WatcherState::Gone,
+        }
     }
 
-    fn stop(&self, _dirs: &Dirs, p: &Pending) {
+    fn end(&self, p: &Pending, _run: &Path) {
         let Some(pid) = p.watcher else { return };
         if let Some(entry) = self.book.borrow_mut().get_mut(&pid) {
-            if entry.0 == p.token && entry.1 == Life::Running {
-                entry.1 = Life::Stopped;
+            if entry.0 == p.token && matches!(entry.1, Life::Running | Life::Stopped) {
+                entry.1 = Life::Ended;
             }
         }
     }
 
-    fn forget(&self, _dirs: &Dirs, _token: &str) {}
+    fn forget(&self, _run: &Path, _token: &str) {}
 }
 
 /// One host: its kernel, its watchers, its state directory.
@@ -133,10 +155,16 @@ impl Rig {
             .map(|c| c.ruleset)
     }
 
-    /// Moves the pending apply's deadline into the past.
+    /// Moves the pending apply's deadline ten minutes into the past: past
+    /// the grace a silent watcher gets, too.
     pub fn expire(&self) {
+        self.expire_by(600_000);
+    }
+
+    /// Moves the pending apply's deadline `ms` into the past.
+    pub fn expire_by(&self, ms: u64) {
         if let Some(mut p) = self.pending() {
-            p.deadline_ms = 0;
+            p.deadline_ms = crate::state::now_ms().saturating_sub(ms);
             self.dirs.save_pending(&p).expect("the record written");
         }
     }

@@ -28,6 +28,8 @@ enum Command {
     Deadline,
     /// The watcher is killed (kill -9, a reboot).
     KillWatcher,
+    /// The watcher is stopped (SIGSTOP, a frozen cgroup).
+    StopWatcher,
     /// The deadline passes and nobody acts yet.
     Expire,
     /// `status`: takes over an overdue apply.
@@ -45,6 +47,7 @@ fn command() -> impl Strategy<Value = Command> {
         1 => Just(Command::Restore),
         2 => Just(Command::Deadline),
         1 => Just(Command::KillWatcher),
+        1 => Just(Command::StopWatcher),
         1 => Just(Command::Expire),
         1 => Just(Command::Settle),
     ]
@@ -118,6 +121,11 @@ fn run(rig: &Rig, model: &Model, cmd: &Command) -> (bool, bool) {
                 rig.watchers.kill(pid);
             }
         }
+        Command::StopWatcher => {
+            if let Some(pid) = rig.pending().and_then(|p| p.watcher) {
+                rig.watchers.sigstop(pid);
+            }
+        }
         Command::Expire => rig.expire(),
         Command::Settle => {
             let _ = super::settle(ports, &rig.dirs, "status");
@@ -131,7 +139,10 @@ fn check(rig: &Rig, before: Option<&Ruleset>, confirmed: bool, fallback: Option<
     if let Some(p) = &pending {
         let pid = p.watcher.expect("a pending record names its watcher");
         assert!(
-            matches!(rig.watchers.life(pid), Some(Life::Running | Life::Killed)),
+            matches!(
+                rig.watchers.life(pid),
+                Some(Life::Running | Life::Killed | Life::Stopped)
+            ),
             "pending apply {} has no watcher and no overdue handler",
             p.token
         );

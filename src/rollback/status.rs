@@ -5,29 +5,19 @@
 
 use serde::Serialize;
 
+use super::liveness::WatcherState;
 use super::{placement, settle, Ports, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
 use crate::ruleset::{hatch, Policy, Ruleset};
 use crate::state::{now_ms, Attempt, Dirs};
-
-/// Whether `pid` is the watcher of the apply with this token. After a
-/// reboot the recorded pid may belong to any other process: only a process
-/// whose command line carries `watch` and the token counts.
-pub fn watcher_alive(pid: u32, token: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
-}
 
 /// Everything `status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub confirmed: Option<String>,
     pub pending: Option<PendingStatus>,
-    /// `absent`, `confirmed`, `pending`, `pending-hatch-open`, `drift`, or
-    /// `unreadable: ...`.
+    /// `absent`, `confirmed`, `pending`, `pending-hatch-open`, `previous`
+    /// (what the pending apply replaced), `drift`, or `unreadable: ...`.
     pub kernel: String,
     /// How the kernel's set elements were checked.
     pub elements: String,
@@ -39,6 +29,11 @@ pub struct Status {
     /// The rollback attempts of the pending apply, or of the last one
     /// rolled back.
     pub attempts: Vec<Attempt>,
+    /// Why the last rollback's attempts cannot be shown, when its record
+    /// is unreadable.
+    pub last_rollback: Option<String>,
+    /// The confirmed or pending record is damaged: what, and what to do.
+    pub damaged: Vec<String>,
     pub other_base_chains: Vec<BaseChainStatus>,
     /// Docker or Podman found here, and the warning when the loaded
     /// ruleset leaves their published ports uncovered.
@@ -56,6 +51,8 @@ pub struct PendingStatus {
     pub seconds_left: u64,
     pub watcher: Option<u32>,
     pub watcher_alive: bool,
+    /// What the watcher is doing: `alive`, `stopped`, `frozen` or `gone`.
+    pub watcher_state: WatcherState,
     /// Where the watcher lives: its own systemd unit or cgroup, or the
     /// caller's cgroup and why.
     pub watcher_lives: Option<String>,
@@ -86,15 +83,33 @@ pub enum Elements {
 
 pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, RollbackError> {
     ports.kernel.generation()?;
-    let overdue = match settle(ports, dirs, "status") {
-        Ok(None) => None,
-        Ok(Some(s)) => Some(s.describe()),
-        Err(e) => Some(format!(
-            "an apply is past its deadline and its watcher is gone, but rolling it back failed: {e}; run `fwharden rollback`"
-        )),
+    // A damaged record is reported, and the rest of the status still is:
+    // what the kernel holds does not depend on it.
+    let mut damaged = Vec::new();
+    let mut overdue = None;
+    let pending = match dirs.pending() {
+        Err(e) => {
+            damaged.push(e.to_string());
+            None
+        }
+        Ok(_) => {
+            overdue = match settle(ports, dirs, "status") {
+                Ok(settled) => settled.map(|s| s.describe()),
+                Err(e) => Some(format!(
+                    "an apply is past its deadline and its watcher is not acting, but rolling it back failed: {e}; run `fwharden rollback`"
+                )),
+            };
+            // Read again: the settling may have cleared it.
+            dirs.pending().unwrap_or_else(|e| {
+                damaged.push(e.to_string());
+                None
+            })
+        }
     };
-    let confirmed = dirs.confirmed()?;
-    let pending = dirs.pending()?;
+    let confirmed = dirs.confirmed().unwrap_or_else(|e| {
+        damaged.push(e.to_string());
+        None
+    });
     let expired = pending.as_ref().map(|p| hatch::expired(&p.ruleset));
     let candidates: Vec<&Ruleset> = [
         pending.as_ref().map(|p| &p.ruleset),
@@ -131,6 +146,15 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
             "pending-hatch-open".into()
         }
         Ok(Some(r)) if confirmed.as_ref().is_some_and(|c| c.ruleset == *r) => "confirmed".into(),
+        // Rolled back, but the record could not be updated (a full disk):
+        // say what the kernel holds, not what the record failed to say.
+        Ok(Some(r))
+            if pending
+                .as_ref()
+                .is_some_and(|p| p.previous.as_ref() == Some(r)) =>
+        {
+            "previous".into()
+        }
         Ok(Some(_)) | Err(NftError::Foreign { .. }) => "drift".into(),
         Err(e) => format!("unreadable: {e}"),
     };
@@ -140,9 +164,18 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         .and_then(|r| r.as_ref())
         .and_then(hatch::find)
         .map(|f| f.describe());
+    // rolled-back.json only says which attempts to show: unreadable, it
+    // costs that line, not the status.
+    let mut last_rollback = None;
     let token = match &pending {
         Some(p) => Some(p.token.clone()),
-        None => dirs.rolled_back()?.map(|r| r.token),
+        None => dirs
+            .rolled_back()
+            .unwrap_or_else(|e| {
+                last_rollback = Some(format!("unreadable: {e}"));
+                None
+            })
+            .map(|r| r.token),
     };
     let attempts = dirs
         .attempts()
@@ -174,10 +207,11 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         confirmed: confirmed.map(|c| c.profile),
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
-            watcher_alive: p.watcher.is_some_and(|w| ports.watchers.alive(w, &p.token)),
+            watcher_alive: ports.watchers.state(&p, &dirs.run) != WatcherState::Gone,
+            watcher_state: ports.watchers.state(&p, &dirs.run),
             watcher_cgroup: p
                 .watcher
-                .filter(|w| ports.watchers.alive(*w, &p.token))
+                .filter(|_| ports.watchers.state(&p, &dirs.run) != WatcherState::Gone)
                 .and_then(|w| placement::v2_group_of(&w.to_string())),
             hatch: hatch::find(&p.ruleset).map_or_else(
                 || "none: the apply did not come over SSH (no SSH_CONNECTION), so there is no operator address to let back in".to_string(),
@@ -193,6 +227,8 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         hatch: hatch_now,
         overdue,
         attempts,
+        last_rollback,
+        damaged,
         other_base_chains: chains
             .into_iter()
             .map(|c| BaseChainStatus {

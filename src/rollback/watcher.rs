@@ -275,6 +275,15 @@ pub fn run(ports: Ports, dirs: &Dirs, token: &str) -> Result<(), RollbackError> 
             ));
             return Ok(());
         }
+        // Another command may have taken this apply over while this
+        // watcher could not act (stopped, frozen): its note says so, and
+        // going back from memory now could undo a newer apply.
+        Err(_) if taken_over(dirs, token) => {
+            log(&format!(
+                "apply {token} was already rolled back by another command"
+            ));
+            return Ok(());
+        }
         Err(e) => {
             log(&format!(
                 "cannot read the pending record ({e}); rolling back from memory"
@@ -289,6 +298,14 @@ pub fn run(ports: Ports, dirs: &Dirs, token: &str) -> Result<(), RollbackError> 
         pending.previous_name()
     ));
     Ok(())
+}
+
+/// Whether the last rollback noted is this apply's.
+fn taken_over(dirs: &Dirs, token: &str) -> bool {
+    dirs.rolled_back()
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.token == token)
 }
 
 fn log(msg: &str) {

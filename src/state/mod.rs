@@ -9,10 +9,11 @@
 
 mod lists;
 mod lock;
+mod sealed;
 mod store;
 
 pub use lock::{ApplyLock, LockError};
 pub use store::{
-    now, now_ms, Attempt, Confirmed, Dirs, Pending, PendingHead, RolledBack, Stamp, StateError,
-    RUN_DIR, STATE_DIR,
+    now, now_ms, Attempt, Confirmed, Dirs, Origin, Pending, PendingHead, RolledBack, Stamp,
+    StateError, RUN_DIR, STATE_DIR,
 };

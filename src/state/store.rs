@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::sealed::{self, Damage, Opened};
 use crate::ruleset::Ruleset;
 
 pub const STATE_DIR: &str = "/var/lib/fwharden";
@@ -41,15 +42,20 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{path} is damaged ({source}); move it away to start over, or restore it from a backup"
-    )]
+    #[error("{path} is damaged ({source}); {DAMAGED_ADVICE}")]
     Corrupt {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path} is damaged: its content does not match the digest it was written with (a hand edit, or a disk fault); {DAMAGED_ADVICE}")]
+    Mismatch { path: PathBuf },
 }
+
+/// What to do about a damaged record. Moving it away is safe: with no
+/// confirmed record, a timed apply rolls back to the table the kernel
+/// holds (or refuses), never to no firewall.
+const DAMAGED_ADVICE: &str = "fwharden does not trust it: `fwharden restore` loads the minimal safe profile ssh-only instead; put the file back from a backup, or move it away and apply a profile again (its rollback then goes back to the table the kernel holds, never to no firewall)";
 
 /// Where state lives; both can be moved (tests, unusual layouts).
 #[derive(Debug, Clone)]
@@ -120,6 +126,10 @@ pub struct Pending {
     /// fwharden table".
     #[serde(with = "super::lists::optional")]
     pub previous: Option<Ruleset>,
+    /// Where `previous` was learnt (records from before this field: the
+    /// confirmed record, as it always was then).
+    #[serde(default)]
+    pub previous_from: Origin,
     /// Milliseconds since the epoch, like `deadline_ms`.
     pub applied_ms: u64,
     /// When the watcher restores `previous`, in milliseconds since the epoch.
@@ -133,6 +143,21 @@ pub struct Pending {
     /// caller's cgroup and why), for `status`.
     #[serde(default)]
     pub watcher_lives: Option<String>,
+}
+
+/// Where a pending apply's rollback target came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// The confirmed record.
+    #[default]
+    Confirmed,
+    /// The pending apply this one replaced.
+    Replaced,
+    /// The kernel, read before the commit: there was no confirmed record.
+    Kernel,
+    /// The kernel held no fwharden table.
+    NoTable,
 }
 
 /// One try at rolling an apply back, kept so `status` can show what was
@@ -175,11 +200,16 @@ pub struct PendingHead {
 impl Pending {
     /// What a rollback of this apply goes back to, for messages.
     pub fn previous_name(&self) -> String {
-        self.previous
-            .as_ref()
-            .map_or("no fwharden table".to_string(), |r| {
-                format!("profile {}", r.profile)
-            })
+        match (&self.previous, self.previous_from) {
+            (None, _) => "no fwharden table".to_string(),
+            (Some(r), Origin::Kernel) => {
+                format!(
+                    "profile {} (as the kernel held it before the apply)",
+                    r.profile
+                )
+            }
+            (Some(r), _) => format!("profile {}", r.profile),
+        }
     }
 }
 
@@ -284,6 +314,32 @@ impl Dirs {
         write_json(&self.state, ATTEMPTS, &all)
     }
 
+    /// Rewrites, with a digest, the records an older fwharden wrote
+    /// without one. Only under the apply lock: a record read before another
+    /// command's write must not be written back over it.
+    pub fn seal_legacy(&self, _lock: &super::ApplyLock) -> Result<(), StateError> {
+        let legacy = |name| is_legacy(&self.state.join(name));
+        if legacy(CONFIRMED) {
+            if let Some(c) = self.confirmed()? {
+                write_json(&self.state, CONFIRMED, &c)?;
+            }
+        }
+        if legacy(PENDING) {
+            if let Some(p) = self.pending()? {
+                self.save_pending(&p)?;
+            }
+        }
+        if legacy(ROLLED_BACK) {
+            if let Some(r) = self.rolled_back()? {
+                self.save_rolled_back(&r)?;
+            }
+        }
+        if legacy(ATTEMPTS) {
+            write_json(&self.state, ATTEMPTS, &self.attempts()?)?;
+        }
+        Ok(())
+    }
+
     pub fn lock_path(&self) -> PathBuf {
         self.run.join("apply.lock")
     }
@@ -293,24 +349,52 @@ impl Dirs {
     }
 }
 
+/// The bytes of a record file, `None` when there is none.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    match fs::read(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Reads a record, checking its digest (see [`super::sealed`]).
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
-    let text = match fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Read {
+    let Some(bytes) = read_file(path)? else {
+        return Ok(None);
+    };
+    let corrupt = |source| StateError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    };
+    let record = match sealed::open(&bytes) {
+        Ok(Opened::Sealed(text)) => text.as_bytes(),
+        Ok(Opened::Legacy) => {
+            eprintln!(
+                "fwharden: warning: {} has no digest (written by an older fwharden): trusted as it is; the next apply, confirm, rollback or restore rewrites it with one",
+                path.display()
+            );
+            &bytes
+        }
+        Err(Damage::Unreadable(source)) => return Err(corrupt(source)),
+        Err(Damage::Mismatch) => {
+            return Err(StateError::Mismatch {
                 path: path.to_path_buf(),
-                source,
             })
         }
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    super::lists::within(dir, || serde_json::from_slice(&text))
+    super::lists::within(dir, || serde_json::from_slice(record))
         .map(Some)
-        .map_err(|source| StateError::Corrupt {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(corrupt)
+}
+
+/// Whether the record at `path` is one from before digests.
+fn is_legacy(path: &Path) -> bool {
+    matches!(read_file(path), Ok(Some(bytes)) if matches!(sealed::open(&bytes), Ok(Opened::Legacy)))
 }
 
 /// Temporary file, fsync, rename, fsync of the directory: a crash leaves
@@ -323,8 +407,9 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Sta
         path: path.clone(),
         source,
     };
-    let bytes = super::lists::within(dir, || serde_json::to_vec_pretty(value))
+    let body = super::lists::within(dir, || serde_json::to_vec_pretty(value))
         .map_err(|e| err(e.into()))?;
+    let bytes = sealed::seal(&body);
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)

@@ -396,9 +396,12 @@ impl Host {
         self.table().expect("table inet fwharden exists")
     }
 
+    /// A record fwharden wrote, out of its digest's envelope.
     fn record(&self, name: &str) -> Option<serde_json::Value> {
         let text = std::fs::read(self.state_dir().join(name)).ok()?;
-        Some(serde_json::from_slice(&text).expect("a record fwharden wrote"))
+        let file: serde_json::Value =
+            serde_json::from_slice(&text).expect("a record fwharden wrote");
+        Some(file.get("record").cloned().unwrap_or(file))
     }
 
     /// The pending record, if any.

@@ -4,7 +4,7 @@ use super::{apply_new, attempts, confirmed_at_once, confirmed_rig, timed};
 use crate::exit;
 use crate::kernel::memory::{Call, Failure, Fault};
 use crate::rollback::rig::{compiled, Life, Rig};
-use crate::rollback::{self as rb, ApplyOutcome, RollbackError, Watchers};
+use crate::rollback::{self as rb, ApplyOutcome, RollbackError};
 use crate::ruleset::Ruleset;
 
 #[test]

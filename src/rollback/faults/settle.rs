@@ -57,7 +57,8 @@ fn confirm_late_watcher_gone_rolls_back() {
     rig.watchers.kill(p.watcher.unwrap());
     rig.expire();
     let e = rb::confirm(rig.ports(), &rig.dirs, None).unwrap_err();
-    assert!(e.to_string().contains("rolled back now"), "{e}");
+    assert!(e.to_string().contains("its watcher was gone"), "{e}");
+    assert!(e.to_string().contains("rolled it back"), "{e}");
     assert_eq!(rig.kernel.table(), Some(old.clone()));
     assert!(rig.pending().is_none());
     assert_eq!(rig.confirmed(), Some(old));
@@ -67,7 +68,8 @@ fn confirm_late_watcher_gone_rolls_back() {
 fn confirm_late_watcher_alive_leaves_it_to_the_watcher() {
     let (rig, _) = confirmed_rig();
     apply_new(&rig).unwrap();
-    rig.expire();
+    // Within the grace a running watcher gets to take the lock.
+    rig.expire_by(1);
     let e = rb::confirm(rig.ports(), &rig.dirs, None).unwrap_err();
     assert!(
         e.to_string().contains("its watcher is rolling it back"),
@@ -187,7 +189,7 @@ fn restore_stops_watcher_and_loads_the_confirmed_ruleset() {
     let p = rig.pending().unwrap();
     let out = rb::restore(rig.ports(), &rig.dirs, &compiled("ssh-only")).unwrap();
     assert!(matches!(out, Restored::Confirmed { .. }));
-    assert_eq!(rig.watchers.life(p.watcher.unwrap()), Some(Life::Stopped));
+    assert_eq!(rig.watchers.life(p.watcher.unwrap()), Some(Life::Ended));
     assert_eq!(rig.kernel.table(), Some(old));
     assert!(rig.pending().is_none());
 }
@@ -222,4 +224,27 @@ fn restore_that_cannot_load_anything_keeps_the_pending_apply() {
     assert_eq!(rig.watchers.life(p.watcher.unwrap()), Some(Life::Running));
     rig.deadline().unwrap();
     assert_eq!(rig.kernel.table(), Some(old));
+}
+
+#[test]
+fn a_stopped_watcher_is_taken_over_past_the_grace() {
+    let (rig, old) = confirmed_rig();
+    apply_new(&rig).unwrap();
+    let pid = rig.pending().unwrap().watcher.unwrap();
+    rig.watchers.sigstop(pid);
+    rig.expire_by(1);
+    let early = rb::settle(rig.ports(), &rig.dirs, "status").unwrap();
+    assert!(
+        early.is_none(),
+        "within the grace it is left to the watcher"
+    );
+    assert!(rig.pending().is_some());
+    rig.expire();
+    let s = rb::settle(rig.ports(), &rig.dirs, "status")
+        .unwrap()
+        .expect("taken over");
+    assert!(s.describe().contains("stopped"), "{}", s.describe());
+    assert_eq!(rig.watchers.life(pid), Some(Life::Ended));
+    assert_eq!(rig.kernel.table(), Some(old));
+    assert!(rig.pending().is_none());
 }
