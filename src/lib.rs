@@ -25,3 +25,4 @@ pub mod render;
 pub mod rollback;
 pub mod ruleset;
 pub mod state;
+pub mod status;

@@ -1,5 +1,6 @@
 //! The safety net around the kernel: apply with a rollback timer, confirm,
-//! roll back, restore at boot, and report status.
+//! roll back, restore at boot. (`status`, which also gathers the audit and
+//! the containers, sits above in [`crate::status`].)
 //!
 //! An apply goes: lock, read what the kernel holds, lockout guard, record
 //! the pending apply (with what to go back to), start the detached watcher,
@@ -13,13 +14,11 @@ pub mod guard;
 mod ops;
 mod overdue;
 pub mod placement;
-mod status;
 pub mod watcher;
 
 pub use confirm::confirm;
 pub use ops::*;
 pub use overdue::*;
-pub use status::*;
 
 use thiserror::Error;
 
@@ -50,6 +49,17 @@ pub enum RollbackError {
 /// from: fwharden then refuses to change the firewall there, so a test
 /// that forgets to enter its namespace fails instead of touching the host.
 pub const FORBID_ENV: &str = "FWHARDEN_FORBID_NETNS";
+
+/// Whether `pid` is the watcher of the apply with this token. After a
+/// reboot the recorded pid may belong to any other process: only a process
+/// whose command line carries `watch` and the token counts.
+pub fn watcher_alive(pid: u32, token: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
+}
 
 /// Fails when this thread is in the network namespace [`FORBID_ENV`] names.
 pub fn interlock() -> Result<(), RollbackError> {

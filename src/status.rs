@@ -5,21 +5,10 @@
 
 use serde::Serialize;
 
-use super::{placement, settle, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
+use crate::rollback::{placement, settle, watcher_alive, RollbackError};
 use crate::ruleset::{hatch, Policy, Ruleset};
 use crate::state::{now_ms, Attempt, Dirs};
-
-/// Whether `pid` is the watcher of the apply with this token. After a
-/// reboot the recorded pid may belong to any other process: only a process
-/// whose command line carries `watch` and the token counts.
-pub fn watcher_alive(pid: u32, token: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
-}
 
 /// Everything `status` reports.
 #[derive(Debug, Clone, Serialize)]
