@@ -41,14 +41,11 @@ pub enum RollbackError {
     ReadBack { detail: String, restored: String },
     #[error("{0}")]
     Refused(String),
-    #[error("refusing to change the firewall: this is the network namespace {FORBID_ENV} names (the test harness's own); run inside a test namespace")]
+    #[error("{}", crate::interlock::Forbidden)]
     Interlock,
 }
 
-/// Set by the test harness to the inode of the network namespace tests run
-/// from: fwharden then refuses to change the firewall there, so a test
-/// that forgets to enter its namespace fails instead of touching the host.
-pub const FORBID_ENV: &str = "FWHARDEN_FORBID_NETNS";
+pub use crate::interlock::FORBID_ENV;
 
 /// Whether `pid` is the watcher of the apply with this token. After a
 /// reboot the recorded pid may belong to any other process: only a process
@@ -61,17 +58,10 @@ pub fn watcher_alive(pid: u32, token: &str) -> bool {
     args.contains(&b"watch".as_slice()) && args.contains(&token.as_bytes())
 }
 
-/// Fails when this thread is in the network namespace [`FORBID_ENV`] names.
+/// [`crate::interlock::check`], as the error the rollback's callers map
+/// to an exit code.
 pub fn interlock() -> Result<(), RollbackError> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(forbidden) = std::env::var(FORBID_ENV) else {
-        return Ok(());
-    };
-    let here = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino().to_string());
-    match here {
-        Ok(ino) if ino != forbidden.trim() => Ok(()),
-        _ => Err(RollbackError::Interlock),
-    }
+    crate::interlock::check().map_err(|_| RollbackError::Interlock)
 }
 
 impl RollbackError {
