@@ -4,11 +4,32 @@
 //! ([`profile`]), compiled by a pure function into the backend-neutral
 //! [`ruleset`] model, and every backend reads that model: [`nft`] (the
 //! netlink transaction, read-back and verification), [`render`] (`nft -f`
-//! text) and [`probe`] (the plan, a replica of namespaces, real packets).
-//! [`audit`] sets the host's listening sockets and published ports against
-//! the model, through [`ruleset::eval`].
-//! [`rollback`] (the safety net around an apply) and [`cli`] sit on top;
-//! [`state`] keeps the records, [`progress`] shows a long apply's phases.
+//! text), [`emit`] (iptables-restore, ufw) and [`probe`] (the plan, a
+//! replica of namespaces, real packets). [`audit`] sets the host's
+//! listening sockets and published ports against the model, through
+//! [`ruleset::eval`]. [`rollback`] (the safety net around an apply),
+//! [`status`] (which gathers the kernel, the records, the audit and the
+//! containers) and [`cli`] sit on top; [`state`] keeps the records,
+//! [`progress`] shows a long apply's phases, and [`interlock`] keeps the
+//! tests off the machine's own firewall. [`kernel`] is the port through
+//! which the safety net asks nf_tables (netlink, or a kernel in memory).
+//!
+//! The modules stand on floors. A module imports only modules on lower
+//! floors: arrows point down, so there is no loop between modules, and a
+//! test (`tests/layers.rs`) reads this table and checks every `crate::`
+//! and `super::` path of src/ against it (unit tests excepted).
+//!
+//! | floor | modules |
+//! |-------|---------|
+//! | 0 | exit, interlock, netns, progress |
+//! | 1 | ruleset |
+//! | 2 | nft, profile, render, state |
+//! | 3 | compile, containers, kernel |
+//! | 4 | audit, emit |
+//! | 5 | probe |
+//! | 6 | rollback |
+//! | 7 | status |
+//! | 8 | cli |
 
 pub mod audit;
 pub mod cli;
@@ -16,6 +37,7 @@ pub mod compile;
 pub mod containers;
 pub mod emit;
 pub mod exit;
+pub mod interlock;
 pub mod kernel;
 pub mod netns;
 pub mod nft;
@@ -26,3 +48,4 @@ pub mod render;
 pub mod rollback;
 pub mod ruleset;
 pub mod state;
+pub mod status;

@@ -17,10 +17,9 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_shipped_profile_applies_and_reads_back_as_nft_loads_it() {
-    if !privileged("every_shipped_profile_applies_and_reads_back_as_nft_loads_it") {
-        return;
-    }
+    needs_root("every_shipped_profile_applies_and_reads_back_as_nft_loads_it");
     let host_before = host_tables();
     let host = Host::new("shipped");
     let profiles = shipped_profiles();
@@ -61,10 +60,9 @@ fn every_shipped_profile_applies_and_reads_back_as_nft_loads_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn dry_run_and_diff_show_the_change_and_change_nothing() {
-    if !privileged("dry_run_and_diff_show_the_change_and_change_nothing") {
-        return;
-    }
+    needs_root("dry_run_and_diff_show_the_change_and_change_nothing");
     let host = Host::new("dryrun");
 
     // Nothing loaded yet: the whole table is the difference.
@@ -127,10 +125,9 @@ fn dry_run_and_diff_show_the_change_and_change_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_lockout_guard_refuses_a_profile_that_shuts_out_the_ssh_client() {
-    if !privileged("the_lockout_guard_refuses_a_profile_that_shuts_out_the_ssh_client") {
-        return;
-    }
+    needs_root("the_lockout_guard_refuses_a_profile_that_shuts_out_the_ssh_client");
     let host = Host::new("lockout");
     // The address the SSH client connected to, so the guard knows the
     // interface the connection arrives on.
@@ -199,10 +196,9 @@ fn the_lockout_guard_refuses_a_profile_that_shuts_out_the_ssh_client() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing() {
-    if !privileged("an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing") {
-        return;
-    }
+    needs_root("an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing");
     let host = Host::new("lock");
     let before = host.confirm_profile("web-server");
     let lock = host.hold_lock();
@@ -236,10 +232,9 @@ fn an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn two_applies_at_once_one_wins_the_other_is_refused() {
-    if !privileged("two_applies_at_once_one_wins_the_other_is_refused") {
-        return;
-    }
+    needs_root("two_applies_at_once_one_wins_the_other_is_refused");
     let host = Host::new("race");
     let texts = [
         ("web-server", reference_text("web-server")),
@@ -303,10 +298,9 @@ fn two_applies_at_once_one_wins_the_other_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_invalid_profile_exits_3_and_changes_nothing() {
-    if !privileged("an_invalid_profile_exits_3_and_changes_nothing") {
-        return;
-    }
+    needs_root("an_invalid_profile_exits_3_and_changes_nothing");
     let host = Host::new("invalid");
     let before = host.confirm_profile("web-server");
     let dir = tempfile::tempdir().unwrap();
@@ -337,10 +331,9 @@ fn an_invalid_profile_exits_3_and_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_privileges_apply_names_root_and_changes_nothing() {
-    if !privileged("without_privileges_apply_names_root_and_changes_nothing") {
-        return;
-    }
+    needs_root("without_privileges_apply_names_root_and_changes_nothing");
     let host = Host::new("nobody");
     let before = host.confirm_profile("web-server");
     host.wait_quiet();
@@ -371,10 +364,9 @@ fn without_privileges_apply_names_root_and_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_interlock_refuses_the_namespace_it_names() {
-    if !privileged("the_interlock_refuses_the_namespace_it_names") {
-        return;
-    }
+    needs_root("the_interlock_refuses_the_namespace_it_names");
     let host = Host::new("interlock");
     host.confirm_profile("web-server");
     let pending = host.apply_pending("vps-profile", 600);
@@ -409,10 +401,9 @@ fn the_interlock_refuses_the_namespace_it_names() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn status_reports_drift_other_tables_and_a_dead_watcher() {
-    if !privileged("status_reports_drift_other_tables_and_a_dead_watcher") {
-        return;
-    }
+    needs_root("status_reports_drift_other_tables_and_a_dead_watcher");
     let host = Host::new("status");
     let s = host.status();
     assert_eq!(s["kernel"], "absent", "{s}");
@@ -468,10 +459,9 @@ fn status_reports_drift_other_tables_and_a_dead_watcher() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_no_op_apply_still_notices_a_hand_edit() {
-    if !privileged("a_no_op_apply_still_notices_a_hand_edit") {
-        return;
-    }
+    needs_root("a_no_op_apply_still_notices_a_hand_edit");
     let host = Host::new("stamp");
     let confirmed = host.confirm_profile("web-server");
     // Another table changes the generation but not ours: still unchanged.

@@ -71,10 +71,9 @@ fn spawn_apply(host: &Host, profile: &str) -> Child {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_apply_leaves_the_old_ruleset_or_the_new_one_never_a_mix() {
-    if !privileged("a_killed_apply_leaves_the_old_ruleset_or_the_new_one_never_a_mix") {
-        return;
-    }
+    needs_root("a_killed_apply_leaves_the_old_ruleset_or_the_new_one_never_a_mix");
     let host_before = host_tables();
     let profiles = tempfile::tempdir().unwrap();
     let a = "web-server".to_string();

@@ -20,10 +20,9 @@ fn json(out: &Output) -> serde_json::Value {
 const BREAK: &str = "databases only through the tunnel";
 
 #[test]
+#[ignore = "needs root"]
 fn apply_refuses_a_ruleset_that_fails_its_probe_and_leaves_the_kernel_as_it_was() {
-    if !privileged("apply_refuses_a_ruleset_that_fails_its_probe") {
-        return;
-    }
+    needs_root("apply_refuses_a_ruleset_that_fails_its_probe");
     let host = Host::new("probefail");
     let before = host.confirm_profile("web-server");
     let status_before = host.status();
@@ -80,10 +79,9 @@ fn apply_refuses_a_ruleset_that_fails_its_probe_and_leaves_the_kernel_as_it_was(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn apply_probes_first_and_reports_it() {
-    if !privileged("apply_probes_first_and_reports_it") {
-        return;
-    }
+    needs_root("apply_probes_first_and_reports_it");
     let host = Host::new("probeok");
     let v = json(&host.expect(0, &["--json", "apply", "vps-profile", "--auto-confirm"]));
     assert_eq!(v["state"], "confirmed", "{v}");
@@ -107,10 +105,9 @@ fn apply_probes_first_and_reports_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn no_probe_says_what_it_skipped() {
-    if !privileged("no_probe_says_what_it_skipped") {
-        return;
-    }
+    needs_root("no_probe_says_what_it_skipped");
     let host = Host::new("noprobe");
     let out = host.expect(
         0,
@@ -137,10 +134,9 @@ fn no_probe_says_what_it_skipped() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_test_hook_is_refused_without_the_interlock() {
-    if !privileged("the_test_hook_is_refused_without_the_interlock") {
-        return;
-    }
+    needs_root("the_test_hook_is_refused_without_the_interlock");
     let host = Host::new("hook");
     let before = host.confirm_profile("web-server");
     // Inside the harness namespace, so even a bug could not reach the
@@ -157,10 +153,9 @@ fn the_test_hook_is_refused_without_the_interlock() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_a_replica_apply_says_so_and_require_probe_refuses() {
-    if !privileged("without_a_replica_apply_says_so_and_require_probe_refuses") {
-        return;
-    }
+    needs_root("without_a_replica_apply_says_so_and_require_probe_refuses");
     let host = Host::new("noreplica");
     let before = host.confirm_profile("web-server");
     host.wait_quiet();

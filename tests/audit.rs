@@ -176,10 +176,9 @@ fn check_schema(v: &Value) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn audit_judges_every_listener_by_vps_profile_before_and_after_applying_it() {
-    if !privileged("audit_judges_every_listener_by_vps_profile_before_and_after_applying_it") {
-        return;
-    }
+    needs_root("audit_judges_every_listener_by_vps_profile_before_and_after_applying_it");
     let host = Host::new("audit");
     let _listeners = set_up(&host);
 
@@ -301,10 +300,9 @@ fn audit_judges_every_listener_by_vps_profile_before_and_after_applying_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn audit_exits_7_for_a_port_open_to_anyone_that_the_profile_does_not_name() {
-    if !privileged("audit_exits_7_for_a_port_open_to_anyone_that_the_profile_does_not_name") {
-        return;
-    }
+    needs_root("audit_exits_7_for_a_port_open_to_anyone_that_the_profile_does_not_name");
     let host = Host::new("audit7");
     host.sh(&["ip", "link", "set", "lo", "up"]);
     let _l = host
@@ -356,10 +354,9 @@ fn as_nobody(host: &Host, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_root_audit_sees_the_sockets_and_says_what_it_could_not_see() {
-    if !privileged("without_root_audit_sees_the_sockets_and_says_what_it_could_not_see") {
-        return;
-    }
+    needs_root("without_root_audit_sees_the_sockets_and_says_what_it_could_not_see");
     let host = Host::new("auditu");
     let _listeners = set_up(&host);
     host.confirm_profile("vps-profile");

@@ -132,10 +132,9 @@ impl Bans {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bans_hold_through_delta_and_full_applies_rollback_confirm_and_restore() {
-    if !privileged("bans_hold_through_delta_and_full_applies_rollback_confirm_and_restore") {
-        return;
-    }
+    needs_root("bans_hold_through_delta_and_full_applies_rollback_confirm_and_restore");
     let b = Bans::new("bans");
     b.fw(0, &["apply", "banned", "--auto-confirm", "--no-probe"]);
     b.fw(0, &["ban", "203.0.113.5", "--timeout", "1h"]);
@@ -195,10 +194,9 @@ fn bans_hold_through_delta_and_full_applies_rollback_confirm_and_restore() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ban_unban_and_the_refusals() {
-    if !privileged("ban_unban_and_the_refusals") {
-        return;
-    }
+    needs_root("ban_unban_and_the_refusals");
     let b = Bans::new("bancli");
     let out = b.fw(4, &["ban", "203.0.113.9"]);
     assert!(stderr(&out).contains("bans are off"), "{}", stderr(&out));
@@ -229,10 +227,9 @@ fn connects(from: &Netns, to: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_banned_source_cannot_connect_an_exempt_one_can_and_a_ban_expires() {
-    if !privileged("a_banned_source_cannot_connect_an_exempt_one_can_and_a_ban_expires") {
-        return;
-    }
+    needs_root("a_banned_source_cannot_connect_an_exempt_one_can_and_a_ban_expires");
     let b = Bans::new("banpkt");
     let admin = b.peer("banadm", "10.99.0.1/24", &format!("{ADMIN}/24"));
     let stranger = b.peer("banstr", "10.98.0.1/24", &format!("{STRANGER}/24"));
@@ -280,10 +277,9 @@ impl Drop for Reaped {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn no_ban_is_lost_while_applies_run_and_every_apply_goes_through() {
-    if !privileged("no_ban_is_lost_while_applies_run_and_every_apply_goes_through") {
-        return;
-    }
+    needs_root("no_ban_is_lost_while_applies_run_and_every_apply_goes_through");
     let b = Bans::new("banload");
     b.fw(0, &["apply", "banned", "--auto-confirm", "--no-probe"]);
     // 1,000 bans through the real nft, one transaction each, as fail2ban
@@ -324,10 +320,9 @@ fn no_ban_is_lost_while_applies_run_and_every_apply_goes_through() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_rollback_to_no_table_stops_enforcing_bans_and_keeps_them() {
-    if !privileged("a_rollback_to_no_table_stops_enforcing_bans_and_keeps_them") {
-        return;
-    }
+    needs_root("a_rollback_to_no_table_stops_enforcing_bans_and_keeps_them");
     let b = Bans::new("banoff");
     b.fw(0, &["apply", "banned", "--timeout", "60", "--no-probe"]);
     b.fw(0, &["ban", "203.0.113.5"]);
@@ -343,10 +338,9 @@ fn a_rollback_to_no_table_stops_enforcing_bans_and_keeps_them() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_ban_holds_for_traffic_the_host_forwards() {
-    if !privileged("a_ban_holds_for_traffic_the_host_forwards") {
-        return;
-    }
+    needs_root("a_ban_holds_for_traffic_the_host_forwards");
     // stranger -> host (routing) -> server: the ban's forward chain drops
     // what the host would forward from a banned source, as a published
     // container port would be after Docker's DNAT.

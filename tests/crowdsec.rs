@@ -33,10 +33,10 @@ fn bouncer(test: &str) -> Option<PathBuf> {
     if dir.join("usr/bin/crowdsec-firewall-bouncer").exists() {
         return Some(dir);
     }
-    if std::env::var_os("CI").is_some_and(|v| v == "true") {
-        panic!("{test}: crowdsec-firewall-bouncer is not unpacked under target/ (CI=true: a skip is a failure); run scripts/deps");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: crowdsec-firewall-bouncer is not unpacked under target/; run scripts/deps !!!!!!!!\n");
+    cannot_run(
+        test,
+        "crowdsec-firewall-bouncer is not unpacked under target/; run scripts/deps",
+    );
     None
 }
 
@@ -210,11 +210,10 @@ fn log_of(work: &std::path::Path) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
     let test = "the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets";
-    if !privileged(test) {
-        return;
-    }
+    needs_root(test);
     let Some(dir) = bouncer(test) else { return };
     let host = Host::new("cs");
     let profiles = tempfile::tempdir().unwrap();
@@ -263,11 +262,10 @@ fn the_bouncer_bans_and_unbans_in_fwharden_s_own_crowdsec_sets() {
 /// bouncer's decisions come and go in fwharden-crowdsec_v4 and _v6, with
 /// their durations as timeouts, and a reload keeps them.
 #[test]
+#[ignore = "needs root"]
 fn the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets() {
     let test = "the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets";
-    if !privileged(test) {
-        return;
-    }
+    needs_root(test);
     let Some(dir) = bouncer(test) else { return };
     let host = Host::new("csip");
     let profiles = tempfile::tempdir().unwrap();

@@ -71,9 +71,11 @@ impl Net {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn published_ports_obey_the_profile_through_a_dockerd_restart() {
     let test = "published_ports_obey_the_profile_through_a_dockerd_restart";
-    if !privileged(test) || !have_docker(test) {
+    needs_root(test);
+    if !have_docker(test) {
         return;
     }
     let before = host_tables();

@@ -121,9 +121,11 @@ fn ours_in_docker_user(net: &Net) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
     let test = "emitted_iptables_hold_published_ports_through_a_dockerd_restart";
-    if !privileged(test) || !have_docker(test) {
+    needs_root(test);
+    if !have_docker(test) {
         return;
     }
     let before = host_tables();

@@ -125,9 +125,11 @@ fn assert_open_without_fwharden(clients: &Clients, ns: &Netns, stage: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn published_ports_obey_the_profile_over_ipv6() {
     let test = "published_ports_obey_the_profile_over_ipv6";
-    if !privileged(test) || !have_docker(test) {
+    needs_root(test);
+    if !have_docker(test) {
         return;
     }
     let before = host_tables();
@@ -181,9 +183,11 @@ fn published_ports_obey_the_profile_over_ipv6() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn emitted_ip6tables_hold_published_ports_over_ipv6() {
     let test = "emitted_ip6tables_hold_published_ports_over_ipv6";
-    if !privileged(test) || !have_docker(test) {
+    needs_root(test);
+    if !have_docker(test) {
         return;
     }
     let before = host_tables();

@@ -192,9 +192,11 @@ fn scan_published(net: &Net) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn probe_verdicts_for_published_ports_match_a_real_client_of_docker() {
     let test = "probe_verdicts_for_published_ports_match_a_real_client_of_docker";
-    if !privileged(test) || !have_docker(test) {
+    needs_root(test);
+    if !have_docker(test) {
         return;
     }
     let before = host_tables();

@@ -33,14 +33,7 @@ fn compiled(dir: &Path, name: &str) -> Ruleset {
 /// its original port, one range a rule, and the catch-all drop ends it.
 #[test]
 fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ranges.toml"),
-        "[groups]\nwg = [\"10.8.0.0/24\"]\n[[rule]]\nallow = \"redis\"\nfrom = \"wg\"\n\
-         [[rule]]\nallow = \"8000-8010/tcp\"\nlog = \"fwh ranges: \"\n",
-    )
-    .unwrap();
-    let e = emit::iptables(&compiled(dir.path(), "ranges"), Approximation::Refuse).unwrap();
+    let e = ranges_emitted();
     let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
     let containers: Vec<&str> = v4
         .lines()
@@ -72,10 +65,36 @@ fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
         !v4.contains(":DOCKER-USER"),
         "declaring DOCKER-USER would empty the operator's rules in it"
     );
-    if !privileged("published_ports_are_filtered_in_docker_user_by_their_original_port") {
-        return;
-    }
-    // The kernel takes them, ranges included, with both backends.
+}
+
+/// The iptables files of a profile with a port range, a log and a group.
+fn ranges_emitted() -> emit::Emitted {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ranges.toml"),
+        "[groups]\nwg = [\"10.8.0.0/24\"]\n[[rule]]\nallow = \"redis\"\nfrom = \"wg\"\n\
+         [[rule]]\nallow = \"8000-8010/tcp\"\nlog = \"fwh ranges: \"\n",
+    )
+    .unwrap();
+    emit::iptables(&compiled(dir.path(), "ranges"), Approximation::Refuse).unwrap()
+}
+
+/// The kernel takes the containers chain of
+/// [`published_ports_are_filtered_in_docker_user_by_their_original_port`],
+/// ranges included, with both backends, and a load again puts the jump to
+/// DOCKER-USER back at the head of FORWARD.
+#[test]
+#[ignore = "needs root"]
+fn the_containers_chain_loads_with_both_backends_and_keeps_docker_user_first() {
+    needs_root("the_containers_chain_loads_with_both_backends_and_keeps_docker_user_first");
+    let e = ranges_emitted();
+    let containers = e
+        .file(emit::IPV4_FILE)
+        .unwrap()
+        .text
+        .lines()
+        .filter(|l| l.starts_with("-A FWHARDEN-CONTAINERS"))
+        .count();
     interlock();
     let files = written(&e);
     for backend in [Backend::Nft, Backend::Legacy] {
@@ -92,7 +111,7 @@ fn published_ports_are_filtered_in_docker_user_by_their_original_port() {
         // for the range.
         assert_eq!(
             listed.lines().skip(1).count(),
-            containers.len(),
+            containers,
             "{backend:?}:\n{listed}"
         );
         assert!(
@@ -246,10 +265,9 @@ fn interlock() {
 /// backend into a probe replica, passes the same probe plan as its
 /// nftables ruleset.
 #[test]
+#[ignore = "needs root"]
 fn emitted_iptables_pass_the_probe_plan_of_every_shipped_profile() {
-    if !privileged("emitted_iptables_pass_the_probe_plan_of_every_shipped_profile") {
-        return;
-    }
+    needs_root("emitted_iptables_pass_the_probe_plan_of_every_shipped_profile");
     interlock();
     let host_before = host_tables();
     // And a profile with bans: the ban chains come first, with empty ban
@@ -308,10 +326,9 @@ comment = "-j ACCEPT"
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn hostile_profile_text_stays_inside_its_comments() {
-    if !privileged("hostile_profile_text_stays_inside_its_comments") {
-        return;
-    }
+    needs_root("hostile_profile_text_stays_inside_its_comments");
     interlock();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hostile.toml"), HOSTILE).unwrap();
@@ -435,10 +452,9 @@ fn the_escape_hatch_of_a_pending_ruleset_is_refused() {
 /// The replica really holds the emitted files, not the nftables ruleset:
 /// without the chain's final drop, the probes of closed ports see them open.
 #[test]
+#[ignore = "needs root"]
 fn a_broken_emitted_file_fails_the_probe() {
-    if !privileged("a_broken_emitted_file_fails_the_probe") {
-        return;
-    }
+    needs_root("a_broken_emitted_file_fails_the_probe");
     interlock();
     let r = shipped_ruleset("ssh-only");
     let mut e = emit::iptables(&r, Approximation::Refuse).unwrap();
@@ -483,9 +499,12 @@ fn with_interface(name: &str) -> Ruleset {
     r
 }
 
+/// An interface name with shell and restore-file bytes.
+const ODD: &str = "-w$(x);#`";
+
 /// An interface name ending in `+` is literal to nftables and a wildcard
 /// to iptables: it would match more, so it is refused. A name with shell
-/// or restore-file bytes is quoted, and the kernel gets it as it is.
+/// or restore-file bytes is quoted.
 #[test]
 fn interface_names_are_quoted_or_refused() {
     match emit::iptables(&with_interface("eth+"), Approximation::Stricter) {
@@ -495,16 +514,21 @@ fn interface_names_are_quoted_or_refused() {
         }
         other => panic!("not refused: {other:?}"),
     }
-    let odd = "-w$(x);#`";
-    let e = emit::iptables(&with_interface(odd), Approximation::Refuse).unwrap();
+    let e = emit::iptables(&with_interface(ODD), Approximation::Refuse).unwrap();
     let v4 = &e.file(emit::IPV4_FILE).unwrap().text;
     assert!(
         v4.contains("-A FWHARDEN-INPUT -i \"-w$(x);#`\" -m set"),
         "{v4}"
     );
-    if !privileged("interface_names_are_quoted_or_refused") {
-        return;
-    }
+}
+
+/// The quoted name of [`interface_names_are_quoted_or_refused`] reaches
+/// the kernel as it is, with both backends.
+#[test]
+#[ignore = "needs root"]
+fn a_quoted_interface_name_reaches_the_kernel_as_it_is() {
+    needs_root("a_quoted_interface_name_reaches_the_kernel_as_it_is");
+    let e = emit::iptables(&with_interface(ODD), Approximation::Refuse).unwrap();
     interlock();
     let files = written(&e);
     let ns = Netns::create("emitiface").unwrap();
@@ -517,7 +541,7 @@ fn interface_names_are_quoted_or_refused() {
             .run(&[backend.env()[0].1, "-w", "10", "-S", "FWHARDEN-INPUT"])
             .map(|o| stdout(&o))
             .unwrap();
-        assert!(listed.contains(odd), "{backend:?}:\n{listed}");
+        assert!(listed.contains(ODD), "{backend:?}:\n{listed}");
     }
 }
 
@@ -609,10 +633,9 @@ fn connects(from: &Netns, to: &str) -> bool {
 /// 22; the admin (10.99.0.2, exempt) and a stranger (10.98.0.3) are
 /// namespaces linked to it only.
 #[test]
+#[ignore = "needs root"]
 fn a_ban_in_the_emitted_ipset_blocks_its_source() {
-    if !privileged("a_ban_in_the_emitted_ipset_blocks_its_source") {
-        return;
-    }
+    needs_root("a_ban_in_the_emitted_ipset_blocks_its_source");
     interlock();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("banned.toml"), BANNED).unwrap();

@@ -25,10 +25,10 @@ fn fail2ban(test: &str) -> Option<PathBuf> {
     if dir.join("usr/bin/fail2ban-server").exists() {
         return Some(dir);
     }
-    if std::env::var_os("CI").is_some_and(|v| v == "true") {
-        panic!("{test}: fail2ban is not unpacked under target/fail2ban (CI=true: a skip is a failure); run scripts/deps");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: fail2ban is not unpacked under target/fail2ban; run scripts/deps !!!!!!!!\n");
+    cannot_run(
+        test,
+        "fail2ban is not unpacked under target/fail2ban; run scripts/deps",
+    );
     None
 }
 
@@ -153,11 +153,10 @@ impl Jail {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn fail2ban_bans_and_unbans_through_fwharden_sets() {
     let test = "fail2ban_bans_and_unbans_through_fwharden_sets";
-    if !privileged(test) {
-        return;
-    }
+    needs_root(test);
     let Some(f2b) = fail2ban(test) else { return };
     let host = Host::new("f2b");
     let profiles = tempfile::tempdir().unwrap();
@@ -236,11 +235,10 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
 /// the address into fwharden-ban_v4 or fwharden-ban_v6 with fail2ban's
 /// bantime as its timeout, failed logins too, and unbanip takes it out.
 #[test]
+#[ignore = "needs root"]
 fn fail2ban_bans_into_the_emitted_ipsets() {
     let test = "fail2ban_bans_into_the_emitted_ipsets";
-    if !privileged(test) {
-        return;
-    }
+    needs_root(test);
     let Some(f2b) = fail2ban(test) else { return };
     let host = Host::new("f2bip");
     let profiles = tempfile::tempdir().unwrap();

@@ -72,24 +72,23 @@ fn load_text(ns: &Netns, text: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_rendered_hatch_passes_nft_check() {
-    if !have_nft("the_rendered_hatch_passes_nft_check") {
-        return;
-    }
+    needs_root("the_rendered_hatch_passes_nft_check");
+    let nft = NftCheck::new();
     for op in ["192.0.2.7", "2001:db8::7"] {
         let text = fwharden::render::nft_text(&with_hatch(op, 60));
         assert!(text.contains("saddr != @hatch_v"), "{text}");
-        nft_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        nft.text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let open = fwharden::render::nft_text(&hatch::expired(&with_hatch(op, 60)));
-        nft_check(&open).unwrap_or_else(|e| panic!("{e}\n{open}"));
+        nft.text(&open).unwrap_or_else(|e| panic!("{e}\n{open}"));
     }
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_hatch_applies_as_nft_loads_it_and_reads_back_until_and_after_expiry() {
-    if !privileged("the_hatch_applies_as_nft_loads_it_and_reads_back_until_and_after_expiry") {
-        return;
-    }
+    needs_root("the_hatch_applies_as_nft_loads_it_and_reads_back_until_and_after_expiry");
     let host_before = host_tables();
     for (op, tag) in [("192.0.2.7", "h4"), ("2001:db8::7", "h6")] {
         let r = with_hatch(op, 30);

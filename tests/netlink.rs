@@ -397,10 +397,9 @@ fn read_in(ns: &Netns) -> Option<Ruleset> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn applied_ruleset_reads_back_equal_and_lists_as_nft_loads_it() {
-    if !privileged("applied_ruleset_reads_back_equal_and_lists_as_nft_loads_it") {
-        return;
-    }
+    needs_root("applied_ruleset_reads_back_equal_and_lists_as_nft_loads_it");
     let host_before = host_tables();
     let r = everything();
     let ours = Netns::create("nlapply").unwrap();
@@ -453,10 +452,9 @@ fn big_set(n: u32) -> Ruleset {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_100k_element_set_applies_in_one_transaction_and_reads_back() {
-    if !privileged("a_100k_element_set_applies_in_one_transaction_and_reads_back") {
-        return;
-    }
+    needs_root("a_100k_element_set_applies_in_one_transaction_and_reads_back");
     let r = big_set(100_000);
     let ns = Netns::create("nlbig").unwrap();
     let started = std::time::Instant::now();
@@ -473,10 +471,9 @@ fn a_100k_element_set_applies_in_one_transaction_and_reads_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_rejected_batch_reports_the_kernel_error_and_changes_nothing() {
-    if !privileged("a_rejected_batch_reports_the_kernel_error_and_changes_nothing") {
-        return;
-    }
+    needs_root("a_rejected_batch_reports_the_kernel_error_and_changes_nothing");
     let ns = Netns::create("nlbad").unwrap();
     let good = everything();
     apply_in(&ns, &good).unwrap();
@@ -507,10 +504,9 @@ fn a_rejected_batch_reports_the_kernel_error_and_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn remove_table_removes_only_ours_and_is_fine_when_absent() {
-    if !privileged("remove_table_removes_only_ours_and_is_fine_when_absent") {
-        return;
-    }
+    needs_root("remove_table_removes_only_ours_and_is_fine_when_absent");
     let host_before = host_tables();
     let ns = Netns::create("nlrm").unwrap();
     ns.run_in(nft::remove_table).unwrap().unwrap();
@@ -544,10 +540,9 @@ fn remove_table_removes_only_ours_and_is_fine_when_absent() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_hand_edit_reads_back_as_foreign() {
-    if !privileged("a_hand_edit_reads_back_as_foreign") {
-        return;
-    }
+    needs_root("a_hand_edit_reads_back_as_foreign");
     let ns = Netns::create("nlhand").unwrap();
     apply_in(&ns, &everything()).unwrap();
     ns.run(&[
@@ -559,10 +554,9 @@ fn a_hand_edit_reads_back_as_foreign() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_shipped_profile_applies_as_nft_loads_its_text() {
-    if !privileged("every_shipped_profile_applies_as_nft_loads_its_text") {
-        return;
-    }
+    needs_root("every_shipped_profile_applies_as_nft_loads_its_text");
     let host_before = host_tables();
     let mut names: Vec<String> = std::fs::read_dir(root().join("profiles"))
         .unwrap()
@@ -591,10 +585,9 @@ fn every_shipped_profile_applies_as_nft_loads_its_text() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_write_by_someone_else_in_between_aborts_the_compare_and_swap() {
-    if !privileged("a_write_by_someone_else_in_between_aborts_the_compare_and_swap") {
-        return;
-    }
+    needs_root("a_write_by_someone_else_in_between_aborts_the_compare_and_swap");
     let ns = Netns::create("nlcas").unwrap();
     let first = big_set(10);
     apply_in(&ns, &first).unwrap();

@@ -20,10 +20,9 @@ fn exists(name: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn vps_profile_loads_inside_a_namespace_and_reads_back() {
-    if !privileged("vps_profile_loads_inside_a_namespace_and_reads_back") {
-        return;
-    }
+    needs_root("vps_profile_loads_inside_a_namespace_and_reads_back");
     let host_before = host_tables();
     let shown = shipped(&["show", "vps-profile"]);
     assert!(shown.status.success(), "{}", stderr(&shown));
@@ -63,10 +62,9 @@ fn vps_profile_loads_inside_a_namespace_and_reads_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn namespaces_are_removed_on_drop_and_on_panic() {
-    if !privileged("namespaces_are_removed_on_drop_and_on_panic") {
-        return;
-    }
+    needs_root("namespaces_are_removed_on_drop_and_on_panic");
     let name = {
         let ns = Netns::create("drop").unwrap();
         assert!(exists(ns.name()));
@@ -89,10 +87,9 @@ fn namespaces_are_removed_on_drop_and_on_panic() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn linked_namespaces_reach_each_other_and_nothing_else() {
-    if !privileged("linked_namespaces_reach_each_other_and_nothing_else") {
-        return;
-    }
+    needs_root("linked_namespaces_reach_each_other_and_nothing_else");
     // `-c1 -w5`: keep sending until one reply or 5 s, so the first echo
     // lost to neighbour discovery on a fresh link is not a failure.
     let a = Netns::create("a").unwrap();
@@ -111,10 +108,9 @@ fn linked_namespaces_reach_each_other_and_nothing_else() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_harness_refuses_a_namespace_it_does_not_own() {
-    if !privileged("the_harness_refuses_a_namespace_it_does_not_own") {
-        return;
-    }
+    needs_root("the_harness_refuses_a_namespace_it_does_not_own");
     let ns = Netns::create("gone").unwrap();
     std::process::Command::new("ip")
         .args(["netns", "del", ns.name()])
@@ -127,10 +123,9 @@ fn the_harness_refuses_a_namespace_it_does_not_own() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_hand_written_table_loads_inside_and_reads_back() {
-    if !privileged("a_hand_written_table_loads_inside_and_reads_back") {
-        return;
-    }
+    needs_root("a_hand_written_table_loads_inside_and_reads_back");
     let host_before = host_tables();
     let ns = Netns::create("hand").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -162,10 +157,9 @@ fn a_hand_written_table_loads_inside_and_reads_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn run_in_enters_the_namespace_on_its_own_thread_only() {
-    if !privileged("run_in_enters_the_namespace_on_its_own_thread_only") {
-        return;
-    }
+    needs_root("run_in_enters_the_namespace_on_its_own_thread_only");
     let ino = |p: &str| {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(p).map(|m| m.ino()).unwrap()

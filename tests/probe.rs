@@ -22,10 +22,9 @@ fn interlock() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_shipped_profile_passes_its_probe_matrix() {
-    if !privileged("every_shipped_profile_passes_its_probe_matrix") {
-        return;
-    }
+    needs_root("every_shipped_profile_passes_its_probe_matrix");
     interlock();
     let host_before = host_tables();
     for name in shipped_profiles() {
@@ -57,10 +56,9 @@ enum Inconclusive {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_wildcard_interface_gets_a_concrete_replica_interface() {
-    if !privileged("a_wildcard_interface_gets_a_concrete_replica_interface") {
-        return;
-    }
+    needs_root("a_wildcard_interface_gets_a_concrete_replica_interface");
     interlock();
     let mut r = compiled("vps-profile");
     for rule in input_rules(&mut r) {
@@ -142,10 +140,9 @@ fn input_rules(r: &mut Ruleset) -> &mut Vec<fwharden::ruleset::Rule> {
 const DATABASES: &str = "databases only through the tunnel";
 
 #[test]
+#[ignore = "needs root"]
 fn a_removed_rule_is_caught() {
-    if !privileged("a_removed_rule_is_caught") {
-        return;
-    }
+    needs_root("a_removed_rule_is_caught");
     caught(
         "the database rule removed",
         |r| input_rules(r).retain(|rule| !rule.comment.contains(DATABASES)),
@@ -154,10 +151,9 @@ fn a_removed_rule_is_caught() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_widened_source_group_is_caught() {
-    if !privileged("a_widened_source_group_is_caught") {
-        return;
-    }
+    needs_root("a_widened_source_group_is_caught");
     caught(
         "wg-net widened to 0.0.0.0/0",
         |r| {
@@ -169,10 +165,9 @@ fn a_widened_source_group_is_caught() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_dropped_interface_match_is_caught() {
-    if !privileged("a_dropped_interface_match_is_caught") {
-        return;
-    }
+    needs_root("a_dropped_interface_match_is_caught");
     caught(
         "iifname wg0 dropped from the database rule",
         |r| {
@@ -187,10 +182,9 @@ fn a_dropped_interface_match_is_caught() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_port_range_shifted_by_one_is_caught() {
-    if !privileged("a_port_range_shifted_by_one_is_caught") {
-        return;
-    }
+    needs_root("a_port_range_shifted_by_one_is_caught");
     caught(
         "database ports shifted by one",
         |r| {
@@ -218,10 +212,9 @@ fn a_port_range_shifted_by_one_is_caught() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn dropped_neighbour_discovery_is_caught() {
-    if !privileged("dropped_neighbour_discovery_is_caught") {
-        return;
-    }
+    needs_root("dropped_neighbour_discovery_is_caught");
     caught_with(
         "the essential ICMPv6 rule removed",
         |r| input_rules(r).retain(|rule| rule.comment != "defaults: essential icmpv6"),
@@ -234,10 +227,9 @@ fn dropped_neighbour_discovery_is_caught() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_missing_rate_limit_is_caught() {
-    if !privileged("a_missing_rate_limit_is_caught") {
-        return;
-    }
+    needs_root("a_missing_rate_limit_is_caught");
     caught(
         "the per-source SSH limit removed",
         |r| input_rules(r).retain(|rule| !rule.comment.ends_with("over limit")),
@@ -253,10 +245,9 @@ fn netns_exists(name: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_replica_is_removed_on_drop_and_on_panic() {
-    if !privileged("the_replica_is_removed_on_drop_and_on_panic") {
-        return;
-    }
+    needs_root("the_replica_is_removed_on_drop_and_on_panic");
     interlock();
     let ruleset = compiled("vps-profile");
     let plan = probe::plan::build(&ruleset);
@@ -291,10 +282,9 @@ fn the_replica_is_removed_on_drop_and_on_panic() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn probe_command_prints_the_table_and_json() {
-    if !privileged("probe_command_prints_the_table_and_json") {
-        return;
-    }
+    needs_root("probe_command_prints_the_table_and_json");
     let host_before = host_tables();
     // fwharden carries the interlock (see common::fwharden): it could not
     // load a ruleset here, only in the replica it builds.
@@ -327,10 +317,9 @@ fn probe_command_prints_the_table_and_json() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_replica_left_by_a_killed_probe_is_removed_by_the_next() {
-    if !privileged("a_replica_left_by_a_killed_probe_is_removed_by_the_next") {
-        return;
-    }
+    needs_root("a_replica_left_by_a_killed_probe_is_removed_by_the_next");
     // A pid no process has: the probe that made the namespace is gone.
     let dead = (1..1000u32)
         .map(|n| 4_000_000 - n)
@@ -368,10 +357,9 @@ fn a_replica_left_by_a_killed_probe_is_removed_by_the_next() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect() {
-    if !privileged("probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect") {
-        return;
-    }
+    needs_root("probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect");
     // No ICMP at all drops neighbour discovery too: the model accepts
     // HTTPS over IPv6, the kernel never gets that far. A real finding,
     // with no hook: the probe exists for this.
@@ -419,10 +407,9 @@ fn with_big_admin(n: u32) -> Ruleset {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_big_set_is_probed_through_the_prefixes_its_sources_need() {
-    if !privileged("a_big_set_is_probed_through_the_prefixes_its_sources_need") {
-        return;
-    }
+    needs_root("a_big_set_is_probed_through_the_prefixes_its_sources_need");
     interlock();
     let big = with_big_admin(20_000);
     let report = probe::prove(&big, probe::TIMEOUT).unwrap();
@@ -451,10 +438,9 @@ fn a_big_set_is_probed_through_the_prefixes_its_sources_need() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn rejects_for_both_protocols_read_as_rejected_over_ipv6_tcp_and_in_numbers() {
-    if !privileged("rejects_for_both_protocols_read_as_rejected_over_ipv6_tcp_and_in_numbers") {
-        return;
-    }
+    needs_root("rejects_for_both_protocols_read_as_rejected_over_ipv6_tcp_and_in_numbers");
     interlock();
     // `reject` of a rule for tcp and udp answers TCP with ICMP port
     // unreachable, not a reset. Over a veth the ICMPv6 error reaches the

@@ -50,10 +50,9 @@ fn got(row: &Row) -> Option<Outcome> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn vps_profile_published_ports_are_proven_through_dnat_and_forward() {
-    if !privileged("vps_profile_published_ports_are_proven_through_dnat_and_forward") {
-        return;
-    }
+    needs_root("vps_profile_published_ports_are_proven_through_dnat_and_forward");
     interlock();
     let before = host_tables();
     let report = probe::prove(&vps("filter"), probe::TIMEOUT).unwrap();
@@ -89,10 +88,9 @@ fn vps_profile_published_ports_are_proven_through_dnat_and_forward() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_kernel_without_the_containers_chain_fails_only_published_rows() {
-    if !privileged("a_kernel_without_the_containers_chain_fails_only_published_rows") {
-        return;
-    }
+    needs_root("a_kernel_without_the_containers_chain_fails_only_published_rows");
     interlock();
     let expected = vps("filter");
     let mut broken = expected.clone();
@@ -115,10 +113,9 @@ fn a_kernel_without_the_containers_chain_fails_only_published_rows() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_containers_chain_matching_the_forwarded_port_is_caught() {
-    if !privileged("a_containers_chain_matching_the_forwarded_port_is_caught") {
-        return;
-    }
+    needs_root("a_containers_chain_matching_the_forwarded_port_is_caught");
     interlock();
     let expected = vps("filter");
     let mut broken = expected.clone();
@@ -149,10 +146,9 @@ fn a_containers_chain_matching_the_forwarded_port_is_caught() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_containers_chain_without_its_rate_limit_is_caught_by_a_published_sequence() {
-    if !privileged("a_containers_chain_without_its_rate_limit_is_caught_by_a_published_sequence") {
-        return;
-    }
+    needs_root("a_containers_chain_without_its_rate_limit_is_caught_by_a_published_sequence");
     interlock();
     let expected = vps("filter");
     let mut broken = expected.clone();
@@ -183,10 +179,9 @@ fn a_containers_chain_without_its_rate_limit_is_caught_by_a_published_sequence()
 }
 
 #[test]
+#[ignore = "needs root"]
 fn with_containers_ignored_the_replica_shows_published_ports_open_to_all() {
-    if !privileged("with_containers_ignored_the_replica_shows_published_ports_open_to_all") {
-        return;
-    }
+    needs_root("with_containers_ignored_the_replica_shows_published_ports_open_to_all");
     interlock();
     let filter = probe::prove(&vps("filter"), probe::TIMEOUT).unwrap();
     let ignore = probe::prove(&vps("ignore"), probe::TIMEOUT).unwrap();
@@ -237,10 +232,9 @@ fn with_containers_ignored_the_replica_shows_published_ports_open_to_all() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn probe_json_marks_published_rows() {
-    if !privileged("probe_json_marks_published_rows") {
-        return;
-    }
+    needs_root("probe_json_marks_published_rows");
     let out = fwharden()
         .args([
             "--profile-dir",
@@ -259,10 +253,9 @@ fn probe_json_marks_published_rows() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_nft_the_published_probes_are_left_out_and_the_report_says_so() {
-    if !privileged("without_nft_the_published_probes_are_left_out_and_the_report_says_so") {
-        return;
-    }
+    needs_root("without_nft_the_published_probes_are_left_out_and_the_report_says_so");
     // A PATH with `ip` and nothing else: the replica builds, its DNAT
     // table cannot be loaded.
     let bin = tempfile::tempdir().unwrap();

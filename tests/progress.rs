@@ -31,10 +31,9 @@ fn on_a_terminal(host: &Host, args: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_long_apply_shows_its_phases_on_a_terminal_only() {
-    if !privileged("a_long_apply_shows_its_phases_on_a_terminal_only") {
-        return;
-    }
+    needs_root("a_long_apply_shows_its_phases_on_a_terminal_only");
     let host = Host::new("progress");
     let shown = on_a_terminal(
         &host,

@@ -714,11 +714,11 @@ fn errors_of(loaded: &Loaded) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn random_valid_profiles_compile_to_rulesets_nft_accepts() {
     const CASES: u32 = 300;
-    if !have_nft("random_valid_profiles_compile_to_rulesets_nft_accepts") {
-        return;
-    }
+    needs_root("random_valid_profiles_compile_to_rulesets_nft_accepts");
+    let check = NftCheck::new();
     let started = Instant::now();
     runner(CASES)
         .run(&profile(), |p| {
@@ -737,7 +737,7 @@ fn random_valid_profiles_compile_to_rulesets_nft_accepts() {
             );
             let path = dir.path().join("ruleset.nft");
             fs::write(&path, &nft).unwrap();
-            if let Err(e) = nft_check_file(&path) {
+            if let Err(e) = check.file(&path) {
                 return Err(TestCaseError::fail(format!(
                     "nft -c refused:\n{e}\nprofile:\n{text}\nruleset:\n{nft}"
                 )));
@@ -760,11 +760,10 @@ fn random_valid_profiles_compile_to_rulesets_nft_accepts() {
 /// reached a TCP probe while `connect` held the socket read as filtered,
 /// by a race; the probe now reads the socket's error queue.)
 #[test]
+#[ignore = "needs root"]
 fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
     const CASES: u32 = 50;
-    if !privileged("random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables") {
-        return;
-    }
+    needs_root("random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables");
     std::env::set_var(fwharden::rollback::FORBID_ENV, own_netns());
     let started = Instant::now();
     let refused = std::cell::Cell::new(0u32);
@@ -1014,8 +1013,22 @@ const LIST_LINES: &[&str] = &[
 ];
 
 #[test]
+fn token_soup_never_panics_the_loader() {
+    token_soup(None);
+}
+
+/// As [`token_soup_never_panics_the_loader`], and what the loader accepts
+/// passes `nft -c`.
+#[test]
+#[ignore = "needs root"]
 fn token_soup_never_panics_and_what_is_accepted_passes_nft() {
-    let nft = have_nft("token_soup_never_panics_and_what_is_accepted_passes_nft");
+    needs_root("token_soup_never_panics_and_what_is_accepted_passes_nft");
+    token_soup(Some(&NftCheck::new()));
+}
+
+/// Random token sequences through the loader; with `nft`, what it accepts
+/// through `nft -c` as well.
+fn token_soup(nft: Option<&NftCheck>) {
     let dir = tempfile::tempdir().unwrap();
     let soup = (
         prop::collection::vec(prop::sample::select(TOKENS), 1..60),
@@ -1028,8 +1041,8 @@ fn token_soup_never_panics_and_what_is_accepted_passes_nft() {
             let text = tokens.concat();
             if let Some(rules) = load_bytes(dir.path(), text.as_bytes())? {
                 accepted.set(accepted.get() + 1);
-                if nft {
-                    nft_check(&rules).map_err(|e| {
+                if let Some(nft) = nft {
+                    nft.text(&rules).map_err(|e| {
                         TestCaseError::fail(format!("nft -c refused:\n{e}\n{text}\n{rules}"))
                     })?;
                 }
@@ -1103,12 +1116,26 @@ fn apply(text: &[u8], edits: &[Edit]) -> Vec<u8> {
 
 #[test]
 fn mutated_shipped_profiles_never_panic_the_loader() {
+    mutated_shipped_profiles(None);
+}
+
+/// As [`mutated_shipped_profiles_never_panic_the_loader`], and one
+/// accepted mutant in ten passes `nft -c`.
+#[test]
+#[ignore = "needs root"]
+fn mutated_shipped_profiles_the_loader_accepts_pass_nft() {
+    needs_root("mutated_shipped_profiles_the_loader_accepts_pass_nft");
+    mutated_shipped_profiles(Some(&NftCheck::new()));
+}
+
+/// Shipped profiles with random edits through the loader; with `nft`,
+/// one accepted mutant in ten through `nft -c` as well.
+fn mutated_shipped_profiles(nft: Option<&NftCheck>) {
     let mut texts = Vec::new();
     for entry in fs::read_dir(root().join("profiles")).unwrap() {
         texts.push(fs::read(entry.unwrap().path()).unwrap());
     }
     texts.sort();
-    let nft = have_nft("mutated_shipped_profiles_never_panic_the_loader");
     let dir = tempfile::tempdir().unwrap();
     let accepted = std::cell::Cell::new(0);
     runner(2000)
@@ -1120,8 +1147,8 @@ fn mutated_shipped_profiles_never_panic_the_loader() {
                     accepted.set(accepted.get() + 1);
                     // One accepted mutant in ten through nft -c as well: a
                     // few seconds, and what the loader accepts nft must too.
-                    if nft && accepted.get() % 10 == 0 {
-                        nft_check(&rules).map_err(|e| {
+                    if let Some(nft) = nft.filter(|_| accepted.get() % 10 == 0) {
+                        nft.text(&rules).map_err(|e| {
                             TestCaseError::fail(format!(
                                 "nft -c refused:\n{e}\n{}\n{rules}",
                                 String::from_utf8_lossy(&text)
@@ -1193,13 +1220,12 @@ fn comparable_rows(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
     const WANTED: u32 = 50;
     const CASES: u32 = 150;
     let test = "random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables";
-    if !privileged(test) {
-        return;
-    }
+    needs_root(test);
     if !common::ufw::have_ufw(test) {
         return;
     }

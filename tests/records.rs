@@ -39,10 +39,9 @@ fn lose_state(host: &Host) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_timed_apply_with_lost_state_goes_back_to_the_kernels_table() {
-    if !privileged("a_timed_apply_with_lost_state_goes_back_to_the_kernels_table") {
-        return;
-    }
+    needs_root("a_timed_apply_with_lost_state_goes_back_to_the_kernels_table");
     let host = Host::new("loststate");
     let profiles = profiles_with_list(&host, 3000);
     host.confirm_from(&profiles, "list");
@@ -79,10 +78,9 @@ fn a_timed_apply_with_lost_state_goes_back_to_the_kernels_table() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_timed_apply_with_lost_state_over_a_hand_edited_table_is_refused() {
-    if !privileged("a_timed_apply_with_lost_state_over_a_hand_edited_table_is_refused") {
-        return;
-    }
+    needs_root("a_timed_apply_with_lost_state_over_a_hand_edited_table_is_refused");
     let host = Host::new("lostedit");
     host.confirm_profile("web-server");
     lose_state(&host);
@@ -143,26 +141,23 @@ fn damaged_confirmed_fails_closed(tag: &str, edit: fn(&str) -> String) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn one_digit_changed_in_the_confirmed_record_makes_restore_fail_closed() {
-    if !privileged("one_digit_changed_in_the_confirmed_record_makes_restore_fail_closed") {
-        return;
-    }
+    needs_root("one_digit_changed_in_the_confirmed_record_makes_restore_fail_closed");
     damaged_confirmed_fails_closed("digit", one_digit);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_policy_flipped_in_the_confirmed_record_makes_restore_fail_closed() {
-    if !privileged("a_policy_flipped_in_the_confirmed_record_makes_restore_fail_closed") {
-        return;
-    }
+    needs_root("a_policy_flipped_in_the_confirmed_record_makes_restore_fail_closed");
     damaged_confirmed_fails_closed("policy", policy_flipped);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unreadable_rolled_back_record_costs_one_line_of_status() {
-    if !privileged("an_unreadable_rolled_back_record_costs_one_line_of_status") {
-        return;
-    }
+    needs_root("an_unreadable_rolled_back_record_costs_one_line_of_status");
     let host = Host::new("rbdamaged");
     host.confirm_profile("web-server");
     host.apply_pending("vps-profile", 600);
@@ -183,10 +178,9 @@ fn an_unreadable_rolled_back_record_costs_one_line_of_status() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_failed_record_write_leaves_no_pending_record_and_no_watcher() {
-    if !privileged("a_failed_record_write_leaves_no_pending_record_and_no_watcher") {
-        return;
-    }
+    needs_root("a_failed_record_write_leaves_no_pending_record_and_no_watcher");
     let host = Host::new("fullstate");
     std::fs::create_dir_all(host.state_dir()).unwrap();
     // A real fault: the state directory is a tmpfs with room for one file
@@ -235,12 +229,9 @@ fn a_failed_record_write_leaves_no_pending_record_and_no_watcher() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn restore_after_lost_state_puts_back_the_kernels_table_and_fails_closed_when_blind() {
-    if !privileged(
-        "restore_after_lost_state_puts_back_the_kernels_table_and_fails_closed_when_blind",
-    ) {
-        return;
-    }
+    needs_root("restore_after_lost_state_puts_back_the_kernels_table_and_fails_closed_when_blind");
     let host = Host::new("lostrestore");
     let before = host.confirm_profile("web-server");
     lose_state(&host);
@@ -265,10 +256,9 @@ fn restore_after_lost_state_puts_back_the_kernels_table_and_fails_closed_when_bl
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_disk_at_the_deadline_still_clears_the_rolled_back_apply() {
-    if !privileged("a_full_disk_at_the_deadline_still_clears_the_rolled_back_apply") {
-        return;
-    }
+    needs_root("a_full_disk_at_the_deadline_still_clears_the_rolled_back_apply");
     let host = Host::new("fulldeadline");
     std::fs::create_dir_all(host.state_dir()).unwrap();
     // A real fault: once the apply is armed, the state tmpfs is filled, so
@@ -320,10 +310,9 @@ fn a_full_disk_at_the_deadline_still_clears_the_rolled_back_apply() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_record_from_before_digests_is_trusted_once_and_sealed() {
-    if !privileged("a_record_from_before_digests_is_trusted_once_and_sealed") {
-        return;
-    }
+    needs_root("a_record_from_before_digests_is_trusted_once_and_sealed");
     let host = Host::new("legacy");
     let before = host.confirm_profile("web-server");
     // As an older fwharden wrote it: the record alone, no envelope.

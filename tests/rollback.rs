@@ -51,10 +51,9 @@ fn deadline(v: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unconfirmed_apply_reverts_by_the_deadline_and_a_late_confirm_is_told() {
-    if !privileged("an_unconfirmed_apply_reverts_by_the_deadline_and_a_late_confirm_is_told") {
-        return;
-    }
+    needs_root("an_unconfirmed_apply_reverts_by_the_deadline_and_a_late_confirm_is_told");
     let host = Host::new("deadline");
     let before = host.confirm_profile("web-server");
     let applied = host.apply_pending("vps-profile", 2);
@@ -94,10 +93,9 @@ fn an_unconfirmed_apply_reverts_by_the_deadline_and_a_late_confirm_is_told() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn confirm_cancels_the_revert() {
-    if !privileged("confirm_cancels_the_revert") {
-        return;
-    }
+    needs_root("confirm_cancels_the_revert");
     let host = Host::new("confirm");
     host.confirm_profile("web-server");
     let applied = host.apply_pending("vps-profile", 2);
@@ -151,10 +149,9 @@ impl Drop for Session {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_hang_up_that_kills_the_apply_session_still_reverts_on_time() {
-    if !privileged("a_hang_up_that_kills_the_apply_session_still_reverts_on_time") {
-        return;
-    }
+    needs_root("a_hang_up_that_kills_the_apply_session_still_reverts_on_time");
     let host = Host::new("hangup");
     let before = host.confirm_profile("web-server");
     let new = reference_text("vps-profile");
@@ -220,10 +217,9 @@ fn a_hang_up_that_kills_the_apply_session_still_reverts_on_time() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn with_nothing_confirmed_the_deadline_removes_the_table() {
-    if !privileged("with_nothing_confirmed_the_deadline_removes_the_table") {
-        return;
-    }
+    needs_root("with_nothing_confirmed_the_deadline_removes_the_table");
     let host = Host::new("notable");
     let applied = host.apply_pending("ssh-only", 2);
     assert_eq!(host.table_text(), reference_text("ssh-only"));
@@ -239,10 +235,9 @@ fn with_nothing_confirmed_the_deadline_removes_the_table() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn rollback_restores_the_previous_ruleset_at_once() {
-    if !privileged("rollback_restores_the_previous_ruleset_at_once") {
-        return;
-    }
+    needs_root("rollback_restores_the_previous_ruleset_at_once");
     let host = Host::new("rollback");
     let before = host.confirm_profile("web-server");
     host.apply_pending("vps-profile", 600);
@@ -287,10 +282,9 @@ fn rollback_restores_the_previous_ruleset_at_once() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn restore_after_a_reboot_loads_the_confirmed_ruleset_not_the_pending_one() {
-    if !privileged("restore_after_a_reboot_loads_the_confirmed_ruleset_not_the_pending_one") {
-        return;
-    }
+    needs_root("restore_after_a_reboot_loads_the_confirmed_ruleset_not_the_pending_one");
     let host = Host::new("reboot");
     let confirmed = host.confirm_profile("web-server");
     host.apply_pending("vps-profile", 600);
@@ -346,10 +340,9 @@ fn restore_after_a_reboot_loads_the_confirmed_ruleset_not_the_pending_one() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_damaged_pending_record_still_reverts_on_time() {
-    if !privileged("a_damaged_pending_record_still_reverts_on_time") {
-        return;
-    }
+    needs_root("a_damaged_pending_record_still_reverts_on_time");
     let host = Host::new("damagedp");
     let before = host.confirm_profile("web-server");
     let applied = host.apply_pending("vps-profile", 2);
@@ -378,10 +371,9 @@ fn a_damaged_pending_record_still_reverts_on_time() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_damaged_confirmed_record_restores_the_built_in_ssh_only_ruleset() {
-    if !privileged("a_damaged_confirmed_record_restores_the_built_in_ssh_only_ruleset") {
-        return;
-    }
+    needs_root("a_damaged_confirmed_record_restores_the_built_in_ssh_only_ruleset");
     let host = Host::new("damaged");
     host.confirm_profile("vps-profile");
     std::fs::write(host.state_dir().join("confirmed.json"), "{\"profile\": ").unwrap();
@@ -396,10 +388,9 @@ fn a_damaged_confirmed_record_restores_the_built_in_ssh_only_ruleset() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn confirm_refuses_another_token_and_a_kernel_changed_behind_its_back() {
-    if !privileged("confirm_refuses_another_token_and_a_kernel_changed_behind_its_back") {
-        return;
-    }
+    needs_root("confirm_refuses_another_token_and_a_kernel_changed_behind_its_back");
     let host = Host::new("confirmno");
     host.confirm_profile("web-server");
     let applied = host.apply_pending("vps-profile", 600);
@@ -427,12 +418,9 @@ fn confirm_refuses_another_token_and_a_kernel_changed_behind_its_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happens() {
-    if !privileged(
-        "a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happens",
-    ) {
-        return;
-    }
+    needs_root("a_busy_lock_at_the_deadline_is_waited_out_logged_and_the_rollback_still_happens");
     let host = Host::new("busylock");
     let before = host.confirm_profile("web-server");
     let applied = host.apply_pending("vps-profile", 1);

@@ -72,10 +72,9 @@ fn scan_from(scanner: &Netns, host: &Host, args: &[&str]) -> std::process::Outpu
 }
 
 #[test]
+#[ignore = "needs root"]
 fn scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point() {
-    if !privileged("scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point") {
-        return;
-    }
+    needs_root("scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point");
     let host_before = host_tables();
     let host = Host::new("scanned");
     host.confirm_profile("vps-profile");

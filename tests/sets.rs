@@ -262,10 +262,9 @@ fn check_list(ours: &Netns, theirs: &Netns, items: &[Item]) -> Result<(), TestCa
 }
 
 #[test]
+#[ignore = "needs root"]
 fn random_address_lists_load_read_back_and_match_brute_force() {
-    if !privileged("random_address_lists_load_read_back_and_match_brute_force") {
-        return;
-    }
+    needs_root("random_address_lists_load_read_back_and_match_brute_force");
     let ours = Netns::create("setsours").unwrap();
     let theirs = Netns::create("setstext").unwrap();
     let cases = std::env::var("FWHARDEN_SET_CASES")
@@ -283,10 +282,9 @@ fn random_address_lists_load_read_back_and_match_brute_force() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn two_adjacent_hosts_apply_through_the_cli_and_roll_back() {
-    if !privileged("two_adjacent_hosts_apply_through_the_cli_and_roll_back") {
-        return;
-    }
+    needs_root("two_adjacent_hosts_apply_through_the_cli_and_roll_back");
     let host = Host::new("setcli");
     let profiles = host.dir().join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
@@ -339,10 +337,9 @@ fn with_big_set(nets: Vec<IpNet>) -> Ruleset {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_big_set_is_verified_by_generation_and_sampled_lookups() {
-    if !privileged("a_big_set_is_verified_by_generation_and_sampled_lookups") {
-        return;
-    }
+    needs_root("a_big_set_is_verified_by_generation_and_sampled_lookups");
     let n = fwharden::nft::FULL_READ_MAX as u32 * 3;
     let r = with_big_set(spaced_hosts(n, 0));
     let ns = Netns::create("setverify").unwrap();
@@ -451,10 +448,9 @@ fn list_and_change() -> impl Strategy<Value = (Vec<Item>, Vec<Item>)> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn element_deltas_reach_exactly_the_new_set() {
-    if !privileged("element_deltas_reach_exactly_the_new_set") {
-        return;
-    }
+    needs_root("element_deltas_reach_exactly_the_new_set");
     let ns = Netns::create("setdelta").unwrap();
     let cases = std::env::var("FWHARDEN_SET_CASES")
         .ok()
@@ -518,10 +514,9 @@ impl ListHost {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly() {
-    if !privileged("a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly") {
-        return;
-    }
+    needs_root("a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly");
     let list = ListHost::new("setdelcli", "\n[[rule]]\nallow = \"ssh\"\n");
     let host = &list.host;
     let hosts = spaced_hosts(300, 0);
@@ -557,10 +552,9 @@ fn a_changed_list_goes_in_as_a_delta_and_rolls_back_exactly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_malformed_list_line_is_located_and_changes_nothing() {
-    if !privileged("a_malformed_list_line_is_located_and_changes_nothing") {
-        return;
-    }
+    needs_root("a_malformed_list_line_is_located_and_changes_nothing");
     let list = ListHost::new("setbadline", "");
     list.write_list("192.0.2.1\n192.0.2.2\n");
     list.fw(0, &["apply", "list", "--auto-confirm"]);
@@ -574,10 +568,9 @@ fn a_malformed_list_line_is_located_and_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn status_checks_a_big_set_by_sample_and_lists_it_with_verify() {
-    if !privileged("status_checks_a_big_set_by_sample_and_lists_it_with_verify") {
-        return;
-    }
+    needs_root("status_checks_a_big_set_by_sample_and_lists_it_with_verify");
     let list = ListHost::new("setstatus", "");
     let host = &list.host;
     list.write_hosts(&spaced_hosts(fwharden::nft::FULL_READ_MAX as u32 + 100, 0));
@@ -611,10 +604,9 @@ fn status_checks_a_big_set_by_sample_and_lists_it_with_verify() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_million_prefixes_apply_and_verify() {
-    if !privileged("a_million_prefixes_apply_and_verify") {
-        return;
-    }
+    needs_root("a_million_prefixes_apply_and_verify");
     let list = ListHost::new("setmillion", "");
     let host = &list.host;
     list.write_hosts(&spaced_hosts(1_000_000, 0));

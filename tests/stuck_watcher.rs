@@ -41,10 +41,9 @@ fn stop_watcher(host: &Host) -> Resume {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_stopped_watcher_is_reported_and_taken_over_past_the_grace_period() {
-    if !privileged("a_stopped_watcher_is_reported_and_taken_over_past_the_grace_period") {
-        return;
-    }
+    needs_root("a_stopped_watcher_is_reported_and_taken_over_past_the_grace_period");
     let host = Host::new("stopped");
     let before = host.confirm_profile("web-server");
 
@@ -125,10 +124,9 @@ fn freeze_watcher(host: &Host) -> (i32, PathBuf, Thaw) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_frozen_watcher_is_reported_and_taken_over_past_the_grace_period() {
-    if !privileged("a_frozen_watcher_is_reported_and_taken_over_past_the_grace_period") {
-        return;
-    }
+    needs_root("a_frozen_watcher_is_reported_and_taken_over_past_the_grace_period");
     let host = Host::new("frozen");
     let before = host.confirm_profile("web-server");
 

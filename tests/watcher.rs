@@ -276,18 +276,16 @@ fn hatch_opens_at_the_deadline(tag: &str, kill: Kill) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_watcher_still_lets_the_operator_back_in_at_the_deadline() {
-    if !privileged("a_killed_watcher_still_lets_the_operator_back_in_at_the_deadline") {
-        return;
-    }
+    needs_root("a_killed_watcher_still_lets_the_operator_back_in_at_the_deadline");
     hatch_opens_at_the_deadline("hatchkill", Kill::Watcher);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn with_session_and_watcher_killed_the_hatch_still_opens() {
-    if !privileged("with_session_and_watcher_killed_the_hatch_still_opens") {
-        return;
-    }
+    needs_root("with_session_and_watcher_killed_the_hatch_still_opens");
     hatch_opens_at_the_deadline("hatchboth", Kill::SessionAndWatcher);
 }
 
@@ -310,10 +308,9 @@ fn seen_at(host: &Host, want: &str, due: u64) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_session_cgroup_killed_whole_leaves_the_rollback_on_time() {
-    if !privileged("a_session_cgroup_killed_whole_leaves_the_rollback_on_time") {
-        return;
-    }
+    needs_root("a_session_cgroup_killed_whole_leaves_the_rollback_on_time");
     let host = Host::new("cgkill");
     let before = host.confirm_profile("web-server");
     let group = SessionGroup::new();
@@ -362,10 +359,9 @@ fn a_session_cgroup_killed_whole_leaves_the_rollback_on_time() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn confirm_in_time_loads_the_ruleset_without_its_hatch_and_nothing_fires_later() {
-    if !privileged("confirm_in_time_loads_the_ruleset_without_its_hatch_and_nothing_fires_later") {
-        return;
-    }
+    needs_root("confirm_in_time_loads_the_ruleset_without_its_hatch_and_nothing_fires_later");
     let host = Host::new("confhatch");
     host.confirm_profile("web-server");
     let applied = apply_as_operator(&host, 2, None);
@@ -398,10 +394,9 @@ fn confirm_in_time_loads_the_ruleset_without_its_hatch_and_nothing_fires_later()
 }
 
 #[test]
+#[ignore = "needs root"]
 fn confirm_after_the_deadline_with_a_dead_watcher_refuses_and_rolls_back() {
-    if !privileged("confirm_after_the_deadline_with_a_dead_watcher_refuses_and_rolls_back") {
-        return;
-    }
+    needs_root("confirm_after_the_deadline_with_a_dead_watcher_refuses_and_rolls_back");
     let host = Host::new("lateconf");
     let before = host.confirm_profile("web-server");
     let applied = apply_as_operator(&host, 2, None);
@@ -440,7 +435,7 @@ fn confirm_after_the_deadline_with_a_dead_watcher_refuses_and_rolls_back() {
 }
 
 #[test]
-fn the_systemd_path_where_systemd_is_pid1_and_its_command_line_fits_systemd_run() {
+fn the_watcher_s_command_line_fits_systemd_run() {
     let argv = placement::systemd_run_argv(
         "0123abcd",
         std::path::Path::new("/run/fwharden/watcher.log"),
@@ -448,7 +443,10 @@ fn the_systemd_path_where_systemd_is_pid1_and_its_command_line_fits_systemd_run(
         &[("FWHARDEN_FORBID_NETNS".into(), "1".into())],
         &["/usr/sbin/fwharden".into(), "watch".into()],
     );
-    match std::process::Command::new("systemd-run").arg("--help").output() {
+    match std::process::Command::new("systemd-run")
+        .arg("--help")
+        .output()
+    {
         Ok(out) => {
             let help = stdout(&out);
             for a in argv[1..].iter().map(|a| a.to_string_lossy()) {
@@ -463,16 +461,19 @@ fn the_systemd_path_where_systemd_is_pid1_and_its_command_line_fits_systemd_run(
                 );
             }
         }
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("systemd-run is missing ({e}); CI=true: a skip is a failure (scripts/deps)")
-        }
-        Err(e) => eprintln!(
-            "\n!!!!!!!! SKIPPED the systemd-run command line check: systemd-run is missing ({e}) !!!!!!!!\n"
+        Err(e) => cannot_run(
+            "the_watcher_s_command_line_fits_systemd_run",
+            &format!("systemd-run is missing ({e}); run scripts/deps"),
         ),
     }
-    if !privileged("the_systemd_path_where_systemd_is_pid1_and_its_command_line_fits_systemd_run") {
-        return;
-    }
+}
+
+/// Where systemd is PID 1 the watcher lives in a systemd unit; elsewhere
+/// it takes the cgroup path.
+#[test]
+#[ignore = "needs root"]
+fn the_watcher_lives_in_a_systemd_unit_where_systemd_is_pid1() {
+    needs_root("the_watcher_lives_in_a_systemd_unit_where_systemd_is_pid1");
     let host = Host::new("unit");
     let applied = host.apply_pending("web-server", 60);
     let lives = applied["watcher_lives"].as_str().unwrap().to_string();

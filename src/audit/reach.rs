@@ -1,7 +1,7 @@
 //! Who can reach a port: asked of [`crate::ruleset::eval`], never worked out
 //! a second way. A source outside every set of the ruleset stands for
 //! "anyone"; each set of prefixes is stood for by the representative
-//! addresses the probe plan uses (the ends of its first and last prefix).
+//! addresses the probe plan uses ([`crate::ruleset::representative`]) (the ends of its first and last prefix).
 //! The question is asked per interface where the ruleset names
 //! interfaces, since a rule such as `iifname "wg0"` lets a group in on one
 //! link only.
@@ -10,9 +10,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::probe::plan::concrete;
-use crate::probe::plan::sources::{outside, representatives};
 use crate::ruleset::eval::{self, Decision, Meters, Packet};
+use crate::ruleset::representative::{concrete, outside, representatives};
 use crate::ruleset::{CtState, Family, Hook, Match, Protocol, Ruleset, SetKind};
 
 /// Who gets through on one interface.

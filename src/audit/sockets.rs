@@ -14,7 +14,9 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{self as nsock, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -55,18 +57,18 @@ pub enum SocketsError {
     },
 }
 
-// include/uapi/linux/sock_diag.h, inet_diag.h, netlink.h.
-const NETLINK_SOCK_DIAG: libc::c_int = 4;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+// include/uapi/linux/sock_diag.h and inet_diag.h; the libc crate does not
+// carry these.
+/// A netlink message type, typed as libc types `NLMSG_DONE` and the like.
+const SOCK_DIAG_BY_FAMILY: libc::c_int = 20;
 const INET_DIAG_SKV6ONLY: u16 = 11;
 /// TCP states as bits of `idiag_states` (include/net/tcp_states.h):
 /// TCP_LISTEN is 10; a UDP socket that is bound but not connected is in
 /// TCP_CLOSE (7), which `ss` shows as UNCONN.
 const TCP_LISTEN: u32 = 10;
 const TCP_CLOSE: u32 = 7;
-const NLMSG_HDRLEN: usize = 16;
+/// NLMSG_HDRLEN, which libc keeps private: `NLMSG_LENGTH(0)` is it.
+const NLMSG_HDRLEN: usize = libc::NLMSG_LENGTH(0) as usize;
 /// `struct inet_diag_sockid`: sport, dport (big endian), src[4], dst[4]
 /// (big endian u32 words), if, cookie[2].
 const SOCKID_LEN: usize = 48;
@@ -86,29 +88,20 @@ pub fn listeners() -> Result<Vec<Listener>, SocketsError> {
 }
 
 fn open() -> Result<OwnedFd, SocketsError> {
-    // SAFETY: socket(2) takes no pointers; a negative return is checked
-    // before the descriptor is wrapped, and OwnedFd then owns it alone.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(SocketsError::Open {
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nsock::socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .map_err(|e| SocketsError::Open { source: e.into() })
 }
 
 fn request(protocol: Protocol, family: Family) -> Vec<u8> {
     let len = NLMSG_HDRLEN + 8 + SOCKID_LEN;
     let mut b = Vec::with_capacity(len);
     b.extend((len as u32).to_ne_bytes());
-    b.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend((SOCK_DIAG_BY_FAMILY as u16).to_ne_bytes());
     b.extend(((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
     b.extend(1u32.to_ne_bytes()); // sequence
     b.extend(0u32.to_ne_bytes()); // port id: the kernel
@@ -139,29 +132,19 @@ fn dump(protocol: Protocol, family: Family) -> Result<Vec<Listener>, SocketsErro
     };
     let fd = open()?;
     let req = request(protocol, family);
-    // SAFETY: req is a live buffer of req.len() bytes; send(2) only reads it.
-    let sent = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-    if sent < 0 {
-        return Err(fail(io::Error::last_os_error()));
-    }
+    nsock::send(fd.as_raw_fd(), &req, MsgFlags::empty()).map_err(|e| fail(e.into()))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: buf is a live, writable buffer of buf.len() bytes, and
-        // recv(2) writes at most that many.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(fail(e));
-        }
+        let end = match nsock::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(fail(e.into())),
+        };
         let mut at = 0usize;
-        let end = n as usize;
         while at + NLMSG_HDRLEN <= end {
             let len = u32_at(&buf, at) as usize;
-            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+            let kind = libc::c_int::from(u16::from_ne_bytes([buf[at + 4], buf[at + 5]]));
             if len < NLMSG_HDRLEN || at + len > end {
                 return Err(fail(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -169,8 +152,8 @@ fn dump(protocol: Protocol, family: Family) -> Result<Vec<Listener>, SocketsErro
                 )));
             }
             match kind {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
+                libc::NLMSG_DONE => return Ok(out),
+                libc::NLMSG_ERROR => {
                     let errno = i32::from_ne_bytes(
                         buf[at + NLMSG_HDRLEN..at + NLMSG_HDRLEN + 4]
                             .try_into()

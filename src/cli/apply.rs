@@ -49,10 +49,10 @@ fn for_replica(new: &Ruleset, probing: &Probing) -> anyhow::Result<Ruleset> {
     let Some(text) = &probing.break_for_test else {
         return Ok(new.clone());
     };
-    if std::env::var_os(rollback::FORBID_ENV).is_none() {
+    if std::env::var_os(crate::interlock::FORBID_ENV).is_none() {
         anyhow::bail!(
             "--test-break-probe is for the test suite only and needs {}; nothing was changed",
-            rollback::FORBID_ENV
+            crate::interlock::FORBID_ENV
         );
     }
     let mut broken = new.clone();

@@ -102,11 +102,11 @@ pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
 
 pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     let elements = if verify {
-        rollback::Elements::Every
+        crate::status::Elements::Every
     } else {
-        rollback::Elements::Sampled
+        crate::status::Elements::Sampled
     };
-    let s = match rollback::status(rollback::Ports::real(), dirs, elements) {
+    let s = match crate::status::status(rollback::Ports::real(), dirs, elements) {
         Ok(s) => s,
         Err(e) => return fail(e, json),
     };

@@ -26,7 +26,7 @@ use crate::ruleset::Ruleset;
 /// conversation with the kernel; none keeps state between calls.
 pub trait Kernel {
     /// Whether this is a kernel fwharden must never change: the test
-    /// harness's own network namespace (see [`crate::rollback::interlock`]).
+    /// harness's own network namespace (see [`crate::interlock`]).
     fn forbidden(&self) -> bool;
     /// The ruleset generation, which every committed transaction moves.
     fn generation(&self) -> Result<u32, NftError>;
@@ -65,7 +65,7 @@ pub struct Netlink;
 
 impl Kernel for Netlink {
     fn forbidden(&self) -> bool {
-        crate::rollback::interlock().is_err()
+        crate::interlock::check().is_err()
     }
     fn generation(&self) -> Result<u32, NftError> {
         nft::generation()

@@ -11,11 +11,11 @@ use nftnl::nftnl_sys::libc;
 use super::batch::Built;
 use super::NftError;
 
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
+/// `enum nlmsgerr_attrs` (include/uapi/linux/netlink.h); the libc crate
+/// does not carry it.
 const NLMSGERR_ATTR_MSG: u16 = 1;
-pub(super) const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLMSG_HDRLEN: usize = 16;
+/// NLMSG_HDRLEN, which libc keeps private: `NLMSG_LENGTH(0)` is it.
+const NLMSG_HDRLEN: usize = libc::NLMSG_LENGTH(0) as usize;
 
 pub(super) fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -73,9 +73,9 @@ pub(super) fn parse_ack(r: &Reply) -> Option<Ack> {
     let orig = NLMSG_HDRLEN + 4;
     let seq = u32_at(b, orig + 8);
     let mut message = None;
-    if r.flags & NLM_F_ACK_TLVS != 0 {
+    if r.flags & libc::NLM_F_ACK_TLVS as u16 != 0 {
         // The TLVs follow the echoed request: its header only when capped.
-        let echoed = if r.flags & NLM_F_CAPPED != 0 {
+        let echoed = if r.flags & libc::NLM_F_CAPPED as u16 != 0 {
             NLMSG_HDRLEN
         } else {
             (u32_at(b, orig) as usize).next_multiple_of(4)
@@ -104,10 +104,6 @@ pub(super) fn parse_ack(r: &Reply) -> Option<Ack> {
 /// Length of the BATCH_BEGIN message libnftnl writes: a netlink header and
 /// an nfgenmsg, no attributes.
 pub(super) const BEGIN_LEN: usize = 20;
-/// NFNL_BATCH_GENID, the one attribute of BATCH_BEGIN
-/// (include/uapi/linux/netfilter/nfnetlink.h).
-const NFNL_BATCH_GENID: u16 = 1;
-
 /// A copy of the batch's BATCH_BEGIN with NFNL_BATCH_GENID added: the kernel
 /// then aborts the batch with ERESTART if another writer committed since
 /// `generation` was read (nfnetlink_rcv_batch).
@@ -126,7 +122,8 @@ pub(super) fn begin_with_generation(page: &[u8], generation: u32) -> Result<Vec<
     }
     let mut msg = head.to_vec();
     msg.extend_from_slice(&8u16.to_ne_bytes());
-    msg.extend_from_slice(&NFNL_BATCH_GENID.to_ne_bytes());
+    // NFNL_BATCH_GENID, the one attribute of BATCH_BEGIN.
+    msg.extend_from_slice(&(libc::NFNL_BATCH_GENID as u16).to_ne_bytes());
     msg.extend_from_slice(&generation.to_be_bytes());
     let len = msg.len() as u32;
     msg[..4].copy_from_slice(&len.to_ne_bytes());
@@ -209,7 +206,7 @@ mod tests {
         let len = NLMSG_HDRLEN + 4 + NLMSG_HDRLEN + tlv.len();
         m.extend_from_slice(&(len as u32).to_ne_bytes());
         m.extend_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
-        m.extend_from_slice(&(NLM_F_CAPPED | NLM_F_ACK_TLVS).to_ne_bytes());
+        m.extend_from_slice(&((libc::NLM_F_CAPPED | libc::NLM_F_ACK_TLVS) as u16).to_ne_bytes());
         m.extend_from_slice(&seq.to_ne_bytes());
         m.extend_from_slice(&0u32.to_ne_bytes());
         m.extend_from_slice(&(-error).to_ne_bytes());

@@ -25,7 +25,6 @@ use nftnl::{MsgType, NlMsg};
 use super::batch::FAMILY;
 use super::intervals::{open_udata, Elem};
 
-const NLA_F_NESTED: u16 = 1 << 15;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -193,7 +192,7 @@ fn put_str(out: &mut Vec<u8>, ty: u16, value: &str) {
 fn begin_nest(out: &mut Vec<u8>, ty: u16) -> usize {
     let at = out.len();
     out.extend_from_slice(&0u16.to_ne_bytes());
-    out.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+    out.extend_from_slice(&(ty | libc::NLA_F_NESTED as u16).to_ne_bytes());
     at
 }
 
@@ -216,7 +215,10 @@ mod tests {
         // nest header 4 + "abc\0" attr 8 + 5-byte attr padded to 12.
         assert_eq!(out.len(), 24);
         assert_eq!(u16::from_ne_bytes([out[0], out[1]]), 24);
-        assert_eq!(u16::from_ne_bytes([out[2], out[3]]), 3 | NLA_F_NESTED);
+        assert_eq!(
+            u16::from_ne_bytes([out[2], out[3]]),
+            3 | libc::NLA_F_NESTED as u16
+        );
         assert_eq!(u16::from_ne_bytes([out[12], out[13]]), 9);
     }
 }

@@ -16,39 +16,35 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nftnl::nftnl_sys::{self as sys, libc};
-use nix::sys::socket::{self as nsock, MsgFlags, NetlinkAddr};
+use nix::sys::socket::{self as nsock, sockopt, MsgFlags, NetlinkAddr};
+use nix::sys::time::{TimeVal, TimeValLike};
 
-use super::acks::{
-    begin_with_generation, judge, parse_ack, replies, Ack, BEGIN_LEN, NLM_F_DUMP_INTR,
-};
+use super::acks::{begin_with_generation, judge, parse_ack, replies, Ack, BEGIN_LEN};
 use super::batch::Built;
 use super::NftError;
 
-const SOL_NETLINK: libc::c_int = 270;
-const NETLINK_CAP_ACK: libc::c_int = 10;
-const NETLINK_EXT_ACK: libc::c_int = 11;
-
 pub struct Socket {
     sock: mnl::Socket,
-    /// Receive buffer, u64s so it is aligned for `nlmsghdr`.
-    buf: Vec<u64>,
+    /// Receive buffer. Bytes: every reply is copied out of it before it is
+    /// parsed, so its alignment does not matter.
+    buf: Vec<u8>,
     seq: u32,
 }
 
-fn setsockopt(
-    fd: BorrowedFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
+/// Turns on a SOL_NETLINK flag option. nix has no wrapper for netlink's
+/// options (its `sockopt` module stops at SOL_SOCKET and IP), so this one
+/// calls setsockopt(2) itself.
+fn netlink_flag(fd: BorrowedFd, opt: libc::c_int) -> io::Result<()> {
+    let on: libc::c_int = 1;
     // SAFETY: `fd` is a live socket; the option value is an int, passed by
-    // pointer with its size, as setsockopt(2) takes it.
+    // pointer with its size, as setsockopt(2) takes it, and read only
+    // during the call.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            level,
+            libc::SOL_NETLINK,
             opt,
-            (&value as *const libc::c_int).cast(),
+            (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -59,40 +55,33 @@ fn setsockopt(
     }
 }
 
-fn getsockopt(fd: BorrowedFd, level: libc::c_int, opt: libc::c_int) -> io::Result<usize> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: as in `setsockopt`, with room for the int the kernel writes.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(value.max(0) as usize)
-    }
+/// Which buffer of a socket.
+#[derive(Debug, Clone, Copy)]
+enum Buffer {
+    Send,
+    Receive,
 }
 
 /// Sets a socket buffer to at least `want` bytes: the `FORCE` option (root
 /// or CAP_NET_ADMIN, ignores `net.core.[rw]mem_max`), else the plain one.
 /// Returns the size the kernel granted.
-fn size_buffer(
-    fd: BorrowedFd,
-    force: libc::c_int,
-    plain: libc::c_int,
-    want: usize,
-) -> io::Result<usize> {
-    let want = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
-    if setsockopt(fd, libc::SOL_SOCKET, force, want).is_err() {
-        setsockopt(fd, libc::SOL_SOCKET, plain, want)?;
-    }
-    getsockopt(fd, libc::SOL_SOCKET, plain)
+fn size_buffer(fd: BorrowedFd, buffer: Buffer, want: usize) -> io::Result<usize> {
+    let want = want.min(libc::c_int::MAX as usize);
+    let granted = match buffer {
+        Buffer::Send => {
+            if nsock::setsockopt(&fd, sockopt::SndBufForce, &want).is_err() {
+                nsock::setsockopt(&fd, sockopt::SndBuf, &want)?;
+            }
+            nsock::getsockopt(&fd, sockopt::SndBuf)?
+        }
+        Buffer::Receive => {
+            if nsock::setsockopt(&fd, sockopt::RcvBufForce, &want).is_err() {
+                nsock::setsockopt(&fd, sockopt::RcvBuf, &want)?;
+            }
+            nsock::getsockopt(&fd, sockopt::RcvBuf)?
+        }
+    };
+    Ok(granted)
 }
 
 impl Socket {
@@ -118,30 +107,15 @@ impl Socket {
         };
         // Acks without a copy of the request, and with the kernel's
         // explanation of an error.
-        setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1).map_err(io)?;
-        setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1).map_err(io)?;
+        netlink_flag(fd, libc::NETLINK_CAP_ACK).map_err(io)?;
+        netlink_flag(fd, libc::NETLINK_EXT_ACK).map_err(io)?;
         // Dumps block on recv; the kernel answers at once, so a long
         // silence means something is wrong, not slow.
-        let timeout = libc::timeval {
-            tv_sec: 30,
-            tv_usec: 0,
-        };
-        // SAFETY: a live socket and a timeval, passed with its size.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io(io::Error::last_os_error()));
-        }
+        nsock::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::seconds(30))
+            .map_err(|e| io(e.into()))?;
         Ok(Socket {
             sock,
-            buf: vec![0u64; 64 * 1024],
+            buf: vec![0u8; 512 * 1024],
             seq: 0,
         })
     }
@@ -154,30 +128,21 @@ impl Socket {
 
     /// Receives one datagram; `None` when none is waiting (`wait` false).
     fn recv(&mut self, wait: bool) -> io::Result<Option<usize>> {
-        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
-        let bytes = self.buf.len() * 8;
-        // SAFETY: the buffer is valid for `bytes` bytes and outlives the call.
-        let n = unsafe {
-            libc::recv(
-                self.fd().as_raw_fd(),
-                self.buf.as_mut_ptr().cast(),
-                bytes,
-                flags,
-            )
+        let flags = if wait {
+            MsgFlags::empty()
+        } else {
+            MsgFlags::MSG_DONTWAIT
         };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) if !wait => Ok(None),
-            _ => Err(e),
+        let fd = self.sock.as_raw_fd();
+        match nsock::recv(fd, &mut self.buf, flags) {
+            Ok(n) => Ok(Some(n)),
+            Err(nix::errno::Errno::EAGAIN) if !wait => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     fn data(&self, n: usize) -> &[u8] {
-        // SAFETY: a u64 buffer viewed as bytes, within its length.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n) }
+        &self.buf[..n]
     }
 
     /// Sends the batch as one datagram and checks every acknowledgement.
@@ -198,25 +163,15 @@ impl Socket {
         let io = |op, source| NftError::Io { op, source };
 
         // netlink_sendmsg refuses a datagram over sk_sndbuf - 32 bytes.
-        let got = size_buffer(
-            self.fd(),
-            libc::SO_SNDBUFFORCE,
-            libc::SO_SNDBUF,
-            total + 4096,
-        )
-        .map_err(|e| io("setsockopt SO_SNDBUF", e))?;
+        let got = size_buffer(self.fd(), Buffer::Send, total + 4096)
+            .map_err(|e| io("setsockopt SO_SNDBUF", e))?;
         if got < total + 32 {
             return Err(NftError::SendBuffer { needed: total, got });
         }
         // Each ack is a small skb of about a kilobyte of accounted memory.
         let acks = expected.len();
-        size_buffer(
-            self.fd(),
-            libc::SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            acks * 2048 + (1 << 20),
-        )
-        .map_err(|e| io("setsockopt SO_RCVBUF", e))?;
+        size_buffer(self.fd(), Buffer::Receive, acks * 2048 + (1 << 20))
+            .map_err(|e| io("setsockopt SO_RCVBUF", e))?;
 
         let iov: Vec<IoSlice> = pages.iter().map(|p| IoSlice::new(p)).collect();
         let kernel = NetlinkAddr::new(0, 0);
@@ -310,7 +265,7 @@ impl Socket {
                 if r.seq != seq {
                     continue;
                 }
-                interrupted |= r.flags & NLM_F_DUMP_INTR != 0;
+                interrupted |= r.flags & libc::NLM_F_DUMP_INTR as u16 != 0;
                 if let Some(ack) = parse_ack(&r) {
                     return match ack.error {
                         0 if interrupted => Err(RequestError::Interrupted),

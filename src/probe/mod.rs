@@ -53,7 +53,7 @@ pub enum ProbeError {
     Plan { what: String },
     #[error(
         "refusing to load the replica: this is the network namespace {} names",
-        crate::rollback::FORBID_ENV
+        crate::interlock::FORBID_ENV
     )]
     Interlock,
 }

@@ -24,11 +24,10 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use read::{pattern_matches, read, Reading, SPOTS, SPOT_PORTS};
-use sources::{outside, outsiders, representatives};
-
-pub use read::concrete;
 
 use crate::ruleset::eval::{self, Decision, IcmpKind, IcmpPacket, Meters, Packet};
+pub use crate::ruleset::representative::concrete;
+use crate::ruleset::representative::{outside, outsiders, representatives};
 use crate::ruleset::{
     CtState, Family, Hook, IcmpType, Icmpv6Type, Match, Protocol, Rate, Rule, Ruleset, SetKind,
     Verdict,
@@ -487,6 +486,5 @@ pub fn build(ruleset: &Ruleset) -> Plan {
 
 mod published;
 mod read;
-pub(crate) mod sources;
 #[cfg(test)]
 mod tests;

@@ -237,7 +237,7 @@ impl Replica {
         let loader = &self.loader;
         self.target
             .run_in(|| {
-                crate::rollback::interlock().map_err(|_| ProbeError::Interlock)?;
+                crate::interlock::check().map_err(|_| ProbeError::Interlock)?;
                 match loader {
                     Loader::Nft(ruleset) => crate::nft::apply(ruleset)
                         .map(|_| ())

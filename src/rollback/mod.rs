@@ -1,5 +1,6 @@
 //! The safety net around the kernel: apply with a rollback timer, confirm,
-//! roll back, restore at boot, and report status.
+//! roll back, restore at boot. (`status`, which also gathers the audit and
+//! the containers, sits above in [`crate::status`].)
 //!
 //! An apply goes: lock, read what the kernel holds, lockout guard, record
 //! the pending apply (with what to go back to), start the detached watcher,
@@ -22,7 +23,6 @@ mod restore;
 mod rig;
 #[cfg(test)]
 mod sequences;
-mod status;
 mod target;
 pub mod watcher;
 
@@ -32,7 +32,6 @@ pub use ops::*;
 pub use overdue::*;
 pub use ports::{Ports, Processes, Watchers};
 pub use restore::*;
-pub use status::*;
 
 use thiserror::Error;
 
@@ -65,26 +64,16 @@ pub enum RollbackError {
     Unrecorded(#[source] StateError),
     #[error("nothing is confirmed, and what the pending apply replaced is unknown: {0}")]
     UnknownBefore(#[source] StateError),
-    #[error("refusing to change the firewall: this is the network namespace {FORBID_ENV} names (the test harness's own); run inside a test namespace")]
+    #[error("{}", crate::interlock::Forbidden)]
     Interlock,
 }
 
-/// Set by the test harness to the inode of the network namespace tests run
-/// from: fwharden then refuses to change the firewall there, so a test
-/// that forgets to enter its namespace fails instead of touching the host.
-pub const FORBID_ENV: &str = "FWHARDEN_FORBID_NETNS";
+pub use crate::interlock::FORBID_ENV;
 
-/// Fails when this thread is in the network namespace [`FORBID_ENV`] names.
+/// [`crate::interlock::check`], as the error the rollback's callers map
+/// to an exit code.
 pub fn interlock() -> Result<(), RollbackError> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(forbidden) = std::env::var(FORBID_ENV) else {
-        return Ok(());
-    };
-    let here = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino().to_string());
-    match here {
-        Ok(ino) if ino != forbidden.trim() => Ok(()),
-        _ => Err(RollbackError::Interlock),
-    }
+    crate::interlock::check().map_err(|_| RollbackError::Interlock)
 }
 
 impl RollbackError {

@@ -50,63 +50,119 @@ fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// Whether a test needing root and network namespaces can run here. Outside
-/// CI it returns false with a loud message; under CI=true it panics, since a
-/// skipped privileged test there would hide a failure.
-pub fn privileged(test: &str) -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
+/// The one CI rule of the tests: `test` cannot run here because of `why`.
+/// Under CI=true that is a failure (a skipped test there would hide one);
+/// elsewhere the skip is said loudly. Callers return false after it, so
+/// a check reads `if !have_x(test) { return; }`.
+pub fn cannot_run(test: &str, why: &str) {
+    if under_ci() {
+        panic!("{test}: {why} (CI=true: a skip is a failure)");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
+}
+
+/// What a test needing root lacks here: `None` when it is root and has
+/// `ip` and `nft` (network namespaces and nf_tables inside them).
+fn missing_for_root() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
         Some("not root")
     } else if Command::new("ip").arg("-V").output().is_err() {
-        Some("`ip` (iproute2) is missing")
+        Some("`ip` (iproute2) is missing; run scripts/deps")
     } else if Command::new("nft").arg("--version").output().is_err() {
-        Some("`nft` is missing")
+        Some("`nft` is missing; run scripts/deps")
     } else {
         None
-    };
-    match why {
+    }
+}
+
+/// The first line of every test needing root and network namespaces,
+/// which is marked `#[ignore = "needs root"]`: a plain `cargo test` counts
+/// it as ignored, and scripts/test runs it as root with
+/// `--include-ignored`. Run without root all the same, it fails here with
+/// the reason rather than passing without having run.
+pub fn needs_root(test: &str) {
+    if let Some(why) = missing_for_root() {
+        panic!(
+            "{test}: needs root, network namespaces and nft, but {why}; \
+             run it as root (scripts/test), or leave out --include-ignored"
+        );
+    }
+}
+
+/// The check of tests written before `#[ignore = "needs root"]`: whether
+/// a test needing root and network namespaces can run here, with the CI
+/// rule of [`cannot_run`]. New tests use `#[ignore = "needs root"]` and
+/// [`needs_root`] instead, so that a skip is counted as one.
+pub fn privileged(test: &str) -> bool {
+    match missing_for_root() {
         None => true,
-        Some(why) if under_ci() => panic!("{test}: needs root, network namespaces and nft, but {why} (CI=true: a skip is a failure)"),
         Some(why) => {
-            eprintln!("\n!!!!!!!! SKIPPED {test}: needs root, network namespaces and nft; {why} !!!!!!!!\n");
+            cannot_run(
+                test,
+                &format!("needs root, network namespaces and nft; {why}"),
+            );
             false
         }
     }
 }
 
-/// Whether `nft` is installed for the `nft -c` checks (which change
-/// nothing); same CI rule as [`privileged`].
+/// Whether `nft -c` can run here: it needs CAP_NET_ADMIN (nft reads the
+/// kernel's ruleset to evaluate a file) and, by the tests' safety rules,
+/// a namespace of the test's own, so it needs what [`privileged`] checks.
+/// New tests are root tests instead (see [`needs_root`]).
 pub fn have_nft(test: &str) -> bool {
-    if Command::new("nft").arg("--version").output().is_ok() {
-        return true;
-    }
-    if under_ci() {
-        panic!("{test}: `nft` is missing (CI=true: a skip is a failure); run scripts/deps");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: `nft` is missing; run scripts/deps !!!!!!!!\n");
-    false
+    privileged(test)
 }
 
-/// `nft -c -f FILE`: parses and evaluates a ruleset without loading it.
-/// Needs no namespace: nothing reaches the kernel's ruleset.
+/// `nft -c -f`, which parses and evaluates a ruleset without loading it,
+/// run inside a namespace of its own: never in the machine's own one, not
+/// even to check. Needs root (see [`needs_root`]).
+pub struct NftCheck {
+    ns: Netns,
+}
+
+impl NftCheck {
+    pub fn new() -> NftCheck {
+        let ns = Netns::create("nftc").expect("create a namespace for nft -c");
+        NftCheck { ns }
+    }
+
+    /// `nft -c` of `text`.
+    pub fn text(&self, text: &str) -> Result<(), String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ruleset.nft");
+        std::fs::write(&path, text).expect("write ruleset");
+        self.file(&path)
+    }
+
+    /// `nft -c` of the file at `path`.
+    pub fn file(&self, path: &Path) -> Result<(), String> {
+        self.ns.verify().map_err(|e| e.to_string())?;
+        let out = self
+            .ns
+            .command("nft")
+            .arg("-c")
+            .arg("-f")
+            .arg(path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+/// `nft -c` of `text` in a namespace made for this one check (see
+/// [`NftCheck`]; a loop checking many makes one and reuses it).
 pub fn nft_check(text: &str) -> Result<(), String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ruleset.nft");
-    std::fs::write(&path, text).expect("write ruleset");
-    nft_check_file(&path)
+    NftCheck::new().text(text)
 }
 
+/// `nft -c` of the file at `path`, like [`nft_check`].
 pub fn nft_check_file(path: &Path) -> Result<(), String> {
-    let out = Command::new("nft")
-        .arg("-c")
-        .arg("-f")
-        .arg(path)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    NftCheck::new().file(path)
 }
 
 /// The tables of the machine's own namespace, read only, to prove tests

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fwharden::profile::{load, SearchPath};
+
+use super::cannot_run;
 use fwharden::ruleset::Ruleset;
 
 use super::{root, stderr, stdout};
@@ -20,15 +22,13 @@ pub fn host_ufw_files() -> String {
     stdout(&out)
 }
 
-/// Whether ufw is installed; under CI=true its absence is a failure.
+/// Whether ufw is installed; its absence is a skip, with the CI rule of
+/// [`cannot_run`].
 pub fn have_ufw(test: &str) -> bool {
     if Path::new("/usr/sbin/ufw").exists() && Path::new("/lib/ufw/ufw-init").exists() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: ufw is missing (CI=true: a skip is a failure); run scripts/deps");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: ufw is missing; run scripts/deps !!!!!!!!\n");
+    cannot_run(test, "ufw is missing; run scripts/deps");
     false
 }
 

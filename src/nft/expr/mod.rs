@@ -80,9 +80,9 @@ pub enum Membership {
     NotIn,
 }
 
-/// `enum nft_lookup_flags` (linux/netfilter/nf_tables.h); the libc crate
-/// does not carry it.
-const NFT_LOOKUP_F_INV: u32 = 1;
+/// `NFT_LOOKUP_F_INV` (`enum nft_lookup_flags`), as the u32 the
+/// expression attribute holds.
+const NFT_LOOKUP_F_INV: u32 = libc::NFT_LOOKUP_F_INV as u32;
 
 /// `IP_CT_DIR_ORIGINAL` (linux/netfilter/nf_conntrack_tuple_common.h):
 /// the direction of the connection's first packet, whose tuple keeps the

@@ -1,6 +1,5 @@
 //! How the plan reads a rule of the input chain: its families, source
-//! set, interface, services and port ranges; and the concrete interface
-//! names a replica gets for the patterns rules name.
+//! set, interface, services and port ranges.
 
 use super::*;
 
@@ -8,20 +7,6 @@ use super::*;
 pub(super) const SPOT_PORTS: [u16; 6] = [23, 3306, 8080, 9999, 445, 1];
 /// How many spot ports per protocol.
 pub(super) const SPOTS: usize = 2;
-
-/// The concrete name a replica interface gets for an `iifname` pattern:
-/// `wg*` becomes `wg7`. Interface names are at most 15 bytes (IFNAMSIZ).
-pub fn concrete(pattern: &str) -> String {
-    match pattern.strip_suffix('*') {
-        Some("") => "any7".into(),
-        Some(prefix) => {
-            let mut name: String = prefix.chars().take(14).collect();
-            name.push('7');
-            name
-        }
-        None => pattern.to_string(),
-    }
-}
 
 pub(super) fn pattern_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {

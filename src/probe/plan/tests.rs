@@ -264,33 +264,7 @@ fn the_plan_does_not_grow_with_the_prefixes_of_a_group() {
 }
 
 #[test]
-fn representatives_step_over_addresses_that_cannot_be_sources() {
-    let any: IpNet = "0.0.0.0/0".parse().unwrap();
-    assert_eq!(
-        representatives(&[any]),
-        [
-            "1.0.0.0".parse::<IpAddr>().unwrap(),
-            "223.255.255.255".parse().unwrap()
-        ]
-    );
-    let v6: IpNet = "::/0".parse().unwrap();
-    let r = representatives(&[v6]);
-    assert_eq!(r[0], "100::".parse::<IpAddr>().unwrap());
-    assert_eq!(
-        r[1],
-        "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
-            .parse::<IpAddr>()
-            .unwrap()
-    );
-    let lo: IpNet = "127.0.0.0/8".parse().unwrap();
-    assert!(representatives(&[lo]).is_empty());
-}
-
-#[test]
 fn wildcard_interfaces_get_a_concrete_name_and_the_other_interface_is_named_by_no_rule() {
-    assert_eq!(concrete("wg*"), "wg7");
-    assert_eq!(concrete("wg0"), "wg0");
-    assert_eq!(concrete("abcdefghijklmno*").len(), 15);
     let mut r = compiled("vps-profile");
     for c in &mut r.chains {
         for rule in &mut c.rules {

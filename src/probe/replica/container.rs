@@ -190,7 +190,7 @@ fn load_nat(target: &Netns, text: &str) -> Result<(), ProbeError> {
     };
     target
         .run_in(|| -> Result<(), ProbeError> {
-            crate::rollback::interlock().map_err(|_| ProbeError::Interlock)?;
+            crate::interlock::check().map_err(|_| ProbeError::Interlock)?;
             use std::io::Write;
             let mut child = Command::new("nft")
                 .args(["-f", "-"])

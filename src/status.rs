@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 
-use super::liveness::WatcherState;
-use super::{placement, settle, Ports, RollbackError};
 use crate::nft::{self, BaseChain, NftError};
+use crate::rollback::liveness::WatcherState;
+use crate::rollback::{placement, settle, Ports, RollbackError};
 use crate::ruleset::{hatch, Policy, Ruleset};
 use crate::state::{now_ms, Attempt, Dirs};
 

@@ -1,13 +1,15 @@
-//! The representative source addresses of the probe plan (and of the
-//! audit's "who" column, [`crate::audit::reach`]): which addresses
-//! stand for a set of prefixes, and which address is in no set at all.
+//! What stands for what a rule matches, asked of the model alone: which
+//! source addresses stand for a set of prefixes, which address is in no
+//! set at all, and which interface name stands for an `iifname` pattern.
+//! The probe plan sends its packets from them, and the audit's "who"
+//! column asks the evaluator about them, so both read the same answer.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::ruleset::eval::prefixes_hold;
-use crate::ruleset::{Family, Ruleset, SetKind};
+use super::eval::prefixes_hold;
+use super::{Family, Ruleset, SetKind};
 
 /// Sources outside every set are taken from these, first fit: documentation
 /// and benchmarking ranges first, so a reader knows them for placeholders.
@@ -109,7 +111,7 @@ pub(crate) fn outside(ruleset: &Ruleset, family: Family) -> Option<IpAddr> {
 
 /// Every candidate address of `families` in no set of the ruleset, in
 /// order: sources for probes that must not share a per-source meter.
-pub(super) fn outsiders(ruleset: &Ruleset, families: &[Family]) -> Vec<IpAddr> {
+pub(crate) fn outsiders(ruleset: &Ruleset, families: &[Family]) -> Vec<IpAddr> {
     families
         .iter()
         .flat_map(|&family| outside_of(ruleset, family))
@@ -133,4 +135,53 @@ fn outside_of(ruleset: &Ruleset, family: Family) -> Vec<IpAddr> {
         .into_iter()
         .filter(|a| !sets.iter().any(|nets| prefixes_hold(nets, a)))
         .collect()
+}
+
+/// The concrete name a replica interface gets for an `iifname` pattern:
+/// `wg*` becomes `wg7`. Interface names are at most 15 bytes (IFNAMSIZ).
+pub fn concrete(pattern: &str) -> String {
+    match pattern.strip_suffix('*') {
+        Some("") => "any7".into(),
+        Some(prefix) => {
+            let mut name: String = prefix.chars().take(14).collect();
+            name.push('7');
+            name
+        }
+        None => pattern.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn representatives_step_over_addresses_that_cannot_be_sources() {
+        let any: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(
+            representatives(&[any]),
+            [
+                "1.0.0.0".parse::<IpAddr>().unwrap(),
+                "223.255.255.255".parse().unwrap()
+            ]
+        );
+        let v6: IpNet = "::/0".parse().unwrap();
+        let r = representatives(&[v6]);
+        assert_eq!(r[0], "100::".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            r[1],
+            "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+                .parse::<IpAddr>()
+                .unwrap()
+        );
+        let lo: IpNet = "127.0.0.0/8".parse().unwrap();
+        assert!(representatives(&[lo]).is_empty());
+    }
+
+    #[test]
+    fn a_wildcard_interface_gets_a_concrete_name_of_at_most_15_bytes() {
+        assert_eq!(concrete("wg*"), "wg7");
+        assert_eq!(concrete("wg0"), "wg0");
+        assert_eq!(concrete("abcdefghijklmno*").len(), 15);
+    }
 }
