@@ -1,0 +1,199 @@
+//! The SSH client from the kernel, for when the environment does not say
+//! (sudo reset it, or it is unreadable): the established TCP connections
+//! whose local port is a listening port and which an sshd process holds
+//! (sock_diag lists them, `/proc/PID/fd` names their holders, see
+//! [`crate::audit::owners`]). sshd forks per connection (the `[priv]`
+//! monitor, then the `user@pts/0` session), so the connection of *this*
+//! session is the one held by an ancestor of this process; when no holder
+//! is an ancestor (a console, `setsid`, a process started by cron), the
+//! only such connection is taken, and when there are several, all of them
+//! are guarded, the safe side.
+
+use std::collections::BTreeSet;
+
+use super::{unmap, How, Operator, SshClient};
+use crate::audit::{owners, sockets};
+
+/// An established connection to sshd: its client, and the pids holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub client: SshClient,
+    /// The sshd processes holding the socket.
+    pub holders: Vec<u32>,
+}
+
+/// sshd before OpenSSH 9.8 is `sshd` in every process; later ones run the
+/// session as `sshd-session` (`/proc/PID/comm`).
+fn is_sshd(name: &str) -> bool {
+    name == "sshd" || name.starts_with("sshd-")
+}
+
+/// Which client to guard, from the candidates and this process's
+/// ancestors (pids, nearest first). Pure: the policy, apart from the
+/// kernel.
+pub fn choose(candidates: &[Candidate], ancestors: &[u32]) -> (Vec<SshClient>, How) {
+    for pid in ancestors {
+        let mine: Vec<SshClient> = candidates
+            .iter()
+            .filter(|c| c.holders.contains(pid))
+            .map(|c| c.client.clone())
+            .collect();
+        if !mine.is_empty() {
+            return (dedup(mine), How::SshdAncestor { pid: *pid });
+        }
+    }
+    let clients = dedup(candidates.iter().map(|c| c.client.clone()).collect());
+    match (&clients[..], candidates.first()) {
+        ([], _) => (clients, How::NotFound),
+        ([_], Some(c)) => {
+            let pid = c.holders.first().copied().unwrap_or_default();
+            (clients, How::OnlyConnection { pid })
+        }
+        _ => (clients, How::Ambiguous),
+    }
+}
+
+/// Two sessions from the same address and port are one client to guard.
+fn dedup(mut clients: Vec<SshClient>) -> Vec<SshClient> {
+    let mut seen = BTreeSet::new();
+    clients.retain(|c| seen.insert((c.client, c.server_port)));
+    clients
+}
+
+/// This process's ancestors, parent first (to pid 1).
+fn ancestors() -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut pid = std::process::id();
+    while let Some(parent) = parent_of(pid).filter(|p| *p != 0 && !out.contains(p)) {
+        out.push(parent);
+        pid = parent;
+    }
+    out
+}
+
+/// The ppid in `/proc/PID/stat`: the fourth field, counted after the
+/// command name's closing parenthesis (the name may hold spaces and ')').
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_ppid(&stat)
+}
+
+fn parse_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The operator from the kernel's connections to sshd.
+pub fn find() -> Operator {
+    let mut notes = Vec::new();
+    let candidates = match candidates(&mut notes) {
+        Ok(c) => c,
+        Err(e) => {
+            notes.push(format!(
+                "the established connections could not be listed: {e}"
+            ));
+            Vec::new()
+        }
+    };
+    let (clients, how) = choose(&candidates, &ancestors());
+    Operator {
+        clients,
+        how,
+        notes,
+    }
+}
+
+fn candidates(notes: &mut Vec<String>) -> Result<Vec<Candidate>, sockets::SocketsError> {
+    let listening: BTreeSet<u16> = sockets::listeners()?
+        .iter()
+        .filter(|l| l.protocol == crate::ruleset::Protocol::Tcp)
+        .map(|l| l.port)
+        .collect();
+    // Inbound: the local end is a listening port. (sshd's own outbound
+    // connections, for port forwarding, have an ephemeral local port.)
+    let inbound: Vec<sockets::Connection> = sockets::established()?
+        .into_iter()
+        .filter(|c| listening.contains(&c.local.port()))
+        .collect();
+    if inbound.is_empty() {
+        return Ok(Vec::new());
+    }
+    let owners = owners::find(&inbound.iter().map(|c| c.inode).collect());
+    if owners.unreadable > 0 {
+        notes.push(format!(
+            "{} processes could not be looked into (run as root to see every connection's owner)",
+            owners.unreadable
+        ));
+    }
+    Ok(inbound
+        .iter()
+        .filter_map(|c| {
+            let holders: Vec<u32> = owners
+                .holders(c.inode)
+                .iter()
+                .filter(|p| is_sshd(&p.name))
+                .map(|p| p.pid)
+                .collect();
+            (!holders.is_empty()).then(|| Candidate {
+                client: SshClient {
+                    client: unmap(c.remote.ip()),
+                    server_port: c.local.port(),
+                    server: Some(unmap(c.local.ip())),
+                },
+                holders,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(client: &str, holders: &[u32]) -> Candidate {
+        Candidate {
+            client: SshClient {
+                client: client.parse().unwrap(),
+                server_port: 22,
+                server: None,
+            },
+            holders: holders.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_connection_of_an_ancestor_wins_the_nearest_first() {
+        let cs = [
+            cand("192.0.2.1", &[100, 101]),
+            cand("192.0.2.2", &[200, 201]),
+        ];
+        let (clients, how) = choose(&cs, &[500, 201, 200, 1]);
+        assert_eq!(clients, [cs[1].client.clone()]);
+        assert_eq!(how, How::SshdAncestor { pid: 201 });
+    }
+
+    #[test]
+    fn no_ancestor_one_connection_is_that_one_several_are_all_guarded() {
+        let one = [cand("192.0.2.1", &[100])];
+        assert_eq!(choose(&one, &[7, 1]).1, How::OnlyConnection { pid: 100 });
+        let two = [cand("192.0.2.1", &[100]), cand("192.0.2.2", &[200])];
+        let (clients, how) = choose(&two, &[7, 1]);
+        assert_eq!((clients.len(), how), (2, How::Ambiguous));
+        // Two sessions from one address are one client.
+        let same = [cand("192.0.2.1", &[100]), cand("192.0.2.1", &[200])];
+        assert_eq!(choose(&same, &[1]).0.len(), 1);
+        assert_eq!(choose(&[], &[1]), (vec![], How::NotFound));
+    }
+
+    #[test]
+    fn the_parent_is_read_past_a_name_with_spaces_and_parentheses() {
+        assert_eq!(parse_ppid("42 (sshd: a) b) S 17 42 42 0"), Some(17));
+        assert_eq!(parse_ppid("garbage"), None);
+        assert!(is_sshd("sshd") && is_sshd("sshd-session") && !is_sshd("sshguard"));
+        // This test's own parent is an ancestor.
+        assert_eq!(
+            ancestors().first().copied(),
+            Some(std::os::unix::process::parent_id())
+        );
+    }
+}
