@@ -295,4 +295,57 @@ fn sudo_over_a_real_ssh_session_is_guarded_by_the_sshd_ancestor() {
 
     host.expect(0, &["rollback"]);
     host.wait_quiet();
+
+    // From the console (no SSH_CONNECTION, no sshd above it) while a
+    // session is open: its client is the only established connection to
+    // sshd, and the guard keeps it.
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    let before = logins();
+    client.verify().unwrap();
+    let _session = Killed(
+        client
+            .command("ssh")
+            .args(["-F", "/dev/null", "-i"])
+            .arg(sshd.key())
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
+            .args([&format!("root@{SERVER}"), "sleep 600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || logins() > before),
+        "the session did not log in:\n{}",
+        sshd.log()
+    );
+    let out = host.expect_in(p, 4, &["apply", "cut-ssh", "--no-probe"]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "SSH client {CLIENT} (to port 22), found as the only established connection to sshd"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // But `ban` (fail2ban's path) takes only a client known to be this
+    // process's: a client merely connected to sshd is what fail2ban bans.
+    host.expect_in(p, 0, &["ban", CLIENT]);
+    host.expect_in(p, 0, &["unban", CLIENT]);
+}
+
+/// A child process killed (by its own pid) when dropped, panic included.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
