@@ -49,6 +49,14 @@ fn directed_broadcast(addr: IpAddr, mask: Option<IpAddr>) -> Option<IpAddr> {
     (m.leading_ones() < 31).then(|| IpAddr::V4((a | !m).into()))
 }
 
+/// The interface holding `addr`, where the SSH connection arrives.
+pub fn interface_of(addr: IpAddr) -> Option<String> {
+    addresses()
+        .into_iter()
+        .find(|a| a.addr == addr)
+        .map(|a| a.interface)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,12 +71,4 @@ mod tests {
         assert_eq!(b("2001:db8::1", "ffff:ffff::"), None);
         assert_eq!(b("10.0.0.1", "x"), None);
     }
-}
-
-/// The interface holding `addr`, where the SSH connection arrives.
-pub fn interface_of(addr: IpAddr) -> Option<String> {
-    addresses()
-        .into_iter()
-        .find(|a| a.addr == addr)
-        .map(|a| a.interface)
 }
