@@ -12,7 +12,8 @@ pub const USAGE: i32 = 2;
 /// The profile is invalid (or has warnings under `--deny-warnings`).
 /// Nothing was changed.
 pub const INVALID_PROFILE: i32 = 3;
-/// Refused for safety: the lockout guard, or another apply running.
+/// Refused for safety: the lockout guard, the ban guard, or another apply
+/// running.
 /// Nothing was changed.
 pub const REFUSED: i32 = 4;
 /// Applied, then verification failed and the previous ruleset was
