@@ -10,7 +10,10 @@
 //! - an unreadable SSH_CONNECTION is said to be unreadable, with its
 //!   value, and the client is still found;
 //! - an apply that keeps SSH arms the escape hatch for that client;
-//! - `sudo fwharden ban CLIENT` is refused, and the session goes on.
+//! - `sudo fwharden ban CLIENT` is refused, and the session goes on;
+//! - from the console, the only client connected to sshd is guarded, and
+//!   with two, both are (no hatch); `ban` of a client merely connected to
+//!   sshd (fail2ban's case) goes through.
 
 mod common;
 
@@ -23,6 +26,8 @@ use fwharden::netns::Netns;
 
 const SERVER: &str = "10.77.0.1";
 const CLIENT: &str = "10.77.0.2";
+/// A second address of the client's namespace, for a second session.
+const CLIENT2: &str = "10.77.0.3";
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// Whether sshd, ssh and sudo are installed (scripts/deps); same CI rule
@@ -119,6 +124,38 @@ impl Sshd {
         sshd
     }
 
+    /// An SSH session from `client`, its address `from`, that stays open
+    /// (`sleep`) until dropped; returns once sshd logged it in.
+    fn session(&self, client: &Netns, from: &str) -> Killed {
+        let logins = || self.log().matches("Accepted publickey").count();
+        let before = logins();
+        client.verify().unwrap();
+        let child = client
+            .command("ssh")
+            .args(["-F", "/dev/null", "-b", from, "-i"])
+            .arg(self.key())
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
+            .args([&format!("root@{SERVER}"), "sleep 600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let session = Killed(child);
+        assert!(
+            wait_until(Duration::from_secs(30), || logins() > before),
+            "the session from {from} did not log in:\n{}",
+            self.log()
+        );
+        session
+    }
+
     /// Runs `command` over SSH from `client` as root, to the end.
     fn ssh(&self, client: &Netns, command: &str) -> Output {
         client.verify().unwrap();
@@ -171,7 +208,7 @@ fn setup(tag: &str) -> (Host, Netns, Sshd, tempfile::TempDir) {
         .link(
             &client,
             &[&format!("{SERVER}/24")],
-            &[&format!("{CLIENT}/24")],
+            &[&format!("{CLIENT}/24"), &format!("{CLIENT2}/24")],
         )
         .unwrap();
     let profiles = tempfile::tempdir().unwrap();
@@ -295,37 +332,28 @@ fn sudo_over_a_real_ssh_session_is_guarded_by_the_sshd_ancestor() {
 
     host.expect(0, &["rollback"]);
     host.wait_quiet();
+}
+
+#[test]
+fn from_the_console_the_clients_connected_to_sshd_are_guarded_and_ban_takes_them() {
+    let test = "from_the_console_the_clients_connected_to_sshd_are_guarded_and_ban_takes_them";
+    if !privileged(test) || !have_ssh(test) {
+        return;
+    }
+    let (host, client, sshd, profiles) = setup("sshc");
+    let p = profiles.path();
+    // The ban table, for `ban` below.
+    std::fs::write(
+        p.join("keep-web.toml"),
+        "[bans]\nenabled = true\n[[rule]]\nallow = \"ssh\"\n[[rule]]\nallow = \"http\"\n",
+    )
+    .unwrap();
+    host.confirm_from(p, "keep-web");
 
     // From the console (no SSH_CONNECTION, no sshd above it) while a
     // session is open: its client is the only established connection to
     // sshd, and the guard keeps it.
-    let logins = || sshd.log().matches("Accepted publickey").count();
-    let before = logins();
-    client.verify().unwrap();
-    let _session = Killed(
-        client
-            .command("ssh")
-            .args(["-F", "/dev/null", "-i"])
-            .arg(sshd.key())
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
-            .args([&format!("root@{SERVER}"), "sleep 600"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || logins() > before),
-        "the session did not log in:\n{}",
-        sshd.log()
-    );
+    let _session = sshd.session(&client, CLIENT);
     let out = host.expect_in(p, 4, &["apply", "cut-ssh", "--no-probe"]);
     assert!(
         stderr(&out).contains(&format!(
@@ -334,10 +362,32 @@ fn sudo_over_a_real_ssh_session_is_guarded_by_the_sshd_ancestor() {
         "{}",
         stderr(&out)
     );
+    // Two sessions, from two addresses, neither above fwharden: both are
+    // guarded, and no hatch is armed (it lets one address in).
+    let _second = sshd.session(&client, CLIENT2);
+    let out = host.expect_in(p, 4, &["--json", "apply", "cut-ssh", "--no-probe"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ssh_client"]["method"], "ambiguous", "{v}");
+    assert!(
+        stderr(&out).contains(&format!("SSH clients {CLIENT} (to port 22), {CLIENT2} (to port 22): several established connections to sshd")),
+        "{}",
+        stderr(&out)
+    );
+    let out = host.expect_in(p, 0, &["--json", "apply", "keep-ssh", "--no-probe"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["hatch"]
+            .as_str()
+            .unwrap()
+            .starts_with("none: SSH clients"),
+        "{v}"
+    );
+    host.expect(0, &["rollback"]);
     // But `ban` (fail2ban's path) takes only a client known to be this
     // process's: a client merely connected to sshd is what fail2ban bans.
     host.expect_in(p, 0, &["ban", CLIENT]);
     host.expect_in(p, 0, &["unban", CLIENT]);
+    host.wait_quiet();
 }
 
 /// A child process killed (by its own pid) when dropped, panic included.

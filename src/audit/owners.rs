@@ -40,15 +40,21 @@ impl Owners {
 
 /// Looks for the holders of the sockets `wanted` in every process.
 pub fn find(wanted: &BTreeSet<u64>) -> Owners {
-    let mut owners = Owners::default();
     let Ok(dir) = fs::read_dir("/proc") else {
-        return owners;
+        return Owners::default();
     };
     let mut pids: Vec<u32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    for pid in pids {
+    find_in(&pids, wanted)
+}
+
+/// Looks for the holders of the sockets `wanted` in the processes `pids`
+/// only (a few, where reading every process's descriptors would cost).
+pub fn find_in(pids: &[u32], wanted: &BTreeSet<u64>) -> Owners {
+    let mut owners = Owners::default();
+    for &pid in pids {
         let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
             Ok(fds) => fds,
             // Gone since the listing: not a process we failed to see.

@@ -53,10 +53,11 @@ pub fn choose(candidates: &[Candidate], ancestors: &[u32]) -> (Vec<SshClient>, H
     }
 }
 
-/// Two sessions from the same address and port are one client to guard.
+/// Two sessions from the same address and port are one client to guard;
+/// in address order, so what is said does not depend on the kernel's.
 fn dedup(mut clients: Vec<SshClient>) -> Vec<SshClient> {
-    let mut seen = BTreeSet::new();
-    clients.retain(|c| seen.insert((c.client, c.server_port)));
+    clients.sort_by_key(|c| (c.client, c.server_port));
+    clients.dedup_by_key(|c| (c.client, c.server_port));
     clients
 }
 
@@ -86,8 +87,28 @@ fn parse_ppid(stat: &str) -> Option<u32> {
 /// The operator from the kernel's connections to sshd.
 pub fn find() -> Operator {
     let mut notes = Vec::new();
-    let candidates = match candidates(&mut notes) {
-        Ok(c) => c,
+    let ancestors = ancestors();
+    let candidates = match inbound() {
+        Ok(inbound) if inbound.is_empty() => Vec::new(),
+        Ok(inbound) => {
+            // The ancestors' descriptors first: a handful of processes,
+            // where reading every process's (a web server's thousands of
+            // sockets) costs. Under sudo over SSH that settles it.
+            let wanted: BTreeSet<u64> = inbound.iter().map(|c| c.inode).collect();
+            let mine = held_by(&inbound, &owners::find_in(&ancestors, &wanted));
+            if mine.is_empty() {
+                let all = owners::find(&wanted);
+                if all.unreadable > 0 {
+                    notes.push(format!(
+                        "{} processes could not be looked into (run as root to see every connection's owner)",
+                        all.unreadable
+                    ));
+                }
+                held_by(&inbound, &all)
+            } else {
+                mine
+            }
+        }
         Err(e) => {
             notes.push(format!(
                 "the established connections could not be listed: {e}"
@@ -95,7 +116,7 @@ pub fn find() -> Operator {
             Vec::new()
         }
     };
-    let (clients, how) = choose(&candidates, &ancestors());
+    let (clients, how) = choose(&candidates, &ancestors);
     Operator {
         clients,
         how,
@@ -103,29 +124,24 @@ pub fn find() -> Operator {
     }
 }
 
-fn candidates(notes: &mut Vec<String>) -> Result<Vec<Candidate>, sockets::SocketsError> {
+/// The established connections whose local port is a TCP listening port.
+/// (sshd's own outbound connections, for port forwarding, have an
+/// ephemeral local port.)
+fn inbound() -> Result<Vec<sockets::Connection>, sockets::SocketsError> {
     let listening: BTreeSet<u16> = sockets::listeners()?
         .iter()
         .filter(|l| l.protocol == crate::ruleset::Protocol::Tcp)
         .map(|l| l.port)
         .collect();
-    // Inbound: the local end is a listening port. (sshd's own outbound
-    // connections, for port forwarding, have an ephemeral local port.)
-    let inbound: Vec<sockets::Connection> = sockets::established()?
+    Ok(sockets::established()?
         .into_iter()
         .filter(|c| listening.contains(&c.local.port()))
-        .collect();
-    if inbound.is_empty() {
-        return Ok(Vec::new());
-    }
-    let owners = owners::find(&inbound.iter().map(|c| c.inode).collect());
-    if owners.unreadable > 0 {
-        notes.push(format!(
-            "{} processes could not be looked into (run as root to see every connection's owner)",
-            owners.unreadable
-        ));
-    }
-    Ok(inbound
+        .collect())
+}
+
+/// The connections among `inbound` that an sshd process holds.
+fn held_by(inbound: &[sockets::Connection], owners: &owners::Owners) -> Vec<Candidate> {
+    inbound
         .iter()
         .filter_map(|c| {
             let holders: Vec<u32> = owners
@@ -143,7 +159,7 @@ fn candidates(notes: &mut Vec<String>) -> Result<Vec<Candidate>, sockets::Socket
                 holders,
             })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
