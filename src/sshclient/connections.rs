@@ -61,6 +61,22 @@ fn dedup(mut clients: Vec<SshClient>) -> Vec<SshClient> {
     clients
 }
 
+/// The pids of every sshd process (by `/proc/PID/comm`).
+fn sshd_processes() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| is_sshd(name.trim_end()))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// This process's ancestors, parent first (to pid 1).
 fn ancestors() -> Vec<u32> {
     let mut out = Vec::new();
@@ -91,23 +107,17 @@ pub fn find() -> Operator {
     let candidates = match inbound() {
         Ok(inbound) if inbound.is_empty() => Vec::new(),
         Ok(inbound) => {
-            // The ancestors' descriptors first: a handful of processes,
-            // where reading every process's (a web server's thousands of
-            // sockets) costs. Under sudo over SSH that settles it.
+            // Only sshd's descriptors are read: a web server's thousands of
+            // sockets are not looked through on every apply.
             let wanted: BTreeSet<u64> = inbound.iter().map(|c| c.inode).collect();
-            let mine = held_by(&inbound, &owners::find_in(&ancestors, &wanted));
-            if mine.is_empty() {
-                let all = owners::find(&wanted);
-                if all.unreadable > 0 {
-                    notes.push(format!(
-                        "{} processes could not be looked into (run as root to see every connection's owner)",
-                        all.unreadable
-                    ));
-                }
-                held_by(&inbound, &all)
-            } else {
-                mine
+            let owners = owners::find_in(&sshd_processes(), &wanted);
+            if owners.unreadable > 0 {
+                notes.push(format!(
+                    "{} sshd processes could not be looked into (run as root)",
+                    owners.unreadable
+                ));
             }
+            held_by(&inbound, &owners)
         }
         Err(e) => {
             notes.push(format!(
