@@ -125,10 +125,11 @@ impl Sshd {
     }
 
     /// An SSH session from `client`, its address `from`, that stays open
-    /// (`sleep`) until dropped; returns once sshd logged it in.
+    /// (`sleep`) until dropped; returns once its command runs (a file it
+    /// touches appears: sshd runs on this machine), so sshd has titled
+    /// the session `root@notty`.
     fn session(&self, client: &Netns, from: &str) -> Killed {
-        let logins = || self.log().matches("Accepted publickey").count();
-        let before = logins();
+        let ready = self.dir.path().join(format!("ready-{from}"));
         client.verify().unwrap();
         let child = client
             .command("ssh")
@@ -141,7 +142,8 @@ impl Sshd {
                 "UserKnownHostsFile=/dev/null",
             ])
             .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
-            .args([&format!("root@{SERVER}"), "sleep 600"])
+            .arg(format!("root@{SERVER}"))
+            .arg(format!("touch {}; exec sleep 600", ready.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -149,8 +151,8 @@ impl Sshd {
             .unwrap();
         let session = Killed(child);
         assert!(
-            wait_until(Duration::from_secs(30), || logins() > before),
-            "the session from {from} did not log in:\n{}",
+            wait_until(Duration::from_secs(30), || ready.exists()),
+            "the session from {from} did not start:\n{}",
             self.log()
         );
         session
@@ -350,8 +352,35 @@ fn from_the_console_the_clients_connected_to_sshd_are_guarded_and_ban_takes_them
     .unwrap();
     host.confirm_from(p, "keep-web");
 
+    // A connection to sshd that never logs in (a brute-forcer between two
+    // guesses) is nobody to guard: from the console, with only that one,
+    // the apply goes through.
+    let to: std::net::SocketAddr = format!("{SERVER}:22").parse().unwrap();
+    let mut stranger = client
+        .run_in(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10)))
+        .unwrap()
+        .unwrap();
+    let mut banner = [0u8; 4];
+    std::io::Read::read_exact(&mut stranger, &mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-", "sshd took the connection");
+    let out = host.expect_in(
+        p,
+        0,
+        &[
+            "--json",
+            "apply",
+            "cut-ssh",
+            "--no-probe",
+            "--timeout",
+            "120",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ssh_client"]["method"], "not-found", "{v}");
+    host.expect(0, &["rollback"]);
+
     // From the console (no SSH_CONNECTION, no sshd above it) while a
-    // session is open: its client is the only established connection to
+    // session is open: its client is the only logged-in connection to
     // sshd, and the guard keeps it.
     let _session = sshd.session(&client, CLIENT);
     let out = host.expect_in(p, 4, &["apply", "cut-ssh", "--no-probe"]);

@@ -1,6 +1,7 @@
 //! The SSH client from the kernel, for when the environment does not say
 //! (sudo reset it, or it is unreadable): the established TCP connections
-//! whose local port is a listening port and which an sshd process holds
+//! whose local port is a listening port and which an sshd process serving
+//! a logged-in session holds
 //! (sock_diag lists them, `/proc/PID/fd` names their holders, see
 //! [`crate::audit::owners`]). sshd forks per connection (the `[priv]`
 //! monitor, then the `user@pts/0` session), so the connection of *this*
@@ -26,6 +27,26 @@ pub struct Candidate {
 /// session as `sshd-session` (`/proc/PID/comm`).
 fn is_sshd(name: &str) -> bool {
     name == "sshd" || name.starts_with("sshd-")
+}
+
+/// Whether sshd process `pid` serves a logged-in session: sshd titles it
+/// `sshd: USER@pts/0` or `USER@notty` (`sshd-session: ...` from OpenSSH
+/// 9.8), while a connection still authenticating is held by `sshd:
+/// unknown [priv]`, `[net]` or `[accepted]`. A brute-forcer connected to
+/// sshd right now is nobody to guard: counting it would refuse every
+/// console apply that keeps SSH from the world.
+fn logged_in(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| session_title(&c))
+}
+
+fn session_title(cmdline: &[u8]) -> bool {
+    let title = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let title = String::from_utf8_lossy(title);
+    title.starts_with("sshd")
+        && title.split_whitespace().any(|w| {
+            w.split_once('@')
+                .is_some_and(|(user, tty)| !user.is_empty() && !tty.is_empty())
+        })
 }
 
 /// Which client to guard, from the candidates and this process's
@@ -160,7 +181,7 @@ fn held_by(inbound: &[sockets::Connection], owners: &owners::Owners) -> Vec<Cand
                 .filter(|p| is_sshd(&p.name))
                 .map(|p| p.pid)
                 .collect();
-            (!holders.is_empty()).then(|| Candidate {
+            holders.iter().any(|p| logged_in(*p)).then(|| Candidate {
                 client: SshClient {
                     client: unmap(c.remote.ip()),
                     server_port: c.local.port(),
@@ -209,6 +230,20 @@ mod tests {
         let same = [cand("192.0.2.1", &[100]), cand("192.0.2.1", &[200])];
         assert_eq!(choose(&same, &[1]).0.len(), 1);
         assert_eq!(choose(&[], &[1]), (vec![], How::NotFound));
+    }
+
+    #[test]
+    fn a_logged_in_session_is_told_from_one_still_authenticating() {
+        assert!(session_title(b"sshd: root@notty\0"));
+        assert!(session_title(b"sshd: alice@pts/0\0"));
+        assert!(session_title(b"sshd-session: alice@pts/3\0"));
+        assert!(!session_title(b"sshd: unknown [priv]\0"));
+        assert!(!session_title(b"sshd: root [net]\0"));
+        assert!(!session_title(b"sshd: [accepted]\0"));
+        assert!(!session_title(
+            b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0"
+        ));
+        assert!(!session_title(b"/usr/sbin/sshd\0-D\0a@b\0"));
     }
 
     #[test]
