@@ -49,7 +49,8 @@ fn have_ssh(test: &str) -> bool {
 }
 
 /// The sshd of a test: killed (by its own pid) when dropped, panic
-/// included. Its sessions end with their connections.
+/// included, and with it every process naming its directory (the
+/// sessions' commands, which would outlive it).
 struct Sshd {
     child: Child,
     dir: tempfile::TempDir,
@@ -59,6 +60,7 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        kill_all_naming(&self.dir.path().to_string_lossy());
     }
 }
 
@@ -125,7 +127,7 @@ impl Sshd {
     }
 
     /// An SSH session from `client`, its address `from`, that stays open
-    /// (`sleep`) until dropped; returns once its command runs (a file it
+    /// until dropped; returns once its command runs (a file it
     /// touches appears: sshd runs on this machine), so sshd has titled
     /// the session `root@notty`.
     fn session(&self, client: &Netns, from: &str) -> Killed {
@@ -143,7 +145,13 @@ impl Sshd {
             ])
             .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
             .arg(format!("root@{SERVER}"))
-            .arg(format!("touch {}; exec sleep 600", ready.display()))
+            // tail names the file, so Drop finds it, and ends with the
+            // session's sshd process (--pid), so a session that outlives
+            // its client cannot linger.
+            .arg(format!(
+                "touch {0}; exec tail -f {0} --pid=$PPID",
+                ready.display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
