@@ -7,6 +7,9 @@
 //! text) and [`probe`] (the plan, a replica of namespaces, real packets).
 //! [`audit`] sets the host's listening sockets and published ports against
 //! the model, through [`ruleset::eval`].
+//! [`sshclient`] finds the operator's SSH client (the environment, else
+//! the kernel's connections to sshd), which the lockout guard and the ban
+//! guard ([`ruleset::ban_guard`]) keep from being cut off.
 //! [`rollback`] (the safety net around an apply) and [`cli`] sit on top;
 //! [`state`] keeps the records, [`progress`] shows a long apply's phases.
 

@@ -18,8 +18,6 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-pub use connections::{choose, Candidate};
-
 /// The operator's SSH connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SshClient {
@@ -63,15 +61,6 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Nobody: the operator of a console.
-    pub fn none() -> Operator {
-        Operator {
-            clients: vec![],
-            how: How::NotFound,
-            notes: vec![],
-        }
-    }
-
     /// The one client the escape hatch can let back in.
     pub fn single(&self) -> Option<&SshClient> {
         match &self.clients[..] {
