@@ -119,7 +119,7 @@ fn ban_refuses_what_would_cut_the_operator_or_the_host_and_force_overrides_the_r
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(4), "ban {addr}: {err}");
         assert!(
-            err.contains(why) && err.contains("refusing to ban"),
+            err.contains(why) && err.contains("fwharden: refused: "),
             "ban {addr}: {err}"
         );
         assert!(

@@ -55,7 +55,7 @@ impl Refusal {
         !matches!(self, Refusal::Loopback | Refusal::Unspecified)
     }
 
-    /// Why, for people, with the way out.
+    /// Why `addr` is not banned, for people, with the way out.
     pub fn describe(&self, addr: IpAddr) -> String {
         let why = match self {
             Refusal::Loopback => "it is a loopback address: this host talking to itself, never an attacker; a ban would break local services".to_string(),
@@ -71,7 +71,7 @@ impl Refusal {
         } else {
             "--force does not override this"
         };
-        format!("refusing to ban {addr}: {why}; {way}")
+        format!("{addr}: {why}; {way}")
     }
 }
 
