@@ -101,6 +101,17 @@ pub fn listeners() -> Result<Vec<Listener>, SocketsError> {
     Ok(out)
 }
 
+/// The TCP listening sockets alone, IPv4 then IPv6.
+pub fn tcp_listeners() -> Result<Vec<Listener>, SocketsError> {
+    let mut out = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        out.extend(dump(Protocol::Tcp, family, 1u32 << TCP_LISTEN, |m| {
+            parse(Protocol::Tcp, m)
+        })?);
+    }
+    Ok(out)
+}
+
 /// Every established TCP connection of the namespace, IPv4 then IPv6.
 pub fn established() -> Result<Vec<Connection>, SocketsError> {
     let mut out = Vec::new();

@@ -159,11 +159,7 @@ pub fn find() -> Operator {
 /// (sshd's own outbound connections, for port forwarding, have an
 /// ephemeral local port.)
 fn inbound() -> Result<Vec<sockets::Connection>, sockets::SocketsError> {
-    let listening: BTreeSet<u16> = sockets::listeners()?
-        .iter()
-        .filter(|l| l.protocol == crate::ruleset::Protocol::Tcp)
-        .map(|l| l.port)
-        .collect();
+    let listening: BTreeSet<u16> = sockets::tcp_listeners()?.iter().map(|l| l.port).collect();
     Ok(sockets::established()?
         .into_iter()
         .filter(|c| listening.contains(&c.local.port()))
