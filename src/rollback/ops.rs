@@ -276,16 +276,7 @@ pub fn apply(
         watcher: spawned.pid,
         watcher_lives,
         hatch: hatch::find(&loaded).map_or_else(
-            || match operator.how {
-                crate::sshclient::How::Ambiguous => format!(
-                    "none: {}; the hatch lets one address back in, and none of them is known to be yours",
-                    operator.describe()
-                ),
-                _ => format!(
-                    "none: not applied over SSH ({}), so there is no operator address to let back in",
-                    operator.describe()
-                ),
-            },
+            || format!("none: {}", operator.why_no_hatch()),
             |f| f.describe(),
         ),
     })

@@ -69,6 +69,20 @@ impl Operator {
         }
     }
 
+    /// Why no escape hatch is armed for this operator.
+    pub fn why_no_hatch(&self) -> String {
+        match self.how {
+            How::Ambiguous => format!(
+                "{}; the hatch lets one address back in, and none of them is known to be yours",
+                self.describe()
+            ),
+            _ => format!(
+                "not applied over SSH ({}), so there is no operator address to let back in",
+                self.describe()
+            ),
+        }
+    }
+
     /// Whether `addr` is (one of) the operator's client address(es).
     pub fn is_client(&self, addr: IpAddr) -> bool {
         self.clients.iter().any(|c| c.client == addr)
