@@ -12,8 +12,9 @@ pub const USAGE: i32 = 2;
 /// The profile is invalid (or has warnings under `--deny-warnings`).
 /// Nothing was changed.
 pub const INVALID_PROFILE: i32 = 3;
-/// Refused for safety: the lockout guard, another apply running, or a
-/// timed apply with nothing it could roll back to. Nothing was changed.
+/// Refused for safety: the lockout guard, the ban guard, another apply
+/// running, or a timed apply with nothing it could roll back to. Nothing
+/// was changed.
 pub const REFUSED: i32 = 4;
 /// Applied, then verification failed and the previous ruleset was
 /// restored.

@@ -13,6 +13,9 @@
 //! [`progress`] shows a long apply's phases, and [`interlock`] keeps the
 //! tests off the machine's own firewall. [`kernel`] is the port through
 //! which the safety net asks nf_tables (netlink, or a kernel in memory).
+//! [`sshclient`] finds the operator's SSH client (the environment, else
+//! the kernel's connections to sshd), which the lockout guard and the ban
+//! guard ([`ruleset::ban_guard`]) keep from being cut off.
 //!
 //! The modules stand on floors. A module imports only modules on lower
 //! floors: arrows point down, so there is no loop between modules, and a
@@ -21,12 +24,12 @@
 //!
 //! | floor | modules |
 //! |-------|---------|
-//! | 0 | exit, interlock, netns, progress |
+//! | 0 | exit, hostaddr, interlock, netns, progress |
 //! | 1 | ruleset |
 //! | 2 | nft, profile, render, state |
 //! | 3 | compile, containers, kernel |
 //! | 4 | audit, emit |
-//! | 5 | probe |
+//! | 5 | probe, sshclient |
 //! | 6 | rollback |
 //! | 7 | status |
 //! | 8 | cli |
@@ -37,6 +40,7 @@ pub mod compile;
 pub mod containers;
 pub mod emit;
 pub mod exit;
+pub mod hostaddr;
 pub mod interlock;
 pub mod kernel;
 pub mod netns;
@@ -47,5 +51,6 @@ pub mod progress;
 pub mod render;
 pub mod rollback;
 pub mod ruleset;
+pub mod sshclient;
 pub mod state;
 pub mod status;

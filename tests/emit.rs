@@ -579,6 +579,7 @@ fn bans_are_ipsets_with_timeouts_checked_before_everything() {
     assert_eq!(
         input,
         [
+            "-A FWHARDEN-BANS-INPUT -i lo -m comment --comment \"bans: never drop loopback _on to table fwharden_\" -j RETURN",
             "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-exempt_v4 src -m comment --comment \"bans: never ban admin _on to table fwharden_\" -j RETURN",
             "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-ban_v4 src -m comment --comment \"bans: drop banned sources\" -j DROP",
             "-A FWHARDEN-BANS-INPUT -m set --match-set fwharden-crowdsec_v4 src -m comment --comment \"bans: drop banned sources\" -j DROP",

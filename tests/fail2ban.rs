@@ -9,7 +9,8 @@
 //!   set, with fail2ban's bantime as its timeout; `unbanip` takes it out;
 //! - failed logins written to the log file the jail watches get the
 //!   source banned;
-//! - an exempt address is refused, and fail2ban logs the refusal.
+//! - an exempt address is refused, fail2ban logs the refusal, and the
+//!   jail goes on banning.
 
 mod common;
 
@@ -226,6 +227,15 @@ fn fail2ban_bans_and_unbans_through_fwharden_sets() {
         jail.log()
     );
     assert!(host.ban_of("10.99.0.2").is_none());
+    // The refusal is one failed action: the jail goes on banning.
+    jail.client(&host, &["set", "sshd", "banip", "203.0.113.8"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || host
+            .ban_of("203.0.113.8")
+            .is_some()),
+        "no ban after a refusal:\n{}",
+        jail.log()
+    );
     jail.client(&host, &["stop"]);
     host.wait_quiet();
 }

@@ -18,7 +18,9 @@ pub struct Process {
 
 #[derive(Debug, Default)]
 pub struct Owners {
-    by_inode: BTreeMap<u64, Process>,
+    /// Every holder of each socket, lowest pid first (a forked server
+    /// and its children share the descriptor).
+    by_inode: BTreeMap<u64, Vec<Process>>,
     /// Processes whose descriptors could not be read (not ours, no root).
     pub unreadable: usize,
 }
@@ -27,21 +29,32 @@ impl Owners {
     /// The owner of socket `inode`: the lowest pid holding it (a forked
     /// server's parent, usually).
     pub fn of(&self, inode: u64) -> Option<&Process> {
-        self.by_inode.get(&inode)
+        self.by_inode.get(&inode)?.first()
+    }
+
+    /// Every process holding socket `inode`, lowest pid first.
+    pub fn holders(&self, inode: u64) -> &[Process] {
+        self.by_inode.get(&inode).map_or(&[], Vec::as_slice)
     }
 }
 
 /// Looks for the holders of the sockets `wanted` in every process.
 pub fn find(wanted: &BTreeSet<u64>) -> Owners {
-    let mut owners = Owners::default();
     let Ok(dir) = fs::read_dir("/proc") else {
-        return owners;
+        return Owners::default();
     };
     let mut pids: Vec<u32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    for pid in pids {
+    find_in(&pids, wanted)
+}
+
+/// Looks for the holders of the sockets `wanted` in the processes `pids`
+/// only (a few, where reading every process's descriptors would cost).
+pub fn find_in(pids: &[u32], wanted: &BTreeSet<u64>) -> Owners {
+    let mut owners = Owners::default();
+    for &pid in pids {
         let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
             Ok(fds) => fds,
             // Gone since the listing: not a process we failed to see.
@@ -58,12 +71,18 @@ pub fn find(wanted: &BTreeSet<u64>) -> Owners {
             let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                 continue;
             };
-            if wanted.contains(&inode) && !owners.by_inode.contains_key(&inode) {
-                let name = fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .map(|s| s.trim_end().to_string())
-                    .unwrap_or_default();
-                owners.by_inode.insert(inode, Process { name, pid });
+            if !wanted.contains(&inode) {
+                continue;
             }
+            let holders = owners.by_inode.entry(inode).or_default();
+            // A process holding it twice (dup) is one holder.
+            if holders.last().is_some_and(|p| p.pid == pid) {
+                continue;
+            }
+            let name = fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|s| s.trim_end().to_string())
+                .unwrap_or_default();
+            holders.push(Process { name, pid });
         }
     }
     owners

@@ -1,7 +1,9 @@
-//! The kernel's table of listening sockets, read through netlink sock_diag
+//! The kernel's table of sockets, read through netlink sock_diag
 //! (`SOCK_DIAG_BY_FAMILY` with an `inet_diag_req_v2`, as `ss -tuln` asks
-//! it): TCP sockets in LISTEN and UDP sockets bound but not connected, for
-//! IPv4 and IPv6, in the calling thread's network namespace.
+//! it): TCP sockets in LISTEN and UDP sockets bound but not connected
+//! ([`listeners`]), and established TCP connections ([`established`], the
+//! SSH client's discovery), for IPv4 and IPv6, in the calling thread's
+//! network namespace.
 //!
 //! Why a small reader of our own rather than the `netlink-packet-sock-diag`
 //! crate: we need one request and three fields of one reply struct, and the
@@ -13,7 +15,7 @@
 //! the namespace (only the owning process is hidden, see [`super::owners`]).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{self as nsock, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
@@ -38,6 +40,15 @@ pub struct Listener {
     pub families: Vec<Family>,
     pub uid: u32,
     /// The socket's inode, which ties it to its owner's file descriptor.
+    pub inode: u64,
+}
+
+/// One established TCP connection, as this host sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The socket's inode, which ties it to its owners' file descriptors.
     pub inode: u64,
 }
 
@@ -67,6 +78,7 @@ const INET_DIAG_SKV6ONLY: u16 = 11;
 /// TCP_CLOSE (7), which `ss` shows as UNCONN.
 const TCP_LISTEN: u32 = 10;
 const TCP_CLOSE: u32 = 7;
+const TCP_ESTABLISHED: u32 = 1;
 /// NLMSG_HDRLEN, which libc keeps private: `NLMSG_LENGTH(0)` is it.
 const NLMSG_HDRLEN: usize = libc::NLMSG_LENGTH(0) as usize;
 /// `struct inet_diag_sockid`: sport, dport (big endian), src[4], dst[4]
@@ -80,9 +92,38 @@ const MSG_LEN: usize = 4 + SOCKID_LEN + 20;
 pub fn listeners() -> Result<Vec<Listener>, SocketsError> {
     let mut out = Vec::new();
     for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let states = match protocol {
+            Protocol::Tcp => 1u32 << TCP_LISTEN,
+            Protocol::Udp => 1u32 << TCP_CLOSE,
+        };
         for family in [Family::Ipv4, Family::Ipv6] {
-            out.extend(dump(protocol, family)?);
+            out.extend(dump(protocol, family, states, |m| parse(protocol, m))?);
         }
+    }
+    Ok(out)
+}
+
+/// The TCP listening sockets alone, IPv4 then IPv6.
+pub fn tcp_listeners() -> Result<Vec<Listener>, SocketsError> {
+    let mut out = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        out.extend(dump(Protocol::Tcp, family, 1u32 << TCP_LISTEN, |m| {
+            parse(Protocol::Tcp, m)
+        })?);
+    }
+    Ok(out)
+}
+
+/// Every established TCP connection of the namespace, IPv4 then IPv6.
+pub fn established() -> Result<Vec<Connection>, SocketsError> {
+    let mut out = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        out.extend(dump(
+            Protocol::Tcp,
+            family,
+            1u32 << TCP_ESTABLISHED,
+            parse_connection,
+        )?);
     }
     Ok(out)
 }
@@ -97,7 +138,7 @@ fn open() -> Result<OwnedFd, SocketsError> {
     .map_err(|e| SocketsError::Open { source: e.into() })
 }
 
-fn request(protocol: Protocol, family: Family) -> Vec<u8> {
+fn request(protocol: Protocol, family: Family, states: u32) -> Vec<u8> {
     let len = NLMSG_HDRLEN + 8 + SOCKID_LEN;
     let mut b = Vec::with_capacity(len);
     b.extend((len as u32).to_ne_bytes());
@@ -112,16 +153,17 @@ fn request(protocol: Protocol, family: Family) -> Vec<u8> {
     b.push(protocol.number());
     b.push(0); // idiag_ext: SKV6ONLY comes without asking
     b.push(0);
-    let states = match protocol {
-        Protocol::Tcp => 1u32 << TCP_LISTEN,
-        Protocol::Udp => 1u32 << TCP_CLOSE,
-    };
     b.extend(states.to_ne_bytes());
     b.resize(len, 0); // the id: all zero, no filter
     b
 }
 
-fn dump(protocol: Protocol, family: Family) -> Result<Vec<Listener>, SocketsError> {
+fn dump<T>(
+    protocol: Protocol,
+    family: Family,
+    states: u32,
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Vec<T>, SocketsError> {
     let fail = |source: io::Error| SocketsError::Dump {
         what: format!("{} {}", family, protocol.as_str()),
         module: match protocol {
@@ -131,7 +173,7 @@ fn dump(protocol: Protocol, family: Family) -> Result<Vec<Listener>, SocketsErro
         source,
     };
     let fd = open()?;
-    let req = request(protocol, family);
+    let req = request(protocol, family, states);
     nsock::send(fd.as_raw_fd(), &req, MsgFlags::empty()).map_err(|e| fail(e.into()))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -163,7 +205,7 @@ fn dump(protocol: Protocol, family: Family) -> Result<Vec<Listener>, SocketsErro
                 }
                 SOCK_DIAG_BY_FAMILY => {
                     let body = &buf[at + NLMSG_HDRLEN..at + len];
-                    if let Some(l) = parse(protocol, body) {
+                    if let Some(l) = parse(body) {
                         out.push(l);
                     }
                 }
@@ -178,6 +220,33 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(b[at..at + 4].try_into().expect("four bytes"))
 }
 
+/// The family of an `inet_diag_msg` and the address at `at` of its
+/// sockid (`src` at 4, `dst` at 20).
+fn address_at(msg: &[u8], at: usize) -> Option<IpAddr> {
+    let id = &msg[4..4 + SOCKID_LEN];
+    let a: [u8; 16] = id[at..at + 16].try_into().ok()?;
+    match msg[0] as i32 {
+        libc::AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(a))),
+        _ => None,
+    }
+}
+
+/// One established connection's `inet_diag_msg`: both ends and the inode.
+fn parse_connection(msg: &[u8]) -> Option<Connection> {
+    if msg.len() < MSG_LEN {
+        return None;
+    }
+    let id = &msg[4..4 + SOCKID_LEN];
+    let sport = u16::from_be_bytes([id[0], id[1]]);
+    let dport = u16::from_be_bytes([id[2], id[3]]);
+    Some(Connection {
+        local: SocketAddr::new(address_at(msg, 4)?, sport),
+        remote: SocketAddr::new(address_at(msg, 20)?, dport),
+        inode: u64::from(u32_at(msg, 4 + SOCKID_LEN + 16)),
+    })
+}
+
 /// One `inet_diag_msg` and its attributes; `None` when it is too short.
 fn parse(protocol: Protocol, msg: &[u8]) -> Option<Listener> {
     if msg.len() < MSG_LEN {
@@ -190,11 +259,7 @@ fn parse(protocol: Protocol, msg: &[u8]) -> Option<Listener> {
     };
     let id = &msg[4..4 + SOCKID_LEN];
     let port = u16::from_be_bytes([id[0], id[1]]);
-    let src: [u8; 16] = id[4..20].try_into().ok()?;
-    let address = match family {
-        Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(src[0], src[1], src[2], src[3])),
-        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(src)),
-    };
+    let address = address_at(msg, 4)?;
     let ifindex = u32_at(id, 36);
     let uid = u32_at(msg, 4 + SOCKID_LEN + 12);
     let inode = u64::from(u32_at(msg, 4 + SOCKID_LEN + 16));
@@ -242,7 +307,7 @@ mod tests {
 
     #[test]
     fn the_request_is_the_size_the_kernel_expects() {
-        let r = request(Protocol::Tcp, Family::Ipv6);
+        let r = request(Protocol::Tcp, Family::Ipv6, 1 << TCP_LISTEN);
         // nlmsghdr + inet_diag_req_v2 (sizeof = 56).
         assert_eq!(r.len(), 16 + 56);
         assert_eq!(u32_at(&r, 0) as usize, r.len());
@@ -302,5 +367,38 @@ mod tests {
             (Protocol::Udp, udp.local_addr().unwrap().port())
         );
         assert_eq!(u.families, [Family::Ipv6]);
+    }
+
+    #[test]
+    fn a_connection_reply_gives_both_ends() {
+        let mut m = vec![0u8; MSG_LEN];
+        m[0] = libc::AF_INET as u8;
+        m[4..6].copy_from_slice(&22u16.to_be_bytes());
+        m[6..8].copy_from_slice(&50000u16.to_be_bytes());
+        m[8..12].copy_from_slice(&[10, 0, 0, 1]);
+        m[24..28].copy_from_slice(&[192, 0, 2, 7]);
+        m[4 + SOCKID_LEN + 16..4 + SOCKID_LEN + 20].copy_from_slice(&77u32.to_ne_bytes());
+        let c = parse_connection(&m).unwrap();
+        assert_eq!(c.local, "10.0.0.1:22".parse().unwrap());
+        assert_eq!(c.remote, "192.0.2.7:50000".parse().unwrap());
+        assert_eq!(c.inode, 77);
+    }
+
+    #[test]
+    fn the_kernel_lists_an_established_connection_of_ours() {
+        use std::os::unix::fs::MetadataExt;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let all = established().unwrap();
+        let found = all
+            .iter()
+            .find(|x| x.inode == inode)
+            .expect("our server end");
+        assert_eq!(found.local, l.local_addr().unwrap());
+        assert_eq!(found.remote, c.local_addr().unwrap());
     }
 }

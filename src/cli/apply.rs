@@ -207,6 +207,11 @@ pub fn run(
             return Ok(code);
         }
     }
+    let operator = &opts.operator;
+    if !operator.clients.is_empty() || !operator.notes.is_empty() {
+        crate::progress::clear();
+        eprintln!("fwharden: {}", operator.describe());
+    }
     let outcome = rollback::apply(rollback::Ports::real(), dirs, &new, opts);
     drop(watch);
     let outcome = match outcome {
@@ -216,15 +221,24 @@ pub fn run(
                 let mut v = probed.clone();
                 v["ok"] = json!(false);
                 v["error"] = json!(e.to_string());
+                v["ssh_client"] = json!(operator);
                 println!("{v}");
             }
             eprintln!("fwharden: error: {e}");
             return Ok(e.exit_code());
         }
     };
+    let banned = banned_operator(operator);
+    if let Some(w) = &banned {
+        eprintln!("fwharden: warning: {w}");
+    }
     if json {
         let mut v = serde_json::to_value(&outcome)?;
         v["ok"] = json!(true);
+        v["ssh_client"] = json!(operator);
+        if let Some(w) = &banned {
+            v["ban_warning"] = json!(w);
+        }
         v["changed"] = json!(outcome.changed());
         if let Some(w) = &containers_warning {
             v["containers_warning"] = json!(w);
@@ -276,6 +290,33 @@ pub fn run(
         }
     }
     Ok(exit::OK)
+}
+
+/// A warning when the operator's address is in a ban set now: whatever
+/// the apply did (even nothing, "unchanged"), a ban drops the operator's
+/// traffic once the ban table enforces it.
+fn banned_operator(operator: &crate::sshclient::Operator) -> Option<String> {
+    if operator.clients.is_empty() {
+        return None;
+    }
+    // Reading the ban table failing is no reason to fail an apply that
+    // succeeded: the warning is a courtesy, the guard before it is not.
+    let state = crate::nft::ban_state().ok()??;
+    let ban = state.bans.iter().find(|b| {
+        operator.is_client(b.addr) && !state.exempt.iter().any(|n| n.contains(&b.addr))
+    })?;
+    let left = ban
+        .expires_secs
+        .map_or_else(|| "no timeout".to_string(), |s| format!("{s} s left"));
+    let effect = if state.enforced {
+        "bans are enforced: every packet from it is dropped, established connections included"
+    } else {
+        "bans are not enforced now (the applied profile has no [bans]), but would be by a profile that enables them"
+    };
+    Some(format!(
+        "your address {} is banned (set {}, {left}): {effect}. Run `fwharden unban {}`",
+        ban.addr, ban.set, ban.addr
+    ))
 }
 
 /// HH:MM:SS of a time in ms since the epoch, UTC.

@@ -9,6 +9,9 @@ use serde_json::json;
 
 use crate::nft::{self, Banned, Unbanned};
 use crate::rollback::interlock;
+use crate::ruleset::ban_guard;
+use crate::ruleset::bans::BAN_TABLE;
+use crate::{hostaddr, sshclient};
 
 use super::exit;
 
@@ -22,14 +25,75 @@ pub fn parse_timeout(s: &str) -> Result<u64, String> {
     }
 }
 
-pub fn ban(addr: IpAddr, timeout: Option<u64>, json: bool) -> anyhow::Result<i32> {
+/// What the ban guard needs to know about this host and its operator.
+/// Only a client known to be this session's counts as the operator: the
+/// environment, or an sshd connection held by an ancestor. A guess among
+/// the connections to sshd would protect exactly the attacker fail2ban is
+/// banning, who is connected to sshd right now.
+fn guard_context(exempt: &[ipnet::IpNet]) -> ban_guard::Context {
+    let operator = sshclient::find();
+    let known = matches!(
+        operator.how,
+        sshclient::How::Environment { .. } | sshclient::How::SshdAncestor { .. }
+    );
+    let host = hostaddr::addresses();
+    ban_guard::Context {
+        operator: if known {
+            operator.clients.iter().map(|c| c.client).collect()
+        } else {
+            Vec::new()
+        },
+        operator_how: operator.describe(),
+        host: host.iter().map(|h| (h.addr, h.interface.clone())).collect(),
+        broadcasts: host.iter().filter_map(|h| h.broadcast).collect(),
+        exempt: exempt.to_vec(),
+    }
+}
+
+fn refused(addr: IpAddr, why: &str, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", json!({ "ok": false, "addr": addr, "error": why }));
+    }
+    eprintln!("fwharden: refused: {why}");
+    Ok(exit::REFUSED)
+}
+
+/// An IPv4-mapped IPv6 address is how dual-stack daemons log IPv4 clients;
+/// the kernel sees those packets as IPv4, so the ban goes into the IPv4 set.
+fn as_seen(addr: IpAddr) -> IpAddr {
+    let seen = sshclient::unmap(addr);
+    if seen != addr {
+        eprintln!("fwharden: {addr} is an IPv4-mapped address: taken as {seen}, as the kernel sees its packets");
+    }
+    seen
+}
+
+pub fn ban(addr: IpAddr, timeout: Option<u64>, force: bool, json: bool) -> anyhow::Result<i32> {
     interlock()?;
+    let addr = as_seen(addr);
+    let state = match nft::ban_state().context("reading the ban sets")? {
+        Some(s) => s,
+        None => {
+            return refused(
+                addr,
+                &nft::NftError::NoBans {
+                    table: BAN_TABLE.into(),
+                }
+                .to_string(),
+                json,
+            )
+        }
+    };
+    let refusals = ban_guard::check(addr, &guard_context(&state.exempt));
+    if let Some(r) = refusals.iter().find(|r| !force || !r.overridable()) {
+        return refused(addr, &r.describe(addr), json);
+    }
+    for r in &refusals {
+        eprintln!("fwharden: warning: --force: {}", r.describe(addr));
+    }
     let done = match nft::ban(addr, timeout) {
         Ok(d) => d,
-        Err(e @ (nft::NftError::Exempt { .. } | nft::NftError::NoBans { .. })) => {
-            eprintln!("fwharden: refused: {e}");
-            return Ok(exit::REFUSED);
-        }
+        Err(e @ nft::NftError::NoBans { .. }) => return refused(addr, &e.to_string(), json),
         Err(e) => return Err(e).with_context(|| format!("banning {addr}")),
     };
     let how = timeout.map_or_else(|| "the set's default timeout".into(), |t| format!("{t} s"));
@@ -49,6 +113,7 @@ pub fn ban(addr: IpAddr, timeout: Option<u64>, json: bool) -> anyhow::Result<i32
 
 pub fn unban(addr: IpAddr, json: bool) -> anyhow::Result<i32> {
     interlock()?;
+    let addr = as_seen(addr);
     let done = match nft::unban(addr) {
         Ok(d) => d,
         Err(e @ nft::NftError::NoBans { .. }) => {

@@ -213,11 +213,18 @@ pub enum Command {
     },
     /// Ban a source address: every packet from it is dropped until the
     /// timeout (or the `[bans]` default) runs out. Needs `[bans]` enabled.
+    /// Refused (exit 4): your own SSH client, this host's addresses,
+    /// loopback, unspecified, multicast, broadcast, exempt groups. An
+    /// IPv4-mapped IPv6 address (::ffff:a.b.c.d) is banned as IPv4.
     Ban {
         addr: std::net::IpAddr,
         /// 600, 90s, 10m, 1h or 7d.
         #[arg(long, value_name = "DURATION", value_parser = bans::parse_timeout)]
         timeout: Option<u64>,
+        /// Ban it even if it is your SSH client, this host's, multicast,
+        /// broadcast or exempt (never loopback or unspecified).
+        #[arg(long)]
+        force: bool,
     },
     /// Lift the ban of a source address.
     Unban { addr: std::net::IpAddr },
@@ -281,6 +288,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 auto_confirm: *auto_confirm,
                 force: *force,
                 dry_run: *dry_run,
+                operator: crate::sshclient::find(),
             };
             let probe = match (*no_probe, *require_probe) {
                 (true, _) => apply::ProbeMode::Skip,
@@ -295,7 +303,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
         Command::Rollback => safety::rollback(&dirs, cli.json),
-        Command::Ban { addr, timeout } => bans::ban(*addr, *timeout, cli.json),
+        Command::Ban {
+            addr,
+            timeout,
+            force,
+        } => bans::ban(*addr, *timeout, *force, cli.json),
         Command::Unban { addr } => bans::unban(*addr, cli.json),
         Command::Bans => bans::list(cli.json),
         Command::Status { verify } => safety::status(&dirs, *verify, cli.json),

@@ -113,13 +113,11 @@ fn ban_of(e: &super::obj::KernelElem, set: &str, family: Family) -> Result<Ban, 
     })
 }
 
-/// Bans `addr` for `timeout_secs` (or the set's default). An address in an
-/// exempt group is refused: the ban table's chain would let it through.
+/// Bans `addr` for `timeout_secs` (or the set's default). What must not
+/// be banned (the operator, this host, exempt groups) is the ban guard's
+/// to refuse before ([`crate::ruleset::ban_guard`]).
 pub fn ban(addr: IpAddr, timeout_secs: Option<u64>) -> Result<Banned, NftError> {
     let state = state()?.ok_or_else(absent)?;
-    if let Some(net) = state.exempt.iter().find(|n| n.contains(&addr)) {
-        return Err(NftError::Exempt { addr, net: *net });
-    }
     let own = model::set_name(match addr {
         IpAddr::V4(_) => Family::Ipv4,
         IpAddr::V6(_) => Family::Ipv6,

@@ -78,13 +78,6 @@ pub enum NftError {
     },
     #[error("bans are off: table inet {table} does not exist; add `[bans]` with `enabled = true` to the profile and apply it")]
     NoBans { table: String },
-    #[error(
-        "{addr} is in {net}, which the profile exempts from bans: a ban of it would drop nothing"
-    )]
-    Exempt {
-        addr: std::net::IpAddr,
-        net: ipnet::IpNet,
-    },
     #[error("ban set {set} holds {have}, the profile asks for {want}; the kernel cannot change a set in place and recreating it would drop its bans: keep the old values in [bans], or drop every ban with `nft delete table inet fwharden-bans` and apply again")]
     BanSetShape {
         set: String,

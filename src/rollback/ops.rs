@@ -36,6 +36,9 @@ pub struct ApplyOptions {
     pub force: bool,
     /// Show what would change, change nothing.
     pub dry_run: bool,
+    /// The operator's SSH client(s), which the lockout guard keeps able to
+    /// log in and the escape hatch lets back in ([`crate::sshclient::find`]).
+    pub operator: crate::sshclient::Operator,
 }
 
 /// What an apply did.
@@ -173,26 +176,33 @@ pub fn apply(
         return Ok(ApplyOutcome::Unchanged { profile });
     }
     let target = rollback_target(dirs, confirmed.as_ref(), pending.as_ref(), &held, opts)?;
-    let ssh = guard::SshClient::from_env();
-    if let Some(ssh) = &ssh {
-        let interface = ssh.server.and_then(guard::interface_of);
+    let operator = &opts.operator;
+    if !operator.clients.is_empty() {
         let banned: Vec<std::net::IpAddr> = match (&new.bans, kernel.ban_state()?) {
             (Some(_), Some(state)) => state.bans.iter().map(|b| b.addr).collect(),
             _ => Vec::new(),
         };
-        let verdict =
-            guard::check(new, ssh, interface).and_then(|_| guard::check_bans(new, ssh, &banned));
-        if let Err(why) = verdict {
-            if !opts.force {
-                return Err(RollbackError::Lockout(why));
+        // Several clients (none of them provably this session's): every
+        // one of them must still get in.
+        for ssh in &operator.clients {
+            let interface = ssh.server.and_then(crate::hostaddr::interface_of);
+            let verdict = guard::check(new, ssh, interface)
+                .and_then(|_| guard::check_bans(new, ssh, &banned))
+                .map_err(|why| format!("{why} [{}]", operator.describe()));
+            if let Err(why) = verdict {
+                if !opts.force {
+                    return Err(RollbackError::Lockout(why));
+                }
+                eprintln!("fwharden: warning: --force: {why}");
             }
-            eprintln!("fwharden: warning: --force: {why}");
         }
     }
     // The escape hatch rides along with a pending ruleset loaded over SSH
     // (see `ruleset::hatch`). Without an SSH client there is no address to
     // let back in, and a confirmed-at-once apply has no window to outlive.
-    let hatch = match (&ssh, opts.auto_confirm) {
+    // It lets one address back in: with several candidate clients there is
+    // no single operator, and none is armed (the guard checked them all).
+    let hatch = match (operator.single(), opts.auto_confirm) {
         (Some(ssh), false) => Some(Hatch {
             operator: ssh.client,
             port: ssh.server_port,
@@ -299,7 +309,7 @@ pub fn apply(
         watcher: spawned.pid,
         watcher_lives,
         hatch: hatch::find(&loaded).map_or_else(
-            || "none: not applied over SSH (no SSH_CONNECTION or SSH_CLIENT), so there is no operator address to let back in".to_string(),
+            || format!("none: {}", operator.why_no_hatch()),
             |f| f.describe(),
         ),
     })

@@ -192,3 +192,12 @@ pub fn compiled(name: &str) -> Ruleset {
     let loaded = profile::load(name, &search);
     crate::compile::compile(&loaded.profile.expect("a built-in profile loads"))
 }
+
+/// An apply from the console: no SSH client, so no guard and no hatch.
+pub fn console() -> crate::sshclient::Operator {
+    crate::sshclient::Operator {
+        clients: vec![],
+        how: crate::sshclient::How::NotFound,
+        notes: vec![],
+    }
+}

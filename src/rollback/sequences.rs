@@ -97,6 +97,7 @@ fn run(rig: &Rig, model: &Model, cmd: &Command) -> (bool, bool) {
                 auto_confirm: *auto_confirm,
                 force: false,
                 dry_run: false,
+                operator: super::rig::console(),
             };
             let out = super::apply(ports, &rig.dirs, &model.rulesets[*profile], &opts);
             confirmed = matches!(out, Ok(ApplyOutcome::Confirmed { .. }));

@@ -142,6 +142,20 @@ fn exempt_of(bans: &Bans, family: Family) -> Vec<IpNet> {
 /// chain (container coverage) is the same rules on another hook.
 pub fn chain(bans: &Bans, hook: Hook) -> Chain {
     let mut rules = Vec::new();
+    // This host talking to itself is never banned, whatever the sets hold
+    // (a ban of 127.0.0.1 or of an address of this host would otherwise
+    // break every local service). Only input: the kernel never forwards
+    // what arrives on lo.
+    if hook == Hook::Input {
+        rules.push(Rule {
+            matches: vec![Match::InInterface("lo".into())],
+            counter: true,
+            limit: None,
+            log: None,
+            verdict: Some(Verdict::Accept),
+            comment: "bans: never drop loopback (on to table fwharden)".into(),
+        });
+    }
     for family in FAMILIES {
         if exempt_of(bans, family).is_empty() {
             continue;
@@ -232,6 +246,12 @@ mod tests {
             state: CtState::New,
         };
         assert!(evaluate(&t, Hook::Input, &packet("192.0.2.9")).accepted());
+        let from_lo = Packet {
+            interface: Some("lo".into()),
+            ..packet("127.0.0.1")
+        };
+        let d = evaluate(&t, Hook::Input, &from_lo);
+        assert!(d.accepted() && d.comment.contains("loopback"), "{d:?}");
         assert!(exempt(&bans(), "192.0.2.9".parse().unwrap()));
         assert!(!exempt(&bans(), "198.51.100.1".parse().unwrap()));
     }
@@ -245,6 +265,8 @@ mod tests {
         };
         let t = table(&b, "p");
         assert_eq!(t.sets.len(), 4);
-        assert_eq!(t.chain("input").unwrap().rules.len(), 4);
+        // Loopback, then the four ban sets; forward has no loopback rule.
+        assert_eq!(t.chain("input").unwrap().rules.len(), 5);
+        assert_eq!(t.chain("forward").unwrap().rules.len(), 4);
     }
 }

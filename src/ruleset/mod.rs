@@ -5,6 +5,7 @@
 //! from a profile sits above, in [`crate::compile`]: this module knows
 //! nothing of profiles.
 
+pub mod ban_guard;
 pub mod bans;
 pub mod eval;
 pub mod hatch;

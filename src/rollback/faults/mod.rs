@@ -28,6 +28,7 @@ pub(super) fn timed() -> ApplyOptions {
         auto_confirm: false,
         force: false,
         dry_run: false,
+        operator: super::rig::console(),
     }
 }
 
