@@ -26,3 +26,40 @@ pub const PROBE_FAILED: i32 = 6;
 /// port the ruleset does not filter) that the profile does not name: let
 /// in by a policy, by a rule that names no port, or by no ruleset at all.
 pub const EXPOSED: i32 = 7;
+
+/// Every exit code with its name, in order: the README's table of exit
+/// codes is checked against it (see the test below).
+pub const ALL: [(i32, &str); 8] = [
+    (OK, "OK"),
+    (FAILURE, "FAILURE"),
+    (USAGE, "USAGE"),
+    (INVALID_PROFILE, "INVALID_PROFILE"),
+    (REFUSED, "REFUSED"),
+    (ROLLED_BACK, "ROLLED_BACK"),
+    (PROBE_FAILED, "PROBE_FAILED"),
+    (EXPOSED, "EXPOSED"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+
+    /// The README's "Exit codes" table names each code once, in order,
+    /// and no other: a code added here and not documented fails.
+    #[test]
+    fn the_readme_documents_every_exit_code_and_no_other() {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .expect("README has an Exit codes section");
+        let codes: Vec<i32> = table
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.trim_matches('|').split('|').next()?.trim().parse().ok())
+            .collect();
+        let ours: Vec<i32> = ALL.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, ours);
+    }
+}

@@ -3,7 +3,7 @@
 //! refused, and an orphaned apply is rolled back on the spot.
 
 use super::ops::{foreign_as_drift, LOCK_WAIT};
-use super::{orphaned, settle_locked, Ports, RollbackError};
+use super::{orphaned, settle_locked, Late, Ports, RollbackError};
 use crate::nft;
 use crate::ruleset::hatch;
 use crate::state::{now, now_ms, ApplyLock, Confirmed, Dirs, Pending, Stamp};
@@ -39,22 +39,20 @@ pub fn confirm(ports: Ports, dirs: &Dirs, token: Option<&str>) -> Result<String,
         let late = dirs
             .rolled_back()?
             .filter(|r| token.is_none_or(|t| t == r.token));
-        return Err(RollbackError::Refused(match late {
-            Some(r) => format!(
-                "too late: the apply of profile {} was rolled back ({}) {} s ago; apply it again",
-                r.profile,
-                r.reason,
-                now_ms().saturating_sub(r.at_ms) / 1000
-            ),
-            None => "nothing is pending: there is no apply to confirm".into(),
-        }));
+        return Err(match late {
+            Some(r) => RollbackError::RolledBackAlready {
+                secs_ago: now_ms().saturating_sub(r.at_ms) / 1000,
+                profile: r.profile,
+                reason: r.reason,
+            },
+            None => RollbackError::NothingPending,
+        });
     };
     if let Some(t) = token {
         if t != pending.token {
-            return Err(RollbackError::Refused(format!(
-                "the pending apply (profile {}) has another token; it is not the apply you meant to confirm",
-                pending.profile
-            )));
+            return Err(RollbackError::OtherToken {
+                profile: pending.profile,
+            });
         }
     }
     if now_ms() >= pending.deadline_ms {
@@ -65,10 +63,9 @@ pub fn confirm(ports: Ports, dirs: &Dirs, token: Option<&str>) -> Result<String,
         Err(e) => (kernel.generation()?, foreign_as_drift(e)?),
     };
     if table.as_ref() != Some(&pending.ruleset) {
-        return Err(RollbackError::Refused(format!(
-            "the kernel no longer holds the pending profile {}: something changed it; not confirming (run `fwharden status`)",
-            pending.profile
-        )));
+        return Err(RollbackError::Drifted {
+            profile: pending.profile,
+        });
     }
     let keep = hatch::without_hatch(&pending.ruleset);
     let seen = if keep == pending.ruleset {
@@ -80,10 +77,9 @@ pub fn confirm(ports: Ports, dirs: &Dirs, token: Option<&str>) -> Result<String,
             kernel.apply_at(&keep, Some(g))
         })?;
         let nft::Check::Holds { generation, .. } = kernel.verify(&keep, &report)? else {
-            return Err(RollbackError::Refused(format!(
-                "loading profile {} without its escape hatch did not read back as written; not confirmed, the rollback stays armed (run `fwharden status`)",
-                pending.profile
-            )));
+            return Err(RollbackError::HatchKept {
+                profile: pending.profile,
+            });
         };
         Stamp::at(generation)
     };
@@ -104,23 +100,20 @@ pub fn confirm(ports: Ports, dirs: &Dirs, token: Option<&str>) -> Result<String,
 /// is about to roll back (it waits for the lock this confirm holds); one
 /// that is gone cannot, so the rollback happens here.
 fn too_late(ports: Ports, dirs: &Dirs, pending: &Pending) -> RollbackError {
-    let late = now_ms().saturating_sub(pending.deadline_ms) / 1000;
-    let head = format!(
-        "too late: the deadline of the apply of profile {} passed {late} s ago",
-        pending.profile
-    );
-    if !orphaned(ports, pending, &dirs.run) {
-        return RollbackError::Refused(format!(
-            "{head}; its watcher is rolling it back to {} now; apply it again",
-            pending.previous_name()
-        ));
-    }
-    match settle_locked(ports, dirs, "confirm") {
-        Ok(Some(s)) => RollbackError::Refused(format!("{head}: {}; apply it again", s.describe())),
-        // Under the lock the apply was gone or not due after all.
-        Ok(None) => RollbackError::Refused(format!("{head}; it is rolled back; apply it again")),
-        Err(e) => RollbackError::Refused(format!(
-            "{head} and its watcher is not acting; rolling it back failed: {e}; run `fwharden rollback`"
-        )),
+    let late = if !orphaned(ports, pending, &dirs.run) {
+        Late::WatcherRollingBack {
+            previous: pending.previous_name(),
+        }
+    } else {
+        match settle_locked(ports, dirs, "confirm") {
+            Ok(Some(s)) => Late::TakenOver(s),
+            Ok(None) => Late::Gone,
+            Err(e) => Late::TakeoverFailed(Box::new(e)),
+        }
+    };
+    RollbackError::PastDeadline {
+        profile: pending.profile.clone(),
+        late_secs: now_ms().saturating_sub(pending.deadline_ms) / 1000,
+        late,
     }
 }

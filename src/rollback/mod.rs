@@ -52,8 +52,36 @@ pub enum RollbackError {
     Watcher(#[source] std::io::Error),
     #[error("the kernel does not hold what was applied ({detail}); {restored}")]
     ReadBack { detail: String, restored: String },
-    #[error("{0}")]
-    Refused(String),
+    #[error("nothing is pending: there is no apply to confirm")]
+    NothingPending,
+    #[error("too late: the apply of profile {profile} was rolled back ({reason}) {secs_ago} s ago; apply it again")]
+    RolledBackAlready {
+        profile: String,
+        reason: String,
+        secs_ago: u64,
+    },
+    #[error("the pending apply (profile {profile}) has another token; it is not the apply you meant to confirm")]
+    OtherToken { profile: String },
+    #[error("the kernel no longer holds the pending profile {profile}: something changed it; not confirming (run `fwharden status`)")]
+    Drifted { profile: String },
+    #[error("loading profile {profile} without its escape hatch did not read back as written; not confirmed, the rollback stays armed (run `fwharden status`)")]
+    HatchKept { profile: String },
+    #[error(
+        "too late: the deadline of the apply of profile {profile} passed {late_secs} s ago{late}"
+    )]
+    PastDeadline {
+        profile: String,
+        late_secs: u64,
+        late: Late,
+    },
+    #[error("restoring profile {profile} did not read back as written; run `fwharden status` and `fwharden restore`")]
+    RestoreDiffers { profile: String },
+    #[error("{error}; {undo}")]
+    OutcomeUndone { error: NftError, undo: Undo },
+    #[error(
+        "{error}; and the pending record could not be put back ({state}); run `fwharden status`"
+    )]
+    PendingLost { error: NftError, state: StateError },
     #[error("refusing a timed apply: {state} holds no confirmed record, and table inet {table} cannot be read back as a ruleset fwharden wrote ({why}), so a rollback could only remove it; nothing was changed. If that is the wrong state directory, pass the right --state-dir (or FWHARDEN_STATE_DIR); to replace the table with no rollback timer, apply with --auto-confirm; to start from no firewall, delete it (`nft delete table inet {table}`) and apply again")]
     NoRollbackTarget {
         state: std::path::PathBuf,
@@ -69,6 +97,55 @@ pub enum RollbackError {
 }
 
 pub use crate::interlock::FORBID_ENV;
+
+/// What became of an apply a confirm found past its deadline.
+#[derive(Debug)]
+pub enum Late {
+    /// Its watcher is there and about to roll back.
+    WatcherRollingBack { previous: String },
+    /// This command rolled it back (see [`Settled::describe`]).
+    TakenOver(Settled),
+    /// Under the lock it was gone, or not due after all.
+    Gone,
+    /// Rolling it back here failed.
+    TakeoverFailed(Box<RollbackError>),
+}
+
+impl std::fmt::Display for Late {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Late::WatcherRollingBack { previous } => write!(
+                f,
+                "; its watcher is rolling it back to {previous} now; apply it again"
+            ),
+            Late::TakenOver(s) => write!(f, ": {}; apply it again", s.describe()),
+            Late::Gone => write!(f, "; it is rolled back; apply it again"),
+            Late::TakeoverFailed(e) => write!(
+                f,
+                " and its watcher is not acting; rolling it back failed: {e}; run `fwharden rollback`"
+            ),
+        }
+    }
+}
+
+/// What came of undoing a commit whose outcome was unknown.
+#[derive(Debug)]
+pub enum Undo {
+    Restored,
+    Failed(Box<RollbackError>),
+}
+
+impl std::fmt::Display for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undo::Restored => write!(f, "the previous ruleset was restored"),
+            Undo::Failed(e) => write!(
+                f,
+                "restoring the previous ruleset failed too: {e}; run `fwharden restore`"
+            ),
+        }
+    }
+}
 
 /// [`crate::interlock::check`], as the error the rollback's callers map
 /// to an exit code.
@@ -102,10 +179,9 @@ pub fn restore_previous(
         Some(r) => {
             let report = kernel.apply_at(r, None)?;
             if !matches!(kernel.verify(r, &report)?, crate::nft::Check::Holds { .. }) {
-                return Err(RollbackError::Refused(format!(
-                    "restoring profile {} did not read back as written; run `fwharden status` and `fwharden restore`",
-                    r.profile
-                )));
+                return Err(RollbackError::RestoreDiffers {
+                    profile: r.profile.clone(),
+                });
             }
         }
         None => kernel.remove_table()?,
@@ -187,9 +263,9 @@ mod tests {
     #[test]
     fn a_race_or_a_busy_kernel_is_tried_again_a_refusal_of_principle_is_not() {
         assert!(!final_error(&RollbackError::Kernel(NftError::Raced)));
-        assert!(!final_error(&RollbackError::Refused(
-            "did not read back as written".into()
-        )));
+        assert!(!final_error(&RollbackError::RestoreDiffers {
+            profile: "p".into()
+        }));
         assert!(!final_error(&RollbackError::Kernel(NftError::Io {
             op: "sendmsg",
             source: std::io::Error::from_raw_os_error(libc::EBUSY),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::confirm::confirm_record;
 use super::target::{self, Held};
-use super::{guard, settle_locked, undo, Ports, RollbackError};
+use super::{guard, settle_locked, undo, Ports, RollbackError, Undo};
 use crate::kernel::Kernel;
 use crate::nft::{self, NftError};
 use crate::render;
@@ -437,12 +437,11 @@ fn after_failed_commit(
             Ok(now) if now.as_ref() == before => {}
             _ => {
                 // It may have gone in: go back to the recorded previous state.
-                if let Err(undo_err) = undo(ports, dirs, record, "outcome unknown") {
-                    return RollbackError::Refused(format!(
-                        "{e}; restoring the previous ruleset failed too: {undo_err}; run `fwharden restore`"
-                    ));
-                }
-                return RollbackError::Refused(format!("{e}; the previous ruleset was restored"));
+                let undo = match undo(ports, dirs, record, "outcome unknown") {
+                    Ok(()) => Undo::Restored,
+                    Err(undo_err) => Undo::Failed(Box::new(undo_err)),
+                };
+                return RollbackError::OutcomeUndone { error: e, undo };
             }
         }
     }
@@ -457,8 +456,6 @@ fn after_failed_commit(
     };
     match kept {
         Ok(()) => e.into(),
-        Err(state) => RollbackError::Refused(format!(
-            "{e}; and the pending record could not be put back ({state}); run `fwharden status`"
-        )),
+        Err(state) => RollbackError::PendingLost { error: e, state },
     }
 }
