@@ -21,9 +21,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -271,22 +270,8 @@ fn store(dir: &Path, family: Family, nets: &[IpNet]) -> Result<ListFile, String>
         .mode(0o700)
         .create(&lists)
         .map_err(err)?;
-    let tmp = lists.join(format!(".{}.{}.tmp", list.sha256, std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &file)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)?;
+    let name = format!("{}.bin", list.sha256);
+    super::atomic::write(&lists, &name, &bytes).map_err(err)?;
     Ok(list)
 }
 

@@ -7,6 +7,7 @@
 //! (`/run/fwharden`). Every file is root-only and written atomically. Big
 //! prefix lists are kept once, in files of their own (`lists`).
 
+mod atomic;
 mod lists;
 mod lock;
 mod sealed;

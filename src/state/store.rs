@@ -1,14 +1,14 @@
 //! The records and their atomic, root-only files.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::atomic::{self, sync_dir};
 use super::sealed::{self, Damage, Opened};
 use crate::ruleset::Ruleset;
 
@@ -397,39 +397,16 @@ fn is_legacy(path: &Path) -> bool {
     matches!(read_file(path), Ok(Some(bytes)) if matches!(sealed::open(&bytes), Ok(Opened::Legacy)))
 }
 
-/// Temporary file, fsync, rename, fsync of the directory: a crash leaves
-/// the old file or the new one, never a torn one.
+/// Sealed (see `sealed`) and written atomically (see `atomic`).
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
     Dirs::ensure(dir)?;
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let err = |source| StateError::Write {
-        path: path.clone(),
+        path: dir.join(name),
         source,
     };
     let body = super::lists::within(dir, || serde_json::to_vec_pretty(value))
         .map_err(|e| err(e.into()))?;
-    let bytes = sealed::seal(&body);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    atomic::write(dir, name, &sealed::seal(&body)).map_err(err)
 }
 
 #[cfg(test)]
