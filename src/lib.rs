@@ -24,4 +24,5 @@ pub mod progress;
 pub mod render;
 pub mod rollback;
 pub mod ruleset;
+pub mod sigpipe;
 pub mod state;

@@ -1,7 +1,12 @@
 use clap::Parser;
 
 fn main() {
+    // A closed stdout ends fwharden quietly, as any filter (see sigpipe).
+    fwharden::sigpipe::restore_default();
     let cli = fwharden::cli::Cli::parse();
+    if matches!(cli.command, fwharden::cli::Command::Watch { .. }) {
+        fwharden::sigpipe::ignore();
+    }
     let code = match fwharden::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -73,21 +73,44 @@ pub fn privileged(test: &str) -> bool {
     }
 }
 
-/// Whether `nft` is installed for the `nft -c` checks (which change
-/// nothing); same CI rule as [`privileged`].
+/// Whether `nft -c` can run in a throwaway network namespace here
+/// ([`nft_check`]); same CI rule as [`privileged`].
 pub fn have_nft(test: &str) -> bool {
-    if Command::new("nft").arg("--version").output().is_ok() {
+    let why = if Command::new("nft").arg("--version").output().is_err() {
+        "`nft` is missing; run scripts/deps"
+    } else if !throwaway_netns(&["true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        "`unshare --net` cannot make a network namespace here (util-linux, root or user namespaces)"
+    } else {
         return true;
-    }
+    };
     if under_ci() {
-        panic!("{test}: `nft` is missing (CI=true: a skip is a failure); run scripts/deps");
+        panic!("{test}: {why} (CI=true: a skip is a failure)");
     }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: `nft` is missing; run scripts/deps !!!!!!!!\n");
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
     false
 }
 
-/// `nft -c -f FILE`: parses and evaluates a ruleset without loading it.
-/// Needs no namespace: nothing reaches the kernel's ruleset.
+/// `argv` run in a network namespace of its own, made for this one
+/// command and gone when it exits (`unshare --net`; as a user without
+/// root, inside a user namespace of its own too). nft's dry run (`nft -c`)
+/// still talks to nf_tables: the kernel inserts the table for the length
+/// of the transaction, where every reader of that namespace sees it. In
+/// the machine's own namespace that is a phantom table for monitoring
+/// agents and for the tests' own before/after check of the host.
+pub fn throwaway_netns(argv: &[&str]) -> Command {
+    let mut c = Command::new("unshare");
+    if !nix::unistd::geteuid().is_root() {
+        c.arg("--map-root-user");
+    }
+    c.arg("--net").arg("--").args(argv);
+    c
+}
+
+/// `nft -c -f FILE`: parses and evaluates a ruleset without loading it,
+/// in a throwaway namespace ([`throwaway_netns`]).
 pub fn nft_check(text: &str) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ruleset.nft");
@@ -96,12 +119,10 @@ pub fn nft_check(text: &str) -> Result<(), String> {
 }
 
 pub fn nft_check_file(path: &Path) -> Result<(), String> {
-    let out = Command::new("nft")
-        .arg("-c")
-        .arg("-f")
-        .arg(path)
+    let path = path.to_str().expect("utf-8 path");
+    let out = throwaway_netns(&["nft", "-c", "-f", path])
         .output()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("running unshare --net nft -c: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
