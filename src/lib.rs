@@ -11,6 +11,7 @@
 //! [`state`] keeps the records, [`progress`] shows a long apply's phases.
 
 pub mod audit;
+pub mod bounded;
 pub mod cli;
 pub mod compile;
 pub mod containers;

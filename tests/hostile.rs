@@ -191,3 +191,177 @@ fn nft_checks_run_in_a_namespace_of_their_own() {
     let e = nft_check("table inet t {\n chain c {\n  tcp dport bogus accept\n }\n}\n").unwrap_err();
     assert!(e.contains("bogus"), "{e}");
 }
+
+/// Runs `c` to its end, or kills it at a deadline generous for a busy
+/// machine and fails the test: a regression into a read without end (a
+/// FIFO, /dev/zero) fails here instead of hanging the suite.
+fn within_deadline(c: &mut Command) -> Output {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fwharden");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let read_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let read_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut v);
+        v
+    });
+    let limit = std::time::Duration::from_secs(120);
+    let ended = wait_until(limit, || child.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("still running after {limit:?}: killed");
+    }
+    Output {
+        status: child.wait().unwrap(),
+        stdout: read_out.join().unwrap(),
+        stderr: read_err.join().unwrap(),
+    }
+}
+
+/// A profile directory holding `t.toml`, whose group `feed` reads `file`.
+fn profile_reading(file: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        format!(
+            "description = \"reads {file}\"\n[groups]\nfeed = {{ file = \"{file}\" }}\n[[rule]]\nallow = \"ssh\"\nfrom = \"feed\"\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// `check t` in `dir`, with at most 1 GiB of address space: a regression
+/// that reads /dev/zero again fails at that bound, without taking the
+/// machine's memory first.
+fn check_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = fwharden();
+    c.arg("--profile-dir")
+        .arg(dir)
+        .args(["check", "t"])
+        .envs(env.iter().copied());
+    // SAFETY: runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed; setrlimit is one (signal-safety(7))
+    // and nothing is allocated.
+    unsafe {
+        c.pre_exec(|| {
+            let gib = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &gib) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    within_deadline(&mut c)
+}
+
+#[test]
+fn group_files_that_are_not_regular_files_are_located_errors() {
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_dir.path().join("feed");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for (file, kind) in [
+        ("/dev/zero", "a character device"),
+        ("/dev/urandom", "a character device"),
+        (fifo.to_str().unwrap(), "a FIFO"),
+        ("/tmp", "a directory"),
+    ] {
+        let dir = profile_reading(file);
+        let out = check_in(dir.path(), &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{file}: {err}");
+        // At the `file =` value of the profile, with what to do.
+        let at = format!(
+            "{}:3:17: error: list file {file} is {kind}, not a regular file",
+            dir.path().join("t.toml").display()
+        );
+        assert!(err.contains(&at), "{file}: want {at}\n{err}");
+        assert!(err.contains("help: name a regular file"), "{err}");
+    }
+}
+
+#[test]
+fn list_files_and_profiles_past_their_limit_are_refused_and_the_limit_is_set_by_env() {
+    let dir = profile_reading("big.txt");
+    // 2 MiB of good lines.
+    let line = "10.0.0.1\n";
+    let text = line.repeat((2 << 20) / line.len() + 1);
+    std::fs::write(dir.path().join("big.txt"), &text).unwrap();
+
+    let out = check_in(dir.path(), &[("FWHARDEN_MAX_INPUT_MIB", "1")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("t.toml:3:17: error: list file"), "{err}");
+    assert!(
+        err.contains("is larger than 1 MiB, the limit for a list file"),
+        "{err}"
+    );
+    assert!(err.contains("FWHARDEN_MAX_INPUT_MIB"), "{err}");
+
+    let out = check_in(dir.path(), &[("FWHARDEN_MAX_INPUT_MIB", "3")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = check_in(dir.path(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the default is 256 MiB: {}",
+        stderr(&out)
+    );
+
+    let out = check_in(dir.path(), &[("FWHARDEN_MAX_INPUT_MIB", "lots")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("FWHARDEN_MAX_INPUT_MIB=\"lots\" is not a whole number of MiB"),
+        "{err}"
+    );
+
+    // A profile has a limit of its own (32 MiB): 33 MiB, sparse.
+    let huge = dir.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(33 << 20)
+        .unwrap();
+    let out = within_deadline(fwharden().arg("check").arg(&huge));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("is larger than 32 MiB, the limit for a profile"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_state_record_that_is_a_fifo_is_an_error_not_a_hang() {
+    if !reads_the_kernel("a_state_record_that_is_a_fifo_is_an_error_not_a_hang") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    nix::unistd::mkfifo(&state.join("confirmed.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let out = within_deadline(
+        fwharden()
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .arg("status"),
+    );
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("a FIFO, not a regular file"), "{all}");
+}

@@ -233,7 +233,9 @@ impl Dirs {
     fn collect_lists(&self) {
         let mut records = Vec::new();
         for name in [CONFIRMED, PENDING] {
-            match fs::read(self.state.join(name)) {
+            match crate::bounded::read(&self.state.join(name), crate::bounded::Input::State)
+                .map_err(std::io::Error::from)
+            {
                 Ok(bytes) => records.push(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 // Cannot tell what it names: keep every list.
@@ -294,7 +296,9 @@ impl Dirs {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
-    let text = match fs::read(path) {
+    let text = match crate::bounded::read(path, crate::bounded::Input::State)
+        .map_err(std::io::Error::from)
+    {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
