@@ -27,3 +27,4 @@ pub mod rollback;
 pub mod ruleset;
 pub mod sigpipe;
 pub mod state;
+pub mod term;

@@ -11,7 +11,9 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             // The whole chain, once: what failed, then why.
-            eprintln!("fwharden: error: {err:#}");
+            // Errors quote paths and profile text: escaped for the terminal.
+            let text = format!("{err:#}");
+            eprintln!("fwharden: error: {}", fwharden::term::safe_lines(&text));
             fwharden::cli::exit::FAILURE
         }
     };

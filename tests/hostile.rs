@@ -365,3 +365,59 @@ fn a_state_record_that_is_a_fifo_is_an_error_not_a_hang() {
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(all.contains("a FIFO, not a regular file"), "{all}");
 }
+
+/// A profile whose description and values hold escape sequences and line
+/// breaks: what `list` and `check` print holds no control character but
+/// the line breaks of their own, and shows the escapes as text.
+#[test]
+fn profile_text_reaches_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    // TOML's own escapes: the file is plain text, the values are not.
+    std::fs::write(
+        dir.path().join("evil.toml"),
+        "description = \"web\\u001b[2J\\u001b]0;owned\\u0007\\nfake: ok\"\n[[rule]]\nallow = \"ssh\\u001b[31m\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("nice.toml"),
+        "description = \"nice\\u001b[1m\"\n[[rule]]\nallow = \"ssh\"\n",
+    )
+    .unwrap();
+    let fw = |args: &[&str]| {
+        fwharden()
+            .arg("--profile-dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let clean = |what: &str, text: &str| {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{what}: a control character reached the terminal: {text:?}"
+        );
+    };
+
+    let out = fw(&["list"]);
+    let text = stdout(&out);
+    clean("list", &text);
+    assert!(text.contains("nice\\u{1b}[1m"), "{text}");
+    assert_eq!(text.lines().count(), 2, "no forged line: {text}");
+
+    let out = fw(&["check", "evil"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    clean("check", &err);
+    assert!(err.contains("ssh\\u{1b}[31m"), "{err}");
+
+    // JSON stays JSON: serde's escapes, not these.
+    let out = fw(&["--json", "list"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nice = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "nice")
+        .unwrap();
+    assert_eq!(nice["description"], "nice\u{1b}[1m");
+}

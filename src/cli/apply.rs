@@ -218,7 +218,10 @@ pub fn run(
                 v["error"] = json!(e.to_string());
                 println!("{v}");
             }
-            eprintln!("fwharden: error: {e}");
+            eprintln!(
+                "fwharden: error: {}",
+                crate::term::safe_lines(&e.to_string())
+            );
             return Ok(e.exit_code());
         }
     };
