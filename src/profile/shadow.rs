@@ -3,8 +3,13 @@
 //! would. Asked of every pair, this was quadratic: 100,000 rules took
 //! minutes. Here each rule asks an index of the earlier rules for the few
 //! that could cover it, along the dimension that narrows them most (a
-//! port, a source prefix, an interface), and tests only those.
+//! port, a source prefix, an interface), and tests only those. Ranges of
+//! ports are kept in a segment tree, so "which ranges hold port p" is
+//! answered without looking at the others.
 //!
+//! What stays quadratic is a profile where every dimension is shared by
+//! most rules and yet no rule covers the next (say, thousands of rules
+//! naming groups of more than [`INDEXED_PREFIXES`] prefixes on one port).
 //! The index only narrows: every rule that covers another is among the
 //! candidates the index returns, so the answers are those of the pairwise
 //! check (the unit tests hold it to that check on random profiles).
@@ -131,8 +136,10 @@ struct Index<'a> {
     by_protocol: HashMap<Protocol, Vec<usize>>,
     /// Rules naming this single port.
     by_port: HashMap<(Protocol, u16), Vec<usize>>,
-    /// Rules naming a range of more than one port of this protocol.
-    ranges: HashMap<Protocol, Vec<usize>>,
+    /// Rules naming a range of more than one port, in the nodes of a
+    /// segment tree over the ports ([`segments`]): the rules whose range
+    /// holds a port are those in the nodes on its way to the root.
+    ranges: HashMap<(Protocol, u32), Vec<usize>>,
     any_source: [Vec<usize>; 2],
     by_prefix: HashMap<IpNet, Vec<usize>>,
     /// Rules of more prefixes than [`INDEXED_PREFIXES`], per family.
@@ -143,6 +150,30 @@ struct Index<'a> {
 }
 
 const NONE: &[usize] = &[];
+
+/// Leaves of the segment tree over ports: node 1 is every port, nodes
+/// `n` has children `2n` and `2n + 1`, and port `p` is leaf `LEAVES + p`.
+const LEAVES: u32 = 1 << 16;
+
+/// The nodes whose ports together are exactly `first..=last`, at most two
+/// per level (the canonical cover of a segment tree).
+fn segments(first: u16, last: u16) -> Vec<u32> {
+    let (mut lo, mut hi) = (LEAVES + u32::from(first), LEAVES + u32::from(last) + 1);
+    let mut nodes = Vec::new();
+    while lo < hi {
+        if lo % 2 == 1 {
+            nodes.push(lo);
+            lo += 1;
+        }
+        if hi % 2 == 1 {
+            hi -= 1;
+            nodes.push(hi);
+        }
+        lo /= 2;
+        hi /= 2;
+    }
+    nodes
+}
 
 fn slice(list: Option<&Vec<usize>>) -> &[usize] {
     list.map_or(NONE, Vec::as_slice)
@@ -155,8 +186,12 @@ impl<'a> Index<'a> {
             Ports::Some(map) => {
                 for (proto, ranges) in map {
                     self.by_protocol.entry(*proto).or_default().push(i);
-                    if ranges.iter().any(|r| r.first != r.last) {
-                        self.ranges.entry(*proto).or_default().push(i);
+                    // The ranges of one rule are merged, so disjoint: a node
+                    // never holds a rule twice.
+                    for r in ranges.iter().filter(|r| r.first != r.last) {
+                        for node in segments(r.first, r.last) {
+                            self.ranges.entry((*proto, node)).or_default().push(i);
+                        }
                     }
                     for r in ranges.iter().filter(|r| r.first == r.last) {
                         self.by_port.entry((*proto, r.first)).or_default().push(i);
@@ -233,16 +268,18 @@ impl<'a> Index<'a> {
                 ]);
             }
             for r in ranges {
-                let wide = slice(self.ranges.get(proto));
-                options.push(if r.first == r.last {
-                    vec![
-                        &self.all_ports,
-                        slice(self.by_port.get(&(*proto, r.first))),
-                        wide,
-                    ]
-                } else {
-                    vec![&self.all_ports, wide]
-                });
+                // A range covering `r` holds its first port; a single port
+                // covers only itself.
+                let mut lists = vec![&self.all_ports[..]];
+                if r.first == r.last {
+                    lists.push(slice(self.by_port.get(&(*proto, r.first))));
+                }
+                let mut node = LEAVES + u32::from(r.first);
+                while node > 0 {
+                    lists.push(slice(self.ranges.get(&(*proto, node))));
+                    node /= 2;
+                }
+                options.push(lists);
             }
         }
         options

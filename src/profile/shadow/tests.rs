@@ -128,8 +128,8 @@ fn random_profile(rng: &mut Rng) -> Profile {
                 let mut map = BTreeMap::new();
                 for _ in 0..1 + rng.below(2) {
                     let proto = *rng.pick(&[Protocol::Tcp, Protocol::Udp]);
-                    let first = 1 + rng.below(6) as u16;
-                    let last = first + *rng.pick(&[0, 0, 0, 1, 3]);
+                    let first = *rng.pick(&[1, 2, 3, 4, 5, 6, 30, 64, 65]);
+                    let last = first + *rng.pick(&[0, 0, 0, 1, 3, 40]);
                     map.entry(proto)
                         .or_insert_with(Vec::new)
                         .push(PortRange { first, last });
@@ -177,6 +177,32 @@ fn the_index_finds_what_the_pairwise_check_finds() {
     }
     // The random profiles exercise the covering case, not only its absence.
     assert!(covered > 3000, "{covered}");
+}
+
+#[test]
+fn segments_cover_exactly_the_range() {
+    for (first, last) in [
+        (1, 1),
+        (1, 2),
+        (2, 9),
+        (0, 65535),
+        (22, 65535),
+        (1000, 1999),
+    ] {
+        let mut ports: Vec<u32> = Vec::new();
+        for node in segments(first, last) {
+            // The ports under a node: its leaves.
+            let (mut lo, mut hi) = (node, node);
+            while lo < LEAVES {
+                lo *= 2;
+                hi = hi * 2 + 1;
+            }
+            ports.extend((lo..=hi).map(|leaf| leaf - LEAVES));
+        }
+        ports.sort();
+        let want: Vec<u32> = (u32::from(first)..=u32::from(last)).collect();
+        assert_eq!(ports, want, "{first}-{last}");
+    }
 }
 
 #[test]
