@@ -24,8 +24,8 @@
 //!
 //! | floor | modules |
 //! |-------|---------|
-//! | 0 | exit, hostaddr, interlock, netns, progress |
-//! | 1 | ruleset |
+//! | 0 | bounded, exit, hostaddr, interlock, sigpipe, term |
+//! | 1 | netns, progress, ruleset |
 //! | 2 | nft, profile, render, state |
 //! | 3 | compile, containers, kernel |
 //! | 4 | audit, emit |
@@ -35,6 +35,7 @@
 //! | 8 | cli |
 
 pub mod audit;
+pub mod bounded;
 pub mod cli;
 pub mod compile;
 pub mod containers;
@@ -51,6 +52,8 @@ pub mod progress;
 pub mod render;
 pub mod rollback;
 pub mod ruleset;
+pub mod sigpipe;
 pub mod sshclient;
 pub mod state;
 pub mod status;
+pub mod term;

@@ -231,7 +231,6 @@ impl Netns {
     /// does. Stops at the first command that fails. `options` go before
     /// `-batch` (`-6` for `rule` commands of IPv6).
     pub fn ip_batch(&self, options: &[&str], lines: &[String]) -> Result<(), NetnsError> {
-        use std::io::Write;
         use std::process::Stdio;
         self.verify()?;
         let command = format!("ip -n {} {} -batch -", self.name, options.join(" "));
@@ -249,7 +248,8 @@ impl Netns {
             .spawn()
             .map_err(spawn)?;
         let mut stdin = child.stdin.take().expect("piped stdin");
-        let written = stdin.write_all((lines.join("\n") + "\n").as_bytes());
+        // `ip` exits at the first bad line: EPIPE, then its own message below.
+        let written = crate::sigpipe::write_all(&mut stdin, (lines.join("\n") + "\n").as_bytes());
         drop(stdin);
         let out = child.wait_with_output().map_err(spawn)?;
         written.map_err(spawn)?;

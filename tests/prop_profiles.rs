@@ -8,8 +8,8 @@
 //!   loader panic, every refusal is located and says what to do, and what
 //!   is accepted compiles and renders.
 //!
-//! `nft -c -f` parses and evaluates a ruleset without loading it; the
-//! emitter tests load rulesets only into probe replicas (namespaces they
+//! `nft -c -f` parses and evaluates a ruleset without loading it, in a
+//! throwaway namespace of its own (`common::nft_check`); the emitter tests load rulesets only into probe replicas (namespaces they
 //! create), and ufw only over temporary copies of its files.
 
 mod common;

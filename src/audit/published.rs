@@ -11,7 +11,7 @@
 //! the engine uses. What it costs: the socket is root's (or the docker
 //! group's), so without it the audit says it could not ask.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -105,7 +105,10 @@ fn ask(path: &Path) -> io::Result<Vec<Published>> {
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     // HTTP/1.0: the answer ends when the engine closes the connection, and
     // is never chunked.
-    s.write_all(b"GET /containers/json HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+    crate::sigpipe::write_all(
+        &mut s,
+        b"GET /containers/json HTTP/1.0\r\nHost: docker\r\n\r\n",
+    )?;
     let mut answer = Vec::new();
     s.take(16 << 20).read_to_end(&mut answer)?;
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);

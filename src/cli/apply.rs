@@ -224,7 +224,10 @@ pub fn run(
                 v["ssh_client"] = json!(operator);
                 println!("{v}");
             }
-            eprintln!("fwharden: error: {e}");
+            eprintln!(
+                "fwharden: error: {}",
+                crate::term::safe_lines(&e.to_string())
+            );
             return Ok(e.exit_code());
         }
     };

@@ -11,6 +11,7 @@ use crate::audit::{self, Against, Kind, Row, Verdict};
 use crate::nft::{self, NftError};
 use crate::profile::SearchPath;
 use crate::ruleset::Ruleset;
+use crate::term::safe;
 
 /// Where the ruleset judged against came from.
 enum Judged {
@@ -144,9 +145,11 @@ fn print_table(rows: &[Row]) {
                 (None, _) => "-".into(),
             };
             let owner = match (r.kind, &r.process, &r.container) {
-                (Kind::Published, _, Some(c)) => format!("container {c}"),
+                // Any local user names its processes (prctl), and containers
+                // are named by whoever runs them: escaped for the terminal.
+                (Kind::Published, _, Some(c)) => format!("container {}", safe(c)),
                 (Kind::Profile, _, _) => "(profile)".into(),
-                (_, Some(p), _) => format!("{} ({})", p.name, p.pid),
+                (_, Some(p), _) => format!("{} ({})", safe(&p.name), p.pid),
                 (_, None, _) => match r.uid {
                     Some(uid) => format!("? (uid {uid})"),
                     None => "?".into(),

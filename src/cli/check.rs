@@ -47,7 +47,7 @@ pub fn run(
             let rules: usize = r.chains.iter().map(|c| c.rules.len()).sum();
             println!(
                 "{}: ok ({} profile rules, {} kernel rules, {} sets){}",
-                p.name,
+                crate::term::safe(&p.name),
                 p.rules.len(),
                 rules,
                 r.sets.len(),
@@ -61,7 +61,8 @@ pub fn run(
         None => {
             let errors = loaded.errors().count();
             eprintln!(
-                "{spec}: invalid ({errors} error{}); nothing was changed",
+                "{}: invalid ({errors} error{}); nothing was changed",
+                crate::term::safe(spec),
                 if errors == 1 { "" } else { "s" }
             );
         }

@@ -5,6 +5,7 @@ use serde_json::json;
 use crate::profile::diag::SourceFile;
 use crate::profile::lookup::Location;
 use crate::profile::{parse, SearchPath};
+use crate::term::safe;
 
 use super::exit;
 
@@ -56,14 +57,22 @@ pub fn run(search: &SearchPath, json: bool) -> anyhow::Result<i32> {
         );
         return Ok(exit::OK);
     }
-    let width = rows.iter().map(|(l, _)| l.name.len()).max().unwrap_or(0);
-    let lwidth = rows
+    // Names, paths and descriptions come from the file system and the
+    // profiles: escaped, then aligned.
+    let rows: Vec<[String; 3]> = rows
         .iter()
-        .map(|(l, _)| l.location.describe().len())
-        .max()
-        .unwrap_or(0);
-    for (l, d) in &rows {
-        println!("{:width$}  {:lwidth$}  {d}", l.name, l.location.describe());
+        .map(|(l, d)| {
+            [
+                safe(&l.name).to_string(),
+                safe(&l.location.describe()).to_string(),
+                safe(d).to_string(),
+            ]
+        })
+        .collect();
+    let width = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
+    let lwidth = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0);
+    for [name, location, description] in &rows {
+        println!("{name:width$}  {location:lwidth$}  {description}");
     }
     Ok(exit::OK)
 }

@@ -46,6 +46,10 @@ Examples:
 Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
 
+Environment: FWHARDEN_MAX_INPUT_MIB=N, the largest group list file read,
+in MiB (default 256; profiles: 32 MiB; state files: twice N). Group files
+must be regular files with lines of at most 4096 bytes.
+
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid profile,
 4 refused for safety, 5 applied but verification failed and rolled back,
 6 a probe did not match (or could not tell); nothing was applied,

@@ -40,7 +40,11 @@ pub fn run(search: &SearchPath, spec: &str, wait: Duration, json: bool) -> anyho
                 let out = json!({ "ok": false, "probed": false, "error": e.to_string() });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
-            eprintln!("fwharden: error: {e}; {}", hint(&e));
+            eprintln!(
+                "fwharden: error: {}; {}",
+                crate::term::safe_lines(&e.to_string()),
+                hint(&e)
+            );
             Ok(exit::FAILURE)
         }
     }

@@ -13,7 +13,10 @@ fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
     if json {
         println!("{}", json!({ "ok": false, "error": e.to_string() }));
     }
-    eprintln!("fwharden: error: {e}");
+    eprintln!(
+        "fwharden: error: {}",
+        crate::term::safe_lines(&e.to_string())
+    );
     Ok(e.exit_code())
 }
 

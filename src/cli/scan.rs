@@ -43,7 +43,10 @@ pub fn run(
             if json {
                 println!("{}", json!({ "ok": false, "error": e.to_string() }));
             }
-            eprintln!("fwharden: error: {e}; nothing was scanned");
+            eprintln!(
+                "fwharden: error: {}; nothing was scanned",
+                crate::term::safe_lines(&e.to_string())
+            );
             return Ok(exit::FAILURE);
         }
     };

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::bounded::LINE_LIMIT;
+
 /// Whether a `from`/group item looks like an address rather than a name.
 /// Names start with a letter and hold no `.`, `:` or `/`.
 pub fn looks_like_address(s: &str) -> bool {
@@ -43,27 +45,64 @@ pub struct ListError {
     pub message: String,
 }
 
+/// How many bad lines of one list file are reported: a file of garbage
+/// says so in a screenful, not in a million diagnostics.
+pub const LIST_ERRORS_SHOWN: usize = 20;
+
 /// Parses a list file: one address or prefix per line; `#` starts a
-/// comment; blank lines are skipped.
+/// comment; blank lines are skipped. Lines longer than
+/// [`bounded::LINE_LIMIT`] are errors; past [`LIST_ERRORS_SHOWN`] errors,
+/// the last one counts the rest.
 pub fn parse_list(text: &str) -> (Vec<IpNet>, Vec<ListError>) {
     let mut nets = Vec::new();
     let mut errors = Vec::new();
+    let mut more = 0usize;
     for (i, line) in text.lines().enumerate() {
-        let content = line.split('#').next().unwrap_or("");
-        let item = content.trim();
-        if item.is_empty() {
-            continue;
-        }
-        match parse_prefix(item) {
-            Ok(net) => nets.push(net),
-            Err(message) => errors.push(ListError {
+        let error = match parse_line(line) {
+            Ok(None) => continue,
+            Ok(Some(net)) => {
+                nets.push(net);
+                continue;
+            }
+            Err(e) => e,
+        };
+        if errors.len() < LIST_ERRORS_SHOWN {
+            let (column, message) = error;
+            errors.push(ListError {
                 line: i + 1,
-                column: content.len() - content.trim_start().len() + 1,
+                column,
                 message,
-            }),
+            });
+        } else {
+            more += 1;
         }
     }
+    if let (Some(last), true) = (errors.last_mut(), more > 0) {
+        last.message += &format!(" (and {more} more bad lines after this one, not shown)");
+    }
     (nets, errors)
+}
+
+/// One line of a list file: a prefix, nothing (blank or a comment), or the
+/// column and message of what is wrong.
+fn parse_line(line: &str) -> Result<Option<IpNet>, (usize, String)> {
+    if line.len() > LINE_LIMIT {
+        return Err((
+            LINE_LIMIT + 1,
+            format!(
+                "this line is {} bytes long; a line holds one address or prefix (and a comment) in at most {LINE_LIMIT} bytes",
+                line.len()
+            ),
+        ));
+    }
+    let content = line.split('#').next().unwrap_or("");
+    let item = content.trim();
+    if item.is_empty() {
+        return Ok(None);
+    }
+    parse_prefix(item)
+        .map(Some)
+        .map_err(|message| (content.len() - content.trim_start().len() + 1, message))
 }
 
 /// Sorted, with overlapping and adjacent prefixes merged, IPv4 first.
@@ -109,6 +148,27 @@ mod tests {
         .collect();
         let out: Vec<String> = aggregate(&nets).iter().map(|n| n.to_string()).collect();
         assert_eq!(out, ["10.0.0.0/23", "2001:db8::/32"]);
+    }
+
+    #[test]
+    fn long_lines_and_floods_of_bad_lines_are_bounded() {
+        let long = format!("192.0.2.1\n{}\n10.0.0.0/8\n", "1".repeat(LINE_LIMIT + 1));
+        let (nets, errors) = parse_list(&long);
+        assert_eq!(nets.len(), 2);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 2);
+        assert!(
+            errors[0].message.contains("4097 bytes long"),
+            "{:?}",
+            errors[0]
+        );
+
+        let junk = "x\n".repeat(1000) + "192.0.2.1\n";
+        let (nets, errors) = parse_list(&junk);
+        assert_eq!(nets.len(), 1, "good lines still count");
+        assert_eq!(errors.len(), LIST_ERRORS_SHOWN);
+        let last = &errors[LIST_ERRORS_SHOWN - 1].message;
+        assert!(last.contains("and 980 more bad lines"), "{last}");
     }
 
     #[test]

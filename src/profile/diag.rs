@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::term::safe;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -35,20 +37,17 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        // The path, the message and the hint quote what the profile says:
+        // escaped for the terminal (JSON output is escaped by serde).
+        let file = self.file.display().to_string();
+        let (file, message) = (safe(&file), safe(&self.message));
         if self.line == 0 {
-            write!(f, "{}: {kind}: {}", self.file.display(), self.message)?;
+            write!(f, "{file}: {kind}: {message}")?;
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {kind}: {}",
-                self.file.display(),
-                self.line,
-                self.column,
-                self.message
-            )?;
+            write!(f, "{file}:{}:{}: {kind}: {message}", self.line, self.column)?;
         }
         if let Some(hint) = &self.hint {
-            write!(f, "\n  help: {hint}")?;
+            write!(f, "\n  help: {}", safe(hint))?;
         }
         Ok(())
     }

@@ -3,12 +3,10 @@
 //! Warnings never stop a profile from loading (`check --deny-warnings`
 //! makes them fatal).
 
-use ipnet::IpNet;
-
-use super::addr;
 use super::diag::{Diagnostic, Severity};
-use super::{Action, ChainPolicy, Ports, Profile, Rule, SourceSide};
-use crate::ruleset::{Family, PortRange, Protocol};
+use super::shadow;
+use super::{Action, ChainPolicy, Ports, Profile, Rule};
+use crate::ruleset::{PortRange, Protocol};
 
 pub fn lint(profile: &Profile, diags: &mut Vec<Diagnostic>) {
     shadowed(profile, diags);
@@ -39,8 +37,9 @@ fn effective_order(profile: &Profile) -> Vec<&Rule> {
 
 fn shadowed(profile: &Profile, diags: &mut Vec<Diagnostic>) {
     let order = effective_order(profile);
-    for (i, later) in order.iter().enumerate() {
-        let Some(earlier) = order[..i].iter().find(|e| covers(profile, e, later)) else {
+    let covering = shadow::first_covering(profile, &order);
+    for (later, earlier) in order.iter().zip(covering) {
+        let Some(earlier) = earlier.map(|i| order[i]) else {
             continue;
         };
         let at = format!("{}:{}", earlier.origin.file.display(), earlier.origin.line);
@@ -62,59 +61,6 @@ fn shadowed(profile: &Profile, diags: &mut Vec<Diagnostic>) {
             )
         };
         diags.push(d);
-    }
-}
-
-/// Whether every packet `b` matches is matched by `a` first.
-fn covers(profile: &Profile, a: &Rule, b: &Rule) -> bool {
-    ports_cover(&a.ports, &b.ports)
-        && interface_covers(a.interface.as_deref(), b.interface.as_deref())
-        && [Family::Ipv4, Family::Ipv6]
-            .into_iter()
-            .all(|f| side_covers(profile, a.sources.side(f), b.sources.side(f), f))
-}
-
-fn ports_cover(a: &Ports, b: &Ports) -> bool {
-    match (a, b) {
-        (Ports::All, _) => true,
-        (Ports::Some(_), Ports::All) => false,
-        (Ports::Some(a), Ports::Some(b)) => b.iter().all(|(proto, ranges)| {
-            a.get(proto)
-                .is_some_and(|outer| ranges.iter().all(|r| outer.iter().any(|o| o.covers(r))))
-        }),
-    }
-}
-
-fn interface_covers(a: Option<&str>, b: Option<&str>) -> bool {
-    match (a, b) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(a), Some(b)) => match a.strip_suffix('*') {
-            Some(prefix) => b.strip_suffix('*').unwrap_or(b).starts_with(prefix),
-            None => a == b,
-        },
-    }
-}
-
-fn side_prefixes(profile: &Profile, groups: &[String], f: Family) -> Vec<IpNet> {
-    let all: Vec<IpNet> = groups
-        .iter()
-        .filter_map(|g| profile.groups.get(g))
-        .flat_map(|g| g.family(f).copied())
-        .collect();
-    addr::aggregate(&all)
-}
-
-fn side_covers(profile: &Profile, a: &SourceSide, b: &SourceSide, f: Family) -> bool {
-    match (a, b) {
-        (_, SourceSide::None) | (SourceSide::Any, _) => true,
-        (SourceSide::None, _) | (SourceSide::Groups(_), SourceSide::Any) => false,
-        (SourceSide::Groups(a), SourceSide::Groups(b)) => {
-            let outer = side_prefixes(profile, a, f);
-            side_prefixes(profile, b, f)
-                .iter()
-                .all(|p| addr::covered(p, &outer))
-        }
     }
 }
 

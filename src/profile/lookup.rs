@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::builtin;
 use super::diag::Diagnostic;
+use crate::bounded;
 
 pub const ETC_DIR: &str = "/etc/fwharden/profiles";
 pub const SHARE_DIR: &str = "/usr/share/fwharden/profiles";
@@ -181,15 +182,19 @@ pub fn check_name(name: &str) -> Result<(), Diagnostic> {
 }
 
 fn read_file(path: &Path) -> Result<Found, Diagnostic> {
-    let bytes = fs::read(path).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                "check the path, or run `fwharden list` for the profiles there are"
-            }
-            std::io::ErrorKind::PermissionDenied => "run as root, or make the file readable",
-            _ => "profiles are UTF-8 TOML text files",
-        };
-        Diagnostic::file(path, format!("cannot read the profile: {e}")).with_hint(hint)
+    let bytes = bounded::read(path, bounded::Input::Profile).map_err(|e| match e {
+        bounded::ReadError::Io { source: e, .. } => {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "check the path, or run `fwharden list` for the profiles there are"
+                }
+                std::io::ErrorKind::PermissionDenied => "run as root, or make the file readable",
+                _ => "profiles are UTF-8 TOML text files",
+            };
+            Diagnostic::file(path, format!("cannot read the profile: {e}")).with_hint(hint)
+        }
+        other => Diagnostic::file(path, format!("cannot read the profile: {other}"))
+            .with_hint(other.hint()),
     })?;
     let text =
         String::from_utf8(bytes).map_err(|e| not_utf8(path, e.utf8_error(), e.as_bytes()))?;

@@ -11,6 +11,7 @@ pub mod lint;
 pub mod lookup;
 pub mod parse;
 pub mod resolve;
+mod shadow;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -64,7 +64,13 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("r.json")).unwrap(), b"old");
         let tmp = std::fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
             .count();
         assert_eq!(tmp, 0);
     }

@@ -277,7 +277,9 @@ fn store(dir: &Path, family: Family, nets: &[IpNet]) -> Result<ListFile, String>
 
 fn load(dir: &Path, family: Family, list: &ListFile) -> Result<Vec<IpNet>, String> {
     let file = path(dir, &list.sha256);
-    let bytes = fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let bytes = crate::bounded::read(&file, crate::bounded::Input::State)
+        .map_err(std::io::Error::from)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     if hex(&Sha256::digest(&bytes)) != list.sha256 {
         return Err(format!(
             "{} is damaged (its digest differs)",

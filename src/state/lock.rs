@@ -66,7 +66,8 @@ impl ApplyLock {
                 Err((mut file, Errno::EWOULDBLOCK)) => {
                     if start.elapsed() >= wait {
                         let mut holder = String::new();
-                        let _ = file.read_to_string(&mut holder);
+                        // A pid: a few bytes, whatever the file holds.
+                        let _ = (&mut file).take(64).read_to_string(&mut holder);
                         let holder = if holder.trim().is_empty() {
                             "unknown".into()
                         } else {

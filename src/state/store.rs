@@ -263,7 +263,9 @@ impl Dirs {
     fn collect_lists(&self) {
         let mut records = Vec::new();
         for name in [CONFIRMED, PENDING] {
-            match fs::read(self.state.join(name)) {
+            match crate::bounded::read(&self.state.join(name), crate::bounded::Input::State)
+                .map_err(std::io::Error::from)
+            {
                 Ok(bytes) => records.push(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 // Cannot tell what it names: keep every list.
@@ -351,7 +353,7 @@ impl Dirs {
 
 /// The bytes of a record file, `None` when there is none.
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
-    match fs::read(path) {
+    match crate::bounded::read(path, crate::bounded::Input::State).map_err(std::io::Error::from) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateError::Read {

@@ -154,6 +154,22 @@ impl NftCheck {
     }
 }
 
+/// `argv` run in a network namespace of its own, made for this one
+/// command and gone when it exits (`unshare --net`; as a user without
+/// root, inside a user namespace of its own too). nft's dry run (`nft -c`)
+/// still talks to nf_tables: the kernel inserts the table for the length
+/// of the transaction, where every reader of that namespace sees it. In
+/// the machine's own namespace that is a phantom table for monitoring
+/// agents and for the tests' own before/after check of the host.
+pub fn throwaway_netns(argv: &[&str]) -> Command {
+    let mut c = Command::new("unshare");
+    if !nix::unistd::geteuid().is_root() {
+        c.arg("--map-root-user");
+    }
+    c.arg("--net").arg("--").args(argv);
+    c
+}
+
 /// `nft -c` of `text` in a namespace made for this one check (see
 /// [`NftCheck`]; a loop checking many makes one and reuses it).
 pub fn nft_check(text: &str) -> Result<(), String> {

@@ -191,7 +191,6 @@ fn load_nat(target: &Netns, text: &str) -> Result<(), ProbeError> {
     target
         .run_in(|| -> Result<(), ProbeError> {
             crate::interlock::check().map_err(|_| ProbeError::Interlock)?;
-            use std::io::Write;
             let mut child = Command::new("nft")
                 .args(["-f", "-"])
                 .stdin(Stdio::piped())
@@ -200,8 +199,7 @@ fn load_nat(target: &Netns, text: &str) -> Result<(), ProbeError> {
                 .spawn()
                 .map_err(|e| failed(format!("running nft: {e}")))?;
             if let Some(mut stdin) = child.stdin.take() {
-                stdin
-                    .write_all(text.as_bytes())
+                crate::sigpipe::write_all(&mut stdin, text.as_bytes())
                     .map_err(|e| failed(format!("writing to nft: {e}")))?;
             }
             let out = child

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::{near_name, valid_name, Resolver};
+use crate::bounded;
 use crate::profile::addr::{self, looks_like_address, parse_prefix};
 use crate::profile::builtin;
 use crate::profile::diag::{Diagnostic, SourceFile};
@@ -209,10 +210,30 @@ impl Resolver<'_> {
             }
         };
         let path: PathBuf = base.join(&file.value);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let bytes = match bounded::read(&path, bounded::Input::List) {
+            Ok(bytes) => bytes,
+            Err(bounded::ReadError::Io { source, .. }) => {
+                self.error(layer, &file.span, format!("cannot read list file {}: {source}", path.display()), "the path is relative to the profile's directory; check that the file exists and is readable");
+                return None;
+            }
             Err(e) => {
-                self.error(layer, &file.span, format!("cannot read list file {}: {e}", path.display()), "the path is relative to the profile's directory; check that the file exists and is readable");
+                self.error(layer, &file.span, format!("list file {e}"), e.hint());
+                return None;
+            }
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                self.error(
+                    layer,
+                    &file.span,
+                    format!(
+                        "list file {} is not UTF-8 text (byte {at} is not)",
+                        path.display()
+                    ),
+                    "a list file holds one address or prefix per line, as text",
+                );
                 return None;
             }
         };
