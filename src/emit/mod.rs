@@ -14,6 +14,7 @@
 mod fragments;
 pub mod ipset;
 pub mod iptables;
+pub mod lockout;
 pub mod placement;
 pub mod quote;
 pub mod ufw;
