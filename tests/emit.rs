@@ -224,6 +224,8 @@ fn written(e: &emit::Emitted) -> tempfile::TempDir {
 fn run_load_sh(dir: &Path, backend: Backend) -> Result<(), String> {
     let out = std::process::Command::new("sh")
         .arg(dir.join(emit::LOAD_SCRIPT))
+        // The probe replica is thrown away whole: no rollback timer.
+        .arg("--no-rollback")
         .envs(backend.env())
         .output()
         .map_err(|e| format!("running load.sh: {e}"))?;

@@ -178,6 +178,14 @@ END {
 /// cannot carry: treated as unknown), `port=A-B,...`, `in=SET`,
 /// `notin=SET`, `src=PREFIX`.
 pub fn table(ruleset: &Ruleset) -> String {
+    table_with_existing(ruleset, None)
+}
+
+/// Like [`table`], with a line `existing` after the first `lead` rules of
+/// the input chain: where ufw.sh's check puts the ufw rules the host
+/// already has, which ufw runs after its before.rules and ahead of the
+/// rules ufw.sh adds.
+pub fn table_with_existing(ruleset: &Ruleset, lead: Option<usize>) -> String {
     let mut chains: Vec<_> = ruleset
         .chains
         .iter()
@@ -192,7 +200,11 @@ pub fn table(ruleset: &Ruleset) -> String {
             crate::ruleset::Policy::Drop => "drop",
         };
         let _ = writeln!(body, "chain {policy} {}", token(&chain.name));
-        for rule in &chain.rules {
+        for (i, rule) in chain.rules.iter().enumerate() {
+            // ufw's input chain is the model's only one.
+            if lead == Some(i) {
+                body.push_str("existing\n");
+            }
             let Some(verdict) = rule.verdict else {
                 continue;
             };
@@ -209,6 +221,9 @@ pub fn table(ruleset: &Ruleset) -> String {
                 let _ = write!(line, " {c}");
             }
             let _ = writeln!(body, "{line} # {}", quote::free_text(&rule.comment));
+        }
+        if lead == Some(chain.rules.len()) {
+            body.push_str("existing\n");
         }
     }
     let mut out = String::new();

@@ -98,9 +98,10 @@ impl UfwSandbox {
             .expect("unshare")
     }
 
-    /// Runs a script the emitter wrote; its error says what failed.
+    /// Runs a script the emitter wrote, with no rollback timer; its error
+    /// says what failed.
     pub fn load(&self, script: &Path) -> Result<(), String> {
-        let out = self.run(&format!("sh '{}'", script.display()));
+        let out = self.run(&format!("sh '{}' --no-rollback", script.display()));
         if out.status.success() {
             Ok(())
         } else {
