@@ -630,3 +630,103 @@ fn no_rollback_loads_without_a_restorer() {
     let bad = b.expect(2, "after", &["--timeout", "soon"], &[]);
     assert!(stderr(&bad).contains("--timeout"), "{}", stderr(&bad));
 }
+
+/// A load that fails half-way (the IPv4 rules went in, the IPv6 file is
+/// broken) is put back at once, not at the deadline.
+#[test]
+fn a_load_that_fails_half_way_is_put_back_at_once() {
+    if !privileged("a_load_that_fails_half_way_is_put_back_at_once") {
+        return;
+    }
+    interlock();
+    let b = Box_::new("rbfail", Backend::Nft);
+    b.previous_rules();
+    let before = b.state();
+    let broken = b.files.path().join("after").join("ip6tables.rules");
+    let mut text = std::fs::read_to_string(&broken).unwrap();
+    text = text.replace("COMMIT", "-A FWHARDEN-INPUT --no-such-option\nCOMMIT");
+    std::fs::write(&broken, text).unwrap();
+    // A window far longer than any wait here: only "at once" passes.
+    let out = b.load("after", &["--timeout", "3600"], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("being put back now"),
+        "{}",
+        stderr(&out)
+    );
+    b.wait_for_state(&before, "after a failed load");
+}
+
+/// The emitted scripts are shellcheck-clean as POSIX sh: load.sh with and
+/// without sets and bans, ufw.sh and reload.sh.
+#[test]
+fn the_emitted_scripts_are_shellcheck_clean() {
+    if Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("shellcheck is missing (CI=true: a skip is a failure); run scripts/deps");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED the_emitted_scripts_are_shellcheck_clean: shellcheck is missing; run scripts/deps !!!!!!!!\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("bans.toml"),
+        format!("{AFTER}\n[bans]\nenabled = true\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        profiles.join("gw.toml"),
+        "extends = \"wireguard-gateway\"\n[defaults]\ncontainers = \"ignore\"\n",
+    )
+    .unwrap();
+    let mut scripts = Vec::new();
+    for (name, format) in [
+        ("ssh-only", "iptables"),
+        ("bans", "iptables"),
+        ("gw", "ufw"),
+    ] {
+        let out_dir = dir.path().join(name);
+        let out = fwharden()
+            .args([
+                "--profile-dir",
+                "profiles",
+                "--profile-dir",
+                profiles.to_str().unwrap(),
+            ])
+            .args([
+                "emit",
+                name,
+                "--format",
+                format,
+                "--approximate",
+                "--output",
+            ])
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "emit {name}: {}", stderr(&out));
+        let names: &[&str] = if format == "ufw" {
+            &["ufw.sh", "reload.sh"]
+        } else {
+            &["load.sh"]
+        };
+        scripts.extend(names.iter().map(|n| out_dir.join(n)));
+    }
+    let out = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .args(&scripts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

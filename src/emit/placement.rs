@@ -227,14 +227,15 @@ const SAVE_SETS: &str = r#"save_sets() {
   : > "$1/sets.existed"
   : > "$1/sets.created"
   : > "$1/ipset.save"
-  for s in $(awk '$1 == "create" && $2 !~ /^(fwt-|fwharden-new-)/ { print $2 }' ipset.rules); do
+  awk '$1 == "create" && $2 !~ /^(fwt-|fwharden-new-)/ { print $2 }' ipset.rules > "$1/sets.touched"
+  while read -r s; do
     if "$IPSET" list -n "$s" > /dev/null 2>&1; then
       echo "$s" >> "$1/sets.existed"
       "$IPSET" save "$s" >> "$1/ipset.save" || return 1
     else
       echo "$s" >> "$1/sets.created"
     fi
-  done
+  done < "$1/sets.touched"
 }
 "#;
 

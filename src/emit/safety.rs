@@ -19,7 +19,11 @@
 //!    waits until the restorer has written its pid; if it never does,
 //!    nothing is loaded;
 //! 5. load (`load_rules`), the only step that changes the firewall. If it
-//!    fails, the restorer is told to put the saved state back at once;
+//!    fails, the restorer is told to put the saved state back at once; if
+//!    the script dies during the load (its session killed), the restorer
+//!    sees it gone and puts the state back at once. The window (the
+//!    timeout) opens when the load is done, as `apply`'s does after its
+//!    commit: a slow load (ufw.sh's commands) cannot eat it;
 //! 6. print what to type: `--confirm DIR` renames the `armed` marker to
 //!    `confirmed`; at the deadline the restorer renames it to `restoring`.
 //!    Both are one rename(2) of the same file: exactly one wins, so a
@@ -135,7 +139,7 @@ ssh_clients() {
 
 # Without the variables (sudo drops them): the peers of the established
 # connections to a port a local sshd listens on. The one whose socket an
-# ancestor of this script holds is the operator's; without one, every
+# ancestor of this script holds is the one of the operator. Without one, every
 # candidate is checked.
 sshd_clients() {
   if ! command -v ss >/dev/null 2>&1; then
@@ -179,7 +183,7 @@ sshd_clients() {
     }'
 }
 
-# The interface holding the server's address: where the connection arrives.
+# The interface holding the server address: where the connection arrives.
 iface_of() {
   s=$1
   case $s in ::ffff:*.*) s=${s#::ffff:} ;; esac
@@ -233,7 +237,7 @@ arm() {
   fi
   cp "$here/$me" "$rb/script"
   echo "$me" > "$rb/name"
-  echo $(($(date +%s) + timeout)) > "$rb/deadline"
+  echo $$ > "$rb/loader"
   : > "$rb/armed"
   setsid nohup sh "$rb/script" --restorer "$rb" < /dev/null > "$rb/log" 2>&1 &
   tries=0
@@ -254,8 +258,17 @@ restorer() {
   me=$(cat "$rb/name")
   echo $$ > "$rb/pid.new"
   mv "$rb/pid.new" "$rb/pid"
-  deadline=$(cat "$rb/deadline")
-  while [ -e "$rb/armed" ] && [ ! -e "$rb/now" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+  loader=$(cat "$rb/loader")
+  # The window opens when the load is done (the loader writes the
+  # deadline then). A loader gone before that was interrupted mid-load:
+  # put back at once.
+  while [ -e "$rb/armed" ] && [ ! -e "$rb/now" ]; do
+    if [ -e "$rb/deadline" ]; then
+      [ "$(date +%s)" -lt "$(cat "$rb/deadline")" ] || break
+    elif ! kill -0 "$loader" 2> /dev/null; then
+      echo "$(date): the load was interrupted"
+      break
+    fi
     sleep 1
   done
   if mv "$rb/armed" "$rb/restoring" 2> /dev/null; then
@@ -274,7 +287,7 @@ restorer() {
   fi
 }
 
-# The rollback directory named, or the only one pending; it must be ours
+# The rollback directory named, or the only one pending. It must be ours
 # and private.
 pending_dir() {
   d=$1
@@ -286,7 +299,7 @@ pending_dir() {
     done
     [ -n "$d" ] || fail "no rollback is pending under ${TMPDIR:-/tmp}"
   fi
-  if [ ! -d "$d" ] || [ ! -O "$d" ] || [ ! -f "$d/deadline" ] || [ "$(stat -c %a "$d")" != 700 ]; then
+  if [ ! -d "$d" ] || [ ! -O "$d" ] || [ ! -f "$d/name" ] || [ "$(stat -c %a "$d")" != 700 ]; then
     fail "$d is not a private rollback directory of this user"
   fi
   echo "$d"
@@ -379,6 +392,8 @@ trap on_exit EXIT
 load_rules
 trap - EXIT
 if [ "$rollback" = yes ]; then
+  echo $(($(date +%s) + timeout)) > "$rb/deadline.new"
+  mv "$rb/deadline.new" "$rb/deadline"
   echo "$me: loaded. The previous rules come back in $timeout s unless you confirm, from a NEW SSH login (that proves new logins get in), as root:"
   echo "  sh $here/$me --confirm $rb"
   echo "$me: to put the previous rules back now:"
@@ -395,8 +410,8 @@ pub fn body(script: &Script) -> String {
     out.push_str(RESTORE_TABLE);
     let _ = write!(
         out,
-        "# The lockout check's table: the input hook for a new TCP connection,\n\
-         # from the profile (fwharden emit; see `check_ssh`).\n\
+        "# The table of the lockout check: the input hook for a new TCP connection,\n\
+         # from the profile (fwharden emit), read by check_ssh.\n\
          ssh_table() {{\n\
          \x20 cat <<'FWHARDEN_SSH_TABLE'\n{}FWHARDEN_SSH_TABLE\n}}\n",
         script.table
@@ -407,6 +422,7 @@ pub fn body(script: &Script) -> String {
         script.existing
     };
     let _ = write!(out, "existing_rules() {{\n{existing}\n}}\n");
+    out.push_str("# shellcheck disable=SC2016 # an awk program: awk expands its $1\n");
     let _ = writeln!(out, "CHECK_AWK='{}'", lockout::CHECK_AWK);
     out.push_str(NET);
     out
@@ -419,7 +435,7 @@ pub fn summary(name: &str) -> String {
          # address (SSH_CONNECTION, else the connections to sshd) must be accepted by\n\
          # the profile, or {name} exits 4 (--force skips this). The current rules are\n\
          # saved, and put back by a detached process after 60 s (--timeout N,\n\
-         # FWHARDEN_ROLLBACK_TIMEOUT) unless `{name} --confirm` comes first; the\n\
+         # FWHARDEN_ROLLBACK_TIMEOUT) unless {name} --confirm comes first, the\n\
          # command to type is printed. --no-rollback loads with no timer.\n"
     )
 }

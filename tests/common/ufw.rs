@@ -79,6 +79,11 @@ impl UfwSandbox {
         self.dir.path().join("etc")
     }
 
+    /// This sandbox's /etc/default/ufw.
+    pub fn default_file(&self) -> PathBuf {
+        self.dir.path().join("default")
+    }
+
     /// `sh -c SCRIPT` with the sandbox's files in place, in the calling
     /// thread's network namespace (a thread inside a test namespace).
     pub fn run(&self, script: &str) -> Output {

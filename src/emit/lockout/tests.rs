@@ -514,3 +514,9 @@ fn an_unreadable_address_is_said_so() {
         );
     }
 }
+
+/// The scripts carry the program between single quotes.
+#[test]
+fn the_program_can_stand_between_single_quotes() {
+    assert!(!CHECK_AWK.contains('\''));
+}
