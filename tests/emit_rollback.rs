@@ -215,3 +215,36 @@ fn a_load_that_fails_half_way_is_put_back_at_once() {
     );
     b.wait_for_state(&before, "after a failed load");
 }
+
+/// On a host whose firewall is empty (iptables-nft has made no table yet),
+/// an unconfirmed load leaves no table behind: `nft list ruleset` is empty
+/// again. And `--confirm` without a directory confirms the only load
+/// pending.
+#[test]
+fn a_first_load_rolled_back_leaves_no_table() {
+    if !privileged("a_first_load_rolled_back_leaves_no_table") {
+        return;
+    }
+    interlock();
+    let b = EmitHost::new("rbfirst", Backend::Nft);
+    let ruleset = || stdout(&b.ns.run(&["nft", "list", "ruleset"]).unwrap());
+    assert_eq!(ruleset(), "", "a fresh namespace");
+    let before = b.state();
+    b.expect(0, "after", &["--timeout", "1"], &[]);
+    assert_ne!(ruleset(), "");
+    b.wait_for_state(&before, "a first load");
+    assert!(
+        wait_until(Duration::from_secs(30), || ruleset().is_empty()),
+        "left behind:\n{}",
+        ruleset()
+    );
+    let out = b.expect(0, "after", &["--timeout", "600"], &[]);
+    let dir = printed_dir(&out);
+    let confirmed = b.expect(0, "after", &["--confirm"], &[]);
+    assert!(
+        stdout(&confirmed).contains(&dir.display().to_string()),
+        "{}",
+        stdout(&confirmed)
+    );
+    assert!(wait_until(Duration::from_secs(30), || !dir.exists()));
+}

@@ -217,8 +217,8 @@ pub fn load_script(placed: &[Placed], has_sets: bool, header: &str, table: &str)
 const SAVE_TABLES: &str = r#"# save_state DIR: the filter table of each family, and the sets ipset.rules
 # creates: the contents of those that exist, the names of the others.
 save_state() {
-  "$IPTABLES-save" -t filter > "$1/iptables.save" || return 1
-  "$IP6TABLES-save" -t filter > "$1/ip6tables.save" || return 1
+  save_filter "$IPTABLES" "$1/iptables.save" || return 1
+  save_filter "$IP6TABLES" "$1/ip6tables.save" || return 1
   save_sets "$1"
 }
 "#;

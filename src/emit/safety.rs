@@ -53,12 +53,19 @@ pub struct Script<'a> {
     pub existing: &'a str,
 }
 
-/// Shared shell functions: restoring one family's filter table exactly.
-pub const RESTORE_TABLE: &str = r#"# restore_table BIN FILE FAMILY: puts back the filter table FILE holds
-# (BIN-save -t filter output), counters included. When there was no filter
-# table (iptables-nft before anything used it), it is emptied, then deleted
-# with nft when nft is there (an empty table with accept policies passes
-# the same packets).
+/// Shared shell functions: saving and restoring one family's filter table
+/// exactly.
+pub const RESTORE_TABLE: &str = r#"# save_filter BIN FILE: the filter table as BIN-save shows it, or nothing
+# when there is none (iptables-nft before anything used it: BIN-save -t
+# filter would print an empty one).
+save_filter() {
+  "$1-save" > "$2.all" || return 1
+  awk '/^[*]filter/ { p = 1 } p { print } p && /^COMMIT/ { exit }' "$2.all" > "$2"
+}
+# restore_table BIN FILE FAMILY: puts back the filter table FILE holds,
+# counters included. When there was none, it is emptied, then deleted with
+# nft when nft is there (an empty table with accept policies passes the
+# same packets).
 restore_table() {
   if grep -q '^[*]filter' "$2"; then
     "$1-restore" -w 10 -c < "$2"

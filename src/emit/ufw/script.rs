@@ -98,8 +98,8 @@ save_state() {
     fi
     echo "$i $f" >> "$1/files"
   done
-  iptables-save -t filter > "$1/iptables.save" || return 1
-  ip6tables-save -t filter > "$1/ip6tables.save"
+  save_filter iptables "$1/iptables.save" || return 1
+  save_filter ip6tables "$1/ip6tables.save"
 }
 # restore_state DIR: the files byte for byte (written in place: ufw's files
 # may be mount points), a file that did not exist removed, then the live
