@@ -239,16 +239,19 @@ const SAVE_SETS: &str = r#"save_sets() {
 }
 "#;
 
-/// Puts back what [`SAVE_TABLES`] saved: a group's set its old contents
-/// (filled under a temporary name and swapped in, as ipset.rules does; ban
-/// sets keep their bans, which ipset.rules never touches), both filter
+/// Puts back what [`SAVE_TABLES`] saved: a group's or an exempt set its old
+/// contents (filled under a temporary name and swapped in, as ipset.rules
+/// does; ban sets keep their bans, which ipset.rules never touches), both filter
 /// tables, and the sets this load created are destroyed once no rule uses
 /// them.
 const RESTORE: &str = r#"restore_state() {
   ok=yes
   i=0
   while read -r s; do
-    case $s in fwharden-*) continue ;; esac
+    # A ban set (a timeout set) keeps its bans: ipset.rules never touched it.
+    if grep -q "^create $s .* timeout " "$1/ipset.save"; then
+      continue
+    fi
     i=$((i + 1))
     awk -v s="$s" -v t="fwharden-rb-$i" '
       $1 == "create" && $2 == s { $2 = t; print $0 " -exist"; print "flush " t }

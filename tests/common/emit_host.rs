@@ -11,10 +11,14 @@ use std::time::Duration;
 use crate::common::*;
 use fwharden::netns::Netns;
 
-/// The rules before: groups (ipsets), SSH from the admin group, the web.
+/// The rules before: groups (ipsets), bans with the admin group exempt,
+/// SSH from the admin group, the web.
 pub const BEFORE: &str = r#"
 [groups]
 admin = ["192.0.2.0/24", "2001:db8:1::/64"]
+[bans]
+enabled = true
+exempt = ["admin"]
 [[rule]]
 allow = "ssh"
 from = "admin"
@@ -22,14 +26,17 @@ from = "admin"
 allow = "https"
 "#;
 
-/// The rules loaded: another admin group, SSH from it only, and bans (ban
-/// sets and chains the rules before did not have).
+/// The rules loaded: another admin group (so other exempt sets too), a
+/// group the rules before did not have, SSH from admin only. Loaded over
+/// `BEFORE`, its ban sets exist already (and keep their bans); into an
+/// empty host, it creates them.
 pub const AFTER: &str = r#"
 [groups]
 admin = ["198.51.100.0/24"]
 office = ["203.0.113.128/25"]
 [bans]
 enabled = true
+exempt = ["admin"]
 [[rule]]
 allow = "ssh"
 from = "admin"
