@@ -429,7 +429,7 @@ pub fn body(script: &Script) -> String {
         script.existing
     };
     let _ = write!(out, "existing_rules() {{\n{existing}\n}}\n");
-    out.push_str("# shellcheck disable=SC2016 # an awk program: awk expands its $1\n");
+    out.push_str("# shellcheck disable=SC2016 # an awk program: awk reads its fields\n");
     let _ = writeln!(out, "CHECK_AWK='{}'", lockout::CHECK_AWK);
     out.push_str(NET);
     out
