@@ -298,7 +298,7 @@ fn the_bouncer_in_ipset_mode_bans_and_unbans_in_the_emitted_sets() {
         "the 4 h decision as its timeout: {v4:?}\n{}",
         log_of(work.path())
     );
-    host.sh(&["sh", &load]);
+    host.sh(&["sh", &load, "--no-rollback"]);
     assert!(
         host.ipset_timeout("fwharden-crowdsec_v6", "2001:db8:7::7")
             .is_some(),

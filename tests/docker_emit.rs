@@ -107,7 +107,7 @@ fn emitted(defaults: &str) -> tempfile::TempDir {
 fn load_sh(net: &Net, dir: &Path) {
     let script = dir.join(emit::LOAD_SCRIPT);
     net.host
-        .run(&["sh", &script.to_string_lossy()])
+        .run(&["sh", &script.to_string_lossy(), "--no-rollback"])
         .unwrap_or_else(|e| panic!("load.sh: {e}"));
 }
 

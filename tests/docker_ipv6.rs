@@ -212,7 +212,7 @@ fn emitted_ip6tables_hold_published_ports_over_ipv6() {
     };
     let load = || {
         let script = files.path().join(emit::LOAD_SCRIPT);
-        host.run(&["sh", &script.to_string_lossy()])
+        host.run(&["sh", &script.to_string_lossy(), "--no-rollback"])
             .unwrap_or_else(|e| panic!("load.sh: {e}"));
     };
     let jump_first = || ip6(&["-S", "FORWARD"]).lines().nth(1) == Some(JUMP);

@@ -278,6 +278,7 @@ fn hostile_profile_text_stays_inside_its_comments() {
     let script = &e.file(ufw::SCRIPT).unwrap().text;
     let commands: Vec<&str> = script
         .lines()
+        .map(str::trim_start)
         .filter(|l| l.starts_with("ufw allow"))
         .collect();
     assert_eq!(
@@ -369,7 +370,7 @@ fn a_broken_emitted_file_fails_the_probe() {
             f.text = f
                 .text
                 .lines()
-                .filter(|l| !l.starts_with("ufw allow"))
+                .filter(|l| !l.trim_start().starts_with("ufw allow"))
                 .map(|l| format!("{l}\n"))
                 .collect();
         }

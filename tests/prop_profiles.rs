@@ -822,6 +822,7 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
                     load: Box::new(move || {
                         let o = std::process::Command::new("sh")
                             .arg(&script)
+                            .arg("--no-rollback")
                             .env("IPTABLES", format!("iptables-{backend}"))
                             .env("IP6TABLES", format!("ip6tables-{backend}"))
                             .output()

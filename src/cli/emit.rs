@@ -13,11 +13,13 @@ pub enum Format {
     /// `nft -f` text, the same as `fwharden show`.
     Nft,
     /// iptables-restore and ip6tables-restore files, an ipset restore
-    /// file, and load.sh.
+    /// file, and load.sh (checks the SSH client, rolls back in 60 s unless
+    /// `load.sh --confirm`; `--timeout N`, `--no-rollback`).
     Iptables,
     /// ufw: ufw.sh (one ufw command per rule, keeps other ufw rules),
     /// reload.sh (replaces user.rules/user6.rules, one reload), and the
-    /// before.rules files both install.
+    /// before.rules files both install; both check the SSH client and roll
+    /// back unless confirmed, as load.sh.
     Ufw,
 }
 

@@ -14,8 +14,10 @@
 mod fragments;
 pub mod ipset;
 pub mod iptables;
+pub mod lockout;
 pub mod placement;
 pub mod quote;
+pub mod safety;
 pub mod ufw;
 
 use thiserror::Error;
@@ -110,7 +112,7 @@ pub fn iptables(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, Emi
     });
     files.push(File {
         name: LOAD_SCRIPT.into(),
-        text: placement::load_script(&placed, sets.is_some(), &header),
+        text: placement::load_script(&placed, sets.is_some(), &header, &lockout::table(ruleset)),
         kind: FileKind::Script,
     });
     Ok(Emitted { files, warnings })

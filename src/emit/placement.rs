@@ -47,7 +47,7 @@
 
 use std::fmt::Write;
 
-use super::{ipset, quote};
+use super::{ipset, quote, safety};
 use crate::ruleset::{bans, Chain, Hook, Ruleset};
 
 /// What an accept in the chain does.
@@ -178,40 +178,119 @@ pub fn header(ruleset: &Ruleset, warnings: &[String]) -> String {
 }
 
 /// `load.sh`: loads the files next to it and hooks fwharden's chains in,
-/// once. The binaries can be chosen (`IPTABLES=iptables-legacy`).
-pub fn load_script(placed: &[Placed], has_sets: bool, header: &str) -> String {
+/// once, inside the safety net of [`super::safety`] (lockout check,
+/// saved state, detached restorer). The binaries can be chosen
+/// (`IPTABLES=iptables-legacy`).
+pub fn load_script(placed: &[Placed], has_sets: bool, header: &str, table: &str) -> String {
     let mut out = String::from("#!/bin/sh\n");
     out.push_str(header);
     out.push_str(
         "# Loads the sets, then the chains of each family in one commit, then hooks them\n\
-         # in once. Run again, it replaces the chains of fwharden and leaves other rules.\n\
-         set -eu\n\
-         cd \"$(dirname \"$0\")\"\n\
-         IPSET=\"${IPSET:-ipset}\"\n\
-         IPTABLES=\"${IPTABLES:-iptables}\"\n\
-         IP6TABLES=\"${IP6TABLES:-ip6tables}\"\n",
+         # in once. Run again, it replaces the chains of fwharden and leaves other rules.\n",
     );
+    out.push_str(&safety::summary(super::LOAD_SCRIPT));
+    let mut f = String::from(
+        "IPSET=\"${IPSET:-ipset}\"\n\
+         IPTABLES=\"${IPTABLES:-iptables}\"\n\
+         IP6TABLES=\"${IP6TABLES:-ip6tables}\"\n\
+         preflight() {\n  :\n}\n",
+    );
+    f.push_str(SAVE_TABLES);
     if has_sets {
-        out.push_str("\"$IPSET\" restore < ipset.rules\n");
+        f.push_str(SAVE_SETS);
+    } else {
+        f.push_str("save_sets() {\n  : > \"$1/sets.existed\"\n  : > \"$1/sets.created\"\n}\n");
     }
-    out.push_str("\"$IPTABLES-restore\" -w 10 --noflush < iptables.rules\n");
-    out.push_str("\"$IP6TABLES-restore\" -w 10 --noflush < ip6tables.rules\n");
+    f.push_str(RESTORE);
+    f.push_str("load_rules() {\n");
+    f.push_str(&load_lines(placed, has_sets));
+    f.push_str("}\n");
+    out.push_str(&safety::body(&safety::Script {
+        functions: &f,
+        table,
+        existing: "",
+    }));
+    out
+}
+
+/// Saves both families' filter tables and the sets ipset.rules touches.
+const SAVE_TABLES: &str = r#"# save_state DIR: the filter table of each family, and the sets ipset.rules
+# creates: the contents of those that exist, the names of the others.
+save_state() {
+  save_filter "$IPTABLES" "$1/iptables.save" || return 1
+  save_filter "$IP6TABLES" "$1/ip6tables.save" || return 1
+  save_sets "$1"
+}
+"#;
+
+const SAVE_SETS: &str = r#"save_sets() {
+  : > "$1/sets.existed"
+  : > "$1/sets.created"
+  : > "$1/ipset.save"
+  awk '$1 == "create" && $2 !~ /^(fwt-|fwharden-new-)/ { print $2 }' ipset.rules > "$1/sets.touched"
+  while read -r s; do
+    if "$IPSET" list -n "$s" > /dev/null 2>&1; then
+      echo "$s" >> "$1/sets.existed"
+      "$IPSET" save "$s" >> "$1/ipset.save" || return 1
+    else
+      echo "$s" >> "$1/sets.created"
+    fi
+  done < "$1/sets.touched"
+}
+"#;
+
+/// Puts back what [`SAVE_TABLES`] saved: a group's or an exempt set its old
+/// contents (filled under a temporary name and swapped in, as ipset.rules
+/// does; ban sets keep their bans, which ipset.rules never touches), both filter
+/// tables, and the sets this load created are destroyed once no rule uses
+/// them.
+const RESTORE: &str = r#"restore_state() {
+  ok=yes
+  i=0
+  while read -r s; do
+    # A ban set (a timeout set) keeps its bans: ipset.rules never touched it.
+    if grep -q "^create $s .* timeout " "$1/ipset.save"; then
+      continue
+    fi
+    i=$((i + 1))
+    awk -v s="$s" -v t="fwharden-rb-$i" '
+      $1 == "create" && $2 == s { $2 = t; print $0 " -exist"; print "flush " t }
+      $1 == "add" && $2 == s { $2 = t; print }
+      END { print "swap " t " " s; print "destroy " t }' "$1/ipset.save" | "$IPSET" restore || ok=no
+  done < "$1/sets.existed"
+  restore_table "$IPTABLES" "$1/iptables.save" ip || ok=no
+  restore_table "$IP6TABLES" "$1/ip6tables.save" ip6 || ok=no
+  while read -r s; do
+    "$IPSET" destroy "$s" || ok=no
+  done < "$1/sets.created"
+  [ "$ok" = yes ]
+}
+"#;
+
+/// The loading commands, as load.sh always ran them.
+fn load_lines(placed: &[Placed], has_sets: bool) -> String {
+    let mut out = String::new();
+    if has_sets {
+        out.push_str("  \"$IPSET\" restore < ipset.rules\n");
+    }
+    out.push_str("  \"$IPTABLES-restore\" -w 10 --noflush < iptables.rules\n");
+    out.push_str("  \"$IP6TABLES-restore\" -w 10 --noflush < ip6tables.rules\n");
     if placed.iter().any(|p| p.parent == Parent::DockerUser) {
         out.push_str(
-            "# DOCKER-USER as dockerd makes it (it keeps an existing one), for DNAT without\n\
-             # Docker too, and the jump to it moved to the head of FORWARD in one commit.\n\
-             # dockerd 20.10 moves it there for iptables only: over IPv6 its own rules,\n\
-             # which accept every published port, stay above it. Run again after dockerd starts.\n",
+            "  # DOCKER-USER as dockerd makes it (it keeps an existing one), for DNAT without\n\
+             \x20 # Docker too, and the jump to it moved to the head of FORWARD in one commit.\n\
+             \x20 # dockerd 20.10 moves it there for iptables only: over IPv6 its own rules,\n\
+             \x20 # which accept every published port, stay above it. Run again after dockerd starts.\n",
         );
         for bin in ["$IPTABLES", "$IP6TABLES"] {
             let _ = writeln!(
                 out,
-                "\"{bin}\" -w 10 -n -L {DOCKER_USER} >/dev/null 2>&1 || \"{bin}\" -w 10 -N {DOCKER_USER}\n\
-                 if \"{bin}\" -w 10 -C FORWARD -j {DOCKER_USER} 2>/dev/null; then\n\
-                 \x20 printf '*filter\\n-D FORWARD -j {DOCKER_USER}\\n-I FORWARD 1 -j {DOCKER_USER}\\nCOMMIT\\n' | \"{bin}-restore\" -w 10 --noflush\n\
-                 else\n\
-                 \x20 \"{bin}\" -w 10 -I FORWARD 1 -j {DOCKER_USER}\n\
-                 fi"
+                "  \"{bin}\" -w 10 -n -L {DOCKER_USER} >/dev/null 2>&1 || \"{bin}\" -w 10 -N {DOCKER_USER}\n\
+                 \x20 if \"{bin}\" -w 10 -C FORWARD -j {DOCKER_USER} 2>/dev/null; then\n\
+                 \x20   printf '*filter\\n-D FORWARD -j {DOCKER_USER}\\n-I FORWARD 1 -j {DOCKER_USER}\\nCOMMIT\\n' | \"{bin}-restore\" -w 10 --noflush\n\
+                 \x20 else\n\
+                 \x20   \"{bin}\" -w 10 -I FORWARD 1 -j {DOCKER_USER}\n\
+                 \x20 fi"
             );
         }
     }
@@ -224,7 +303,7 @@ pub fn load_script(placed: &[Placed], has_sets: bool, header: &str) -> String {
             for bin in ["$IPTABLES", "$IP6TABLES"] {
                 let _ = writeln!(
                     out,
-                    "\"{bin}\" -w 10 -C {theirs} -j {name} 2>/dev/null || \"{bin}\" -w 10 -I {theirs} {at} -j {name}"
+                    "  \"{bin}\" -w 10 -C {theirs} -j {name} 2>/dev/null || \"{bin}\" -w 10 -I {theirs} {at} -j {name}"
                 );
             }
         }

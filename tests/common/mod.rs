@@ -402,7 +402,7 @@ impl Host {
                 odir,
             ],
         );
-        self.sh(&["sh", &format!("{odir}/load.sh")]);
+        self.sh(&["sh", &format!("{odir}/load.sh"), "--no-rollback"]);
         out
     }
 

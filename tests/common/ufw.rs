@@ -79,6 +79,11 @@ impl UfwSandbox {
         self.dir.path().join("etc")
     }
 
+    /// This sandbox's /etc/default/ufw.
+    pub fn default_file(&self) -> PathBuf {
+        self.dir.path().join("default")
+    }
+
     /// `sh -c SCRIPT` with the sandbox's files in place, in the calling
     /// thread's network namespace (a thread inside a test namespace).
     pub fn run(&self, script: &str) -> Output {
@@ -98,9 +103,10 @@ impl UfwSandbox {
             .expect("unshare")
     }
 
-    /// Runs a script the emitter wrote; its error says what failed.
+    /// Runs a script the emitter wrote, with no rollback timer; its error
+    /// says what failed.
     pub fn load(&self, script: &Path) -> Result<(), String> {
-        let out = self.run(&format!("sh '{}'", script.display()));
+        let out = self.run(&format!("sh '{}' --no-rollback", script.display()));
         if out.status.success() {
             Ok(())
         } else {

@@ -209,15 +209,21 @@ fn refuse(rule: &str, why: impl Into<String>) -> EmitError {
 pub fn emit(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitError> {
     let plan = plan(ruleset, approx)?;
     let header = script::header(&plan);
+    let lead = whole_ruleset(ruleset)?
+        .rules
+        .iter()
+        .take_while(|r| is_before(r))
+        .count();
+    let table = super::lockout::table_with_existing(ruleset, Some(lead));
     let files = vec![
         File {
             name: SCRIPT.into(),
-            text: script::commands(&plan, &header),
+            text: script::commands(&plan, &header, &table),
             kind: FileKind::Script,
         },
         File {
             name: RELOAD.into(),
-            text: script::reload(&plan, &header),
+            text: script::reload(&plan, &header, &table),
             kind: FileKind::Script,
         },
         File {

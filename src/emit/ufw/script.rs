@@ -21,6 +21,7 @@
 use std::fmt::Write;
 
 use super::{quote, Action, From, Logged, Logging, Plan, UserRule};
+use crate::emit::safety;
 use crate::ruleset::{Family, Policy};
 
 /// The comment lines every file opens with.
@@ -36,32 +37,34 @@ pub fn header(plan: &Plan) -> String {
     out
 }
 
-/// Shell lines both scripts start with: stop on the first error, run from
-/// the script's directory, refuse a ufw that would leave IPv6 open, and
-/// install a file over ufw's own, keeping the first original.
-const PRELUDE: &str = r#"set -eu
-cd "$(dirname "$0")"
-export LC_ALL=C
-if ! grep -qs '^IPV6=yes' /etc/default/ufw; then
-  echo "$0: /etc/default/ufw does not say IPV6=yes: ufw would leave IPv6 unfiltered; set it first" >&2
-  exit 1
-fi
-# A before file with another table than *filter (a VPN gateway's NAT) would
-# lose it: refuse before anything changes.
-for f in before.rules before6.rules; do
-  if grep -qs '^[*]\(nat\|mangle\|raw\|security\)' "/etc/ufw/$f" && ! cmp -s "$f" "/etc/ufw/$f"; then
-    echo "$0: /etc/ufw/$f has a table other than *filter (NAT rules?), which replacing it would drop: copy that table into $f here first; nothing was changed" >&2
+/// Shell functions both scripts define: `preflight` (refuse a ufw that
+/// would leave IPv6 open, a before file holding another table, an
+/// after.rules that accepts: nothing changed yet), installing a file over
+/// ufw's own keeping the first original, starting ufw, and saving and
+/// restoring what either script changes (see [`SAVED`]).
+const PRELUDE: &str = r#"export LC_ALL=C
+preflight() {
+  if ! grep -qs '^IPV6=yes' /etc/default/ufw; then
+    echo "$0: /etc/default/ufw does not say IPV6=yes: ufw would leave IPv6 unfiltered; set it first" >&2
     exit 1
   fi
-done
-# ufw runs after.rules after every ufw rule and before its policy: an accept
-# there would let through what the profile drops.
-for f in after.rules after6.rules; do
-  if grep -qs -- '-after-input .*-j ACCEPT' "/etc/ufw/$f"; then
-    echo "$0: /etc/ufw/$f accepts packets after the ufw rules, which the profile may drop: remove those lines first; nothing was changed" >&2
-    exit 1
-  fi
-done
+  # A before file with another table than *filter (a VPN gateway's NAT) would
+  # lose it: refuse before anything changes.
+  for f in before.rules before6.rules; do
+    if grep -qs '^[*]\(nat\|mangle\|raw\|security\)' "/etc/ufw/$f" && ! cmp -s "$f" "/etc/ufw/$f"; then
+      echo "$0: /etc/ufw/$f has a table other than *filter (NAT rules?), which replacing it would drop: copy that table into $f here first; nothing was changed" >&2
+      exit 1
+    fi
+  done
+  # ufw runs after.rules after every ufw rule and before its policy: an accept
+  # there would let through what the profile drops.
+  for f in after.rules after6.rules; do
+    if grep -qs -- '-after-input .*-j ACCEPT' "/etc/ufw/$f"; then
+      echo "$0: /etc/ufw/$f accepts packets after the ufw rules, which the profile may drop: remove those lines first; nothing was changed" >&2
+      exit 1
+    fi
+  done
+}
 # install FILE: puts FILE over /etc/ufw/FILE unless they are the same,
 # keeping the first original as /etc/ufw/FILE.fwharden-saved.
 install_ufw_file() {
@@ -80,6 +83,41 @@ start_ufw() {
     ufw --force enable
   fi
 }
+# Every file either script (or the ufw commands) may change, and the copies
+# of the originals install_ufw_file keeps.
+UFW_SAVED='/etc/ufw/before.rules /etc/ufw/before6.rules /etc/ufw/after.rules /etc/ufw/after6.rules /etc/ufw/user.rules /etc/ufw/user6.rules /etc/ufw/ufw.conf /etc/default/ufw /etc/ufw/before.rules.fwharden-saved /etc/ufw/before6.rules.fwharden-saved /etc/ufw/user.rules.fwharden-saved /etc/ufw/user6.rules.fwharden-saved'
+# save_state DIR: copies of those files (absent ones noted), and the live
+# filter table of each family, which ufw built from them.
+save_state() {
+  i=0
+  : > "$1/files"
+  for f in $UFW_SAVED; do
+    i=$((i + 1))
+    if [ -e "$f" ]; then
+      cp -p "$f" "$1/file.$i" || return 1
+    fi
+    echo "$i $f" >> "$1/files"
+  done
+  save_filter iptables "$1/iptables.save" || return 1
+  save_filter ip6tables "$1/ip6tables.save"
+}
+# restore_state DIR: the files byte for byte (written in place: ufw's files
+# may be mount points), a file that did not exist removed, then the live
+# tables as they were. ufw itself is not run: what it had loaded comes back
+# exactly, whether it was running or not.
+restore_state() {
+  ok=yes
+  while read -r i f; do
+    if [ -e "$1/file.$i" ]; then
+      cp -p "$1/file.$i" "$f" || ok=no
+    else
+      rm -f "$f" || ok=no
+    fi
+  done < "$1/files"
+  restore_table iptables "$1/iptables.save" ip || ok=no
+  restore_table ip6tables "$1/ip6tables.save" ip6 || ok=no
+  [ "$ok" = yes ]
+}
 "#;
 
 fn policy_word(policy: Policy) -> &'static str {
@@ -97,7 +135,8 @@ fn logging_word(logging: Logging) -> &'static str {
 }
 
 /// `ufw.sh`.
-pub fn commands(plan: &Plan, header: &str) -> String {
+pub fn commands(plan: &Plan, header: &str, table: &str) -> String {
+    let existing = existing_rules(plan);
     let mut out = String::from("#!/bin/sh\n");
     out.push_str(header);
     let _ = write!(
@@ -118,18 +157,96 @@ pub fn commands(plan: &Plan, header: &str) -> String {
         logging_word(plan.logging),
         plan.user.len()
     );
-    out.push_str(PRELUDE);
-    out.push_str("install_ufw_file before.rules\ninstall_ufw_file before6.rules\n");
+    out.push_str(&safety::summary(super::SCRIPT));
+    let mut f = String::from(PRELUDE);
+    f.push_str(
+        "load_rules() {\n  install_ufw_file before.rules\n  install_ufw_file before6.rules\n",
+    );
     // The rules first, the policy after: on a running ufw, a deny policy
     // never comes into force before the rules that let SSH in.
     for rule in &plan.user {
-        let _ = writeln!(out, "ufw {}", command(rule));
+        let _ = writeln!(f, "  ufw {}", command(rule));
     }
-    let _ = writeln!(out, "ufw default {} incoming", policy_word(plan.policy));
-    let _ = writeln!(out, "ufw logging {}", logging_word(plan.logging));
-    out.push_str("start_ufw\n");
+    let _ = writeln!(f, "  ufw default {} incoming", policy_word(plan.policy));
+    let _ = writeln!(f, "  ufw logging {}", logging_word(plan.logging));
+    f.push_str("  start_ufw\n}\n");
+    out.push_str(&safety::body(&safety::Script {
+        functions: &f,
+        table,
+        existing: &existing,
+    }));
     out
 }
+
+/// ufw.sh keeps the ufw rules the host has, ahead of the profile's (after
+/// before.rules): its lockout check reads their `### tuple ###` lines
+/// from user.rules and user6.rules and puts the ones that can drop a new
+/// TCP connection into the table, where the line `existing` stands
+/// ([`super::super::lockout::table_with_existing`]). On the safe side:
+/// allows are left out (they only let more in); a destination address or
+/// source port is not matched (the rule is taken to match more); and a
+/// rule with the same match as one of the profile's denies or rejects
+/// counts as one, since ufw updates it in place with the profile's action.
+fn existing_rules(plan: &Plan) -> String {
+    let mut keys = String::new();
+    for rule in plan.user.iter().filter(|r| r.action != Action::Allow) {
+        for family in rule.families() {
+            let tuple = super::user::tuple(rule, family);
+            let fields: Vec<&str> = tuple
+                .split_whitespace()
+                .skip(4)
+                .take_while(|w| !w.starts_with("comment="))
+                .collect();
+            let digit = match family {
+                Family::Ipv4 => 4,
+                Family::Ipv6 => 6,
+            };
+            let _ = writeln!(keys, "      denied[\"{digit} {}\"] = 1", fields.join(" "));
+        }
+    }
+    EXISTING.replace("KEYS\n", &keys)
+}
+
+const EXISTING: &str = r##"  for f in /etc/ufw/user.rules /etc/ufw/user6.rules; do
+    [ -r "$f" ] || continue
+    case $f in *6.rules) fam=6 ;; *) fam=4 ;; esac
+    awk -v fam="$fam" '
+    BEGIN {
+KEYS
+    }
+    /^### tuple ### / {
+      action = $4
+      sub(/_log(-all)?$/, "", action)
+      if (action ~ /^route:/) next
+      proto = $5; dport = $6; dst = $7; sport = $8; src = $9
+      dir = ""
+      for (i = 10; i <= NF; i++) if ($i ~ /^(in|out)(_|$)/) { dir = $i; break }
+      if (dir !~ /^in/) next
+      if ((fam " " proto " " dport " " dst " " sport " " src " " dir) in denied) action = "deny"
+      if (action != "deny" && action != "reject") next
+      if (proto != "tcp" && proto != "any") next
+      line = "rule " ((action == "reject") ? "reject" : "drop") " f=" fam
+      if (dport != "any") {
+        n = split(dport, P, ",")
+        ports = ""
+        for (i = 1; i <= n; i++) {
+          r = P[i]
+          if (r !~ /:/) r = r ":" r
+          sub(/:/, "-", r)
+          ports = ports ((i > 1) ? "," : "") r
+        }
+        line = line " port=" ports
+      }
+      if (src != "any" && src != "0.0.0.0/0" && src != "::/0")
+        line = line " src=" src ((src ~ /\//) ? "" : ((fam == 4) ? "/32" : "/128"))
+      if (dir ~ /^in_/) {
+        ifc = substr(dir, 4)
+        if (ifc ~ /\+$/) line = line " ifp=" substr(ifc, 1, length(ifc) - 1)
+        else line = line " if=" ifc
+      }
+      print line " # ufw rule kept ahead of the profile: " action " " proto " port " dport " from " src " " dir
+    }' "$f"
+  done"##;
 
 /// The words after `ufw` for one rule.
 pub fn command(rule: &UserRule) -> String {
@@ -163,7 +280,7 @@ pub fn command(rule: &UserRule) -> String {
 }
 
 /// `reload.sh`.
-pub fn reload(plan: &Plan, header: &str) -> String {
+pub fn reload(plan: &Plan, header: &str, table: &str) -> String {
     let mut out = String::from("#!/bin/sh\n");
     out.push_str(header);
     let _ = write!(
@@ -181,8 +298,9 @@ pub fn reload(plan: &Plan, header: &str) -> String {
         policy_word(plan.policy),
         logging_word(plan.logging),
     );
-    out.push_str(PRELUDE);
-    out.push_str(
+    out.push_str(&safety::summary(super::RELOAD));
+    let mut f = String::from(PRELUDE);
+    f.push_str(
         r#"# set_key FILE KEY VALUE: KEY=VALUE in FILE, written in place as ufw does.
 set_key() {
   grep -q "^$2=" "$1" || { echo "$0: no $2= line in $1" >&2; exit 1; }
@@ -193,22 +311,28 @@ set_key() {
 }
 "#,
     );
-    for f in ["before.rules", "before6.rules", "user.rules", "user6.rules"] {
-        let _ = writeln!(out, "install_ufw_file {f}");
+    f.push_str("load_rules() {\n");
+    for file in ["before.rules", "before6.rules", "user.rules", "user6.rules"] {
+        let _ = writeln!(f, "  install_ufw_file {file}");
     }
     let policy = match plan.policy {
         Policy::Accept => "ACCEPT",
         Policy::Drop => "DROP",
     };
     let _ = writeln!(
-        out,
-        "set_key /etc/default/ufw DEFAULT_INPUT_POLICY '\"{policy}\"'"
+        f,
+        "  set_key /etc/default/ufw DEFAULT_INPUT_POLICY '\"{policy}\"'"
     );
     let _ = writeln!(
-        out,
-        "set_key /etc/ufw/ufw.conf LOGLEVEL {}",
+        f,
+        "  set_key /etc/ufw/ufw.conf LOGLEVEL {}",
         logging_word(plan.logging)
     );
-    out.push_str("start_ufw\n");
+    f.push_str("  start_ufw\n}\n");
+    out.push_str(&safety::body(&safety::Script {
+        functions: &f,
+        table,
+        existing: "",
+    }));
     out
 }
