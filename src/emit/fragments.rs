@@ -79,3 +79,58 @@ pub fn rate_text(rate: &Rate) -> String {
     };
     format!("{}/{unit}", rate.count)
 }
+
+/// Whether iptables' hashlimit match takes `rate` with its burst. The
+/// kernel refuses (ERANGE, "overflow, try lower") a burst whose credits
+/// overflow 64 bits (net/netfilter/xt_hashlimit.c,
+/// `hashlimit_mt_check_common`): it computes `avg * burst` credits with
+/// `avg = SCALE * period / count` (iptables' parse_rate, SCALE being
+/// XT_HASHLIMIT_SCALE_v2 = 10^6) and multiplies them by
+/// `HZ * CREDITS_PER_JIFFY / SCALE`, CREDITS_PER_JIFFY being the power of
+/// two below `2^64 / (HZ * 86400)`. HZ is the kernel's build-time tick
+/// (100 to 1000): the check holds for each, so the emitted files load on
+/// any kernel. A product that does not overflow always passes the kernel's
+/// check; one that does may not, and is refused here.
+pub fn hashlimit_holds(rate: &Rate) -> bool {
+    const SCALE: u64 = 1_000_000;
+    let avg = SCALE * rate.unit.seconds() / u64::from(rate.count.max(1));
+    [100u64, 250, 300, 1000].into_iter().all(|hz| {
+        let max_cpj = u64::MAX / (hz * 86_400);
+        let cpj = 1u64 << (63 - max_cpj.leading_zeros());
+        avg.checked_mul(u64::from(rate.burst))
+            .and_then(|credits| credits.checked_mul(hz * cpj / SCALE))
+            .is_some()
+    })
+}
+
+/// Why [`hashlimit_holds`] refused `rate`, and what to write instead.
+pub fn hashlimit_refusal(rate: &Rate) -> String {
+    format!(
+        "iptables' hashlimit cannot hold a burst of {} at {} (the kernel's credits overflow): write a smaller burst or a faster rate",
+        rate.burst,
+        rate_text(rate)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(count: u32, unit: RateUnit, burst: u32) -> Rate {
+        Rate { count, unit, burst }
+    }
+
+    /// iptables' own test file (extensions/libxt_hashlimit.t) loads these;
+    /// 212959/day is the burst a random profile found refused by the real
+    /// ip6tables-restore ("Numerical result out of range").
+    #[test]
+    fn what_the_kernel_takes_and_what_it_refuses() {
+        assert!(hashlimit_holds(&rate(1, RateUnit::Second, 5)));
+        assert!(hashlimit_holds(&rate(1_000_000, RateUnit::Second, 5)));
+        assert!(hashlimit_holds(&rate(1, RateUnit::Hour, 5)));
+        assert!(hashlimit_holds(&rate(1, RateUnit::Day, 1)));
+        assert!(hashlimit_holds(&rate(6, RateUnit::Minute, 10_000)));
+        assert!(!hashlimit_holds(&rate(1, RateUnit::Day, 5)));
+        assert!(!hashlimit_holds(&rate(3, RateUnit::Day, 212_959)));
+    }
+}

@@ -32,7 +32,10 @@
 
 use std::fmt::Write;
 
-use super::fragments::{original_port_alternatives, port_alternatives, product, rate_text};
+use super::fragments::{
+    hashlimit_holds, hashlimit_refusal, original_port_alternatives, port_alternatives, product,
+    rate_text,
+};
 use super::placement::{Accept, Placed, HOOKED};
 use super::{ipset, quote, Approximation, EmitError};
 use crate::ruleset::*;
@@ -194,6 +197,9 @@ impl Emitter<'_> {
             None => None,
         };
         let verdict = rule.verdict.map(|v| self.verdict_target(v));
+        if let Some(r) = rule.limit.filter(|r| !hashlimit_holds(r)) {
+            return Err(self.refuse(rule, hashlimit_refusal(&r)));
+        }
         let limit_name = format!("fwh-{}{index}", self.placed.tag);
         let limit = |above: bool| {
             rule.limit.map(|r| {
@@ -335,6 +341,9 @@ impl Emitter<'_> {
                 else {
                     return Err(self.refuse(rule, format!("the meter set {set} is missing")));
                 };
+                if !hashlimit_holds(rate) {
+                    return Err(self.refuse(rule, hashlimit_refusal(rate)));
+                }
                 let index = self.placed.ruleset.sets.iter().position(|s| &s.name == set);
                 let name = if quote::is_safe_name(set) && set.len() + 3 <= HASHLIMIT_NAME_MAX {
                     format!("fwh{set}")

@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use super::rule::ufw_interface;
 use super::{quote, Plan};
+use crate::emit::fragments::{hashlimit_holds, hashlimit_refusal, rate_text};
 use crate::ruleset::*;
 
 /// Debian's ufw 0.36 `before.rules`, output and forward part, unchanged.
@@ -106,6 +107,9 @@ pub fn lines(rule: &Rule, index: usize, family: Family) -> Result<Vec<String>, S
     }
     // A packet matches at most one alternative (they differ in ICMP type),
     // so the lines of one rule share its one rate bucket by name.
+    if let Some(r) = rule.limit.filter(|r| !hashlimit_holds(r)) {
+        return Err(hashlimit_refusal(&r));
+    }
     let limit = rule
         .limit
         .map(|r| {
@@ -174,15 +178,4 @@ pub fn text(plan: &Plan, family: Family, header: &str) -> String {
     });
     out.push_str("COMMIT\n");
     out
-}
-
-/// A rate as iptables writes it: `10/sec`.
-fn rate_text(rate: &Rate) -> String {
-    let unit = match rate.unit {
-        RateUnit::Second => "sec",
-        RateUnit::Minute => "min",
-        RateUnit::Hour => "hour",
-        RateUnit::Day => "day",
-    };
-    format!("{}/{unit}", rate.count)
 }
