@@ -2,14 +2,16 @@
 //! a text of their own: ports (`multiport` groups, conntrack's original
 //! port ranges), the combinations of alternatives, rates.
 
-use crate::ruleset::{PortRange, Protocol, Rate, RateUnit};
+use crate::ruleset::{CtState, PortRange, Protocol, Rate, RateUnit};
 
-/// `-m multiport` takes at most 15 ports, a range counting two (XT_MULTI_PORTS).
+/// `-m multiport` takes at most 15 ports, a range counting two
+/// (XT_MULTI_PORTS); ufw refuses more in one rule too.
 const MULTIPORT_MAX: usize = 15;
 
-/// One alternative per protocol and per group of at most 15 ports.
-pub fn port_alternatives(protos: &[Protocol], ports: &[PortRange]) -> Vec<String> {
-    let mut groups: Vec<Vec<String>> = vec![Vec::new()];
+/// Groups of at most [`MULTIPORT_MAX`] ports (a range counting two), in
+/// order; one empty group for no port.
+pub fn port_groups(ports: &[PortRange]) -> Vec<Vec<PortRange>> {
+    let mut groups: Vec<Vec<PortRange>> = vec![Vec::new()];
     let mut used = 0;
     for p in ports {
         let cost = if p.first == p.last { 1 } else { 2 };
@@ -18,13 +20,41 @@ pub fn port_alternatives(protos: &[Protocol], ports: &[PortRange]) -> Vec<String
             used = 0;
         }
         used += cost;
-        let text = if p.first == p.last {
-            p.first.to_string()
-        } else {
-            format!("{}:{}", p.first, p.last)
-        };
-        groups.last_mut().expect("one group").push(text);
+        groups.last_mut().expect("one group").push(*p);
     }
+    groups
+}
+
+/// `-m conntrack --ctstate` of `states`, as iptables names them.
+pub fn ctstate(states: &[CtState]) -> String {
+    let names: Vec<&str> = states
+        .iter()
+        .map(|s| match s {
+            CtState::Invalid => "INVALID",
+            CtState::Established => "ESTABLISHED",
+            CtState::Related => "RELATED",
+            CtState::New => "NEW",
+        })
+        .collect();
+    format!(" -m conntrack --ctstate {}", names.join(","))
+}
+
+/// One alternative per protocol and per group of at most 15 ports.
+pub fn port_alternatives(protos: &[Protocol], ports: &[PortRange]) -> Vec<String> {
+    let groups: Vec<Vec<String>> = port_groups(ports)
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|p| {
+                    if p.first == p.last {
+                        p.first.to_string()
+                    } else {
+                        format!("{}:{}", p.first, p.last)
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let mut out = Vec::new();
     for proto in protos {
         for g in &groups {

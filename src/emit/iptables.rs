@@ -33,8 +33,8 @@
 use std::fmt::Write;
 
 use super::fragments::{
-    hashlimit_holds, hashlimit_refusal, original_port_alternatives, port_alternatives, product,
-    rate_text,
+    ctstate, hashlimit_holds, hashlimit_refusal, original_port_alternatives, port_alternatives,
+    product, rate_text,
 };
 use super::placement::{Accept, Placed, HOOKED};
 use super::{ipset, quote, Approximation, EmitError};
@@ -285,18 +285,7 @@ impl Emitter<'_> {
             Match::Family(_) => one(String::new()),
             Match::InInterface(name) => one(format!(" -i {}", self.interface(rule, name)?)),
             Match::OutInterface(name) => one(format!(" -o {}", self.interface(rule, name)?)),
-            Match::CtState(states) => {
-                let s: Vec<&str> = states
-                    .iter()
-                    .map(|s| match s {
-                        CtState::Invalid => "INVALID",
-                        CtState::Established => "ESTABLISHED",
-                        CtState::Related => "RELATED",
-                        CtState::New => "NEW",
-                    })
-                    .collect();
-                one(format!(" -m conntrack --ctstate {}", s.join(",")))
-            }
+            Match::CtState(states) => one(ctstate(states)),
             Match::Protocol(protos) => Ok(protos
                 .iter()
                 .map(|p| format!(" -p {}", p.as_str()))

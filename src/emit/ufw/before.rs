@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use super::rule::ufw_interface;
 use super::{quote, Plan};
-use crate::emit::fragments::{hashlimit_holds, hashlimit_refusal, rate_text};
+use crate::emit::fragments::{ctstate, hashlimit_holds, hashlimit_refusal, rate_text};
 use crate::ruleset::*;
 
 /// Debian's ufw 0.36 `before.rules`, output and forward part, unchanged.
@@ -88,18 +88,7 @@ pub fn lines(rule: &Rule, index: usize, family: Family) -> Result<Vec<String>, S
                 .iter()
                 .map(|t| format!(" -p ipv6-icmp -m icmp6 --icmpv6-type {}", t.number()))
                 .collect(),
-            Match::CtState(states) => {
-                let s: Vec<&str> = states
-                    .iter()
-                    .map(|s| match s {
-                        CtState::Invalid => "INVALID",
-                        CtState::Established => "ESTABLISHED",
-                        CtState::Related => "RELATED",
-                        CtState::New => "NEW",
-                    })
-                    .collect();
-                vec![format!(" -m conntrack --ctstate {}", s.join(","))]
-            }
+            Match::CtState(states) => vec![ctstate(states)],
             Match::InInterface(name) => vec![format!(" -i {}", ufw_interface(name)?)],
             other => return Err(format!("{other:?} in before.rules")),
         };

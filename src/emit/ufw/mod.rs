@@ -51,10 +51,6 @@ pub const USER_V6: &str = "user6.rules";
 /// the emitter refuses and points at the iptables format's ipsets.
 pub const SET_MAX: usize = 64;
 
-/// `-m multiport` takes at most 15 ports, a range counting two; ufw refuses
-/// more in one rule.
-const MULTIPORT_MAX: usize = 15;
-
 /// What a ufw rule does with a matching packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

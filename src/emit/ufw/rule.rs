@@ -2,7 +2,8 @@
 //! most 15 ports and per source prefix, or a refusal saying why ufw cannot
 //! say it.
 
-use super::{quote, refuse, Action, From, Logged, Plan, UserRule, MULTIPORT_MAX, SET_MAX};
+use super::{quote, refuse, Action, From, Logged, Plan, UserRule, SET_MAX};
+use crate::emit::fragments::port_groups;
 use crate::emit::{Approximation, EmitError};
 use crate::ruleset::*;
 
@@ -220,24 +221,4 @@ pub(super) fn comment_text(comment: &str) -> String {
         Some(rest) => format!("_{rest}"),
         None => text,
     }
-}
-
-/// Groups of at most 15 ports (a range counting two), as multiport takes;
-/// one empty group for every port.
-fn port_groups(ports: &[PortRange]) -> Vec<Vec<PortRange>> {
-    if ports.is_empty() {
-        return vec![Vec::new()];
-    }
-    let mut groups: Vec<Vec<PortRange>> = vec![Vec::new()];
-    let mut used = 0;
-    for p in ports {
-        let cost = if p.first == p.last { 1 } else { 2 };
-        if used + cost > MULTIPORT_MAX {
-            groups.push(Vec::new());
-            used = 0;
-        }
-        used += cost;
-        groups.last_mut().expect("one group").push(*p);
-    }
-    groups
 }
