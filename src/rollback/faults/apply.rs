@@ -1,6 +1,6 @@
 //! Faults at every step of apply.
 
-use super::{apply_new, attempts, confirmed_at_once, confirmed_rig, timed};
+use super::{apply_new, assert_undone, attempts, confirmed_at_once, confirmed_rig, timed};
 use crate::exit;
 use crate::kernel::memory::{Call, Failure, Fault};
 use crate::rollback::rig::{compiled, Life, Rig};
@@ -117,17 +117,7 @@ fn apply_outcome_unknown_committed_is_undone() {
     rig.kernel
         .inject(Call::ApplyAt, Fault::LostAnswer { committed: true });
     let e = apply_new(&rig).unwrap_err();
-    assert_eq!(e.exit_code(), exit::FAILURE);
-    assert!(
-        e.to_string().contains("the previous ruleset was restored"),
-        "{e}"
-    );
-    assert_eq!(rig.kernel.table(), Some(old));
-    assert!(rig.pending().is_none());
-    assert_eq!(
-        rig.dirs.rolled_back().unwrap().unwrap().reason,
-        "outcome unknown"
-    );
+    assert_undone(&rig, &e, exit::FAILURE, &old, "outcome unknown");
 }
 
 #[test]
@@ -215,17 +205,7 @@ fn apply_read_back_differs_is_rolled_back() {
     rig.kernel
         .inject(Call::Verify, Fault::ReadsAs(Some(compiled("base"))));
     let e = apply_new(&rig).unwrap_err();
-    assert_eq!(e.exit_code(), exit::ROLLED_BACK);
-    assert!(
-        e.to_string().contains("the previous ruleset was restored"),
-        "{e}"
-    );
-    assert_eq!(rig.kernel.table(), Some(old));
-    assert!(rig.pending().is_none());
-    assert_eq!(
-        rig.dirs.rolled_back().unwrap().unwrap().reason,
-        "read-back mismatch"
-    );
+    assert_undone(&rig, &e, exit::ROLLED_BACK, &old, "read-back mismatch");
 }
 
 #[test]

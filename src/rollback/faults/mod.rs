@@ -55,3 +55,17 @@ pub(super) fn apply_new(rig: &Rig) -> Result<ApplyOutcome, RollbackError> {
 pub(super) fn attempts(rig: &Rig) -> usize {
     rig.dirs.attempts().unwrap_or_default().len()
 }
+
+/// The apply failed with exit `code` saying the previous ruleset was
+/// restored: the kernel holds `old` again, nothing is pending, and the
+/// rolled-back note gives `reason`.
+pub(super) fn assert_undone(rig: &Rig, e: &RollbackError, code: i32, old: &Ruleset, reason: &str) {
+    assert_eq!(e.exit_code(), code, "{e}");
+    assert!(
+        e.to_string().contains("the previous ruleset was restored"),
+        "{e}"
+    );
+    assert_eq!(rig.kernel.table().as_ref(), Some(old));
+    assert!(rig.pending().is_none());
+    assert_eq!(rig.dirs.rolled_back().unwrap().unwrap().reason, reason);
+}
