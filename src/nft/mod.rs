@@ -17,6 +17,7 @@ mod bans;
 mod batch;
 mod elems;
 mod expr;
+mod gate;
 mod intervals;
 mod obj;
 mod readback;
@@ -25,7 +26,8 @@ mod socket;
 mod udata;
 mod verify;
 
-pub use bans::{ban, state as ban_state, unban, Ban, BanState, Banned, Unbanned};
+pub use bans::{ban, banned, state as ban_state, unban, Ban, BanState, Banned, Unbanned};
+pub use gate::{BanGate, BAN_WAIT};
 pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;

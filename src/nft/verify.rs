@@ -282,8 +282,19 @@ fn addr(v: u128, width: usize) -> IpAddr {
 /// the key up as the packet path does and answers with the start element
 /// of its range, or ENOENT.
 pub(super) fn lookup(sock: &mut Socket, set: &str, key: &[u8]) -> Result<Option<u128>, NftError> {
+    lookup_in(sock, crate::ruleset::TABLE_NAME, set, key)
+}
+
+/// Like [`lookup`], in set `set` of table `inet <table>`. A lookup is no
+/// dump: it is answered whole, whatever commits run beside it.
+pub(super) fn lookup_in(
+    sock: &mut Socket,
+    table: &str,
+    set: &str,
+    key: &[u8],
+) -> Result<Option<u128>, NftError> {
     let s = obj::Set::new();
-    s.set_str(sys::NFTNL_SET_TABLE, crate::ruleset::TABLE_NAME);
+    s.set_str(sys::NFTNL_SET_TABLE, table);
     s.set_str(sys::NFTNL_SET_NAME, set);
     s.add_elem(key, false, &[]);
     let replies = sock.request(libc::NFT_MSG_GETSETELEM as u16, FAMILY, 0, |nlh| {
