@@ -207,6 +207,7 @@ pub enum Command {
     },
     /// Ban a source address: every packet from it is dropped until the
     /// timeout (or the `[bans]` default) runs out. Needs `[bans]` enabled.
+    /// While an apply is in progress it waits for it (at most 50 s).
     Ban {
         addr: std::net::IpAddr,
         /// 600, 90s, 10m, 1h or 7d.

@@ -32,6 +32,8 @@ pub(super) fn confirm_record(
 pub fn confirm(dirs: &Dirs, token: Option<&str>) -> Result<String, RollbackError> {
     nft::generation()?;
     let _lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
+    // Bans wait from the read below to the read-back (see `nft::BanGate`).
+    let _bans_wait = nft::BanGate::close();
     let Some(pending) = dirs.pending()? else {
         let late = dirs
             .rolled_back()?

@@ -282,6 +282,8 @@ pub fn run(dirs: &Dirs, token: &str) -> Result<(), RollbackError> {
             known
         }
     };
+    // Bans wait while the previous ruleset goes back in and is read back.
+    let _bans_wait = crate::nft::BanGate::close();
     undo(dirs, &pending, "deadline")?;
     log(&format!(
         "apply {token} of profile {} was not confirmed in time: restored {}",
