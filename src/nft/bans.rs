@@ -175,10 +175,7 @@ fn errno(e: &NftError) -> Option<i32> {
 /// set of its family first, and only on a hit a read of that small set,
 /// to name the prefix in the refusal.
 fn exempting(sock: &mut Socket, addr: IpAddr) -> Result<Option<IpNet>, NftError> {
-    let (family, key) = match addr {
-        IpAddr::V4(a) => (Family::Ipv4, a.octets().to_vec()),
-        IpAddr::V6(a) => (Family::Ipv6, a.octets().to_vec()),
-    };
+    let (family, key) = key_of(addr);
     let set = model::exempt_set_name(family);
     if verify::lookup_in(sock, BAN_TABLE, &set, &key)?.is_none() {
         return Ok(None);
@@ -193,13 +190,18 @@ fn exempting(sock: &mut Socket, addr: IpAddr) -> Result<Option<IpNet>, NftError>
     Ok(nets.into_iter().find(|n| n.contains(&addr)))
 }
 
+/// The family of `addr` and its bytes as a set key.
+fn key_of(addr: IpAddr) -> (Family, Vec<u8>) {
+    match addr {
+        IpAddr::V4(a) => (Family::Ipv4, a.octets().to_vec()),
+        IpAddr::V6(a) => (Family::Ipv6, a.octets().to_vec()),
+    }
+}
+
 /// Whether `addr` is in the ban set of its family (`ban_v4`, `ban_v6`),
 /// asked of the kernel's own lookup: one GETSETELEM, never a listing.
 pub fn banned(addr: IpAddr) -> Result<bool, NftError> {
-    let (family, key) = match addr {
-        IpAddr::V4(a) => (Family::Ipv4, a.octets().to_vec()),
-        IpAddr::V6(a) => (Family::Ipv6, a.octets().to_vec()),
-    };
+    let (family, key) = key_of(addr);
     let mut sock = Socket::open()?;
     Ok(verify::lookup_in(&mut sock, BAN_TABLE, &model::set_name(family), &key)?.is_some())
 }
