@@ -8,6 +8,11 @@
 //!
 //! The rate is what the load generator aims at, not something asserted: a
 //! busy CI machine reaches less, and the test says what it reached.
+//!
+//! Writers that do not wait on the ban gate (CrowdSec's bouncer, `nft`):
+//! a read-back after one of them added a ban still proves a big set
+//! without listing it, while one that wrote to table `inet fwharden`
+//! itself is still caught.
 
 mod common;
 
@@ -18,6 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fwharden::nft::Check;
 
 /// How long both loops run.
 const RUN: Duration = Duration::from_secs(30);
@@ -26,12 +32,12 @@ const RUN: Duration = Duration::from_secs(30);
 const RATE: u32 = 100;
 const SPAWNERS: u32 = 32;
 
-/// Two profiles over the same 100,000-prefix group: `churn_b` also opens
+/// Two profiles over the same group of `hosts` addresses: `churn_b` also opens
 /// HTTP, so going from one to the other replaces the whole table (not an
 /// element delta) every time.
-fn profiles(dir: &Path) -> [String; 2] {
-    // 100,000 hosts with a gap after each: none merge, 100,000 intervals.
-    let list: String = (0..100_000u32)
+fn profiles(dir: &Path, hosts: u32) -> [String; 2] {
+    // Hosts with a gap after each: none merge, one interval each.
+    let list: String = (0..hosts)
         .map(|i| format!("{}\n", Ipv4Addr::from(0x6440_0000 + 2 * i)))
         .collect();
     std::fs::write(dir.join("blocked.txt"), list).unwrap();
@@ -75,7 +81,7 @@ fn big_applies_and_a_hundred_bans_a_second_both_go_through() {
     }
     let host = Host::new("churn");
     let dir = tempfile::tempdir().unwrap();
-    let [a, b] = profiles(dir.path());
+    let [a, b] = profiles(dir.path(), 100_000);
     host.expect(0, &["apply", &a, "--auto-confirm", "--no-probe"]);
 
     let issued = AtomicUsize::new(0);
@@ -136,5 +142,74 @@ fn big_applies_and_a_hundred_bans_a_second_both_go_through() {
     );
     let addrs: Vec<String> = (0..bans).map(banned).collect();
     assert_eq!(missing(&host, &addrs), Vec::<String>::new(), "bans lost");
+    host.wait_quiet();
+}
+
+/// The model of `profile`, as `show --json` prints it.
+fn model(host: &Host, profile: &str) -> fwharden::ruleset::Ruleset {
+    serde_json::from_slice(&host.expect(0, &["--json", "show", profile]).stdout).unwrap()
+}
+
+/// Applies `r` in the host's namespace (in process), lets `nft` run
+/// `foreign` there (a writer that knows nothing of fwharden), then reads
+/// back as an apply does, from the same thread.
+fn apply_foreign_verify(host: &Host, r: &fwharden::ruleset::Ruleset, foreign: &str) -> Check {
+    host.ns
+        .run_in(|| {
+            let report = fwharden::nft::apply(r).expect("apply");
+            assert!(report.exclusive, "nobody else commits in this namespace");
+            let out = host.ns.command("nft").arg(foreign).output().unwrap();
+            assert!(out.status.success(), "nft {foreign}: {}", stderr(&out));
+            fwharden::nft::verify(r, &report).expect("read back")
+        })
+        .expect("enter the host's namespace")
+}
+
+#[test]
+fn a_foreign_ban_does_not_force_a_full_read_a_foreign_write_to_our_table_is_caught() {
+    if !privileged(
+        "a_foreign_ban_does_not_force_a_full_read_a_foreign_write_to_our_table_is_caught",
+    ) {
+        return;
+    }
+    let host = Host::new("churnmon");
+    let dir = tempfile::tempdir().unwrap();
+    let [a, _] = profiles(dir.path(), 10_000);
+    let r = model(&host, &a);
+    let big: Vec<String> = r
+        .sets
+        .iter()
+        .filter(|s| matches!(&s.kind, fwharden::ruleset::SetKind::Prefixes(n) if n.len() > fwharden::nft::FULL_READ_MAX))
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(big.len(), 1, "one big set: {big:?}");
+
+    // A ban by another program between the commit and the read-back: the
+    // big set is still proven by the generation and a sample.
+    let ban = "add element inet fwharden-bans ban_v4 { 198.51.100.7 timeout 1h }";
+    match apply_foreign_verify(&host, &r, ban) {
+        Check::Holds { sampled, .. } => assert_eq!(sampled, big, "the big set was listed"),
+        other => panic!("a foreign ban made the read-back fail: {other:?}"),
+    }
+
+    // The same moment, an element added to our own big set: not a ban, so
+    // the set is read in full, and the extra element is found.
+    let edit = format!("add element inet fwharden {} {{ 203.0.113.9 }}", big[0]);
+    assert!(
+        matches!(
+            apply_foreign_verify(&host, &r, &edit),
+            Check::Differs { .. }
+        ),
+        "a write to table inet fwharden went unseen"
+    );
+    // And one transaction holding both a ban and such a write.
+    let both = format!("{ban}; {edit}");
+    assert!(
+        matches!(
+            apply_foreign_verify(&host, &r, &both),
+            Check::Differs { .. }
+        ),
+        "a write to table inet fwharden after a ban went unseen"
+    );
     host.wait_quiet();
 }

@@ -19,6 +19,7 @@ mod elems;
 mod expr;
 mod gate;
 mod intervals;
+mod monitor;
 mod obj;
 mod readback;
 mod rules;
@@ -164,7 +165,11 @@ fn commit(built: batch::Built, generation: Option<u32>) -> Result<ApplyReport, N
         None => readback::generation(&mut sock)?,
     };
     sock.transact(&built, generation)?;
+    // Subscribed before the generation is read: when it is still ours plus
+    // one, the monitor hears every commit after ours (see `monitor`).
+    let heard = monitor::Monitor::open().ok();
     let after = readback::generation(&mut sock)?;
+    monitor::keep(after, heard);
     Ok(ApplyReport {
         generation: after,
         exclusive: after == next_generation(before),
