@@ -48,7 +48,10 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// The gate, held until dropped. `None` inside: the apply went on without
 /// it (see [`BanGate::close`]).
 #[must_use = "the gate opens again when this is dropped"]
-pub struct BanGate(Option<Flock<File>>);
+pub struct BanGate {
+    /// Unlocked when dropped (and by the kernel if the holder dies).
+    _held: Option<Flock<File>>,
+}
 
 impl BanGate {
     /// Closes the gate for an apply: waits for the bans in flight, then
@@ -57,23 +60,20 @@ impl BanGate {
     /// on without it: bans then race it, which the apply survives as it
     /// did before the gate, and which is no reason to refuse an apply.
     pub fn close() -> BanGate {
-        BanGate(take(FlockArg::LockExclusiveNonblock, APPLY_WAIT).ok())
+        BanGate {
+            _held: take(FlockArg::LockExclusiveNonblock, APPLY_WAIT).ok(),
+        }
     }
 
     /// Passes a ban: waits while an apply holds the gate, at most
     /// [`BAN_WAIT`].
     pub(super) fn pass() -> Result<BanGate, NftError> {
         take(FlockArg::LockSharedNonblock, BAN_WAIT)
-            .map(|f| BanGate(Some(f)))
+            .map(|f| BanGate { _held: Some(f) })
             .map_err(|source| NftError::Io {
                 op: "waiting for the apply in progress (flock on /proc/thread-self/ns/net)",
                 source,
             })
-    }
-
-    /// Whether the gate is held (an apply that could not close it says no).
-    pub fn held(&self) -> bool {
-        self.0.is_some()
     }
 }
 

@@ -28,7 +28,7 @@ mod udata;
 mod verify;
 
 pub use bans::{ban, banned, state as ban_state, unban, Ban, BanState, Banned, Unbanned};
-pub use gate::{BanGate, BAN_WAIT};
+pub use gate::BanGate;
 pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;
