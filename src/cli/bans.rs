@@ -71,20 +71,19 @@ fn as_seen(addr: IpAddr) -> IpAddr {
 pub fn ban(addr: IpAddr, timeout: Option<u64>, force: bool, json: bool) -> anyhow::Result<i32> {
     interlock()?;
     let addr = as_seen(addr);
-    let state = match nft::ban_state().context("reading the ban sets")? {
-        Some(s) => s,
-        None => {
-            return refused(
-                addr,
-                &nft::NftError::NoBans {
-                    table: BAN_TABLE.into(),
-                }
-                .to_string(),
-                json,
-            )
-        }
-    };
-    let refusals = ban_guard::check(addr, &guard_context(&state.exempt));
+    // Nothing is listed: a listing of the ban sets can be cut short by the
+    // very commits a busy fail2ban makes (see `nft::ban`).
+    if !nft::bans_enabled().context("looking for the ban table")? {
+        let off = nft::NftError::NoBans {
+            table: BAN_TABLE.into(),
+        };
+        return refused(addr, &off.to_string(), json);
+    }
+    let exempt: Vec<ipnet::IpNet> = nft::exempt_net(addr)
+        .context("looking the address up in the exempt sets")?
+        .into_iter()
+        .collect();
+    let refusals = ban_guard::check(addr, &guard_context(&exempt));
     if let Some(r) = refusals.iter().find(|r| !force || !r.overridable()) {
         return refused(addr, &r.describe(addr), json);
     }

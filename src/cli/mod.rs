@@ -220,6 +220,7 @@ pub enum Command {
     /// Refused (exit 4): your own SSH client, this host's addresses,
     /// loopback, unspecified, multicast, broadcast, exempt groups. An
     /// IPv4-mapped IPv6 address (::ffff:a.b.c.d) is banned as IPv4.
+    /// While an apply is in progress it waits for it (at most 50 s).
     Ban {
         addr: std::net::IpAddr,
         /// 600, 90s, 10m, 1h or 7d.

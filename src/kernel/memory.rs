@@ -345,6 +345,10 @@ impl Kernel for Memory {
         }
     }
 
+    fn hold_bans(&self) -> Option<crate::nft::BanGate> {
+        None
+    }
+
     fn backoff(&self, _attempt: u32) {}
 }
 

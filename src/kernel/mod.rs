@@ -53,6 +53,11 @@ pub trait Kernel {
     fn remove_table(&self) -> Result<(), NftError>;
     /// The ban table, `None` when there is none.
     fn ban_state(&self) -> Result<Option<BanState>, NftError>;
+    /// Holds fwharden's own bans back until the returned guard is dropped,
+    /// so that they do not move the generation under an apply's read,
+    /// commit and read-back (see [`nft::BanGate`]); `None` where there is
+    /// nothing to hold back.
+    fn hold_bans(&self) -> Option<nft::BanGate>;
     /// Waits before attempt `attempt + 1` of a rollback that failed: a
     /// busy kernel or a concurrent writer gets time to finish. An
     /// in-memory kernel has nobody to wait for.
@@ -99,6 +104,9 @@ impl Kernel for Netlink {
     }
     fn ban_state(&self) -> Result<Option<BanState>, NftError> {
         nft::ban_state()
+    }
+    fn hold_bans(&self) -> Option<nft::BanGate> {
+        Some(nft::BanGate::close())
     }
     fn backoff(&self, attempt: u32) {
         std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)));

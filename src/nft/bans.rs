@@ -12,9 +12,10 @@ use serde::Serialize;
 
 use super::ban_batch::{self, BanTable};
 use super::elems::Op;
+use super::gate::BanGate;
 use super::readback;
 use super::socket::Socket;
-use super::NftError;
+use super::{verify, NftError};
 use crate::ruleset::bans::{self as model, BAN_TABLE};
 use crate::ruleset::{Family, Ruleset, SetKind};
 
@@ -67,7 +68,11 @@ fn absent() -> NftError {
 /// The ban table, or `None` when it does not exist.
 pub fn state() -> Result<Option<BanState>, NftError> {
     let mut sock = Socket::open()?;
-    let Some(t) = readback::read_named(&mut sock, BAN_TABLE, &BTreeSet::new())? else {
+    readback::retrying(|| state_once(&mut sock))
+}
+
+fn state_once(sock: &mut Socket) -> Result<Option<BanState>, NftError> {
+    let Some(t) = readback::read_named(sock, BAN_TABLE, &BTreeSet::new())? else {
         return Ok(None);
     };
     let mut exempt = Vec::new();
@@ -76,7 +81,7 @@ pub fn state() -> Result<Option<BanState>, NftError> {
         match &s.kind {
             SetKind::Prefixes(nets) => exempt.extend(nets.iter().copied()),
             SetKind::Bans { .. } => {
-                for e in readback::set_elems(&mut sock, BAN_TABLE, &s.name)? {
+                for e in readback::set_elems(sock, BAN_TABLE, &s.name)? {
                     bans.push(ban_of(&e, &s.name, s.family)?);
                 }
             }
@@ -115,34 +120,112 @@ fn ban_of(e: &super::obj::KernelElem, set: &str, family: Family) -> Result<Ban, 
 
 /// Bans `addr` for `timeout_secs` (or the set's default). What must not
 /// be banned (the operator, this host, exempt groups) is the ban guard's
-/// to refuse before ([`crate::ruleset::ban_guard`]).
+/// to refuse before ([`crate::ruleset::ban_guard`], fed by [`exempt_net`]).
+///
+/// Built to coexist with applies and other bans: it waits while an apply
+/// holds the ban gate (see `gate`), and it lists nothing. Whether bans are
+/// on is one GETTABLE, the exemption one lookup in the exempt set, and
+/// whether `addr` was banned already the kernel's own answer to an
+/// exclusive add (EEXIST). None of these is a dump, which another commit
+/// can interrupt; the transaction carries no generation, so another
+/// commit cannot make the kernel refuse it either.
 pub fn ban(addr: IpAddr, timeout_secs: Option<u64>) -> Result<Banned, NftError> {
-    let state = state()?.ok_or_else(absent)?;
-    let own = model::set_name(match addr {
-        IpAddr::V4(_) => Family::Ipv4,
-        IpAddr::V6(_) => Family::Ipv6,
-    });
-    let renew = state.bans.iter().any(|b| b.addr == addr && b.set == own);
-    let built = ban_batch::ban_elem(addr, Op::Add, timeout_secs.map(|s| s * 1000), renew);
-    Socket::open()?.transact(&built, None)?;
-    Ok(if renew {
-        Banned::Renewed
-    } else {
-        Banned::Added
+    let _gate = BanGate::pass()?;
+    let mut sock = Socket::open()?;
+    if !readback::table_exists(&mut sock, BAN_TABLE)? {
+        return Err(absent());
+    }
+    let timeout_ms = timeout_secs.map(|s| s * 1000);
+    // An element that expires between the EEXIST and the renewal makes
+    // the renewal's delete fail (ENOENT): the add is then tried again.
+    for _ in 0..3 {
+        let add = ban_batch::ban_elem(addr, Op::Add, timeout_ms, false);
+        match sock.transact(&add, None) {
+            Ok(()) => return Ok(Banned::Added),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) if errno(&e) == Some(libc::ENOENT) => return Err(absent()),
+            Err(e) => return Err(e),
+        }
+        let renew = ban_batch::ban_elem(addr, Op::Add, timeout_ms, true);
+        match sock.transact(&renew, None) {
+            Ok(()) => return Ok(Banned::Renewed),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(NftError::Protocol {
+        op: "ban",
+        detail: format!("{addr} kept appearing and expiring in its ban set; run the command again"),
     })
 }
 
-/// Lifts the ban of `addr`, if there is one.
+/// The errno of a refused transaction.
+fn errno(e: &NftError) -> Option<i32> {
+    match e {
+        NftError::Rejected { source, .. } | NftError::NoNfTables { source } => {
+            source.raw_os_error()
+        }
+        _ => None,
+    }
+}
+
+/// Whether bans are on: table `inet fwharden-bans` exists (one GETTABLE,
+/// never a listing).
+pub fn enabled() -> Result<bool, NftError> {
+    readback::table_exists(&mut Socket::open()?, BAN_TABLE)
+}
+
+/// The exempt prefix holding `addr`, if one does, for the ban guard: a
+/// lookup in the exempt set of its family first, and only on a hit a read
+/// of that small set, to name the prefix in the refusal.
+pub fn exempt_net(addr: IpAddr) -> Result<Option<IpNet>, NftError> {
+    exempting(&mut Socket::open()?, addr)
+}
+
+fn exempting(sock: &mut Socket, addr: IpAddr) -> Result<Option<IpNet>, NftError> {
+    let (family, key) = key_of(addr);
+    let set = model::exempt_set_name(family);
+    if verify::lookup_in(sock, BAN_TABLE, &set, &key)?.is_none() {
+        return Ok(None);
+    }
+    let exempt = readback::retrying(|| {
+        let t = readback::read_named(sock, BAN_TABLE, &BTreeSet::new())?;
+        Ok(t.and_then(|t| t.set(&set).map(|s| s.kind.clone())))
+    })?;
+    let Some(SetKind::Prefixes(nets)) = exempt else {
+        return Ok(None);
+    };
+    Ok(nets.into_iter().find(|n| n.contains(&addr)))
+}
+
+/// The family of `addr` and its bytes as a set key.
+fn key_of(addr: IpAddr) -> (Family, Vec<u8>) {
+    match addr {
+        IpAddr::V4(a) => (Family::Ipv4, a.octets().to_vec()),
+        IpAddr::V6(a) => (Family::Ipv6, a.octets().to_vec()),
+    }
+}
+
+/// Whether `addr` is in the ban set of its family (`ban_v4`, `ban_v6`),
+/// asked of the kernel's own lookup: one GETSETELEM, never a listing.
+pub fn banned(addr: IpAddr) -> Result<bool, NftError> {
+    let (family, key) = key_of(addr);
+    let mut sock = Socket::open()?;
+    Ok(verify::lookup_in(&mut sock, BAN_TABLE, &model::set_name(family), &key)?.is_some())
+}
+
+/// Lifts the ban of `addr`, if there is one. Like [`ban`], it waits on an
+/// apply in progress and lists nothing.
 pub fn unban(addr: IpAddr) -> Result<Unbanned, NftError> {
-    if state()?.is_none() {
+    let _gate = BanGate::pass()?;
+    let mut sock = Socket::open()?;
+    if !readback::table_exists(&mut sock, BAN_TABLE)? {
         return Err(absent());
     }
     let built = ban_batch::ban_elem(addr, Op::Delete, None, false);
-    match Socket::open()?.transact(&built, None) {
+    match sock.transact(&built, None) {
         Ok(()) => Ok(Unbanned::Removed),
-        Err(NftError::Rejected { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(Unbanned::NotBanned)
-        }
+        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(Unbanned::NotBanned),
         Err(e) => Err(e),
     }
 }
@@ -152,7 +235,10 @@ pub fn unban(addr: IpAddr) -> Result<Unbanned, NftError> {
 /// kernel cannot change a set's timeout or size in place, and recreating
 /// the set would drop every ban in it.
 pub(super) fn before_apply(sock: &mut Socket, ruleset: &Ruleset) -> Result<BanTable, NftError> {
-    let Some(t) = readback::read_named(sock, BAN_TABLE, &BTreeSet::new())? else {
+    // Its ban sets' elements are not listed: a dump interrupted by a ban
+    // (which moves the generation) is simply read again.
+    let read = readback::retrying(|| readback::read_named(sock, BAN_TABLE, &BTreeSet::new()))?;
+    let Some(t) = read else {
         return Ok(BanTable::Absent);
     };
     if let Some(wanted) = &ruleset.bans {

@@ -17,7 +17,9 @@ mod bans;
 mod batch;
 mod elems;
 mod expr;
+mod gate;
 mod intervals;
+mod monitor;
 mod obj;
 mod readback;
 mod rules;
@@ -25,7 +27,11 @@ mod socket;
 mod udata;
 mod verify;
 
-pub use bans::{ban, state as ban_state, unban, Ban, BanState, Banned, Unbanned};
+pub use bans::{
+    ban, banned, enabled as bans_enabled, exempt_net, state as ban_state, unban, Ban, BanState,
+    Banned, Unbanned,
+};
+pub use gate::BanGate;
 pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;
@@ -155,7 +161,11 @@ fn commit(built: batch::Built, generation: Option<u32>) -> Result<ApplyReport, N
         None => readback::generation(&mut sock)?,
     };
     sock.transact(&built, generation)?;
+    // Subscribed before the generation is read: when it is still ours plus
+    // one, the monitor hears every commit after ours (see `monitor`).
+    let heard = monitor::Monitor::open().ok();
     let after = readback::generation(&mut sock)?;
+    monitor::keep(after, heard);
     Ok(ApplyReport {
         generation: after,
         exclusive: after == next_generation(before),

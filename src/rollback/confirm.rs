@@ -35,6 +35,8 @@ pub fn confirm(ports: Ports, dirs: &Dirs, token: Option<&str>) -> Result<String,
     kernel.generation()?;
     let lock = ApplyLock::take(&dirs.lock_path(), LOCK_WAIT)?;
     super::ops::seal_legacy(dirs, &lock);
+    // Bans wait from the read below to the read-back (see `nft::BanGate`).
+    let _bans_wait = kernel.hold_bans();
     let Some(pending) = dirs.pending()? else {
         let late = dirs
             .rolled_back()?

@@ -142,6 +142,10 @@ pub fn apply(
     dirs.ensure_all()?;
     let lock = ApplyLock::try_take(&dirs.lock_path())?;
     seal_legacy(dirs, &lock);
+    // fwharden's own bans wait from here to the read-back, so that a busy
+    // fail2ban does not move the generation under the read, the
+    // compare-and-swap and the proof of big sets (see `nft::BanGate`).
+    let _bans_wait = kernel.hold_bans();
     if let Some(s) = settle_locked(ports, dirs, "apply")? {
         eprintln!("fwharden: {}", s.describe());
     }
@@ -277,17 +281,30 @@ pub fn apply(
         }
     };
     crate::progress::phase("verifying");
+    // The reason goes into the attempt log as the rollback's cause.
     let detail = match kernel.verify(&loaded, &report) {
         Ok(nft::Check::Holds { generation, .. }) => Ok(Stamp::at(generation)),
         Ok(nft::Check::Differs {
             want, got, lookup, ..
-        }) => Err(lookup.unwrap_or_else(|| describe_difference(&want, got.as_ref()))),
-        Err(e) => Err(describe_difference(&loaded, foreign_as_drift(e)?.as_ref())),
+        }) => Err((
+            "read-back mismatch",
+            lookup.unwrap_or_else(|| describe_difference(&want, got.as_ref())),
+        )),
+        // A read-back that could not be made proves nothing either: roll
+        // back now, named for what happened, rather than leave it to the
+        // watcher's deadline.
+        Err(e) => match foreign_as_drift(e) {
+            Ok(got) => Err((
+                "read-back mismatch",
+                describe_difference(&loaded, got.as_ref()),
+            )),
+            Err(e) => Err(("read-back failed", format!("the read-back failed: {e}"))),
+        },
     };
     let seen = match detail {
         Ok(seen) => seen,
-        Err(detail) => {
-            let restored = match undo(ports, dirs, &record, "read-back mismatch") {
+        Err((reason, detail)) => {
+            let restored = match undo(ports, dirs, &record, reason) {
                 Ok(()) => "the previous ruleset was restored".to_string(),
                 Err(e) => format!(
                     "restoring the previous ruleset failed too: {e}; run `fwharden restore`"

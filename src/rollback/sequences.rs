@@ -1,8 +1,9 @@
 //! Random sequences of commands and kernel faults, on the in-memory
 //! kernel. Whatever happens, three things hold after every step:
 //! - no pending record without a watcher or an overdue handler: a pending
-//!   apply names a watcher that runs, or one the test killed (which makes
-//!   it overdue-and-orphaned at its deadline, for the next command);
+//!   apply names a watcher that runs, or one the test killed or stopped
+//!   (which the next command past the deadline takes over), or one
+//!   fwharden ended when it took the apply over past its deadline;
 //! - the last confirmed ruleset is never lost: the record only changes
 //!   through a confirm that succeeded, and never disappears;
 //! - the kernel never holds a ruleset no record names (apart from the
@@ -139,11 +140,16 @@ fn check(rig: &Rig, before: Option<&Ruleset>, confirmed: bool, fallback: Option<
     let pending = rig.pending();
     if let Some(p) = &pending {
         let pid = p.watcher.expect("a pending record names its watcher");
+        // A watcher fwharden ended (a takeover whose rollback then failed)
+        // leaves the apply to the overdue path, which only acts past the
+        // deadline: it must have passed.
+        let overdue = crate::state::now_ms() >= p.deadline_ms;
         assert!(
-            matches!(
-                rig.watchers.life(pid),
-                Some(Life::Running | Life::Killed | Life::Stopped)
-            ),
+            match rig.watchers.life(pid) {
+                Some(Life::Running | Life::Killed | Life::Stopped) => true,
+                Some(Life::Ended) => overdue,
+                None => false,
+            },
             "pending apply {} has no watcher and no overdue handler",
             p.token
         );

@@ -291,6 +291,8 @@ pub fn run(ports: Ports, dirs: &Dirs, token: &str) -> Result<(), RollbackError> 
             known
         }
     };
+    // Bans wait while the previous ruleset goes back in and is read back.
+    let _bans_wait = ports.kernel.hold_bans();
     undo(ports, dirs, &pending, "deadline")?;
     log(&format!(
         "apply {token} of profile {} was not confirmed in time: restored {}",

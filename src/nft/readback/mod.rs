@@ -125,6 +125,42 @@ pub fn read_at_skipping(
     })
 }
 
+/// Runs `read` again while one of its dumps was interrupted
+/// (NLM_F_DUMP_INTR: a commit ran during it, a ban say), pausing a little
+/// more each time, for at most [`READ_PATIENCE`]. For reads that need no
+/// single generation across dumps: each dump is whole on its own.
+pub(in crate::nft) fn retrying<T>(
+    mut read: impl FnMut() -> Result<T, NftError>,
+) -> Result<T, NftError> {
+    let deadline = std::time::Instant::now() + READ_PATIENCE;
+    let mut attempt = 0u32;
+    loop {
+        match read() {
+            Err(NftError::Protocol { op: "dump", .. }) if std::time::Instant::now() < deadline => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether table `inet <name>` exists: one GETTABLE, no dump.
+pub(in crate::nft) fn table_exists(sock: &mut Socket, name: &str) -> Result<bool, NftError> {
+    match request_in_table(
+        sock,
+        name,
+        libc::NFT_MSG_GETTABLE,
+        0,
+        obj::Kind::Table,
+        None,
+    ) {
+        Ok(_) => Ok(true),
+        Err(RequestError::Kernel(libc::ENOENT, _)) => Ok(false),
+        Err(e) => Err(kernel("reading the table", e)),
+    }
+}
+
 /// How long reads are tried on a ruleset that keeps changing: only commits
 /// back to back for this long exhaust it (a loaded machine stretches each
 /// read; 20 tries ran out under a full test run beside a ban loop).

@@ -217,16 +217,14 @@ fn apply_generation_moves_between_commit_and_read_back() {
 }
 
 #[test]
-fn apply_read_back_fails_leaves_the_watcher_armed() {
+fn apply_read_back_fails_is_rolled_back_at_once() {
+    // A read-back that cannot be made proves nothing: the apply rolls back
+    // itself, under that name, rather than leave it to the deadline.
     let (rig, old) = confirmed_rig();
     rig.kernel.inject(Call::Verify, Fault::Fail(Failure::Busy));
     let e = apply_new(&rig).unwrap_err();
-    assert_eq!(e.exit_code(), exit::FAILURE);
-    // Unproven either way: the deadline decides, and it is armed.
-    let p = rig.pending().expect("the record stays");
-    assert!(rig.watchers.alive(p.watcher.unwrap(), &p.token));
-    rig.deadline().unwrap();
-    assert_eq!(rig.kernel.table(), Some(old));
+    assert!(e.to_string().contains("the read-back failed"), "{e}");
+    assert_undone(&rig, &e, exit::ROLLED_BACK, &old, "read-back failed");
 }
 
 #[test]

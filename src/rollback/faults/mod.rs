@@ -11,7 +11,7 @@
 //! | apply_at        | `apply_commit_refused`, `…_raced_*`    | `confirm_hatch_commit_raced` | `rollback_previous_fails_to_load`  | `restore_confirmed_fails`|
 //! | lost answer     | `apply_outcome_unknown_*`              |                              |                                    |                          |
 //! | apply_delta     | `apply_delta_refused`                  |                              |                                    |                          |
-//! | verify          | `apply_read_back_differs`, `…_moves`   |                              | `rollback_read_back_differs`       |                          |
+//! | verify          | `apply_read_back_*`, `…_moves`         |                              | `rollback_read_back_differs`       |                          |
 //! | remove_table    |                                        |                              | `rollback_remove_refused`          |                          |
 //! | watcher         | `apply_watcher_fails_to_start`         | `confirm_late_watcher_gone`  | `overdue_taken_over_by_apply`      | `restore_stops_watcher`  |
 
