@@ -18,6 +18,7 @@ pub mod emit;
 pub mod exit;
 pub mod netns;
 pub mod nft;
+pub mod observe;
 pub mod probe;
 pub mod profile;
 pub mod progress;

@@ -8,6 +8,7 @@ mod check;
 mod emit;
 mod generate;
 mod list;
+mod metrics;
 mod probe;
 mod safety;
 mod scan;
@@ -42,6 +43,7 @@ Examples:
   fwharden audit                         every listening port, and who can reach it
   fwharden audit vps-profile             the same, judged by a profile before applying it
   fwharden ban 203.0.113.5 --timeout 1h  drop a source (needs [bans] enabled)
+  fwharden metrics --output /var/lib/prometheus/node-exporter/fwharden.prom   counters for Prometheus
 
 Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
@@ -217,6 +219,20 @@ pub enum Command {
     Unban { addr: std::net::IpAddr },
     /// List the bans, with the time each has left.
     Bans,
+    /// The firewall's counters in Prometheus text format: packets and
+    /// bytes per rule, named by the profile line it comes from; policy
+    /// drops per chain; ban set sizes; the pending deadline; the last
+    /// apply; drift. On stdout, into FILE (atomically, for
+    /// node_exporter's textfile collector), or served over HTTP.
+    Metrics {
+        /// Write to FILE (a temporary file renamed over it) instead of stdout.
+        #[arg(long, value_name = "FILE", conflicts_with = "listen")]
+        output: Option<PathBuf>,
+        /// Serve GET /metrics on ADDR:PORT (e.g. 127.0.0.1:9798), one
+        /// request at a time, until stopped.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Write the profile in another firewall's format: nft text,
     /// iptables-restore files with ipset sets, or ufw commands and rules
     /// files (exit 4 when the format cannot express a rule exactly).
@@ -319,6 +335,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             scan::run(&search, host, profile, from, &opts, cli.json)
         }
+        Command::Metrics { output, listen } => metrics::run(&dirs, output.as_deref(), *listen),
         Command::Generate { what, dir } => generate::run(*what, dir),
         Command::Emit {
             profile,

@@ -1,0 +1,281 @@
+//! `fwharden metrics` against a real kernel: a host namespace holding a
+//! profile and a peer namespace linked to it by a veth pair; real TCP
+//! connections from the peer make the counters of the rule that accepts
+//! them (named by its profile line) and of the drop policy rise, the text
+//! passes the real `promtool check metrics` (Debian's prometheus package,
+//! unpacked under target/ by scripts/deps), and the HTTP server answers a
+//! scrape. Also: the counters of unchanged rules survive an element delta.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fwharden::netns::Netns;
+
+const HOST: &str = "10.96.0.1";
+const PEER: &str = "10.96.0.2";
+
+/// The profile the tests apply; `extra` is appended to group admin (a
+/// change of elements only), `rules` to the end (a change of rules).
+fn profile(extra: &str, rules: &str) -> String {
+    format!(
+        "# tests/metrics.rs\n[groups]\nadmin = [\"{PEER}\"{extra}]\nblocked = [\"198.51.100.0/28\"]\n\n\
+         [[rule]]\ndeny = \"all\"\nfrom = \"blocked\"\n\n\
+         [[rule]]\nallow = \"ssh\"\nfrom = \"admin\"\n{rules}"
+    )
+}
+
+/// The line of `allow = "ssh"` in [`profile`]: what the metrics must name.
+const SSH_LINE: &str = "10";
+
+struct Lab {
+    host: Host,
+    peer: Netns,
+    profiles: tempfile::TempDir,
+    _listener: TcpListener,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let profiles = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            std::fs::write(profiles.path().join(format!("{name}.toml")), text).unwrap()
+        };
+        write("observed", profile("", ""));
+        write("observed-wider-admin", profile(", \"10.96.0.3\"", ""));
+        write(
+            "observed-http",
+            profile("", "\n[[rule]]\nallow = \"http\"\n"),
+        );
+        let host = Host::new(tag);
+        let peer = Netns::create(&format!("{tag}p")).unwrap();
+        host.ns
+            .link(&peer, &[&format!("{HOST}/24")], &[&format!("{PEER}/24")])
+            .unwrap();
+        let listener = host
+            .ns
+            .run_in(|| TcpListener::bind("0.0.0.0:22"))
+            .unwrap()
+            .unwrap();
+        Lab {
+            host,
+            peer,
+            profiles,
+            _listener: listener,
+        }
+    }
+
+    fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
+        self.host.expect_in(self.profiles.path(), code, args)
+    }
+
+    fn metrics(&self) -> String {
+        stdout(&self.fw(0, &["metrics"]))
+    }
+
+    /// `count` new TCP connections from the peer to the host's `port`;
+    /// how many were answered.
+    fn connect(&self, port: u16, count: usize) -> usize {
+        let addr: SocketAddr = format!("{HOST}:{port}").parse().unwrap();
+        self.peer
+            .run_in(|| {
+                (0..count)
+                    .filter(|_| {
+                        TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+                    })
+                    .count()
+            })
+            .unwrap()
+    }
+}
+
+/// The value of the first sample `name{...}` whose labels include every
+/// `key="value"` of `want`.
+fn value(text: &str, name: &str, want: &[&str]) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let labels = l.strip_prefix(name)?.strip_prefix('{')?;
+        let (labels, v) = labels.rsplit_once("} ")?;
+        let have: Vec<&str> = labels.split(',').collect();
+        want.iter()
+            .all(|w| have.contains(w))
+            .then(|| v.parse().ok())
+            .flatten()
+    })
+}
+
+const SSH_ACCEPTS: [&str; 4] = [
+    "chain=\"input\"",
+    "file=\"observed.toml\"",
+    "line=\"10\"",
+    "action=\"accept\"",
+];
+
+fn ssh_accepts(text: &str) -> u64 {
+    value(text, "fwharden_rule_packets_total", &SSH_ACCEPTS)
+        .unwrap_or_else(|| panic!("no sample for the ssh rule (line {SSH_LINE}):\n{text}"))
+}
+
+fn policy_drops(text: &str) -> u64 {
+    value(
+        text,
+        "fwharden_policy_packets_total",
+        &["chain=\"input\"", "policy=\"drop\""],
+    )
+    .unwrap_or_else(|| panic!("no policy sample:\n{text}"))
+}
+
+/// promtool from Debian's prometheus package, unpacked by scripts/deps.
+fn promtool(test: &str) -> Option<PathBuf> {
+    let p = root().join("target/prometheus/usr/bin/promtool");
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("{test}: promtool is not unpacked under target/prometheus (CI=true: a skip is a failure); run scripts/deps");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: promtool is not unpacked under target/prometheus; run scripts/deps !!!!!!!!\n");
+    None
+}
+
+/// `promtool check metrics` on `text`: its complaints, empty when none.
+fn promtool_check(promtool: &Path, text: &str) -> Result<(), String> {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("promtool ({}): {said}\n{text}", out.status))
+    }
+}
+
+/// A `metrics --listen` server, stopped when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP request to the server in the host namespace: the whole answer.
+fn scrape(ns: &Netns, port: u16, request: &str) -> Option<String> {
+    let request = request.to_string();
+    ns.run_in(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        s.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    })
+    .unwrap()
+}
+
+#[test]
+fn metrics_count_real_traffic_by_profile_line_and_pass_promtool() {
+    let test = "metrics_count_real_traffic_by_profile_line_and_pass_promtool";
+    if !privileged(test) {
+        return;
+    }
+    let Some(promtool) = promtool(test) else {
+        return;
+    };
+    let lab = Lab::new("met");
+    lab.fw(0, &["apply", "observed", "--auto-confirm", "--no-probe"]);
+
+    let before = lab.metrics();
+    promtool_check(&promtool, &before).unwrap();
+    assert!(
+        before.contains("fwharden_kernel_state{state=\"confirmed\"} 1\n"),
+        "{before}"
+    );
+    assert!(before.contains("fwharden_drift 0\n"), "{before}");
+    assert!(
+        before.contains(
+            "fwharden_last_apply_timestamp_seconds{profile=\"observed\",result=\"confirmed\"} "
+        ),
+        "{before}"
+    );
+    assert!(value(
+        &before,
+        "fwharden_rule_packets_total",
+        &["profile=\"observed\""]
+    )
+    .is_some());
+
+    assert_eq!(lab.connect(22, 3), 3, "the profile allows ssh from admin");
+    assert_eq!(lab.connect(2323, 2), 0, "no rule allows port 2323");
+    let after = lab.metrics();
+    assert!(
+        ssh_accepts(&after) >= ssh_accepts(&before) + 3,
+        "three connections, three first packets accepted by observed.toml:{SSH_LINE}:\nbefore:\n{before}\nafter:\n{after}"
+    );
+    assert!(
+        policy_drops(&after) >= policy_drops(&before) + 2,
+        "two probes of port 2323 fall to the drop policy:\nbefore:\n{before}\nafter:\n{after}"
+    );
+
+    // --output: the textfile collector's file, written whole.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("fwharden.prom");
+    lab.fw(0, &["metrics", "--output", file.to_str().unwrap()]);
+    let written = std::fs::read_to_string(&file).unwrap();
+    promtool_check(&promtool, &written).unwrap();
+    assert!(ssh_accepts(&written) >= ssh_accepts(&after));
+    let leftovers: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+
+    // --listen: a scrape over HTTP inside the host namespace.
+    let port = 9798;
+    let mut cmd = lab.host.fw();
+    cmd.args(["metrics", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _server = Server(cmd.spawn().unwrap());
+    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert!(
+        wait_until(Duration::from_secs(30), || scrape(&lab.host.ns, port, get)
+            .is_some_and(|a| a.starts_with("HTTP/1.1 200"))),
+        "the server answers within 30 s"
+    );
+    let answer = scrape(&lab.host.ns, port, get).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    promtool_check(&promtool, body).unwrap();
+    assert!(ssh_accepts(body) >= ssh_accepts(&after));
+    let other = scrape(&lab.host.ns, port, "GET /other HTTP/1.1\r\n\r\n").unwrap();
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    let refused = scrape(&lab.host.ns, port, &huge).unwrap_or_default();
+    assert!(
+        refused.is_empty() || refused.starts_with("HTTP/1.1 400"),
+        "{refused}"
+    );
+    let again = scrape(&lab.host.ns, port, get).unwrap();
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "still serving after a bad request"
+    );
+}
