@@ -36,22 +36,22 @@ const SSH_LINE: &str = "10";
 struct Lab {
     host: Host,
     peer: Netns,
+    /// `observed.toml` as [`profile`] writes it, and two changes of it:
+    /// group admin widened (an element delta), an HTTP rule added (a
+    /// change of rules). The file name stays: it is in every comment.
     profiles: tempfile::TempDir,
+    wider: tempfile::TempDir,
+    http: tempfile::TempDir,
     _listener: TcpListener,
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
-        let profiles = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: String| {
-            std::fs::write(profiles.path().join(format!("{name}.toml")), text).unwrap()
+        let dir = |text: String| {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join("observed.toml"), text).unwrap();
+            d
         };
-        write("observed", profile("", ""));
-        write("observed-wider-admin", profile(", \"10.96.0.3\"", ""));
-        write(
-            "observed-http",
-            profile("", "\n[[rule]]\nallow = \"http\"\n"),
-        );
         let host = Host::new(tag);
         let peer = Netns::create(&format!("{tag}p")).unwrap();
         host.ns
@@ -65,13 +65,21 @@ impl Lab {
         Lab {
             host,
             peer,
-            profiles,
+            profiles: dir(profile("", "")),
+            wider: dir(profile(", \"10.96.0.3\"", "")),
+            http: dir(profile("", "\n[[rule]]\nallow = \"http\"\n")),
             _listener: listener,
         }
     }
 
     fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
         self.host.expect_in(self.profiles.path(), code, args)
+    }
+
+    /// Applies `observed` from `dir`, confirmed at once: what it printed.
+    fn apply_from(&self, dir: &tempfile::TempDir) -> String {
+        let args = ["apply", "observed", "--auto-confirm", "--no-probe"];
+        stdout(&self.host.expect_in(dir.path(), 0, &args))
     }
 
     fn metrics(&self) -> String {
@@ -277,5 +285,58 @@ fn metrics_count_real_traffic_by_profile_line_and_pass_promtool() {
     assert!(
         again.starts_with("HTTP/1.1 200"),
         "still serving after a bad request"
+    );
+}
+
+#[test]
+fn counters_survive_an_element_delta_and_an_unchanged_apply_and_restart_on_a_replace() {
+    let test = "counters_survive_an_element_delta_and_an_unchanged_apply_and_restart_on_a_replace";
+    if !privileged(test) {
+        return;
+    }
+    let lab = Lab::new("metd");
+    let first = lab.apply_from(&lab.profiles);
+    assert!(
+        !first.contains("counters"),
+        "a first apply restarts nothing:\n{first}"
+    );
+    assert_eq!(lab.connect(22, 3), 3);
+    let counted = ssh_accepts(&lab.metrics());
+    assert!(counted >= 3, "three connections accepted");
+
+    let delta = lab.apply_from(&lab.wider);
+    assert!(
+        delta.contains("counters kept: only set elements changed"),
+        "{delta}"
+    );
+    let kept = ssh_accepts(&lab.metrics());
+    assert!(
+        kept >= counted,
+        "the element delta reset the ssh rule's counter: {counted} -> {kept}"
+    );
+    assert_eq!(lab.connect(22, 2), 2, "admin still gets in after the delta");
+    let grown = ssh_accepts(&lab.metrics());
+    assert!(
+        grown >= kept + 2,
+        "the kept counter goes on counting: {kept} -> {grown}"
+    );
+
+    let same = lab.apply_from(&lab.wider);
+    assert!(same.contains("unchanged"), "{same}");
+    assert!(
+        ssh_accepts(&lab.metrics()) >= grown,
+        "an unchanged apply touches nothing"
+    );
+
+    let replaced = lab.apply_from(&lab.http);
+    assert!(
+        replaced.contains("counters restarted: the table was replaced whole"),
+        "{replaced}"
+    );
+    let text = lab.metrics();
+    assert_eq!(
+        ssh_accepts(&text),
+        0,
+        "a whole-table replace starts every counter again:\n{text}"
     );
 }

@@ -52,9 +52,22 @@ pub enum ApplyOutcome {
         watcher_lives: String,
         /// The escape hatch loaded with it, in words, or why there is none.
         hatch: String,
+        counters: Counters,
     },
     /// Loaded and confirmed.
-    Confirmed { profile: String },
+    Confirmed { profile: String, counters: Counters },
+}
+
+/// What became of the kernel's rule counters (see `fwharden metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Counters {
+    /// Only set elements changed: every rule, its counter with it, stayed.
+    Kept,
+    /// The table was replaced whole: every counter starts again from zero.
+    Restarted,
+    /// There was no table before.
+    Started,
 }
 
 impl ApplyOutcome {
@@ -225,6 +238,11 @@ pub fn apply(
     // compare-and-swap, a fraction of the batch.
     // The hatch's element is armed by this commit, after the deadline was
     // set above: it never opens before the watcher's deadline.
+    let counters = match current.as_ref() {
+        None => Counters::Started,
+        Some(old) if old.differs_only_in_elements(&loaded) => Counters::Kept,
+        Some(_) => Counters::Restarted,
+    };
     crate::progress::phase("transaction");
     let committed = commit_retrying(current.as_ref(), generation, |g| match current.as_ref() {
         Some(old) if old.differs_only_in_elements(&loaded) => nft::apply_delta(old, &loaded, g),
@@ -257,7 +275,7 @@ pub fn apply(
     if opts.auto_confirm {
         crate::progress::phase("confirming");
         confirm_record(dirs, record, seen)?;
-        return Ok(ApplyOutcome::Confirmed { profile });
+        return Ok(ApplyOutcome::Confirmed { profile, counters });
     }
     Ok(ApplyOutcome::Pending {
         profile,
@@ -269,6 +287,7 @@ pub fn apply(
             || "none: not applied over SSH (no SSH_CONNECTION or SSH_CLIENT), so there is no operator address to let back in".to_string(),
             |f| f.describe(),
         ),
+        counters,
     })
 }
 
