@@ -19,6 +19,7 @@ pub mod counters;
 mod elems;
 mod expr;
 mod intervals;
+pub mod nflog;
 mod obj;
 mod readback;
 mod rules;

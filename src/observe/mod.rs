@@ -8,6 +8,7 @@
 //! serves it.
 
 pub mod http;
+pub mod log;
 pub mod metrics;
 
 use std::collections::BTreeSet;
@@ -136,12 +137,7 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
     .into_iter()
     .flatten()
     .collect();
-    let big: BTreeSet<String> = candidates
-        .iter()
-        .flat_map(|r| r.sets.iter())
-        .filter(|s| matches!(&s.kind, SetKind::Prefixes(n) if n.len() > FULL_READ_MAX))
-        .map(|s| s.name.clone())
-        .collect();
+    let big = big_sets(&candidates);
 
     let kernel = match nft::read_table_sampled(&candidates) {
         Ok((None, _)) => KernelState::Absent,
@@ -211,6 +207,34 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
         pending_deadline_ms: pending.map(|p| p.deadline_ms),
         last_apply,
     })
+}
+
+/// The prefix sets of `candidates` too big to list at every read (their
+/// elements say nothing about counters or logs).
+fn big_sets(candidates: &[&Ruleset]) -> BTreeSet<String> {
+    candidates
+        .iter()
+        .flat_map(|r| r.sets.iter())
+        .filter(|s| matches!(&s.kind, SetKind::Prefixes(n) if n.len() > FULL_READ_MAX))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The rules of table `inet fwharden` as the kernel holds them now (its
+/// big prefix sets, as the state records know them, left unlisted), or
+/// `None` when there is no table.
+pub fn loaded_rules(dirs: &Dirs) -> Result<Option<Ruleset>, ObserveError> {
+    let confirmed = dirs.confirmed()?;
+    let pending = dirs.pending()?;
+    let candidates: Vec<&Ruleset> = [
+        pending.as_ref().map(|p| &p.ruleset),
+        confirmed.as_ref().map(|c| &c.ruleset),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let observed = nft::read_counters(&big_sets(&candidates))?;
+    Ok(observed.main.map(|m| m.ruleset))
 }
 
 /// The rule and policy samples of table `inet fwharden`.
