@@ -191,4 +191,30 @@ fn dropped_probes_appear_in_log_json_with_their_profile_line() {
         line.ends_with("logged.toml:8 deny 2323 from admin"),
         "{line}"
     );
+
+    // The README's example is this profile's output, time and interface
+    // aside.
+    let blocks = readme_blocks("## Observing: metrics and log");
+    let example = &blocks[1];
+    let mask = |l: &str| -> String {
+        l.split(' ')
+            .skip(1)
+            .map(|w| if w.starts_with("iface=") { "iface=" } else { w })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let shown = example
+        .lines()
+        .find(|l| l.contains("tcp/2323"))
+        .expect("README shows the probe of 2323");
+    assert_eq!(mask(shown), mask(&line), "README's text line");
+    let json_shown: serde_json::Value = example
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("README shows a JSON line");
+    let keys =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&json_shown), keys(deny), "README's JSON keys");
+    assert_eq!(json_shown["rule"], deny["rule"]);
 }

@@ -286,6 +286,66 @@ fn metrics_count_real_traffic_by_profile_line_and_pass_promtool() {
         again.starts_with("HTTP/1.1 200"),
         "still serving after a bad request"
     );
+
+    readme_example_is_what_metrics_prints(&after);
+}
+
+/// The README's example: every family it shows has HELP and TYPE in the
+/// real output, and each sample it shows has the real label names.
+fn readme_example_is_what_metrics_prints(real: &str) {
+    let blocks = readme_blocks("## Observing: metrics and log");
+    let example = &blocks[0];
+    // Label values are quoted and may hold commas: read them as the
+    // format says (a backslash escapes the next character).
+    let keys = |line: &str| -> (String, Vec<String>) {
+        let at = line.find(['{', ' ']).unwrap();
+        let (name, mut rest) = (line[..at].to_string(), &line[at..]);
+        let mut keys = Vec::new();
+        if let Some(labels) = rest.strip_prefix('{') {
+            rest = labels;
+            while let Some((key, after)) = rest.split_once("=\"") {
+                keys.push(key.trim_start_matches(',').to_string());
+                let mut chars = after.char_indices();
+                let mut end = after.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => {
+                            end = i;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                rest = &after[end + 1..];
+                if rest.starts_with('}') {
+                    break;
+                }
+            }
+        }
+        (name, keys)
+    };
+    for line in example.lines().filter(|l| !l.starts_with('#')) {
+        let (name, want) = keys(line);
+        assert!(
+            real.contains(&format!("# TYPE {name} ")),
+            "README shows {name}, which metrics does not print"
+        );
+        if let Some(got) = real
+            .lines()
+            .find(|l| !l.starts_with('#') && keys(l).0 == name)
+        {
+            assert_eq!(keys(got).1, want, "README's labels of {name}");
+        }
+    }
+    for line in example.lines().filter(|l| l.starts_with('#')) {
+        assert!(
+            real.contains(line),
+            "README shows {line:?}, metrics prints otherwise"
+        );
+    }
 }
 
 #[test]
