@@ -400,3 +400,76 @@ fn counters_survive_an_element_delta_and_an_unchanged_apply_and_restart_on_a_rep
         "a whole-table replace starts every counter again:\n{text}"
     );
 }
+
+#[test]
+fn metrics_report_bans_and_a_pending_apply() {
+    let test = "metrics_report_bans_and_a_pending_apply";
+    if !privileged(test) {
+        return;
+    }
+    let lab = Lab::new("metb");
+    let bans = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bans.path().join("observed.toml"),
+        profile("", "\n[bans]\nenabled = true\ntimeout = \"10m\"\n"),
+    )
+    .unwrap();
+    let args = ["apply", "observed", "--timeout", "600", "--no-probe"];
+    lab.host.expect_in(bans.path(), 0, &args);
+    let pending = lab.metrics();
+    assert!(
+        pending.contains("fwharden_kernel_state{state=\"pending\"} 1\n"),
+        "{pending}"
+    );
+    let deadline = value_of(&pending, "fwharden_pending_deadline_timestamp_seconds ");
+    let now = now_ms() as f64 / 1000.0;
+    assert!(
+        deadline > now + 500.0 && deadline < now + 700.0,
+        "the deadline is 600 s away: {deadline} (now {now})"
+    );
+    assert!(pending.contains(
+        "fwharden_last_apply_timestamp_seconds{profile=\"observed\",result=\"pending\"} "
+    ));
+    lab.host.expect_in(bans.path(), 0, &["confirm"]);
+    let confirmed = lab.metrics();
+    assert!(confirmed.contains("fwharden_kernel_state{state=\"confirmed\"} 1\n"));
+    assert!(!confirmed.contains("\nfwharden_pending_deadline_timestamp_seconds "));
+
+    assert_eq!(lab.connect(22, 1), 1, "admin gets in before the ban");
+    let before = lab.metrics();
+    assert!(
+        before.contains("fwharden_ban_set_elements{set=\"ban_v4\"} 0\n"),
+        "{before}"
+    );
+    lab.host.expect_in(bans.path(), 0, &["ban", PEER]);
+    assert_eq!(lab.connect(22, 2), 0, "a banned source cannot connect");
+    let after = lab.metrics();
+    if let Some(p) = promtool(test) {
+        promtool_check(&p, &after).unwrap();
+    }
+    assert!(
+        after.contains("fwharden_ban_set_elements{set=\"ban_v4\"} 1\n"),
+        "{after}"
+    );
+    let dropped = |t: &str| {
+        value(
+            t,
+            "fwharden_ban_dropped_packets_total",
+            &["chain=\"input\""],
+        )
+        .unwrap_or_else(|| panic!("no ban drops sample:\n{t}"))
+    };
+    assert!(
+        dropped(&after) >= dropped(&before) + 2,
+        "two connection attempts of a banned source, dropped by the ban table:\n{after}"
+    );
+}
+
+/// The value of the sample line starting with `head` (no labels).
+fn value_of(text: &str, head: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(head))
+        .unwrap_or_else(|| panic!("no {head:?} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
