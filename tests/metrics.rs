@@ -473,3 +473,63 @@ fn value_of(text: &str, head: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// Debian's prometheus-node-exporter, unpacked by scripts/deps.
+fn node_exporter(test: &str) -> Option<PathBuf> {
+    let p = root().join("target/prometheus-node-exporter/usr/bin/prometheus-node-exporter");
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("{test}: prometheus-node-exporter is not unpacked under target/ (CI=true: a skip is a failure); run scripts/deps");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: prometheus-node-exporter is not unpacked under target/; run scripts/deps !!!!!!!!\n");
+    None
+}
+
+#[test]
+fn node_exporter_serves_the_textfile_metrics_writes() {
+    let test = "node_exporter_serves_the_textfile_metrics_writes";
+    if !privileged(test) {
+        return;
+    }
+    let Some(exporter) = node_exporter(test) else {
+        return;
+    };
+    let lab = Lab::new("metn");
+    lab.fw(0, &["apply", "observed", "--auto-confirm", "--no-probe"]);
+    assert_eq!(lab.connect(22, 2), 2);
+    // Under the host's directory: its Drop also ends the exporter.
+    let dir = lab.host.dir().join("textfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fwharden.prom");
+    lab.fw(0, &["metrics", "--output", file.to_str().unwrap()]);
+
+    let port = 9100;
+    let mut cmd = lab.host.ns.command(exporter.to_str().unwrap());
+    cmd.args([
+        "--collector.disable-defaults".to_string(),
+        "--collector.textfile".into(),
+        format!("--collector.textfile.directory={}", dir.display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _exporter = Server(cmd.spawn().unwrap());
+    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert!(
+        wait_until(Duration::from_secs(60), || scrape(&lab.host.ns, port, get)
+            .is_some_and(|a| a.starts_with("HTTP/1.1 200"))),
+        "node_exporter answers within 60 s"
+    );
+    let scraped = scrape(&lab.host.ns, port, get).unwrap();
+    assert!(
+        scraped.contains("\nnode_textfile_scrape_error 0\n"),
+        "node_exporter read the file without error:\n{scraped}"
+    );
+    assert!(
+        ssh_accepts(&scraped) >= 2,
+        "node_exporter serves the ssh rule's counter:\n{scraped}"
+    );
+    assert!(scraped.contains("fwharden_kernel_state{state=\"confirmed\"} 1\n"));
+}
