@@ -17,6 +17,8 @@ use fwharden::netns::Netns;
 
 const HOST: &str = "10.95.0.1";
 const PEER: &str = "10.95.0.2";
+/// A second address of the peer, in no group.
+const FLOODER: &str = "10.95.0.3";
 
 /// The rule of line 8 denies port 2323 from admin, and logs.
 const PROFILE: &str = "# tests/log.rs
@@ -34,6 +36,10 @@ log = true
 [[rule]]
 allow = \"ssh\"
 from = \"admin\"
+
+[[rule]]
+deny = \"2525/udp\"
+log = true
 ";
 
 /// A `fwharden log` running in the background, killed when dropped; its
@@ -120,7 +126,11 @@ fn dropped_probes_appear_in_log_json_with_their_profile_line() {
     let host = Host::new("log");
     let peer = Netns::create("logp").unwrap();
     host.ns
-        .link(&peer, &[&format!("{HOST}/24")], &[&format!("{PEER}/24")])
+        .link(
+            &peer,
+            &[&format!("{HOST}/24")],
+            &[&format!("{PEER}/24"), &format!("{FLOODER}/24")],
+        )
         .unwrap();
     host.expect_in(
         profiles.path(),
@@ -217,4 +227,89 @@ fn dropped_probes_appear_in_log_json_with_their_profile_line() {
         |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
     assert_eq!(keys(&json_shown), keys(deny), "README's JSON keys");
     assert_eq!(json_shown["rule"], deny["rule"]);
+}
+
+/// `count` UDP datagrams from `src` (an address of the peer) to the
+/// host's `port`.
+fn datagrams(peer: &Netns, src: &str, port: u16, count: usize) {
+    let (src, to): (std::net::IpAddr, SocketAddr) = (
+        src.parse().unwrap(),
+        format!("{HOST}:{port}").parse().unwrap(),
+    );
+    peer.run_in(move || {
+        let s = std::net::UdpSocket::bind((src, 0)).unwrap();
+        for _ in 0..count {
+            s.send_to(b"probe", to).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_summary_ranks_a_flooding_source_first() {
+    if !privileged("the_summary_ranks_a_flooding_source_first") {
+        return;
+    }
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(profiles.path().join("logged.toml"), PROFILE).unwrap();
+    let host = Host::new("logs");
+    let peer = Netns::create("logsp").unwrap();
+    host.ns
+        .link(
+            &peer,
+            &[&format!("{HOST}/24")],
+            &[&format!("{PEER}/24"), &format!("{FLOODER}/24")],
+        )
+        .unwrap();
+    host.expect_in(
+        profiles.path(),
+        0,
+        &["apply", "logged", "--auto-confirm", "--no-probe"],
+    );
+    let args = [
+        "--json",
+        "log",
+        "--summary",
+        "--port",
+        "2525",
+        "--count",
+        "15",
+        "--seconds",
+        "120",
+    ];
+    let mut reader = Follower::start(&host, profiles.path(), &args);
+    reader.wait_bound();
+    datagrams(&peer, PEER, 2525, 3);
+    datagrams(&peer, FLOODER, 2525, 12);
+    // The count ends it: the summary is printed, then the process exits.
+    let end = Instant::now() + Duration::from_secs(120);
+    let mut text = String::new();
+    while let Ok(line) = reader
+        .out
+        .recv_timeout(end.saturating_duration_since(Instant::now()))
+    {
+        text.push_str(&line);
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || reader
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "log --summary --count 15 ends after 15 packets"
+    );
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the summary is one JSON document ({e}): {text}"));
+    assert_eq!(report["packets"], 15, "{report}");
+    assert_eq!(report["sources"][0]["key"], FLOODER, "{report}");
+    assert_eq!(report["sources"][0]["packets"], 12, "{report}");
+    assert_eq!(report["sources"][1]["key"], PEER, "{report}");
+    assert_eq!(report["ports"][0]["key"], "udp/2525", "{report}");
+    assert!(
+        report["rules"][0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("logged.toml:17 deny 2525"),
+        "{report}"
+    );
 }

@@ -9,6 +9,7 @@ use super::exit;
 use crate::nft::nflog::Subscription;
 use crate::observe::loaded_rules;
 use crate::observe::log::{Filter, Rules};
+use crate::observe::summary::Summary;
 use crate::state::{now_ms, Dirs};
 
 /// How long `log` reads without `--follow`.
@@ -18,7 +19,20 @@ pub struct Until {
     pub count: Option<u64>,
 }
 
-pub fn run(dirs: &Dirs, filter: &Filter, until: &Until, json: bool) -> anyhow::Result<i32> {
+/// What `log` prints: each packet, or the summary of them all at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Packets,
+    Summary,
+}
+
+pub fn run(
+    dirs: &Dirs,
+    filter: &Filter,
+    until: &Until,
+    output: Output,
+    json: bool,
+) -> anyhow::Result<i32> {
     let Some(ruleset) = loaded_rules(dirs)? else {
         bail!("table inet fwharden is not loaded: nothing logs; apply a profile first");
     };
@@ -40,11 +54,12 @@ pub fn run(dirs: &Dirs, filter: &Filter, until: &Until, json: bool) -> anyhow::R
         }
     );
     let mut printed = 0u64;
-    loop {
+    let mut summary = Summary::default();
+    'read: loop {
         let left = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Some(left),
-                _ => break,
+                _ => break 'read,
             },
             None => None,
         };
@@ -64,15 +79,23 @@ pub fn run(dirs: &Dirs, filter: &Filter, until: &Until, json: bool) -> anyhow::R
             if !filter.admits(&entry) {
                 continue;
             }
-            if json {
-                println!("{}", serde_json::to_string(&entry)?);
-            } else {
-                println!("{}", entry.text());
+            match (output, json) {
+                (Output::Summary, _) => summary.add(&entry),
+                (Output::Packets, true) => println!("{}", serde_json::to_string(&entry)?),
+                (Output::Packets, false) => println!("{}", entry.text()),
             }
             printed += 1;
             if until.count.is_some_and(|c| printed >= c) {
-                return Ok(exit::OK);
+                break 'read;
             }
+        }
+    }
+    if output == Output::Summary {
+        let report = summary.report();
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.text());
         }
     }
     Ok(exit::OK)

@@ -260,6 +260,10 @@ pub enum Command {
         /// or words of the rule.
         #[arg(long, value_name = "RULE")]
         rule: Option<String>,
+        /// Instead of each packet, print at the end the top sources, ports
+        /// and rules of the packets read (for --seconds or --count).
+        #[arg(long, conflicts_with = "follow")]
+        summary: bool,
     },
     /// Write the profile in another firewall's format: nft text,
     /// iptables-restore files with ipset sets, or ufw commands and rules
@@ -370,6 +374,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             from,
             port,
             rule,
+            summary,
         } => {
             let filter = crate::observe::log::Filter {
                 from: *from,
@@ -381,7 +386,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 seconds: *seconds,
                 count: *count,
             };
-            log::run(&dirs, &filter, &until, cli.json)
+            let output = match summary {
+                true => log::Output::Summary,
+                false => log::Output::Packets,
+            };
+            log::run(&dirs, &filter, &until, output, cli.json)
+        }
+        Command::Metrics { .. } if cli.json => {
+            eprintln!(
+                "fwharden: metrics prints Prometheus text, which has no JSON form; drop --json"
+            );
+            Ok(exit::USAGE)
         }
         Command::Metrics { output, listen } => metrics::run(&dirs, output.as_deref(), *listen),
         Command::Generate { what, dir } => generate::run(*what, dir),

@@ -78,9 +78,19 @@ pub fn serve(
     let listener = TcpListener::bind(addr).map_err(|source| HttpError::Bind { addr, source })?;
     ready(listener.local_addr().unwrap_or(addr));
     loop {
-        let (stream, _) = listener
-            .accept()
-            .map_err(|source| HttpError::Accept { addr, source })?;
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            // A client gone before it was accepted costs nothing.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(source) => return Err(HttpError::Accept { addr, source }),
+        };
         // A client that misbehaves costs its own connection, never the
         // server: errors writing to it are dropped with it.
         let _ = answer(stream, &mut body);

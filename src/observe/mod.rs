@@ -10,6 +10,7 @@
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod summary;
 
 use std::collections::BTreeSet;
 
