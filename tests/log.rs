@@ -12,6 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::readme::readme_blocks;
 use common::*;
 use fwharden::netns::Netns;
 
