@@ -7,7 +7,8 @@
 //! text), [`emit`] (iptables-restore, ufw) and [`probe`] (the plan, a
 //! replica of namespaces, real packets). [`audit`] sets the host's
 //! listening sockets and published ports against the model, through
-//! [`ruleset::eval`]. [`rollback`] (the safety net around an apply),
+//! [`ruleset::eval`]; [`observe`] reads back what the ruleset counted and
+//! logged (metrics, NFLOG). [`rollback`] (the safety net around an apply),
 //! [`status`] (which gathers the kernel, the records, the audit and the
 //! containers) and [`cli`] sit on top; [`state`] keeps the records,
 //! [`progress`] shows a long apply's phases, and [`interlock`] keeps the
@@ -28,7 +29,7 @@
 //! | 1 | netns, progress, ruleset |
 //! | 2 | nft, profile, render, state |
 //! | 3 | compile, containers, kernel |
-//! | 4 | audit, emit |
+//! | 4 | audit, emit, observe |
 //! | 5 | probe, sshclient |
 //! | 6 | rollback |
 //! | 7 | status |
@@ -46,6 +47,7 @@ pub mod interlock;
 pub mod kernel;
 pub mod netns;
 pub mod nft;
+pub mod observe;
 pub mod probe;
 pub mod profile;
 pub mod progress;

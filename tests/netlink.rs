@@ -165,6 +165,7 @@ fn everything() -> Ruleset {
         Rule {
             log: Some(Log {
                 prefix: "fwh ssh: ".into(),
+                group: None,
             }),
             ..rule(
                 vec![
@@ -256,6 +257,7 @@ fn everything() -> Ruleset {
             limit: Some(rate(5, RateUnit::Minute, 5)),
             log: Some(Log {
                 prefix: "fwharden drop: ".into(),
+                group: Some(7),
             }),
             ..rule(vec![], None, "defaults: log drops")
         },
@@ -352,13 +354,14 @@ fn everything() -> Ruleset {
 
 /// nft's text of the ruleset, from the lead's renderer. The model logs at
 /// level info; the renderer does not say a level yet (nft's default is
-/// warning), so it is added here until it does.
+/// warning), so it is added here until it does (not to an NFLOG log,
+/// which has no level).
 fn reference_text(r: &Ruleset) -> String {
     let text = fwharden::render::nft_text(r);
     let mut out = String::new();
     for line in text.lines() {
         match line.find("log prefix \"") {
-            Some(at) if !line.contains("\" level ") => {
+            Some(at) if !line.contains("\" level ") && !line.contains("\" group ") => {
                 let start = at + "log prefix \"".len();
                 let end = start + line[start..].find('"').unwrap() + 1;
                 out.push_str(&line[..end]);

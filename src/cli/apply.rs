@@ -266,8 +266,9 @@ pub fn run(
             println!("profile {profile}: the kernel already holds this ruleset; no change");
         }
         ApplyOutcome::DryRun { diff, .. } => print!("{diff}"),
-        ApplyOutcome::Confirmed { profile } => {
+        ApplyOutcome::Confirmed { profile, counters } => {
             println!("applied and confirmed profile {profile}");
+            print_counters(*counters);
         }
         ApplyOutcome::Pending {
             profile,
@@ -276,6 +277,7 @@ pub fn run(
             watcher_lives,
             hatch,
             rollback_to,
+            counters,
             ..
         } => {
             let secs = deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
@@ -290,6 +292,7 @@ pub fn run(
                  Escape hatch: {hatch}",
                 clock(*deadline_ms)
             );
+            print_counters(*counters);
         }
     }
     Ok(exit::OK)
@@ -320,6 +323,19 @@ fn banned_operator(operator: &crate::sshclient::Operator) -> Option<String> {
         "your address {} is banned (set {}, {left}): {effect}. Run `fwharden unban {}`",
         ban.addr, ban.set, ban.addr
     ))
+}
+
+/// What became of the rule counters `fwharden metrics` reports.
+fn print_counters(counters: crate::rollback::Counters) {
+    match counters {
+        crate::rollback::Counters::Kept => {
+            println!("counters kept: only set elements changed")
+        }
+        crate::rollback::Counters::Restarted => {
+            println!("counters restarted: the table was replaced whole (its rules changed)")
+        }
+        crate::rollback::Counters::Started => {}
+    }
 }
 
 /// HH:MM:SS of a time in ms since the epoch, UTC.

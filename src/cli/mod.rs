@@ -8,6 +8,8 @@ mod check;
 mod emit;
 mod generate;
 mod list;
+mod log;
+mod metrics;
 mod probe;
 mod safety;
 mod scan;
@@ -42,6 +44,8 @@ Examples:
   fwharden audit                         every listening port, and who can reach it
   fwharden audit vps-profile             the same, judged by a profile before applying it
   fwharden ban 203.0.113.5 --timeout 1h  drop a source (needs [bans] enabled)
+  fwharden metrics --output /var/lib/prometheus/node-exporter/fwharden.prom   counters for Prometheus
+  fwharden log --follow --port 22        logged packets and the profile line that decided each
 
 Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
@@ -235,6 +239,50 @@ pub enum Command {
     Unban { addr: std::net::IpAddr },
     /// List the bans, with the time each has left.
     Bans,
+    /// The firewall's counters in Prometheus text format: packets and
+    /// bytes per rule, named by the profile line it comes from; policy
+    /// drops per chain; ban set sizes; the pending deadline; the last
+    /// apply; drift. On stdout, into FILE (atomically, for
+    /// node_exporter's textfile collector), or served over HTTP.
+    Metrics {
+        /// Write to FILE (a temporary file renamed over it) instead of stdout.
+        #[arg(long, value_name = "FILE", conflicts_with = "listen")]
+        output: Option<PathBuf>,
+        /// Serve GET /metrics on ADDR:PORT (e.g. 127.0.0.1:9798), one
+        /// request at a time, until stopped.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// The packets the loaded ruleset logs (rules with `log`, and
+    /// `log_drops`), one line each: time, verdict, source, destination,
+    /// protocol, port, interface, and the profile line that decided it.
+    /// Read from NFLOG: needs `[defaults] nflog_group` in the profile
+    /// (without it, logs go to the kernel log: `journalctl -k`).
+    Log {
+        /// Read until stopped, instead of for --seconds.
+        #[arg(long)]
+        follow: bool,
+        /// Without --follow, how long to read.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        seconds: u64,
+        /// Stop after this many packets.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Only packets from this address or prefix.
+        #[arg(long, value_name = "ADDR[/LEN]", value_parser = log_source)]
+        from: Option<ipnet::IpNet>,
+        /// Only packets to this port (TCP, UDP).
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+        /// Only packets of this rule: `vps-profile.toml:15`, a line number,
+        /// or words of the rule.
+        #[arg(long, value_name = "RULE")]
+        rule: Option<String>,
+        /// Instead of each packet, print at the end the top sources, ports
+        /// and rules of the packets read (for --seconds or --count).
+        #[arg(long, conflicts_with = "follow")]
+        summary: bool,
+    },
     /// Write the profile in another firewall's format: nft text,
     /// iptables-restore files with ipset sets, or ufw commands and rules
     /// files (exit 4 when the format cannot express a rule exactly).
@@ -342,6 +390,38 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             scan::run(&search, host, profile, from, &opts, cli.json)
         }
+        Command::Log {
+            follow,
+            seconds,
+            count,
+            from,
+            port,
+            rule,
+            summary,
+        } => {
+            let filter = crate::observe::log::Filter {
+                from: *from,
+                port: *port,
+                rule: rule.clone(),
+            };
+            let until = log::Until {
+                follow: *follow,
+                seconds: *seconds,
+                count: *count,
+            };
+            let output = match summary {
+                true => log::Output::Summary,
+                false => log::Output::Packets,
+            };
+            log::run(&dirs, &filter, &until, output, cli.json)
+        }
+        Command::Metrics { .. } if cli.json => {
+            eprintln!(
+                "fwharden: metrics prints Prometheus text, which has no JSON form; drop --json"
+            );
+            Ok(exit::USAGE)
+        }
+        Command::Metrics { output, listen } => metrics::run(&dirs, output.as_deref(), *listen),
         Command::Generate { what, dir } => generate::run(*what, dir),
         Command::Emit {
             profile,
@@ -357,6 +437,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             emit::run(&search, profile, *format, output.as_deref(), approx)
         }
     }
+}
+
+/// `--from`: an address (a prefix of its full length) or a prefix.
+fn log_source(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or prefix (192.0.2.7, 2001:db8::/32)"))
 }
 
 /// Loads a profile and prints its diagnostics to stderr (in JSON mode the

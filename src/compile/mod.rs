@@ -24,6 +24,9 @@ use crate::profile::{
 };
 use crate::ruleset::*;
 
+/// The log prefix of what falls through to the input chain's drop policy.
+pub const POLICY_LOG_PREFIX: &str = "fwharden drop: ";
+
 /// How long a per-source rate-limit bucket is kept after its last packet.
 const METER_TIMEOUT_SECS: u32 = 60;
 /// How many sources a rate-limit meter tracks at once; beyond it, new
@@ -156,7 +159,8 @@ impl Compiler<'_> {
                 counter: false,
                 limit: Some(rate),
                 log: Some(Log {
-                    prefix: "fwharden drop: ".into(),
+                    prefix: POLICY_LOG_PREFIX.into(),
+                    group: self.defaults().nflog_group,
                 }),
                 verdict: None,
                 comment: "defaults: log drops".into(),
@@ -297,12 +301,32 @@ impl Compiler<'_> {
                     out.extend(self.meter_rules(number, &matches, family, rate, &comment));
                 }
                 out.push(Rule {
-                    log: r.log.clone().map(|prefix| Log { prefix }),
+                    log: r.log.as_ref().map(|prefix| self.log(r, prefix)),
                     ..rule(matches, verdict, &comment)
                 });
             }
         }
         out
+    }
+
+    /// The log statement of profile rule `r`. To the kernel log, the
+    /// profile's prefix as written; to NFLOG, the rule's `file:line` first,
+    /// so `fwharden log` names the profile line that decided each packet
+    /// from the packet alone (the ruleset may have changed since).
+    fn log(&self, r: &profile::Rule, prefix: &str) -> Log {
+        match self.defaults().nflog_group {
+            None => Log {
+                prefix: prefix.to_string(),
+                group: None,
+            },
+            Some(group) => Log {
+                prefix: crate::profile::resolve::truncate(
+                    &format!("{} {prefix}", r.origin.short()),
+                    LOG_PREFIX_MAX,
+                ),
+                group: Some(group),
+            },
+        }
     }
 
     /// The source side of a rule's matches, one entry per kernel rule, with

@@ -257,3 +257,43 @@ fn a_rule_for_tcp_and_udp_becomes_one_containers_rule_per_protocol() {
         .iter()
         .all(|m| matches!(m, Match::Protocol(p) if p.len() == 1)));
 }
+
+#[test]
+fn nflog_group_sends_logs_to_nflog_with_the_profile_line_first() {
+    let rule = "[[rule]]\nallow = \"ssh\"\nlog = \"ssh: \"\n";
+    let kernel = compile_text(rule);
+    let logs = |r: &Ruleset| -> Vec<Log> {
+        input(r)
+            .rules
+            .iter()
+            .filter_map(|x| x.log.clone())
+            .collect()
+    };
+    assert_eq!(
+        logs(&kernel),
+        [
+            Log {
+                prefix: "ssh: ".into(),
+                group: None
+            },
+            Log {
+                prefix: POLICY_LOG_PREFIX.into(),
+                group: None
+            }
+        ]
+    );
+    let nflog = compile_text(&format!("[defaults]\nnflog_group = 7\n{rule}"));
+    assert_eq!(
+        logs(&nflog),
+        [
+            Log {
+                prefix: "t.toml:3 ssh: ".into(),
+                group: Some(7)
+            },
+            Log {
+                prefix: POLICY_LOG_PREFIX.into(),
+                group: Some(7)
+            }
+        ]
+    );
+}

@@ -23,7 +23,8 @@
 //! - a global `limit` is `hashlimit` without a mode (one bucket), so that
 //!   one rule split into several lines still has one bucket: split rules
 //!   jump to a chain of their own that checks the limit once;
-//! - `log prefix` is `-j LOG --log-prefix` at level 6 (info);
+//! - `log prefix` is `-j LOG --log-prefix` at level 6 (info), and
+//!   `log prefix .. group G` is `-j NFLOG --nflog-group G --nflog-prefix`;
 //! - `ct status dnat` is `-m conntrack --ctstate DNAT` (xt_conntrack sets
 //!   its DNAT state bit from IPS_DST_NAT, the bit nft tests);
 //! - `ct original proto-dst { a, b-c }` after its protocol is one rule per
@@ -42,6 +43,8 @@ use crate::ruleset::*;
 
 /// The LOG target's limit on a prefix, NUL excluded (xt_LOG.h).
 const LOG_PREFIX_MAX: usize = 29;
+/// xt_NFLOG's prefix: 64 bytes, NUL included.
+const NFLOG_PREFIX_MAX: usize = 63;
 /// hashlimit's limit on a table name, NUL excluded (IFNAMSIZ - 1).
 const HASHLIMIT_NAME_MAX: usize = 15;
 
@@ -382,17 +385,21 @@ impl Emitter<'_> {
 
     fn log_target(&mut self, rule: &Rule, log: &Log) -> Result<String, EmitError> {
         let prefix = &log.prefix;
-        let fits = prefix.len() <= LOG_PREFIX_MAX && quote::is_safe_prefix(prefix);
+        let (target, max) = match log.group {
+            None => ("LOG", LOG_PREFIX_MAX),
+            Some(_) => ("NFLOG", NFLOG_PREFIX_MAX),
+        };
+        let fits = prefix.len() <= max && quote::is_safe_prefix(prefix);
         let prefix = if fits {
             prefix.clone()
         } else if self.approx == Approximation::Stricter {
             // Logging decides nothing: a shorter prefix lets no more through.
             let cut: String = quote::free_text(prefix.trim_start_matches('-'))
                 .chars()
-                .take(LOG_PREFIX_MAX)
+                .take(max)
                 .collect();
             self.warn(format!(
-                "{}: log prefix {:?} written as {cut:?} (LOG takes {LOG_PREFIX_MAX} plain bytes)",
+                "{}: log prefix {:?} written as {cut:?} ({target} takes {max} plain bytes)",
                 rule.comment, prefix
             ));
             cut
@@ -400,12 +407,15 @@ impl Emitter<'_> {
             return Err(self.refuse(
                 rule,
                 format!(
-                    "the log prefix {:?} is longer than LOG's {LOG_PREFIX_MAX} bytes or has bytes it cannot take (--approximate shortens it)",
+                    "the log prefix {:?} is longer than {target}'s {max} bytes or has bytes it cannot take (--approximate shortens it)",
                     quote::free_text(prefix)
                 ),
             ));
         };
-        Ok(format!("LOG --log-prefix \"{prefix}\" --log-level 6"))
+        Ok(match log.group {
+            None => format!("LOG --log-prefix \"{prefix}\" --log-level 6"),
+            Some(g) => format!("NFLOG --nflog-group {g} --nflog-prefix \"{prefix}\""),
+        })
     }
 
     fn verdict_target(&self, v: Verdict) -> String {

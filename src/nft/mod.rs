@@ -15,11 +15,13 @@ mod acks;
 mod ban_batch;
 mod bans;
 mod batch;
+pub mod counters;
 mod elems;
 mod expr;
 mod gate;
 mod intervals;
 mod monitor;
+pub mod nflog;
 mod obj;
 mod readback;
 mod rules;
@@ -248,6 +250,15 @@ pub fn read_table_sampled(
 ) -> Result<(Option<Ruleset>, Vec<String>), NftError> {
     let (_, table, sampled) = verify::read_sampled(&mut socket::Socket::open()?, candidates)?;
     Ok((table, sampled))
+}
+
+/// Tables `inet fwharden` and `inet fwharden-bans` with their packet and
+/// byte counters, which the model leaves out (see [`counters`]). The
+/// elements of the prefix sets named in `skip` are not listed.
+pub fn read_counters(
+    skip: &std::collections::BTreeSet<String>,
+) -> Result<counters::Observed, NftError> {
+    counters::read(&mut socket::Socket::open()?, skip)
 }
 
 /// Whether prefix set `set` of our table holds `addr`, asked of the

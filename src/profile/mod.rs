@@ -53,6 +53,9 @@ pub struct Defaults {
     pub icmp: IcmpPolicy,
     pub ping: Option<Rate>,
     pub log_drops: Option<Rate>,
+    /// Where `log` statements send packets: `None`, the kernel log (the
+    /// journal); `Some(group)`, NFLOG group `group`, read by `fwharden log`.
+    pub nflog_group: Option<u16>,
     pub containers: ContainerPolicy,
 }
 
@@ -76,6 +79,7 @@ impl Default for Defaults {
                 unit: crate::ruleset::RateUnit::Minute,
                 burst: 5,
             }),
+            nflog_group: None,
             // Filter: a profile that says 6379 is only for the tunnel must
             // mean it for a Docker-published 6379 as well.
             containers: ContainerPolicy::Filter,

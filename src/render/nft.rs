@@ -228,7 +228,10 @@ pub fn rule_text(rule: &Rule) -> String {
         parts.push("counter".into());
     }
     if let Some(log) = &rule.log {
-        parts.push(format!("log prefix \"{}\" level info", log.prefix));
+        match log.group {
+            None => parts.push(format!("log prefix \"{}\" level info", log.prefix)),
+            Some(g) => parts.push(format!("log prefix \"{}\" group {g}", log.prefix)),
+        }
     }
     if let Some(v) = &rule.verdict {
         parts.push(verdict_text(v).into());

@@ -65,9 +65,22 @@ pub enum ApplyOutcome {
         hatch: String,
         /// What a rollback restores, in words.
         rollback_to: String,
+        counters: Counters,
     },
     /// Loaded and confirmed.
-    Confirmed { profile: String },
+    Confirmed { profile: String, counters: Counters },
+}
+
+/// What became of the kernel's rule counters (see `fwharden metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Counters {
+    /// Only set elements changed: every rule, its counter with it, stayed.
+    Kept,
+    /// The table was replaced whole: every counter starts again from zero.
+    Restarted,
+    /// There was no table before.
+    Started,
 }
 
 impl ApplyOutcome {
@@ -258,6 +271,11 @@ pub fn apply(
     // compare-and-swap, a fraction of the batch.
     // The hatch's element is armed by this commit, after the deadline was
     // set above: it never opens before the watcher's deadline.
+    let counters = match current.as_ref() {
+        None => Counters::Started,
+        Some(old) if old.differs_only_in_elements(&loaded) => Counters::Kept,
+        Some(_) => Counters::Restarted,
+    };
     crate::progress::phase("transaction");
     let committed = commit_retrying(kernel, current.as_ref(), generation, |g| {
         match current.as_ref() {
@@ -316,7 +334,7 @@ pub fn apply(
     if opts.auto_confirm {
         crate::progress::phase("confirming");
         confirm_record(ports, dirs, record, seen)?;
-        return Ok(ApplyOutcome::Confirmed { profile });
+        return Ok(ApplyOutcome::Confirmed { profile, counters });
     }
     Ok(ApplyOutcome::Pending {
         rollback_to: record.previous_name(),
@@ -329,6 +347,7 @@ pub fn apply(
             || format!("none: {}", operator.why_no_hatch()),
             |f| f.describe(),
         ),
+        counters,
     })
 }
 

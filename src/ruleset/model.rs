@@ -468,12 +468,15 @@ impl RateUnit {
     }
 }
 
-/// A log statement: kernel log with a prefix, at syslog level `info`
-/// unless said otherwise.
+/// A log statement with a prefix: to the kernel log at syslog level
+/// `info`, or to NFLOG `group` (where `fwharden log` reads it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Log {
     /// At most [`LOG_PREFIX_MAX`] bytes, ending in a space.
     pub prefix: String,
+    /// `None`: the kernel log. Absent in records written before NFLOG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u16>,
 }
 
 /// The kernel's limit on a log prefix, NUL excluded (NF_LOG_PREFIXLEN - 1).

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod prom;
+pub mod readme;
 pub mod ufw;
 
 use std::path::{Path, PathBuf};

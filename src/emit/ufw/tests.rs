@@ -202,6 +202,7 @@ fn logging_and_tcp_resets_are_refused_or_approximated_with_a_warning() {
     let mut logged = ssh_from("admin_v4", Family::Ipv4);
     logged.log = Some(Log {
         prefix: "fwharden allow ssh: ".into(),
+        group: None,
     });
     let sets = vec![prefixes("admin_v4", Family::Ipv4, &["192.0.2.1/32"])];
     let r = ruleset(vec![logged], sets);

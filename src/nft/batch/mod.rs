@@ -362,6 +362,11 @@ impl Builder {
             Policy::Drop => libc::NF_DROP,
         };
         c.set_u32(sys::NFTNL_CHAIN_POLICY, policy as u32);
+        // The base chain's own statistics count exactly the packets that
+        // reach its policy, so `metrics` can report policy drops (see
+        // `nft::counters`); nft never asks for them, which `list` ignores.
+        c.set_u64(sys::NFTNL_CHAIN_PACKETS, 0);
+        c.set_u64(sys::NFTNL_CHAIN_BYTES, 0);
         self.add(
             libc::NFT_MSG_NEWCHAIN,
             CREATE,

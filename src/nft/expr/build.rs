@@ -43,6 +43,12 @@ impl RawExpr {
         self
     }
 
+    fn u16(&self, attr: u32, value: u16) -> &Self {
+        // SAFETY: as in `u32`, for a u16 attribute.
+        unsafe { sys::nftnl_expr_set_u16(self.ptr(), attr as u16, value) };
+        self
+    }
+
     fn u8(&self, attr: u32, value: u8) -> &Self {
         // SAFETY: as in `u32`, for a u8 attribute.
         unsafe { sys::nftnl_expr_set_u8(self.ptr(), attr as u16, value) };
@@ -211,11 +217,18 @@ impl Expr {
                     .u64(sys::NFTNL_EXPR_CTR_BYTES, 0);
                 e
             }
-            Expr::Log { prefix, level } => {
+            Expr::Log {
+                prefix,
+                level,
+                group,
+            } => {
                 let e = RawExpr::alloc(c"log");
                 e.str(sys::NFTNL_EXPR_LOG_PREFIX, prefix);
                 if let Some(level) = level {
                     e.u32(sys::NFTNL_EXPR_LOG_LEVEL, *level);
+                }
+                if let Some(group) = group {
+                    e.u16(sys::NFTNL_EXPR_LOG_GROUP, *group);
                 }
                 e
             }

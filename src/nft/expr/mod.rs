@@ -165,9 +165,12 @@ pub enum Expr {
     },
     Limit(Limit),
     Counter,
+    /// `log prefix P level L` (kernel log) or `log prefix P group G`
+    /// (NFLOG); the kernel refuses both a level and a group.
     Log {
         prefix: String,
         level: Option<u32>,
+        group: Option<u16>,
     },
     /// `immediate reg 0 VERDICT`
     Verdict(Decision),

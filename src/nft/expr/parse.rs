@@ -138,9 +138,10 @@ impl Expr {
                 }
                 "counter" => Expr::Counter,
                 "log"
-                    if !has(sys::NFTNL_EXPR_LOG_GROUP)
-                        && (!has(sys::NFTNL_EXPR_LOG_FLAGS)
-                            || u32_(sys::NFTNL_EXPR_LOG_FLAGS) == 0) =>
+                    if (!has(sys::NFTNL_EXPR_LOG_FLAGS)
+                        || u32_(sys::NFTNL_EXPR_LOG_FLAGS) == 0)
+                        && !has(sys::NFTNL_EXPR_LOG_SNAPLEN)
+                        && !has(sys::NFTNL_EXPR_LOG_QTHRESHOLD) =>
                 {
                     Expr::Log {
                         prefix: cstr(sys::nftnl_expr_get_str(
@@ -149,6 +150,8 @@ impl Expr {
                         )),
                         level: has(sys::NFTNL_EXPR_LOG_LEVEL)
                             .then(|| u32_(sys::NFTNL_EXPR_LOG_LEVEL)),
+                        group: has(sys::NFTNL_EXPR_LOG_GROUP)
+                            .then(|| sys::nftnl_expr_get_u16(e, sys::NFTNL_EXPR_LOG_GROUP as u16)),
                     }
                 }
                 "immediate"

@@ -13,6 +13,7 @@ use crate::ruleset::bans::{self, BAN_TABLE};
 use crate::ruleset::*;
 
 use super::batch::{hook_number, FAMILY};
+use super::counters::TableCounters;
 use super::obj;
 use super::rules;
 use super::socket::{RequestError, Socket};
@@ -296,6 +297,17 @@ pub(in crate::nft) fn read_named(
     name: &str,
     skip: &BTreeSet<String>,
 ) -> Result<Option<Ruleset>, NftError> {
+    Ok(read_counted(sock, name, skip)?.map(|(table, _)| table))
+}
+
+/// Like [`read_named`], with the kernel's counters beside the model (see
+/// [`super::counters`] for why they are kept out of it).
+pub(in crate::nft) fn read_counted(
+    sock: &mut Socket,
+    name: &str,
+    skip: &BTreeSet<String>,
+) -> Result<Option<(Ruleset, TableCounters)>, NftError> {
+    let mut counters = TableCounters::default();
     let tables = match request_in_table(
         sock,
         name,
@@ -333,6 +345,7 @@ pub(in crate::nft) fn read_named(
             .ok_or_else(|| foreign("a chain", "it did not parse"))?;
         if c.get_str(sys::NFTNL_CHAIN_TABLE) == name {
             chains.push(chain(&c)?);
+            counters.add_chain(&c);
         }
     }
 
@@ -370,15 +383,17 @@ pub(in crate::nft) fn read_named(
         let rule = rules::decode(&r.exprs(), udata_str(&user, udata::RULE_COMMENT), &resolve)
             .map_err(|why| foreign(&what, why))?;
         c.rules.push(rule);
+        counters.add_rule(&chain_name, &r);
     }
 
-    Ok(Some(Ruleset {
+    let table = Ruleset {
         profile,
         table: name.into(),
         sets,
         chains,
         bans: None,
-    }))
+    };
+    Ok(Some((table, counters)))
 }
 
 fn chain(c: &obj::Chain) -> Result<Chain, NftError> {

@@ -47,11 +47,16 @@ pub fn decode(
     }
     if let [Expr::Log {
         prefix,
-        level: Some(6),
+        level,
+        group,
     }, rest @ ..] = d.rest
     {
+        if !matches!((level, group), (Some(6), None) | (None, Some(_))) {
+            return Err(format!("log at level {level:?} to group {group:?}"));
+        }
         rule.log = Some(Log {
             prefix: prefix.clone(),
+            group: *group,
         });
         d.rest = rest;
     }

@@ -227,8 +227,10 @@ pub fn encode(rule: &Rule, next_id: &mut u32) -> Encoded {
     if let Some(log) = &rule.log {
         enc.push(Expr::Log {
             prefix: log.prefix.clone(),
-            // The model's logs are at level info (syslog 6).
-            level: Some(6),
+            // The model's kernel logs are at level info (syslog 6); an
+            // NFLOG log has no level (the kernel refuses both).
+            level: log.group.is_none().then_some(6),
+            group: log.group,
         });
     }
     if let Some(v) = &rule.verdict {

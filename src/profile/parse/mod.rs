@@ -54,6 +54,7 @@ pub struct RawDefaults {
     /// `None` inside: `ping = false`.
     pub ping: Option<Sp<Option<Rate>>>,
     pub log_drops: Option<Sp<Option<Rate>>>,
+    pub nflog_group: Option<Sp<Option<u16>>>,
     pub containers: Option<Sp<ContainerPolicy>>,
 }
 
@@ -193,6 +194,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "icmp",
     "ping",
     "log_drops",
+    "nflog_group",
     "containers",
 ];
 const BAN_KEYS: &[&str] = &["enabled", "timeout", "size", "exempt"];

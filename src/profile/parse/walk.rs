@@ -89,6 +89,20 @@ impl Parser<'_> {
                 }
                 "ping" => d.ping = self.rate(item, key, true),
                 "log_drops" => d.log_drops = self.rate(item, key, true),
+                "nflog_group" => {
+                    d.nflog_group = match (item.as_integer(), item.as_bool()) {
+                        (Some(n @ 0..=65535), _) => Some(sp(Some(n as u16), span_of(item))),
+                        (_, Some(false)) => Some(sp(None, span_of(item))),
+                        _ => {
+                            self.error(
+                                span_of(item),
+                                "`nflog_group` must be an NFLOG group from 0 to 65535, or false for the kernel log",
+                                "e.g. `nflog_group = 7`; `fwharden log` reads that group",
+                            );
+                            None
+                        }
+                    }
+                }
                 "containers" => {
                     d.containers = self.word(
                         item,

@@ -216,6 +216,7 @@ impl<'a> Resolver<'a> {
             set(&mut d.icmp, &r.icmp);
             set(&mut d.ping, &r.ping);
             set(&mut d.log_drops, &r.log_drops);
+            set(&mut d.nflog_group, &r.nflog_group);
             set(&mut d.containers, &r.containers);
         }
         self.foot_guns(&d);
