@@ -65,7 +65,7 @@ pub fn run(
         Ok(e) => e,
         Err(e @ EmitError::Refused { .. }) => {
             eprintln!("fwharden: {e}");
-            return Ok(exit::REFUSED);
+            return Ok(super::codes::of_error(e));
         }
     };
     for w in &emitted.warnings {
