@@ -40,6 +40,7 @@ pub mod bounded;
 pub mod cli;
 pub mod compile;
 pub mod containers;
+pub mod duration;
 pub mod emit;
 pub mod exit;
 pub mod hostaddr;

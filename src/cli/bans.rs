@@ -11,19 +11,9 @@ use crate::nft::{self, Banned, Unbanned};
 use crate::rollback::interlock;
 use crate::ruleset::ban_guard;
 use crate::ruleset::bans::BAN_TABLE;
-use crate::{hostaddr, sshclient};
+use crate::{duration, hostaddr, sshclient};
 
 use super::exit;
-
-/// `--timeout 10m`: the forms `[bans] timeout` takes.
-pub fn parse_timeout(s: &str) -> Result<u64, String> {
-    match crate::profile::parse::parse_duration(s) {
-        Some(secs @ 1..=31_536_000) => Ok(u64::from(secs)),
-        _ => Err(format!(
-            "`{s}` is not a duration from 1 second to 365 days: write 600, 90s, 10m, 1h or 7d"
-        )),
-    }
-}
 
 /// What the ban guard needs to know about this host and its operator.
 /// Only a client known to be this session's counts as the operator: the
@@ -158,9 +148,10 @@ pub fn list(json: bool) -> anyhow::Result<i32> {
         println!("no bans");
     }
     for b in &state.bans {
-        let left = b
-            .expires_secs
-            .map_or_else(|| "never expires".to_string(), |s| format!("{s} s left"));
+        let left = b.expires_secs.map_or_else(
+            || "never expires".to_string(),
+            |s| format!("{} left", duration::human(s)),
+        );
         println!("{:39}  {:11}  {left}", b.addr.to_string(), b.set);
     }
     Ok(exit::OK)

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::duration;
 use crate::profile::{self, Loaded, SearchPath};
 use crate::rollback::ApplyOptions;
 use crate::state::Dirs;
@@ -110,10 +111,11 @@ pub enum Command {
     Apply {
         /// Profile name (e.g. vps-profile) or path to a .toml file.
         profile: String,
-        /// Seconds until the previous ruleset is restored unless confirmed:
+        /// How long until the previous ruleset is restored unless confirmed
+        /// (600, 90s, 10m, 1h; at most 1d):
         /// the confirmed one, or with no confirmed record the table the
         /// kernel holds now (refused, exit 4, if it cannot be put back).
-        #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        #[arg(long, default_value = "60", value_name = "DURATION", value_parser = duration::arg(1, 86400))]
         timeout: u64,
         /// Confirm at once when the kernel reads back what was applied
         /// (automation: Ansible, postinst).
@@ -229,7 +231,7 @@ pub enum Command {
     Ban {
         addr: std::net::IpAddr,
         /// 600, 90s, 10m, 1h or 7d.
-        #[arg(long, value_name = "DURATION", value_parser = bans::parse_timeout)]
+        #[arg(long, value_name = "DURATION", value_parser = duration::arg(1, duration::YEAR))]
         timeout: Option<u64>,
         /// Ban it even if it is your SSH client, this host's, multicast,
         /// broadcast or exempt (never loopback or unspecified).
@@ -263,8 +265,8 @@ pub enum Command {
         /// Read until stopped, instead of for --seconds.
         #[arg(long)]
         follow: bool,
-        /// Without --follow, how long to read.
-        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        /// Without --follow, how long to read (10, 90s, 10m; at most 1d).
+        #[arg(long, default_value = "10", value_name = "DURATION", value_parser = duration::arg(1, 86400))]
         seconds: u64,
         /// Stop after this many packets.
         #[arg(long, value_name = "N")]
@@ -457,4 +459,45 @@ fn load_reporting(search: &SearchPath, spec: &str, json: bool) -> Loaded {
         }
     }
     loaded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fwharden").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn every_duration_option_takes_the_same_syntax() {
+        match parse(&["apply", "p", "--timeout", "10m"]).unwrap().command {
+            Command::Apply { timeout, .. } => assert_eq!(timeout, 600),
+            _ => unreachable!(),
+        }
+        match parse(&["apply", "p"]).unwrap().command {
+            Command::Apply { timeout, .. } => assert_eq!(timeout, 60, "the default"),
+            _ => unreachable!(),
+        }
+        match parse(&["ban", "192.0.2.1", "--timeout", "7d"])
+            .unwrap()
+            .command
+        {
+            Command::Ban { timeout, .. } => assert_eq!(timeout, Some(604_800)),
+            _ => unreachable!(),
+        }
+        match parse(&["log", "--seconds", "90s"]).unwrap().command {
+            Command::Log { seconds, .. } => assert_eq!(seconds, 90),
+            _ => unreachable!(),
+        }
+        for args in [
+            &["apply", "p", "--timeout", "2d"][..],
+            &["ban", "192.0.2.1", "--timeout", "10x"],
+            &["log", "--seconds", "0"],
+        ] {
+            let err = parse(args).err().unwrap().to_string();
+            assert!(err.contains("is not a duration from 1 second to"), "{err}");
+            assert!(err.contains(duration::SYNTAX), "{err}");
+        }
+    }
 }

@@ -137,9 +137,9 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     match &s.pending {
         None => println!("pending apply:     (none)"),
         Some(p) => println!(
-            "pending apply:     profile {}, rolled back in {} s unless confirmed; watcher {}",
+            "pending apply:     profile {}, rolled back in {} unless confirmed; watcher {}",
             p.profile,
-            p.deadline_ms.saturating_sub(now_ms()).div_ceil(1000),
+            crate::duration::human(p.deadline_ms.saturating_sub(now_ms()).div_ceil(1000)),
             match (p.watcher, p.watcher_state) {
                 (Some(pid), rollback::WatcherState::Alive) => format!("pid {pid} alive"),
                 (Some(pid), rollback::WatcherState::Gone) =>
@@ -190,11 +190,11 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     }
     for a in &s.attempts {
         println!(
-            "rollback attempt:  #{} ({}) of profile {}, {} s ago: {}",
+            "rollback attempt:  #{} ({}) of profile {}, {} ago: {}",
             a.number,
             a.reason,
             a.profile,
-            now_ms().saturating_sub(a.at_ms) / 1000,
+            crate::duration::human(now_ms().saturating_sub(a.at_ms) / 1000),
             a.outcome
         );
     }
@@ -230,7 +230,10 @@ pub fn watch(dirs: &Dirs, token: &str) -> anyhow::Result<i32> {
     match crate::rollback::watcher::run(rollback::Ports::real(), dirs, token) {
         Ok(()) => Ok(exit::OK),
         Err(e) => {
-            eprintln!("{} fwharden watch: error: {e}", now_ms());
+            eprintln!(
+                "{} fwharden watch: error: {e}",
+                crate::duration::iso8601_ms(now_ms())
+            );
             Ok(super::codes::of_error(e))
         }
     }

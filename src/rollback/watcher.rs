@@ -322,5 +322,8 @@ fn taken_over(dirs: &Dirs, token: &str) -> bool {
 }
 
 fn log(msg: &str) {
-    eprintln!("{} fwharden watch: {msg}", now_ms());
+    eprintln!(
+        "{} fwharden watch: {msg}",
+        crate::duration::iso8601_ms(now_ms())
+    );
 }

@@ -18,7 +18,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::diag::{closest, Diagnostic, SourceFile};
 use crate::ruleset::{Family, PortRange, Protocol, Rate};
 
-pub use value::{parse_duration, parse_port_range, parse_rate};
+pub use value::{parse_port_range, parse_rate};
 
 /// A value with the byte span it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

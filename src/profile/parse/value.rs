@@ -5,6 +5,7 @@
 use toml_edit::{Item, Value};
 
 use super::{closest, sp, span_of, type_name, Parser, ProtoSpec, Sp, Target};
+use crate::duration;
 use crate::ruleset::{Family, PortRange, Rate, RateUnit};
 
 impl Parser<'_> {
@@ -122,15 +123,15 @@ impl Parser<'_> {
     pub(super) fn duration(&mut self, item: &Item, key: &str) -> Option<Sp<u32>> {
         let secs = match (item.as_integer(), item.as_str()) {
             (Some(n), _) => u32::try_from(n).ok(),
-            (_, Some(s)) => parse_duration(s),
+            (_, Some(s)) => duration::parse(s),
             _ => None,
         };
         match secs {
-            Some(s @ 1..=31_536_000) => Some(sp(s, span_of(item))),
+            Some(s @ 1..=duration::YEAR) => Some(sp(s, span_of(item))),
             _ => {
                 self.error(
                     span_of(item),
-                    format!("`{key}` must be a duration from 1 second to 365 days"),
+                    format!("`{key}` must be {}", duration::bounds(1, duration::YEAR)),
                     format!("write {key} = \"10m\" (s, m, h or d) or {key} = 600 (seconds)"),
                 );
                 None
@@ -319,24 +320,6 @@ fn parse_target(s: &str) -> Result<Target, String> {
 
 /// "10/minute", "5/second", also "10/min" and "1/s" forms are refused to
 /// keep one spelling.
-/// `"90s"`, `"10m"`, `"1h"`, `"7d"` or bare seconds, as `fwharden ban
-/// --timeout` also takes them.
-pub fn parse_duration(s: &str) -> Option<u32> {
-    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u32 = digits.parse().ok()?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    n.checked_mul(scale)
-}
-
 pub fn parse_rate(s: &str) -> Result<Rate, String> {
     let (count, unit) = s
         .split_once('/')
