@@ -137,12 +137,52 @@ fn defaults_that_cut_the_host_off_are_warned_where_they_are_set() {
     let (code, err) = check_in(&files, "c");
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("p.toml:3:15: warning: `established = false` with a chain that drops: the replies to the connections the rules allow are dropped on the way out"), "{err}");
-    assert_eq!(check_in(&files, "ok"), (Some(0), String::new()));
+    // The child that keeps replies is told only that nothing else leaves.
+    let (code, err) = check_in(&files, "ok");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(!err.contains("established"), "{err}");
+    assert!(err.contains("p.toml:2:10: warning: `output = \"drop\"` leaves no way out for DNS (53 udp/tcp), NTP (123/udp) or package updates (80/443 tcp)"), "{err}");
 
     // Nothing drops: nothing to say.
     let open = "[defaults]\ninput = \"accept\"\nestablished = false\nicmp = \"none\"\n\
                 [[rule]]\ndeny = 23\n";
     assert_eq!(check_in(&[("o.toml", open)], "o"), (Some(0), String::new()));
+}
+
+#[test]
+fn databases_and_admin_services_open_to_any_are_warned_at_their_rule() {
+    let profile = "[groups]\nadmin = [\"192.0.2.10\"]\n\
+                   [[rule]]\nallow = \"ssh\"\nfrom = \"admin\"\n\
+                   [[rule]]\nallow = [\"https\", \"postgres\"]\n\
+                   [[rule]]\nallow = \"6379/tcp\"\nfrom = \"any6\"\n\
+                   [[rule]]\nallow = \"9100\"\ninterface = \"eth0\"\n";
+    let (code, err) = check_in(&[("db.toml", profile)], "db");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("db.toml:6:1: warning: postgres (5432/tcp) allowed from any address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("db.toml:8:1: warning: redis (6379/tcp) allowed from any address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("db.toml:11:1: warning: node-exporter (9100/tcp) allowed from any address"),
+        "{err}"
+    );
+    assert!(err.contains("help: allow it only from a group"), "{err}");
+    assert_eq!(
+        err.matches("warning:").count(),
+        3,
+        "ssh from admin is quiet:\n{err}"
+    );
+
+    // From a group only: nothing to say.
+    let quiet = "[groups]\nwg = [\"10.0.0.0/24\"]\n[[rule]]\nallow = [\"ssh\", \"redis\", \"mysql\"]\nfrom = \"wg\"\n";
+    assert_eq!(
+        check_in(&[("q.toml", quiet)], "q"),
+        (Some(0), String::new())
+    );
 }
 
 #[test]

@@ -1,17 +1,73 @@
 //! Warnings about a valid profile: rules that can never match, rules an
-//! earlier rule already covers, and a profile with no way in over SSH.
+//! earlier rule already covers, a profile with no way in over SSH, and a
+//! database or admin service open to any source.
 //! Warnings never stop a profile from loading (`check --deny-warnings`
 //! makes them fatal).
 
+use super::builtin;
 use super::diag::{Diagnostic, Severity};
 use super::shadow;
-use super::{Action, ChainPolicy, Ports, Profile, Rule};
+use super::{Action, ChainPolicy, Ports, Profile, Rule, SourceSide};
 use crate::ruleset::{PortRange, Protocol};
 
 pub fn lint(profile: &Profile, diags: &mut Vec<Diagnostic>) {
     shadowed(profile, diags);
     never_match(profile, diags);
     no_ssh(profile, diags);
+    admin_open_to_any(profile, diags);
+}
+
+/// Services an attacker scans the whole address space for, and that are
+/// meant for a few known clients: remote logins, databases, the
+/// Prometheus endpoints (which leak the host's inventory).
+const ADMIN_SERVICES: &[&str] = &[
+    "ssh",
+    "postgres",
+    "mysql",
+    "redis",
+    "redis-sentinel",
+    "mongodb",
+    "node-exporter",
+    "redis-exporter",
+    "prometheus",
+];
+
+/// An allow rule that opens a database or admin service's TCP port to
+/// every address of a family. `allow = "all"` is left out: it says
+/// "everything" on purpose, and the input policy warning covers it.
+fn admin_open_to_any(profile: &Profile, diags: &mut Vec<Diagnostic>) {
+    for rule in profile.rules.iter().filter(|r| r.action == Action::Allow) {
+        if rule.sources.v4 != SourceSide::Any && rule.sources.v6 != SourceSide::Any {
+            continue;
+        }
+        let Ports::Some(map) = &rule.ports else {
+            continue;
+        };
+        let Some(tcp) = map.get(&Protocol::Tcp) else {
+            continue;
+        };
+        let open: Vec<String> = ADMIN_SERVICES
+            .iter()
+            .filter_map(|name| builtin::service(name))
+            .filter(|svc| {
+                svc.ranges()
+                    .iter()
+                    .any(|port| tcp.iter().any(|r| r.covers(port)))
+            })
+            .map(|svc| format!("{} ({}/tcp)", svc.name, svc.ports[0].0))
+            .collect();
+        if open.is_empty() {
+            continue;
+        }
+        diags.push(warning(
+            rule,
+            format!(
+                "{} allowed from any address: anyone who scans the Internet can reach it",
+                open.join(", ")
+            ),
+            "allow it only from a group of the addresses that need it (from = [\"admin\"]), or bind the service to 127.0.0.1 or a private interface",
+        ));
+    }
 }
 
 fn warning(rule: &Rule, message: String, hint: &str) -> Diagnostic {

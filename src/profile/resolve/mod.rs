@@ -238,6 +238,19 @@ impl<'a> Resolver<'a> {
             }
         }
         let output_drops = d.output == ChainPolicy::Drop;
+        if output_drops {
+            // Profiles have no outbound rules: the chain lets out only
+            // replies, loopback and essential ICMP.
+            if let Some((layer, span)) =
+                self.last_set(|r| r.output.as_ref().map(|v| v.span.clone()))
+            {
+                let w = self.layers[layer]
+                    .src
+                    .warning(span, "`output = \"drop\"` leaves no way out for DNS (53 udp/tcp), NTP (123/udp) or package updates (80/443 tcp): no rule can allow this host's own connections")
+                    .with_hint("keep `output = \"accept\"` (the default) unless this host needs no name resolution, time or updates");
+                self.diags.push(w);
+            }
+        }
         if !d.established && (input_drops || output_drops) {
             let what = match (input_drops, output_drops) {
                 (true, true) => "the replies to the connections the rules allow are dropped on the way out, and the replies to this host's own connections (DNS, package updates) on the way in",
