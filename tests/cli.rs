@@ -186,6 +186,41 @@ fn databases_and_admin_services_open_to_any_are_warned_at_their_rule() {
 }
 
 #[test]
+fn a_mistyped_profile_name_gets_the_closest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web-front.toml"),
+        "[[rule]]\nallow = \"https\"\n",
+    )
+    .unwrap();
+    for command in ["check", "show"] {
+        for (typed, near) in [("web-frnt", "web-front"), ("vps-profle", "vps-profile")] {
+            // The second directory's profiles and the built-in ones are
+            // found only without --profile-dir.
+            let mut cmd = fwharden();
+            if typed == "web-frnt" {
+                cmd.arg("--profile-dir").arg(dir.path());
+            }
+            let out = cmd.args([command, typed]).output().unwrap();
+            assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&format!("help: did you mean `{near}`?")),
+                "{command} {typed}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    // Nothing near: the general hint.
+    let out = fwharden().args(["check", "zzzzzzzz"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("run `fwharden list`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn deny_warnings_makes_a_warning_fatal() {
     assert_eq!(shipped(&["check", "base"]).status.code(), Some(0));
     assert_eq!(

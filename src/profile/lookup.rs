@@ -111,8 +111,12 @@ impl SearchPath {
         if self.builtin {
             msg.push_str(" or among the built-in profiles");
         }
-        Err(Diagnostic::file(Path::new(name), msg)
-            .with_hint("run `fwharden list` to see the profiles there are, or give a file path"))
+        let names = self.list();
+        let hint = match super::diag::closest(name, names.iter().map(|l| l.name.as_str())) {
+            Some(near) => format!("did you mean `{near}`? (`fwharden list` shows every profile)"),
+            None => "run `fwharden list` to see the profiles there are, or give a file path".into(),
+        };
+        Err(Diagnostic::file(Path::new(name), msg).with_hint(hint))
     }
 
     /// Every profile name there is, in search order, first one winning.
