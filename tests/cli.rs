@@ -221,6 +221,42 @@ fn a_mistyped_profile_name_gets_the_closest_one() {
 }
 
 #[test]
+fn show_source_prints_a_profile_as_written_built_in_ones_too() {
+    let base = std::fs::read_to_string(root().join("profiles/base.toml")).unwrap();
+    // Built in after `cargo install` (the package's copy is the same text).
+    let empty = tempfile::tempdir().unwrap();
+    let out = fwharden()
+        .args(["show", "--source", "base"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), base);
+
+    // A file of the user's, by name, byte for byte.
+    let mine = "# mine\n[[rule]]\nallow = \"ssh\"\n";
+    std::fs::write(empty.path().join("mine.toml"), mine).unwrap();
+    let out = fwharden()
+        .arg("--profile-dir")
+        .arg(empty.path())
+        .args(["show", "--source", "mine"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), mine);
+
+    let out = fwharden()
+        .args(["show", "--source", "bse"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("did you mean `base`?"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn deny_warnings_makes_a_warning_fatal() {
     assert_eq!(shipped(&["check", "base"]).status.code(), Some(0));
     assert_eq!(

@@ -34,6 +34,8 @@ Examples:
   fwharden list                          profiles there are, and where they are
   fwharden check vps-profile             validate a profile, print warnings
   fwharden show vps-profile              the nftables ruleset it compiles to
+  fwharden show                          the ruleset the kernel holds now
+  fwharden show --source base            a profile's TOML, to copy and edit
   fwharden emit vps-profile --format iptables --output DIR   iptables-restore + ipset files
   fwharden emit web-server --format ufw --output DIR          ufw.sh (commands) or reload.sh (rules files)
   fwharden probe vps-profile             prove it with real packets in a replica
@@ -97,11 +99,17 @@ pub enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
-    /// Print the nftables ruleset a profile compiles to, as `nft -f` text.
+    /// Print the nftables ruleset a profile compiles to, as `nft -f` text
+    /// (with no profile, the one the kernel holds).
     Show {
-        /// Profile name (e.g. vps-profile) or path to a .toml file.
-        #[arg(required_unless_present = "pending", conflicts_with = "pending")]
+        /// Profile name (e.g. vps-profile) or path to a .toml file; with
+        /// none, the ruleset the kernel holds now (table inet fwharden).
+        #[arg(conflicts_with_all = ["pending", "source"])]
         profile: Option<String>,
+        /// Print profile NAME's TOML as written (built-in ones too), to
+        /// copy it: `fwharden show --source base > mine.toml`.
+        #[arg(long, value_name = "NAME", conflicts_with = "pending")]
+        source: Option<String>,
         /// Print the pending apply's ruleset instead, as loaded: with its
         /// escape hatch.
         #[arg(long)]
@@ -328,7 +336,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             profile: Some(profile),
             ..
         } => show::run(&search, profile, cli.json),
-        Command::Show { profile: None, .. } => show::pending(&dirs, cli.json),
+        Command::Show {
+            source: Some(name), ..
+        } => show::source(&search, name, cli.json),
+        Command::Show { pending: true, .. } => show::pending(&dirs, cli.json),
+        Command::Show { .. } => show::loaded(cli.json),
         Command::Apply {
             profile,
             timeout,

@@ -1,8 +1,12 @@
-//! `fwharden show`: the ruleset a profile compiles to.
+//! `fwharden show`: the ruleset a profile compiles to, the one the kernel
+//! holds, the pending apply's, or a profile's TOML as written.
 
 use serde_json::json;
 
+use anyhow::Context;
+
 use super::{exit, load_reporting};
+use crate::nft;
 use crate::profile::SearchPath;
 use crate::render;
 use crate::ruleset::hatch;
@@ -24,6 +28,57 @@ pub fn pending(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
         None => println!("# escape hatch: none (the apply did not come over SSH)"),
     }
     print!("{}", render::nft_text(&p.ruleset));
+    Ok(exit::OK)
+}
+
+/// `show` with no profile: what the kernel holds in table inet fwharden,
+/// read back over netlink into the model and rendered as `show PROFILE`
+/// renders, so the two can be compared line by line.
+pub fn loaded(json: bool) -> anyhow::Result<i32> {
+    let table = nft::read_table().context("could not read table inet fwharden from the kernel")?;
+    let Some(ruleset) = table else {
+        if json {
+            println!("null");
+        }
+        eprintln!("fwharden: no table inet fwharden is loaded: nothing is applied (`fwharden apply PROFILE` loads one)");
+        return Ok(exit::OK);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ruleset)?);
+        return Ok(exit::OK);
+    }
+    if let Some(h) = hatch::find(&ruleset) {
+        println!("# escape hatch: {}", h.describe());
+    }
+    print!("{}", render::nft_text(&ruleset));
+    Ok(exit::OK)
+}
+
+/// `show --source NAME`: the profile's TOML as found, built-in ones
+/// included (they have no file after `cargo install`).
+pub fn source(search: &SearchPath, spec: &str, json: bool) -> anyhow::Result<i32> {
+    let found = match search.find(spec) {
+        Ok(found) => found,
+        Err(d) => {
+            if json {
+                let out = json!({ "ok": false, "errors": [d] });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                eprintln!("{d}");
+            }
+            return Ok(exit::INVALID_PROFILE);
+        }
+    };
+    if json {
+        let out = json!({
+            "name": found.name,
+            "location": found.location.path(),
+            "text": found.text,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", found.text);
+    }
     Ok(exit::OK)
 }
 
