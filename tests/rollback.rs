@@ -76,6 +76,15 @@ fn an_unconfirmed_apply_reverts_by_the_deadline_and_a_late_confirm_is_told() {
         "{}",
         log()
     );
+    // Each line is stamped in ISO 8601 UTC, `2026-12-04T18:20:01.123Z`.
+    for line in log().lines() {
+        let stamp = line.split(' ').next().unwrap();
+        let shape: String = stamp
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99T99:99:99.999Z", "{line}");
+    }
 
     let out = host.expect(1, &["confirm"]);
     let err = stderr(&out);
