@@ -210,6 +210,17 @@ fn ban_unban_and_the_refusals() {
     assert_eq!(b.ban("203.0.113.9").unwrap().0, Some(120));
     let listed = b.listed();
     assert_eq!(listed["exempt"][0], "10.99.0.2/32", "{listed}");
+    // Time left in words: 30 days, less what has passed since (not an hour).
+    b.fw(0, &["ban", "203.0.113.9", "--timeout", "30d"]);
+    let text = stdout(&b.fw(0, &["bans"]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("203.0.113.9 "))
+        .unwrap();
+    assert!(
+        line.ends_with(" 30d left") || line.ends_with(" 29d 23h left"),
+        "{line}"
+    );
     b.fw(0, &["unban", "203.0.113.9"]);
     assert_eq!(b.ban("203.0.113.9"), None);
     let out = b.fw(0, &["--json", "unban", "203.0.113.9"]);
