@@ -25,7 +25,7 @@
 //!
 //! | floor | modules |
 //! |-------|---------|
-//! | 0 | bounded, exit, hostaddr, interlock, sigpipe, term |
+//! | 0 | bounded, duration, exit, hostaddr, interlock, sigpipe, term |
 //! | 1 | netns, progress, ruleset |
 //! | 2 | nft, profile, render, state |
 //! | 3 | compile, containers, kernel |
