@@ -2,6 +2,7 @@
 //! a text of their own: ports (`multiport` groups, conntrack's original
 //! port ranges), the combinations of alternatives, rates.
 
+use super::quote;
 use crate::ruleset::{CtState, PortRange, Protocol, Rate, RateUnit};
 
 /// `-m multiport` takes at most 15 ports, a range counting two
@@ -142,9 +143,59 @@ pub fn hashlimit_refusal(rate: &Rate) -> String {
     )
 }
 
+/// A log prefix that fits in `max` plain bytes. Logging decides nothing,
+/// so a prefix that does not fit is shortened rather than refused, keeping
+/// what a person searches the log for: the rule's `file:line` (the first
+/// word of its comment), as `fwh file:line `; a location too long for that
+/// keeps its end (the line number and the file name's tail).
+pub fn short_log_prefix(prefix: &str, comment: &str, max: usize) -> String {
+    let location = comment
+        .split_whitespace()
+        .next()
+        .filter(|w| {
+            w.rsplit_once(':')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(quote::free_text);
+    let Some(location) = location else {
+        return quote::free_text(prefix.trim_start_matches('-'))
+            .chars()
+            .take(max)
+            .collect();
+    };
+    let whole = format!("fwh {location} ");
+    if whole.len() <= max {
+        return whole;
+    }
+    // free_text leaves only ASCII, so a byte count is a char count.
+    let tail = &location[location.len() - (max - 1).min(location.len())..];
+    format!("{} ", tail.trim_start_matches('-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_log_prefix_keeps_the_profile_line() {
+        let short = short_log_prefix(
+            "fwharden allow ssh from admin: ",
+            "web-server.toml:13 allow ssh from admin",
+            29,
+        );
+        assert_eq!(short, "fwh web-server.toml:13 ");
+        let long = short_log_prefix("x", "a-very-long-profile-name-indeed.toml:1234 allow", 29);
+        assert!(
+            long.len() <= 29 && long.ends_with(".toml:1234 "),
+            "{long:?}"
+        );
+        let no_location = short_log_prefix(
+            "-\"fwharden policy drop, very long indeed",
+            "defaults: log drops",
+            29,
+        );
+        assert!(no_location.len() <= 29 && quote::is_safe_prefix(&no_location));
+    }
 
     fn rate(count: u32, unit: RateUnit, burst: u32) -> Rate {
         Rate { count, unit, burst }

@@ -35,10 +35,10 @@ use std::fmt::Write;
 
 use super::fragments::{
     ctstate, hashlimit_holds, hashlimit_refusal, original_port_alternatives, port_alternatives,
-    product, rate_text,
+    product, rate_text, short_log_prefix,
 };
 use super::placement::{Accept, Placed, HOOKED};
-use super::{ipset, quote, Approximation, EmitError};
+use super::{ipset, quote, EmitError};
 use crate::ruleset::*;
 
 /// The LOG target's limit on a prefix, NUL excluded (xt_LOG.h).
@@ -83,7 +83,6 @@ struct Emitter<'a> {
     /// The chain being written.
     placed: &'a Placed<'a>,
     family: Family,
-    approx: Approximation,
     warnings: &'a mut Vec<String>,
     chains: Vec<String>,
     lines: Vec<String>,
@@ -94,7 +93,6 @@ struct Emitter<'a> {
 pub fn restore_text(
     placed: &[Placed],
     family: Family,
-    approx: Approximation,
     warnings: &mut Vec<String>,
 ) -> Result<String, EmitError> {
     let (mut chains, mut lines) = (Vec::new(), Vec::new());
@@ -102,7 +100,6 @@ pub fn restore_text(
         let mut e = Emitter {
             placed: p,
             family,
-            approx,
             warnings: &mut *warnings,
             chains: vec![p.name.clone()],
             lines: Vec::new(),
@@ -392,25 +389,16 @@ impl Emitter<'_> {
         let fits = prefix.len() <= max && quote::is_safe_prefix(prefix);
         let prefix = if fits {
             prefix.clone()
-        } else if self.approx == Approximation::Stricter {
-            // Logging decides nothing: a shorter prefix lets no more through.
-            let cut: String = quote::free_text(prefix.trim_start_matches('-'))
-                .chars()
-                .take(max)
-                .collect();
-            self.warn(format!(
-                "{}: log prefix {:?} written as {cut:?} ({target} takes {max} plain bytes)",
-                rule.comment, prefix
-            ));
-            cut
         } else {
-            return Err(self.refuse(
-                rule,
-                format!(
-                    "the log prefix {:?} is longer than {target}'s {max} bytes or has bytes it cannot take (--approximate shortens it)",
-                    quote::free_text(prefix)
-                ),
+            // Logging decides nothing: never a reason to refuse, with or
+            // without --approximate.
+            let short = short_log_prefix(prefix, &rule.comment, max);
+            self.warn(format!(
+                "{}: log prefix {:?} written as {short:?} ({target} takes {max} plain bytes)",
+                quote::free_text(&rule.comment),
+                quote::free_text(prefix)
             ));
+            short
         };
         Ok(match log.group {
             None => format!("LOG --log-prefix \"{prefix}\" --log-level 6"),

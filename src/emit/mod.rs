@@ -62,7 +62,8 @@ pub enum FileKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
     pub files: Vec<File>,
-    /// One line per approximation made; empty without `--approximate`.
+    /// One line per approximation made: logging (always a warning, never
+    /// a refusal), and with `--approximate` the stricter rules written.
     pub warnings: Vec<String>,
 }
 
@@ -82,15 +83,18 @@ pub const LOAD_SCRIPT: &str = "load.sh";
 /// sets or bans), one restore file per family, and `load.sh`. The
 /// `containers` chain and the ban table's forward chain go under
 /// `DOCKER-USER`, the ban table's sets are ipsets with timeouts (see
-/// [`placement`] and [`ipset`]).
-pub fn iptables(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitError> {
+/// [`placement`] and [`ipset`]). The format approximates nothing a packet's
+/// fate depends on, so `approx` changes nothing here: its one inexactness,
+/// a log prefix too long for LOG, is always a warning (logging decides
+/// nothing); the parameter keeps the two formats' calls alike.
+pub fn iptables(ruleset: &Ruleset, _approx: Approximation) -> Result<Emitted, EmitError> {
     use crate::ruleset::Family;
     let ban_table = placement::ban_table(ruleset);
     let placed = placement::place(ruleset, ban_table.as_ref());
     let mut warnings = Vec::new();
     let sets = ipset::restore_text(ruleset, ban_table.as_ref())?;
-    let v4 = iptables::restore_text(&placed, Family::Ipv4, approx, &mut warnings)?;
-    let v6 = iptables::restore_text(&placed, Family::Ipv6, approx, &mut warnings)?;
+    let v4 = iptables::restore_text(&placed, Family::Ipv4, &mut warnings)?;
+    let v6 = iptables::restore_text(&placed, Family::Ipv6, &mut warnings)?;
     let header = placement::header(ruleset, &warnings);
     let mut files = Vec::new();
     if let Some(sets) = &sets {

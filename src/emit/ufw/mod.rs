@@ -20,10 +20,11 @@
 //! `user.rules`/`user6.rules` and reloads once.
 //!
 //! Refused, naming the rule and its `file:line` ([`EmitError::Refused`]): what ufw
-//! rules cannot say and no stricter rule can stand for. With
-//! [`Approximation::Stricter`], logging is written with ufw's own prefix and
-//! rate (logging decides no packet's fate), and a TCP reject the model
-//! answers with ICMP gets ufw's TCP reset (the same packets are refused).
+//! rules cannot say and no stricter rule can stand for. Logging is never
+//! refused (it decides no packet's fate): it is written with ufw's own
+//! prefix and rate, with a warning. With [`Approximation::Stricter`], a
+//! TCP reject the model answers with ICMP gets ufw's TCP reset (the same
+//! packets are refused).
 
 mod before;
 mod rule;
@@ -310,12 +311,8 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
     let rest = &chain.rules[lead..];
     for (i, rule) in rest.iter().enumerate() {
         if is_drop_logging(rule) && i + 1 == rest.len() {
-            if approx == Approximation::Refuse {
-                return Err(refuse(
-                    &rule.comment,
-                    "ufw logs what its policy drops with its own prefix `[UFW BLOCK] ` at its own rate (3/minute): --approximate writes `ufw logging low` (logging decides nothing), or set `log_drops = false` in [defaults]",
-                ));
-            }
+            // Logging decides nothing: ufw's own drop logging, the
+            // nearest it has, with a warning, never a refusal.
             plan.logging = Logging::Low;
             plan.warn(format!(
                 "{}: logged by `ufw logging low`, prefix [UFW BLOCK] at 3/minute burst 10",

@@ -46,11 +46,8 @@ impl Plan {
             Verdict::Reject(_) => Action::Reject,
         };
         let log = if rule.log.is_some() {
-            if approx == Approximation::Refuse {
-                return Err(here(
-                    "a log prefix: ufw logs a rule's new connections only as `[UFW ALLOW] `/`[UFW BLOCK] ` at 3/minute; --approximate writes ufw's `log` (logging decides nothing)".into(),
-                ));
-            }
+            // Logging decides nothing: ufw's own `log`, the nearest it has,
+            // with a warning, never a refusal.
             self.warn(format!(
                 "{}: logged by ufw's `log`, prefix [UFW ALLOW] or [UFW BLOCK] at 3/minute burst 10, new connections only",
                 rule.comment
