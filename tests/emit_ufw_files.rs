@@ -102,16 +102,47 @@ fn the_cli_refuses_with_exit_4_and_wants_a_directory() {
     );
 }
 
-/// A per-source limit names the profile line it came from.
+/// A per-source limit goes into before.rules, ahead of every ufw rule: an
+/// earlier rule that may take the same packets makes that inexact, and
+/// the refusal names both profile lines.
 #[test]
-fn a_per_source_limit_is_refused_with_its_file_and_line() {
-    match ufw::emit(&shipped_ruleset("db-private"), Approximation::Stricter) {
+fn a_per_source_limit_behind_an_overlapping_rule_is_refused_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("overlap.toml"),
+        "[defaults]\ncontainers = \"ignore\"\n\n[[rule]]\nallow = \"22/tcp\"\nlog = true\n\n[[rule]]\nallow = \"ssh\"\nlimit = \"10/minute\"\nburst = 5\n",
+    )
+    .unwrap();
+    match ufw::emit(
+        &with_containers(dir.path(), "overlap"),
+        Approximation::Stricter,
+    ) {
         Err(EmitError::Refused { rule, why, .. }) => {
-            assert!(rule.starts_with("db-private.toml:"), "{rule}");
-            assert!(why.contains("per-source rate limit"), "{why}");
+            assert!(rule.starts_with("overlap.toml:8 "), "{rule}");
+            assert!(why.contains("\"overlap.toml:4 "), "{why}");
+            assert!(why.contains("before.rules"), "{why}");
         }
-        Ok(_) => panic!("a per-source limit was emitted"),
+        Ok(_) => panic!("a limit behind an overlapping rule was emitted"),
     }
+}
+
+/// The SSH limit of every shipped profile is a hashlimit meter in
+/// before.rules, charged ahead of the ufw rule it guards.
+#[test]
+fn a_per_source_limit_is_a_hashlimit_meter_in_before_rules() {
+    let e = ufw::emit(&shipped_ruleset("db-private"), Approximation::Refuse).unwrap();
+    let before = &e.file(ufw::BEFORE_V4).unwrap().text;
+    let meter = before
+        .lines()
+        .find(|l| l.contains("--hashlimit-mode srcip"))
+        .unwrap_or_else(|| panic!("no meter: {before}"));
+    assert!(meter.starts_with("-A ufw-before-input "), "{meter}");
+    assert!(meter.contains("--dport 22 "), "{meter}");
+    assert!(
+        meter.contains("--hashlimit-above 10/min --hashlimit-burst 5 "),
+        "{meter}"
+    );
+    assert!(meter.ends_with("-j DROP"), "{meter}");
 }
 
 /// The CLI writes the six files, the scripts executable, and prints each

@@ -3,7 +3,7 @@
 //! port ranges), the combinations of alternatives, rates.
 
 use super::quote;
-use crate::ruleset::{CtState, PortRange, Protocol, Rate, RateUnit};
+use crate::ruleset::{CtState, PortRange, Protocol, Rate, RateUnit, Ruleset, Set, SetKind};
 
 /// `-m multiport` takes at most 15 ports, a range counting two
 /// (XT_MULTI_PORTS); ufw refuses more in one rule too.
@@ -109,6 +109,40 @@ pub fn rate_text(rate: &Rate) -> String {
         RateUnit::Day => "day",
     };
     format!("{}/{unit}", rate.count)
+}
+
+/// hashlimit's limit on a table name, NUL excluded (IFNAMSIZ - 1).
+const HASHLIMIT_NAME_MAX: usize = 15;
+
+/// A per-source meter (`update @set { ip saddr limit rate over R }`) as
+/// `hashlimit` in `srcip` mode, matching when the source is over its
+/// rate. The table is named after the meter set, so every rule charging
+/// one set shares its buckets, as they share the nftables set; its size
+/// and expiry are the set's. Used by the iptables format and by ufw's
+/// before.rules, so both hold the same limit.
+pub fn meter_match(ruleset: &Ruleset, set: &str, rate: &Rate) -> Result<String, String> {
+    let Some(Set {
+        kind: SetKind::Meter { timeout_secs, size },
+        ..
+    }) = ruleset.set(set)
+    else {
+        return Err(format!("the meter set {set} is missing"));
+    };
+    if !hashlimit_holds(rate) {
+        return Err(hashlimit_refusal(rate));
+    }
+    let name = if quote::is_safe_name(set) && set.len() + 3 <= HASHLIMIT_NAME_MAX {
+        format!("fwh{set}")
+    } else {
+        let index = ruleset.sets.iter().position(|s| s.name == set);
+        format!("fwh-m{}", index.unwrap_or_default())
+    };
+    Ok(format!(
+        " -m hashlimit --hashlimit-above {} --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {name} --hashlimit-htable-max {size} --hashlimit-htable-expire {}",
+        rate_text(rate),
+        rate.burst,
+        u64::from(*timeout_secs) * 1000
+    ))
 }
 
 /// Whether iptables' hashlimit match takes `rate` with its burst. The

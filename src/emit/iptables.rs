@@ -34,8 +34,8 @@
 use std::fmt::Write;
 
 use super::fragments::{
-    ctstate, hashlimit_holds, hashlimit_refusal, original_port_alternatives, port_alternatives,
-    product, rate_text, short_log_prefix,
+    ctstate, hashlimit_holds, hashlimit_refusal, meter_match, original_port_alternatives,
+    port_alternatives, product, rate_text, short_log_prefix,
 };
 use super::placement::{Accept, Placed, HOOKED};
 use super::{ipset, quote, EmitError};
@@ -45,8 +45,6 @@ use crate::ruleset::*;
 const LOG_PREFIX_MAX: usize = 29;
 /// xt_NFLOG's prefix: 64 bytes, NUL included.
 const NFLOG_PREFIX_MAX: usize = 63;
-/// hashlimit's limit on a table name, NUL excluded (IFNAMSIZ - 1).
-const HASHLIMIT_NAME_MAX: usize = 15;
 
 /// Which family's file a rule belongs in, from its matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,28 +321,8 @@ impl Emitter<'_> {
                 .map(|t| format!(" -p ipv6-icmp -m icmp6 --icmpv6-type {}", t.number()))
                 .collect()),
             Match::SourceRateOver { set, rate, .. } => {
-                let Some(Set {
-                    kind: SetKind::Meter { timeout_secs, size },
-                    ..
-                }) = self.placed.ruleset.set(set)
-                else {
-                    return Err(self.refuse(rule, format!("the meter set {set} is missing")));
-                };
-                if !hashlimit_holds(rate) {
-                    return Err(self.refuse(rule, hashlimit_refusal(rate)));
-                }
-                let index = self.placed.ruleset.sets.iter().position(|s| &s.name == set);
-                let name = if quote::is_safe_name(set) && set.len() + 3 <= HASHLIMIT_NAME_MAX {
-                    format!("fwh{set}")
-                } else {
-                    format!("fwh-m{}", index.unwrap_or_default())
-                };
-                one(format!(
-                    " -m hashlimit --hashlimit-above {} --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {name} --hashlimit-htable-max {size} --hashlimit-htable-expire {}",
-                    rate_text(rate),
-                    rate.burst,
-                    u64::from(*timeout_secs) * 1000
-                ))
+                one(meter_match(self.placed.ruleset, set, rate)
+                    .map_err(|why| self.refuse(rule, why))?)
             }
         }
     }

@@ -12,6 +12,8 @@
 //! writes both `before*.rules` itself, holding the model's leading rules
 //! (established, invalid, loopback, ICMP, ping with its rate) in iptables
 //! syntax, and the scripts install them over ufw's, saving what was there.
+//! A per-source limit's meter goes there too, after that run, as the
+//! iptables format writes it (see [`meter`]).
 //!
 //! What follows that leading run becomes ufw user rules, one per protocol
 //! and source prefix, in model order (ufw keeps the order rules were added
@@ -27,6 +29,7 @@
 //! packets are refused).
 
 mod before;
+mod meter;
 mod rule;
 pub mod script;
 mod user;
@@ -302,14 +305,29 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
     };
     let lead = chain.rules.iter().take_while(|r| is_before(r)).count();
     for (i, rule) in chain.rules[..lead].iter().enumerate() {
-        let here = |why: String| refuse(&rule.comment, why);
-        plan.before_v4
-            .extend(before::lines(rule, i, Family::Ipv4).map_err(here)?);
-        plan.before_v6
-            .extend(before::lines(rule, i, Family::Ipv6).map_err(here)?);
+        plan.before(ruleset, rule, i)?;
     }
     let rest = &chain.rules[lead..];
     for (i, rule) in rest.iter().enumerate() {
+        if meter::is_meter(rule) {
+            // Ahead of every user rule: exact only if none of those the
+            // model has before it can take its packets (see [`meter`]).
+            let earlier = rest[..i]
+                .iter()
+                .filter(|e| !meter::is_meter(e))
+                .find(|e| !meter::disjoint(ruleset, e, rule));
+            if let Some(earlier) = earlier {
+                return Err(refuse(
+                    &rule.comment,
+                    format!(
+                        "a per-source rate limit goes into before.rules, ahead of every ufw rule, and the earlier rule \"{}\" may match the same packets, which the limit would then charge first: put the limited rule before it in the profile, or use nftables or the iptables format",
+                        quote::free_text(&earlier.comment)
+                    ),
+                ));
+            }
+            plan.before(ruleset, rule, lead + i)?;
+            continue;
+        }
         if is_drop_logging(rule) && i + 1 == rest.len() {
             // Logging decides nothing: ufw's own drop logging, the
             // nearest it has, with a warning, never a refusal.
@@ -345,6 +363,18 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
     }
     plan.user = kept;
     Ok(plan)
+}
+
+impl Plan {
+    /// `rule`'s lines in both before files.
+    fn before(&mut self, ruleset: &Ruleset, rule: &Rule, index: usize) -> Result<(), EmitError> {
+        let here = |why: String| refuse(&rule.comment, why);
+        self.before_v4
+            .extend(before::lines(ruleset, rule, index, Family::Ipv4).map_err(here)?);
+        self.before_v6
+            .extend(before::lines(ruleset, rule, index, Family::Ipv6).map_err(here)?);
+        Ok(())
+    }
 }
 
 /// A rule of the leading run, written to `before.rules`: conntrack state,
