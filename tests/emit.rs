@@ -762,3 +762,62 @@ fn a_limited_accept_under_docker_user_is_refused() {
         other => panic!("not refused: {other:?}"),
     }
 }
+
+/// web-server's SSH log prefix is longer than LOG takes: the CLI writes
+/// the files anyway, without `--approximate`, with a warning on stderr and
+/// in `--json`.
+#[test]
+fn web_server_emits_for_iptables_with_a_log_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fwharden()
+        .args(["--json", "--profile-dir", "profiles", "emit", "web-server"])
+        .args(["--format", "iptables", "--output"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("warning: approximated: web-server.toml:13 allow ssh from admin: log prefix"),
+        "{}",
+        stderr(&out)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 1, "{report}");
+}
+
+/// Both interfaces iptables cannot take are named in one run, exit 4.
+#[test]
+fn every_iptables_refusal_is_named_in_one_run() {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("plus.toml"),
+        "[[rule]]\nallow = \"80/tcp\"\ninterface = \"eth+\"\n\n[[rule]]\nallow = \"443/tcp\"\ninterface = \"br+\"\n",
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = fwharden()
+        .arg("--profile-dir")
+        .arg(profiles.path())
+        .args(["emit", "plus", "--format", "iptables", "--output"])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(fwharden::exit::REFUSED),
+        "{}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("the rule \"plus.toml:1 allow 80/tcp on eth+\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("the rule \"plus.toml:5 allow 443/tcp on br+\""),
+        "{err}"
+    );
+    assert!(err.contains("2 rules refused"), "{err}");
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0);
+}

@@ -1167,20 +1167,16 @@ fn mutated_shipped_profiles(nft: Option<&NftCheck>) {
 // ---------------------------------------------------------------------
 // ufw: the same verdicts as nftables
 
-/// The part of a random profile ufw can express at all: no per-source
-/// limit (ufw has none as strict, see src/emit/ufw), no forward or output
-/// chain, and a parent without limits. What is left can still be refused
-/// (an interface name ufw cannot take, a group past ufw's size).
+/// The part of a random profile ufw can express at all: no forward or
+/// output chain. Per-source limits stay (their meters go into
+/// before.rules, see src/emit/ufw/meter.rs), and so may any shipped parent
+/// (the containers chain is stripped before emitting). What is left can
+/// still be refused (an interface name ufw cannot take, a group past ufw's
+/// size, a limit behind a rule that may take the same packets).
 fn for_ufw(mut p: GenProfile) -> GenProfile {
-    for r in &mut p.rules {
-        r.limit = None;
-    }
     if let Some(d) = &mut p.defaults {
         d.policies[1] = None;
         d.policies[2] = None;
-    }
-    if !matches!(p.extends, None | Some("base") | Some("wireguard-gateway")) {
-        p.extends = Some("base");
     }
     p
 }

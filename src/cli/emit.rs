@@ -67,11 +67,27 @@ pub fn run(
     let emitted = match emitted {
         Ok(e) => e,
         Err(e @ EmitError::Refused { .. }) => {
-            eprintln!("fwharden: {e}");
+            // One line each: every refusal of the run, then what it means.
+            let refusals = e.refusals();
+            for r in &refusals {
+                eprintln!(
+                    "fwharden: {} cannot express the rule \"{}\": {}",
+                    r.format, r.rule, r.why
+                );
+            }
+            eprintln!(
+                "fwharden: {} refused, nothing was written",
+                match refusals.len() {
+                    1 => "1 rule".to_string(),
+                    n => format!("{n} rules"),
+                }
+            );
             if json {
-                let EmitError::Refused { rule, why, .. } = &e;
-                let out =
-                    json!({"ok": false, "refused": [{"rule": rule, "why": why}], "warnings": []});
+                let refused: Vec<_> = refusals
+                    .iter()
+                    .map(|r| json!({"format": r.format, "rule": r.rule, "why": r.why}))
+                    .collect();
+                let out = json!({"ok": false, "refused": refused, "warnings": []});
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
             return Ok(exit::REFUSED);

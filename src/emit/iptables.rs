@@ -94,6 +94,7 @@ pub fn restore_text(
     warnings: &mut Vec<String>,
 ) -> Result<String, EmitError> {
     let (mut chains, mut lines) = (Vec::new(), Vec::new());
+    let mut refusals = Vec::new();
     for p in placed {
         let mut e = Emitter {
             placed: p,
@@ -103,7 +104,10 @@ pub fn restore_text(
             lines: Vec::new(),
         };
         for (i, rule) in p.chain.rules.iter().enumerate() {
-            e.rule(i, rule)?;
+            // On to the next rule: one run names every refusal.
+            if let Err(refused) = e.rule(i, rule) {
+                refusals.push(refused);
+            }
         }
         // A passing chain's accept policy is its end: the packet returns.
         let (target, word) = match (p.chain.policy, p.accept) {
@@ -125,6 +129,9 @@ pub fn restore_text(
             chains.push(unused.to_string());
         }
     }
+    if let Some(refused) = EmitError::gather(refusals) {
+        return Err(refused);
+    }
     let mut out = String::from("*filter\n");
     for c in &chains {
         let _ = writeln!(out, ":{c} - [0:0]");
@@ -138,11 +145,7 @@ pub fn restore_text(
 
 impl Emitter<'_> {
     fn refuse(&self, rule: &Rule, why: impl Into<String>) -> EmitError {
-        EmitError::Refused {
-            format: "iptables",
-            rule: quote::free_text(&rule.comment),
-            why: why.into(),
-        }
+        EmitError::refused("iptables", quote::free_text(&rule.comment), why.into())
     }
 
     fn warn(&mut self, what: String) {

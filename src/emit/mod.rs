@@ -26,12 +26,83 @@ use crate::ruleset::Ruleset;
 
 #[derive(Debug, Error)]
 pub enum EmitError {
-    #[error("{format} cannot express the rule \"{rule}\": {why}; nothing was written")]
+    /// Every rule the format cannot express: the first in the fields, the
+    /// others in `also`, so one run names them all.
+    #[error("{}", refused_text(.format, .rule, .why, .also))]
     Refused {
         format: &'static str,
         rule: String,
         why: String,
+        also: Vec<Refusal>,
     },
+}
+
+/// One more refusal of the same emit: its rule (the profile's
+/// `file:line`, then the rule's text) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub format: &'static str,
+    pub rule: String,
+    pub why: String,
+}
+
+fn refused_text(format: &str, rule: &str, why: &str, also: &[Refusal]) -> String {
+    let mut text = format!("{format} cannot express the rule \"{rule}\": {why}");
+    for r in also {
+        text.push_str(&format!(
+            "; {} cannot express the rule \"{}\" either: {}",
+            r.format, r.rule, r.why
+        ));
+    }
+    text.push_str("; nothing was written");
+    text
+}
+
+impl EmitError {
+    pub fn refused(format: &'static str, rule: String, why: String) -> EmitError {
+        EmitError::Refused {
+            format,
+            rule,
+            why,
+            also: Vec::new(),
+        }
+    }
+
+    /// Every refusal, in the order found.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        let EmitError::Refused {
+            format,
+            rule,
+            why,
+            also,
+        } = self;
+        let mut all = vec![Refusal {
+            format,
+            rule: rule.clone(),
+            why: why.clone(),
+        }];
+        all.extend(also.iter().cloned());
+        all
+    }
+
+    /// The refusals of `errors` as one error, each once (the two families'
+    /// files refuse the same rule alike); `None` when there is none.
+    pub fn gather(errors: impl IntoIterator<Item = EmitError>) -> Option<EmitError> {
+        let mut all: Vec<Refusal> = Vec::new();
+        for r in errors.into_iter().flat_map(|e| e.refusals()) {
+            if !all.contains(&r) {
+                all.push(r);
+            }
+        }
+        let mut rest = all.into_iter();
+        let first = rest.next()?;
+        Some(EmitError::Refused {
+            format: first.format,
+            rule: first.rule,
+            why: first.why,
+            also: rest.collect(),
+        })
+    }
 }
 
 /// What to do with a rule the format cannot express exactly.
@@ -92,9 +163,17 @@ pub fn iptables(ruleset: &Ruleset, _approx: Approximation) -> Result<Emitted, Em
     let ban_table = placement::ban_table(ruleset);
     let placed = placement::place(ruleset, ban_table.as_ref());
     let mut warnings = Vec::new();
-    let sets = ipset::restore_text(ruleset, ban_table.as_ref())?;
-    let v4 = iptables::restore_text(&placed, Family::Ipv4, &mut warnings)?;
-    let v6 = iptables::restore_text(&placed, Family::Ipv6, &mut warnings)?;
+    // Every refusal of the three files, so one run names them all.
+    let sets = ipset::restore_text(ruleset, ban_table.as_ref());
+    let v4 = iptables::restore_text(&placed, Family::Ipv4, &mut warnings);
+    let v6 = iptables::restore_text(&placed, Family::Ipv6, &mut warnings);
+    let (sets, v4, v6) = match (sets, v4, v6) {
+        (Ok(sets), Ok(v4), Ok(v6)) => (sets, v4, v6),
+        (sets, v4, v6) => {
+            let errors = [sets.err(), v4.err(), v6.err()].into_iter().flatten();
+            return Err(EmitError::gather(errors).expect("one of them failed"));
+        }
+    };
     let header = placement::header(ruleset, &warnings);
     let mut files = Vec::new();
     if let Some(sets) = &sets {

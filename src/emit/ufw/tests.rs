@@ -162,9 +162,15 @@ fn refusals_name_the_rule_and_say_why() {
     let rules = vec![any_tcp, meter.clone(), guarded.clone()];
     for approx in [Approximation::Refuse, Approximation::Stricter] {
         match plan(&ruleset(rules.clone(), sets.clone()), approx) {
-            Err(EmitError::Refused { rule, why, format }) => {
+            Err(EmitError::Refused {
+                rule,
+                why,
+                format,
+                also,
+            }) => {
                 assert_eq!(format, "ufw");
                 assert_eq!(rule, "t.toml:9 ssh: over limit");
+                assert_eq!(also, [], "the guarded rule itself is no refusal");
                 assert!(why.contains("\"t.toml:5 tcp\""), "{why}");
             }
             other => panic!("not refused: {other:?}"),
