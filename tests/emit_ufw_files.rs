@@ -105,26 +105,48 @@ fn the_cli_refuses_with_exit_4_and_wants_a_directory() {
 }
 
 /// A per-source limit goes into before.rules, ahead of every ufw rule: an
-/// earlier rule that may take the same packets makes that inexact, and
-/// the refusal names both profile lines.
+/// earlier rule that may take the same packets goes there too, with its
+/// log as a LOG line, so the order is the model's.
 #[test]
-fn a_per_source_limit_behind_an_overlapping_rule_is_refused_with_its_file_and_line() {
+fn a_per_source_limit_behind_an_overlapping_rule_moves_that_rule_into_before_rules() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("overlap.toml"),
         "[defaults]\ncontainers = \"ignore\"\n\n[[rule]]\nallow = \"22/tcp\"\nlog = true\n\n[[rule]]\nallow = \"ssh\"\nlimit = \"10/minute\"\nburst = 5\n",
     )
     .unwrap();
-    match ufw::emit(
+    let e = ufw::emit(
         &with_containers(dir.path(), "overlap"),
-        Approximation::Stricter,
-    ) {
-        Err(EmitError::Refused { rule, why, .. }) => {
-            assert!(rule.starts_with("overlap.toml:8 "), "{rule}");
-            assert!(why.contains("\"overlap.toml:4 "), "{why}");
-            assert!(why.contains("before.rules"), "{why}");
-        }
-        Ok(_) => panic!("a limit behind an overlapping rule was emitted"),
+        Approximation::Refuse,
+    )
+    .unwrap();
+    for (file, chain) in [
+        (ufw::BEFORE_V4, "ufw-before-input"),
+        (ufw::BEFORE_V6, "ufw6-before-input"),
+    ] {
+        let text = &e.file(file).unwrap().text;
+        let ours: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("overlap.toml:"))
+            .collect();
+        assert_eq!(ours.len(), 3, "{file}: {ours:#?}");
+        assert!(ours[0].starts_with(&format!("-A {chain} -p tcp -m tcp --dport 22 ")));
+        assert!(
+            ours[0].ends_with("-j LOG --log-prefix \"fwharden allow 22/tcp: \" --log-level 6"),
+            "{}",
+            ours[0]
+        );
+        assert!(
+            ours[1].ends_with("\"overlap.toml:4 allow 22/tcp\" -j ACCEPT"),
+            "{}",
+            ours[1]
+        );
+        assert!(ours[2].contains("--hashlimit-mode srcip"), "{}", ours[2]);
+        assert!(
+            ours[2].ends_with("\"overlap.toml:8 allow ssh: over limit\" -j DROP"),
+            "{}",
+            ours[2]
+        );
     }
 }
 
@@ -239,7 +261,7 @@ fn every_refusal_is_named_in_one_run() {
     let profiles = tempfile::tempdir().unwrap();
     std::fs::write(
         profiles.path().join("many.toml"),
-        "[defaults]\nforward = \"drop\"\ncontainers = \"ignore\"\n\n[[rule]]\nallow = \"22/tcp\"\n\n[[rule]]\nallow = \"ssh\"\nlimit = \"10/minute\"\n\n[[rule]]\nallow = \"80/tcp\"\ninterface = \"e$x\"\n",
+        "[defaults]\nforward = \"drop\"\ncontainers = \"ignore\"\n\n[[rule]]\nallow = \"ssh\"\ninterface = \"e%x\"\n\n[[rule]]\nallow = \"80/tcp\"\ninterface = \"e$x\"\n",
     )
     .unwrap();
     let out_dir = tempfile::tempdir().unwrap();
@@ -265,8 +287,8 @@ fn every_refusal_is_named_in_one_run() {
     let err = stderr(&out);
     for rule in [
         "\"defaults: forward\"",
-        "\"many.toml:8 allow ssh: over limit\"",
-        "\"many.toml:12 allow 80/tcp on e_x\"",
+        "\"many.toml:5 allow ssh on e%x\"",
+        "\"many.toml:9 allow 80/tcp on e_x\"",
     ] {
         assert!(
             err.contains(&format!("fwharden: ufw cannot express the rule {rule}")),

@@ -3,7 +3,7 @@
 //! port ranges), the combinations of alternatives, rates.
 
 use super::quote;
-use crate::ruleset::{CtState, PortRange, Protocol, Rate, RateUnit, Ruleset, Set, SetKind};
+use crate::ruleset::{CtState, Log, PortRange, Protocol, Rate, RateUnit, Ruleset, Set, SetKind};
 
 /// `-m multiport` takes at most 15 ports, a range counting two
 /// (XT_MULTI_PORTS); ufw refuses more in one rule too.
@@ -175,6 +175,38 @@ pub fn hashlimit_refusal(rate: &Rate) -> String {
         rate.burst,
         rate_text(rate)
     )
+}
+
+/// The LOG target's limit on a prefix, NUL excluded (xt_LOG.h).
+const LOG_PREFIX_MAX: usize = 29;
+/// xt_NFLOG's prefix: 64 bytes, NUL included.
+const NFLOG_PREFIX_MAX: usize = 63;
+
+/// `log` as an iptables target (`LOG` at level 6, or `NFLOG` with its
+/// group), and the warning to give when its prefix had to be shortened
+/// (see [`short_log_prefix`]). `comment` is the rule's.
+pub fn log_target(log: &Log, comment: &str) -> (String, Option<String>) {
+    let (target, max) = match log.group {
+        None => ("LOG", LOG_PREFIX_MAX),
+        Some(_) => ("NFLOG", NFLOG_PREFIX_MAX),
+    };
+    let prefix = &log.prefix;
+    let (prefix, warning) = if prefix.len() <= max && quote::is_safe_prefix(prefix) {
+        (prefix.clone(), None)
+    } else {
+        let short = short_log_prefix(prefix, comment, max);
+        let warning = format!(
+            "{}: log prefix {:?} written as {short:?} ({target} takes {max} plain bytes)",
+            quote::free_text(comment),
+            quote::free_text(prefix)
+        );
+        (short, Some(warning))
+    };
+    let text = match log.group {
+        None => format!("LOG --log-prefix \"{prefix}\" --log-level 6"),
+        Some(g) => format!("NFLOG --nflog-group {g} --nflog-prefix \"{prefix}\""),
+    };
+    (text, warning)
 }
 
 /// A log prefix that fits in `max` plain bytes. Logging decides nothing,

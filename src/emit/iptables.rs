@@ -34,17 +34,12 @@
 use std::fmt::Write;
 
 use super::fragments::{
-    ctstate, hashlimit_holds, hashlimit_refusal, meter_match, original_port_alternatives,
-    port_alternatives, product, rate_text, short_log_prefix,
+    ctstate, hashlimit_holds, hashlimit_refusal, log_target, meter_match,
+    original_port_alternatives, port_alternatives, product, rate_text,
 };
 use super::placement::{Accept, Placed, HOOKED};
 use super::{ipset, quote, EmitError};
 use crate::ruleset::*;
-
-/// The LOG target's limit on a prefix, NUL excluded (xt_LOG.h).
-const LOG_PREFIX_MAX: usize = 29;
-/// xt_NFLOG's prefix: 64 bytes, NUL included.
-const NFLOG_PREFIX_MAX: usize = 63;
 
 /// Which family's file a rule belongs in, from its matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,10 +188,7 @@ impl Emitter<'_> {
                 quote::free_text(&rule.comment)
             )
         };
-        let log = match &rule.log {
-            Some(log) => Some(self.log_target(rule, log)?),
-            None => None,
-        };
+        let log = rule.log.as_ref().map(|log| self.log_target(rule, log));
         let verdict = rule.verdict.map(|v| self.verdict_target(v));
         if let Some(r) = rule.limit.filter(|r| !hashlimit_holds(r)) {
             return Err(self.refuse(rule, hashlimit_refusal(&r)));
@@ -361,30 +353,14 @@ impl Emitter<'_> {
         }
     }
 
-    fn log_target(&mut self, rule: &Rule, log: &Log) -> Result<String, EmitError> {
-        let prefix = &log.prefix;
-        let (target, max) = match log.group {
-            None => ("LOG", LOG_PREFIX_MAX),
-            Some(_) => ("NFLOG", NFLOG_PREFIX_MAX),
-        };
-        let fits = prefix.len() <= max && quote::is_safe_prefix(prefix);
-        let prefix = if fits {
-            prefix.clone()
-        } else {
-            // Logging decides nothing: never a reason to refuse, with or
-            // without --approximate.
-            let short = short_log_prefix(prefix, &rule.comment, max);
-            self.warn(format!(
-                "{}: log prefix {:?} written as {short:?} ({target} takes {max} plain bytes)",
-                quote::free_text(&rule.comment),
-                quote::free_text(prefix)
-            ));
-            short
-        };
-        Ok(match log.group {
-            None => format!("LOG --log-prefix \"{prefix}\" --log-level 6"),
-            Some(g) => format!("NFLOG --nflog-group {g} --nflog-prefix \"{prefix}\""),
-        })
+    /// Logging decides nothing: a prefix too long for the target is
+    /// shortened with a warning, never a refusal, `--approximate` or not.
+    fn log_target(&mut self, rule: &Rule, log: &Log) -> String {
+        let (target, warning) = log_target(log, &rule.comment);
+        if let Some(w) = warning {
+            self.warn(w);
+        }
+        target
     }
 
     fn verdict_target(&self, v: Verdict) -> String {

@@ -11,7 +11,8 @@ use std::fmt::Write;
 use super::rule::{set_sources, ufw_interface};
 use super::{quote, From, Plan};
 use crate::emit::fragments::{
-    ctstate, hashlimit_holds, hashlimit_refusal, meter_match, port_alternatives, rate_text,
+    ctstate, hashlimit_holds, hashlimit_refusal, log_target, meter_match, port_alternatives,
+    product, rate_text,
 };
 use crate::ruleset::*;
 
@@ -75,11 +76,14 @@ pub fn prefix(family: Family) -> &'static str {
 /// or a per-source meter placed ahead of the user rules (see
 /// [`super::plan`]); none when the rule matches only the other family.
 /// `index` names its rate bucket.
+/// A rule's `log` becomes a LOG line ahead of its verdict's line, with the
+/// same matches; a shortened log prefix is pushed to `warnings`.
 pub fn lines(
     ruleset: &Ruleset,
     rule: &Rule,
     index: usize,
     family: Family,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<String>, String> {
     let chain = format!("{}-before-input", prefix(family));
     let mut alternatives: Vec<Vec<String>> = Vec::new();
@@ -150,30 +154,45 @@ pub fn lines(
         })
         .unwrap_or_default();
     let target = match (rule.verdict, family) {
-        (Some(Verdict::Accept), _) => "ACCEPT",
-        (Some(Verdict::Drop), _) => "DROP",
+        (Some(Verdict::Accept), _) => Some("ACCEPT"),
+        (Some(Verdict::Drop), _) => Some("DROP"),
         (Some(Verdict::Reject(RejectWith::PortUnreachable)), Family::Ipv4) => {
-            "REJECT --reject-with icmp-port-unreachable"
+            Some("REJECT --reject-with icmp-port-unreachable")
         }
         (Some(Verdict::Reject(RejectWith::PortUnreachable)), Family::Ipv6) => {
-            "REJECT --reject-with icmp6-port-unreachable"
+            Some("REJECT --reject-with icmp6-port-unreachable")
         }
-        (Some(Verdict::Reject(RejectWith::TcpReset)), _) | (None, _) => {
-            return Err("a TCP reset or no verdict in before.rules".into())
-        }
+        // The model resets only in rules matching TCP alone, so every line
+        // has the `-p tcp` the kernel wants (xt_REJECT's check).
+        (Some(Verdict::Reject(RejectWith::TcpReset)), _) => Some("REJECT --reject-with tcp-reset"),
+        (None, _) => None,
     };
-    let comment = quote::free_text(&rule.comment);
-    let mut lines = vec![String::new()];
-    for alts in &alternatives {
-        lines = lines
-            .iter()
-            .flat_map(|l| alts.iter().map(move |a| format!("{l}{a}")))
-            .collect();
+    let log = match &rule.log {
+        Some(_) if rule.limit.is_some() && target.is_some() => {
+            return Err(
+                "a rule with a rate limit, a log and a verdict in before.rules: its two lines would charge the limit twice; use nftables or the iptables format".into(),
+            )
+        }
+        Some(log) => {
+            let (text, warning) = log_target(log, &rule.comment);
+            warnings.extend(warning);
+            Some(text)
+        }
+        None => None,
+    };
+    if log.is_none() && target.is_none() {
+        return Err("a rule with neither a log nor a verdict".into());
     }
-    Ok(lines
-        .into_iter()
-        .map(|l| format!("-A {chain}{l}{limit} -m comment --comment \"{comment}\" -j {target}"))
-        .collect())
+    let comment = quote::free_text(&rule.comment);
+    let mut out = Vec::new();
+    for l in product(&alternatives) {
+        for t in log.iter().map(String::as_str).chain(target) {
+            out.push(format!(
+                "-A {chain}{l}{limit} -m comment --comment \"{comment}\" -j {t}"
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The whole file for `family`.

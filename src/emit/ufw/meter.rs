@@ -10,8 +10,10 @@
 //! exact only when none of them can match a packet the meter matches:
 //! such a rule decides its packets before the meter would charge them in
 //! the model, and after it under ufw. [`disjoint`] proves it from the
-//! families, protocols, ports and source prefixes; a meter it cannot prove
-//! so is refused, naming its rule.
+//! families, protocols, ports and source prefixes. Where it cannot, the
+//! rules up to that meter go into before.rules whole, as iptables lines in
+//! model order ([`moved`]): exact again, at the price of those rules not
+//! being ufw rules (`ufw status` does not list them).
 
 use ipnet::IpNet;
 
@@ -80,4 +82,25 @@ pub fn is_meter(rule: &Rule) -> bool {
     rule.matches
         .iter()
         .any(|m| matches!(m, Match::SourceRateOver { .. }))
+}
+
+/// How many rules of `rest` (the input chain after its leading run) go
+/// into before.rules whole: up to and including the last meter that a
+/// user rule ahead of it may race. Later meters are checked only against
+/// the user rules after that point, which are the ones that move behind
+/// them.
+pub fn moved(ruleset: &Ruleset, rest: &[Rule]) -> usize {
+    let mut moved = 0;
+    for (i, rule) in rest.iter().enumerate() {
+        if !is_meter(rule) {
+            continue;
+        }
+        let raced = rest[moved..i]
+            .iter()
+            .any(|e| !is_meter(e) && !disjoint(ruleset, e, rule));
+        if raced {
+            moved = i + 1;
+        }
+    }
+    moved
 }

@@ -192,6 +192,9 @@ pub struct Plan {
     pub before_v6: Vec<String>,
     pub user: Vec<UserRule>,
     pub logging: Logging,
+    /// How many of the input chain's rules before.rules holds whole, ahead
+    /// of every ufw rule (per-source meters after them are there too).
+    pub lead: usize,
     /// One line per approximation made.
     pub warnings: Vec<String>,
 }
@@ -205,11 +208,7 @@ fn refuse(rule: &str, why: impl Into<String>) -> EmitError {
 pub fn emit(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitError> {
     let plan = plan(ruleset, approx)?;
     let header = script::header(&plan);
-    // A plan was made, so the ruleset has an input chain.
-    let lead = whole_ruleset(ruleset)
-        .0
-        .map_or(0, |c| c.rules.iter().take_while(|r| is_before(r)).count());
-    let table = super::lockout::table_with_existing(ruleset, Some(lead));
+    let table = super::lockout::table_with_existing(ruleset, Some(plan.lead));
     let files = vec![
         File {
             name: SCRIPT.into(),
@@ -303,6 +302,7 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
         before_v6: Vec::new(),
         user: Vec::new(),
         logging: Logging::Off,
+        lead: 0,
         warnings: Vec::new(),
     };
     plan.rules(ruleset, chain, approx, &mut refusals);
@@ -331,25 +331,13 @@ impl Plan {
             }
         }
         let rest = &chain.rules[lead..];
+        // The rules up to the last meter an earlier rule may race go into
+        // before.rules whole, in model order (see [`meter`]).
+        let moved = meter::moved(ruleset, rest);
+        self.lead = lead + moved;
         for (i, rule) in rest.iter().enumerate() {
-            if meter::is_meter(rule) {
-                // Ahead of every user rule: exact only if none of those the
-                // model has before it can take its packets (see [`meter`]).
-                let earlier = rest[..i]
-                    .iter()
-                    .filter(|e| !meter::is_meter(e))
-                    .find(|e| !meter::disjoint(ruleset, e, rule));
-                let placed = match earlier {
-                Some(earlier) => Err(refuse(
-                    &rule.comment,
-                    format!(
-                        "a per-source rate limit goes into before.rules, ahead of every ufw rule, and the earlier rule \"{}\" may match the same packets, which the limit would then charge first: put the limited rule before it in the profile, or use nftables or the iptables format",
-                        quote::free_text(&earlier.comment)
-                    ),
-                )),
-                None => self.before(ruleset, rule, lead + i),
-            };
-                if let Err(refused) = placed {
+            if i < moved || meter::is_meter(rule) {
+                if let Err(refused) = self.before(ruleset, rule, lead + i) {
                     refusals.push(refused);
                 }
                 continue;
@@ -398,10 +386,14 @@ impl Plan {
     /// `rule`'s lines in both before files.
     fn before(&mut self, ruleset: &Ruleset, rule: &Rule, index: usize) -> Result<(), EmitError> {
         let here = |why: String| refuse(&rule.comment, why);
-        self.before_v4
-            .extend(before::lines(ruleset, rule, index, Family::Ipv4).map_err(here)?);
-        self.before_v6
-            .extend(before::lines(ruleset, rule, index, Family::Ipv6).map_err(here)?);
+        let mut warnings = Vec::new();
+        let v4 = before::lines(ruleset, rule, index, Family::Ipv4, &mut warnings).map_err(here)?;
+        let v6 = before::lines(ruleset, rule, index, Family::Ipv6, &mut warnings).map_err(here)?;
+        self.before_v4.extend(v4);
+        self.before_v6.extend(v6);
+        for w in warnings {
+            self.warn(w);
+        }
         Ok(())
     }
 }

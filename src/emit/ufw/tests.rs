@@ -159,22 +159,26 @@ fn refusals_name_the_rule_and_say_why() {
         "t.toml:5 tcp",
     );
     let guarded = ssh_from("admin_v4", Family::Ipv4);
+    // Behind a rule that may take the same packets (every TCP packet), the
+    // rules up to the meter go into before.rules whole, in model order.
     let rules = vec![any_tcp, meter.clone(), guarded.clone()];
     for approx in [Approximation::Refuse, Approximation::Stricter] {
-        match plan(&ruleset(rules.clone(), sets.clone()), approx) {
-            Err(EmitError::Refused {
-                rule,
-                why,
-                format,
-                also,
-            }) => {
-                assert_eq!(format, "ufw");
-                assert_eq!(rule, "t.toml:9 ssh: over limit");
-                assert_eq!(also, [], "the guarded rule itself is no refusal");
-                assert!(why.contains("\"t.toml:5 tcp\""), "{why}");
-            }
-            other => panic!("not refused: {other:?}"),
-        }
+        let p = plan(&ruleset(rules.clone(), sets.clone()), approx).unwrap();
+        assert_eq!(p.lead, 2, "{p:?}");
+        let comments: Vec<&str> = p
+            .before_v4
+            .iter()
+            .map(|l| l.split("--comment ").nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            comments,
+            [
+                "\"t.toml:5 tcp\" -j ACCEPT",
+                "\"t.toml:9 ssh: over limit\" -j DROP"
+            ]
+        );
+        assert_eq!(p.user.len(), 1, "{:?}", p.user);
+        assert_eq!(p.user[0].comment, "t.toml:9 ssh");
     }
     // Behind a rule of other ports, it holds: the meter in before.rules,
     // the rule it guards a ufw rule.
