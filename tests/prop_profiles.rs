@@ -1172,7 +1172,7 @@ fn mutated_shipped_profiles(nft: Option<&NftCheck>) {
 /// before.rules, see src/emit/ufw/meter.rs), and so may any shipped parent
 /// (the containers chain is stripped before emitting). What is left can
 /// still be refused (an interface name ufw cannot take, a group past ufw's
-/// size, a limit behind a rule that may take the same packets).
+/// size).
 fn for_ufw(mut p: GenProfile) -> GenProfile {
     if let Some(d) = &mut p.defaults {
         d.policies[1] = None;
