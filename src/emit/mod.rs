@@ -7,9 +7,12 @@
 //!
 //! No silent approximation: a rule a format cannot express exactly is
 //! refused with its comment (which starts with the profile's `file:line`),
-//! unless the caller asked for [`Approximation::Stricter`]; then only
-//! changes that never let more through are made, and each one is a warning
-//! the caller prints and the files carry in their header.
+//! every such rule of the run in one [`EmitError::Refused`], unless the
+//! caller asked for [`Approximation::Stricter`]; then only changes that
+//! never let more through are made, and each one is a warning the caller
+//! prints and the files carry in their header. Logging decides no
+//! packet's fate, so a log prefix or rate a format cannot carry is always
+//! such a warning, never a refusal.
 
 mod fragments;
 pub mod ipset;
