@@ -27,6 +27,14 @@ pub const PROBE_FAILED: i32 = 6;
 /// in by a policy, by a rule that names no port, or by no ruleset at all.
 pub const EXPOSED: i32 = 7;
 
+/// An error that knows its exit code. Each library error implements it
+/// beside its variants; the command line asks one function
+/// (`cli::codes::of`) which walks an error's chain for the first that
+/// knows, so no command chooses a code for an error by hand.
+pub trait Coded {
+    fn exit_code(&self) -> i32;
+}
+
 /// Every exit code with its name, in order: the README's table of exit
 /// codes is checked against it (see the test below).
 pub const ALL: [(i32, &str); 8] = [

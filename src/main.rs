@@ -14,7 +14,7 @@ fn main() {
             // Errors quote paths and profile text: escaped for the terminal.
             let text = format!("{err:#}");
             eprintln!("fwharden: error: {}", fwharden::term::safe_lines(&text));
-            fwharden::cli::exit::FAILURE
+            fwharden::cli::codes::of(&err)
         }
     };
     std::process::exit(code);

@@ -214,7 +214,7 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
                 .filter(|_| ports.watchers.state(&p, &dirs.run) != WatcherState::Gone)
                 .and_then(|w| placement::v2_group_of(&w.to_string())),
             hatch: hatch::find(&p.ruleset).map_or_else(
-                || "none: the apply did not come over SSH (no SSH_CONNECTION), so there is no operator address to let back in".to_string(),
+                || "none: the apply found no single SSH client to let back in (not over SSH, or several candidate clients, all of them guarded)".to_string(),
                 |f| f.describe(),
             ),
             watcher_lives: p.watcher_lives,

@@ -228,7 +228,7 @@ pub fn run(
                 "fwharden: error: {}",
                 crate::term::safe_lines(&e.to_string())
             );
-            return Ok(e.exit_code());
+            return Ok(super::codes::of_error(e));
         }
     };
     let banned = banned_operator(operator);

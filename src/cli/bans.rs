@@ -117,7 +117,7 @@ pub fn unban(addr: IpAddr, json: bool) -> anyhow::Result<i32> {
         Ok(d) => d,
         Err(e @ nft::NftError::NoBans { .. }) => {
             eprintln!("fwharden: refused: {e}");
-            return Ok(exit::REFUSED);
+            return Ok(super::codes::of_error(e));
         }
         Err(e) => return Err(e).with_context(|| format!("unbanning {addr}")),
     };

@@ -90,7 +90,7 @@ pub fn run(
                 let out = json!({"ok": false, "refused": refused, "warnings": []});
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
-            return Ok(exit::REFUSED);
+            return Ok(super::codes::of_error(e));
         }
     };
     // On stderr always: a warning (a shortened log prefix, ufw's own log

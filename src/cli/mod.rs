@@ -5,6 +5,7 @@ mod apply;
 mod audit;
 mod bans;
 mod check;
+pub mod codes;
 mod emit;
 mod generate;
 mod list;

@@ -17,7 +17,7 @@ fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
         "fwharden: error: {}",
         crate::term::safe_lines(&e.to_string())
     );
-    Ok(e.exit_code())
+    Ok(super::codes::of_error(e))
 }
 
 pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i32> {
@@ -231,7 +231,7 @@ pub fn watch(dirs: &Dirs, token: &str) -> anyhow::Result<i32> {
         Ok(()) => Ok(exit::OK),
         Err(e) => {
             eprintln!("{} fwharden watch: error: {e}", now_ms());
-            Ok(e.exit_code())
+            Ok(super::codes::of_error(e))
         }
     }
 }

@@ -108,6 +108,14 @@ impl EmitError {
     }
 }
 
+impl crate::exit::Coded for EmitError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            EmitError::Refused { .. } => crate::exit::REFUSED,
+        }
+    }
+}
+
 /// What to do with a rule the format cannot express exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Approximation {

@@ -96,6 +96,16 @@ pub enum NftError {
     Protocol { op: &'static str, detail: String },
 }
 
+impl crate::exit::Coded for NftError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            // Bans are off: a refusal of principle, nothing was changed.
+            NftError::NoBans { .. } => crate::exit::REFUSED,
+            _ => crate::exit::FAILURE,
+        }
+    }
+}
+
 /// What [`apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {

@@ -153,9 +153,8 @@ pub fn interlock() -> Result<(), RollbackError> {
     crate::interlock::check().map_err(|_| RollbackError::Interlock)
 }
 
-impl RollbackError {
-    /// The exit code the CLI gives this error.
-    pub fn exit_code(&self) -> i32 {
+impl crate::exit::Coded for RollbackError {
+    fn exit_code(&self) -> i32 {
         use crate::exit;
         match self {
             RollbackError::Lockout(_)
@@ -163,6 +162,7 @@ impl RollbackError {
             | RollbackError::Interlock
             | RollbackError::Lock(LockError::Busy { .. }) => exit::REFUSED,
             RollbackError::ReadBack { .. } => exit::ROLLED_BACK,
+            RollbackError::Kernel(e) => e.exit_code(),
             _ => exit::FAILURE,
         }
     }

@@ -24,6 +24,33 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why the watcher could not get a cgroup of its own (it then stays in the
+/// caller's, and `status` says why).
+#[derive(Debug, Error)]
+pub enum GroupError {
+    #[error("cannot create {}: {source}", path.display())]
+    Scratch {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no cgroup2 mount is visible, and mounting one failed: {0}")]
+    Mount(#[source] nix::Error),
+    #[error("cannot create cgroup {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open {}/cgroup.procs: {source}", path.display())]
+    Procs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Where a watcher was put, recorded in the pending apply for `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +143,7 @@ pub struct V2Root {
 
 impl V2Root {
     /// The visible mount, or a temporary one in `scratch_parent`.
-    pub fn open(scratch_parent: &Path) -> Result<V2Root, String> {
+    pub fn open(scratch_parent: &Path) -> Result<V2Root, GroupError> {
         if let Some(path) = cgroup2_mount() {
             return Ok(V2Root {
                 path,
@@ -124,13 +151,14 @@ impl V2Root {
             });
         }
         let path = scratch_parent.join(format!(".cgroup2-{}", std::process::id()));
-        fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        fs::create_dir_all(&path).map_err(|source| GroupError::Scratch {
+            path: path.clone(),
+            source,
+        })?;
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         if let Err(e) = mount(Some("cgroup2"), &path, Some("cgroup2"), flags, None::<&str>) {
             let _ = fs::remove_dir(&path);
-            return Err(format!(
-                "no cgroup2 mount is visible, and mounting one failed: {e}"
-            ));
+            return Err(GroupError::Mount(e));
         }
         Ok(V2Root {
             path,
@@ -161,10 +189,13 @@ pub struct NewGroup {
 }
 
 /// Creates the watcher's group and opens its `cgroup.procs`.
-pub fn create_group(token: &str, scratch: &Path) -> Result<NewGroup, String> {
+pub fn create_group(token: &str, scratch: &Path) -> Result<NewGroup, GroupError> {
     let root = V2Root::open(scratch)?;
     let dir = root.path().join(name(token));
-    fs::create_dir(&dir).map_err(|e| format!("cannot create cgroup {}: {e}", dir.display()))?;
+    fs::create_dir(&dir).map_err(|source| GroupError::Create {
+        path: dir.clone(),
+        source,
+    })?;
     match fs::OpenOptions::new()
         .write(true)
         .open(dir.join("cgroup.procs"))
@@ -173,9 +204,9 @@ pub fn create_group(token: &str, scratch: &Path) -> Result<NewGroup, String> {
             name: format!("/{}", name(token)),
             procs,
         }),
-        Err(e) => {
+        Err(source) => {
             let _ = fs::remove_dir(&dir);
-            Err(format!("cannot open {}/cgroup.procs: {e}", dir.display()))
+            Err(GroupError::Procs { path: dir, source })
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn spawn(dirs: &Dirs, token: &str) -> Result<Spawned, RollbackError> {
                     },
                 })
             }
-            Err(why) => why_not_systemd = why,
+            Err(why) => why_not_systemd = why.to_string(),
         }
     }
     match placement::create_group(token, &dirs.run) {
@@ -107,8 +107,20 @@ fn spawn_in_place(dirs: &Dirs, argv: &[OsString], why: String) -> Result<Spawned
     })
 }
 
+/// Why the watcher could not be started as a systemd unit (it is then
+/// started in a cgroup of its own, and `status` says why).
+#[derive(Debug, thiserror::Error)]
+enum UnitError {
+    #[error("systemd-run: {0}")]
+    Run(#[source] std::io::Error),
+    #[error("systemd-run failed: {0}")]
+    Refused(String),
+    #[error("unit {0} started, but its main pid is unknown")]
+    NoPid(String),
+}
+
 /// The watcher as a transient systemd service; its main pid.
-fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, String> {
+fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, UnitError> {
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
     // A unit starts in PID 1's network namespace; the rollback must act in
@@ -124,11 +136,10 @@ fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, String
         .args(&line[1..])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("systemd-run: {e}"))?;
+        .map_err(UnitError::Run)?;
     if !out.status.success() {
-        return Err(format!(
-            "systemd-run failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+        return Err(UnitError::Refused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
     let unit = format!("{}.service", placement::name(token));
@@ -149,7 +160,7 @@ fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, String
             // A watcher nobody can name is one `status` calls dead: stop
             // it, and let the caller start one it can name.
             let _ = Command::new("systemctl").args(["stop", &unit]).output();
-            Err(format!("unit {unit} started, but its main pid is unknown"))
+            Err(UnitError::NoPid(unit))
         }
     }
 }

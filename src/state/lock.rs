@@ -24,6 +24,15 @@ pub enum LockError {
     },
 }
 
+impl crate::exit::Coded for LockError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            LockError::Busy { .. } => crate::exit::REFUSED,
+            LockError::Open { .. } => crate::exit::FAILURE,
+        }
+    }
+}
+
 /// Held while it lives.
 #[derive(Debug)]
 pub struct ApplyLock {

@@ -2,6 +2,7 @@
 
 use super::{apply_new, assert_undone, attempts, confirmed_at_once, confirmed_rig, timed};
 use crate::exit;
+use crate::exit::Coded;
 use crate::kernel::memory::{Call, Failure, Fault};
 use crate::rollback::rig::{compiled, Life, Rig};
 use crate::rollback::{self as rb, ApplyOutcome, RollbackError};

@@ -20,6 +20,7 @@ mod settle;
 
 use super::rig::{compiled, Rig};
 use super::{ApplyOptions, ApplyOutcome, RollbackError};
+use crate::exit::Coded;
 use crate::ruleset::Ruleset;
 
 pub(super) fn timed() -> ApplyOptions {
