@@ -55,7 +55,9 @@ fn emit_matches_the_golden_files() {
 fn a_profile_filtering_container_ports_is_refused() {
     let r = with_containers(&root().join("profiles"), "wireguard-gateway");
     match ufw::emit(&r, Approximation::Stricter) {
-        Err(EmitError::Refused { rule, why, format }) => {
+        Err(EmitError::Refused {
+            rule, why, format, ..
+        }) => {
             assert_eq!(format, "ufw");
             assert!(rule.contains("containers"), "{rule}");
             assert!(why.contains("FORWARD"), "{why}");
@@ -102,20 +104,74 @@ fn the_cli_refuses_with_exit_4_and_wants_a_directory() {
     );
 }
 
-/// A per-source limit names the profile line it came from.
+/// A per-source limit goes into before.rules, ahead of every ufw rule: an
+/// earlier rule that may take the same packets goes there too, with its
+/// log as a LOG line, so the order is the model's.
 #[test]
-fn a_per_source_limit_is_refused_with_its_file_and_line() {
-    match ufw::emit(&shipped_ruleset("db-private"), Approximation::Stricter) {
-        Err(EmitError::Refused { rule, why, .. }) => {
-            assert!(rule.starts_with("db-private.toml:"), "{rule}");
-            assert!(why.contains("per-source rate limit"), "{why}");
-        }
-        Ok(_) => panic!("a per-source limit was emitted"),
+fn a_per_source_limit_behind_an_overlapping_rule_moves_that_rule_into_before_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("overlap.toml"),
+        "[defaults]\ncontainers = \"ignore\"\n\n[[rule]]\nallow = \"22/tcp\"\nlog = true\n\n[[rule]]\nallow = \"ssh\"\nlimit = \"10/minute\"\nburst = 5\n",
+    )
+    .unwrap();
+    let e = ufw::emit(
+        &with_containers(dir.path(), "overlap"),
+        Approximation::Refuse,
+    )
+    .unwrap();
+    for (file, chain) in [
+        (ufw::BEFORE_V4, "ufw-before-input"),
+        (ufw::BEFORE_V6, "ufw6-before-input"),
+    ] {
+        let text = &e.file(file).unwrap().text;
+        let ours: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("overlap.toml:"))
+            .collect();
+        assert_eq!(ours.len(), 3, "{file}: {ours:#?}");
+        assert!(ours[0].starts_with(&format!("-A {chain} -p tcp -m tcp --dport 22 ")));
+        assert!(
+            ours[0].ends_with("-j LOG --log-prefix \"fwharden allow 22/tcp: \" --log-level 6"),
+            "{}",
+            ours[0]
+        );
+        assert!(
+            ours[1].ends_with("\"overlap.toml:4 allow 22/tcp\" -j ACCEPT"),
+            "{}",
+            ours[1]
+        );
+        assert!(ours[2].contains("--hashlimit-mode srcip"), "{}", ours[2]);
+        assert!(
+            ours[2].ends_with("\"overlap.toml:8 allow ssh: over limit\" -j DROP"),
+            "{}",
+            ours[2]
+        );
     }
 }
 
+/// The SSH limit of every shipped profile is a hashlimit meter in
+/// before.rules, charged ahead of the ufw rule it guards.
+#[test]
+fn a_per_source_limit_is_a_hashlimit_meter_in_before_rules() {
+    let e = ufw::emit(&shipped_ruleset("db-private"), Approximation::Refuse).unwrap();
+    let before = &e.file(ufw::BEFORE_V4).unwrap().text;
+    let meter = before
+        .lines()
+        .find(|l| l.contains("--hashlimit-mode srcip"))
+        .unwrap_or_else(|| panic!("no meter: {before}"));
+    assert!(meter.starts_with("-A ufw-before-input "), "{meter}");
+    assert!(meter.contains("--dport 22 "), "{meter}");
+    assert!(
+        meter.contains("--hashlimit-above 10/min --hashlimit-burst 5 "),
+        "{meter}"
+    );
+    assert!(meter.ends_with("-j DROP"), "{meter}");
+}
+
 /// The CLI writes the six files, the scripts executable, and prints each
-/// approximation as a warning; they are in the files' headers too.
+/// approximation as a warning; they are in the files' headers too. Drop
+/// logging is such a warning without `--approximate`.
 #[test]
 fn the_cli_writes_the_files_and_warns_of_approximations() {
     use std::os::unix::fs::PermissionsExt;
@@ -129,7 +185,7 @@ fn the_cli_writes_the_files_and_warns_of_approximations() {
     let out = fwharden()
         .args(["--profile-dir", "profiles", "--profile-dir"])
         .arg(profiles.path())
-        .args(["emit", "gw", "--format", "ufw", "--approximate", "--output"])
+        .args(["emit", "gw", "--format", "ufw", "--output"])
         .arg(out_dir.path())
         .output()
         .unwrap();
@@ -156,4 +212,101 @@ fn the_cli_writes_the_files_and_warns_of_approximations() {
             "{name}:\n{text}"
         );
     }
+}
+
+/// Every shipped profile on a host without containers (a copy saying
+/// `containers = "ignore"`) is emitted for ufw without `--approximate`:
+/// exit 0, logging as warnings on stderr and in `--json`.
+#[test]
+fn every_shipped_profile_without_containers_emits_for_ufw() {
+    let profiles = tempfile::tempdir().unwrap();
+    for name in shipped_profiles() {
+        std::fs::write(
+            profiles.path().join(format!("x-{name}.toml")),
+            format!("extends = \"{name}\"\n[defaults]\ncontainers = \"ignore\"\n"),
+        )
+        .unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = fwharden()
+            .args(["--json", "--profile-dir", "profiles", "--profile-dir"])
+            .arg(profiles.path())
+            .args(["emit", &format!("x-{name}"), "--format", "ufw", "--output"])
+            .arg(out_dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", stdout(&out)));
+        assert_eq!(report["ok"], true, "{name}: {report}");
+        assert_eq!(report["files"].as_array().unwrap().len(), 6, "{name}");
+        for w in report["warnings"].as_array().unwrap() {
+            let w = w.as_str().unwrap();
+            assert!(
+                w.contains("logged by"),
+                "{name}: not a logging warning: {w}"
+            );
+            assert!(
+                stderr(&out).contains(&format!("warning: approximated: {w}")),
+                "{name}: {w} not on stderr: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+/// One run names every refusal, each with its file:line, and exits 4
+/// having written nothing; `--json` lists them.
+#[test]
+fn every_refusal_is_named_in_one_run() {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("many.toml"),
+        "[defaults]\nforward = \"drop\"\ncontainers = \"ignore\"\n\n[[rule]]\nallow = \"ssh\"\ninterface = \"e%x\"\n\n[[rule]]\nallow = \"80/tcp\"\ninterface = \"e$x\"\n",
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = |json: bool| {
+        let mut cmd = fwharden();
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.arg("--profile-dir")
+            .arg(profiles.path())
+            .args(["emit", "many", "--format", "ufw", "--output"])
+            .arg(out_dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(false);
+    assert_eq!(
+        out.status.code(),
+        Some(fwharden::exit::REFUSED),
+        "{}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    for rule in [
+        "\"defaults: forward\"",
+        "\"many.toml:5 allow ssh on e%x\"",
+        "\"many.toml:9 allow 80/tcp on e_x\"",
+    ] {
+        assert!(
+            err.contains(&format!("fwharden: ufw cannot express the rule {rule}")),
+            "{rule} not named: {err}"
+        );
+    }
+    assert!(
+        err.contains("3 rules refused, nothing was written"),
+        "{err}"
+    );
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(fwharden::exit::REFUSED));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["refused"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(
+        std::fs::read_dir(out_dir.path()).unwrap().count(),
+        0,
+        "refused, yet written"
+    );
 }

@@ -777,9 +777,10 @@ fn random_profiles_emitted_for_iptables_see_the_same_verdicts_as_nftables() {
             fs::write(dir.path().join("gen.toml"), &text).unwrap();
             let loaded = load("gen", &search(dir.path()));
             let rules = fwharden::compile::compile(loaded.profile.as_ref().unwrap());
-            // Approximated: random log prefixes are mostly longer than LOG
-            // takes, and a shortened prefix decides nothing.
-            let emitted = match emit::iptables(&rules, emit::Approximation::Stricter) {
+            // Without --approximate: random log prefixes are mostly longer
+            // than LOG takes, and are shortened with a warning (a prefix
+            // decides nothing).
+            let emitted = match emit::iptables(&rules, emit::Approximation::Refuse) {
                 Ok(e) => {
                     approximated.set(approximated.get() + u32::from(!e.warnings.is_empty()));
                     e
@@ -1167,20 +1168,16 @@ fn mutated_shipped_profiles(nft: Option<&NftCheck>) {
 // ---------------------------------------------------------------------
 // ufw: the same verdicts as nftables
 
-/// The part of a random profile ufw can express at all: no per-source
-/// limit (ufw has none as strict, see src/emit/ufw), no forward or output
-/// chain, and a parent without limits. What is left can still be refused
-/// (an interface name ufw cannot take, a group past ufw's size).
+/// The part of a random profile ufw can express at all: no forward or
+/// output chain. Per-source limits stay (their meters go into
+/// before.rules, see src/emit/ufw/meter.rs), and so may any shipped parent
+/// (the containers chain is stripped before emitting). What is left can
+/// still be refused (an interface name ufw cannot take, a group past ufw's
+/// size).
 fn for_ufw(mut p: GenProfile) -> GenProfile {
-    for r in &mut p.rules {
-        r.limit = None;
-    }
     if let Some(d) = &mut p.defaults {
         d.policies[1] = None;
         d.policies[2] = None;
-    }
-    if !matches!(p.extends, None | Some("base") | Some("wireguard-gateway")) {
-        p.extends = Some("base");
     }
     p
 }
@@ -1250,8 +1247,9 @@ fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
             let mut rules = fwharden::compile::compile(loaded.profile.as_ref().unwrap());
             // ufw refuses the containers chain; the probe covers input only.
             rules.chains.retain(|c| c.name != "containers");
-            // Approximated: logging (ufw's prefix and rate) and a TCP reset
-            // for ICMP port-unreachable; the probe sees both rejects alike.
+            // Approximated: a TCP reset for ICMP port-unreachable (the
+            // probe sees both rejects alike); logging (ufw's prefix and
+            // rate) is a warning with or without it.
             let emitted = match emit::ufw::emit(&rules, emit::Approximation::Stricter) {
                 Ok(e) => e,
                 Err(e) => {

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use serde_json::json;
+
 use super::{exit, load_reporting};
 use crate::emit::{self, Approximation, EmitError, Emitted, File, FileKind};
 use crate::profile::SearchPath;
@@ -29,6 +31,7 @@ pub fn run(
     format: Format,
     output: Option<&Path>,
     approx: Approximation,
+    json: bool,
 ) -> anyhow::Result<i32> {
     // A usage error is one whatever the profile says: before anything else.
     let several = match format {
@@ -44,7 +47,7 @@ pub fn run(
         );
         return Ok(exit::USAGE);
     }
-    let loaded = load_reporting(search, spec, false);
+    let loaded = load_reporting(search, spec, json);
     let Some(profile) = &loaded.profile else {
         return Ok(exit::INVALID_PROFILE);
     };
@@ -64,12 +67,54 @@ pub fn run(
     let emitted = match emitted {
         Ok(e) => e,
         Err(e @ EmitError::Refused { .. }) => {
-            eprintln!("fwharden: {e}");
+            // One line each: every refusal of the run, then what it means.
+            let refusals = e.refusals();
+            for r in &refusals {
+                eprintln!(
+                    "fwharden: {} cannot express the rule \"{}\": {}",
+                    r.format, r.rule, r.why
+                );
+            }
+            eprintln!(
+                "fwharden: {} refused, nothing was written",
+                match refusals.len() {
+                    1 => "1 rule".to_string(),
+                    n => format!("{n} rules"),
+                }
+            );
+            if json {
+                let refused: Vec<_> = refusals
+                    .iter()
+                    .map(|r| json!({"format": r.format, "rule": r.rule, "why": r.why}))
+                    .collect();
+                let out = json!({"ok": false, "refused": refused, "warnings": []});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
             return Ok(super::codes::of_error(e));
         }
     };
+    // On stderr always: a warning (a shortened log prefix, ufw's own log
+    // rate) is something a person reads before loading the files.
     for w in &emitted.warnings {
         eprintln!("fwharden: warning: approximated: {w}");
+    }
+    if json {
+        // The files go to the directory; stdout carries the report alone.
+        let Some(dir) = output else {
+            eprintln!(
+                "fwharden: emit --json writes the files to a directory: name one with --output DIR"
+            );
+            return Ok(exit::USAGE);
+        };
+        write_all(dir, &emitted.files)?;
+        let files: Vec<String> = emitted
+            .files
+            .iter()
+            .map(|f| dir.join(&f.name).display().to_string())
+            .collect();
+        let out = json!({"ok": true, "files": files, "warnings": emitted.warnings});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(exit::OK);
     }
     match (output, emitted.files.as_slice()) {
         (None, [one]) => print!("{}", one.text),

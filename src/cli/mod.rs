@@ -449,7 +449,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 crate::emit::Approximation::Refuse
             };
-            emit::run(&search, profile, *format, output.as_deref(), approx)
+            emit::run(
+                &search,
+                profile,
+                *format,
+                output.as_deref(),
+                approx,
+                cli.json,
+            )
         }
     }
 }

@@ -2,7 +2,8 @@
 //! a text of their own: ports (`multiport` groups, conntrack's original
 //! port ranges), the combinations of alternatives, rates.
 
-use crate::ruleset::{CtState, PortRange, Protocol, Rate, RateUnit};
+use super::quote;
+use crate::ruleset::{CtState, Log, PortRange, Protocol, Rate, RateUnit, Ruleset, Set, SetKind};
 
 /// `-m multiport` takes at most 15 ports, a range counting two
 /// (XT_MULTI_PORTS); ufw refuses more in one rule too.
@@ -110,6 +111,40 @@ pub fn rate_text(rate: &Rate) -> String {
     format!("{}/{unit}", rate.count)
 }
 
+/// hashlimit's limit on a table name, NUL excluded (IFNAMSIZ - 1).
+const HASHLIMIT_NAME_MAX: usize = 15;
+
+/// A per-source meter (`update @set { ip saddr limit rate over R }`) as
+/// `hashlimit` in `srcip` mode, matching when the source is over its
+/// rate. The table is named after the meter set, so every rule charging
+/// one set shares its buckets, as they share the nftables set; its size
+/// and expiry are the set's. Used by the iptables format and by ufw's
+/// before.rules, so both hold the same limit.
+pub fn meter_match(ruleset: &Ruleset, set: &str, rate: &Rate) -> Result<String, String> {
+    let Some(Set {
+        kind: SetKind::Meter { timeout_secs, size },
+        ..
+    }) = ruleset.set(set)
+    else {
+        return Err(format!("the meter set {set} is missing"));
+    };
+    if !hashlimit_holds(rate) {
+        return Err(hashlimit_refusal(rate));
+    }
+    let name = if quote::is_safe_name(set) && set.len() + 3 <= HASHLIMIT_NAME_MAX {
+        format!("fwh{set}")
+    } else {
+        let index = ruleset.sets.iter().position(|s| s.name == set);
+        format!("fwh-m{}", index.unwrap_or_default())
+    };
+    Ok(format!(
+        " -m hashlimit --hashlimit-above {} --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {name} --hashlimit-htable-max {size} --hashlimit-htable-expire {}",
+        rate_text(rate),
+        rate.burst,
+        u64::from(*timeout_secs) * 1000
+    ))
+}
+
 /// Whether iptables' hashlimit match takes `rate` with its burst. The
 /// kernel refuses (ERANGE, "overflow, try lower") a burst whose credits
 /// overflow 64 bits (net/netfilter/xt_hashlimit.c,
@@ -142,9 +177,91 @@ pub fn hashlimit_refusal(rate: &Rate) -> String {
     )
 }
 
+/// The LOG target's limit on a prefix, NUL excluded (xt_LOG.h).
+const LOG_PREFIX_MAX: usize = 29;
+/// xt_NFLOG's prefix: 64 bytes, NUL included.
+const NFLOG_PREFIX_MAX: usize = 63;
+
+/// `log` as an iptables target (`LOG` at level 6, or `NFLOG` with its
+/// group), and the warning to give when its prefix had to be shortened
+/// (see [`short_log_prefix`]). `comment` is the rule's.
+pub fn log_target(log: &Log, comment: &str) -> (String, Option<String>) {
+    let (target, max) = match log.group {
+        None => ("LOG", LOG_PREFIX_MAX),
+        Some(_) => ("NFLOG", NFLOG_PREFIX_MAX),
+    };
+    let prefix = &log.prefix;
+    let (prefix, warning) = if prefix.len() <= max && quote::is_safe_prefix(prefix) {
+        (prefix.clone(), None)
+    } else {
+        let short = short_log_prefix(prefix, comment, max);
+        let warning = format!(
+            "{}: log prefix {:?} written as {short:?} ({target} takes {max} plain bytes)",
+            quote::free_text(comment),
+            quote::free_text(prefix)
+        );
+        (short, Some(warning))
+    };
+    let text = match log.group {
+        None => format!("LOG --log-prefix \"{prefix}\" --log-level 6"),
+        Some(g) => format!("NFLOG --nflog-group {g} --nflog-prefix \"{prefix}\""),
+    };
+    (text, warning)
+}
+
+/// A log prefix that fits in `max` plain bytes. Logging decides nothing,
+/// so a prefix that does not fit is shortened rather than refused, keeping
+/// what a person searches the log for: the rule's `file:line` (the first
+/// word of its comment), as `fwh file:line `; a location too long for that
+/// keeps its end (the line number and the file name's tail).
+pub fn short_log_prefix(prefix: &str, comment: &str, max: usize) -> String {
+    let location = comment
+        .split_whitespace()
+        .next()
+        .filter(|w| {
+            w.rsplit_once(':')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(quote::free_text);
+    let Some(location) = location else {
+        return quote::free_text(prefix.trim_start_matches('-'))
+            .chars()
+            .take(max)
+            .collect();
+    };
+    let whole = format!("fwh {location} ");
+    if whole.len() <= max {
+        return whole;
+    }
+    // free_text leaves only ASCII, so a byte count is a char count.
+    let tail = &location[location.len() - (max - 1).min(location.len())..];
+    format!("{} ", tail.trim_start_matches('-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_log_prefix_keeps_the_profile_line() {
+        let short = short_log_prefix(
+            "fwharden allow ssh from admin: ",
+            "web-server.toml:13 allow ssh from admin",
+            29,
+        );
+        assert_eq!(short, "fwh web-server.toml:13 ");
+        let long = short_log_prefix("x", "a-very-long-profile-name-indeed.toml:1234 allow", 29);
+        assert!(
+            long.len() <= 29 && long.ends_with(".toml:1234 "),
+            "{long:?}"
+        );
+        let no_location = short_log_prefix(
+            "-\"fwharden policy drop, very long indeed",
+            "defaults: log drops",
+            29,
+        );
+        assert!(no_location.len() <= 29 && quote::is_safe_prefix(&no_location));
+    }
 
     fn rate(count: u32, unit: RateUnit, burst: u32) -> Rate {
         Rate { count, unit, burst }

@@ -80,21 +80,24 @@ pub fn restore_text(
     ban_table: Option<&Ruleset>,
 ) -> Result<Option<String>, EmitError> {
     let mut out = String::new();
+    let mut refusals = Vec::new();
     let spaces = [(Some(ruleset), Space::Profile), (ban_table, Space::Bans)];
     for (ruleset, space) in spaces {
         for set in ruleset.iter().flat_map(|r| &r.sets) {
-            write_set(&mut out, set, space)?;
+            // On to the next set: one run names every refusal.
+            if let Err(refused) = write_set(&mut out, set, space) {
+                refusals.push(refused);
+            }
         }
     }
-    Ok((!out.is_empty()).then_some(out))
+    match EmitError::gather(refusals) {
+        Some(refused) => Err(refused),
+        None => Ok((!out.is_empty()).then_some(out)),
+    }
 }
 
 fn write_set(out: &mut String, set: &Set, space: Space) -> Result<(), EmitError> {
-    let refuse = |why: String| EmitError::Refused {
-        format: "ipset",
-        rule: quote::free_text(&set.comment),
-        why,
-    };
+    let refuse = |why: String| EmitError::refused("ipset", quote::free_text(&set.comment), why);
     // Meter sets become hashlimit tables; hatch sets exist only in
     // pending rulesets, whose rules are refused.
     let contents = match &set.kind {

@@ -34,19 +34,12 @@
 use std::fmt::Write;
 
 use super::fragments::{
-    ctstate, hashlimit_holds, hashlimit_refusal, original_port_alternatives, port_alternatives,
-    product, rate_text,
+    ctstate, hashlimit_holds, hashlimit_refusal, log_target, meter_match,
+    original_port_alternatives, port_alternatives, product, rate_text,
 };
 use super::placement::{Accept, Placed, HOOKED};
-use super::{ipset, quote, Approximation, EmitError};
+use super::{ipset, quote, EmitError};
 use crate::ruleset::*;
-
-/// The LOG target's limit on a prefix, NUL excluded (xt_LOG.h).
-const LOG_PREFIX_MAX: usize = 29;
-/// xt_NFLOG's prefix: 64 bytes, NUL included.
-const NFLOG_PREFIX_MAX: usize = 63;
-/// hashlimit's limit on a table name, NUL excluded (IFNAMSIZ - 1).
-const HASHLIMIT_NAME_MAX: usize = 15;
 
 /// Which family's file a rule belongs in, from its matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +76,6 @@ struct Emitter<'a> {
     /// The chain being written.
     placed: &'a Placed<'a>,
     family: Family,
-    approx: Approximation,
     warnings: &'a mut Vec<String>,
     chains: Vec<String>,
     lines: Vec<String>,
@@ -94,21 +86,23 @@ struct Emitter<'a> {
 pub fn restore_text(
     placed: &[Placed],
     family: Family,
-    approx: Approximation,
     warnings: &mut Vec<String>,
 ) -> Result<String, EmitError> {
     let (mut chains, mut lines) = (Vec::new(), Vec::new());
+    let mut refusals = Vec::new();
     for p in placed {
         let mut e = Emitter {
             placed: p,
             family,
-            approx,
             warnings: &mut *warnings,
             chains: vec![p.name.clone()],
             lines: Vec::new(),
         };
         for (i, rule) in p.chain.rules.iter().enumerate() {
-            e.rule(i, rule)?;
+            // On to the next rule: one run names every refusal.
+            if let Err(refused) = e.rule(i, rule) {
+                refusals.push(refused);
+            }
         }
         // A passing chain's accept policy is its end: the packet returns.
         let (target, word) = match (p.chain.policy, p.accept) {
@@ -130,6 +124,9 @@ pub fn restore_text(
             chains.push(unused.to_string());
         }
     }
+    if let Some(refused) = EmitError::gather(refusals) {
+        return Err(refused);
+    }
     let mut out = String::from("*filter\n");
     for c in &chains {
         let _ = writeln!(out, ":{c} - [0:0]");
@@ -143,11 +140,7 @@ pub fn restore_text(
 
 impl Emitter<'_> {
     fn refuse(&self, rule: &Rule, why: impl Into<String>) -> EmitError {
-        EmitError::Refused {
-            format: "iptables",
-            rule: quote::free_text(&rule.comment),
-            why: why.into(),
-        }
+        EmitError::refused("iptables", quote::free_text(&rule.comment), why.into())
     }
 
     fn warn(&mut self, what: String) {
@@ -195,10 +188,7 @@ impl Emitter<'_> {
                 quote::free_text(&rule.comment)
             )
         };
-        let log = match &rule.log {
-            Some(log) => Some(self.log_target(rule, log)?),
-            None => None,
-        };
+        let log = rule.log.as_ref().map(|log| self.log_target(rule, log));
         let verdict = rule.verdict.map(|v| self.verdict_target(v));
         if let Some(r) = rule.limit.filter(|r| !hashlimit_holds(r)) {
             return Err(self.refuse(rule, hashlimit_refusal(&r)));
@@ -326,28 +316,8 @@ impl Emitter<'_> {
                 .map(|t| format!(" -p ipv6-icmp -m icmp6 --icmpv6-type {}", t.number()))
                 .collect()),
             Match::SourceRateOver { set, rate, .. } => {
-                let Some(Set {
-                    kind: SetKind::Meter { timeout_secs, size },
-                    ..
-                }) = self.placed.ruleset.set(set)
-                else {
-                    return Err(self.refuse(rule, format!("the meter set {set} is missing")));
-                };
-                if !hashlimit_holds(rate) {
-                    return Err(self.refuse(rule, hashlimit_refusal(rate)));
-                }
-                let index = self.placed.ruleset.sets.iter().position(|s| &s.name == set);
-                let name = if quote::is_safe_name(set) && set.len() + 3 <= HASHLIMIT_NAME_MAX {
-                    format!("fwh{set}")
-                } else {
-                    format!("fwh-m{}", index.unwrap_or_default())
-                };
-                one(format!(
-                    " -m hashlimit --hashlimit-above {} --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {name} --hashlimit-htable-max {size} --hashlimit-htable-expire {}",
-                    rate_text(rate),
-                    rate.burst,
-                    u64::from(*timeout_secs) * 1000
-                ))
+                one(meter_match(self.placed.ruleset, set, rate)
+                    .map_err(|why| self.refuse(rule, why))?)
             }
         }
     }
@@ -383,39 +353,14 @@ impl Emitter<'_> {
         }
     }
 
-    fn log_target(&mut self, rule: &Rule, log: &Log) -> Result<String, EmitError> {
-        let prefix = &log.prefix;
-        let (target, max) = match log.group {
-            None => ("LOG", LOG_PREFIX_MAX),
-            Some(_) => ("NFLOG", NFLOG_PREFIX_MAX),
-        };
-        let fits = prefix.len() <= max && quote::is_safe_prefix(prefix);
-        let prefix = if fits {
-            prefix.clone()
-        } else if self.approx == Approximation::Stricter {
-            // Logging decides nothing: a shorter prefix lets no more through.
-            let cut: String = quote::free_text(prefix.trim_start_matches('-'))
-                .chars()
-                .take(max)
-                .collect();
-            self.warn(format!(
-                "{}: log prefix {:?} written as {cut:?} ({target} takes {max} plain bytes)",
-                rule.comment, prefix
-            ));
-            cut
-        } else {
-            return Err(self.refuse(
-                rule,
-                format!(
-                    "the log prefix {:?} is longer than {target}'s {max} bytes or has bytes it cannot take (--approximate shortens it)",
-                    quote::free_text(prefix)
-                ),
-            ));
-        };
-        Ok(match log.group {
-            None => format!("LOG --log-prefix \"{prefix}\" --log-level 6"),
-            Some(g) => format!("NFLOG --nflog-group {g} --nflog-prefix \"{prefix}\""),
-        })
+    /// Logging decides nothing: a prefix too long for the target is
+    /// shortened with a warning, never a refusal, `--approximate` or not.
+    fn log_target(&mut self, rule: &Rule, log: &Log) -> String {
+        let (target, warning) = log_target(log, &rule.comment);
+        if let Some(w) = warning {
+            self.warn(w);
+        }
+        target
     }
 
     fn verdict_target(&self, v: Verdict) -> String {

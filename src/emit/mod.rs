@@ -7,9 +7,12 @@
 //!
 //! No silent approximation: a rule a format cannot express exactly is
 //! refused with its comment (which starts with the profile's `file:line`),
-//! unless the caller asked for [`Approximation::Stricter`]; then only
-//! changes that never let more through are made, and each one is a warning
-//! the caller prints and the files carry in their header.
+//! every such rule of the run in one [`EmitError::Refused`], unless the
+//! caller asked for [`Approximation::Stricter`]; then only changes that
+//! never let more through are made, and each one is a warning the caller
+//! prints and the files carry in their header. Logging decides no
+//! packet's fate, so a log prefix or rate a format cannot carry is always
+//! such a warning, never a refusal.
 
 mod fragments;
 pub mod ipset;
@@ -26,12 +29,83 @@ use crate::ruleset::Ruleset;
 
 #[derive(Debug, Error)]
 pub enum EmitError {
-    #[error("{format} cannot express the rule \"{rule}\": {why}; nothing was written")]
+    /// Every rule the format cannot express: the first in the fields, the
+    /// others in `also`, so one run names them all.
+    #[error("{}", refused_text(.format, .rule, .why, .also))]
     Refused {
         format: &'static str,
         rule: String,
         why: String,
+        also: Vec<Refusal>,
     },
+}
+
+/// One more refusal of the same emit: its rule (the profile's
+/// `file:line`, then the rule's text) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub format: &'static str,
+    pub rule: String,
+    pub why: String,
+}
+
+fn refused_text(format: &str, rule: &str, why: &str, also: &[Refusal]) -> String {
+    let mut text = format!("{format} cannot express the rule \"{rule}\": {why}");
+    for r in also {
+        text.push_str(&format!(
+            "; {} cannot express the rule \"{}\" either: {}",
+            r.format, r.rule, r.why
+        ));
+    }
+    text.push_str("; nothing was written");
+    text
+}
+
+impl EmitError {
+    pub fn refused(format: &'static str, rule: String, why: String) -> EmitError {
+        EmitError::Refused {
+            format,
+            rule,
+            why,
+            also: Vec::new(),
+        }
+    }
+
+    /// Every refusal, in the order found.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        let EmitError::Refused {
+            format,
+            rule,
+            why,
+            also,
+        } = self;
+        let mut all = vec![Refusal {
+            format,
+            rule: rule.clone(),
+            why: why.clone(),
+        }];
+        all.extend(also.iter().cloned());
+        all
+    }
+
+    /// The refusals of `errors` as one error, each once (the two families'
+    /// files refuse the same rule alike); `None` when there is none.
+    pub fn gather(errors: impl IntoIterator<Item = EmitError>) -> Option<EmitError> {
+        let mut all: Vec<Refusal> = Vec::new();
+        for r in errors.into_iter().flat_map(|e| e.refusals()) {
+            if !all.contains(&r) {
+                all.push(r);
+            }
+        }
+        let mut rest = all.into_iter();
+        let first = rest.next()?;
+        Some(EmitError::Refused {
+            format: first.format,
+            rule: first.rule,
+            why: first.why,
+            also: rest.collect(),
+        })
+    }
 }
 
 impl crate::exit::Coded for EmitError {
@@ -70,7 +144,8 @@ pub enum FileKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
     pub files: Vec<File>,
-    /// One line per approximation made; empty without `--approximate`.
+    /// One line per approximation made: logging (always a warning, never
+    /// a refusal), and with `--approximate` the stricter rules written.
     pub warnings: Vec<String>,
 }
 
@@ -90,15 +165,26 @@ pub const LOAD_SCRIPT: &str = "load.sh";
 /// sets or bans), one restore file per family, and `load.sh`. The
 /// `containers` chain and the ban table's forward chain go under
 /// `DOCKER-USER`, the ban table's sets are ipsets with timeouts (see
-/// [`placement`] and [`ipset`]).
-pub fn iptables(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitError> {
+/// [`placement`] and [`ipset`]). The format approximates nothing a packet's
+/// fate depends on, so `approx` changes nothing here: its one inexactness,
+/// a log prefix too long for LOG, is always a warning (logging decides
+/// nothing); the parameter keeps the two formats' calls alike.
+pub fn iptables(ruleset: &Ruleset, _approx: Approximation) -> Result<Emitted, EmitError> {
     use crate::ruleset::Family;
     let ban_table = placement::ban_table(ruleset);
     let placed = placement::place(ruleset, ban_table.as_ref());
     let mut warnings = Vec::new();
-    let sets = ipset::restore_text(ruleset, ban_table.as_ref())?;
-    let v4 = iptables::restore_text(&placed, Family::Ipv4, approx, &mut warnings)?;
-    let v6 = iptables::restore_text(&placed, Family::Ipv6, approx, &mut warnings)?;
+    // Every refusal of the three files, so one run names them all.
+    let sets = ipset::restore_text(ruleset, ban_table.as_ref());
+    let v4 = iptables::restore_text(&placed, Family::Ipv4, &mut warnings);
+    let v6 = iptables::restore_text(&placed, Family::Ipv6, &mut warnings);
+    let (sets, v4, v6) = match (sets, v4, v6) {
+        (Ok(sets), Ok(v4), Ok(v6)) => (sets, v4, v6),
+        (sets, v4, v6) => {
+            let errors = [sets.err(), v4.err(), v6.err()].into_iter().flatten();
+            return Err(EmitError::gather(errors).expect("one of them failed"));
+        }
+    };
     let header = placement::header(ruleset, &warnings);
     let mut files = Vec::new();
     if let Some(sets) = &sets {

@@ -8,9 +8,12 @@
 
 use std::fmt::Write;
 
-use super::rule::ufw_interface;
-use super::{quote, Plan};
-use crate::emit::fragments::{ctstate, hashlimit_holds, hashlimit_refusal, rate_text};
+use super::rule::{set_sources, ufw_interface};
+use super::{quote, From, Plan};
+use crate::emit::fragments::{
+    ctstate, hashlimit_holds, hashlimit_refusal, log_target, meter_match, port_alternatives,
+    product, rate_text,
+};
 use crate::ruleset::*;
 
 /// Debian's ufw 0.36 `before.rules`, output and forward part, unchanged.
@@ -69,28 +72,69 @@ pub fn prefix(family: Family) -> &'static str {
     }
 }
 
-/// The lines of one leading rule in `family`'s file; none when the rule
-/// matches only the other family. `index` names its rate bucket.
-pub fn lines(rule: &Rule, index: usize, family: Family) -> Result<Vec<String>, String> {
+/// The lines of one rule in `family`'s file: a rule of the leading run,
+/// or a per-source meter placed ahead of the user rules (see
+/// [`super::plan`]); none when the rule matches only the other family.
+/// `index` names its rate bucket.
+/// A rule's `log` becomes a LOG line ahead of its verdict's line, with the
+/// same matches; a shortened log prefix is pushed to `warnings`.
+pub fn lines(
+    ruleset: &Ruleset,
+    rule: &Rule,
+    index: usize,
+    family: Family,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, String> {
     let chain = format!("{}-before-input", prefix(family));
     let mut alternatives: Vec<Vec<String>> = Vec::new();
-    for m in &rule.matches {
-        let alts = match m {
-            Match::Family(f) if *f != family => return Ok(Vec::new()),
-            Match::Family(_) => continue,
-            Match::IcmpType(_) if family == Family::Ipv6 => return Ok(Vec::new()),
-            Match::Icmpv6Type(_) if family == Family::Ipv4 => return Ok(Vec::new()),
-            Match::IcmpType(types) => types
+    let mut i = 0;
+    while i < rule.matches.len() {
+        let m = &rule.matches[i];
+        i += 1;
+        let alts = match (m, rule.matches.get(i)) {
+            (Match::Protocol(protos), Some(Match::DestPort(ports))) => {
+                i += 1;
+                port_alternatives(protos, ports)
+            }
+            (Match::Family(f), _)
+            | (Match::SourceInSet { family: f, .. }, _)
+            | (Match::SourceRateOver { family: f, .. }, _)
+                if *f != family =>
+            {
+                return Ok(Vec::new())
+            }
+            (Match::Family(_), _) => continue,
+            (Match::IcmpType(_), _) if family == Family::Ipv6 => return Ok(Vec::new()),
+            (Match::Icmpv6Type(_), _) if family == Family::Ipv4 => return Ok(Vec::new()),
+            (Match::IcmpType(types), _) => types
                 .iter()
                 .map(|t| format!(" -p icmp -m icmp --icmp-type {}", t.number()))
                 .collect(),
-            Match::Icmpv6Type(types) => types
+            (Match::Icmpv6Type(types), _) => types
                 .iter()
                 .map(|t| format!(" -p ipv6-icmp -m icmp6 --icmpv6-type {}", t.number()))
                 .collect(),
-            Match::CtState(states) => vec![ctstate(states)],
-            Match::InInterface(name) => vec![format!(" -i {}", ufw_interface(name)?)],
-            other => return Err(format!("{other:?} in before.rules")),
+            (Match::CtState(states), _) => vec![ctstate(states)],
+            (Match::InInterface(name), _) => vec![format!(" -i {}", ufw_interface(name)?)],
+            (Match::Protocol(protos), _) => protos
+                .iter()
+                .map(|p| format!(" -p {}", p.as_str()))
+                .collect(),
+            // ufw has no ipsets: one line per prefix (the set's prefixes
+            // never overlap, so a packet matches at most one line).
+            (Match::SourceInSet { set, .. }, _) => set_sources(ruleset, set, family)?
+                .into_iter()
+                .map(|from| match from {
+                    From::Net(n) => format!(" -s {n}"),
+                    From::Any | From::AnyOf(_) => String::new(),
+                })
+                .collect(),
+            // Last in the model's rule, last here: only a packet every
+            // other match took charges the source's bucket.
+            (Match::SourceRateOver { set, rate, .. }, _) => {
+                vec![meter_match(ruleset, set, rate)?]
+            }
+            (other, _) => return Err(format!("{other:?} in before.rules")),
         };
         alternatives.push(alts);
     }
@@ -110,30 +154,45 @@ pub fn lines(rule: &Rule, index: usize, family: Family) -> Result<Vec<String>, S
         })
         .unwrap_or_default();
     let target = match (rule.verdict, family) {
-        (Some(Verdict::Accept), _) => "ACCEPT",
-        (Some(Verdict::Drop), _) => "DROP",
+        (Some(Verdict::Accept), _) => Some("ACCEPT"),
+        (Some(Verdict::Drop), _) => Some("DROP"),
         (Some(Verdict::Reject(RejectWith::PortUnreachable)), Family::Ipv4) => {
-            "REJECT --reject-with icmp-port-unreachable"
+            Some("REJECT --reject-with icmp-port-unreachable")
         }
         (Some(Verdict::Reject(RejectWith::PortUnreachable)), Family::Ipv6) => {
-            "REJECT --reject-with icmp6-port-unreachable"
+            Some("REJECT --reject-with icmp6-port-unreachable")
         }
-        (Some(Verdict::Reject(RejectWith::TcpReset)), _) | (None, _) => {
-            return Err("a TCP reset or no verdict in before.rules".into())
-        }
+        // The model resets only in rules matching TCP alone, so every line
+        // has the `-p tcp` the kernel wants (xt_REJECT's check).
+        (Some(Verdict::Reject(RejectWith::TcpReset)), _) => Some("REJECT --reject-with tcp-reset"),
+        (None, _) => None,
     };
-    let comment = quote::free_text(&rule.comment);
-    let mut lines = vec![String::new()];
-    for alts in &alternatives {
-        lines = lines
-            .iter()
-            .flat_map(|l| alts.iter().map(move |a| format!("{l}{a}")))
-            .collect();
+    let log = match &rule.log {
+        Some(_) if rule.limit.is_some() && target.is_some() => {
+            return Err(
+                "a rule with a rate limit, a log and a verdict in before.rules: its two lines would charge the limit twice; use nftables or the iptables format".into(),
+            )
+        }
+        Some(log) => {
+            let (text, warning) = log_target(log, &rule.comment);
+            warnings.extend(warning);
+            Some(text)
+        }
+        None => None,
+    };
+    if log.is_none() && target.is_none() {
+        return Err("a rule with neither a log nor a verdict".into());
     }
-    Ok(lines
-        .into_iter()
-        .map(|l| format!("-A {chain}{l}{limit} -m comment --comment \"{comment}\" -j {target}"))
-        .collect())
+    let comment = quote::free_text(&rule.comment);
+    let mut out = Vec::new();
+    for l in product(&alternatives) {
+        for t in log.iter().map(String::as_str).chain(target) {
+            out.push(format!(
+                "-A {chain}{l}{limit} -m comment --comment \"{comment}\" -j {t}"
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The whole file for `family`.

@@ -12,6 +12,8 @@
 //! writes both `before*.rules` itself, holding the model's leading rules
 //! (established, invalid, loopback, ICMP, ping with its rate) in iptables
 //! syntax, and the scripts install them over ufw's, saving what was there.
+//! A per-source limit's meter goes there too, after that run, as the
+//! iptables format writes it (see [`meter`]).
 //!
 //! What follows that leading run becomes ufw user rules, one per protocol
 //! and source prefix, in model order (ufw keeps the order rules were added
@@ -20,12 +22,14 @@
 //! `user.rules`/`user6.rules` and reloads once.
 //!
 //! Refused, naming the rule and its `file:line` ([`EmitError::Refused`]): what ufw
-//! rules cannot say and no stricter rule can stand for. With
-//! [`Approximation::Stricter`], logging is written with ufw's own prefix and
-//! rate (logging decides no packet's fate), and a TCP reject the model
-//! answers with ICMP gets ufw's TCP reset (the same packets are refused).
+//! rules cannot say and no stricter rule can stand for. Logging is never
+//! refused (it decides no packet's fate): it is written with ufw's own
+//! prefix and rate, with a warning. With [`Approximation::Stricter`], a
+//! TCP reject the model answers with ICMP gets ufw's TCP reset (the same
+//! packets are refused).
 
 mod before;
+mod meter;
 mod rule;
 pub mod script;
 mod user;
@@ -188,16 +192,15 @@ pub struct Plan {
     pub before_v6: Vec<String>,
     pub user: Vec<UserRule>,
     pub logging: Logging,
+    /// How many of the input chain's rules before.rules holds whole, ahead
+    /// of every ufw rule (per-source meters after them are there too).
+    pub lead: usize,
     /// One line per approximation made.
     pub warnings: Vec<String>,
 }
 
 fn refuse(rule: &str, why: impl Into<String>) -> EmitError {
-    EmitError::Refused {
-        format: "ufw",
-        rule: quote::free_text(rule),
-        why: why.into(),
-    }
+    EmitError::refused("ufw", quote::free_text(rule), why.into())
 }
 
 /// The ufw format: `ufw.sh`, `reload.sh`, both `before*.rules` and both
@@ -205,12 +208,7 @@ fn refuse(rule: &str, why: impl Into<String>) -> EmitError {
 pub fn emit(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitError> {
     let plan = plan(ruleset, approx)?;
     let header = script::header(&plan);
-    let lead = whole_ruleset(ruleset)?
-        .rules
-        .iter()
-        .take_while(|r| is_before(r))
-        .count();
-    let table = super::lockout::table_with_existing(ruleset, Some(lead));
+    let table = super::lockout::table_with_existing(ruleset, Some(plan.lead));
     let files = vec![
         File {
             name: SCRIPT.into(),
@@ -249,16 +247,19 @@ pub fn emit(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitErr
     })
 }
 
-/// Refuses what ufw cannot hold at all, whatever `--approximate` says.
-fn whole_ruleset(ruleset: &Ruleset) -> Result<&Chain, EmitError> {
+/// Refuses what ufw cannot hold at all, whatever `--approximate` says:
+/// every such chain or table, and the input chain whose rules are still
+/// looked at, so one run names them all.
+fn whole_ruleset(ruleset: &Ruleset) -> (Option<&Chain>, Vec<EmitError>) {
+    let mut refusals = Vec::new();
     if ruleset.chains.iter().any(|c| c.name == "containers") {
-        return Err(refuse(
+        refusals.push(refuse(
             "published container ports (chain containers)",
             "ufw cannot cover published container ports: Docker's and Podman's DNAT sends them through FORWARD, past every ufw rule; on a host without containers set `containers = \"ignore\"` in [defaults], with containers use nftables (`fwharden apply`)",
         ));
     }
     if ruleset.bans.is_some() {
-        return Err(refuse(
+        refusals.push(refuse(
             "[bans]",
             "ufw has no timeout sets for fail2ban or CrowdSec to fill: remove [bans] (fail2ban's own ufw action adds ufw rules), or use nftables",
         ));
@@ -266,30 +267,34 @@ fn whole_ruleset(ruleset: &Ruleset) -> Result<&Chain, EmitError> {
     for chain in &ruleset.chains {
         match chain.hook {
             Hook::Input => {}
-            Hook::Forward => return Err(refuse(
+            Hook::Forward if chain.name == "containers" => {}
+            Hook::Forward => refusals.push(refuse(
                 "defaults: forward",
                 "ufw's routed rules accept ICMP echo requests in before.rules and are not written by this emitter: set `forward = \"accept\"` (ufw's routed policy then stays as you have it), or use nftables",
             )),
-            Hook::Output => return Err(refuse(
+            Hook::Output => refusals.push(refuse(
                 "defaults: output",
                 "ufw's outgoing rules start with its own before.rules accepts (ICMPv6, DHCP) that fwharden's output chain does not have: set `output = \"accept\"`, or use nftables",
             )),
         }
     }
-    ruleset
-        .chains
-        .iter()
-        .find(|c| c.hook == Hook::Input)
-        .ok_or_else(|| {
-            refuse(
-                "defaults: input",
-                "a ruleset without an input chain leaves every packet to ufw's own policy",
-            )
-        })
+    let input = ruleset.chains.iter().find(|c| c.hook == Hook::Input);
+    if input.is_none() {
+        refusals.push(refuse(
+            "defaults: input",
+            "a ruleset without an input chain leaves every packet to ufw's own policy",
+        ));
+    }
+    (input, refusals)
 }
 
+/// What the files say, or every refusal: the chains ufw cannot hold and
+/// each rule it cannot say, so one run names them all.
 pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError> {
-    let chain = whole_ruleset(ruleset)?;
+    let (input, mut refusals) = whole_ruleset(ruleset);
+    let Some(chain) = input else {
+        return Err(EmitError::gather(refusals).expect("a missing input chain is refused"));
+    };
     let mut plan = Plan {
         profile: ruleset.profile.clone(),
         policy: chain.policy,
@@ -297,57 +302,100 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
         before_v6: Vec::new(),
         user: Vec::new(),
         logging: Logging::Off,
+        lead: 0,
         warnings: Vec::new(),
     };
-    let lead = chain.rules.iter().take_while(|r| is_before(r)).count();
-    for (i, rule) in chain.rules[..lead].iter().enumerate() {
-        let here = |why: String| refuse(&rule.comment, why);
-        plan.before_v4
-            .extend(before::lines(rule, i, Family::Ipv4).map_err(here)?);
-        plan.before_v6
-            .extend(before::lines(rule, i, Family::Ipv6).map_err(here)?);
+    plan.rules(ruleset, chain, approx, &mut refusals);
+    if let Some(refused) = EmitError::gather(refusals) {
+        return Err(refused);
     }
-    let rest = &chain.rules[lead..];
-    for (i, rule) in rest.iter().enumerate() {
-        if is_drop_logging(rule) && i + 1 == rest.len() {
-            if approx == Approximation::Refuse {
-                return Err(refuse(
-                    &rule.comment,
-                    "ufw logs what its policy drops with its own prefix `[UFW BLOCK] ` at its own rate (3/minute): --approximate writes `ufw logging low` (logging decides nothing), or set `log_drops = false` in [defaults]",
-                ));
-            }
-            plan.logging = Logging::Low;
-            plan.warn(format!(
-                "{}: logged by `ufw logging low`, prefix [UFW BLOCK] at 3/minute burst 10",
-                rule.comment
-            ));
-            continue;
-        }
-        plan.user_rule(ruleset, rule, approx)?;
-    }
-    // A later rule with the same match as an earlier one, in a family,
-    // never decides a packet there (the earlier one does); ufw would
-    // update the earlier one in place with the later one's action instead.
-    let mut seen: HashSet<(Family, String)> = HashSet::new();
-    let mut kept = Vec::new();
-    for mut rule in std::mem::take(&mut plan.user) {
-        let fresh: Vec<Family> = rule
-            .families()
-            .into_iter()
-            .filter(|f| !seen.contains(&(*f, rule.key(*f))))
-            .collect();
-        match fresh.as_slice() {
-            [] => continue,
-            [only] if rule.from == From::Any => rule.from = From::AnyOf(*only),
-            _ => {}
-        }
-        for f in &fresh {
-            seen.insert((*f, rule.key(*f)));
-        }
-        kept.push(rule);
-    }
-    plan.user = kept;
+    plan.dedup();
     Ok(plan)
+}
+
+impl Plan {
+    /// Each rule of the input chain into the before files or the user
+    /// rules; a rule ufw cannot say is pushed to `refusals`, and the
+    /// rules after it are still looked at.
+    fn rules(
+        &mut self,
+        ruleset: &Ruleset,
+        chain: &Chain,
+        approx: Approximation,
+        refusals: &mut Vec<EmitError>,
+    ) {
+        let lead = chain.rules.iter().take_while(|r| is_before(r)).count();
+        for (i, rule) in chain.rules[..lead].iter().enumerate() {
+            if let Err(refused) = self.before(ruleset, rule, i) {
+                refusals.push(refused);
+            }
+        }
+        let rest = &chain.rules[lead..];
+        // The rules up to the last meter an earlier rule may race go into
+        // before.rules whole, in model order (see [`meter`]).
+        let moved = meter::moved(ruleset, rest);
+        self.lead = lead + moved;
+        for (i, rule) in rest.iter().enumerate() {
+            if i < moved || meter::is_meter(rule) {
+                if let Err(refused) = self.before(ruleset, rule, lead + i) {
+                    refusals.push(refused);
+                }
+                continue;
+            }
+            if is_drop_logging(rule) && i + 1 == rest.len() {
+                // Logging decides nothing: ufw's own drop logging, the
+                // nearest it has, with a warning, never a refusal.
+                self.logging = Logging::Low;
+                self.warn(format!(
+                    "{}: logged by `ufw logging low`, prefix [UFW BLOCK] at 3/minute burst 10",
+                    rule.comment
+                ));
+                continue;
+            }
+            if let Err(refused) = self.user_rule(ruleset, rule, approx) {
+                refusals.push(refused);
+            }
+        }
+    }
+
+    /// A later rule with the same match as an earlier one, in a family,
+    /// never decides a packet there (the earlier one does); ufw would
+    /// update the earlier one in place with the later one's action instead.
+    fn dedup(&mut self) {
+        let mut seen: HashSet<(Family, String)> = HashSet::new();
+        let mut kept = Vec::new();
+        for mut rule in std::mem::take(&mut self.user) {
+            let fresh: Vec<Family> = rule
+                .families()
+                .into_iter()
+                .filter(|f| !seen.contains(&(*f, rule.key(*f))))
+                .collect();
+            match fresh.as_slice() {
+                [] => continue,
+                [only] if rule.from == From::Any => rule.from = From::AnyOf(*only),
+                _ => {}
+            }
+            for f in &fresh {
+                seen.insert((*f, rule.key(*f)));
+            }
+            kept.push(rule);
+        }
+        self.user = kept;
+    }
+
+    /// `rule`'s lines in both before files.
+    fn before(&mut self, ruleset: &Ruleset, rule: &Rule, index: usize) -> Result<(), EmitError> {
+        let here = |why: String| refuse(&rule.comment, why);
+        let mut warnings = Vec::new();
+        let v4 = before::lines(ruleset, rule, index, Family::Ipv4, &mut warnings).map_err(here)?;
+        let v6 = before::lines(ruleset, rule, index, Family::Ipv6, &mut warnings).map_err(here)?;
+        self.before_v4.extend(v4);
+        self.before_v6.extend(v6);
+        for w in warnings {
+            self.warn(w);
+        }
+        Ok(())
+    }
 }
 
 /// A rule of the leading run, written to `before.rules`: conntrack state,

@@ -21,15 +21,6 @@ impl Plan {
         approx: Approximation,
     ) -> Result<(), EmitError> {
         let here = |why: String| refuse(&rule.comment, why);
-        if rule
-            .matches
-            .iter()
-            .any(|m| matches!(m, Match::SourceRateOver { .. }))
-        {
-            return Err(here(
-                "a per-source rate limit: ufw's `limit` is a fixed 6 new connections in 30 seconds that rejects, and xt_recent keeps only the last 100 sources, so it is not stricter; the only stricter ufw rule is none at all, which would close the service (for SSH: lock you out), so --approximate does not write that either; drop `limit` from the rule, or use nftables or the iptables format (hashlimit)".into(),
-            ));
-        }
         if rule.limit.is_some() {
             return Err(here(
                 "a global rate limit after the first user rule: ufw rules take no rate; use nftables or the iptables format".into(),
@@ -46,11 +37,8 @@ impl Plan {
             Verdict::Reject(_) => Action::Reject,
         };
         let log = if rule.log.is_some() {
-            if approx == Approximation::Refuse {
-                return Err(here(
-                    "a log prefix: ufw logs a rule's new connections only as `[UFW ALLOW] `/`[UFW BLOCK] ` at 3/minute; --approximate writes ufw's `log` (logging decides nothing)".into(),
-                ));
-            }
+            // Logging decides nothing: ufw's own `log`, the nearest it has,
+            // with a warning, never a refusal.
             self.warn(format!(
                 "{}: logged by ufw's `log`, prefix [UFW ALLOW] or [UFW BLOCK] at 3/minute burst 10, new connections only",
                 rule.comment
@@ -108,7 +96,11 @@ impl Plan {
                         "the escape hatch exists only in a pending apply's ruleset; emit a profile instead".into(),
                     ))
                 }
-                Match::SourceRateOver { .. } => unreachable!("refused above"),
+                Match::SourceRateOver { .. } => {
+                    return Err(here(
+                        "a per-source rate limit in a ufw rule: ufw's `limit` is a fixed 6 new connections in 30 seconds; the limit belongs in before.rules".into(),
+                    ))
+                }
             }
         }
         if !ports.is_empty() && protos.is_none() {
@@ -165,7 +157,11 @@ impl Plan {
 
 /// The sources of a set: one per prefix, or every address of the family
 /// when it holds a zero-length prefix.
-fn set_sources(ruleset: &Ruleset, set: &str, family: Family) -> Result<Vec<From>, String> {
+pub(super) fn set_sources(
+    ruleset: &Ruleset,
+    set: &str,
+    family: Family,
+) -> Result<Vec<From>, String> {
     let Some(Set {
         kind: SetKind::Prefixes(nets),
         ..

@@ -125,8 +125,13 @@ fn a_rule_ufw_would_merge_into_an_earlier_one_is_left_out() {
 
 #[test]
 fn refusals_name_the_rule_and_say_why() {
-    let mut limited = ssh_from("admin_v4", Family::Ipv4);
-    limited.matches.push(Match::SourceRateOver {
+    // A per-source meter goes into before.rules, ahead of every ufw rule:
+    // refused behind a rule that may take the same packets (here every
+    // TCP packet from anywhere), named by its own and that rule's line.
+    let mut meter = ssh_from("admin_v4", Family::Ipv4);
+    meter.comment = "t.toml:9 ssh: over limit".into();
+    meter.verdict = Some(Verdict::Drop);
+    meter.matches.push(Match::SourceRateOver {
         family: Family::Ipv4,
         set: "_limit1_v4".into(),
         rate: Rate {
@@ -135,17 +140,67 @@ fn refusals_name_the_rule_and_say_why() {
             burst: 5,
         },
     });
-    let sets = vec![prefixes("admin_v4", Family::Ipv4, &["192.0.2.1/32"])];
+    let meter_set = Set {
+        name: "_limit1_v4".into(),
+        family: Family::Ipv4,
+        kind: SetKind::Meter {
+            timeout_secs: 60,
+            size: 65536,
+        },
+        comment: "t.toml:9 ssh: per-source limit".into(),
+    };
+    let sets = vec![
+        prefixes("admin_v4", Family::Ipv4, &["192.0.2.1/32"]),
+        meter_set,
+    ];
+    let any_tcp = rule(
+        vec![Match::Protocol(vec![Protocol::Tcp])],
+        Some(Verdict::Accept),
+        "t.toml:5 tcp",
+    );
+    let guarded = ssh_from("admin_v4", Family::Ipv4);
+    // Behind a rule that may take the same packets (every TCP packet), the
+    // rules up to the meter go into before.rules whole, in model order.
+    let rules = vec![any_tcp, meter.clone(), guarded.clone()];
     for approx in [Approximation::Refuse, Approximation::Stricter] {
-        match plan(&ruleset(vec![limited.clone()], sets.clone()), approx) {
-            Err(EmitError::Refused { rule, why, format }) => {
-                assert_eq!(format, "ufw");
-                assert_eq!(rule, "t.toml:9 ssh");
-                assert!(why.contains("per-source"), "{why}");
-            }
-            other => panic!("not refused: {other:?}"),
-        }
+        let p = plan(&ruleset(rules.clone(), sets.clone()), approx).unwrap();
+        assert_eq!(p.lead, 2, "{p:?}");
+        let comments: Vec<&str> = p
+            .before_v4
+            .iter()
+            .map(|l| l.split("--comment ").nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            comments,
+            [
+                "\"t.toml:5 tcp\" -j ACCEPT",
+                "\"t.toml:9 ssh: over limit\" -j DROP"
+            ]
+        );
+        assert_eq!(p.user.len(), 1, "{:?}", p.user);
+        assert_eq!(p.user[0].comment, "t.toml:9 ssh");
     }
+    // Behind a rule of other ports, it holds: the meter in before.rules,
+    // the rule it guards a ufw rule.
+    let web = rule(
+        vec![
+            Match::Protocol(vec![Protocol::Tcp]),
+            Match::DestPort(vec![PortRange::single(443)]),
+        ],
+        Some(Verdict::Accept),
+        "t.toml:5 https",
+    );
+    let p = plan(
+        &ruleset(vec![web, meter, guarded], sets.clone()),
+        Approximation::Refuse,
+    )
+    .unwrap();
+    assert_eq!(p.user.len(), 2, "{:?}", p.user);
+    assert!(p.before_v6.is_empty(), "{:?}", p.before_v6);
+    assert_eq!(
+        p.before_v4,
+        ["-A ufw-before-input -s 192.0.2.1/32 -p tcp -m tcp --dport 22 -m hashlimit --hashlimit-above 10/min --hashlimit-burst 5 --hashlimit-mode srcip --hashlimit-name fwh_limit1_v4 --hashlimit-htable-max 65536 --hashlimit-htable-expire 60000 -m comment --comment \"t.toml:9 ssh: over limit\" -j DROP"]
+    );
     let big: Vec<String> = (0..=SET_MAX).map(|i| format!("10.0.{i}.0/24")).collect();
     let big: Vec<&str> = big.iter().map(String::as_str).collect();
     let r = ruleset(
@@ -198,7 +253,7 @@ fn comments_cannot_break_out_or_read_as_options() {
 }
 
 #[test]
-fn logging_and_tcp_resets_are_refused_or_approximated_with_a_warning() {
+fn logging_is_a_warning_and_a_tcp_reset_is_refused_or_approximated() {
     let mut logged = ssh_from("admin_v4", Family::Ipv4);
     logged.log = Some(Log {
         prefix: "fwharden allow ssh: ".into(),
@@ -206,8 +261,9 @@ fn logging_and_tcp_resets_are_refused_or_approximated_with_a_warning() {
     });
     let sets = vec![prefixes("admin_v4", Family::Ipv4, &["192.0.2.1/32"])];
     let r = ruleset(vec![logged], sets);
-    assert!(plan(&r, Approximation::Refuse).is_err());
-    let p = plan(&r, Approximation::Stricter).unwrap();
+    // Logging decides nothing: never refused, --approximate or not.
+    let p = plan(&r, Approximation::Refuse).unwrap();
+    assert_eq!(p, plan(&r, Approximation::Stricter).unwrap());
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     assert_eq!(
         script::command(&p.user[0]),
