@@ -255,6 +255,6 @@ fn apply_warns_when_the_operators_address_is_banned() {
     // Not banned: no warning.
     host.expect(0, &["unban", "203.0.113.50"]);
     let out = apply(false);
-    assert!(!stderr(&out).contains("banned"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("is banned"), "{}", stderr(&out));
     host.wait_quiet();
 }
