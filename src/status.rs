@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::nft::{self, BaseChain, NftError};
 use crate::rollback::liveness::WatcherState;
 use crate::rollback::{placement, settle, Ports, RollbackError};
-use crate::ruleset::{hatch, Policy, Ruleset};
-use crate::state::{now_ms, Attempt, Dirs};
+use crate::ruleset::{hatch, Policy};
+use crate::state::{now_ms, Attempt, Dirs, Known};
 
 /// Everything `status` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -110,15 +110,9 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         damaged.push(e.to_string());
         None
     });
-    let expired = pending.as_ref().map(|p| hatch::expired(&p.ruleset));
-    let candidates: Vec<&Ruleset> = [
-        pending.as_ref().map(|p| &p.ruleset),
-        expired.as_ref(),
-        confirmed.as_ref().map(|c| &c.ruleset),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let known = Known::new(pending.as_ref(), confirmed.as_ref());
+    let expired = known.expired();
+    let candidates = known.all();
     let (read, sampled) = match elements {
         Elements::Every => (nft::read_table(), Vec::new()),
         Elements::Sampled => match nft::read_table_sampled(&candidates) {
@@ -142,7 +136,7 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
     let kernel = match &read {
         Ok(None) => "absent".to_string(),
         Ok(Some(r)) if pending.as_ref().is_some_and(|p| p.ruleset == *r) => "pending".into(),
-        Ok(Some(r)) if expired.as_ref() == Some(r) && hatch::find(r).is_some() => {
+        Ok(Some(r)) if expired == Some(r) && hatch::find(r).is_some() => {
             "pending-hatch-open".into()
         }
         Ok(Some(r)) if confirmed.as_ref().is_some_and(|c| c.ruleset == *r) => "confirmed".into(),

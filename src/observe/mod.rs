@@ -18,8 +18,8 @@ use thiserror::Error;
 
 use crate::nft::counters::{Counted, Counter};
 use crate::nft::{self, NftError, FULL_READ_MAX};
-use crate::ruleset::{hatch, Policy, Ruleset, SetKind, Verdict};
-use crate::state::{Dirs, StateError};
+use crate::ruleset::{Policy, Ruleset, SetKind, Verdict};
+use crate::state::{Dirs, Known, StateError};
 
 #[derive(Debug, Error)]
 pub enum ObserveError {
@@ -129,15 +129,9 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
     let rolled_back = dirs.rolled_back()?;
-    let expired = pending.as_ref().map(|p| hatch::expired(&p.ruleset));
-    let candidates: Vec<&Ruleset> = [
-        pending.as_ref().map(|p| &p.ruleset),
-        expired.as_ref(),
-        confirmed.as_ref().map(|c| &c.ruleset),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let known = Known::new(pending.as_ref(), confirmed.as_ref());
+    let expired = known.expired();
+    let candidates = known.all();
     let big = big_sets(&candidates);
 
     let kernel = match nft::read_table_sampled(&candidates) {
@@ -145,7 +139,7 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
         Ok((Some(r), _)) if pending.as_ref().is_some_and(|p| p.ruleset == r) => {
             KernelState::Pending
         }
-        Ok((Some(r), _)) if expired.as_ref() == Some(&r) => KernelState::Pending,
+        Ok((Some(r), _)) if expired == Some(&r) => KernelState::Pending,
         Ok((Some(r), _)) if confirmed.as_ref().is_some_and(|c| c.ruleset == r) => {
             KernelState::Confirmed
         }

@@ -8,11 +8,13 @@
 //! prefix lists are kept once, in files of their own (`lists`).
 
 mod atomic;
+mod known;
 mod lists;
 mod lock;
 mod sealed;
 mod store;
 
+pub use known::Known;
 pub use lock::{ApplyLock, LockError};
 pub use store::{
     now, now_ms, Attempt, Confirmed, Dirs, Origin, Pending, PendingHead, RolledBack, Stamp,
