@@ -8,6 +8,7 @@ mod common;
 
 use std::process::Output;
 
+use common::readme::readme_blocks;
 use common::*;
 use fwharden::rollback::FORBID_ENV;
 
@@ -65,8 +66,16 @@ fn dry_run_and_diff_show_the_change_and_change_nothing() {
     needs_root("dry_run_and_diff_show_the_change_and_change_nothing");
     let host = Host::new("dryrun");
 
-    // Nothing loaded yet: the whole table is the difference.
+    // Nothing loaded yet: the whole table is the difference, and every
+    // port the profile does not open is closed to the world.
     let out = host.expect(0, &["apply", "vps-profile", "--dry-run"]);
+    let words = stdout(&out);
+    assert!(
+        words.contains("  6380-65535/tcp: anywhere loses access on any interface but lo\n"),
+        "{words}"
+    );
+    assert!(!words.contains("+table inet fwharden {"), "{words}");
+    let out = host.expect(0, &["apply", "vps-profile", "--diff"]);
     assert!(
         stdout(&out).contains("+table inet fwharden {"),
         "{}",
@@ -77,19 +86,51 @@ fn dry_run_and_diff_show_the_change_and_change_nothing() {
 
     let before = host.confirm_profile("web-server");
     host.wait_quiet();
+    // The README's example, as printed.
+    let block = readme_blocks("### What a change does, in words").remove(0);
+    let (_, shown) = block.split_once('\n').unwrap();
+    let out = host.expect(0, &["apply", "vps-profile", "--dry-run"]);
+    assert_eq!(
+        stdout(&out),
+        shown,
+        "the README's example is not what apply prints"
+    );
     for flag in ["--dry-run", "--diff"] {
         let out = host.expect(0, &["apply", "vps-profile", flag]);
         let diff = stdout(&out);
-        assert!(diff.contains("--- kernel now"), "{flag}: {diff}");
-        assert!(diff.contains("+++ after apply"), "{flag}: {diff}");
-        assert!(diff.contains("-# fwharden profile web-server"), "{diff}");
-        assert!(diff.contains("+# fwharden profile vps-profile"), "{diff}");
-        assert!(diff.contains("+\tset wg-net_v4 {"), "{diff}");
+        // In words, for both: who gains, who loses.
+        assert!(
+            diff.contains("  5432/tcp becomes reachable from 10.0.0.0/24 on wg0\n"),
+            "{flag}: {diff}"
+        );
+        assert!(
+            diff.contains("  51820/udp becomes reachable from anywhere on any interface but lo"),
+            "{flag}: {diff}"
+        );
+        // The text only behind --diff.
+        assert_eq!(
+            diff.contains("--- kernel now"),
+            flag == "--diff",
+            "{flag}: {diff}"
+        );
+        if flag == "--diff" {
+            assert!(diff.contains("+++ after apply"), "{flag}: {diff}");
+            assert!(diff.contains("-# fwharden profile web-server"), "{diff}");
+            assert!(diff.contains("+# fwharden profile vps-profile"), "{diff}");
+            assert!(diff.contains("+\tset wg-net_v4 {"), "{diff}");
+        }
 
         let v = json(&host.expect(0, &["--json", "apply", "vps-profile", flag]));
         assert_eq!(v["changed"], true, "{v}");
         assert_eq!(v["state"], "dry-run", "{v}");
         assert!(v["diff"].as_str().is_some_and(|d| d.contains("wg-net_v4")));
+        let db = v["reach"]
+            .as_array()
+            .and_then(|r| r.iter().find(|c| c["ports"]["first"] == 5432))
+            .unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(db["kind"], "gains", "{db}");
+        assert_eq!(db["sources"]["prefixes"][0], "10.0.0.0/24", "{db}");
+        assert_eq!(db["interfaces"][0], "wg0", "{db}");
 
         assert_eq!(host.table_text(), before, "{flag} changed the kernel");
         assert!(host.pending().is_none(), "{flag} left a pending record");
@@ -116,10 +157,15 @@ fn dry_run_and_diff_show_the_change_and_change_nothing() {
     host.sh(&[
         "nft", "add", "rule", "inet", "fwharden", "input", "tcp", "dport", "4444", "accept",
     ]);
-    let out = host.expect(0, &["apply", "web-server", "--dry-run"]);
+    let out = host.expect(0, &["apply", "web-server", "--diff"]);
     assert!(
         stdout(&out).contains("tcp dport 4444 accept"),
         "the drift is not in the diff:\n{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("  4444/tcp: anywhere loses access"),
+        "the drift is not in the words:\n{}",
         stdout(&out)
     );
 }

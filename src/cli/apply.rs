@@ -163,6 +163,7 @@ pub fn run(
     spec: &str,
     opts: &ApplyOptions,
     probing: &Probing,
+    text_diff: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
     let watch = crate::progress::wanted(json).then(crate::progress::start);
@@ -265,9 +266,27 @@ pub fn run(
         } => {
             println!("profile {profile}: the kernel already holds this ruleset; no change");
         }
-        ApplyOutcome::DryRun { diff, .. } => print!("{diff}"),
-        ApplyOutcome::Confirmed { profile, counters } => {
+        ApplyOutcome::DryRun {
+            profile,
+            reach,
+            diff,
+            ..
+        } => {
+            println!("dry run of profile {profile}: nothing was changed");
+            print_reach(reach);
+            if text_diff {
+                print!("\n{diff}");
+            } else {
+                println!("(the nft text that changes: fwharden apply {profile} --diff)");
+            }
+        }
+        ApplyOutcome::Confirmed {
+            profile,
+            counters,
+            reach,
+        } => {
             println!("applied and confirmed profile {profile}");
+            print_reach(reach);
             print_counters(*counters);
         }
         ApplyOutcome::Pending {
@@ -278,6 +297,7 @@ pub fn run(
             hatch,
             rollback_to,
             counters,
+            reach,
             ..
         } => {
             let secs = deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
@@ -292,6 +312,7 @@ pub fn run(
                  Escape hatch: {hatch}",
                 clock(*deadline_ms)
             );
+            print_reach(reach);
             print_counters(*counters);
         }
     }
@@ -323,6 +344,23 @@ fn banned_operator(operator: &crate::sshclient::Operator) -> Option<String> {
         "your address {} is banned (set {}, {left}): {effect}. Run `fwharden unban {}`",
         ban.addr, ban.set, ban.addr
     ))
+}
+
+/// Who gains and who loses access, one change per line; rules that moved
+/// without changing who gets in say so.
+fn print_reach(reach: &Option<Vec<crate::ruleset::reach::Change>>) {
+    let Some(reach) = reach else {
+        println!("who can connect to what: cannot be said, the kernel's table was edited outside fwharden (the nft text: --diff)");
+        return;
+    };
+    if reach.is_empty() {
+        println!("who can connect to what: unchanged (new connections to TCP and UDP ports)");
+        return;
+    }
+    println!("who can connect to what (new connections to TCP and UDP ports):");
+    for change in reach {
+        println!("  {}", crate::term::safe_lines(&change.to_string()));
+    }
 }
 
 /// What became of the rule counters `fwharden metrics` reports.

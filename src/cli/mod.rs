@@ -40,7 +40,8 @@ Examples:
   fwharden emit web-server --format ufw --output DIR          ufw.sh (commands) or reload.sh (rules files)
   fwharden probe vps-profile             prove it with real packets in a replica
   fwharden scan HOST --profile vps-profile --from admin   check a live host from outside
-  fwharden apply vps-profile --diff      what would change; changes nothing
+  fwharden apply vps-profile --dry-run   who gains or loses access; changes nothing
+  fwharden apply vps-profile --diff      the same, and the nft text that changes
   fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
   fwharden confirm                       (from a NEW ssh connection) keep it
   fwharden apply vps-profile --auto-confirm --json     from Ansible or a postinst
@@ -132,9 +133,13 @@ pub enum Command {
         /// Apply even if it would refuse new connections from your SSH client.
         #[arg(long)]
         force: bool,
-        /// Show the difference with what the kernel holds; change nothing.
-        #[arg(long, visible_alias = "diff")]
+        /// Say what would change in who can connect to what, against
+        /// what the kernel holds; change nothing.
+        #[arg(long)]
         dry_run: bool,
+        /// As --dry-run, and print the difference as nft text too.
+        #[arg(long)]
+        diff: bool,
         /// Emergencies only: do not prove the ruleset with real packets in
         /// a replica first (the read-back after the commit still runs).
         #[arg(long, conflicts_with = "require_probe")]
@@ -347,6 +352,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             auto_confirm,
             force,
             dry_run,
+            diff,
             no_probe,
             require_probe,
             test_break_probe,
@@ -355,7 +361,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 timeout: *timeout,
                 auto_confirm: *auto_confirm,
                 force: *force,
-                dry_run: *dry_run,
+                dry_run: *dry_run || *diff,
                 operator: crate::sshclient::find(),
             };
             let probe = match (*no_probe, *require_probe) {
@@ -367,7 +373,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 mode: probe,
                 break_for_test: test_break_probe.clone(),
             };
-            apply::run(&search, &dirs, profile, &opts, &probe, cli.json)
+            apply::run(&search, &dirs, profile, &opts, &probe, *diff, cli.json)
         }
         Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
         Command::Rollback => safety::rollback(&dirs, cli.json),

@@ -12,6 +12,7 @@ use crate::kernel::Kernel;
 use crate::nft::{self, NftError};
 use crate::render;
 use crate::ruleset::hatch::{self, Hatch};
+use crate::ruleset::reach;
 use crate::ruleset::Ruleset;
 use crate::state::{now_ms, ApplyLock, Confirmed, Dirs, Origin, Pending, Stamp};
 
@@ -47,10 +48,12 @@ pub struct ApplyOptions {
 pub enum ApplyOutcome {
     /// The kernel already holds this ruleset, and it is confirmed.
     Unchanged { profile: String },
-    /// Nothing was changed; `diff` is what would change.
+    /// Nothing was changed; `reach` is what would change in who can
+    /// connect to what, `diff` the same as `nft -f` text.
     DryRun {
         profile: String,
         changed: bool,
+        reach: Option<Vec<reach::Change>>,
         diff: String,
     },
     /// Loaded, waiting for `fwharden confirm` until `deadline_ms`.
@@ -66,9 +69,17 @@ pub enum ApplyOutcome {
         /// What a rollback restores, in words.
         rollback_to: String,
         counters: Counters,
+        /// What changed in who can connect to what (`None`: the kernel
+        /// held a table edited outside fwharden, which the model cannot
+        /// read).
+        reach: Option<Vec<reach::Change>>,
     },
     /// Loaded and confirmed.
-    Confirmed { profile: String, counters: Counters },
+    Confirmed {
+        profile: String,
+        counters: Counters,
+        reach: Option<Vec<reach::Change>>,
+    },
 }
 
 /// What became of the kernel's rule counters (see `fwharden metrics`).
@@ -90,6 +101,16 @@ impl ApplyOutcome {
             ApplyOutcome::DryRun { changed, .. } => *changed,
             ApplyOutcome::Pending { .. } | ApplyOutcome::Confirmed { .. } => true,
         }
+    }
+}
+
+/// Who gains and who loses access from what the kernel held to `new`, as
+/// the profile writes it (a hatch is the apply's, not the profile's);
+/// `None` when the table was edited outside fwharden and has no model.
+fn reach_change(held: &Held, new: &Ruleset) -> Option<Vec<reach::Change>> {
+    match held {
+        Held::Foreign { .. } => None,
+        held => Some(reach::diff(held.as_current().as_ref(), new).changes),
     }
 }
 
@@ -140,14 +161,15 @@ pub fn apply(
             .ok()
             .flatten()
             .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
-        let current = match known {
-            Some(c) => Some(c.ruleset),
-            None => kernel.read_table().or_else(foreign_as_drift)?,
+        let held = match known {
+            Some(c) => Held::Table(c.ruleset),
+            None => Held::read(kernel)?.1,
         };
-        let diff = diff(current.as_ref(), Some(new));
+        let diff = diff(held.as_current().as_ref(), Some(new));
         return Ok(ApplyOutcome::DryRun {
             profile: new.profile.clone(),
             changed: !diff.is_empty(),
+            reach: reach_change(&held, new),
             diff,
         });
     }
@@ -331,10 +353,17 @@ pub fn apply(
             return Err(RollbackError::ReadBack { detail, restored });
         }
     };
+    // Against the table the kernel held before, as the profile writes it
+    // (the hatch is the apply's, not the profile's).
+    let reach = reach_change(&held, new);
     if opts.auto_confirm {
         crate::progress::phase("confirming");
         confirm_record(ports, dirs, record, seen)?;
-        return Ok(ApplyOutcome::Confirmed { profile, counters });
+        return Ok(ApplyOutcome::Confirmed {
+            profile,
+            counters,
+            reach,
+        });
     }
     Ok(ApplyOutcome::Pending {
         rollback_to: record.previous_name(),
@@ -348,6 +377,7 @@ pub fn apply(
             |f| f.describe(),
         ),
         counters,
+        reach,
     })
 }
 

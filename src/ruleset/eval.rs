@@ -198,7 +198,7 @@ fn family_of(addr: &IpAddr) -> Family {
     }
 }
 
-fn interface_matches(pattern: &str, name: Option<&str>) -> bool {
+pub(super) fn interface_matches(pattern: &str, name: Option<&str>) -> bool {
     let Some(name) = name else { return false };
     match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),

@@ -10,6 +10,7 @@ pub mod bans;
 pub mod eval;
 pub mod hatch;
 pub mod model;
+pub mod reach;
 pub mod representative;
 
 pub use model::*;

@@ -1,0 +1,192 @@
+use super::*;
+use crate::profile::{load, SearchPath};
+
+fn builtin(name: &str) -> Ruleset {
+    let search = SearchPath {
+        dirs: vec![],
+        builtin: true,
+    };
+    crate::compile::compile(&load(name, &search).profile.unwrap())
+}
+
+fn lines(d: &Diff) -> Vec<String> {
+    d.changes.iter().map(ToString::to_string).collect()
+}
+
+/// The set operations against a brute force over a small universe: every
+/// pair of range lists built from a few cut points.
+#[test]
+fn range_operations_agree_with_membership_point_by_point() {
+    let universe = 0u128..40;
+    let shapes: Vec<Ranges> = (0u32..64)
+        .map(|bits| {
+            let mut v = Vec::new();
+            for i in 0..6u128 {
+                if bits & (1 << i) != 0 {
+                    v.push((i * 6 + (i % 3), i * 6 + 4 + (i % 2)));
+                }
+            }
+            Ranges::coalesced(v)
+        })
+        .collect();
+    for a in &shapes {
+        for b in shapes.iter().step_by(5) {
+            let (u, i, m) = (a.union(b), a.intersect(b), a.minus(b));
+            for x in universe.clone() {
+                let (ia, ib) = (a.contains(x), b.contains(x));
+                assert_eq!(u.contains(x), ia || ib, "{a:?} ∪ {b:?} at {x}");
+                assert_eq!(i.contains(x), ia && ib, "{a:?} ∩ {b:?} at {x}");
+                assert_eq!(m.contains(x), ia && !ib, "{a:?} − {b:?} at {x}");
+            }
+            for r in [&u, &i, &m] {
+                // Normalised: sorted, disjoint, not touching.
+                assert!(r.0.windows(2).all(|w| w[0].1 + 1 < w[1].0), "{r:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_same_ruleset_changes_nothing() {
+    let r = builtin("vps-profile");
+    assert!(diff(Some(&r), &r).is_empty());
+}
+
+#[test]
+fn from_ssh_only_to_vps_profile_web_and_wireguard_open_to_anywhere() {
+    let d = diff(Some(&builtin("ssh-only")), &builtin("vps-profile"));
+    let text = lines(&d);
+    for want in [
+        "80/tcp becomes reachable from anywhere on any interface but lo",
+        "443/tcp becomes reachable from anywhere on any interface but lo",
+        "51820/udp becomes reachable from anywhere on any interface but lo",
+        "22/tcp: any IPv4 address except 10.0.0.0/24 and 192.0.2.10/32; \
+         any IPv6 address except 2001:db8:1::/64 loses access on any interface but lo",
+    ] {
+        assert!(text.iter().any(|l| l == want), "{want} not in {text:#?}");
+    }
+    // The databases open only to the tunnel, only on wg0.
+    let db = text
+        .iter()
+        .find(|l| l.starts_with("5432/tcp"))
+        .unwrap_or_else(|| panic!("{text:#?}"));
+    assert_eq!(db, "5432/tcp becomes reachable from 10.0.0.0/24 on wg0");
+    // Published container ports change alike: no line of their own.
+    assert!(
+        d.changes
+            .iter()
+            .all(|c| c.targets == [Target::Host, Target::Published]),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn no_table_before_means_everything_the_profile_refuses_loses_access() {
+    let d = diff(None, &builtin("ssh-only"));
+    let text = lines(&d);
+    assert!(
+        text.iter()
+            .any(|l| l.starts_with("1-21/tcp: anywhere loses access")),
+        "{text:#?}"
+    );
+    assert!(d
+        .says(
+            Target::Host,
+            Protocol::Udp,
+            53,
+            "eth0",
+            "203.0.113.9".parse().unwrap()
+        )
+        .is_some_and(|k| k == Kind::Loses));
+}
+
+#[test]
+fn a_big_source_list_is_summed_up_not_listed() {
+    let nets: Vec<IpNet> = (0..300u32)
+        .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i * 512), 24).unwrap()))
+        .collect();
+    let s = Sources::of(Family::Ipv4, Ranges::of_nets(&nets));
+    let words = s.to_string();
+    assert_eq!(
+        words,
+        "10.0.0.0/24, 10.0.2.0/24, 10.0.4.0/24 and 297 more prefixes"
+    );
+    let all_but = Sources::anywhere().minus(&s);
+    assert!(
+        all_but.to_string().starts_with("any IPv4 address except")
+            || all_but.to_string().contains("more prefixes")
+    );
+    let v4_but_one = Sources::of(
+        Family::Ipv4,
+        Ranges::all(Family::Ipv4).minus(&Ranges::one(to_u128("192.0.2.7".parse().unwrap()))),
+    );
+    assert_eq!(
+        v4_but_one.to_string(),
+        "any IPv4 address except 192.0.2.7/32"
+    );
+}
+
+/// Every answer of the difference, checked against the evaluator at the
+/// edges of every prefix and port range of two shipped profiles.
+#[test]
+fn shipped_profile_pairs_agree_with_the_evaluator() {
+    let names = [
+        "ssh-only",
+        "vps-profile",
+        "web-server",
+        "db-private",
+        "wireguard-gateway",
+        "redis-sentinel",
+    ];
+    let rulesets: Vec<Ruleset> = names.iter().map(|n| builtin(n)).collect();
+    for old in &rulesets {
+        for new in &rulesets {
+            if let Some(e) = disagreement(Some(old), new) {
+                panic!("{e}");
+            }
+        }
+        if let Some(e) = disagreement(None, old) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// A group's list that changed alone is walked only where it changed,
+/// and says so: the prefix added gains, the one taken out loses; a rule
+/// whose profile line moved (its comment) changes nothing.
+#[test]
+fn a_changed_group_list_gains_and_loses_exactly_its_changed_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, admins: &str, pad: &str| {
+        let text = format!(
+            "extends = \"base\"\n{pad}[groups]\nadmin = [{admins}]\n[[rule]]\nallow = \"ssh\"\nfrom = \"admin\"\n"
+        );
+        std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
+    };
+    write("a", "\"192.0.2.0/24\", \"198.51.100.7\"", "");
+    write("b", "\"192.0.2.0/24\", \"203.0.113.0/25\"", "");
+    write("c", "\"192.0.2.0/24\", \"198.51.100.7\"", "\n\n");
+    let search = SearchPath {
+        dirs: vec![dir.path().to_path_buf()],
+        builtin: true,
+    };
+    let [a, b, c] =
+        ["a", "b", "c"].map(|n| crate::compile::compile(&load(n, &search).profile.unwrap()));
+    assert_eq!(
+        scope(&a, &b, &mut Default::default()).to_string(),
+        "198.51.100.7/32, 203.0.113.0/25"
+    );
+    assert_eq!(
+        lines(&diff(Some(&a), &b)),
+        [
+            "22/tcp becomes reachable from 203.0.113.0/25 on any interface but lo",
+            "22/tcp: 198.51.100.7/32 loses access on any interface but lo",
+        ]
+    );
+    assert!(disagreement(Some(&a), &b).is_none());
+    assert!(
+        scope(&a, &c, &mut Default::default()).is_empty(),
+        "only comments moved"
+    );
+    assert!(diff(Some(&a), &c).is_empty());
+}
