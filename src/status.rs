@@ -42,6 +42,11 @@ pub struct Status {
     /// `fwharden audit` in one line: how many ports of each verdict under
     /// the loaded ruleset.
     pub exposure: String,
+    /// What the loaded table allows, one entry per profile rule, with the
+    /// kernel's counters; `None` without a table fwharden wrote.
+    pub rules: Option<crate::observe::rules::RulesNow>,
+    /// Why the rules could not be read, when they could not.
+    pub rules_unreadable: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,6 +195,10 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         Ok(None) => crate::audit::Against::NoTable,
         Err(_) => crate::audit::Against::Unknown,
     };
+    let (rules, rules_unreadable) = match crate::observe::rules::rules_now(&candidates) {
+        Ok(r) => (r, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let seen = crate::audit::gather();
     let exposure = crate::audit::summary(&crate::audit::judge(
         &seen.sockets,
@@ -198,6 +207,8 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
     ));
     Ok(Status {
         exposure,
+        rules,
+        rules_unreadable,
         confirmed: confirmed.map(|c| c.profile),
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,

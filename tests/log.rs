@@ -205,7 +205,8 @@ fn dropped_probes_appear_in_log_json_with_their_profile_line() {
     // The README's example is this profile's output, time and interface
     // aside.
     let blocks = readme_blocks("## Observing: metrics and log");
-    let example = &blocks[1];
+    // After status's and metrics' examples.
+    let example = &blocks[2];
     let mask = |l: &str| -> String {
         l.split(' ')
             .skip(1)

@@ -218,7 +218,8 @@ fn metrics_count_real_traffic_by_profile_line_and_pass_promtool() {
 /// real output, and each sample it shows has the real label names.
 fn readme_example_is_what_metrics_prints(real: &str) {
     let blocks = readme_blocks("## Observing: metrics and log");
-    let example = &blocks[0];
+    // The first block is `status`'s (see below), then metrics'.
+    let example = &blocks[1];
     // Label values are quoted and may hold commas: read them as the
     // format says (a backslash escapes the next character).
     let keys = |line: &str| -> (String, Vec<String>) {
@@ -431,4 +432,71 @@ fn node_exporter_serves_the_textfile_metrics_writes() {
         "node_exporter serves the ssh rule's counter:\n{scraped}"
     );
     assert!(scraped.contains("fwharden_kernel_state{state=\"confirmed\"} 1\n"));
+}
+
+/// `status` says what is allowed now, one profile rule a line, with what
+/// each rule matched: three connections accepted by the ssh rule, two
+/// refused by the policy, in words and in JSON.
+#[test]
+#[ignore = "needs root"]
+fn status_says_what_each_profile_rule_allows_and_has_seen() {
+    needs_root("status_says_what_each_profile_rule_allows_and_has_seen");
+    let lab = Lab::new("stw");
+    lab.fw(0, &["apply", "observed", "--auto-confirm", "--no-probe"]);
+    assert_eq!(lab.connect(22, 3), 3, "the profile allows ssh from admin");
+    assert_eq!(lab.connect(2323, 2), 0, "no rule allows port 2323");
+
+    let text = stdout(&lab.fw(0, &["status"]));
+    assert!(
+        text.contains(
+            "rules of observed (packets matched since the table was loaded):\n  input:\n"
+        ),
+        "{text}"
+    );
+    let ssh =
+        format!("    observed.toml:{SSH_LINE}  allow 22/tcp from admin (1 prefix): 3 packets (");
+    assert!(text.contains(&ssh), "{ssh}\nnot in:\n{text}");
+    assert!(
+        text.contains(
+            "    observed.toml:6   deny all traffic from blocked (1 prefix): no packets\n"
+        ),
+        "{text}"
+    );
+    // At least the two refused connections (a stray multicast packet of
+    // the peer may come on top).
+    assert!(text.contains("  input policy drop: "), "{text}");
+    assert!(!text.contains("  input policy drop: no packets"), "{text}");
+    assert!(
+        text.contains(
+            "    defaults          established: allow established, related traffic from anywhere: "
+        ),
+        "{text}"
+    );
+
+    // The README's excerpt is this output, but for the counts of packets
+    // that depend on how the kernel closed the connections.
+    let block = readme_blocks("## Observing: metrics and log").remove(0);
+    for line in block.lines() {
+        let words = line.rsplit_once(": ").map_or(line, |(w, _)| w);
+        assert!(text.contains(words), "README: {line:?} not in:\n{text}");
+    }
+
+    let v: serde_json::Value =
+        serde_json::from_slice(&lab.fw(0, &["--json", "status"]).stdout).unwrap();
+    let rules = v["rules"]["rules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"));
+    let rule = rules
+        .iter()
+        .find(|r| r["origin"] == format!("observed.toml:{SSH_LINE}"))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(rule["packets"], 3, "{rule}");
+    assert_eq!(rule["what"], "22/tcp", "{rule}");
+    assert_eq!(rule["from"], "admin (1 prefix)", "{rule}");
+    let input = v["rules"]["policies"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["chain"] == "input"))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(input["policy"], "drop", "{input}");
+    assert!(input["packets"].as_u64().is_some_and(|n| n >= 2), "{input}");
 }

@@ -185,6 +185,7 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     {
         println!("kernel's hatch:    {h}");
     }
+    print_rules(&s);
     if let Some(l) = &s.last_rollback {
         println!("last rollback:     {l}");
     }
@@ -226,6 +227,97 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// What the loaded table allows, one profile rule a line, with what each
+/// has matched since the table was loaded, and what each policy took.
+fn print_rules(s: &crate::status::Status) {
+    if let Some(why) = &s.rules_unreadable {
+        println!("rules:             unreadable: {why}");
+    }
+    let Some(now) = &s.rules else { return };
+    println!(
+        "rules of {} (packets matched since the table was loaded):",
+        crate::term::safe_lines(&now.profile)
+    );
+    // A rule of the defaults is named by what it is for, after the
+    // column of profile lines.
+    let column = |r: &crate::observe::rules::RuleNow| -> (String, String) {
+        match r.rule.origin.strip_prefix("defaults: ") {
+            Some(name) => {
+                let name = name.strip_prefix("containers: ").unwrap_or(name);
+                ("defaults".into(), format!("{name}: {}", r.words))
+            }
+            None => (r.rule.origin.clone(), r.words.clone()),
+        }
+    };
+    let width = now
+        .rules
+        .iter()
+        .map(|r| column(r).0.len())
+        .max()
+        .unwrap_or(0);
+    let mut chain = "";
+    for r in &now.rules {
+        if r.rule.chain != chain {
+            chain = &r.rule.chain;
+            println!("  {chain}:");
+        }
+        let (origin, words) = column(r);
+        let over = match r.over_limit_packets {
+            Some(n) if n > 0 => format!("; {} over the limit, dropped", count(n)),
+            _ => String::new(),
+        };
+        println!(
+            "    {origin:width$}  {}: {}{over}",
+            crate::term::safe_lines(&words),
+            traffic(r.packets, r.bytes)
+        );
+    }
+    for p in &now.policies {
+        let took = match (p.packets, p.bytes) {
+            (Some(n), Some(b)) => traffic(n, b),
+            _ => "not counted (the chain was loaded without statistics)".into(),
+        };
+        println!("  {} policy {}: {took}", p.chain, p.policy);
+    }
+}
+
+/// `1,234 packets (98.1 KB)`, or `no packets`.
+fn traffic(packets: u64, bytes: u64) -> String {
+    if packets == 0 {
+        return "no packets".into();
+    }
+    let unit = if packets == 1 { "packet" } else { "packets" };
+    format!("{} {unit} ({})", count(packets), size(bytes))
+}
+
+/// 1234567 as `1,234,567`.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in decimal units: `512 B`, `98.1 KB`, `3.2 GB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 pub fn watch(dirs: &Dirs, token: &str) -> anyhow::Result<i32> {
     match crate::rollback::watcher::run(rollback::Ports::real(), dirs, token) {
         Ok(()) => Ok(exit::OK),
@@ -236,5 +328,19 @@ pub fn watch(dirs: &Dirs, token: &str) -> anyhow::Result<i32> {
             );
             Ok(super::codes::of_error(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_and_sizes_read_as_a_person_writes_them() {
+        assert_eq!(super::count(0), "0");
+        assert_eq!(super::count(999), "999");
+        assert_eq!(super::count(1234567), "1,234,567");
+        assert_eq!(super::size(512), "512 B");
+        assert_eq!(super::size(98_100), "98.1 KB");
+        assert_eq!(super::size(3_200_000_000), "3.2 GB");
+        assert_eq!(super::traffic(1, 60), "1 packet (60 B)");
     }
 }

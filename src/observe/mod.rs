@@ -10,6 +10,7 @@
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod rules;
 pub mod summary;
 
 use std::collections::BTreeSet;
@@ -206,7 +207,7 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
 
 /// The prefix sets of `candidates` too big to list at every read (their
 /// elements say nothing about counters or logs).
-fn big_sets(candidates: &[&Ruleset]) -> BTreeSet<String> {
+pub(crate) fn big_sets(candidates: &[&Ruleset]) -> BTreeSet<String> {
     candidates
         .iter()
         .flat_map(|r| r.sets.iter())

@@ -7,6 +7,7 @@
 
 pub mod ban_guard;
 pub mod bans;
+pub mod describe;
 pub mod eval;
 pub mod hatch;
 pub mod model;
