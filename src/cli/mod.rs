@@ -6,6 +6,7 @@ mod audit;
 mod bans;
 mod check;
 pub mod codes;
+mod edit;
 mod emit;
 mod generate;
 mod list;
@@ -36,6 +37,8 @@ Examples:
   fwharden show vps-profile              the nftables ruleset it compiles to
   fwharden show                          the ruleset the kernel holds now
   fwharden show --source base            a profile's TOML, to copy and edit
+  fwharden init mine --from vps-profile  an editable copy in /etc/fwharden/profiles
+  fwharden edit mine                     $EDITOR on it; saved only once it checks
   fwharden emit vps-profile --format iptables --output DIR   iptables-restore + ipset files
   fwharden emit web-server --format ufw --output DIR          ufw.sh (commands) or reload.sh (rules files)
   fwharden probe vps-profile             prove it with real packets in a replica
@@ -115,6 +118,27 @@ pub enum Command {
         /// escape hatch.
         #[arg(long)]
         pending: bool,
+    },
+    /// Write an editable copy of a profile (a built-in one too) to the
+    /// first profile directory (/etc/fwharden/profiles), its placeholder
+    /// addresses marked.
+    Init {
+        /// The new profile's name (NAME.toml).
+        name: String,
+        /// The profile to copy; by default NAME itself if there is one,
+        /// else `base`.
+        #[arg(long, value_name = "PROFILE")]
+        from: Option<String>,
+        /// Replace NAME.toml if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Edit a profile in $VISUAL or $EDITOR: saved only once it checks
+    /// (back into the editor on errors, as visudo does), then the probe
+    /// and the apply are offered.
+    Edit {
+        /// The profile's name (a file in a profile directory).
+        name: String,
     },
     /// Load a profile in one atomic transaction, with a rollback timer.
     Apply {
@@ -337,6 +361,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             profile,
             deny_warnings,
         } => check::run(&search, profile, *deny_warnings, cli.json),
+        Command::Init { name, from, force } => edit::init(&search, name, from.as_deref(), *force),
+        Command::Edit { name } => edit::edit(&search, &dirs, name),
         Command::Show {
             profile: Some(profile),
             ..

@@ -12,6 +12,7 @@ pub mod lookup;
 pub mod parse;
 pub mod resolve;
 mod shadow;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

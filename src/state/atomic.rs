@@ -12,6 +12,12 @@ use std::path::Path;
 /// Writes `bytes` to `dir/name` atomically; the temporary file is removed
 /// on failure.
 pub(super) fn write(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_mode(dir, name, bytes, 0o600)
+}
+
+/// As [`write`], the file created with `mode` (a profile `init` or `edit`
+/// writes is 0644: readable by all, as the shipped ones are).
+pub fn write_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
@@ -19,7 +25,7 @@ pub(super) fn write(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;

@@ -7,7 +7,7 @@
 //! (`/run/fwharden`). Every file is root-only and written atomically. Big
 //! prefix lists are kept once, in files of their own (`lists`).
 
-mod atomic;
+pub mod atomic;
 mod known;
 mod lists;
 mod lock;
