@@ -135,6 +135,7 @@ fn check_schema(v: &Value) {
             keys,
             [
                 "address",
+                "advice",
                 "container",
                 "interface",
                 "kind",
@@ -152,6 +153,7 @@ fn check_schema(v: &Value) {
         );
         assert!(r["port"].is_u64() && r["port_last"].is_u64() && r["unnamed"].is_boolean());
         assert!(r["address"].is_string() || r["address"].is_null());
+        assert!(r["advice"].is_string() || r["advice"].is_null());
         assert!(
             r["process"].is_null()
                 || (r["process"]["pid"].is_u64() && r["process"]["name"].is_string())
@@ -318,6 +320,15 @@ fn audit_exits_7_for_a_port_open_to_anyone_that_the_profile_does_not_name() {
         (Some("exposed"), Some(true))
     );
     assert_eq!(v["unnamed_exposed"], 1);
+    // With what to do about it, in JSON and under its row.
+    assert!(
+        r["advice"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("bind it to 127.0.0.1")),
+        "{r}"
+    );
+    let table = stdout(&host.expect(7, &["audit"]));
+    assert!(table.contains("  -> bind it to 127.0.0.1"), "{table}");
     // A profile whose policy lets it in: exposed, named by nothing.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("open.toml");

@@ -113,6 +113,8 @@ pub struct Row {
     /// Exposed (or uncovered) without the ruleset naming the port: what the
     /// exit code reports.
     pub unnamed: bool,
+    /// What to do about it, when something should be done.
+    pub advice: Option<String>,
 }
 
 /// The ruleset the rows are judged against.
@@ -205,6 +207,7 @@ pub fn judge(sockets: &[Socket], ports: &[Published], against: Against) -> Vec<R
             who: vec![],
             named_by: None,
             unnamed: false,
+            advice: None,
         };
         if !loopback(&l.address, l.interface.as_deref()) {
             match ruleset {
@@ -247,6 +250,7 @@ pub fn judge(sockets: &[Socket], ports: &[Published], against: Against) -> Vec<R
             who: vec![],
             named_by: None,
             unnamed: false,
+            advice: None,
         };
         if !loopback(&p.address, None) {
             match ruleset {
@@ -277,6 +281,9 @@ pub fn judge(sockets: &[Socket], ports: &[Published], against: Against) -> Vec<R
     }
     if let Against::Ruleset(r) = against {
         rows.extend(nothing_listening(r, sockets, ports));
+    }
+    for r in &mut rows {
+        r.advice = advice(r);
     }
     rows.sort_by(|a, b| {
         (a.verdict, a.protocol, a.port, a.address, a.kind as u8).cmp(&(
@@ -356,6 +363,7 @@ fn nothing_listening(ruleset: &Ruleset, sockets: &[Socket], ports: &[Published])
             who: k.who,
             named_by: k.named_by,
             unnamed: false,
+            advice: None,
         });
     }
     rows
@@ -437,4 +445,33 @@ pub fn gather() -> Seen {
     seen.published = found.ports;
     seen.not_seen.extend(found.not_seen);
     seen
+}
+
+/// What an operator should do about a row, in a line; `None` where the row
+/// is as it should be (a public web port open to all, a restricted port,
+/// loopback).
+fn advice(r: &Row) -> Option<String> {
+    let port = format!("{}/{}", r.port, r.protocol.as_str());
+    let admin = crate::profile::lint::admin_service(r.protocol, r.port);
+    match (r.verdict, r.kind) {
+        (Verdict::Exposed, Kind::Socket) if r.named_by.is_none() => Some(format!(
+            "bind it to 127.0.0.1 (or a private interface) if only this host needs it, or give {port} a rule with `from = [\"a group\"]`"
+        )),
+        (Verdict::Exposed, _) if r.named_by.is_none() => Some(format!(
+            "give {port} a rule in the profile: allow it from a group, or deny it"
+        )),
+        (Verdict::Exposed, _) => admin.map(|name| {
+            format!("{name} is open to anyone: allow it only from a group of the addresses that need it (`from = [\"admin\"]`)")
+        }),
+        (Verdict::Uncovered, _) => Some(
+            "set `containers = \"filter\"` under [defaults] so the profile decides who reaches it, or publish it on 127.0.0.1".into(),
+        ),
+        (Verdict::Unknown, _) => {
+            Some("run as root (or with CAP_NET_ADMIN) so the loaded ruleset can be read".into())
+        }
+        (Verdict::NothingListening, _) => Some(format!(
+            "nothing listens on {port}: take it out of the profile if the service is gone"
+        )),
+        (Verdict::Restricted | Verdict::Closed | Verdict::Loopback, _) => None,
+    }
 }

@@ -264,3 +264,53 @@ fn sockets_sharing_a_port_with_so_reuseport_are_one_row() {
         .collect();
     assert_eq!(addresses, ["0.0.0.0", "::"]);
 }
+
+#[test]
+fn rows_that_need_a_person_say_what_to_do() {
+    let r = from_text(
+        "[[rule]]\nallow = [\"postgres\", \"http\"]\n\n[[rule]]\nallow = \"9999/tcp\"\nfrom = [\"192.0.2.0/24\"]\n",
+    );
+    let sockets = [
+        tcp("0.0.0.0", 5432),
+        tcp("0.0.0.0", 80),
+        tcp("0.0.0.0", 7000),
+        tcp("127.0.0.1", 6379),
+    ];
+    let rows = judge(&sockets, &[], Against::Ruleset(&r));
+    let advice = |port| {
+        find(
+            &rows,
+            Kind::Socket,
+            Some(if port == 6379 { "127.0.0.1" } else { "0.0.0.0" }),
+            port,
+        )
+        .advice
+        .clone()
+    };
+    assert!(
+        advice(5432).is_some_and(|a| a.starts_with("postgres is open to anyone")),
+        "{:?}",
+        advice(5432)
+    );
+    assert_eq!(advice(80), None, "a public web port open to all is meant");
+    assert_eq!(advice(6379), None, "loopback");
+    // Under the profile's drop policy 7000 is closed: nothing to do.
+    assert_eq!(advice(7000), None);
+    // The rule for 9999 has nothing behind it.
+    let nothing = find(&rows, Kind::Profile, None, 9999);
+    assert!(
+        nothing
+            .advice
+            .as_deref()
+            .is_some_and(|a| a.starts_with("nothing listens on 9999/tcp")),
+        "{:?}",
+        nothing.advice
+    );
+    // No table: everything listening is exposed, and unnamed.
+    let rows = judge(&sockets, &[], Against::NoTable);
+    let open = find(&rows, Kind::Socket, Some("0.0.0.0"), 7000);
+    assert!(open
+        .advice
+        .as_deref()
+        .is_some_and(|a| a.starts_with("bind it to 127.0.0.1")));
+}

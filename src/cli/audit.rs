@@ -178,13 +178,18 @@ fn print_table(rows: &[Row]) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for l in std::iter::once(&header).chain(&lines) {
+    let advice = std::iter::once(None).chain(rows.iter().map(|r| r.advice.as_deref()));
+    for (l, advice) in std::iter::once(&header).chain(&lines).zip(advice) {
         let cells: Vec<String> = l[..5]
             .iter()
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         println!("{}  {}", cells.join("  "), l[5]);
+        // What to do, under the row it is about.
+        if let Some(a) = advice {
+            println!("{:w$}  -> {a}", "", w = widths[0]);
+        }
     }
 }
 

@@ -32,6 +32,23 @@ const ADMIN_SERVICES: &[&str] = &[
     "prometheus",
 ];
 
+/// The database or admin service (by name) that listens on `port` by
+/// default, if any: the audit's advice names it.
+pub fn admin_service(protocol: Protocol, port: u16) -> Option<&'static str> {
+    if protocol != Protocol::Tcp {
+        return None;
+    }
+    ADMIN_SERVICES
+        .iter()
+        .filter_map(|name| builtin::service(name))
+        .find(|svc| {
+            svc.ranges()
+                .iter()
+                .any(|r| r.first <= port && port <= r.last)
+        })
+        .map(|svc| svc.name)
+}
+
 /// An allow rule that opens a database or admin service's TCP port to
 /// every address of a family. `allow = "all"` is left out: it says
 /// "everything" on purpose, and the input policy warning covers it.
