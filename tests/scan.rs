@@ -71,15 +71,14 @@ fn scan_from(scanner: &Netns, host: &Host, args: &[&str]) -> std::process::Outpu
         .unwrap()
 }
 
-#[test]
-#[ignore = "needs root"]
-fn scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point() {
-    needs_root("scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point");
-    let host_before = host_tables();
-    let host = Host::new("scanned");
+/// A host namespace holding vps-profile (confirmed), an admin namespace
+/// (192.0.2.10) and an outsider in no group (203.0.113.9), each linked to
+/// the host by a veth pair; the host's services listening.
+fn lab(tag: &str) -> (Host, Netns, Netns, Services) {
+    let host = Host::new(tag);
     host.confirm_profile("vps-profile");
-    let admin = Netns::create("scanadmin").unwrap();
-    let outsider = Netns::create("scanout").unwrap();
+    let admin = Netns::create(&format!("{tag}a")).unwrap();
+    let outsider = Netns::create(&format!("{tag}o")).unwrap();
     host.ns
         .link(&admin, &["192.0.2.1/24"], &["192.0.2.10/24"])
         .unwrap();
@@ -90,7 +89,16 @@ fn scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point() {
     outsider
         .run(&["ip", "route", "add", "192.0.2.1/32", "via", "203.0.113.1"])
         .unwrap();
-    let _services = Services::start(&host.ns, &[22, 80, 443, 5432, 6379], 51820);
+    let services = Services::start(&host.ns, &[22, 80, 443, 5432, 6379], 51820);
+    (host, admin, outsider, services)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point() {
+    needs_root("scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point");
+    let host_before = host_tables();
+    let (host, admin, outsider, _services) = lab("scanned");
 
     // Allowed: an admin address reaches SSH and the web, not the databases.
     let out = scan_from(
@@ -163,4 +171,80 @@ fn scan_checks_a_live_host_from_an_allowed_and_a_denied_vantage_point() {
         host_before,
         "the machine's own ruleset changed"
     );
+}
+
+/// `--ports all`: every TCP port the profile does not name is checked
+/// too, so a port accepted behind fwharden's back, by a rule that names
+/// none of the profile's ports, fails the scan.
+#[test]
+#[ignore = "needs root"]
+fn a_sweep_of_every_port_catches_one_accepted_behind_fwharden_s_back() {
+    needs_root("a_sweep_of_every_port_catches_one_accepted_behind_fwharden_s_back");
+    let (host, _admin, outsider, _services) = lab("sweep");
+    let args = [
+        "--profile",
+        "vps-profile",
+        "--from",
+        "any",
+        "--ports",
+        "all",
+    ];
+    let out = scan_from(&outsider, &host, &args);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    // Every port but the few the profile names is swept, and each one
+    // answers as the profile says.
+    let (swept, quiet) = swept_counts(&text);
+    assert!(swept > 65_000 && quiet == swept, "{text}");
+
+    // One more port accepted, where nothing listens: from outside it
+    // answers with a reset, reachable where the profile says filtered.
+    host.sh(&[
+        "nft", "insert", "rule", "inet", "fwharden", "input", "tcp", "dport", "4444", "accept",
+    ]);
+    let out = scan_from(&outsider, &host, &args);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(6), "{text}\n{}", stderr(&out));
+    let first = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.starts_with("MISMATCH") && first.contains("4444/tcp"),
+        "{text}"
+    );
+    // Without the sweep, the plan's ports alone pass: that is the gap.
+    let out = scan_from(&outsider, &host, &args[..4]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // The thousand TCP and thousand UDP ports scanners try first: 4444
+    // (krb524 in nmap's list) is among them, and it alone is not as the
+    // profile says.
+    let out = scan_from(&outsider, &host, &[&args[..5], &["top"]].concat());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(6), "{text}\n{}", stderr(&out));
+    let (swept, quiet) = swept_counts(&text);
+    assert!(swept > 1_900 && quiet == swept - 1, "{text}");
+    assert!(
+        text.lines().nth(1).unwrap_or_default().contains("4444/tcp"),
+        "{text}"
+    );
+}
+
+/// The two numbers of the sweep's note: "swept N ports the profile does
+/// not name (M as it says, ...".
+fn swept_counts(text: &str) -> (usize, usize) {
+    let note = text
+        .split("swept ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no sweep note in:\n{text}"));
+    let number = |s: &str| -> usize {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or_else(|_| panic!("no number at {s:?}"))
+    };
+    let swept = number(note);
+    let quiet = note
+        .split_once('(')
+        .map(|(_, rest)| number(rest))
+        .unwrap_or_else(|| panic!("no count in {note:?}"));
+    (swept, quiet)
 }

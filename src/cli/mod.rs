@@ -43,6 +43,7 @@ Examples:
   fwharden emit web-server --format ufw --output DIR          ufw.sh (commands) or reload.sh (rules files)
   fwharden probe vps-profile             prove it with real packets in a replica
   fwharden scan HOST --profile vps-profile --from admin   check a live host from outside
+  fwharden scan HOST --profile vps-profile --from any --ports all   and every other TCP port
   fwharden apply vps-profile --dry-run   who gains or loses access; changes nothing
   fwharden apply vps-profile --diff      the same, and the nft text that changes
   fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
@@ -252,6 +253,15 @@ pub enum Command {
         /// containers chain's verdict.
         #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = scan::published_port)]
         published: Vec<crate::probe::Service>,
+        /// Also check ports the profile does not name, each closed or
+        /// filtered as it says: `all` (TCP 1-65535), `top` (the 1,000 TCP
+        /// and 1,000 UDP ports scanners try first, from nmap's list), or a
+        /// list (`1-1024,8080,53/udp`; a bare port is TCP).
+        #[arg(long, value_name = "PORTS")]
+        ports: Option<String>,
+        /// At most this many probes a second.
+        #[arg(long, default_value_t = 10000, value_name = "PPS", value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+        rate: u32,
     },
     /// Write the man pages or the shell completions into DIR (packaging).
     #[command(hide = true)]
@@ -428,12 +438,23 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             retries,
             via,
             published,
+            ports,
+            rate,
         } => {
+            let sweep = match ports.as_deref().map(scan::sweep).transpose() {
+                Ok(s) => s.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("fwharden: --ports: {e}");
+                    return Ok(exit::USAGE);
+                }
+            };
             let opts = crate::probe::scan::ScanOptions {
                 wait: std::time::Duration::from_millis(*wait_ms),
                 retries: *retries,
                 interface: via.clone(),
                 published: published.clone(),
+                sweep,
+                rate: *rate,
             };
             scan::run(&search, host, profile, from, &opts, cli.json)
         }

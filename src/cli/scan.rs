@@ -68,6 +68,53 @@ pub fn run(
     })
 }
 
+/// `--ports`: `all`, `top`, or a list of ports and ranges (`1-1024`,
+/// `53/udp`; a bare port is TCP).
+pub(super) fn sweep(spec: &str) -> Result<Vec<crate::probe::Service>, String> {
+    use crate::probe::Service;
+    match spec {
+        "all" => return Ok((1..=u16::MAX).map(Service::Tcp).collect()),
+        "top" => {
+            return scan::top_ports(scan::NMAP_SERVICES, 1000).map_err(|e| e.to_string());
+        }
+        _ => {}
+    }
+    let mut out = Vec::new();
+    for item in spec.split(',').map(str::trim) {
+        let (range, udp) = match item.rsplit_once('/') {
+            Some((r, "tcp")) => (r, false),
+            Some((r, "udp")) => (r, true),
+            Some((_, other)) => {
+                return Err(format!("{item:?}: protocol {other:?} is not tcp or udp"))
+            }
+            None => (item, false),
+        };
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("{item:?}: {p:?} is not a port (1-65535); write all, top, or ports like 1-1024,8080,53/udp"))
+        };
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(range)?, port(range)?),
+        };
+        if first > last {
+            return Err(format!(
+                "{item:?}: the range runs backwards; write {last}-{first}"
+            ));
+        }
+        out.extend((first..=last).map(|p| {
+            if udp {
+                Service::Udp(p)
+            } else {
+                Service::Tcp(p)
+            }
+        }));
+    }
+    Ok(out)
+}
+
 /// A published port of `--published`: `6379/tcp`, `53/udp`, or `6379`
 /// (TCP, as Docker's `-p` defaults to).
 pub(super) fn published_port(s: &str) -> Result<crate::probe::Service, String> {
@@ -88,6 +135,24 @@ pub(super) fn published_port(s: &str) -> Result<crate::probe::Service, String> {
 mod tests {
     use super::published_port;
     use crate::probe::Service;
+
+    #[test]
+    fn swept_ports_are_all_top_or_a_list() {
+        use super::sweep;
+        assert_eq!(sweep("all").unwrap().len(), 65535);
+        assert_eq!(
+            sweep("1-3,53/udp").unwrap(),
+            [
+                Service::Tcp(1),
+                Service::Tcp(2),
+                Service::Tcp(3),
+                Service::Udp(53)
+            ]
+        );
+        assert!(sweep("0").is_err());
+        assert!(sweep("9-1").unwrap_err().contains("write 1-9"));
+        assert!(sweep("80/sctp").unwrap_err().contains("sctp"));
+    }
 
     #[test]
     fn published_ports_are_read_as_docker_writes_them() {

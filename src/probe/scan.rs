@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use super::plan::{self, Destination, Outcome, Service};
 use super::report::{Report, Row, Status};
-use super::send::{settle, Attempt, Got};
+use super::send::{stream, Got};
 use crate::ruleset::eval::{self, Meters, Packet};
 use crate::ruleset::{CtState, Family, Hook, Protocol, Ruleset, SetKind};
 
@@ -45,6 +45,12 @@ pub enum ScanError {
     },
     #[error("waiting for scan answers failed: {0}")]
     Wait(#[source] std::io::Error),
+    #[error("--ports top reads the ports scanners try first from nmap's list {path}: {source}; install nmap (apt-get install nmap), or give --ports all or a list (1-1024,5432,53/udp)")]
+    TopPorts {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The group `--from any` names: a source in no set of the profile.
@@ -60,6 +66,70 @@ pub struct ScanOptions {
     pub interface: Option<String>,
     /// Ports the host publishes for containers (TCP or UDP).
     pub published: Vec<Service>,
+    /// Ports checked beyond those the profile names (`--ports`): each must
+    /// be as the profile says for a port it does not name.
+    pub sweep: Vec<Service>,
+    /// At most this many first packets a second.
+    pub rate: u32,
+}
+
+/// nmap's list of ports with how often each was found open.
+pub const NMAP_SERVICES: &str = "/usr/share/nmap/nmap-services";
+
+/// The `n` TCP and the `n` UDP ports found open most often, as nmap's
+/// list says (`name<TAB>port/proto<TAB>frequency`): what scanners try
+/// first (`nmap --top-ports`).
+pub fn top_ports(path: &str, n: usize) -> Result<Vec<Service>, ScanError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScanError::TopPorts {
+        path: path.to_string(),
+        source,
+    })?;
+    let mut seen: Vec<(f64, Service)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (_, port, freq) = (f.next()?, f.next()?, f.next()?);
+            let (port, proto) = port.split_once('/')?;
+            let port: u16 = port.parse().ok().filter(|&p| p > 0)?;
+            let service = match proto {
+                "tcp" => Service::Tcp(port),
+                "udp" => Service::Udp(port),
+                _ => return None,
+            };
+            Some((freq.trim().parse().ok()?, service))
+        })
+        .collect();
+    seen.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let take = |tcp: bool| {
+        seen.iter()
+            .filter(move |(_, s)| matches!(s, Service::Tcp(_)) == tcp)
+            .take(n)
+            .map(|(_, s)| *s)
+    };
+    Ok(take(true).chain(take(false)).collect())
+}
+
+/// How many attempts may be in flight at once: sockets are file
+/// descriptors, so the soft limit is raised towards the hard one, and the
+/// attempts stay under it. (At the default rate and wait about 4,000 are.)
+fn socket_cap() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    const WANTED: u64 = 16384;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 256;
+    };
+    let soft = if soft < WANTED + 256 && hard > soft {
+        let raised = hard.min(WANTED + 256);
+        match setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+            Ok(()) => raised,
+            Err(_) => soft,
+        }
+    } else {
+        soft
+    };
+    // Room for what the process holds besides.
+    soft.saturating_sub(256).clamp(16, WANTED) as usize
 }
 
 /// The address this machine sends from to reach `host`: a connected UDP
@@ -168,28 +238,42 @@ pub fn scan(
         .filter(|s| matches!(s, Service::Tcp(_) | Service::Udp(_)))
         .collect();
     services.extend(opts.published.iter().copied());
-    let services: Vec<Service> = services.into_iter().collect();
+    // The plan's ports first, then the sweep's others.
+    let planned = services.len();
+    let swept: Vec<Service> = opts
+        .sweep
+        .iter()
+        .filter(|s| !services.contains(s))
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let services: Vec<Service> = services.into_iter().chain(swept).collect();
     let mut got: Vec<Option<Got>> = vec![None; services.len()];
-    for _round in 0..=opts.retries {
+    let cap = socket_cap();
+    for round in 0..=opts.retries {
+        // A retry is for a lost answer of a port the profile names; the
+        // sweep's thousands of filtered ports are sent once.
         let todo: Vec<usize> = (0..services.len())
+            .filter(|&i| round == 0 || i < planned)
             .filter(|&i| matches!(got[i], None | Some(Got::Seen(Outcome::Filtered))))
             .collect();
         if todo.is_empty() {
             break;
         }
-        let mut flight: Vec<Attempt> = todo
-            .iter()
-            .map(|&i| Attempt::start(source, host, services[i]))
-            .collect();
-        settle(&mut flight, opts.wait).map_err(ScanError::Wait)?;
-        for (&i, a) in todo.iter().zip(&flight) {
-            got[i] = a.got().cloned();
+        let todo: Vec<(usize, Service)> = todo.into_iter().map(|i| (i, services[i])).collect();
+        let answers =
+            stream(source, host, &todo, opts.rate, cap, opts.wait).map_err(ScanError::Wait)?;
+        for (i, answer) in answers {
+            got[i] = Some(answer);
         }
     }
+    let mut quiet = 0usize;
     let rows: Vec<Row> = services
         .iter()
         .zip(got)
-        .map(|(&service, got)| {
+        .enumerate()
+        .filter_map(|(i, (&service, got))| {
             let (protocol, dport) = match service {
                 Service::Tcp(p) => (Protocol::Tcp, p),
                 Service::Udp(p) => (Protocol::Udp, p),
@@ -214,7 +298,12 @@ pub fn scan(
             let expected = Outcome::of(d.verdict);
             let got = got.unwrap_or_else(|| Got::Inconclusive("not sent".into()));
             let (status, got) = status(expected, &got, service);
-            Row {
+            // A swept port as the profile says is counted, not listed.
+            if i >= planned && status == Status::Match {
+                quiet += 1;
+                return None;
+            }
+            Some(Row {
                 status,
                 source,
                 interface: interface.clone(),
@@ -224,8 +313,46 @@ pub fn scan(
                 got,
                 rule: d.comment,
                 why: format!("scan of {host} from group {group}"),
-            }
+            })
         })
         .collect();
-    Ok(Report::from_rows(&ruleset.profile, rows, start.elapsed()))
+    let mut report = Report::from_rows(&ruleset.profile, rows, start.elapsed());
+    if services.len() > planned {
+        report.notes.push(format!(
+            "swept {} ports the profile does not name ({quiet} as it says, not listed; the others are in the table)",
+            services.len() - planned
+        ));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_ports_are_the_most_frequent_of_each_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nmap-services");
+        std::fs::write(
+            &path,
+            "# comment\nhttp\t80/tcp\t0.48\t# WWW\nssh\t22/tcp\t0.18\ndomain\t53/udp\t0.21\nrare\t7/tcp\t0.0001\nsnmp\t161/udp\t0.43\nsctp\t9/sctp\t0.9\n",
+        )
+        .unwrap();
+        let top = top_ports(path.to_str().unwrap(), 2).unwrap();
+        assert_eq!(
+            top,
+            [
+                Service::Tcp(80),
+                Service::Tcp(22),
+                Service::Udp(161),
+                Service::Udp(53)
+            ]
+        );
+        let missing = top_ports("/nonexistent/nmap-services", 2).unwrap_err();
+        assert!(
+            missing.to_string().contains("apt-get install nmap"),
+            "{missing}"
+        );
+    }
 }

@@ -130,6 +130,14 @@ impl Attempt {
             Service::Ping | Service::NeighborSolicit => 0,
         };
         let raw = attempt.raw();
+        if let (Service::Tcp(_), Some(fd)) = (service, attempt.fd.as_ref()) {
+            // bind() would give each socket a local port of its own, found
+            // by a search that grows with the sockets already holding one:
+            // thousands in flight (a sweep) spend seconds in the kernel.
+            // Deferred to connect(), a port is shared by connections to
+            // different ports. Without the option, only speed is lost.
+            let _ = setsockopt(fd, sockopt::IpBindAddressNoPort, &true);
+        }
         if let Err(e) = bind(raw, &addr(source, 0)) {
             attempt.got = Some(Got::Inconclusive(format!("bind {source}: {e}")));
             return attempt;
@@ -284,6 +292,15 @@ impl Attempt {
     pub fn got(&self) -> Option<&Got> {
         self.got.as_ref()
     }
+
+    /// The second datagram of an attempt still waiting (TCP retransmits
+    /// by itself).
+    fn resend_datagram(&mut self) {
+        if self.got.is_none() && !self.resent && !matches!(self.service, Service::Tcp(_)) {
+            self.resent = true;
+            self.send_datagram();
+        }
+    }
 }
 
 /// Waits until every attempt has an answer or `timeout` has passed; what
@@ -294,59 +311,129 @@ pub fn settle(attempts: &mut [Attempt], timeout: Duration) -> io::Result<()> {
     let halfway = timeout / 2;
     loop {
         let elapsed = start.elapsed();
-        if elapsed >= timeout {
+        if elapsed >= timeout || attempts.iter().all(|a| a.got.is_some()) {
             break;
         }
         if elapsed >= halfway {
-            for a in attempts.iter_mut() {
-                if a.got.is_none() && !a.resent && !matches!(a.service, Service::Tcp(_)) {
-                    a.resent = true;
-                    a.send_datagram();
-                }
-            }
-        }
-        // Waiting: no answer yet (an attempt without a socket is decided).
-        let (open, mut fds): (Vec<usize>, Vec<PollFd>) = attempts
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.got.is_none())
-            .filter_map(|(i, a)| {
-                let events = match a.service {
-                    Service::Tcp(_) => PollFlags::POLLOUT,
-                    _ => PollFlags::POLLIN,
-                };
-                a.fd.as_ref().map(|fd| (i, PollFd::new(fd.as_fd(), events)))
-            })
-            .unzip();
-        if open.is_empty() {
-            return Ok(());
+            attempts.iter_mut().for_each(Attempt::resend_datagram);
         }
         let wake = if elapsed < halfway {
             halfway - elapsed
         } else {
             timeout - elapsed
         };
-        let ms =
-            PollTimeout::try_from(wake.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let ready: Vec<usize> = open
-            .iter()
-            .zip(&fds)
-            .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(&i, _)| i)
-            .collect();
-        drop(fds);
-        for i in ready {
-            attempts[i].on_event();
-        }
+        wait_for_answers(attempts, wake)?;
     }
     for a in attempts.iter_mut() {
         if a.got.is_none() {
             a.got = Some(Got::Seen(Outcome::Filtered));
         }
+    }
+    Ok(())
+}
+
+/// The answers to `services` (each with the caller's index), their first
+/// packets sent at most `rate` a second and each attempt given `wait` of
+/// its own, with at most `cap` sockets open at once. Attempts overlap, so
+/// N ports take about N / rate + wait rather than a wait per batch: how a
+/// sweep of 65,535 ports stays within seconds. As in [`settle`], what has
+/// no answer by its deadline is filtered and datagrams go twice.
+pub fn stream(
+    source: IpAddr,
+    target: IpAddr,
+    services: &[(usize, Service)],
+    rate: u32,
+    cap: usize,
+    wait: Duration,
+) -> io::Result<Vec<(usize, Got)>> {
+    let start = Instant::now();
+    let rate = f64::from(rate.max(1));
+    let cap = cap.max(1);
+    let mut answers = Vec::with_capacity(services.len());
+    // In flight: the attempts, and beside them the caller's index and when
+    // each started (parallel, so the attempts poll as one slice).
+    let mut flight: Vec<Attempt> = Vec::with_capacity(cap);
+    let mut started: Vec<(usize, Instant)> = Vec::with_capacity(cap);
+    let mut next = 0;
+    while next < services.len() || !flight.is_empty() {
+        let due = (start.elapsed().as_secs_f64() * rate) as usize + 1;
+        while next < due.min(services.len()) && flight.len() < cap {
+            let (i, service) = services[next];
+            flight.push(Attempt::start(source, target, service));
+            started.push((i, Instant::now()));
+            next += 1;
+        }
+        for (a, (_, t)) in flight.iter_mut().zip(&started) {
+            if t.elapsed() >= wait / 2 {
+                a.resend_datagram();
+            }
+        }
+        // Answered or past its deadline: out, its socket closed.
+        for k in (0..flight.len()).rev() {
+            if flight[k].got.is_some() || started[k].1.elapsed() >= wait {
+                let got = flight.swap_remove(k).got;
+                let (i, _) = started.swap_remove(k);
+                answers.push((i, got.unwrap_or(Got::Seen(Outcome::Filtered))));
+            }
+        }
+        // Sleep until the next first packet is due, the next resend, the
+        // oldest deadline, or an answer.
+        let send_at = (next < services.len() && flight.len() < cap)
+            .then(|| start + Duration::from_secs_f64(next as f64 / rate));
+        let deadline = flight
+            .iter()
+            .zip(&started)
+            .map(|(a, (_, t))| {
+                let resend = !a.resent && !matches!(a.service, Service::Tcp(_));
+                *t + if resend { wait / 2 } else { wait }
+            })
+            .min();
+        let wake = [send_at, deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+        wait_for_answers(&mut flight, wake)?;
+    }
+    Ok(answers)
+}
+
+/// Waits at most `wake` for any attempt still without an answer to hear
+/// something, and reads what those that did heard.
+fn wait_for_answers(attempts: &mut [Attempt], wake: Duration) -> io::Result<()> {
+    // Waiting: no answer yet (an attempt without a socket is decided).
+    let (open, mut fds): (Vec<usize>, Vec<PollFd>) = attempts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.got.is_none())
+        .filter_map(|(i, a)| {
+            let events = match a.service {
+                Service::Tcp(_) => PollFlags::POLLOUT,
+                _ => PollFlags::POLLIN,
+            };
+            a.fd.as_ref().map(|fd| (i, PollFd::new(fd.as_fd(), events)))
+        })
+        .unzip();
+    if open.is_empty() {
+        std::thread::sleep(wake);
+        return Ok(());
+    }
+    let ms = PollTimeout::try_from(wake.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, ms) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let ready: Vec<usize> = open
+        .iter()
+        .zip(&fds)
+        .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+        .map(|(&i, _)| i)
+        .collect();
+    drop(fds);
+    for i in ready {
+        attempts[i].on_event();
     }
     Ok(())
 }
