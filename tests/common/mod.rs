@@ -3,6 +3,7 @@
 
 pub mod prom;
 pub mod readme;
+pub mod sshd;
 pub mod ufw;
 
 use std::path::{Path, PathBuf};
