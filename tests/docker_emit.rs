@@ -12,6 +12,9 @@
 //! One container listens on 6379 and is published as 6379, 80, 443 and
 //! 8081 of the host: the profile allows web from anywhere, Redis from the
 //! WireGuard group, and names 8081 nowhere.
+//!
+//! `emit --format ufw` holds the same matrix under the real ufw, run over
+//! copies of its files ([`UfwSandbox`]) in the host namespace.
 
 mod common;
 mod docker {
@@ -22,6 +25,7 @@ mod docker {
 use std::path::Path;
 use std::time::Duration;
 
+use common::ufw::{have_ufw, host_ufw_files, UfwSandbox};
 use common::*;
 use docker::clients::{Client, Clients, INET_PEER, PROFILE_MATRIX, WG_PEER};
 use docker::engine::{have_docker, Engine};
@@ -64,14 +68,28 @@ impl Net {
     }
 }
 
-/// The profile's emitted files, in a directory of their own; `defaults`
-/// go in a `[defaults]` table before the rest. Checks first that
-/// [`PROFILE_MATRIX`] is what the model decides for the profile's
-/// published ports, so the matrix the files must pass is the model's.
+/// The profile's emitted files for iptables, in a directory of their
+/// own; `defaults` go in a `[defaults]` table before the rest.
 fn emitted(defaults: &str) -> tempfile::TempDir {
-    let profiles = tempfile::tempdir().unwrap();
     let (description, body) = PROFILE.split_once('\n').unwrap();
     let text = format!("{description}\n[defaults]\n{defaults}\n{body}");
+    let e = emit::iptables(&checked(&text), Approximation::Refuse).unwrap();
+    written(&e)
+}
+
+/// The same for ufw, without the profile's bans (ufw has no timeout sets).
+fn emitted_ufw() -> tempfile::TempDir {
+    let text = PROFILE.replace("[bans]\nenabled = true\ntimeout = \"10m\"\n", "");
+    assert!(!text.contains("[bans]"));
+    let e = emit::ufw::emit(&checked(&text), Approximation::Refuse).unwrap();
+    written(&e)
+}
+
+/// The ruleset of profile `text`. Checks first that [`PROFILE_MATRIX`] is
+/// what the model decides for the profile's published ports, so the
+/// matrix the files must pass is the model's.
+fn checked(text: &str) -> fwharden::ruleset::Ruleset {
+    let profiles = tempfile::tempdir().unwrap();
     std::fs::write(profiles.path().join("docker-emit.toml"), text).unwrap();
     let loaded = load(
         "docker-emit",
@@ -93,7 +111,10 @@ fn emitted(defaults: &str) -> tempfile::TempDir {
         let decision = evaluate_published(&ruleset, &packet, Meters::Fresh);
         assert_eq!(decision.accepted(), open, "{who:?} -> {port}: {decision:?}");
     }
-    let e = emit::iptables(&ruleset, Approximation::Refuse).unwrap();
+    ruleset
+}
+
+fn written(e: &emit::Emitted) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("fwharden-demit-")
         .tempdir()
@@ -231,13 +252,7 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
     net.clients
         .assert_matrix("back to forward = accept", PROFILE_MATRIX);
 
-    // Without fwharden's containers chain Docker alone decides, and the
-    // published Redis is open to the internet: the checks above can fail.
-    net.iptables(&["-D", "DOCKER-USER", "-j", "FWHARDEN-CONTAINERS"]);
-    net.clients.assert_matrix(
-        "without FWHARDEN-CONTAINERS",
-        &[(Client::Inet, 6379, true), (Client::Inet, 8081, true)],
-    );
+    without_our_chain_docker_decides(&net);
 
     drop(engine);
     drop(net);
@@ -245,5 +260,97 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
         host_tables(),
         before,
         "the machine's own tables are unchanged"
+    );
+}
+
+/// Without the jump to fwharden's containers chain Docker alone decides,
+/// and the published Redis is open to the internet: the matrix checks
+/// before this one could fail.
+fn without_our_chain_docker_decides(net: &Net) {
+    net.iptables(&["-D", "DOCKER-USER", "-j", "FWHARDEN-CONTAINERS"]);
+    net.clients.assert_matrix(
+        "without FWHARDEN-CONTAINERS",
+        &[(Client::Inet, 6379, true), (Client::Inet, 8081, true)],
+    );
+}
+
+/// ufw.sh in the host namespace, over the sandbox's copies of ufw's files.
+fn ufw_sh(net: &Net, sandbox: &UfwSandbox, dir: &Path) {
+    let script = dir.join(emit::ufw::SCRIPT);
+    net.host
+        .run_in(|| sandbox.load(&script))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn emitted_ufw_holds_published_ports_through_a_dockerd_restart() {
+    let test = "emitted_ufw_holds_published_ports_through_a_dockerd_restart";
+    needs_root(test);
+    if !have_docker(test) || !have_ufw(test) {
+        return;
+    }
+    let (before, ufw_before) = (host_tables(), host_ufw_files());
+    let files = emitted_ufw();
+    let net = Net::new();
+    let sandbox = UfwSandbox::new();
+
+    // Loaded before Docker runs, as at boot: before.rules makes
+    // DOCKER-USER, which dockerd keeps, adding its RETURN after our jump.
+    ufw_sh(&net, &sandbox, files.path());
+    let mut engine = Engine::start(&net.host);
+    engine.run_listener(
+        "redis",
+        6379,
+        &["6379:6379", "80:6379", "443:6379", "8081:6379"],
+    );
+    let jump = "-A DOCKER-USER -j FWHARDEN-CONTAINERS";
+    let user = net.iptables(&["-S", "DOCKER-USER"]);
+    eprintln!(
+        "ufw, then dockerd:\n{}{user}",
+        net.iptables(&["-S", "FORWARD"])
+    );
+    assert_eq!(user.lines().nth(1), Some(jump), "{user}");
+    net.clients
+        .assert_matrix("ufw loaded before dockerd started", PROFILE_MATRIX);
+
+    engine.stop_dockerd();
+    engine.start_dockerd();
+    assert!(
+        wait_until(Duration::from_secs(30), || net
+            .clients
+            .reaches(Client::Wg, 6379)),
+        "the container is back after the restart"
+    );
+    net.clients
+        .assert_matrix("ufw, after a dockerd restart", PROFILE_MATRIX);
+
+    // A ufw reload empties and refills both chains: one jump, same matrix.
+    let reload = net.host.run_in(|| sandbox.run("ufw reload")).unwrap();
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    let user = net.iptables(&["-S", "DOCKER-USER"]);
+    assert_eq!(user.matches(jump).count(), 1, "{user}");
+    net.clients
+        .assert_matrix("after ufw reload", PROFILE_MATRIX);
+    // ufw.sh again while Docker runs: nothing doubled, same matrix.
+    ufw_sh(&net, &sandbox, files.path());
+    let user = net.iptables(&["-S", "DOCKER-USER"]);
+    assert_eq!(user.matches(jump).count(), 1, "{user}");
+    net.clients.assert_matrix("ufw.sh again", PROFILE_MATRIX);
+
+    without_our_chain_docker_decides(&net);
+
+    drop(engine);
+    drop(net);
+    assert_eq!(
+        host_tables(),
+        before,
+        "the machine's own tables are unchanged"
+    );
+    assert_eq!(
+        host_ufw_files(),
+        ufw_before,
+        "the machine's ufw files are unchanged"
     );
 }

@@ -24,7 +24,9 @@ mod common;
 
 use std::path::Path;
 
-use common::ufw::{compiled, have_ufw, host_ufw_files, shipped_ruleset, UfwSandbox};
+use common::ufw::{
+    compiled, have_ufw, host_ufw_files, shipped_ruleset, with_containers, UfwSandbox,
+};
 use common::*;
 use fwharden::emit::{self, ufw, Approximation};
 use fwharden::netns::Netns;
@@ -58,8 +60,24 @@ fn loader(files: &Path, form: &str) -> Loader {
     }
 }
 
-/// Every shipped profile ufw can express, loaded by each form into a probe
-/// replica, sees the verdict table of its nftables ruleset.
+/// The same, on a sandbox whose routed policy stands in for Docker's
+/// accept of a published port ([`UfwSandbox::routed_like_docker`]).
+fn docker_loader(files: &Path, form: &str) -> Loader {
+    let script = files.join(form);
+    Loader::Custom {
+        what: format!("ufw {form}, routed as by Docker"),
+        load: Box::new(move || {
+            let sandbox = UfwSandbox::new();
+            sandbox.routed_like_docker();
+            sandbox.load(&script)
+        }),
+    }
+}
+
+/// Every shipped profile as shipped, published container ports filtered,
+/// loaded by each form into a probe replica, sees the verdict table of its
+/// nftables ruleset: the host's rows and the published ports' (DNAT'd in
+/// the replica, judged by FWHARDEN-CONTAINERS under DOCKER-USER).
 #[test]
 #[ignore = "needs root"]
 fn emitted_ufw_passes_the_probe_plan_of_every_shipped_profile() {
@@ -73,7 +91,7 @@ fn emitted_ufw_passes_the_probe_plan_of_every_shipped_profile() {
     let mut refused = Vec::new();
     let mut compared = 0;
     for name in shipped_profiles() {
-        let r = shipped_ruleset(&name);
+        let r = with_containers(&root().join("profiles"), &name);
         // Without --approximate: logging is a warning, the SSH limits are
         // hashlimit meters in before.rules.
         let e = match ufw::emit(&r, Approximation::Refuse) {
@@ -88,32 +106,32 @@ fn emitted_ufw_passes_the_probe_plan_of_every_shipped_profile() {
         let nft = probe::prove(&r, probe::TIMEOUT).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(nft.passed, "{name} as nftables:\n{}", nft.table());
         for form in FORMS {
-            let report = probe::prove_with(&r, loader(files.path(), form), probe::TIMEOUT)
+            let report = probe::prove_with(&r, docker_loader(files.path(), form), probe::TIMEOUT)
                 .unwrap_or_else(|e| panic!("{name} ({form}): {e}"));
-            // ufw covers the host only (the emitter refuses the containers
-            // chain, stripped here): published ports are left to Docker's
-            // own FORWARD rules, which run before ufw's and which the
-            // replica has not, so ufw's routed policy drops them there.
-            // Only the host's rows are ufw's to prove.
-            let host = |r: &probe::Report| -> Vec<String> {
+            let rows = |r: &probe::Report| -> Vec<String> {
                 r.rows
                     .iter()
-                    .filter(|row| row.to == probe::Destination::Host)
                     .map(|row| {
                         format!(
-                            "{} {} {} {:?}",
-                            row.source, row.interface, row.service, row.got
+                            "{} {} {} {:?} {:?}",
+                            row.source, row.interface, row.service, row.to, row.got
                         )
                     })
                     .collect()
             };
-            let failing = report
-                .rows
-                .iter()
-                .filter(|row| row.to == probe::Destination::Host)
-                .any(|row| row.status != probe::Status::Match);
-            assert!(!failing, "{name} loaded by {form}:\n{}", report.table());
-            assert_eq!(host(&report), host(&nft), "{name} ({form})");
+            assert!(
+                report.passed,
+                "{name} loaded by {form}:\n{}",
+                report.table()
+            );
+            assert!(
+                report
+                    .rows
+                    .iter()
+                    .any(|row| row.to == probe::Destination::Published),
+                "{name}: no published port was probed"
+            );
+            assert_eq!(rows(&report), rows(&nft), "{name} ({form})");
             eprintln!("{name} ({form}): {} probes as nftables", report.rows.len());
         }
         compared += 1;
@@ -124,8 +142,8 @@ fn emitted_ufw_passes_the_probe_plan_of_every_shipped_profile() {
         refused.len(),
         refused.join(", ")
     );
-    // The containers chain is stripped (`compiled`): every shipped profile
-    // is then ufw's to hold, its per-source SSH limit included.
+    // Every shipped profile is ufw's to hold, its per-source SSH limit and
+    // its published ports included.
     assert_eq!(
         refused,
         Vec::<String>::new(),

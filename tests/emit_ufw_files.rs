@@ -26,7 +26,8 @@ fn golden_text(r: Result<emit::Emitted, EmitError>) -> String {
 fn emit_matches_the_golden_files() {
     let bless = std::env::var("FWHARDEN_BLESS").is_ok();
     for name in shipped_profiles() {
-        let text = golden_text(ufw::emit(&shipped_ruleset(&name), Approximation::Stricter));
+        let ruleset = with_containers(&root().join("profiles"), &name);
+        let text = golden_text(ufw::emit(&ruleset, Approximation::Stricter));
         let path = root().join(format!("tests/golden/emit/{name}.ufw"));
         if bless {
             std::fs::write(&path, &text).unwrap();
@@ -51,20 +52,69 @@ fn emit_matches_the_golden_files() {
     }
 }
 
+/// Published container ports follow the profile under ufw as under
+/// nftables: the containers chain goes into both before files as
+/// FWHARDEN-CONTAINERS (an accept is a RETURN to Docker's chains), with
+/// DOCKER-USER declared as a jump to it, and the scripts move the jump to
+/// DOCKER-USER to the head of FORWARD. tests/docker_emit.rs proves it
+/// with the real dockerd and ufw.
 #[test]
-fn a_profile_filtering_container_ports_is_refused() {
-    let r = with_containers(&root().join("profiles"), "wireguard-gateway");
-    match ufw::emit(&r, Approximation::Stricter) {
-        Err(EmitError::Refused {
-            rule, why, format, ..
-        }) => {
-            assert_eq!(format, "ufw");
-            assert!(rule.contains("containers"), "{rule}");
-            assert!(why.contains("FORWARD"), "{why}");
-            assert!(why.contains("containers = \"ignore\""), "{why}");
+fn published_container_ports_go_under_docker_user_in_the_before_files() {
+    let r = with_containers(&root().join("profiles"), "vps-profile");
+    let e = ufw::emit(&r, Approximation::Refuse).unwrap();
+    for file in [ufw::BEFORE_V4, ufw::BEFORE_V6] {
+        let text = &e.file(file).unwrap().text;
+        for line in [
+            ":FWHARDEN-CONTAINERS - [0:0]",
+            ":DOCKER-USER - [0:0]",
+            "-A DOCKER-USER -j FWHARDEN-CONTAINERS",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{file}: no {line}:\n{text}"
+            );
         }
-        Ok(_) => panic!("the containers chain was emitted"),
+        let ours: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("-A FWHARDEN-CONTAINERS "))
+            .collect();
+        assert!(ours.len() > 3, "{file}:\n{text}");
+        assert!(
+            ours[..ours.len() - 1]
+                .iter()
+                .all(|l| l.ends_with("-j RETURN") || l.ends_with("-j DROP")),
+            "{file}: {ours:#?}"
+        );
+        assert!(
+            ours.last().unwrap().ends_with("--ctstate DNAT -m comment --comment \"defaults: containers: published port no rule allows\" -j DROP"),
+            "{file}: {ours:#?}"
+        );
+        // The tunnel's group is IPv4 only.
+        let redis = ours
+            .iter()
+            .any(|l| l.contains("--ctorigdstport 6379") && l.contains("-i wg0"));
+        assert_eq!(redis, file == ufw::BEFORE_V4, "{file}: {ours:#?}");
     }
+    for script in [ufw::SCRIPT, ufw::RELOAD] {
+        let text = &e.file(script).unwrap().text;
+        assert!(
+            text.contains("REPLACING\n#   any rules of yours there"),
+            "{script}"
+        );
+        assert!(
+            text.contains("-I FORWARD 1 -j DOCKER-USER"),
+            "{script}: the jump is not moved to the head of FORWARD"
+        );
+    }
+    // Without container coverage, DOCKER-USER is left alone and our chain
+    // is declared empty (a profile loaded after one with it).
+    let mut ignore = r.clone();
+    ignore.chains.retain(|c| c.name != "containers");
+    let e = ufw::emit(&ignore, Approximation::Refuse).unwrap();
+    let text = &e.file(ufw::BEFORE_V4).unwrap().text;
+    assert!(text.contains(":FWHARDEN-CONTAINERS - [0:0]"), "{text}");
+    assert!(!text.contains("DOCKER-USER"), "{text}");
+    assert!(!e.file(ufw::SCRIPT).unwrap().text.contains("DOCKER-USER"));
 }
 
 #[test]
@@ -78,25 +128,26 @@ fn the_cli_refuses_with_exit_4_and_wants_a_directory() {
     );
     assert!(stderr(&out).contains("--output DIR"), "{}", stderr(&out));
     let dir = tempfile::tempdir().unwrap();
-    let out = shipped(&[
-        "emit",
-        "vps-profile",
-        "--format",
-        "ufw",
-        "--output",
-        dir.path().to_str().unwrap(),
-    ]);
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("banned.toml"),
+        "extends = \"vps-profile\"\n[bans]\nenabled = true\n",
+    )
+    .unwrap();
+    let out = fwharden()
+        .args(["--profile-dir", "profiles", "--profile-dir"])
+        .arg(profiles.path())
+        .args(["emit", "banned", "--format", "ufw", "--output"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(fwharden::exit::REFUSED),
         "{}",
         stderr(&out)
     );
-    assert!(
-        stderr(&out).contains("chain containers"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("[bans]"), "{}", stderr(&out));
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
@@ -214,11 +265,12 @@ fn the_cli_writes_the_files_and_warns_of_approximations() {
     }
 }
 
-/// Every shipped profile on a host without containers (a copy saying
-/// `containers = "ignore"`) is emitted for ufw without `--approximate`:
+/// Every shipped profile, as shipped (published container ports
+/// filtered), and on a host without containers (a copy saying
+/// `containers = "ignore"`), is emitted for ufw without `--approximate`:
 /// exit 0, logging as warnings on stderr and in `--json`.
 #[test]
-fn every_shipped_profile_without_containers_emits_for_ufw() {
+fn every_shipped_profile_emits_for_ufw() {
     let profiles = tempfile::tempdir().unwrap();
     for name in shipped_profiles() {
         std::fs::write(
@@ -226,11 +278,16 @@ fn every_shipped_profile_without_containers_emits_for_ufw() {
             format!("extends = \"{name}\"\n[defaults]\ncontainers = \"ignore\"\n"),
         )
         .unwrap();
+    }
+    let every = shipped_profiles()
+        .into_iter()
+        .flat_map(|name| [format!("x-{name}"), name]);
+    for name in every {
         let out_dir = tempfile::tempdir().unwrap();
         let out = fwharden()
             .args(["--json", "--profile-dir", "profiles", "--profile-dir"])
             .arg(profiles.path())
-            .args(["emit", &format!("x-{name}"), "--format", "ufw", "--output"])
+            .args(["emit", &name, "--format", "ufw", "--output"])
             .arg(out_dir.path())
             .output()
             .unwrap();
@@ -242,7 +299,7 @@ fn every_shipped_profile_without_containers_emits_for_ufw() {
         for w in report["warnings"].as_array().unwrap() {
             let w = w.as_str().unwrap();
             assert!(
-                w.contains("logged by"),
+                w.contains("logged by") || w.contains(": log prefix "),
                 "{name}: not a logging warning: {w}"
             );
             assert!(

@@ -1210,10 +1210,10 @@ fn mutated_shipped_profiles(nft: Option<&NftCheck>) {
 
 /// The part of a random profile ufw can express at all: no forward or
 /// output chain. Per-source limits stay (their meters go into
-/// before.rules, see src/emit/ufw/meter.rs), and so may any shipped parent
-/// (the containers chain is stripped before emitting). What is left can
-/// still be refused (an interface name ufw cannot take, a group past ufw's
-/// size).
+/// before.rules, see src/emit/ufw/meter.rs), and so do published
+/// container ports (FWHARDEN-CONTAINERS under DOCKER-USER) and any shipped
+/// parent. What is left can still be refused (an interface name ufw
+/// cannot take, a group past ufw's size).
 fn for_ufw(mut p: GenProfile) -> GenProfile {
     if let Some(d) = &mut p.defaults {
         d.policies[1] = None;
@@ -1347,9 +1347,7 @@ fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
             let text = write_profile(&p, dir.path());
             fs::write(dir.path().join("gen.toml"), &text).unwrap();
             let loaded = load("gen", &search(dir.path()));
-            let mut rules = fwharden::compile::compile(loaded.profile.as_ref().unwrap());
-            // ufw refuses the containers chain; the probe covers input only.
-            rules.chains.retain(|c| c.name != "containers");
+            let rules = fwharden::compile::compile(loaded.profile.as_ref().unwrap());
             // Approximated: a TCP reset for ICMP port-unreachable (the
             // probe sees both rejects alike); logging (ufw's prefix and
             // rate) is a warning with or without it.
@@ -1392,18 +1390,20 @@ fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
                 let loader = probe::replica::Loader::Custom {
                     what: format!("ufw {form}"),
                     // ufw over temporary copies of its files, in a private
-                    // mount namespace inside the replica's target namespace.
-                    load: Box::new(move || common::ufw::UfwSandbox::new().load(&script)),
+                    // mount namespace inside the replica's target namespace;
+                    // its routed policy stands in for Docker's accept of a
+                    // published port that DOCKER-USER let through.
+                    load: Box::new(move || {
+                        let sandbox = common::ufw::UfwSandbox::new();
+                        sandbox.routed_like_docker();
+                        sandbox.load(&script)
+                    }),
                 };
                 probe::prove_with(&rules, loader, probe::TIMEOUT).map_err(|e| {
                     TestCaseError::fail(format!("{e}\nprofile:\n{text}\nemitted:\n{files}"))
                 })
             };
-            // ufw covers the host only: published ports are left to
-            // Docker's own FORWARD rules, which run before ufw's and which
-            // the replica has not (see tests/emit_ufw.rs).
-            let host_only = |row: &probe::Row| row.to == probe::Destination::Host;
-            let seen = compared_twice(&rules, &nft, run, host_only, &flipped)?;
+            let seen = compared_twice(&rules, &nft, run, |_| true, &flipped)?;
             uncompared.set(uncompared.get() + seen.left_out);
             prop_assert_eq!(
                 seen.nft_rows,
@@ -1421,7 +1421,7 @@ fn random_profiles_emitted_for_ufw_see_the_same_verdicts_as_nftables() {
         })
         .unwrap();
     eprintln!(
-        "random profiles for ufw: {} compared with the same verdicts as nftables ({} with logging or a reject approximated, {} rows not compared: published ports, which ufw leaves to Docker, rows where the nftables replica departs from the plan, and rate sequences cut at 64 attempts; {} comparisons that differed (or failed) once and agreed when run again), {} refused by ufw, {} without a replica, in {:.1?}",
+        "random profiles for ufw: {} compared with the same verdicts as nftables ({} with logging or a reject approximated, {} rows not compared: rows where the nftables replica departs from the plan, and rate sequences cut at 64 attempts; {} comparisons that differed (or failed) once and agreed when run again), {} refused by ufw, {} without a replica, in {:.1?}",
         compared.get(),
         approximated.get(),
         uncompared.get(),

@@ -267,6 +267,32 @@ const RESTORE: &str = r#"restore_state() {
 }
 "#;
 
+/// Shell lines that make `DOCKER-USER` as dockerd makes it (it keeps an
+/// existing one), for DNAT without Docker too, and move the jump to it to
+/// the head of FORWARD in one commit, for each of `bins` (iptables, then
+/// ip6tables). dockerd 20.10 moves it there for iptables only: over IPv6
+/// its own rules, which accept every published port, stay above it.
+pub fn docker_user_first(bins: [&str; 2]) -> String {
+    let mut out = String::from(
+        "  # DOCKER-USER as dockerd makes it (it keeps an existing one), for DNAT without\n\
+         \x20 # Docker too, and the jump to it moved to the head of FORWARD in one commit.\n\
+         \x20 # dockerd 20.10 moves it there for iptables only: over IPv6 its own rules,\n\
+         \x20 # which accept every published port, stay above it. Run again after dockerd starts.\n",
+    );
+    for bin in bins {
+        let _ = writeln!(
+            out,
+            "  \"{bin}\" -w 10 -n -L {DOCKER_USER} >/dev/null 2>&1 || \"{bin}\" -w 10 -N {DOCKER_USER}\n\
+             \x20 if \"{bin}\" -w 10 -C FORWARD -j {DOCKER_USER} 2>/dev/null; then\n\
+             \x20   printf '*filter\\n-D FORWARD -j {DOCKER_USER}\\n-I FORWARD 1 -j {DOCKER_USER}\\nCOMMIT\\n' | \"{bin}-restore\" -w 10 --noflush\n\
+             \x20 else\n\
+             \x20   \"{bin}\" -w 10 -I FORWARD 1 -j {DOCKER_USER}\n\
+             \x20 fi"
+        );
+    }
+    out
+}
+
 /// The loading commands, as load.sh always ran them.
 fn load_lines(placed: &[Placed], has_sets: bool) -> String {
     let mut out = String::new();
@@ -276,23 +302,7 @@ fn load_lines(placed: &[Placed], has_sets: bool) -> String {
     out.push_str("  \"$IPTABLES-restore\" -w 10 --noflush < iptables.rules\n");
     out.push_str("  \"$IP6TABLES-restore\" -w 10 --noflush < ip6tables.rules\n");
     if placed.iter().any(|p| p.parent == Parent::DockerUser) {
-        out.push_str(
-            "  # DOCKER-USER as dockerd makes it (it keeps an existing one), for DNAT without\n\
-             \x20 # Docker too, and the jump to it moved to the head of FORWARD in one commit.\n\
-             \x20 # dockerd 20.10 moves it there for iptables only: over IPv6 its own rules,\n\
-             \x20 # which accept every published port, stay above it. Run again after dockerd starts.\n",
-        );
-        for bin in ["$IPTABLES", "$IP6TABLES"] {
-            let _ = writeln!(
-                out,
-                "  \"{bin}\" -w 10 -n -L {DOCKER_USER} >/dev/null 2>&1 || \"{bin}\" -w 10 -N {DOCKER_USER}\n\
-                 \x20 if \"{bin}\" -w 10 -C FORWARD -j {DOCKER_USER} 2>/dev/null; then\n\
-                 \x20   printf '*filter\\n-D FORWARD -j {DOCKER_USER}\\n-I FORWARD 1 -j {DOCKER_USER}\\nCOMMIT\\n' | \"{bin}-restore\" -w 10 --noflush\n\
-                 \x20 else\n\
-                 \x20   \"{bin}\" -w 10 -I FORWARD 1 -j {DOCKER_USER}\n\
-                 \x20 fi"
-            );
-        }
+        out.push_str(&docker_user_first(["$IPTABLES", "$IP6TABLES"]));
     }
     for parent in [Parent::Input, Parent::Output, Parent::DockerUser] {
         // The n-th of our chains in a parent goes n-th from its head: the

@@ -74,6 +74,28 @@ impl UfwSandbox {
         UfwSandbox { dir }
     }
 
+    /// Routed packets that pass ufw's before and user chains accepted, as
+    /// on a Docker host, where Docker's own FORWARD rules (which run ahead
+    /// of ufw's) accept a published port that DOCKER-USER let through. A
+    /// probe replica has the DNAT of a published port but not Docker's
+    /// accept: ufw's routed policy stands in for it.
+    pub fn routed_like_docker(&self) {
+        let path = self.default_file();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("DEFAULT_FORWARD_POLICY="), "{text}");
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("DEFAULT_FORWARD_POLICY=") {
+                    "DEFAULT_FORWARD_POLICY=\"ACCEPT\"\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(path, text).unwrap();
+    }
+
     /// This sandbox's /etc/ufw.
     pub fn etc(&self) -> PathBuf {
         self.dir.path().join("etc")

@@ -11,8 +11,8 @@ use std::fmt::Write;
 use super::rule::{set_sources, ufw_interface};
 use super::{quote, From, Plan};
 use crate::emit::fragments::{
-    ctstate, hashlimit_holds, hashlimit_refusal, log_target, meter_match, port_alternatives,
-    product, rate_text,
+    ctstate, hashlimit_holds, hashlimit_refusal, log_target, meter_match,
+    original_port_alternatives, port_alternatives, product, rate_text,
 };
 use crate::ruleset::*;
 
@@ -72,20 +72,39 @@ pub fn prefix(family: Family) -> &'static str {
     }
 }
 
+/// fwharden's chain for published container ports under ufw, declared in
+/// both before files (so each ufw start empties and refills it) and
+/// jumped to from Docker's `DOCKER-USER`.
+pub const CONTAINERS: &str = "FWHARDEN-CONTAINERS";
+
+/// Which chain a rule's lines go to, and what its accept is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Into {
+    /// `ufw-before-input`: an accept is final.
+    Input,
+    /// [`CONTAINERS`]: an accept is `RETURN`, so Docker's own chains,
+    /// which accept published ports, still run (as after the nftables
+    /// chain, which only passes the packet on).
+    Containers,
+}
+
 /// The lines of one rule in `family`'s file: a rule of the leading run,
-/// or a per-source meter placed ahead of the user rules (see
-/// [`super::plan`]); none when the rule matches only the other family.
-/// `index` names its rate bucket.
+/// a per-source meter placed ahead of the user rules (see
+/// [`super::plan`]), or a rule of the containers chain; none when the
+/// rule matches only the other family. `index` names its rate bucket.
 /// A rule's `log` becomes a LOG line ahead of its verdict's line, with the
 /// same matches; a shortened log prefix is pushed to `warnings`.
 pub fn lines(
     ruleset: &Ruleset,
     rule: &Rule,
-    index: usize,
+    (into, index): (Into, usize),
     family: Family,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<String>, String> {
-    let chain = format!("{}-before-input", prefix(family));
+    let chain = match into {
+        Into::Input => format!("{}-before-input", prefix(family)),
+        Into::Containers => CONTAINERS.to_string(),
+    };
     let mut alternatives: Vec<Vec<String>> = Vec::new();
     let mut i = 0;
     while i < rule.matches.len() {
@@ -96,6 +115,11 @@ pub fn lines(
                 i += 1;
                 port_alternatives(protos, ports)
             }
+            (Match::Protocol(protos), Some(Match::OrigDestPort(ports))) => {
+                i += 1;
+                original_port_alternatives(protos, ports)
+            }
+            (Match::CtStatus(CtStatus::Dnat), _) => vec![" -m conntrack --ctstate DNAT".into()],
             (Match::Family(f), _)
             | (Match::SourceInSet { family: f, .. }, _)
             | (Match::SourceRateOver { family: f, .. }, _)
@@ -147,13 +171,18 @@ pub fn lines(
         .limit
         .map(|r| {
             format!(
-                " -m hashlimit --hashlimit-upto {} --hashlimit-burst {} --hashlimit-name fwu-{index}",
+                " -m hashlimit --hashlimit-upto {} --hashlimit-burst {} --hashlimit-name fwu-{}{index}",
                 rate_text(&r),
-                r.burst
+                r.burst,
+                match into {
+                    Into::Input => "",
+                    Into::Containers => "c",
+                },
             )
         })
         .unwrap_or_default();
     let target = match (rule.verdict, family) {
+        (Some(Verdict::Accept), _) if into == Into::Containers => Some("RETURN"),
         (Some(Verdict::Accept), _) => Some("ACCEPT"),
         (Some(Verdict::Drop), _) => Some("DROP"),
         (Some(Verdict::Reject(RejectWith::PortUnreachable)), Family::Ipv4) => {
@@ -213,11 +242,24 @@ pub fn text(plan: &Plan, family: Family, header: &str) -> String {
     ] {
         let _ = writeln!(out, ":{p}-{chain} - [0:0]");
     }
-    let lines = match family {
-        Family::Ipv4 => &plan.before_v4,
-        Family::Ipv6 => &plan.before_v6,
+    // Declared whatever the profile, so a profile without container rules
+    // loaded after one with them leaves the chain empty (it returns at
+    // once), not holding the old rules.
+    let _ = writeln!(out, ":{CONTAINERS} - [0:0]");
+    let (lines, containers) = match family {
+        Family::Ipv4 => (&plan.before_v4, &plan.containers_v4),
+        Family::Ipv6 => (&plan.before_v6, &plan.containers_v6),
     };
-    for l in lines {
+    if plan.containers {
+        // Declared, DOCKER-USER is emptied at every ufw start, as the
+        // ufw-docker project does: the chain must exist before dockerd
+        // makes it (ufw starts first at boot), and an undeclared chain
+        // would keep a second jump on every reload. dockerd keeps what it
+        // holds and adds its RETURN after it.
+        let _ = writeln!(out, ":DOCKER-USER - [0:0]");
+        let _ = writeln!(out, "-A DOCKER-USER -j {CONTAINERS}");
+    }
+    for l in lines.iter().chain(containers) {
         let _ = writeln!(out, "{l}");
     }
     out.push_str(match family {

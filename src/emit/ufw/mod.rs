@@ -195,6 +195,12 @@ pub struct Plan {
     /// How many of the input chain's rules before.rules holds whole, ahead
     /// of every ufw rule (per-source meters after them are there too).
     pub lead: usize,
+    /// Whether the profile filters published container ports: the
+    /// containers chain's rules, in [`before::CONTAINERS`], under
+    /// Docker's DOCKER-USER (see [`before::text`]).
+    pub containers: bool,
+    pub containers_v4: Vec<String>,
+    pub containers_v6: Vec<String>,
     /// One line per approximation made.
     pub warnings: Vec<String>,
 }
@@ -252,12 +258,6 @@ pub fn emit(ruleset: &Ruleset, approx: Approximation) -> Result<Emitted, EmitErr
 /// looked at, so one run names them all.
 fn whole_ruleset(ruleset: &Ruleset) -> (Option<&Chain>, Vec<EmitError>) {
     let mut refusals = Vec::new();
-    if ruleset.chains.iter().any(|c| c.name == "containers") {
-        refusals.push(refuse(
-            "published container ports (chain containers)",
-            "ufw cannot cover published container ports: Docker's and Podman's DNAT sends them through FORWARD, past every ufw rule; on a host without containers set `containers = \"ignore\"` in [defaults], with containers use nftables (`fwharden apply`)",
-        ));
-    }
     if ruleset.bans.is_some() {
         refusals.push(refuse(
             "[bans]",
@@ -303,9 +303,20 @@ pub fn plan(ruleset: &Ruleset, approx: Approximation) -> Result<Plan, EmitError>
         user: Vec::new(),
         logging: Logging::Off,
         lead: 0,
+        containers: false,
+        containers_v4: Vec::new(),
+        containers_v6: Vec::new(),
         warnings: Vec::new(),
     };
     plan.rules(ruleset, chain, approx, &mut refusals);
+    if let Some(containers) = ruleset.chains.iter().find(|c| c.name == "containers") {
+        plan.containers = true;
+        for (i, rule) in containers.rules.iter().enumerate() {
+            if let Err(refused) = plan.lines(ruleset, rule, (before::Into::Containers, i)) {
+                refusals.push(refused);
+            }
+        }
+    }
     if let Some(refused) = EmitError::gather(refusals) {
         return Err(refused);
     }
@@ -383,14 +394,30 @@ impl Plan {
         self.user = kept;
     }
 
-    /// `rule`'s lines in both before files.
+    /// `rule`'s lines in both before files' input chain.
     fn before(&mut self, ruleset: &Ruleset, rule: &Rule, index: usize) -> Result<(), EmitError> {
+        self.lines(ruleset, rule, (before::Into::Input, index))
+    }
+
+    /// `rule`'s lines in both before files, in the chain `into` says.
+    fn lines(
+        &mut self,
+        ruleset: &Ruleset,
+        rule: &Rule,
+        (into, index): (before::Into, usize),
+    ) -> Result<(), EmitError> {
         let here = |why: String| refuse(&rule.comment, why);
         let mut warnings = Vec::new();
-        let v4 = before::lines(ruleset, rule, index, Family::Ipv4, &mut warnings).map_err(here)?;
-        let v6 = before::lines(ruleset, rule, index, Family::Ipv6, &mut warnings).map_err(here)?;
-        self.before_v4.extend(v4);
-        self.before_v6.extend(v6);
+        let [v4, v6] = [Family::Ipv4, Family::Ipv6].map(|family| {
+            before::lines(ruleset, rule, (into, index), family, &mut warnings).map_err(here)
+        });
+        let (v4, v6) = (v4?, v6?);
+        let (to_v4, to_v6) = match into {
+            before::Into::Input => (&mut self.before_v4, &mut self.before_v6),
+            before::Into::Containers => (&mut self.containers_v4, &mut self.containers_v6),
+        };
+        to_v4.extend(v4);
+        to_v6.extend(v6);
         for w in warnings {
             self.warn(w);
         }

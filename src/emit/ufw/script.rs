@@ -120,6 +120,29 @@ restore_state() {
 }
 "#;
 
+/// What the scripts say of Docker's chain when the profile filters
+/// published container ports.
+fn docker_user_note(plan: &Plan) -> &'static str {
+    if !plan.containers {
+        return "";
+    }
+    "# - Published container ports follow the profile: before.rules fills\n\
+     #   FWHARDEN-CONTAINERS and makes Docker's DOCKER-USER a jump to it, REPLACING\n\
+     #   any rules of yours there at every ufw start (as ufw-docker does).\n\
+     #   dockerd 20.10 puts its IPv6 accepts above that jump when it starts, and\n\
+     #   this script moves the jump back to the head of FORWARD: run it again\n\
+     #   after dockerd restarts (`ufw reload` does not move it).\n"
+}
+
+/// After ufw has loaded: the jump to DOCKER-USER first in FORWARD.
+fn docker_user(plan: &Plan) -> String {
+    if plan.containers {
+        crate::emit::placement::docker_user_first(["iptables", "ip6tables"])
+    } else {
+        String::new()
+    }
+}
+
 fn policy_word(policy: Policy) -> &'static str {
     match policy {
         Policy::Accept => "allow",
@@ -152,10 +175,12 @@ pub fn commands(plan: &Plan, header: &str, table: &str) -> String {
          #   them), and one with the same match as a rule here takes this rule's action\n\
          #   (ufw updates it in place). reload.sh instead replaces every ufw rule.\n\
          # - ufw is then reloaded, or enabled (which also enables it at boot).\n\
+         {}\
          # Run again, it changes nothing: ufw skips the rules it already has.\n",
         policy_word(plan.policy),
         logging_word(plan.logging),
-        plan.user.len()
+        plan.user.len(),
+        docker_user_note(plan),
     );
     out.push_str(&safety::summary(super::SCRIPT));
     let mut f = String::from(PRELUDE);
@@ -169,7 +194,9 @@ pub fn commands(plan: &Plan, header: &str, table: &str) -> String {
     }
     let _ = writeln!(f, "  ufw default {} incoming", policy_word(plan.policy));
     let _ = writeln!(f, "  ufw logging {}", logging_word(plan.logging));
-    f.push_str("  start_ufw\n}\n");
+    f.push_str("  start_ufw\n");
+    f.push_str(&docker_user(plan));
+    f.push_str("}\n");
     out.push_str(&safety::body(&safety::Script {
         functions: &f,
         table,
@@ -294,9 +321,11 @@ pub fn reload(plan: &Plan, header: &str, table: &str) -> String {
          #   /etc/ufw/ufw.conf); outgoing and routed stay as they are (the profile\n\
          #   filters neither).\n\
          # - ufw is then reloaded once, or enabled (which also enables it at boot).\n\
+         {}\
          # Run again, it changes nothing.\n",
         policy_word(plan.policy),
         logging_word(plan.logging),
+        docker_user_note(plan),
     );
     out.push_str(&safety::summary(super::RELOAD));
     let mut f = String::from(PRELUDE);
@@ -328,7 +357,9 @@ set_key() {
         "  set_key /etc/ufw/ufw.conf LOGLEVEL {}",
         logging_word(plan.logging)
     );
-    f.push_str("  start_ufw\n}\n");
+    f.push_str("  start_ufw\n");
+    f.push_str(&docker_user(plan));
+    f.push_str("}\n");
     out.push_str(&safety::body(&safety::Script {
         functions: &f,
         table,
