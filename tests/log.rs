@@ -266,7 +266,9 @@ fn the_summary_ranks_a_flooding_source_first() {
         0,
         &["apply", "logged", "--auto-confirm", "--no-probe"],
     );
-    let args = [
+    // Everything read, then the last hour's window while following (NFLOG
+    // keeps no history: it is what the command saw).
+    let once = [
         "--json",
         "log",
         "--summary",
@@ -277,39 +279,72 @@ fn the_summary_ranks_a_flooding_source_first() {
         "--seconds",
         "120",
     ];
-    let mut reader = Follower::start(&host, profiles.path(), &args);
-    reader.wait_bound();
-    datagrams(&peer, PEER, 2525, 3);
-    datagrams(&peer, FLOODER, 2525, 12);
-    // The count ends it: the summary is printed, then the process exits.
-    let end = Instant::now() + Duration::from_secs(120);
-    let mut text = String::new();
-    while let Ok(line) = reader
-        .out
-        .recv_timeout(end.saturating_duration_since(Instant::now()))
-    {
-        text.push_str(&line);
+    let window = [
+        "--json",
+        "log",
+        "--follow",
+        "--summary",
+        "--since",
+        "1h",
+        "--port",
+        "2525",
+        "--count",
+        "15",
+    ];
+    for args in [&once[..], &window[..]] {
+        let mut reader = Follower::start(&host, profiles.path(), args);
+        reader.wait_bound();
+        datagrams(&peer, PEER, 2525, 3);
+        datagrams(&peer, FLOODER, 2525, 12);
+        // The count ends it: the summary is printed, then the process exits.
+        let end = Instant::now() + Duration::from_secs(120);
+        let mut text = String::new();
+        while let Ok(line) = reader
+            .out
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            text.push_str(&line);
+        }
+        assert!(
+            wait_until(Duration::from_secs(60), || reader
+                .child
+                .try_wait()
+                .unwrap()
+                .is_some()),
+            "log {args:?} ends after 15 packets"
+        );
+        // Following, the window is also printed every 10 seconds, one JSON
+        // object a line: the last is the one at the end.
+        let last = match args.contains(&"--follow") {
+            true => text.lines().last().unwrap_or_default(),
+            false => text.as_str(),
+        };
+        let report: serde_json::Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("the summary is one JSON document ({e}): {text}"));
+        let since = if args.contains(&"--since") {
+            3600.into()
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(report["since_secs"], since, "{report}");
+        assert_eq!(report["packets"], 15, "{report}");
+        assert_eq!(report["sources"][0]["key"], FLOODER, "{report}");
+        assert_eq!(report["sources"][0]["packets"], 12, "{report}");
+        assert_eq!(report["sources"][1]["key"], PEER, "{report}");
+        assert_eq!(report["ports"][0]["key"], "udp/2525", "{report}");
+        assert!(
+            report["rules"][0]["key"]
+                .as_str()
+                .unwrap()
+                .starts_with("logged.toml:17 deny 2525"),
+            "{report}"
+        );
     }
-    assert!(
-        wait_until(Duration::from_secs(60), || reader
-            .child
-            .try_wait()
-            .unwrap()
-            .is_some()),
-        "log --summary --count 15 ends after 15 packets"
+    // Following, a summary without a window would never be printed.
+    let out = host.expect_in(
+        profiles.path(),
+        fwharden::exit::USAGE,
+        &["log", "--follow", "--summary"],
     );
-    let report: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("the summary is one JSON document ({e}): {text}"));
-    assert_eq!(report["packets"], 15, "{report}");
-    assert_eq!(report["sources"][0]["key"], FLOODER, "{report}");
-    assert_eq!(report["sources"][0]["packets"], 12, "{report}");
-    assert_eq!(report["sources"][1]["key"], PEER, "{report}");
-    assert_eq!(report["ports"][0]["key"], "udp/2525", "{report}");
-    assert!(
-        report["rules"][0]["key"]
-            .as_str()
-            .unwrap()
-            .starts_with("logged.toml:17 deny 2525"),
-        "{report}"
-    );
+    assert!(stderr(&out).contains("needs --since"), "{}", stderr(&out));
 }

@@ -9,7 +9,7 @@ use super::exit;
 use crate::nft::nflog::Subscription;
 use crate::observe::loaded_rules;
 use crate::observe::log::{Filter, Rules};
-use crate::observe::summary::Summary;
+use crate::observe::summary::{Report, Summary, Window};
 use crate::state::{now_ms, Dirs};
 
 /// How long `log` reads without `--follow`.
@@ -19,12 +19,18 @@ pub struct Until {
     pub count: Option<u64>,
 }
 
-/// What `log` prints: each packet, or the summary of them all at the end.
+/// What `log` prints: each packet, the summary of them all at the end, or
+/// the summary of a sliding window of this many seconds, every
+/// [`WINDOW_EVERY`] and at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Packets,
     Summary,
+    Window(u64),
 }
+
+/// How often a following `--summary --since` prints its window.
+const WINDOW_EVERY: Duration = Duration::from_secs(10);
 
 pub fn run(
     dirs: &Dirs,
@@ -55,6 +61,11 @@ pub fn run(
     );
     let mut printed = 0u64;
     let mut summary = Summary::default();
+    let mut window = match output {
+        Output::Window(secs) => Some(Window::new(secs)),
+        _ => None,
+    };
+    let mut next_print = Instant::now() + WINDOW_EVERY;
     'read: loop {
         let left = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -63,7 +74,23 @@ pub fn run(
             },
             None => None,
         };
-        sub.set_timeout(left)?;
+        if let Some(w) = &mut window {
+            if Instant::now() >= next_print {
+                print_report(&w.report(now_ms()), json)?;
+                next_print = Instant::now() + WINDOW_EVERY;
+            }
+        }
+        // A window wakes to print it even when nothing arrives (never
+        // with a zero timeout, which is none at all to SO_RCVTIMEO).
+        let wake = window.as_ref().map(|_| {
+            next_print
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        sub.set_timeout(match (left, wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })?;
         let Some(packets) = sub.receive()? else {
             eprintln!("fwharden: warning: the kernel dropped logged packets while this command was behind (its netlink queue overflowed)");
             continue;
@@ -81,6 +108,11 @@ pub fn run(
             }
             match (output, json) {
                 (Output::Summary, _) => summary.add(&entry),
+                (Output::Window(_), _) => {
+                    if let Some(w) = &mut window {
+                        w.add(now_ms(), &entry);
+                    }
+                }
                 (Output::Packets, true) => println!("{}", serde_json::to_string(&entry)?),
                 (Output::Packets, false) => println!("{}", entry.text()),
             }
@@ -90,15 +122,23 @@ pub fn run(
             }
         }
     }
-    if output == Output::Summary {
-        let report = summary.report();
-        if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", report.text());
-        }
+    match (output, &mut window) {
+        (Output::Summary, _) => print_report(&summary.report(), json)?,
+        (Output::Window(_), Some(w)) => print_report(&w.report(now_ms()), json)?,
+        _ => {}
     }
     Ok(exit::OK)
+}
+
+/// A summary: one JSON object (on one line while following, so each
+/// print is a line a reader can take), or the text.
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    match (json, report.since_secs) {
+        (true, Some(_)) => println!("{}", serde_json::to_string(report)?),
+        (true, None) => println!("{}", serde_json::to_string_pretty(report)?),
+        (false, _) => print!("{}", report.text()),
+    }
+    Ok(())
 }
 
 /// The name of interface `index` in this network namespace, if it has one.

@@ -329,9 +329,16 @@ pub enum Command {
         #[arg(long, value_name = "RULE")]
         rule: Option<String>,
         /// Instead of each packet, print at the end the top sources, ports
-        /// and rules of the packets read (for --seconds or --count).
-        #[arg(long, conflicts_with = "follow")]
+        /// and rules of the packets read (for --seconds or --count); with
+        /// --follow and --since, of a sliding window, every 10 seconds.
+        #[arg(long)]
         summary: bool,
+        /// With --follow --summary: rank the packets of the last DURATION
+        /// (10m, 1h; at most 7d, and the newest 100,000 packets), printed
+        /// every 10 seconds. NFLOG keeps no history: the window fills
+        /// from when the command starts.
+        #[arg(long, value_name = "DURATION", requires_all = ["summary", "follow"], value_parser = duration::arg(1, 7 * 86400))]
+        since: Option<u64>,
     },
     /// Write the profile in another firewall's format: nft text,
     /// iptables-restore files with ipset sets, or ufw commands and rules
@@ -466,6 +473,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             port,
             rule,
             summary,
+            since,
         } => {
             let filter = crate::observe::log::Filter {
                 from: *from,
@@ -477,9 +485,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 seconds: *seconds,
                 count: *count,
             };
-            let output = match summary {
-                true => log::Output::Summary,
-                false => log::Output::Packets,
+            let output = match (summary, since) {
+                (true, Some(secs)) => log::Output::Window(*secs),
+                (true, None) if *follow => {
+                    eprintln!("fwharden: log --follow --summary needs --since DURATION (the window to rank, e.g. 1h): following never ends to print a summary of everything");
+                    return Ok(exit::USAGE);
+                }
+                (true, None) => log::Output::Summary,
+                (false, _) => log::Output::Packets,
             };
             log::run(&dirs, &filter, &until, output, cli.json)
         }
