@@ -28,8 +28,37 @@ fn every_shipped_profile_passes_its_probe_matrix() {
     interlock();
     let host_before = host_tables();
     for name in shipped_profiles() {
-        let report = probe::prove(&compiled(&name), probe::TIMEOUT).unwrap();
+        let ruleset = compiled(&name);
+        let report = probe::prove(&ruleset, probe::TIMEOUT).unwrap();
         assert!(report.passed, "{name}:\n{}", report.table());
+        // The kernel's trace heard every probe's first packet, and agrees
+        // with the model on the rule that decided it (else a mismatch).
+        for row in report.rows.iter().filter(|r| !r.service.contains('#')) {
+            assert_eq!(
+                row.kernel_rule.as_deref(),
+                Some(row.rule.as_str()),
+                "{name}: {} {} {}",
+                row.source,
+                row.interface,
+                row.service
+            );
+        }
+        // Coverage counts every kernel rule of the table, and says why of
+        // each no packet matched.
+        let c = report.coverage.as_ref().expect("a traced run");
+        let rules: usize = ruleset.chains.iter().map(|c| c.rules.len()).sum();
+        assert_eq!(
+            (c.total, c.covered + c.uncovered.len()),
+            (rules, rules),
+            "{name}"
+        );
+        assert!(
+            report
+                .table()
+                .contains(&format!("rules covered: {}/{}", c.covered, c.total)),
+            "{}",
+            report.table()
+        );
         let open = report
             .rows
             .iter()
@@ -147,6 +176,35 @@ fn a_removed_rule_is_caught() {
         "the database rule removed",
         |r| input_rules(r).retain(|rule| !rule.comment.contains(DATABASES)),
         &["10.0.0.0 wg0 5432/tcp", "10.0.0.255 wg0 6379/tcp"],
+    );
+}
+
+/// A drop rule ahead of the others that takes what the policy drops
+/// anyway: every probe sees what the model says, for another reason. The
+/// kernel's trace names the rule that decided, and that is a mismatch.
+#[test]
+#[ignore = "needs root"]
+fn the_right_answer_from_the_wrong_rule_is_caught() {
+    needs_root("the_right_answer_from_the_wrong_rule_is_caught");
+    caught(
+        "a drop of 81/tcp ahead of the policy that drops it",
+        |r| {
+            input_rules(r).insert(
+                0,
+                fwharden::ruleset::Rule {
+                    matches: vec![
+                        Match::Protocol(vec![fwharden::ruleset::Protocol::Tcp]),
+                        Match::DestPort(vec![PortRange::single(81)]),
+                    ],
+                    counter: true,
+                    limit: None,
+                    log: None,
+                    verdict: Some(fwharden::ruleset::Verdict::Drop),
+                    comment: "inserted: drops 81/tcp".into(),
+                },
+            )
+        },
+        &["203.0.113.200 eth0 81/tcp"],
     );
 }
 

@@ -49,6 +49,9 @@ pub struct ChainCounters {
     /// One entry per rule of the model's chain, `None` for a rule without
     /// a `counter`.
     pub rules: Vec<Option<Counter>>,
+    /// The kernel's handle of each of those rules, in the same order: what
+    /// a trace names a rule by.
+    pub handles: Vec<u64>,
 }
 
 /// The counters of one table, chain by chain as the model lists them.
@@ -74,6 +77,7 @@ impl TableCounters {
             name: c.get_str(sys::NFTNL_CHAIN_NAME),
             policy,
             rules: Vec::new(),
+            handles: Vec::new(),
         });
     }
 
@@ -81,6 +85,7 @@ impl TableCounters {
     pub(super) fn add_rule(&mut self, chain: &str, r: &obj::Rule) {
         if let Some(c) = self.chains.iter_mut().find(|c| c.name == chain) {
             c.rules.push(rule_counter(r));
+            c.handles.push(r.get_u64(sys::NFTNL_RULE_HANDLE));
         }
     }
 }

@@ -26,6 +26,7 @@ mod obj;
 mod readback;
 mod rules;
 mod socket;
+pub mod trace;
 mod udata;
 mod verify;
 
@@ -269,6 +270,41 @@ pub fn read_counters(
     skip: &std::collections::BTreeSet<String>,
 ) -> Result<counters::Observed, NftError> {
     counters::read(&mut socket::Socket::open()?, skip)
+}
+
+/// One rule of table `inet fwharden` as the kernel holds it: what a trace
+/// names by its handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRule {
+    pub chain: String,
+    /// Its place in the model's chain.
+    pub index: usize,
+    pub handle: u64,
+    pub comment: String,
+}
+
+/// Every rule of table `inet fwharden`, with its handle. Lists the sets'
+/// elements too: for a small table (a probe replica's) only.
+pub fn kernel_rules() -> Result<Vec<KernelRule>, NftError> {
+    let observed = counters::read(&mut socket::Socket::open()?, &Default::default())?;
+    let Some(main) = observed.main else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for chain in &main.ruleset.chains {
+        let Some(counted) = main.counters.chain(&chain.name) else {
+            continue;
+        };
+        for (index, (rule, handle)) in chain.rules.iter().zip(&counted.handles).enumerate() {
+            out.push(KernelRule {
+                chain: chain.name.clone(),
+                index,
+                handle: *handle,
+                comment: rule.comment.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Whether prefix set `set` of our table holds `addr`, asked of the

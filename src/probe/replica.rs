@@ -83,6 +83,8 @@ pub struct Replica {
     links: Vec<Link>,
     target: Netns,
     loader: Loader,
+    /// Whether packets reaching the target are traced ([`trace`]).
+    traced: bool,
 }
 
 /// What loads the target namespace's firewall.
@@ -109,10 +111,16 @@ pub struct RateSeen {
 }
 
 /// Everything a run saw, in plan order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub probes: Vec<Got>,
     pub rates: Vec<RateSeen>,
+    /// For each probe, what decided its first packet by the kernel's own
+    /// trace; empty when the run was not traced.
+    pub decided: Vec<Option<String>>,
+    /// The rules of the loaded table that some packet matched, by the
+    /// trace.
+    pub coverage: Option<trace::Coverage>,
 }
 
 /// Namespaces that cannot be created or entered mean no replica here
@@ -144,6 +152,7 @@ impl Replica {
             links: Vec::new(),
             target,
             loader,
+            traced: false,
         };
         let mut peers = Vec::new();
         for _ in &plan.interfaces {
@@ -218,6 +227,13 @@ impl Replica {
             settings::peer(&link.peer)?;
         }
         replica.load()?;
+        // The ruleset loaded through netlink is traced (the nft program
+        // makes the marking table); emitted iptables or ufw rules are
+        // proven by their answers alone.
+        if matches!(replica.loader, Loader::Nft(_)) && have_nft() {
+            trace::arm(&replica.target)?;
+            replica.traced = true;
+        }
         let mut udp = Vec::new();
         if plan.has_published() {
             let (c, sockets) =
@@ -326,6 +342,58 @@ impl Replica {
     /// rate-limit sequence runs on a thread of its own (the plan keeps
     /// other probes off their meters), and returns what each saw.
     pub fn run(&self, plan: &Plan, timeout: Duration) -> Result<Observed, ProbeError> {
+        // Opened before the first packet: the kernel traces only while
+        // somebody listens.
+        let tracer = match self.traced {
+            true => Some(
+                self.target
+                    .run_in(crate::nft::trace::Tracer::open)
+                    .map_err(netns_error)?
+                    .map_err(|source| ProbeError::Setting {
+                        what: "the trace listener (NFNLGRP_NFTRACE)",
+                        source,
+                    })?,
+            ),
+            false => None,
+        };
+        let mut observed = self.send_all(plan, timeout)?;
+        if let Some(mut tracer) = tracer {
+            let heard = self.heard(&mut tracer)?;
+            observed.decided = plan
+                .probes
+                .iter()
+                .map(|p| {
+                    let link = self.link(&p.interface)?;
+                    heard.decided(p.source, link.address(&p.source, p.to), p.service)
+                })
+                .collect();
+            let loaded = match &self.loader {
+                Loader::Nft(r) => Some(r),
+                Loader::Custom { .. } => None,
+            };
+            observed.coverage = Some(heard.coverage(&|rule| {
+                let model = loaded?.chains.iter().find(|c| c.name == rule.chain)?;
+                by_construction(model, model.rules.get(rule.index)?)
+            }));
+        }
+        Ok(observed)
+    }
+
+    /// Every trace message of the run, and the loaded table's rules.
+    fn heard(&self, tracer: &mut crate::nft::trace::Tracer) -> Result<trace::Heard, ProbeError> {
+        let events = tracer.drain().map_err(|source| ProbeError::Setting {
+            what: "reading the trace (messages lost?)",
+            source,
+        })?;
+        let rules = self
+            .target
+            .run_in(crate::nft::kernel_rules)
+            .map_err(netns_error)?
+            .map_err(ProbeError::Load)?;
+        Ok(trace::Heard::new(events, rules))
+    }
+
+    fn send_all(&self, plan: &Plan, timeout: Duration) -> Result<Observed, ProbeError> {
         std::thread::scope(|scope| {
             let sequences: Vec<_> = plan
                 .rate_probes
@@ -340,6 +408,7 @@ impl Replica {
             Ok(Observed {
                 probes: probes?,
                 rates: rates?,
+                ..Observed::default()
             })
         })
     }
@@ -421,6 +490,43 @@ impl Replica {
     }
 }
 
+/// Why no probe reaches `rule` of `chain`, where that follows from what
+/// the replica sends: only new connections, pings and neighbour
+/// solicitations, arriving on its links, to the host or to a published
+/// port.
+fn by_construction(
+    chain: &crate::ruleset::Chain,
+    rule: &crate::ruleset::Rule,
+) -> Option<&'static str> {
+    use crate::ruleset::{CtState, Hook, Match};
+    match chain.hook {
+        Hook::Output => return Some("by construction: the probe sends no packet from the host"),
+        Hook::Forward if chain.name != "containers" => {
+            return Some(
+                "by construction: the probe routes packets only to published container ports",
+            )
+        }
+        _ => {}
+    }
+    rule.matches.iter().find_map(|m| match m {
+        Match::CtState(states) if !states.contains(&CtState::New) && !states.contains(&CtState::Established) => {
+            Some("by construction: no probe sends a packet conntrack calls invalid")
+        }
+        Match::InInterface(i) if i == "lo" => {
+            Some("by construction: probes arrive on the replica's links, never on loopback")
+        }
+        Match::IcmpType(_) | Match::Icmpv6Type(_) => {
+            let pinged = |m: &Match| matches!(m, Match::IcmpType(t) if t.contains(&crate::ruleset::IcmpType::EchoRequest));
+            let solicited = |m: &Match| {
+                matches!(m, Match::Icmpv6Type(t) if t.iter().any(|t| matches!(t, crate::ruleset::Icmpv6Type::EchoRequest | crate::ruleset::Icmpv6Type::NdNeighborSolicit)))
+            };
+            (!pinged(m) && !solicited(m))
+                .then_some("by construction: the probe sends no ICMP error or other ICMP type than echo requests and neighbour solicitations")
+        }
+        _ => None,
+    })
+}
+
 /// The peer side of a link: every source address of the plan, and a route
 /// to the target's addresses.
 fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
@@ -445,5 +551,6 @@ fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
 mod container;
 mod echo;
 mod settings;
+pub mod trace;
 pub use container::have_nft;
 use echo::UdpEcho;

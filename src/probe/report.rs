@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::plan::{Destination, Outcome, Plan};
+use super::replica::trace::Coverage;
 use super::replica::Observed;
 use super::send::Got;
 
@@ -33,6 +34,11 @@ pub struct Row {
     pub got: Got,
     /// The rule that decides, by the model.
     pub rule: String,
+    /// The rule that decided, by the kernel's trace of the probe's first
+    /// packet; `None` when the run was not traced (emitted rules, no nft
+    /// program) or the packet was not heard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_rule: Option<String>,
     pub why: String,
 }
 
@@ -46,6 +52,10 @@ pub struct Report {
     pub elapsed_ms: u64,
     /// What was not probed, and why.
     pub notes: Vec<String>,
+    /// The rules of fwharden's table some probe's packet matched, by the
+    /// kernel's trace; `None` when the run was not traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
     pub rows: Vec<Row>,
 }
 
@@ -63,16 +73,30 @@ impl Report {
             .probes
             .iter()
             .zip(&observed.probes)
-            .map(|(p, got)| Row {
-                status: status(p.expected, got),
-                source: p.source,
-                interface: p.interface.clone(),
-                service: p.service.to_string(),
-                to: p.to,
-                expected: p.expected,
-                got: got.clone(),
-                rule: p.rule.clone(),
-                why: p.why.clone(),
+            .enumerate()
+            .map(|(i, (p, got))| {
+                let kernel_rule = observed.decided.get(i).cloned().flatten();
+                // The answer can be right for the wrong reason: another
+                // rule than the model's decided, by the kernel's account.
+                let (status, why) = match &kernel_rule {
+                    Some(k) if *k != p.rule => (
+                        Status::Mismatch,
+                        format!("{}; the kernel's trace says {k} decided", p.why),
+                    ),
+                    _ => (status(p.expected, got), p.why.clone()),
+                };
+                Row {
+                    status,
+                    source: p.source,
+                    interface: p.interface.clone(),
+                    service: p.service.to_string(),
+                    to: p.to,
+                    expected: p.expected,
+                    got: got.clone(),
+                    rule: p.rule.clone(),
+                    kernel_rule,
+                    why,
+                }
             })
             .collect();
         for (r, seen) in plan.rate_probes.iter().zip(&observed.rates) {
@@ -86,6 +110,7 @@ impl Report {
                 expected: r.first,
                 got: seen.first.clone(),
                 rule: r.first_rule.clone(),
+                kernel_rule: None,
                 why: format!("{why}: the first connection passes"),
             });
             rows.push(Row {
@@ -97,10 +122,13 @@ impl Report {
                 expected: r.spent,
                 got: seen.later.clone(),
                 rule: r.spent_rule.clone(),
+                kernel_rule: None,
                 why: format!("{why}: seen at attempt #{}", seen.at),
             });
         }
-        Report::from_rows(&plan.profile, rows, elapsed)
+        let mut report = Report::from_rows(&plan.profile, rows, elapsed);
+        report.coverage = observed.coverage.clone();
+        report
     }
 
     /// A report of `rows`, mismatches and inconclusive rows first. No row
@@ -118,6 +146,7 @@ impl Report {
             inconclusive,
             elapsed_ms: elapsed.as_millis() as u64,
             notes: Vec::new(),
+            coverage: None,
             rows,
         }
     }
@@ -206,6 +235,15 @@ impl Report {
         for note in &self.notes {
             out.push_str(&format!("note: {note}\n"));
         }
+        if let Some(c) = &self.coverage {
+            out.push_str(&format!(
+                "rules covered: {}/{} (by the kernel's trace of every probe)\n",
+                c.covered, c.total
+            ));
+            for u in &c.uncovered {
+                out.push_str(&format!("  not reached: {u}\n"));
+            }
+        }
         out.push_str(&self.summary());
         out.push('\n');
         out
@@ -243,7 +281,7 @@ mod tests {
         };
         let observed = Observed {
             probes: vec![Got::Seen(Outcome::Filtered), Got::Seen(Outcome::Open)],
-            rates: vec![],
+            ..Observed::default()
         };
         let report = Report::compare(&plan, &observed, Duration::ZERO);
         assert_eq!((report.mismatches, report.published()), (1, 1));

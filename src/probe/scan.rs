@@ -312,6 +312,7 @@ pub fn scan(
                 expected,
                 got,
                 rule: d.comment,
+                kernel_rule: None,
                 why: format!("scan of {host} from group {group}"),
             })
         })

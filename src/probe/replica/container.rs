@@ -184,8 +184,18 @@ fn nat_text(links: &[Link], port: u16) -> String {
 /// Loads `text` with the nft program, from a thread inside the target (so
 /// nft acts there), after the interlock check every replica load passes.
 fn load_nat(target: &Netns, text: &str) -> Result<(), ProbeError> {
+    load_text(
+        target,
+        &format!("its DNAT table (inet {NAT_TABLE}, `nft -f`)"),
+        text,
+    )
+}
+
+/// Loads `text`, which `what` names in an error, with the nft program in
+/// the target.
+pub(super) fn load_text(target: &Netns, what: &str, text: &str) -> Result<(), ProbeError> {
     let failed = |detail: String| ProbeError::LoadWith {
-        what: format!("its DNAT table (inet {NAT_TABLE}, `nft -f`)"),
+        what: what.to_string(),
         detail,
     };
     target

@@ -1,0 +1,160 @@
+//! The kernel's own account of the probes (see [`crate::nft::trace`]): a
+//! table of the replica's own marks every packet that reaches the target
+//! for tracing, and the trace then says which rule of table `inet
+//! fwharden` decided each probe, by handle, and which rules any packet
+//! matched. The plan's deciding rule is the model's answer; this one is
+//! the kernel's, so the two are compared, and the rules no packet matched
+//! are listed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use nftnl::nftnl_sys::libc;
+use serde::Serialize;
+
+use super::container::load_text;
+use crate::netns::Netns;
+use crate::nft::trace::{Event, Kind, Packet};
+use crate::nft::KernelRule;
+use crate::probe::plan::Service;
+use crate::probe::ProbeError;
+use crate::ruleset::TABLE_NAME;
+
+/// The replica's marking table: on prerouting ahead of every other hook
+/// priority (raw's -300, conntrack's -200), so each packet's first trace
+/// message is its mark, with the headers as they arrived (before a DNAT).
+pub const TABLE: &str = "fwharden-probe-trace";
+
+/// Marks every packet that reaches the target.
+pub fn arm(target: &Netns) -> Result<(), ProbeError> {
+    let text = format!(
+        "table inet {TABLE} {{\n  chain trace {{\n    type filter hook prerouting priority -350; policy accept;\n    meta nftrace set 1\n  }}\n}}\n"
+    );
+    load_text(
+        target,
+        &format!("its trace table (inet {TABLE}, `nft -f`)"),
+        &text,
+    )
+}
+
+/// One packet's trace: its headers as they arrived, and the messages of
+/// table `inet fwharden` about it, in order.
+struct Traced<'a> {
+    packet: Packet,
+    ours: Vec<&'a Event>,
+}
+
+/// What the kernel said during a run.
+pub struct Heard {
+    events: Vec<Event>,
+    rules: Vec<KernelRule>,
+}
+
+/// Which of fwharden's kernel rules some packet matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    pub covered: usize,
+    pub total: usize,
+    /// `chain: comment` of each rule no packet matched, with why.
+    pub uncovered: Vec<String>,
+}
+
+impl Heard {
+    pub fn new(events: Vec<Event>, rules: Vec<KernelRule>) -> Heard {
+        Heard { events, rules }
+    }
+
+    /// The packets, each from its mark (the first message of its trace).
+    /// A trace id is the kernel's per-packet cookie and may come back for
+    /// a later packet: a new mark starts a new packet.
+    fn packets(&self) -> Vec<Traced<'_>> {
+        let mut packets: Vec<Traced> = Vec::new();
+        let mut open: HashMap<u32, usize> = HashMap::new();
+        for e in &self.events {
+            match (&e.packet, e.table.as_str()) {
+                (Some(p), TABLE) => {
+                    packets.push(Traced {
+                        packet: *p,
+                        ours: Vec::new(),
+                    });
+                    open.insert(e.id, packets.len() - 1);
+                }
+                (_, TABLE_NAME) => {
+                    if let Some(&k) = open.get(&e.id) {
+                        packets[k].ours.push(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+        packets
+    }
+
+    /// What decided the first packet of a probe from `source` to `to`, as
+    /// the model names it: a rule's comment, or `policy of chain NAME`.
+    /// `None` when no packet of the probe was heard, or when no chain of
+    /// ours decided it.
+    pub fn decided(&self, source: IpAddr, to: IpAddr, service: Service) -> Option<String> {
+        // (protocol, port, ICMP type): echo request 8 and 128, neighbour
+        // solicitation 135.
+        let (protocol, dport, icmp_type) = match (service, to) {
+            (Service::Tcp(p), _) => (libc::IPPROTO_TCP, p, 0),
+            (Service::Udp(p), _) => (libc::IPPROTO_UDP, p, 0),
+            (Service::Ping, IpAddr::V4(_)) => (libc::IPPROTO_ICMP, 0, 8),
+            (Service::Ping, IpAddr::V6(_)) => (libc::IPPROTO_ICMPV6, 0, 128),
+            (Service::NeighborSolicit, IpAddr::V6(_)) => (libc::IPPROTO_ICMPV6, 0, 135),
+            (Service::NeighborSolicit, IpAddr::V4(_)) => return None,
+        };
+        let packets = self.packets();
+        let first = packets.iter().find(|t| {
+            let p = &t.packet;
+            p.source == source
+                && p.destination == to
+                && i32::from(p.protocol) == protocol
+                && p.dport == dport
+                && p.icmp_type == icmp_type
+                // A connection's first packet: a SYN, not the ACK after.
+                && (protocol != libc::IPPROTO_TCP || p.tcp_flags & 0x12 == 0x02)
+        })?;
+        // Each chain of ours on the hook decides in turn, as the model
+        // walks them: the first drop ends it, else the last accept stands.
+        let finals: Vec<&&Event> = first.ours.iter().filter(|e| e.is_final()).collect();
+        let decisive = finals
+            .iter()
+            .find(|e| e.verdict == Some(libc::NF_DROP))
+            .or(finals.last())?;
+        Some(match (decisive.kind, decisive.handle) {
+            (Kind::Rule, Some(h)) => match self.rules.iter().find(|r| r.handle == h) {
+                Some(r) => r.comment.clone(),
+                None => format!("rule handle {h} of chain {}", decisive.chain),
+            },
+            _ => format!("policy of chain {}", decisive.chain),
+        })
+    }
+
+    /// The rules of table `inet fwharden` that some packet matched (the
+    /// decisive one, or one that counted or logged it and went on); `why`
+    /// says why a rule cannot be reached by construction, if it cannot.
+    pub fn coverage(&self, why: &dyn Fn(&KernelRule) -> Option<&'static str>) -> Coverage {
+        let seen: BTreeSet<u64> = self
+            .events
+            .iter()
+            .filter(|e| e.table == TABLE_NAME && e.kind == Kind::Rule)
+            .filter_map(|e| e.handle)
+            .collect();
+        let uncovered: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| !seen.contains(&r.handle))
+            .map(|r| {
+                let why = why(r).unwrap_or("no probe's packet matched it");
+                format!("{}: {} ({why})", r.chain, r.comment)
+            })
+            .collect();
+        Coverage {
+            covered: self.rules.len() - uncovered.len(),
+            total: self.rules.len(),
+            uncovered,
+        }
+    }
+}
