@@ -189,6 +189,23 @@ pub(super) fn judge(
     Ok(())
 }
 
+/// The (type, value) attributes of a netlink message body, as the kernel
+/// lays them out: each 4-byte aligned; the top bits of a type are
+/// NLA_F_NESTED and NLA_F_NET_BYTEORDER, left out here.
+pub(super) fn attributes(mut body: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while body.len() >= 4 {
+        let len = u16::from_ne_bytes([body[0], body[1]]) as usize;
+        if len < 4 || len > body.len() {
+            break;
+        }
+        let ty = u16::from_ne_bytes([body[2], body[3]]) & 0x3fff;
+        out.push((ty, &body[4..len]));
+        body = &body[len.next_multiple_of(4).min(body.len())..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

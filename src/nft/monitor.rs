@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use nftnl::nftnl_sys::libc;
 use nix::sys::socket::{self as nsock, AddressFamily, NetlinkAddr, SockFlag, SockProtocol};
 
-use super::acks::{replies, Reply};
+use super::acks::{attributes, replies, Reply};
 use crate::ruleset::bans::{ban_set_names, BAN_TABLE};
 
 /// include/uapi/linux/netlink.h.
@@ -56,29 +56,9 @@ enum Event {
 
 impl Monitor {
     pub fn open() -> std::io::Result<Monitor> {
-        let fd = nsock::socket(
-            AddressFamily::Netlink,
-            nsock::SockType::Raw,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            SockProtocol::NetlinkNetFilter,
-        )?;
-        nsock::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        let group: libc::c_int = libc::NFNLGRP_NFTABLES;
-        // SAFETY: a live socket and an int, passed by pointer with its
-        // size, as setsockopt(2) takes NETLINK_ADD_MEMBERSHIP.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                NETLINK_ADD_MEMBERSHIP,
-                (&group as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Monitor { fd })
+        Ok(Monitor {
+            fd: subscribe(libc::NFNLGRP_NFTABLES)?,
+        })
     }
 
     /// Whether every commit heard until the one that made generation `gen`
@@ -118,6 +98,33 @@ impl Monitor {
             }
         }
     }
+}
+
+/// A non-blocking netfilter netlink socket of the calling thread's network
+/// namespace, in multicast group `group` (NFNLGRP_NFTABLES, _NFTRACE...).
+pub(super) fn subscribe(group: libc::c_int) -> std::io::Result<OwnedFd> {
+    let fd = nsock::socket(
+        AddressFamily::Netlink,
+        nsock::SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkNetFilter,
+    )?;
+    nsock::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    // SAFETY: a live socket and an int, passed by pointer with its size,
+    // as setsockopt(2) takes NETLINK_ADD_MEMBERSHIP.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_NETLINK,
+            NETLINK_ADD_MEMBERSHIP,
+            (&group as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 thread_local! {
@@ -173,21 +180,6 @@ fn classify(r: &Reply) -> Event {
         }
         _ => Event::Other,
     }
-}
-
-/// The top-level attributes of a message payload, as (type, value).
-fn attributes(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((ty, &b[4..len]));
-        b = &b[len.next_multiple_of(4).min(b.len())..];
-    }
-    out
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use nix::sys::socket::{
 };
 use thiserror::Error;
 
+use super::acks::attributes;
+
 #[derive(Debug, Error)]
 pub enum NflogError {
     #[error("opening a netfilter netlink socket: {0}")]
@@ -121,22 +123,6 @@ fn packet(msg: &[u8]) -> Logged {
         }
     }
     p
-}
-
-/// The (type, value) attributes of a netlink message body.
-fn attributes(mut body: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while body.len() >= 4 {
-        let len = u16::from_ne_bytes([body[0], body[1]]) as usize;
-        if len < 4 || len > body.len() {
-            break;
-        }
-        // The top bits are NLA_F_NESTED and NLA_F_NET_BYTEORDER.
-        let ty = u16::from_ne_bytes([body[2], body[3]]) & 0x3fff;
-        out.push((ty, &body[4..len]));
-        body = &body[len.next_multiple_of(4).min(body.len())..];
-    }
-    out
 }
 
 /// A config request for `group`: nlmsghdr, nfgenmsg, one attribute.

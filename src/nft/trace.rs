@@ -16,12 +16,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nftnl::nftnl_sys::libc;
-use nix::sys::socket::{self as nsock, AddressFamily, NetlinkAddr, SockFlag, SockProtocol};
+use nix::sys::socket as nsock;
 
-use super::acks::replies;
-
-/// include/uapi/linux/netlink.h.
-const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
+use super::acks::{attributes, replies};
+use super::monitor::subscribe;
 
 /// enum nft_trace_attributes (include/uapi/linux/netfilter/nf_tables.h).
 const TRACE_TABLE: u16 = 1;
@@ -96,31 +94,10 @@ pub struct Tracer {
 
 impl Tracer {
     pub fn open() -> std::io::Result<Tracer> {
-        let fd = nsock::socket(
-            AddressFamily::Netlink,
-            nsock::SockType::Raw,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            SockProtocol::NetlinkNetFilter,
-        )?;
-        nsock::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        let fd = subscribe(libc::NFNLGRP_NFTRACE)?;
         // A burst of probes makes a burst of messages: a large queue, so
         // none is lost (a loss is reported, never guessed around).
         let _ = nsock::setsockopt(&fd, nsock::sockopt::RcvBufForce, &(8 << 20));
-        let group: libc::c_int = libc::NFNLGRP_NFTRACE;
-        // SAFETY: a live socket and an int, passed by pointer with its
-        // size, as setsockopt(2) takes NETLINK_ADD_MEMBERSHIP.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                NETLINK_ADD_MEMBERSHIP,
-                (&group as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         Ok(Tracer {
             fd,
             buf: vec![0u8; 1 << 20],
@@ -242,21 +219,6 @@ fn headers(nfproto: u32, net: &[u8], transport: Option<&[u8]>) -> Option<Packet>
         tcp_flags,
         icmp_type,
     })
-}
-
-/// The attributes of a message payload, as (type, value).
-fn attributes(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((ty, &b[4..len]));
-        b = &b[len.next_multiple_of(4).min(b.len())..];
-    }
-    out
 }
 
 #[cfg(test)]
