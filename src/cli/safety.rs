@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::exit;
 use crate::profile::{self, SearchPath};
-use crate::rollback::{self, Restored, RollbackError};
+use crate::rollback::{self, Kept, Restored, RollbackError};
 use crate::ruleset;
 use crate::state::{now_ms, Dirs};
 
@@ -22,10 +22,19 @@ fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
 
 pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i32> {
     match rollback::confirm(rollback::Ports::real(), dirs, token) {
-        Ok(profile) if json => println!("{}", json!({ "ok": true, "confirmed": profile })),
-        Ok(profile) => {
+        Ok(Kept::Ruleset { profile }) if json => {
+            println!("{}", json!({ "ok": true, "confirmed": profile }))
+        }
+        Ok(Kept::Disabled { profile }) if json => println!(
+            "{}",
+            json!({ "ok": true, "confirmed": null, "disabled": true, "enable_loads": profile })
+        ),
+        Ok(Kept::Ruleset { profile }) => {
             println!("confirmed profile {profile}: it is what `fwharden restore` loads at boot")
         }
+        Ok(Kept::Disabled { profile }) => println!(
+            "confirmed the disable: fwharden's table stays removed, and `fwharden restore` at boot loads nothing until `fwharden enable` (which loads profile {profile} again, with the rollback timer) or the next apply"
+        ),
         Err(e) => return fail(e, json),
     }
     Ok(exit::OK)
@@ -93,6 +102,15 @@ pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
                 println!("discarded the unconfirmed apply of profile {p}");
             }
             println!("nothing was ever confirmed: no fwharden ruleset is loaded");
+        }
+        Restored::Disabled {
+            enable_loads,
+            discarded_pending,
+        } => {
+            if let Some(p) = discarded_pending {
+                println!("discarded the unconfirmed apply of profile {p}");
+            }
+            println!("fwharden is disabled: no fwharden ruleset is loaded (`fwharden enable` loads profile {enable_loads} again)");
         }
         Restored::Fallback { profile, error } => {
             eprintln!(

@@ -120,8 +120,10 @@ impl Stamp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub profile: String,
-    #[serde(with = "super::lists::ruleset")]
-    pub ruleset: Ruleset,
+    /// What the apply loaded: a ruleset, or `None` for "no fwharden
+    /// table" (a `fwharden disable`).
+    #[serde(with = "super::lists::optional")]
+    pub ruleset: Option<Ruleset>,
     /// What to go back to: the last confirmed ruleset, or `None` for "no
     /// fwharden table".
     #[serde(with = "super::lists::optional")]
@@ -158,6 +160,8 @@ pub enum Origin {
     Kernel,
     /// The kernel held no fwharden table.
     NoTable,
+    /// fwharden is disabled (a confirmed `disable`): no table.
+    Disabled,
 }
 
 /// One try at rolling an apply back, kept so `status` can show what was
@@ -201,6 +205,7 @@ impl Pending {
     /// What a rollback of this apply goes back to, for messages.
     pub fn previous_name(&self) -> String {
         match (&self.previous, self.previous_from) {
+            (None, Origin::Disabled) => "no fwharden table (fwharden stays disabled)".to_string(),
             (None, _) => "no fwharden table".to_string(),
             (Some(r), Origin::Kernel) => {
                 format!(
