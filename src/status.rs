@@ -244,10 +244,13 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
                 .watcher
                 .filter(|_| ports.watchers.state(&p, &dirs.run) != WatcherState::Gone)
                 .and_then(|w| placement::v2_group_of(&w.to_string())),
-            hatch: p.ruleset.as_ref().and_then(hatch::find).map_or_else(
-                || "none: the apply found no single SSH client to let back in (not over SSH, or several candidate clients, all of them guarded)".to_string(),
-                |f| f.describe(),
-            ),
+            hatch: match &p.ruleset {
+                None => "none: a disable loads no fwharden table, which can lock nobody out".to_string(),
+                Some(r) => hatch::find(r).map_or_else(
+                    || "none: the apply found no single SSH client to let back in (not over SSH, or several candidate clients, all of them guarded)".to_string(),
+                    |f| f.describe(),
+                ),
+            },
             watcher_lives: p.watcher_lives,
             profile: p.profile,
             deadline_ms: p.deadline_ms,

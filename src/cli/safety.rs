@@ -9,7 +9,7 @@ use crate::rollback::{self, Kept, Restored, RollbackError};
 use crate::ruleset;
 use crate::state::{now_ms, Dirs};
 
-fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
+pub(super) fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
     if json {
         println!("{}", json!({ "ok": false, "error": e.to_string() }));
     }
@@ -42,6 +42,10 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i
 
 pub fn rollback(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
     match rollback::rollback(rollback::Ports::real(), dirs) {
+        Ok(None) if json => println!(
+            "{}",
+            json!({ "ok": true, "rolled_back": null, "hint": nothing_pending(dirs) })
+        ),
         Ok(p) if json => println!(
             "{}",
             json!({ "ok": true, "rolled_back": p.map(|p| p.profile) })
@@ -51,10 +55,28 @@ pub fn rollback(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
             p.profile,
             p.previous_name()
         ),
-        Ok(None) => println!("nothing is pending: nothing to roll back"),
+        Ok(None) => println!("{}", nothing_pending(dirs)),
         Err(e) => return fail(e, json),
     }
     Ok(exit::OK)
+}
+
+/// What `rollback` says with nothing pending: a confirm is undone by
+/// loading the ruleset before it (`rollback --to previous`), a disable by
+/// `enable`.
+fn nothing_pending(dirs: &Dirs) -> String {
+    let nothing = "nothing is pending: nothing to roll back";
+    match (dirs.disabled(), dirs.confirmed()) {
+        (Ok(Some(d)), _) => format!(
+            "{nothing}. fwharden is disabled (confirmed): `fwharden enable` loads profile {} again",
+            d.profile
+        ),
+        (_, Ok(Some(c))) => format!(
+            "{nothing}: profile {} is confirmed. To go back to the ruleset confirmed before it: `fwharden rollback --to previous` (with the rollback timer; `fwharden history` lists them all)",
+            c.profile
+        ),
+        _ => nothing.into(),
+    }
 }
 
 /// The minimal safe ruleset `restore` falls back on: the built-in ssh-only
@@ -152,6 +174,13 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         "confirmed profile: {}",
         s.confirmed.as_deref().unwrap_or("(none)")
     );
+    if let Some(d) = &s.disabled {
+        println!(
+            "DISABLED:          since {} ago (a confirmed `fwharden disable`): no fwharden table, and `fwharden restore` at boot loads none; `fwharden enable` loads profile {} again",
+            crate::duration::human(crate::state::now().saturating_sub(d.since)),
+            d.profile
+        );
+    }
     match &s.pending {
         None => println!("pending apply:     (none)"),
         Some(p) => println!(
@@ -184,6 +213,8 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     }
     let kernel = match s.kernel.as_str() {
         "absent" => "no fwharden table".to_string(),
+        "disabled" => "no fwharden table: fwharden is DISABLED".into(),
+        "pending-disable" => "no fwharden table: the pending `fwharden disable` removed it".into(),
         "confirmed" => "holds the confirmed ruleset".into(),
         "pending" => "holds the pending ruleset".into(),
         "pending-hatch-open" => "holds the pending ruleset, its deadline passed: the escape hatch is OPEN".into(),
