@@ -32,6 +32,20 @@ pub struct Probing {
     pub break_for_test: Option<String>,
 }
 
+impl Probing {
+    /// How a ruleset of the records (`rollback --to`, `enable`) is proven:
+    /// as an apply is, unless `--no-probe`.
+    pub fn of_record(no_probe: bool) -> Probing {
+        Probing {
+            mode: match no_probe {
+                true => ProbeMode::Skip,
+                false => ProbeMode::WhereAvailable,
+            },
+            break_for_test: None,
+        }
+    }
+}
+
 /// What the probe step decided.
 enum Proof {
     /// Proven, or not probed (said so): apply goes on.

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::apply::{self, ProbeMode, Probing};
+use super::apply::{self, Probing};
 use super::exit;
 use crate::rollback::{self, ApplyOptions, DisableOutcome};
 use crate::state::{now_ms, Dirs};
@@ -89,14 +89,7 @@ pub fn enable(dirs: &Dirs, timeout: u64, no_probe: bool, json: bool) -> anyhow::
         dry_run: false,
         operator: crate::sshclient::find(),
     };
-    let probing = Probing {
-        mode: if no_probe {
-            ProbeMode::Skip
-        } else {
-            ProbeMode::WhereAvailable
-        },
-        break_for_test: None,
-    };
+    let probing = Probing::of_record(no_probe);
     let watch = crate::progress::wanted(json).then(crate::progress::start);
     apply::load(
         dirs,

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::apply::{self, ProbeMode, Probing};
+use super::apply::{self, Probing};
 use super::exit;
 use crate::duration;
 use crate::rollback::history::{self, Pick};
@@ -128,14 +128,7 @@ pub fn rollback_to(dirs: &Dirs, pick: Pick, args: &RollbackTo, json: bool) -> an
         dry_run: args.dry_run || args.diff,
         operator: crate::sshclient::find(),
     };
-    let probing = Probing {
-        mode: if args.no_probe {
-            ProbeMode::Skip
-        } else {
-            ProbeMode::WhereAvailable
-        },
-        break_for_test: None,
-    };
+    let probing = Probing::of_record(args.no_probe);
     let watch = crate::progress::wanted(json).then(crate::progress::start);
     apply::load(
         dirs,
