@@ -90,7 +90,7 @@ pub fn list(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
             Ok(h) => println!(
                 "  {id:>3}  {}  {:width$}  {}{mark}",
                 when(h.confirmed_at),
-                crate::term::safe_lines(&h.profile),
+                crate::term::safe(&h.profile).to_string(),
                 h.summary
             ),
             Err(e) => println!("  {id:>3}  DAMAGED: {e}"),

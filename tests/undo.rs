@@ -1,0 +1,175 @@
+//! Undo and off, against a real kernel inside throwaway namespaces, as the
+//! README's "Undo a confirm, or turn fwharden off" section describes them:
+//! every confirm is kept (`history`), `rollback --to previous` loads the
+//! ruleset before it with the rollback timer, `disable` removes the table
+//! with the timer, and once confirmed `restore` loads nothing until
+//! `enable`.
+//!
+//! No timing assertion: a deadline's revert is waited for by polling.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Waits (at most 30 s past `deadline_ms`) until the kernel holds `want`
+/// (`None`: no table) and nothing is pending any more.
+fn reverted_to(host: &Host, want: Option<&str>, deadline_ms: u64) {
+    let limit = deadline_ms.saturating_sub(now_ms()) + 30_000;
+    assert!(
+        wait_until(Duration::from_millis(limit), || host.table().as_deref()
+            == want
+            && host.pending().is_none()),
+        "not reverted 30 s after the deadline; the kernel holds:\n{:?}\nwatcher log:\n{}",
+        host.table(),
+        std::fs::read_to_string(host.run_dir().join("watcher.log")).unwrap_or_default()
+    );
+}
+
+/// `fwharden --json ARGS`, which must exit 0 and leave an apply pending.
+fn pending_json(host: &Host, args: &[&str]) -> serde_json::Value {
+    let out = host.expect(0, &[&["--json"], args].concat());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json");
+    assert_eq!(v["state"], "pending", "{v}");
+    v
+}
+
+/// The profiles of `history --json`, newest first.
+fn history(host: &Host) -> Vec<String> {
+    let out = host.expect(0, &["--json", "history"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history --json");
+    v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["profile"].as_str().expect("a profile").to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rollback_to_previous_undoes_a_confirm_with_the_timer() {
+    needs_root("rollback_to_previous_undoes_a_confirm_with_the_timer");
+    let host = Host::new("undo");
+    let a = host.confirm_profile("web-server");
+    let b = host.confirm_profile("vps-profile");
+    assert_eq!(history(&host), ["vps-profile", "web-server"]);
+    let out = host.expect(0, &["history"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("web-server") && text.contains("(previous)"),
+        "{text}"
+    );
+
+    // With nothing pending, rollback says how to undo the confirm.
+    let out = host.expect(0, &["rollback"]);
+    assert!(
+        stdout(&out).contains("`fwharden rollback --to previous`"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(host.table_text(), b, "a plain rollback changed the kernel");
+
+    // Unconfirmed, it comes back by itself.
+    let v = pending_json(&host, &["rollback", "--to", "previous", "--timeout", "2"]);
+    assert_eq!(v["profile"], "web-server", "{v}");
+    assert_eq!(host.table_text(), a);
+    assert_eq!(host.status()["kernel"], "pending");
+    reverted_to(&host, Some(&b), v["deadline_ms"].as_u64().unwrap());
+    assert_eq!(host.status()["confirmed"], "vps-profile");
+
+    // Confirmed, it stays, and it is the newest entry.
+    let out = host.expect(0, &["rollback", "--to", "previous"]);
+    assert!(stdout(&out).contains("history entry 1"), "{}", stdout(&out));
+    assert_eq!(host.table_text(), a);
+    host.expect(0, &["confirm"]);
+    assert_eq!(host.table_text(), a);
+    let s = host.status();
+    assert_eq!(
+        (&s["kernel"], &s["confirmed"]),
+        (&"confirmed".into(), &"web-server".into()),
+        "{s}"
+    );
+    assert_eq!(history(&host), ["web-server", "vps-profile", "web-server"]);
+
+    // A number names an entry; one the history does not hold changes nothing.
+    let out = host.expect(1, &["rollback", "--to", "9"]);
+    assert!(stderr(&out).contains("number 9"), "{}", stderr(&out));
+    assert_eq!(host.table_text(), a);
+    host.wait_quiet();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn disable_with_the_timer_then_confirmed_survives_restore_until_enable() {
+    needs_root("disable_with_the_timer_then_confirmed_survives_restore_until_enable");
+    let host = Host::new("disable");
+    let a = host.confirm_profile("web-server");
+
+    // Unconfirmed, the table comes back by itself.
+    let v = pending_json(&host, &["disable", "--timeout", "2"]);
+    assert_eq!(v["rollback_to"], "profile web-server", "{v}");
+    assert_eq!(host.table(), None);
+    assert_eq!(host.status()["kernel"], "pending-disable");
+    reverted_to(&host, Some(&a), v["deadline_ms"].as_u64().unwrap());
+    let s = host.status();
+    assert_eq!(s["kernel"], "confirmed", "{s}");
+    assert!(s["disabled"].is_null(), "{s}");
+
+    // Confirmed, it stays off, through a boot's restore too.
+    host.expect(0, &["disable"]);
+    assert_eq!(host.table(), None);
+    let out = host.expect(0, &["confirm"]);
+    assert!(
+        stdout(&out).contains("confirmed the disable"),
+        "{}",
+        stdout(&out)
+    );
+    let s = host.status();
+    assert_eq!(s["kernel"], "disabled", "{s}");
+    assert_eq!(s["disabled"]["profile"], "web-server", "{s}");
+    assert_eq!(s["confirmed"], "web-server", "kept for enable: {s}");
+    let out = host.expect(0, &["status"]);
+    assert!(stdout(&out).contains("DISABLED:"), "{}", stdout(&out));
+    let out = host.expect(0, &["restore"]);
+    assert!(
+        stdout(&out).contains("fwharden is disabled"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        host.table(),
+        None,
+        "restore loaded a ruleset while disabled"
+    );
+    let out = host.expect(0, &["rollback"]);
+    assert!(
+        stdout(&out).contains("`fwharden enable`"),
+        "{}",
+        stdout(&out)
+    );
+    let out = host.expect(0, &["disable"]);
+    assert!(
+        stdout(&out).contains("disabled already"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Enabled unconfirmed: back to no table, still disabled.
+    let v = pending_json(&host, &["enable", "--timeout", "2"]);
+    assert_eq!(host.table_text(), a);
+    reverted_to(&host, None, v["deadline_ms"].as_u64().unwrap());
+    assert_eq!(host.status()["kernel"], "disabled");
+
+    // Enabled and confirmed: the ruleset is back, and restore loads it.
+    host.expect(0, &["enable"]);
+    host.expect(0, &["confirm"]);
+    assert_eq!(host.table_text(), a);
+    let s = host.status();
+    assert_eq!(s["kernel"], "confirmed", "{s}");
+    assert!(s["disabled"].is_null(), "{s}");
+    host.expect(0, &["restore"]);
+    assert_eq!(host.table_text(), a);
+    host.wait_quiet();
+}
