@@ -159,6 +159,11 @@ fn disable_with_the_timer_then_confirmed_survives_restore_until_enable() {
         None,
         "restore loaded a ruleset while disabled"
     );
+    // A table loaded by hand meanwhile is drift, and restore removes it.
+    host.sh(&["nft", "add", "table", "inet", "fwharden"]);
+    assert_eq!(host.status()["kernel"], "drift");
+    host.expect(0, &["restore"]);
+    assert_eq!(host.table(), None, "restore left a table while disabled");
     let out = host.expect(0, &["rollback"]);
     assert!(
         stdout(&out).contains("`fwharden enable`"),

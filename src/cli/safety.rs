@@ -220,6 +220,7 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         "pending-hatch-open" => "holds the pending ruleset, its deadline passed: the escape hatch is OPEN".into(),
         "previous" => "holds what the pending apply replaced: it was rolled back, but its record could not be cleared (`fwharden rollback` clears it)".into(),
         "drift" if !s.damaged.is_empty() => "differs from the records, and a record is DAMAGED (see above): `fwharden restore` loads the minimal safe profile ssh-only".into(),
+        "drift" if s.disabled.is_some() => "DRIFT: fwharden is disabled, yet table inet fwharden is loaded (a hand edit, or another tool); `fwharden restore` removes it, `fwharden enable` loads the confirmed ruleset".into(),
         "drift" => "DRIFT: table inet fwharden differs from what fwharden loaded (a hand edit, or another tool); `fwharden restore` reloads the confirmed one".into(),
         other => other.to_string(),
     };
