@@ -178,13 +178,15 @@ impl Dirs {
         };
         if ids.is_empty() {
             if let Some(b) = before.filter(|b| b.ruleset != c.ruleset) {
-                let digest = self.write_entry(next, b)?;
+                let digest = self.digest(&b.ruleset)?;
+                self.write_entry(next, b, &digest)?;
                 newest = Some(digest);
                 next += 1;
             }
         }
-        if newest.as_deref() != Some(self.digest(&c.ruleset)?.as_str()) {
-            self.write_entry(next, c)?;
+        let digest = self.digest(&c.ruleset)?;
+        if newest.as_ref() != Some(&digest) {
+            self.write_entry(next, c, &digest)?;
         }
         for id in self.history_ids()?.into_iter().skip(KEPT) {
             let path = self.history_path(id);
@@ -207,16 +209,15 @@ impl Dirs {
             .collect())
     }
 
-    /// Writes entry `id` for `c`; its digest.
-    fn write_entry(&self, id: u64, c: &Confirmed) -> Result<String, StateError> {
-        let digest = self.digest(&c.ruleset)?;
+    /// Writes entry `id` for `c`, whose ruleset's digest is `digest`.
+    fn write_entry(&self, id: u64, c: &Confirmed, digest: &str) -> Result<(), StateError> {
         let entry = Entry {
             head: Head {
                 id,
                 profile: c.profile.clone(),
                 confirmed_at: c.confirmed_at,
                 summary: Summary::of(&c.ruleset),
-                digest: digest.clone(),
+                digest: digest.to_string(),
             },
             ruleset: c.ruleset.clone(),
         };
@@ -225,8 +226,7 @@ impl Dirs {
             &self.history_dir(),
             &format!("{id}.json"),
             &entry,
-        )?;
-        Ok(digest)
+        )
     }
 }
 
