@@ -6,10 +6,18 @@
 //! `enable`.
 //!
 //! No timing assertion: a deadline's revert is waited for by polling.
+//!
+//! Which ruleset is loaded is read from the kernel, and where it is the
+//! question, seen with real packets: a peer in vps-profile's `wg-net`
+//! (10.0.0.2, linked to the host's 10.0.0.1 by a veth pair only) may open
+//! an SSH connection under vps-profile and not under web-server.
 
 mod common;
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
+
+use fwharden::netns::Netns;
 
 use common::readme::readme_blocks;
 use common::*;
@@ -47,6 +55,43 @@ fn reverted_to(host: &Host, want: Option<&str>, deadline_ms: u64) {
     );
 }
 
+/// A peer of the host in vps-profile's `wg-net`, and the host's listener
+/// on port 22.
+struct Peer {
+    ns: Netns,
+    _listener: TcpListener,
+}
+
+impl Peer {
+    fn new(host: &Host) -> Peer {
+        let ns = Netns::create("peer").expect("peer namespace");
+        host.ns
+            .link(&ns, &["10.0.0.1/24"], &["10.0.0.2/24"])
+            .expect("veth to the peer");
+        // Bound inside, it accepts inside; the kernel completes the
+        // handshake from the backlog, so no accept loop is needed.
+        let listener = host
+            .ns
+            .run_in(|| TcpListener::bind("0.0.0.0:22"))
+            .expect("enter the host namespace")
+            .expect("listen on port 22");
+        Peer {
+            ns,
+            _listener: listener,
+        }
+    }
+
+    /// Whether a new TCP connection from the peer reaches the host's port
+    /// 22. A drop shows as no answer: 5 s is far longer than an accepted
+    /// handshake between two namespaces takes, even on a busy machine.
+    fn reaches_ssh(&self) -> bool {
+        let to: SocketAddr = "10.0.0.1:22".parse().unwrap();
+        self.ns
+            .run_in(|| TcpStream::connect_timeout(&to, Duration::from_secs(5)).is_ok())
+            .expect("enter the peer namespace")
+    }
+}
+
 /// `fwharden --json ARGS`, which must exit 0 and leave an apply pending.
 fn pending_json(host: &Host, args: &[&str]) -> serde_json::Value {
     let out = host.expect(0, &[&["--json"], args].concat());
@@ -67,13 +112,35 @@ fn history(host: &Host) -> Vec<String> {
         .collect()
 }
 
+/// What `status` says the kernel holds and which profile is confirmed
+/// (compared as models: the counters and rate-limit meters real packets
+/// move do not count).
+fn held(host: &Host) -> (String, String) {
+    let s = host.status();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("(none)").to_string();
+    (text(&s["kernel"]), text(&s["confirmed"]))
+}
+
+fn pair(kernel: &str, confirmed: &str) -> (String, String) {
+    (kernel.into(), confirmed.into())
+}
+
 #[test]
 #[ignore = "needs root"]
 fn rollback_to_previous_undoes_a_confirm_with_the_timer() {
     needs_root("rollback_to_previous_undoes_a_confirm_with_the_timer");
     let host = Host::new("undo");
-    let a = host.confirm_profile("web-server");
-    let b = host.confirm_profile("vps-profile");
+    let peer = Peer::new(&host);
+    assert_eq!(
+        host.confirm_profile("web-server"),
+        reference_text("web-server")
+    );
+    assert!(!peer.reaches_ssh(), "web-server lets wg-net in");
+    assert_eq!(
+        host.confirm_profile("vps-profile"),
+        reference_text("vps-profile")
+    );
+    assert!(peer.reaches_ssh(), "vps-profile keeps wg-net out");
     assert_eq!(history(&host), ["vps-profile", "web-server"]);
     let out = host.expect(0, &["history"]);
     assert_eq!(timeless(&stdout(&out)), readme_history());
@@ -85,34 +152,50 @@ fn rollback_to_previous_undoes_a_confirm_with_the_timer() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(host.table_text(), b, "a plain rollback changed the kernel");
+    assert_eq!(
+        held(&host),
+        pair("confirmed", "vps-profile"),
+        "a plain rollback changed the kernel"
+    );
 
     // Unconfirmed, it comes back by itself.
-    let v = pending_json(&host, &["rollback", "--to", "previous", "--timeout", "2"]);
+    // (A window long enough for the packets to see the pending ruleset
+    // only: a dropped connection waits 5 s for an answer.)
+    let v = pending_json(&host, &["rollback", "--to", "previous", "--timeout", "20"]);
     assert_eq!(v["profile"], "web-server", "{v}");
-    assert_eq!(host.table_text(), a);
-    assert_eq!(host.status()["kernel"], "pending");
-    reverted_to(&host, Some(&b), v["deadline_ms"].as_u64().unwrap());
-    assert_eq!(host.status()["confirmed"], "vps-profile");
+    assert_eq!(host.pending().unwrap()["profile"], "web-server");
+    assert_eq!(held(&host), pair("pending", "vps-profile"));
+    assert!(
+        !peer.reaches_ssh(),
+        "web-server is not what the kernel does"
+    );
+    assert!(
+        host.pending().is_some(),
+        "the check ran past the deadline: it proves nothing"
+    );
+    let limit = v["deadline_ms"].as_u64().unwrap().saturating_sub(now_ms()) + 30_000;
+    assert!(
+        wait_until(Duration::from_millis(limit), || host.pending().is_none()),
+        "not rolled back 30 s after the deadline"
+    );
+    assert_eq!(held(&host), pair("confirmed", "vps-profile"));
+    assert!(peer.reaches_ssh(), "vps-profile is not back in the kernel");
 
     // Confirmed, it stays, and it is the newest entry.
     let out = host.expect(0, &["rollback", "--to", "previous"]);
     assert!(stdout(&out).contains("history entry 1"), "{}", stdout(&out));
-    assert_eq!(host.table_text(), a);
     host.expect(0, &["confirm"]);
-    assert_eq!(host.table_text(), a);
-    let s = host.status();
-    assert_eq!(
-        (&s["kernel"], &s["confirmed"]),
-        (&"confirmed".into(), &"web-server".into()),
-        "{s}"
+    assert_eq!(held(&host), pair("confirmed", "web-server"));
+    assert!(
+        !peer.reaches_ssh(),
+        "web-server is not what the kernel does"
     );
     assert_eq!(history(&host), ["web-server", "vps-profile", "web-server"]);
 
     // A number names an entry; one the history does not hold changes nothing.
     let out = host.expect(1, &["rollback", "--to", "9"]);
     assert!(stderr(&out).contains("number 9"), "{}", stderr(&out));
-    assert_eq!(host.table_text(), a);
+    assert_eq!(held(&host), pair("confirmed", "web-server"));
     host.wait_quiet();
 }
 
