@@ -216,6 +216,18 @@ fn disable_with_the_timer_then_confirmed_survives_restore_until_enable() {
     assert_eq!(s["kernel"], "confirmed", "{s}");
     assert!(s["disabled"].is_null(), "{s}");
 
+    // `enable` over a disable not yet confirmed rolls it back.
+    host.expect(0, &["disable"]);
+    assert_eq!(host.table(), None);
+    let out = host.expect(0, &["enable"]);
+    assert!(
+        stdout(&out).contains("the unconfirmed disable is rolled back"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(host.table_text(), a);
+    assert!(host.pending().is_none());
+
     // Confirmed, it stays off, through a boot's restore too.
     host.expect(0, &["disable"]);
     assert_eq!(host.table(), None);

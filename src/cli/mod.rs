@@ -50,8 +50,8 @@ Examples:
   fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
   fwharden confirm                       (from a NEW ssh connection) keep it
   fwharden history                       the last confirmed rulesets, newest first
-  fwharden rollback --to previous        undo the last confirm: the one before, with the timer
-  fwharden disable                       remove fwharden's table, with the timer; confirm keeps it off
+  fwharden rollback --to previous        undo the last confirm, with the rollback timer
+  fwharden disable                       remove fwharden's table, with the rollback timer
   fwharden enable                        load the confirmed ruleset again, with the timer
   fwharden apply vps-profile --auto-confirm --json     from Ansible or a postinst
   fwharden status                        confirmed, pending, drift, other tables

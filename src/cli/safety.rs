@@ -50,6 +50,9 @@ pub fn rollback(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
             "{}",
             json!({ "ok": true, "rolled_back": p.map(|p| p.profile) })
         ),
+        Ok(Some(p)) if p.ruleset.is_none() => {
+            println!("rolled back the disable: restored {}", p.previous_name())
+        }
         Ok(Some(p)) => println!(
             "rolled back profile {}: restored {}",
             p.profile,
