@@ -15,9 +15,14 @@ use crate::state::{now_ms, Attempt, Dirs, Known};
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub confirmed: Option<String>,
+    /// fwharden is disabled (a confirmed `fwharden disable`): since when,
+    /// and the profile `fwharden enable` loads again.
+    pub disabled: Option<crate::state::Disabled>,
     pub pending: Option<PendingStatus>,
-    /// `absent`, `confirmed`, `pending`, `pending-hatch-open`, `previous`
-    /// (what the pending apply replaced), `drift`, or `unreadable: ...`.
+    /// `absent`, `disabled` (no table, as confirmed), `confirmed`,
+    /// `pending`, `pending-disable` (no table, a disable waiting for its
+    /// confirm), `pending-hatch-open`, `previous` (what the pending apply
+    /// replaced), `drift`, or `unreadable: ...`.
     pub kernel: String,
     /// How the kernel's set elements were checked.
     pub elements: String,
@@ -138,13 +143,33 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
             nft::LOOKUPS_PER_SET
         )
     };
+    // A damaged marker is reported; the kernel is judged as if enabled.
+    let disabled = dirs.disabled().unwrap_or_else(|e| {
+        damaged.push(e.to_string());
+        None
+    });
     let kernel = match &read {
-        Ok(None) => "absent".to_string(),
-        Ok(Some(r)) if pending.as_ref().is_some_and(|p| p.ruleset == *r) => "pending".into(),
+        Ok(None) if pending.as_ref().is_some_and(|p| p.ruleset.is_none()) => {
+            "pending-disable".to_string()
+        }
+        Ok(None) if disabled.is_some() => "disabled".into(),
+        Ok(None) => "absent".into(),
+        Ok(Some(r))
+            if pending
+                .as_ref()
+                .is_some_and(|p| p.ruleset.as_ref() == Some(r)) =>
+        {
+            "pending".into()
+        }
         Ok(Some(r)) if expired == Some(r) && hatch::find(r).is_some() => {
             "pending-hatch-open".into()
         }
-        Ok(Some(r)) if confirmed.as_ref().is_some_and(|c| c.ruleset == *r) => "confirmed".into(),
+        // Disabled, the confirmed state is no table at all.
+        Ok(Some(r))
+            if disabled.is_none() && confirmed.as_ref().is_some_and(|c| c.ruleset == *r) =>
+        {
+            "confirmed".into()
+        }
         // Rolled back, but the record could not be updated (a full disk):
         // say what the kernel holds, not what the record failed to say.
         Ok(Some(r))
@@ -210,6 +235,7 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         rules,
         rules_unreadable,
         confirmed: confirmed.map(|c| c.profile),
+        disabled,
         pending: pending.map(|p| PendingStatus {
             seconds_left: p.deadline_ms.saturating_sub(now_ms()) / 1000,
             watcher_alive: ports.watchers.state(&p, &dirs.run) != WatcherState::Gone,
@@ -218,10 +244,13 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
                 .watcher
                 .filter(|_| ports.watchers.state(&p, &dirs.run) != WatcherState::Gone)
                 .and_then(|w| placement::v2_group_of(&w.to_string())),
-            hatch: hatch::find(&p.ruleset).map_or_else(
-                || "none: the apply found no single SSH client to let back in (not over SSH, or several candidate clients, all of them guarded)".to_string(),
-                |f| f.describe(),
-            ),
+            hatch: match &p.ruleset {
+                None => "none: a disable loads no fwharden table, which can lock nobody out".to_string(),
+                Some(r) => hatch::find(r).map_or_else(
+                    || "none: the apply found no single SSH client to let back in (not over SSH, or several candidate clients, all of them guarded)".to_string(),
+                    |f| f.describe(),
+                ),
+            },
             watcher_lives: p.watcher_lives,
             profile: p.profile,
             deadline_ms: p.deadline_ms,

@@ -32,6 +32,20 @@ pub struct Probing {
     pub break_for_test: Option<String>,
 }
 
+impl Probing {
+    /// How a ruleset of the records (`rollback --to`, `enable`) is proven:
+    /// as an apply is, unless `--no-probe`.
+    pub fn of_record(no_probe: bool) -> Probing {
+        Probing {
+            mode: match no_probe {
+                true => ProbeMode::Skip,
+                false => ProbeMode::WhereAvailable,
+            },
+            break_for_test: None,
+        }
+    }
+}
+
 /// What the probe step decided.
 enum Proof {
     /// Proven, or not probed (said so): apply goes on.
@@ -65,10 +79,12 @@ fn for_replica(new: &Ruleset, probing: &Probing) -> anyhow::Result<Ruleset> {
 /// Whether the apply will find `new` already loaded and confirmed with no
 /// commit since (the fast path of `rollback::apply`, read-only here): then
 /// nothing is loaded, so there is nothing to prove, and a no-op apply
-/// stays as fast as it was. Any doubt (no record, a pending apply, a
-/// generation that moved, an error) means: probe.
+/// stays as fast as it was. Any doubt (no record, a pending apply, fwharden
+/// disabled, a generation that moved, an error) means: probe.
 fn already_in_place(dirs: &Dirs, new: &Ruleset) -> bool {
-    let (Ok(Some(confirmed)), Ok(None)) = (dirs.confirmed(), dirs.pending()) else {
+    let (Ok(Some(confirmed)), Ok(None), Ok(None)) =
+        (dirs.confirmed(), dirs.pending(), dirs.disabled())
+    else {
         return false;
     };
     let Ok(generation) = crate::nft::generation() else {
@@ -186,18 +202,34 @@ pub fn run(
     };
     crate::progress::phase("compiling");
     let new = crate::compile::compile(profile);
+    load(dirs, &new, opts, probing, text_diff, json, watch)
+}
+
+/// Proves `new` in a replica (as `probing` says) and applies it, printing
+/// the outcome: the second half of `apply`, and all of `rollback --to`
+/// and `enable`, which load a ruleset the records keep. `watch` is the
+/// progress display, if one runs.
+pub fn load(
+    dirs: &Dirs,
+    new: &Ruleset,
+    opts: &ApplyOptions,
+    probing: &Probing,
+    text_diff: bool,
+    json: bool,
+    watch: Option<crate::progress::Guard>,
+) -> anyhow::Result<i32> {
     // Detection only reads the kernel; when it cannot (no permission yet),
     // the apply below reports that itself.
     let containers_warning = crate::containers::detect()
         .ok()
-        .and_then(|d| crate::containers::uncovered_warning(&d, Some(&new)));
+        .and_then(|d| crate::containers::uncovered_warning(&d, Some(new)));
     if let Some(w) = &containers_warning {
         eprintln!("fwharden: warning: {w}");
     }
     // A dry run changes nothing, so there is nothing to prove first.
     let mut probed = json!({ "probed": false, "probe_skipped": "dry run: nothing is loaded" });
     if !opts.dry_run {
-        if let Proof::Stop(code) = prove(dirs, &new, probing, json, &mut probed)? {
+        if let Proof::Stop(code) = prove(dirs, new, probing, json, &mut probed)? {
             if json {
                 probed["ok"] = json!(false);
                 if probed.get("error").is_none() {
@@ -213,7 +245,7 @@ pub fn run(
         crate::progress::clear();
         eprintln!("fwharden: {}", operator.describe());
     }
-    let outcome = rollback::apply(rollback::Ports::real(), dirs, &new, opts);
+    let outcome = rollback::apply(rollback::Ports::real(), dirs, new, opts);
     drop(watch);
     let outcome = match outcome {
         Ok(o) => o,
@@ -377,7 +409,7 @@ fn print_counters(counters: crate::rollback::Counters) {
 }
 
 /// HH:MM:SS of a time in ms since the epoch, UTC.
-fn clock(ms: u64) -> String {
+pub(super) fn clock(ms: u64) -> String {
     let s = ms / 1000 % 86400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

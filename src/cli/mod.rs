@@ -6,9 +6,11 @@ mod audit;
 mod bans;
 mod check;
 pub mod codes;
+mod disable;
 mod edit;
 mod emit;
 mod generate;
+mod history;
 mod list;
 mod log;
 mod metrics;
@@ -48,6 +50,10 @@ Examples:
   fwharden apply vps-profile --diff      the same, and the nft text that changes
   fwharden apply vps-profile             load it; rolled back in 60 s unless confirmed
   fwharden confirm                       (from a NEW ssh connection) keep it
+  fwharden history                       the last confirmed rulesets, newest first
+  fwharden rollback --to previous        undo the last confirm, with the rollback timer
+  fwharden disable                       remove fwharden's table, with the rollback timer
+  fwharden enable                        load the confirmed ruleset again, with the timer
   fwharden apply vps-profile --auto-confirm --json     from Ansible or a postinst
   fwharden status                        confirmed, pending, drift, other tables
   fwharden audit                         every listening port, and who can reach it
@@ -185,8 +191,37 @@ pub enum Command {
         #[arg(long)]
         token: Option<String>,
     },
-    /// Restore the previous ruleset now, without waiting for the deadline.
-    Rollback,
+    /// Restore the previous ruleset now, without waiting for the deadline;
+    /// with --to, load a ruleset confirmed earlier (`fwharden history`)
+    /// with the rollback timer, as an apply does.
+    Rollback {
+        #[command(flatten)]
+        to: history::RollbackTo,
+    },
+    /// The last confirmed rulesets, newest first, with the number
+    /// `rollback --to` takes; exit 1 when an entry is damaged.
+    History,
+    /// Remove fwharden's table (no fwharden firewall), with the rollback
+    /// timer: unconfirmed, the confirmed ruleset comes back. Confirmed,
+    /// `restore` at boot loads nothing until `enable` or the next apply.
+    Disable {
+        /// How long until the confirmed ruleset comes back unless
+        /// confirmed (600, 90s, 10m, 1h; at most 1d).
+        #[arg(long, default_value = "60", value_name = "DURATION", value_parser = duration::arg(1, 86400))]
+        timeout: u64,
+    },
+    /// Undo `disable`: load the confirmed ruleset again, with the rollback
+    /// timer, as an apply does (an unconfirmed disable is rolled back).
+    Enable {
+        /// How long until there is no table again unless confirmed (600,
+        /// 90s, 10m, 1h; at most 1d).
+        #[arg(long, default_value = "60", value_name = "DURATION", value_parser = duration::arg(1, 86400))]
+        timeout: u64,
+        /// Emergencies only: do not prove it with real packets in a
+        /// replica first.
+        #[arg(long)]
+        no_probe: bool,
+    },
     /// What is loaded, whether it is confirmed, and other tables on our hooks.
     /// Exits 1 when a state record is damaged. Rolls back an apply whose
     /// deadline passed with its watcher gone, or 5 s after it whatever the
@@ -419,7 +454,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             apply::run(&search, &dirs, profile, &opts, &probe, *diff, cli.json)
         }
         Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
-        Command::Rollback => safety::rollback(&dirs, cli.json),
+        Command::Rollback { to } => match to.to {
+            Some(pick) => history::rollback_to(&dirs, pick, to, cli.json),
+            None => safety::rollback(&dirs, cli.json),
+        },
+        Command::History => history::list(&dirs, cli.json),
+        Command::Disable { timeout } => disable::disable(&dirs, *timeout, cli.json),
+        Command::Enable { timeout, no_probe } => {
+            disable::enable(&dirs, *timeout, *no_probe, cli.json)
+        }
         Command::Ban {
             addr,
             timeout,

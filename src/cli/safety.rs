@@ -5,11 +5,11 @@ use serde_json::json;
 
 use super::exit;
 use crate::profile::{self, SearchPath};
-use crate::rollback::{self, Restored, RollbackError};
+use crate::rollback::{self, Kept, Restored, RollbackError};
 use crate::ruleset;
 use crate::state::{now_ms, Dirs};
 
-fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
+pub(super) fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
     if json {
         println!("{}", json!({ "ok": false, "error": e.to_string() }));
     }
@@ -22,10 +22,19 @@ fn fail(e: RollbackError, json: bool) -> anyhow::Result<i32> {
 
 pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i32> {
     match rollback::confirm(rollback::Ports::real(), dirs, token) {
-        Ok(profile) if json => println!("{}", json!({ "ok": true, "confirmed": profile })),
-        Ok(profile) => {
+        Ok(Kept::Ruleset { profile }) if json => {
+            println!("{}", json!({ "ok": true, "confirmed": profile }))
+        }
+        Ok(Kept::Disabled { profile }) if json => println!(
+            "{}",
+            json!({ "ok": true, "confirmed": null, "disabled": true, "enable_loads": profile })
+        ),
+        Ok(Kept::Ruleset { profile }) => {
             println!("confirmed profile {profile}: it is what `fwharden restore` loads at boot")
         }
+        Ok(Kept::Disabled { profile }) => println!(
+            "confirmed the disable: fwharden's table stays removed, and `fwharden restore` at boot loads nothing until `fwharden enable` (which loads profile {profile} again, with the rollback timer) or the next apply"
+        ),
         Err(e) => return fail(e, json),
     }
     Ok(exit::OK)
@@ -33,19 +42,44 @@ pub fn confirm(dirs: &Dirs, token: Option<&str>, json: bool) -> anyhow::Result<i
 
 pub fn rollback(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
     match rollback::rollback(rollback::Ports::real(), dirs) {
+        Ok(None) if json => println!(
+            "{}",
+            json!({ "ok": true, "rolled_back": null, "hint": nothing_pending(dirs) })
+        ),
         Ok(p) if json => println!(
             "{}",
             json!({ "ok": true, "rolled_back": p.map(|p| p.profile) })
         ),
+        Ok(Some(p)) if p.ruleset.is_none() => {
+            println!("rolled back the disable: restored {}", p.previous_name())
+        }
         Ok(Some(p)) => println!(
             "rolled back profile {}: restored {}",
             p.profile,
             p.previous_name()
         ),
-        Ok(None) => println!("nothing is pending: nothing to roll back"),
+        Ok(None) => println!("{}", nothing_pending(dirs)),
         Err(e) => return fail(e, json),
     }
     Ok(exit::OK)
+}
+
+/// What `rollback` says with nothing pending: a confirm is undone by
+/// loading the ruleset before it (`rollback --to previous`), a disable by
+/// `enable`.
+fn nothing_pending(dirs: &Dirs) -> String {
+    let nothing = "nothing is pending: nothing to roll back";
+    match (dirs.disabled(), dirs.confirmed()) {
+        (Ok(Some(d)), _) => format!(
+            "{nothing}. fwharden is disabled (confirmed): `fwharden enable` loads profile {} again",
+            d.profile
+        ),
+        (_, Ok(Some(c))) => format!(
+            "{nothing}: profile {} is confirmed. To go back to the ruleset confirmed before it: `fwharden rollback --to previous` (with the rollback timer; `fwharden history` lists them all)",
+            c.profile
+        ),
+        _ => nothing.into(),
+    }
 }
 
 /// The minimal safe ruleset `restore` falls back on: the built-in ssh-only
@@ -94,6 +128,15 @@ pub fn restore(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
             }
             println!("nothing was ever confirmed: no fwharden ruleset is loaded");
         }
+        Restored::Disabled {
+            enable_loads,
+            discarded_pending,
+        } => {
+            if let Some(p) = discarded_pending {
+                println!("discarded the unconfirmed apply of profile {p}");
+            }
+            println!("fwharden is disabled: no fwharden ruleset is loaded (`fwharden enable` loads profile {enable_loads} again)");
+        }
         Restored::Fallback { profile, error } => {
             eprintln!(
                 "fwharden: error: the confirmed ruleset could not be loaded ({error}); loaded the minimal safe profile {profile} instead (loopback, established, essential ICMP, SSH). Fix the cause, then apply your profile again"
@@ -134,6 +177,13 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         "confirmed profile: {}",
         s.confirmed.as_deref().unwrap_or("(none)")
     );
+    if let Some(d) = &s.disabled {
+        println!(
+            "DISABLED:          since {} ago (a confirmed `fwharden disable`): no fwharden table, and `fwharden restore` at boot loads none; `fwharden enable` loads profile {} again",
+            crate::duration::human(crate::state::now().saturating_sub(d.since)),
+            d.profile
+        );
+    }
     match &s.pending {
         None => println!("pending apply:     (none)"),
         Some(p) => println!(
@@ -166,11 +216,14 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
     }
     let kernel = match s.kernel.as_str() {
         "absent" => "no fwharden table".to_string(),
+        "disabled" => "no fwharden table: fwharden is DISABLED".into(),
+        "pending-disable" => "no fwharden table: the pending `fwharden disable` removed it".into(),
         "confirmed" => "holds the confirmed ruleset".into(),
         "pending" => "holds the pending ruleset".into(),
         "pending-hatch-open" => "holds the pending ruleset, its deadline passed: the escape hatch is OPEN".into(),
         "previous" => "holds what the pending apply replaced: it was rolled back, but its record could not be cleared (`fwharden rollback` clears it)".into(),
         "drift" if !s.damaged.is_empty() => "differs from the records, and a record is DAMAGED (see above): `fwharden restore` loads the minimal safe profile ssh-only".into(),
+        "drift" if s.disabled.is_some() => "DRIFT: fwharden is disabled, yet table inet fwharden is loaded (a hand edit, or another tool); `fwharden restore` removes it, `fwharden enable` loads the confirmed ruleset".into(),
         "drift" => "DRIFT: table inet fwharden differs from what fwharden loaded (a hand edit, or another tool); `fwharden restore` reloads the confirmed one".into(),
         other => other.to_string(),
     };

@@ -23,11 +23,15 @@ pub fn pending(dirs: &Dirs, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&p.ruleset)?);
         return Ok(exit::OK);
     }
-    match hatch::find(&p.ruleset) {
+    let Some(ruleset) = &p.ruleset else {
+        println!("# the pending apply is `fwharden disable`: no table inet fwharden");
+        return Ok(exit::OK);
+    };
+    match hatch::find(ruleset) {
         Some(h) => println!("# escape hatch: {}", h.describe()),
         None => println!("# escape hatch: none (the apply did not come over SSH)"),
     }
-    print!("{}", render::nft_text(&p.ruleset));
+    print!("{}", render::nft_text(ruleset));
     Ok(exit::OK)
 }
 

@@ -137,7 +137,11 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
 
     let kernel = match nft::read_table_sampled(&candidates) {
         Ok((None, _)) => KernelState::Absent,
-        Ok((Some(r), _)) if pending.as_ref().is_some_and(|p| p.ruleset == r) => {
+        Ok((Some(r), _))
+            if pending
+                .as_ref()
+                .is_some_and(|p| p.ruleset.as_ref() == Some(&r)) =>
+        {
             KernelState::Pending
         }
         Ok((Some(r), _)) if expired == Some(&r) => KernelState::Pending,
@@ -223,7 +227,7 @@ pub fn loaded_rules(dirs: &Dirs) -> Result<Option<Ruleset>, ObserveError> {
     let confirmed = dirs.confirmed()?;
     let pending = dirs.pending()?;
     let candidates: Vec<&Ruleset> = [
-        pending.as_ref().map(|p| &p.ruleset),
+        pending.as_ref().and_then(|p| p.ruleset.as_ref()),
         confirmed.as_ref().map(|c| &c.ruleset),
     ]
     .into_iter()

@@ -160,13 +160,13 @@ mod tests {
     fn a_stopped_watcher_is_taken_over_only_past_the_grace_period() {
         let p = Pending {
             profile: "p".into(),
-            ruleset: crate::ruleset::Ruleset {
+            ruleset: Some(crate::ruleset::Ruleset {
                 profile: "p".into(),
                 table: "fwharden".into(),
                 sets: vec![],
                 chains: vec![],
                 bans: None,
-            },
+            }),
             previous: None,
             previous_from: crate::state::Origin::NoTable,
             applied_ms: 0,

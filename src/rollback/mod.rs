@@ -10,9 +10,11 @@
 //! transaction; it never parses `nft list` output.
 
 mod confirm;
+mod disable;
 #[cfg(test)]
 mod faults;
 pub mod guard;
+pub mod history;
 pub mod liveness;
 mod ops;
 mod overdue;
@@ -23,10 +25,12 @@ mod restore;
 mod rig;
 #[cfg(test)]
 mod sequences;
+mod steps;
 mod target;
 pub mod watcher;
 
-pub use confirm::confirm;
+pub use confirm::{confirm, Kept};
+pub use disable::{disable, DisableOutcome};
 pub use liveness::{watcher_alive, WatcherState};
 pub use ops::*;
 pub use overdue::*;
@@ -88,6 +92,16 @@ pub enum RollbackError {
         table: String,
         why: String,
     },
+    #[error("refusing to disable: {} holds no confirmed ruleset, so neither the rollback timer nor `fwharden enable` could load one again; nothing was changed. Apply and confirm a profile first; or, if that is the wrong state directory, pass the right --state-dir (or FWHARDEN_STATE_DIR)", state.display())]
+    DisableUnconfirmed { state: std::path::PathBuf },
+    #[error("the history holds no ruleset {wanted} ({kept} kept in {}): `fwharden history` lists them; nothing was changed", state.display())]
+    NotInHistory {
+        wanted: String,
+        state: std::path::PathBuf,
+        kept: usize,
+    },
+    #[error("{} is damaged (its content does not match its digest, or it is not a history entry), so it is not loaded; nothing was changed. Pick another entry (`fwharden history`), or move the file away", path.display())]
+    HistoryDamaged { path: std::path::PathBuf },
     #[error("the kernel holds what the apply replaced again, but its pending record could not be removed: {0}; `fwharden rollback` removes it once the cause is fixed")]
     Unrecorded(#[source] StateError),
     #[error("nothing is confirmed, and what the pending apply replaced is unknown: {0}")]
@@ -159,6 +173,7 @@ impl crate::exit::Coded for RollbackError {
         match self {
             RollbackError::Lockout(_)
             | RollbackError::NoRollbackTarget { .. }
+            | RollbackError::DisableUnconfirmed { .. }
             | RollbackError::Interlock
             | RollbackError::Lock(LockError::Busy { .. }) => exit::REFUSED,
             RollbackError::ReadBack { .. } => exit::ROLLED_BACK,

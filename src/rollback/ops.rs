@@ -1,20 +1,20 @@
 //! `apply`: lock, read, guard, arm the rollback, commit, read back.
 
-use std::io::Read;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::confirm::confirm_record;
+use super::steps::{arm, read_back_failed, read_held, Before, Locked};
 use super::target::{self, Held};
-use super::{guard, settle_locked, undo, Ports, RollbackError, Undo};
+use super::{guard, undo, Ports, RollbackError, Undo};
 use crate::kernel::Kernel;
 use crate::nft::{self, NftError};
 use crate::render;
 use crate::ruleset::hatch::{self, Hatch};
 use crate::ruleset::reach;
 use crate::ruleset::Ruleset;
-use crate::state::{now_ms, ApplyLock, Confirmed, Dirs, Origin, Pending, Stamp};
+use crate::state::{ApplyLock, Dirs, Origin, Pending, Stamp};
 
 /// Gives the records an older fwharden wrote a digest (see
 /// `state::sealed`); one that cannot be rewritten now stays as it is.
@@ -127,18 +127,6 @@ pub fn diff(old: Option<&Ruleset>, new: Option<&Ruleset>) -> String {
         .to_string()
 }
 
-fn token() -> String {
-    let mut bytes = [0u8; 12];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if ok.is_err() {
-        // Uniqueness is what matters, not secrecy: a token only tells one
-        // apply from the next.
-        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
-        bytes[8..].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn apply(
     ports: Ports,
     dirs: &Dirs,
@@ -156,15 +144,8 @@ pub fn apply(
         // confirmed record, and trusts it as apply does: when nobody has
         // committed since it was proven in the kernel, it is what the
         // kernel holds, and listing a big set would cost O(n²).
-        let known = dirs
-            .confirmed()
-            .ok()
-            .flatten()
-            .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
-        let held = match known {
-            Some(c) => Held::Table(c.ruleset),
-            None => Held::read(kernel)?.1,
-        };
+        let confirmed = dirs.confirmed().ok().flatten();
+        let (_, held) = read_held(kernel, confirmed.as_ref(), generation_now)?;
         let diff = diff(held.as_current().as_ref(), Some(new));
         return Ok(ApplyOutcome::DryRun {
             profile: new.profile.clone(),
@@ -173,48 +154,38 @@ pub fn apply(
             diff,
         });
     }
-    ports.interlock()?;
-    dirs.ensure_all()?;
-    let lock = ApplyLock::try_take(&dirs.lock_path())?;
-    seal_legacy(dirs, &lock);
-    // fwharden's own bans wait from here to the read-back, so that a busy
-    // fail2ban does not move the generation under the read, the
-    // compare-and-swap and the proof of big sets (see `nft::BanGate`).
-    let _bans_wait = kernel.hold_bans();
-    if let Some(s) = settle_locked(ports, dirs, "apply")? {
-        eprintln!("fwharden: {}", s.describe());
-    }
-    let confirmed = dirs.confirmed()?;
-    let pending = dirs.pending()?;
+    let Locked {
+        _lock,
+        _bans_wait,
+        confirmed,
+        pending,
+        disabled,
+    } = Locked::take(ports, dirs, "apply")?;
     let profile = new.profile.clone();
     // Nobody committed since the kernel was last read holding the
     // confirmed ruleset: it still does, no need to read it all back.
+    // (Disabled, the confirmed state is no table: nothing is unchanged.)
     let untouched = confirmed.as_ref().is_some_and(|c| {
         c.seen.is_some() && c.seen == Stamp::at(generation_now) && &c.ruleset == new
     });
-    if untouched && pending.is_none() {
+    if untouched && pending.is_none() && disabled.is_none() {
         return Ok(ApplyOutcome::Unchanged { profile });
     }
-    // The generation the decisions below are based on: the transaction
-    // commits only if nobody else wrote since (compare-and-swap). When
-    // nobody has committed since the confirmed ruleset was last proven in
-    // the kernel, it is what the kernel holds: no need to list (for big
-    // sets, at O(n²)) what is already known.
-    let known = confirmed
-        .as_ref()
-        .filter(|c| c.seen.is_some() && c.seen == Stamp::at(generation_now));
-    let (generation, held) = match known {
-        Some(c) => (generation_now, Held::Table(c.ruleset.clone())),
-        None => Held::read(kernel)?,
-    };
+    let (generation, held) = read_held(kernel, confirmed.as_ref(), generation_now)?;
     let current = held.as_current();
     let settled = current.as_ref() == Some(new)
         && pending.is_none()
+        && disabled.is_none()
         && confirmed.as_ref().is_some_and(|c| &c.ruleset == new);
     if settled {
         return Ok(ApplyOutcome::Unchanged { profile });
     }
-    let target = rollback_target(dirs, confirmed.as_ref(), pending.as_ref(), &held, opts)?;
+    let target = rollback_target(
+        dirs,
+        &Before::of(&confirmed, &disabled, &pending),
+        &held,
+        opts.auto_confirm,
+    )?;
     let operator = &opts.operator;
     if !operator.clients.is_empty() {
         let banned: Vec<std::net::IpAddr> = match (&new.bans, kernel.ban_state()?) {
@@ -251,43 +222,15 @@ pub fn apply(
     };
     let loaded = hatch.map_or_else(|| new.clone(), |h| hatch::with_hatch(new, &h));
 
-    // An apply killed between making its watcher's group and moving the
-    // watcher in left the group empty; this one replaces its record.
-    if let Some(old) = &pending {
-        ports.watchers.forget(&dirs.run, &old.token);
-    }
-    // From here on the pending record and its watcher exist before the
-    // kernel changes, so a kill at any moment still ends in a rollback.
-    let mut record = Pending {
-        profile: profile.clone(),
-        ruleset: loaded.clone(),
-        previous: target.previous,
-        previous_from: target.source,
-        applied_ms: now_ms(),
-        deadline_ms: now_ms() + opts.timeout * 1000,
-        token: token(),
-        watcher: None,
-        watcher_lives: None,
-    };
-    crate::progress::phase("arming the rollback");
-    dirs.save_pending(&record)?;
-    let spawned = match ports.watchers.spawn(dirs, &record.token) {
-        Ok(s) => s,
-        Err(e) => {
-            dirs.clear_pending()?;
-            return Err(e);
-        }
-    };
-    let watcher_lives = spawned.placement.describe();
-    record.watcher = Some(spawned.pid);
-    record.watcher_lives = Some(watcher_lives.clone());
-    if let Err(e) = dirs.save_pending(&record) {
-        // The kernel is untouched: take back what this apply left (the
-        // first record, the watcher and its group), not a half-armed apply.
-        let _ = dirs.clear_pending();
-        ports.watchers.end(&record, &dirs.run);
-        return Err(e.into());
-    }
+    let record = arm(
+        ports,
+        dirs,
+        pending.as_ref(),
+        Some(loaded.clone()),
+        target,
+        opts.timeout,
+    )?;
+    let watcher_lives = record.watcher_lives.clone().unwrap_or_default();
 
     // A changed prefix list alone goes in as an element delta: the same
     // compare-and-swap, a fraction of the batch.
@@ -344,13 +287,7 @@ pub fn apply(
     let seen = match detail {
         Ok(seen) => seen,
         Err((reason, detail)) => {
-            let restored = match undo(ports, dirs, &record, reason) {
-                Ok(()) => "the previous ruleset was restored".to_string(),
-                Err(e) => format!(
-                    "restoring the previous ruleset failed too: {e}; run `fwharden restore`"
-                ),
-            };
-            return Err(RollbackError::ReadBack { detail, restored });
+            return Err(read_back_failed(ports, dirs, &record, reason, detail))
         }
     };
     // Against the table the kernel held before, as the profile writes it
@@ -370,7 +307,7 @@ pub fn apply(
         profile,
         deadline_ms: record.deadline_ms,
         token: record.token,
-        watcher: spawned.pid,
+        watcher: record.watcher.unwrap_or_default(),
         watcher_lives,
         hatch: hatch::find(&loaded).map_or_else(
             || format!("none: {}", operator.why_no_hatch()),
@@ -385,14 +322,13 @@ pub fn apply(
 /// is the kernel's table, not a confirmed record: the state directory may
 /// be the wrong one. A timed apply over a table that cannot be put back is
 /// refused; one confirmed at once has no timer to fire.
-fn rollback_target(
+pub(super) fn rollback_target(
     dirs: &Dirs,
-    confirmed: Option<&Confirmed>,
-    replaced: Option<&Pending>,
+    before: &Before,
     held: &Held,
-    opts: &ApplyOptions,
+    auto_confirm: bool,
 ) -> Result<target::Target, RollbackError> {
-    match target::choose(confirmed, replaced, held) {
+    match target::choose(before.confirmed, before.disabled, before.replaced, held) {
         Ok(t) => {
             if let (Origin::Kernel, Some(r)) = (t.source, &t.previous) {
                 eprintln!(
@@ -403,7 +339,7 @@ fn rollback_target(
             }
             Ok(t)
         }
-        Err(_) if opts.auto_confirm => Ok(target::Target {
+        Err(_) if auto_confirm => Ok(target::Target {
             previous: None,
             source: Origin::NoTable,
         }),
@@ -489,7 +425,7 @@ fn describe_difference(want: &Ruleset, got: Option<&Ruleset>) -> String {
 /// that one's watcher to stand down; if the kernel still holds the
 /// superseded ruleset, the new watcher adopts it, deadline and all, so an
 /// unconfirmed ruleset is never left in the kernel without a rollback.
-fn after_failed_commit(
+pub(super) fn after_failed_commit(
     ports: Ports,
     dirs: &Dirs,
     record: &Pending,

@@ -1,6 +1,7 @@
 //! Going back: `rollback` restores what the pending apply replaced at
 //! once; `restore` (at boot) loads the last confirmed ruleset, never a
-//! pending one, and fails closed to the minimal safe ruleset.
+//! pending one (nothing when a disable was confirmed), and fails closed to
+//! the minimal safe ruleset.
 
 use serde::Serialize;
 
@@ -37,6 +38,12 @@ pub enum Restored {
     },
     /// Nothing was ever confirmed: the firewall is left as it is.
     NothingConfirmed { discarded_pending: Option<String> },
+    /// A disable was confirmed: no fwharden table is loaded (one there is
+    /// removed); `enable` loads `enable_loads` again.
+    Disabled {
+        enable_loads: String,
+        discarded_pending: Option<String>,
+    },
     /// The confirmed ruleset could not be loaded; the minimal safe one was.
     Fallback { profile: String, error: String },
 }
@@ -77,7 +84,22 @@ pub fn restore(ports: Ports, dirs: &Dirs, fallback: &Ruleset) -> Result<Restored
         }
         Ok(dirs.clear_pending()?)
     };
-    let confirmed = match (dirs.confirmed(), damaged) {
+    // Disabled, the confirmed state is no table. A damaged marker says
+    // nothing trustworthy about whether there should be a firewall: the
+    // minimal safe one is loaded, as for a damaged confirmed record.
+    let confirmed = match dirs.disabled() {
+        Ok(Some(d)) => {
+            restore_previous(ports, None)?;
+            discard(discarded.as_ref())?;
+            return Ok(Restored::Disabled {
+                enable_loads: d.profile,
+                discarded_pending: discarded_name,
+            });
+        }
+        Ok(None) => dirs.confirmed(),
+        Err(e) => Err(e),
+    };
+    let confirmed = match (confirmed, damaged) {
         (Ok(None), None) => {
             // A discarded unconfirmed apply goes back to what it replaced
             // (at boot the table is gone anyway): the state before it, or

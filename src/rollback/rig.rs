@@ -25,6 +25,10 @@ pub enum Life {
     Stopped,
     /// Ended by fwharden (restore, a takeover, a failed apply).
     Ended,
+    /// Ended by fwharden while stopped (as `rollback` does before it waits
+    /// for the lock such a watcher may hold): it takes away no watcher
+    /// that could act, as a kill would not.
+    EndedStopped,
 }
 
 /// Watchers as entries in a book: spawning one writes it down, nothing
@@ -99,8 +103,12 @@ impl Watchers for Bookkept {
     fn end(&self, p: &Pending, _run: &Path) {
         let Some(pid) = p.watcher else { return };
         if let Some(entry) = self.book.borrow_mut().get_mut(&pid) {
-            if entry.0 == p.token && matches!(entry.1, Life::Running | Life::Stopped) {
-                entry.1 = Life::Ended;
+            if entry.0 == p.token {
+                entry.1 = match entry.1 {
+                    Life::Running => Life::Ended,
+                    Life::Stopped => Life::EndedStopped,
+                    life => life,
+                };
             }
         }
     }

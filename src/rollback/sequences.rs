@@ -7,7 +7,9 @@
 //! - the last confirmed ruleset is never lost: the record only changes
 //!   through a confirm that succeeded, and never disappears;
 //! - the kernel never holds a ruleset no record names (apart from the
-//!   fail-closed fallback `restore` loads when the confirmed one fails).
+//!   fail-closed fallback `restore` loads when the confirmed one fails);
+//! - disabled (a confirmed `disable`) with nothing pending, the kernel
+//!   holds no table.
 
 use proptest::prelude::*;
 
@@ -23,6 +25,8 @@ enum Command {
         auto_confirm: bool,
     },
     Confirm,
+    /// `disable`, with the rollback timer.
+    Disable,
     Rollback,
     Restore,
     /// The watcher's deadline comes and it acts.
@@ -44,6 +48,7 @@ fn command() -> impl Strategy<Value = Command> {
         4 => (0..PROFILES.len(), any::<bool>())
             .prop_map(|(profile, auto_confirm)| Command::Apply { profile, auto_confirm }),
         2 => Just(Command::Confirm),
+        1 => Just(Command::Disable),
         1 => Just(Command::Rollback),
         1 => Just(Command::Restore),
         2 => Just(Command::Deadline),
@@ -103,7 +108,15 @@ fn run(rig: &Rig, model: &Model, cmd: &Command) -> (bool, bool) {
             let out = super::apply(ports, &rig.dirs, &model.rulesets[*profile], &opts);
             confirmed = matches!(out, Ok(ApplyOutcome::Confirmed { .. }));
         }
-        Command::Confirm => confirmed = super::confirm(ports, &rig.dirs, None).is_ok(),
+        Command::Confirm => {
+            confirmed = matches!(
+                super::confirm(ports, &rig.dirs, None),
+                Ok(super::Kept::Ruleset { .. })
+            )
+        }
+        Command::Disable => {
+            let _ = super::disable(ports, &rig.dirs, 600);
+        }
         Command::Rollback => {
             let _ = super::rollback(ports, &rig.dirs);
         }
@@ -146,7 +159,7 @@ fn check(rig: &Rig, before: Option<&Ruleset>, confirmed: bool, fallback: Option<
         let overdue = crate::state::now_ms() >= p.deadline_ms;
         assert!(
             match rig.watchers.life(pid) {
-                Some(Life::Running | Life::Killed | Life::Stopped) => true,
+                Some(Life::Running | Life::Killed | Life::Stopped | Life::EndedStopped) => true,
                 Some(Life::Ended) => overdue,
                 None => false,
             },
@@ -165,12 +178,18 @@ fn check(rig: &Rig, before: Option<&Ruleset>, confirmed: bool, fallback: Option<
             "the confirmed record changed without a confirm"
         );
     }
+    let disabled = rig.dirs.disabled().expect("a readable marker").is_some();
     let Some(table) = rig.kernel.table() else {
         return;
     };
+    assert!(
+        !(disabled && pending.is_none()),
+        "disabled with nothing pending, the kernel holds profile {}",
+        table.profile
+    );
     let named = [
         now.as_ref(),
-        pending.as_ref().map(|p| &p.ruleset),
+        pending.as_ref().and_then(|p| p.ruleset.as_ref()),
         pending.as_ref().and_then(|p| p.previous.as_ref()),
         fallback,
     ];

@@ -4,7 +4,8 @@
 //! nothing about the kernel, which may hold a confirmed table of
 //! thousands of prefixes. Going back to "no table" then opens the host.
 //!
-//! So the target is, in order: the confirmed record; the target of the
+//! So the target is, in order: no table when fwharden is disabled (the
+//! operator confirmed that); the confirmed record; the target of the
 //! pending apply this one replaces (it knew what came before it); else
 //! what the kernel holds, read before the commit and written into the
 //! pending record. "No table" only when the kernel holds none. A table
@@ -20,7 +21,7 @@ use super::ops::foreign_as_drift;
 use crate::kernel::Kernel;
 use crate::nft::NftError;
 use crate::ruleset::{hatch, Ruleset};
-use crate::state::{Confirmed, Origin as Source, Pending};
+use crate::state::{Confirmed, Disabled, Origin as Source, Pending};
 
 /// What the kernel held when an apply read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +86,16 @@ pub struct Unknowable {
 /// apply it replaces, and what the kernel holds (see the module comment).
 pub(super) fn choose(
     confirmed: Option<&Confirmed>,
+    disabled: Option<&Disabled>,
     replaced: Option<&Pending>,
     held: &Held,
 ) -> Result<Target, Unknowable> {
+    if disabled.is_some() {
+        return Ok(Target {
+            previous: None,
+            source: Source::Disabled,
+        });
+    }
     if let Some(c) = confirmed {
         return Ok(Target {
             previous: Some(c.ruleset.clone()),
@@ -143,7 +151,7 @@ mod tests {
     fn pending(previous: Option<Ruleset>) -> Pending {
         Pending {
             profile: "new".into(),
-            ruleset: ruleset("new"),
+            ruleset: Some(ruleset("new")),
             previous,
             previous_from: Source::Kernel,
             applied_ms: 0,
@@ -156,23 +164,34 @@ mod tests {
 
     #[test]
     fn with_no_state_the_kernels_table_is_the_target_not_nothing() {
-        let t = choose(None, None, &Held::Table(ruleset("web"))).unwrap();
+        let t = choose(None, None, None, &Held::Table(ruleset("web"))).unwrap();
         assert_eq!(t.previous, Some(ruleset("web")));
         assert_eq!(t.source, Source::Kernel);
-        let t = choose(None, None, &Held::Nothing).unwrap();
+        let t = choose(None, None, None, &Held::Nothing).unwrap();
         assert_eq!((t.previous, t.source), (None, Source::NoTable));
     }
 
     #[test]
     fn the_confirmed_record_wins_then_the_replaced_apply() {
         let held = Held::Table(ruleset("kernel"));
-        let t = choose(Some(&confirmed("web")), Some(&pending(None)), &held).unwrap();
+        let t = choose(Some(&confirmed("web")), None, Some(&pending(None)), &held).unwrap();
         assert_eq!(t.previous, Some(ruleset("web")));
         // The replaced apply knew what came before it, even "no table".
-        let t = choose(None, Some(&pending(None)), &held).unwrap();
+        let t = choose(None, None, Some(&pending(None)), &held).unwrap();
         assert_eq!((t.previous, t.source), (None, Source::Replaced));
-        let t = choose(None, Some(&pending(Some(ruleset("old")))), &held).unwrap();
+        let t = choose(None, None, Some(&pending(Some(ruleset("old")))), &held).unwrap();
         assert_eq!(t.previous, Some(ruleset("old")));
+    }
+
+    #[test]
+    fn disabled_the_target_is_no_table_whatever_else_is_known() {
+        let off = Disabled {
+            profile: "web".into(),
+            since: 0,
+        };
+        let held = Held::Table(ruleset("kernel"));
+        let t = choose(Some(&confirmed("web")), Some(&off), None, &held).unwrap();
+        assert_eq!((t.previous, t.source), (None, Source::Disabled));
     }
 
     #[test]
@@ -181,8 +200,8 @@ mod tests {
             table: "fwharden".into(),
             why: "a rule".into(),
         };
-        let e = choose(None, None, &held).unwrap_err();
+        let e = choose(None, None, None, &held).unwrap_err();
         assert_eq!(e.table, "fwharden");
-        assert!(choose(Some(&confirmed("web")), None, &held).is_ok());
+        assert!(choose(Some(&confirmed("web")), None, None, &held).is_ok());
     }
 }

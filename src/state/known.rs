@@ -16,8 +16,8 @@ pub struct Known<'a> {
 impl<'a> Known<'a> {
     pub fn new(pending: Option<&'a Pending>, confirmed: Option<&'a Confirmed>) -> Known<'a> {
         Known {
-            pending: pending.map(|p| &p.ruleset),
-            expired: pending.map(|p| hatch::expired(&p.ruleset)),
+            pending: pending.and_then(|p| p.ruleset.as_ref()),
+            expired: pending.and_then(|p| p.ruleset.as_ref()).map(hatch::expired),
             confirmed: confirmed.map(|c| &c.ruleset),
         }
     }

@@ -120,8 +120,10 @@ impl Stamp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub profile: String,
-    #[serde(with = "super::lists::ruleset")]
-    pub ruleset: Ruleset,
+    /// What the apply loaded: a ruleset, or `None` for "no fwharden
+    /// table" (a `fwharden disable`).
+    #[serde(with = "super::lists::optional")]
+    pub ruleset: Option<Ruleset>,
     /// What to go back to: the last confirmed ruleset, or `None` for "no
     /// fwharden table".
     #[serde(with = "super::lists::optional")]
@@ -158,6 +160,8 @@ pub enum Origin {
     Kernel,
     /// The kernel held no fwharden table.
     NoTable,
+    /// fwharden is disabled (a confirmed `disable`): no table.
+    Disabled,
 }
 
 /// One try at rolling an apply back, kept so `status` can show what was
@@ -201,6 +205,7 @@ impl Pending {
     /// What a rollback of this apply goes back to, for messages.
     pub fn previous_name(&self) -> String {
         match (&self.previous, self.previous_from) {
+            (None, Origin::Disabled) => "no fwharden table (fwharden stays disabled)".to_string(),
             (None, _) => "no fwharden table".to_string(),
             (Some(r), Origin::Kernel) => {
                 format!(
@@ -244,8 +249,19 @@ impl Dirs {
         read_json(&self.state.join(CONFIRMED))
     }
 
+    /// Writes the confirmed record and keeps it in the history (see
+    /// `history`). The history only informs: an entry that cannot be
+    /// written costs `rollback --to` that entry, not the confirm.
     pub fn save_confirmed(&self, c: &Confirmed) -> Result<(), StateError> {
+        // Read only to start a history an older fwharden did not keep.
+        let before = match self.history() {
+            Ok(h) if h.is_empty() => self.confirmed().ok().flatten(),
+            _ => None,
+        };
         write_json(&self.state, CONFIRMED, c)?;
+        if let Err(e) = self.remember(c, before.as_ref()) {
+            eprintln!("fwharden: warning: the confirm is done, but keeping it in the history (`fwharden history`) failed: {e}");
+        }
         self.collect_lists();
         Ok(())
     }
@@ -272,6 +288,11 @@ impl Dirs {
                 Err(_) => return,
             }
         }
+        // The history's entries keep their lists too.
+        let Some(history) = self.history_records() else {
+            return;
+        };
+        records.extend(history);
         let records: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         super::lists::collect(&self.state, &records);
     }
@@ -281,16 +302,9 @@ impl Dirs {
     }
 
     pub fn clear_pending(&self) -> Result<(), StateError> {
-        let path = self.state.join(PENDING);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                sync_dir(&self.state).map_err(|source| StateError::Write { path, source })?;
-                self.collect_lists();
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Write { path, source }),
-        }
+        remove_record(&self.state, PENDING)?;
+        self.collect_lists();
+        Ok(())
     }
 
     pub fn rolled_back(&self) -> Result<Option<RolledBack>, StateError> {
@@ -351,6 +365,16 @@ impl Dirs {
     }
 }
 
+/// Removes record `name` of `dir`, durably; none there is no error.
+pub(super) fn remove_record(dir: &Path, name: &str) -> Result<(), StateError> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir).map_err(|source| StateError::Write { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StateError::Write { path, source }),
+    }
+}
+
 /// The bytes of a record file, `None` when there is none.
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     match crate::bounded::read(path, crate::bounded::Input::State).map_err(std::io::Error::from) {
@@ -365,6 +389,15 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
 
 /// Reads a record, checking its digest (see [`super::sealed`]).
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
+    read_json_in(path.parent().unwrap_or(Path::new(".")), path)
+}
+
+/// As [`read_json`], its big lists coming from `state`'s list files (a
+/// record in a directory below the state directory).
+pub(super) fn read_json_in<T: for<'de> Deserialize<'de>>(
+    state: &Path,
+    path: &Path,
+) -> Result<Option<T>, StateError> {
     let Some(bytes) = read_file(path)? else {
         return Ok(None);
     };
@@ -388,8 +421,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sta
             })
         }
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    super::lists::within(dir, || serde_json::from_slice(record))
+    super::lists::within(state, || serde_json::from_slice(record))
         .map(Some)
         .map_err(corrupt)
 }
@@ -401,12 +433,22 @@ fn is_legacy(path: &Path) -> bool {
 
 /// Sealed (see `sealed`) and written atomically (see `atomic`).
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
+    write_json_in(dir, dir, name, value)
+}
+
+/// As [`write_json`], its big lists going to `state`'s list files.
+pub(super) fn write_json_in<T: Serialize>(
+    state: &Path,
+    dir: &Path,
+    name: &str,
+    value: &T,
+) -> Result<(), StateError> {
     Dirs::ensure(dir)?;
     let err = |source| StateError::Write {
         path: dir.join(name),
         source,
     };
-    let body = super::lists::within(dir, || serde_json::to_vec_pretty(value))
+    let body = super::lists::within(state, || serde_json::to_vec_pretty(value))
         .map_err(|e| err(e.into()))?;
     atomic::write(dir, name, &sealed::seal(&body)).map_err(err)
 }

@@ -14,7 +14,7 @@ fn apply_pending_then_deadline_restores_the_confirmed_ruleset() {
     let out = apply_new(&rig).unwrap();
     assert!(matches!(out, ApplyOutcome::Pending { .. }));
     let p = rig.pending().unwrap();
-    assert_eq!(rig.kernel.table().as_ref(), Some(&p.ruleset));
+    assert_eq!(rig.kernel.table(), p.ruleset);
     assert_eq!(p.previous.as_ref(), Some(&old));
     assert_eq!(rig.watchers.life(p.watcher.unwrap()), Some(Life::Running));
     rig.deadline().unwrap();
@@ -74,10 +74,7 @@ fn apply_raced_by_a_ban_is_committed_at_the_new_generation() {
     rig.kernel.inject(Call::ApplyAt, Fault::OtherCommit);
     let out = apply_new(&rig).unwrap();
     assert!(matches!(out, ApplyOutcome::Pending { .. }));
-    assert_eq!(
-        rig.kernel.table().as_ref(),
-        Some(&rig.pending().unwrap().ruleset)
-    );
+    assert_eq!(rig.kernel.table(), rig.pending().unwrap().ruleset);
 }
 
 #[test]
@@ -153,7 +150,7 @@ fn apply_outcome_unknown_and_the_undo_fails_keeps_the_record() {
     // The new ruleset is in, the undo failed: the record still names what
     // to go back to, and its watcher still keeps the deadline.
     let p = rig.pending().expect("the record stays");
-    assert_eq!(rig.kernel.table().as_ref(), Some(&p.ruleset));
+    assert_eq!(rig.kernel.table(), p.ruleset);
     assert!(rig.watchers.alive(p.watcher.unwrap(), &p.token));
     assert_eq!(attempts(&rig), rb::ATTEMPTS as usize);
     rig.deadline().unwrap();
@@ -291,7 +288,7 @@ fn apply_over_a_pending_one_that_fails_keeps_the_old_one_watched() {
     assert_eq!(kept.deadline_ms, first.deadline_ms, "no extra time");
     assert_ne!(kept.token, first.token, "watched by the new watcher");
     assert!(rig.watchers.alive(kept.watcher.unwrap(), &kept.token));
-    assert_eq!(rig.kernel.table(), Some(first.ruleset));
+    assert_eq!(rig.kernel.table(), first.ruleset);
     rig.deadline().unwrap();
     assert_eq!(rig.kernel.table(), Some(old));
 }

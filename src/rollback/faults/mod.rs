@@ -14,9 +14,14 @@
 //! | verify          | `apply_read_back_*`, `…_moves`         |                              | `rollback_read_back_differs`       |                          |
 //! | remove_table    |                                        |                              | `rollback_remove_refused`          |                          |
 //! | watcher         | `apply_watcher_fails_to_start`         | `confirm_late_watcher_gone`  | `overdue_taken_over_by_apply`      | `restore_stops_watcher`  |
+//!
+//! `disable` (its remove refused, lost, or read back holding the table),
+//! the disabled marker (`restore` loads nothing; damaged, it falls back
+//! closed) and `rollback --to` (a damaged history entry) are in `undo`.
 
 mod apply;
 mod settle;
+mod undo;
 
 use super::rig::{compiled, Rig};
 use super::{ApplyOptions, ApplyOutcome, RollbackError};

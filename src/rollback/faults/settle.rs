@@ -12,8 +12,13 @@ fn confirm_loads_without_the_hatch_and_records() {
     let (rig, _) = confirmed_rig();
     apply_new(&rig).unwrap();
     let p = rig.pending().unwrap();
-    let profile = rb::confirm(rig.ports(), &rig.dirs, Some(&p.token)).unwrap();
-    assert_eq!(profile, "ssh-only");
+    let kept = rb::confirm(rig.ports(), &rig.dirs, Some(&p.token)).unwrap();
+    assert_eq!(
+        kept,
+        rb::Kept::Ruleset {
+            profile: "ssh-only".into()
+        }
+    );
     assert!(rig.pending().is_none());
     assert_eq!(rig.confirmed(), rig.kernel.table());
 }
@@ -86,23 +91,25 @@ fn confirm_hatch_commit_raced_keeps_the_deadline() {
     let (rig, _) = confirmed_rig();
     apply_new(&rig).unwrap();
     let mut p = rig.pending().unwrap();
-    p.ruleset = crate::ruleset::hatch::with_hatch(
-        &p.ruleset,
-        &crate::ruleset::hatch::Hatch {
-            operator: "192.0.2.10".parse().unwrap(),
-            port: 22,
-            timeout_secs: 600,
-        },
-    );
+    p.ruleset = p.ruleset.map(|r| {
+        crate::ruleset::hatch::with_hatch(
+            &r,
+            &crate::ruleset::hatch::Hatch {
+                operator: "192.0.2.10".parse().unwrap(),
+                port: 22,
+                timeout_secs: 600,
+            },
+        )
+    });
     rig.dirs.save_pending(&p).unwrap();
     rig.kernel
-        .inject(Call::ReadTableAt, Fault::Edited(Some(p.ruleset.clone())));
+        .inject(Call::ReadTableAt, Fault::Edited(p.ruleset.clone()));
     rig.kernel
         .inject(Call::ApplyAt, Fault::Fail(Failure::Rejected));
     let e = rb::confirm(rig.ports(), &rig.dirs, None).unwrap_err();
     assert_eq!(e.exit_code(), exit::FAILURE);
     assert_eq!(rig.pending().as_ref(), Some(&p), "still pending");
-    assert_eq!(rig.kernel.table(), Some(p.ruleset));
+    assert_eq!(rig.kernel.table(), p.ruleset);
 }
 
 #[test]
@@ -128,7 +135,7 @@ fn rollback_previous_fails_to_load() {
     assert_eq!(e.exit_code(), exit::FAILURE);
     assert_eq!(attempts(&rig), rb::ATTEMPTS as usize, "each try logged");
     assert_eq!(rig.pending().as_ref(), Some(&p), "the record stays");
-    assert_eq!(rig.kernel.table(), Some(p.ruleset));
+    assert_eq!(rig.kernel.table(), p.ruleset);
     // A permanent refusal is not tried five times.
     rig.kernel
         .inject(Call::ApplyAt, Fault::Fail(Failure::Permission));
@@ -245,7 +252,7 @@ fn a_stopped_watcher_is_taken_over_past_the_grace() {
         .unwrap()
         .expect("taken over");
     assert!(s.describe().contains("stopped"), "{}", s.describe());
-    assert_eq!(rig.watchers.life(pid), Some(Life::Ended));
+    assert_eq!(rig.watchers.life(pid), Some(Life::EndedStopped));
     assert_eq!(rig.kernel.table(), Some(old));
     assert!(rig.pending().is_none());
 }
