@@ -1,0 +1,306 @@
+//! Temporary openings (`fwharden open 8080/tcp --from GROUP|ADDR --for
+//! 10m`): what a request is, and what it is refused for, before anything
+//! touches a kernel.
+//!
+//! # Where the openings live, and why (the design this module is the
+//! first part of)
+//! Bans live in a table of their own ([`super::bans`]) because a drop in
+//! any base chain is final. An accept is not: an accept in another
+//! table's chain only ends that chain, and table `inet fwharden` still
+//! drops the packet by its policy. So an opening cannot live beside the
+//! bans; the rule that consults it must be in table `inet fwharden`
+//! itself, and so must its set (a rule cannot look up another table's set).
+//!
+//! The sets are `open_v4` and `open_v6` in table `inet fwharden`, keyed by
+//! `source . inet_proto . inet_service` with `flags interval, timeout`
+//! (a group is prefixes; concatenated interval sets take timeouts since
+//! Linux 5.6), each element added with the opening's own timeout: the
+//! kernel alone removes it at its expiry, whatever happens to fwharden's
+//! processes. The rule that consults them comes after the profile's
+//! explicit denies, so a deny still wins; [`refusal`] turns away an
+//! opening of an explicitly denied port unless forced, since it would
+//! otherwise be a silent no-op.
+//!
+//! Because an apply replaces table `inet fwharden` whole (so do rollback,
+//! confirm and restore), every replacing transaction must carry the live
+//! elements over with their *remaining* timeouts (not the original ones:
+//! an apply must neither lose nor extend an opening), read and rewritten
+//! under the lock `fwharden open` takes; the generation check catches a
+//! writer that holds no lock.
+//!
+//! Openings are runtime state, like bans: the emitters (iptables, ufw) and
+//! the probe plan read a profile's ruleset, which holds none, and ignore them.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use super::model::*;
+
+/// The longest opening: a week. An opening is meant to end; anything
+/// longer belongs in the profile.
+pub const MAX_SECS: u32 = 7 * 86400;
+
+/// `open_v4` or `open_v6`: the timeout sets the openings are elements of.
+pub fn set_name(family: Family) -> String {
+    format!("open_{}", family.suffix())
+}
+
+/// Where an opening admits connections from, as the command line said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenFrom {
+    /// Everyone: needs `--yes-any`, since it is the one opening that
+    /// exposes a port to the whole internet.
+    Any,
+    /// An address or prefix.
+    Net(IpNet),
+    /// A profile group, resolved by the caller to its prefixes.
+    Group(String),
+}
+
+impl std::str::FromStr for OpenFrom {
+    type Err = std::convert::Infallible;
+
+    /// `any`, an address (`192.0.2.7`), a prefix (`192.0.2.0/24`), or
+    /// else a group's name.
+    fn from_str(s: &str) -> Result<OpenFrom, Self::Err> {
+        if s == "any" {
+            return Ok(OpenFrom::Any);
+        }
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(OpenFrom::Net(net));
+        }
+        if let Ok(addr) = s.parse::<IpAddr>() {
+            return Ok(OpenFrom::Net(IpNet::from(addr)));
+        }
+        Ok(OpenFrom::Group(s.to_string()))
+    }
+}
+
+/// One port of one protocol: `8080/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl std::str::FromStr for Port {
+    type Err = OpeningError;
+
+    fn from_str(s: &str) -> Result<Port, OpeningError> {
+        let bad = || OpeningError::Port(s.to_string());
+        let (port, proto) = s.split_once('/').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return Err(bad()),
+        };
+        if port == 0 {
+            return Err(bad());
+        }
+        Ok(Port { port, protocol })
+    }
+}
+
+/// A request to open, as the command line gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub port: Port,
+    pub from: OpenFrom,
+    pub secs: u32,
+    /// `--yes-any`: the person said `any` and means it.
+    pub yes_any: bool,
+    /// `--force`: open even a port the profile denies explicitly.
+    pub force: bool,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OpeningError {
+    #[error("`{0}` is not a port and protocol: write 8080/tcp or 53/udp")]
+    Port(String),
+    #[error(
+        "an opening lasts from 1 second to {}; `{0}` seconds is not that: open for less, \
+         or allow the port in the profile",
+        crate::duration::words(MAX_SECS)
+    )]
+    Duration(u32),
+    #[error(
+        "--from any opens {0} to the whole internet: add --yes-any if that is what you mean, \
+         or name a group or an address"
+    )]
+    AnyUnconfirmed(String),
+    #[error(
+        "the profile denies {port} explicitly ({comment}): the deny would still win, so the \
+         opening would do nothing; change the profile, or add --force to open it anyway"
+    )]
+    Denied { port: String, comment: String },
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.port, self.protocol.as_str())
+    }
+}
+
+/// Why `request` must not go ahead on a host running `ruleset`, or `None`.
+pub fn refusal(ruleset: &Ruleset, request: &Request) -> Option<OpeningError> {
+    if request.secs == 0 || request.secs > MAX_SECS {
+        return Some(OpeningError::Duration(request.secs));
+    }
+    if request.from == OpenFrom::Any && !request.yes_any {
+        return Some(OpeningError::AnyUnconfirmed(request.port.to_string()));
+    }
+    if request.force {
+        return None;
+    }
+    explicit_deny(ruleset, request.port).map(|comment| OpeningError::Denied {
+        port: request.port.to_string(),
+        comment,
+    })
+}
+
+/// The comment of the input rule that explicitly drops or rejects `port`
+/// (a rule naming the port, not the chain's policy), if there is one.
+pub fn explicit_deny(ruleset: &Ruleset, port: Port) -> Option<String> {
+    let input = ruleset.chains.iter().find(|c| c.hook == Hook::Input)?;
+    input
+        .rules
+        .iter()
+        .find(|r| {
+            let denies = matches!(r.verdict, Some(Verdict::Drop | Verdict::Reject(_)));
+            let names_port = r.matches.iter().any(|m| match m {
+                Match::DestPort(ranges) => ranges.iter().any(|p| p.contains(port.port)),
+                _ => false,
+            });
+            let protocol_fits = r.matches.iter().all(|m| match m {
+                Match::Protocol(ps) => ps.contains(&port.protocol),
+                _ => true,
+            });
+            denies && names_port && protocol_fits
+        })
+        .map(|r| r.comment.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny_rule(protocol: Protocol, port: u16) -> Rule {
+        Rule {
+            matches: vec![
+                Match::Protocol(vec![protocol]),
+                Match::DestPort(vec![PortRange::single(port)]),
+            ],
+            counter: true,
+            limit: None,
+            log: None,
+            verdict: Some(Verdict::Drop),
+            comment: "p.toml:9 deny redis".into(),
+        }
+    }
+
+    fn ruleset(rules: Vec<Rule>) -> Ruleset {
+        Ruleset {
+            profile: "p".into(),
+            table: "fwharden".into(),
+            chains: vec![Chain {
+                name: "input".into(),
+                hook: Hook::Input,
+                priority: 0,
+                policy: Policy::Drop,
+                rules,
+            }],
+            sets: vec![],
+            bans: None,
+        }
+    }
+
+    fn request(port: &str, from: &str, secs: u32) -> Request {
+        Request {
+            port: port.parse().unwrap(),
+            from: from.parse().unwrap(),
+            secs,
+            yes_any: false,
+            force: false,
+        }
+    }
+
+    #[test]
+    fn ports_parse_with_their_protocol_and_nothing_else() {
+        let p: Port = "8080/tcp".parse().unwrap();
+        assert_eq!((p.port, p.protocol), (8080, Protocol::Tcp));
+        assert_eq!(p.to_string(), "8080/tcp");
+        for bad in ["8080", "0/tcp", "70000/tcp", "53/icmp", "/udp"] {
+            assert_eq!(
+                bad.parse::<Port>(),
+                Err(OpeningError::Port(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_are_any_an_address_a_prefix_or_a_group() {
+        assert_eq!("any".parse::<OpenFrom>().unwrap(), OpenFrom::Any);
+        assert_eq!(
+            "192.0.2.7".parse::<OpenFrom>().unwrap(),
+            OpenFrom::Net("192.0.2.7/32".parse().unwrap())
+        );
+        assert_eq!(
+            "2001:db8::/32".parse::<OpenFrom>().unwrap(),
+            OpenFrom::Net("2001:db8::/32".parse().unwrap())
+        );
+        assert_eq!(
+            "admin".parse::<OpenFrom>().unwrap(),
+            OpenFrom::Group("admin".into())
+        );
+    }
+
+    #[test]
+    fn an_opening_always_ends_within_a_week() {
+        let rs = ruleset(vec![]);
+        assert_eq!(
+            refusal(&rs, &request("8080/tcp", "admin", 0)),
+            Some(OpeningError::Duration(0))
+        );
+        assert_eq!(
+            refusal(&rs, &request("8080/tcp", "admin", MAX_SECS + 1)),
+            Some(OpeningError::Duration(MAX_SECS + 1))
+        );
+        assert_eq!(refusal(&rs, &request("8080/tcp", "admin", MAX_SECS)), None);
+    }
+
+    #[test]
+    fn any_needs_saying_twice() {
+        let rs = ruleset(vec![]);
+        let mut r = request("8080/tcp", "any", 600);
+        let e = refusal(&rs, &r).unwrap();
+        assert!(e.to_string().contains("--yes-any"), "{e}");
+        r.yes_any = true;
+        assert_eq!(refusal(&rs, &r), None);
+    }
+
+    #[test]
+    fn an_explicit_deny_of_the_port_and_protocol_refuses_unless_forced() {
+        let rs = ruleset(vec![deny_rule(Protocol::Tcp, 6379)]);
+        let mut r = request("6379/tcp", "admin", 600);
+        let e = refusal(&rs, &r).unwrap();
+        assert!(e.to_string().contains("deny redis"), "{e}");
+        // Another protocol or port is not denied.
+        assert_eq!(refusal(&rs, &request("6379/udp", "admin", 600)), None);
+        assert_eq!(refusal(&rs, &request("6380/tcp", "admin", 600)), None);
+        r.force = true;
+        assert_eq!(refusal(&rs, &r), None);
+    }
+
+    #[test]
+    fn the_policy_is_not_an_explicit_deny() {
+        // Input's policy drops everything not allowed: that is what an
+        // opening is for, not a reason to refuse it.
+        let rs = ruleset(vec![]);
+        assert_eq!(explicit_deny(&rs, "22/tcp".parse().unwrap()), None);
+        assert_eq!(set_name(Family::Ipv4), "open_v4");
+    }
+}
