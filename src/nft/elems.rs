@@ -25,20 +25,20 @@ use nftnl::{MsgType, NlMsg};
 use super::batch::FAMILY;
 use super::intervals::{open_udata, Elem};
 
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
-const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+pub(super) const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_DATA_VALUE: u16 = 1;
+pub(super) const NFTA_DATA_VALUE: u16 = 1;
 
 /// A nest's length is a u16: the element list of one message stays below
 /// it, with room for the largest element.
-const LIST_MAX: usize = 60 * 1024;
+pub(super) const LIST_MAX: usize = 60 * 1024;
 
 /// Which message the elements travel in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +174,7 @@ unsafe impl NlMsg for ElemPages<'_> {
     }
 }
 
-fn put(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
+pub(super) fn put(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
     let len = 4 + value.len();
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&ty.to_ne_bytes());
@@ -182,21 +182,21 @@ fn put(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
     out.resize(out.len().next_multiple_of(4), 0);
 }
 
-fn put_str(out: &mut Vec<u8>, ty: u16, value: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, ty: u16, value: &str) {
     let mut v = value.as_bytes().to_vec();
     v.push(0);
     put(out, ty, &v);
 }
 
 /// Starts a nested attribute; returns where, for [`end_nest`].
-fn begin_nest(out: &mut Vec<u8>, ty: u16) -> usize {
+pub(super) fn begin_nest(out: &mut Vec<u8>, ty: u16) -> usize {
     let at = out.len();
     out.extend_from_slice(&0u16.to_ne_bytes());
     out.extend_from_slice(&(ty | libc::NLA_F_NESTED as u16).to_ne_bytes());
     at
 }
 
-fn end_nest(out: &mut [u8], at: usize) {
+pub(super) fn end_nest(out: &mut [u8], at: usize) {
     let len = (out.len() - at) as u16;
     out[at..at + 2].copy_from_slice(&len.to_ne_bytes());
 }

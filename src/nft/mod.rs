@@ -23,6 +23,7 @@ mod intervals;
 mod monitor;
 pub mod nflog;
 mod obj;
+mod openings;
 mod readback;
 mod rules;
 mod socket;
@@ -34,6 +35,7 @@ pub use bans::{
     Banned, Unbanned,
 };
 pub use gate::BanGate;
+pub use openings::{change as change_openings, openings};
 pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;
@@ -147,8 +149,13 @@ pub fn apply_at(ruleset: &Ruleset, generation: Option<u32>) -> Result<ApplyRepor
     // Read under the same compare-and-swap: a ban table made or changed
     // after this read moves the generation, and the kernel refuses the
     // batch built on it.
-    let ban_table = bans::before_apply(&mut socket::Socket::open()?, ruleset)?;
-    commit(batch::apply(ruleset, ban_table)?, generation)
+    let mut sock = socket::Socket::open()?;
+    let ban_table = bans::before_apply(&mut sock, ruleset)?;
+    // The openings are carried over with what is left of their time (see
+    // `openings`); the same compare-and-swap refuses the batch when one
+    // was opened or closed since `generation`.
+    let carried = openings::carry(&mut sock)?;
+    commit(batch::apply(ruleset, ban_table, &carried)?, generation)
 }
 
 /// Brings the kernel from `old`, which it holds at `generation`, to `new`

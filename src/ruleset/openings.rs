@@ -11,7 +11,9 @@
 //! bans; the rule that consults it must be in table `inet fwharden`
 //! itself, and so must its set (a rule cannot look up another table's set).
 //!
-//! The sets are `open_v4` and `open_v6` in table `inet fwharden`, keyed by
+//! The sets are `_open_v4` and `_open_v6` in table `inet fwharden` (the
+//! underscore keeps them apart from a profile group named `open`, whose
+//! sets would be `open_v4`), keyed by
 //! `source . inet_proto . inet_service` with `flags interval, timeout`
 //! (a group is prefixes; concatenated interval sets take timeouts since
 //! Linux 5.6), each element added with the opening's own timeout: the
@@ -42,9 +44,97 @@ use super::model::*;
 /// longer belongs in the profile.
 pub const MAX_SECS: u32 = 7 * 86400;
 
-/// `open_v4` or `open_v6`: the timeout sets the openings are elements of.
+/// `_open_v4` or `_open_v6`: the timeout sets the openings are elements of.
 pub fn set_name(family: Family) -> String {
-    format!("open_{}", family.suffix())
+    format!("_open_{}", family.suffix())
+}
+
+/// The comment of the rules that consult the opening sets, by which the
+/// read-back tells them from the profile's.
+pub const RULE_COMMENT: &str = "fwharden open: temporary openings";
+
+/// Where in the input chain the rules consulting the opening sets go:
+/// right after the last rule with a verdict. Every explicit deny comes
+/// before them (a deny still wins), and so does every accept; the rules
+/// without a verdict at the end (`log drops`) come after, so an opened
+/// packet is not logged as a drop.
+pub fn placement(input: &Chain) -> usize {
+    input
+        .rules
+        .iter()
+        .rposition(|r| r.verdict.is_some())
+        .map_or(0, |i| i + 1)
+}
+
+/// One opening as the kernel holds it: an element of an opening set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Opening {
+    pub from: IpNet,
+    #[serde(serialize_with = "port_string")]
+    pub port: Port,
+    /// The timeout it was added with, in ms.
+    pub timeout_ms: u64,
+    /// What is left of it, in ms: the kernel removes it then.
+    pub left_ms: u64,
+}
+
+fn port_string<S: serde::Serializer>(p: &Port, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(p)
+}
+
+/// The family of the set an opening from `net` goes into.
+pub fn family_of(net: &IpNet) -> Family {
+    match net {
+        IpNet::V4(_) => Family::Ipv4,
+        IpNet::V6(_) => Family::Ipv6,
+    }
+}
+
+/// What one `open` changes, in one transaction: the openings renewed
+/// (deleted and added again, so their timeout starts again) and those added.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub renew: Vec<IpNet>,
+    pub add: Vec<IpNet>,
+}
+
+/// What opening `port` from `nets` does to the openings `live`: each net
+/// already open to `port` exactly is renewed, each other one added. A net
+/// that overlaps an opening of the same port without being equal to it is
+/// refused: the kernel keeps no two overlapping elements in one set, and
+/// which one should end when is for the person to say (close it first).
+pub fn plan(live: &[Opening], nets: &[IpNet], port: Port) -> Result<Plan, OpeningError> {
+    let mut out = Plan::default();
+    for (i, net) in nets.iter().enumerate() {
+        if let Some(other) = nets[..i].iter().find(|n| overlap(n, net)) {
+            return Err(OpeningError::Overlap {
+                new: *net,
+                open: *other,
+                port: port.to_string(),
+            });
+        }
+        let same_port = live.iter().filter(|o| o.port == port);
+        match same_port
+            .into_iter()
+            .find(|o| overlap(&o.from, net))
+            .map(|o| o.from)
+        {
+            Some(from) if from == *net => out.renew.push(*net),
+            Some(from) => {
+                return Err(OpeningError::Overlap {
+                    new: *net,
+                    open: from,
+                    port: port.to_string(),
+                })
+            }
+            None => out.add.push(*net),
+        }
+    }
+    Ok(out)
+}
+
+fn overlap(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// Where an opening admits connections from, as the command line said it.
@@ -131,6 +221,15 @@ pub enum OpeningError {
          or name a group or an address"
     )]
     AnyUnconfirmed(String),
+    #[error(
+        "{new} overlaps {open}, which is already open to {port}: close that one first \
+         (fwharden close {port} --from {open})"
+    )]
+    Overlap {
+        new: IpNet,
+        open: IpNet,
+        port: String,
+    },
     #[error(
         "the profile denies {port} explicitly ({comment}): the deny would still win, so the \
          opening would do nothing; change the profile, or add --force to open it anyway"
@@ -301,6 +400,45 @@ mod tests {
         // opening is for, not a reason to refuse it.
         let rs = ruleset(vec![]);
         assert_eq!(explicit_deny(&rs, "22/tcp".parse().unwrap()), None);
-        assert_eq!(set_name(Family::Ipv4), "open_v4");
+        assert_eq!(set_name(Family::Ipv4), "_open_v4");
+    }
+
+    fn opening(from: &str, port: &str) -> Opening {
+        Opening {
+            from: from.parse().unwrap(),
+            port: port.parse().unwrap(),
+            timeout_ms: 600_000,
+            left_ms: 300_000,
+        }
+    }
+
+    #[test]
+    fn an_opening_again_renews_it_and_an_overlapping_one_is_refused() {
+        let live = [
+            opening("192.0.2.0/24", "8080/tcp"),
+            opening("2001:db8::/32", "53/udp"),
+        ];
+        let port: Port = "8080/tcp".parse().unwrap();
+        let nets = |l: &[&str]| l.iter().map(|n| n.parse().unwrap()).collect::<Vec<IpNet>>();
+        let p = plan(&live, &nets(&["192.0.2.0/24", "2001:db8::/32"]), port).unwrap();
+        assert_eq!(p.renew, nets(&["192.0.2.0/24"]));
+        // The same source on another port is another opening.
+        assert_eq!(p.add, nets(&["2001:db8::/32"]));
+        let e = plan(&live, &nets(&["192.0.2.7/32"]), port).unwrap_err();
+        assert!(
+            e.to_string().contains("close 8080/tcp --from 192.0.2.0/24"),
+            "{e}"
+        );
+        assert!(plan(&live, &nets(&["10.0.0.0/8", "10.1.0.0/16"]), port).is_err());
+    }
+
+    #[test]
+    fn the_openings_go_after_the_last_verdict_and_before_trailing_logs() {
+        let mut log = deny_rule(Protocol::Tcp, 1);
+        log.verdict = None;
+        let mut rs = ruleset(vec![deny_rule(Protocol::Tcp, 6379), log]);
+        assert_eq!(placement(&rs.chains[0]), 1);
+        rs.chains[0].rules.clear();
+        assert_eq!(placement(&rs.chains[0]), 0);
     }
 }
