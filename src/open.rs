@@ -9,9 +9,12 @@
 //! to open otherwise: without our table every port is open already) and
 //! has the opening sets, that the request is not refused (duration,
 //! `any`, an explicit deny), what the source stands for (a group is read
-//! from the applied table, as the kernel holds it), and what to renew or
-//! add. Then one transaction; an opening that expired between the read
+//! from the applied table, as the kernel holds it, and only when no rule
+//! of it names the group, so that the kernel has no set of it, from the
+//! applied profile as it reads now), and what to renew or add. Then one transaction; an opening that expired between the read
 //! and the transaction (ENOENT) makes it read and plan again.
+
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use thiserror::Error;
@@ -84,6 +87,10 @@ pub struct Opened {
     pub secs: u32,
 }
 
+/// The groups of the profile named so, as it reads now (name to
+/// prefixes); `None` when it cannot be loaded.
+pub type ProfileGroups<'a> = &'a dyn Fn(&str) -> Option<BTreeMap<String, Vec<IpNet>>>;
+
 /// The table fwharden applied, and the openings it holds.
 fn applied(k: &dyn Kernel) -> Result<(Ruleset, Vec<Opening>), OpenError> {
     if k.forbidden() {
@@ -103,7 +110,11 @@ fn applied(k: &dyn Kernel) -> Result<(Ruleset, Vec<Opening>), OpenError> {
 }
 
 /// The prefixes `from` stands for on a host running `table`.
-fn resolve(table: &Ruleset, from: &OpenFrom) -> Result<Vec<IpNet>, OpenError> {
+fn resolve(
+    table: &Ruleset,
+    from: &OpenFrom,
+    profile: ProfileGroups,
+) -> Result<Vec<IpNet>, OpenError> {
     match from {
         OpenFrom::Any => Ok(vec![
             "0.0.0.0/0".parse().expect("a prefix"),
@@ -120,14 +131,25 @@ fn resolve(table: &Ruleset, from: &OpenFrom) -> Result<Vec<IpNet>, OpenError> {
                     nets.extend(p.iter().copied());
                 }
             }
-            if !found {
-                return Err(OpenError::UnknownGroup {
-                    profile: table.profile.clone(),
-                    group: g.clone(),
-                    known: groups(table).join(", "),
-                });
+            if found {
+                return Ok(nets);
             }
-            Ok(nets)
+            let defined = profile(&table.profile).unwrap_or_default();
+            if let Some(nets) = defined.get(g) {
+                return Ok(nets.clone());
+            }
+            let mut known = groups(table);
+            known.extend(defined.into_keys());
+            known.sort();
+            known.dedup();
+            if known.is_empty() {
+                known.push("(none)".into());
+            }
+            Err(OpenError::UnknownGroup {
+                profile: table.profile.clone(),
+                group: g.clone(),
+                known: known.join(", "),
+            })
         }
     }
 }
@@ -147,9 +169,6 @@ fn groups(table: &Ruleset) -> Vec<String> {
         .map(str::to_string)
         .collect();
     out.dedup();
-    if out.is_empty() {
-        out.push("(none)".into());
-    }
     out
 }
 
@@ -163,13 +182,17 @@ fn stale(e: &NftError) -> bool {
 const TRIES: usize = 3;
 
 /// Opens `request.port` from `request.from` for `request.secs`.
-pub fn open(k: &dyn Kernel, request: &Request) -> Result<Opened, OpenError> {
+pub fn open(
+    k: &dyn Kernel,
+    request: &Request,
+    profile: ProfileGroups,
+) -> Result<Opened, OpenError> {
     for _ in 0..TRIES {
         let (table, live) = applied(k)?;
         if let Some(refusal) = openings::refusal(&table, request) {
             return Err(refusal.into());
         }
-        let nets = resolve(&table, &request.from)?;
+        let nets = resolve(&table, &request.from, profile)?;
         let plan = openings::plan(&live, &nets, request.port)?;
         let ms = u64::from(request.secs) * 1000;
         let delete: Vec<(IpNet, Port)> = plan.renew.iter().map(|n| (*n, request.port)).collect();
@@ -196,12 +219,13 @@ pub fn close(
     k: &dyn Kernel,
     port: Port,
     from: Option<&OpenFrom>,
+    profile: ProfileGroups,
 ) -> Result<Vec<Opening>, OpenError> {
     for _ in 0..TRIES {
         let (table, live) = applied(k)?;
         let within = match from {
-            Some(f) => resolve(&table, f)?,
-            None => resolve(&table, &OpenFrom::Any)?,
+            Some(f) => resolve(&table, f, profile)?,
+            None => resolve(&table, &OpenFrom::Any, profile)?,
         };
         let gone: Vec<Opening> = live
             .into_iter()
@@ -263,6 +287,11 @@ mod tests {
         }
     }
 
+    /// No profile to read groups from.
+    fn none(_: &str) -> Option<BTreeMap<String, Vec<IpNet>>> {
+        None
+    }
+
     /// A kernel holding `table()` as an apply left it: opening sets, empty.
     fn applied_kernel() -> Memory {
         let k = Memory::new();
@@ -283,13 +312,13 @@ mod tests {
     #[test]
     fn a_group_opens_each_of_its_prefixes_and_again_renews_them() {
         let k = applied_kernel();
-        let done = open(&k, &request("8080/tcp", "admin", 600)).unwrap();
+        let done = open(&k, &request("8080/tcp", "admin", 600), &none).unwrap();
         assert_eq!(done.from.len(), 2);
         assert!(done.renewed.is_empty());
         let held = k.held_openings().unwrap();
         assert_eq!(held.len(), 2);
         assert!(held.iter().all(|o| o.timeout_ms == 600_000));
-        let again = open(&k, &request("8080/tcp", "admin", 60)).unwrap();
+        let again = open(&k, &request("8080/tcp", "admin", 60), &none).unwrap();
         assert_eq!(again.renewed.len(), 2);
         let held = k.held_openings().unwrap();
         assert_eq!(held.len(), 2, "renewed, not doubled: {held:?}");
@@ -299,7 +328,7 @@ mod tests {
     #[test]
     fn an_apply_keeps_the_openings_and_a_removal_ends_them() {
         let k = applied_kernel();
-        open(&k, &request("8080/tcp", "192.0.2.7", 600)).unwrap();
+        open(&k, &request("8080/tcp", "192.0.2.7", 600), &none).unwrap();
         let mut other = table();
         other.profile = "other".into();
         k.apply_at(&other, None).unwrap();
@@ -320,31 +349,45 @@ mod tests {
             (request("6379/tcp", "admin", 600), "--force"),
         ];
         for (r, says) in cases {
-            let e = open(&k, &r).unwrap_err();
+            let e = open(&k, &r, &none).unwrap_err();
             assert!(e.to_string().contains(says), "{e}");
             assert_eq!(e.exit_code(), crate::exit::REFUSED, "{e}");
         }
-        let e = open(&k, &request("8080/tcp", "nobody", 600)).unwrap_err();
+        let e = open(&k, &request("8080/tcp", "nobody", 600), &none).unwrap_err();
         assert!(e.to_string().contains("its groups: admin"), "{e}");
         assert_eq!(e.exit_code(), crate::exit::USAGE);
         assert!(!k.calls().contains(&Call::ChangeOpenings));
         let mut forced = request("6379/tcp", "admin", 600);
         forced.force = true;
-        open(&k, &forced).unwrap();
+        open(&k, &forced, &none).unwrap();
     }
 
     #[test]
     fn without_our_table_or_its_opening_sets_nothing_is_opened() {
         let k = Memory::new();
-        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60)).unwrap_err();
+        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60), &none).unwrap_err();
         assert!(matches!(e, OpenError::NoTable), "{e}");
         // A table fwharden did not write this way (an older version, an
         // edit) has no opening sets.
         k.inject(Call::Generation, Fault::Edited(Some(table())));
         k.generation().unwrap();
-        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60)).unwrap_err();
+        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60), &none).unwrap_err();
         assert!(e.to_string().contains("apply the profile again"), "{e}");
         assert_eq!(e.exit_code(), crate::exit::REFUSED);
+    }
+
+    #[test]
+    fn a_group_no_rule_names_is_read_from_the_profile() {
+        let k = applied_kernel();
+        let profile = |name: &str| {
+            assert_eq!(name, "p");
+            let nets = vec!["203.0.113.0/24".parse().unwrap()];
+            Some(BTreeMap::from([("friends".to_string(), nets)]))
+        };
+        let done = open(&k, &request("8080/tcp", "friends", 60), &profile).unwrap();
+        assert_eq!(done.from, ["203.0.113.0/24".parse::<IpNet>().unwrap()]);
+        let e = open(&k, &request("8080/tcp", "nobody", 60), &profile).unwrap_err();
+        assert!(e.to_string().contains("its groups: admin, friends"), "{e}");
     }
 
     #[test]
@@ -352,7 +395,7 @@ mod tests {
         let k = applied_kernel();
         k.forbid();
         let before = k.calls().len();
-        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60)).unwrap_err();
+        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60), &none).unwrap_err();
         assert!(matches!(e, OpenError::Interlock), "{e}");
         assert_eq!(k.calls().len(), before);
     }
@@ -361,7 +404,7 @@ mod tests {
     fn a_refused_transaction_is_an_error_and_changes_nothing() {
         let k = applied_kernel();
         k.inject(Call::ChangeOpenings, Fault::Fail(Failure::Permission));
-        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60)).unwrap_err();
+        let e = open(&k, &request("8080/tcp", "192.0.2.7", 60), &none).unwrap_err();
         assert_eq!(e.exit_code(), crate::exit::FAILURE);
         assert_eq!(k.held_openings(), Some(vec![]));
     }
@@ -369,15 +412,15 @@ mod tests {
     #[test]
     fn close_takes_out_what_lies_within_and_says_when_nothing_was_open() {
         let k = applied_kernel();
-        open(&k, &request("8080/tcp", "admin", 600)).unwrap();
-        open(&k, &request("53/udp", "192.0.2.7", 600)).unwrap();
+        open(&k, &request("8080/tcp", "admin", 600), &none).unwrap();
+        open(&k, &request("53/udp", "192.0.2.7", 600), &none).unwrap();
         let port: Port = "8080/tcp".parse().unwrap();
         let one: OpenFrom = "198.51.100.0/24".parse().unwrap();
-        let gone = close(&k, port, Some(&one)).unwrap();
+        let gone = close(&k, port, Some(&one), &none).unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].from, "198.51.100.7/32".parse::<IpNet>().unwrap());
-        assert_eq!(close(&k, port, None).unwrap().len(), 1);
-        assert!(close(&k, port, None).unwrap().is_empty());
+        assert_eq!(close(&k, port, None, &none).unwrap().len(), 1);
+        assert!(close(&k, port, None, &none).unwrap().is_empty());
         // The other port's opening is untouched.
         assert_eq!(k.held_openings().unwrap().len(), 1);
     }

@@ -1,0 +1,255 @@
+//! Temporary openings (issue 25 item 2) against a real kernel inside
+//! throwaway namespaces:
+//!
+//! - real packets: an opened port is reachable from the opened source only;
+//!   `status` (text and `--json`) lists it with its time left; an apply of
+//!   another profile, a pending apply and its rollback keep it without
+//!   lengthening it; `close` ends it early;
+//! - an opening closes on time with the watcher and every fwharden process
+//!   killed: the kernel alone removes it;
+//! - the refusals and their exit codes.
+//!
+//! Topology: the host namespace (10.97.0.1, 10.96.0.1, a listener on port
+//! 8080) and two peers linked to it by veth pairs only: a friend
+//! (10.97.0.2, in group `friends`) and a stranger (10.96.0.3).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use fwharden::netns::Netns;
+
+const FRIEND: &str = "10.97.0.2";
+const STRANGER: &str = "10.96.0.3";
+
+/// `web` allows SSH and denies Redis explicitly; `other` allows HTTP too
+/// (an apply that replaces the whole table).
+fn profiles(dir: &Path) {
+    let base = format!(
+        "[groups]\nfriends = [\"{FRIEND}\"]\n\
+         [[rule]]\nallow = \"ssh\"\n\
+         [[rule]]\ndeny = \"redis\"\n"
+    );
+    std::fs::write(dir.join("web.toml"), &base).unwrap();
+    std::fs::write(
+        dir.join("other.toml"),
+        format!("{base}[[rule]]\nallow = \"http\"\n"),
+    )
+    .unwrap();
+}
+
+struct Site {
+    host: Host,
+    profiles: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(tag: &str) -> Site {
+        let profiles_dir = tempfile::tempdir().unwrap();
+        profiles(profiles_dir.path());
+        Site {
+            host: Host::new(tag),
+            profiles: profiles_dir,
+        }
+    }
+
+    /// A namespace linked to the host (`host_addr` on its end, `peer_addr`
+    /// on the peer's, each with its prefix length).
+    fn peer(&self, tag: &str, host_addr: &str, peer_addr: &str) -> Netns {
+        let peer = Netns::create(tag).unwrap();
+        self.host
+            .ns
+            .link(&peer, &[host_addr], &[peer_addr])
+            .unwrap();
+        peer
+    }
+
+    fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
+        self.host.expect_in(self.profiles.path(), code, args)
+    }
+
+    /// `status --json`'s openings.
+    fn openings(&self) -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&self.fw(0, &["--json", "status"]).stdout).unwrap();
+        assert_eq!(v["openings_unreadable"], serde_json::Value::Null, "{v}");
+        v["openings"].as_array().unwrap().clone()
+    }
+
+    /// The one opening held: (its timeout, its time left), in ms.
+    fn only_opening(&self) -> (u64, u64) {
+        let o = self.openings();
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!(o[0]["port"], "8080/tcp");
+        assert_eq!(o[0]["from"], format!("{FRIEND}/32"));
+        (
+            o[0]["timeout_ms"].as_u64().unwrap(),
+            o[0]["left_ms"].as_u64().unwrap(),
+        )
+    }
+}
+
+/// Whether a new TCP connection from `from` reaches `to`:8080.
+fn connects(from: &Netns, to: &str) -> bool {
+    let addr: SocketAddr = format!("{to}:8080").parse().unwrap();
+    from.run_in(|| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())
+        .expect("enter a peer namespace")
+}
+
+/// A listener on port 8080 in `ns`, open until dropped.
+fn listen(ns: &Netns) -> TcpListener {
+    ns.run_in(|| TcpListener::bind("0.0.0.0:8080"))
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() {
+    needs_root("an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback");
+    let s = Site::new("open");
+    let friend = s.peer("openfr", "10.97.0.1/24", &format!("{FRIEND}/24"));
+    let stranger = s.peer("openst", "10.96.0.1/24", &format!("{STRANGER}/24"));
+    let _listener = listen(&s.host.ns);
+    s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
+    assert!(
+        !connects(&friend, "10.97.0.1"),
+        "8080 open before any opening"
+    );
+    assert!(s.openings().is_empty());
+
+    let out = s.fw(0, &["open", "8080/tcp", "--from", "friends", "--for", "1h"]);
+    assert!(stdout(&out).contains("opened 8080/tcp from 10.97.0.2/32 for 1h"));
+    assert!(
+        connects(&friend, "10.97.0.1"),
+        "the opened source was shut out"
+    );
+    assert!(!connects(&stranger, "10.96.0.1"), "another source got in");
+    let (timeout, first) = s.only_opening();
+    assert_eq!(timeout, 3_600_000);
+    assert!(first > 0 && first <= timeout, "{first}");
+    let text = stdout(&s.fw(0, &["status"]));
+    let line = text.lines().find(|l| l.starts_with("opening:")).unwrap();
+    assert!(line.contains("8080/tcp from 10.97.0.2/32"), "{line}");
+    assert!(line.contains(" left (of 1h)"), "{line}");
+    // The opening is runtime state: the kernel still holds the confirmed
+    // ruleset, no drift.
+    assert_eq!(s.host.status()["kernel"], "confirmed");
+
+    let holds = |step: &str, before: u64| -> u64 {
+        let (timeout, left) = s.only_opening();
+        assert_eq!(timeout, 3_600_000, "{step}");
+        assert!(left <= before, "{step} lengthened it: {left} > {before}");
+        assert!(connects(&friend, "10.97.0.1"), "{step} closed it");
+        assert!(!connects(&stranger, "10.96.0.1"), "{step} opened it wider");
+        left
+    };
+    s.fw(0, &["apply", "other", "--auto-confirm", "--no-probe"]);
+    let left = holds("an apply of another profile", first);
+    assert_eq!(s.host.status()["kernel"], "confirmed");
+    s.fw(0, &["apply", "web", "--timeout", "60", "--no-probe"]);
+    let left = holds("a pending apply", left);
+    s.fw(0, &["rollback"]);
+    let left = holds("a rollback", left);
+    s.fw(0, &["restore"]);
+    holds("a restore", left);
+
+    let out = s.fw(0, &["close", "8080/tcp", "--from", "friends"]);
+    assert!(stdout(&out).contains("closed 8080/tcp from 10.97.0.2/32"));
+    assert!(!connects(&friend, "10.97.0.1"), "still open after close");
+    assert!(s.openings().is_empty());
+    let out = s.fw(0, &["close", "8080/tcp"]);
+    assert!(stdout(&out).contains("was not open"));
+    s.host.wait_quiet();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_opening_closes_on_time_with_every_fwharden_process_killed() {
+    needs_root("an_opening_closes_on_time_with_every_fwharden_process_killed");
+    let s = Site::new("opent");
+    let friend = s.peer("opentf", "10.97.0.1/24", &format!("{FRIEND}/24"));
+    let _listener = listen(&s.host.ns);
+    s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
+    // A pending apply, so that a watcher runs, and the opening after it.
+    s.fw(0, &["apply", "other", "--timeout", "600", "--no-probe"]);
+    s.host.watcher_pid();
+    s.fw(0, &["open", "8080/tcp", "--from", FRIEND, "--for", "3s"]);
+    assert!(
+        connects(&friend, "10.97.0.1"),
+        "the opened source was shut out"
+    );
+    s.host.kill_watcher();
+    kill_all_naming(&s.host.needle());
+    assert!(s.host.processes().is_empty());
+    assert!(
+        wait_until(Duration::from_secs(60), || !connects(&friend, "10.97.0.1")),
+        "the opening did not close"
+    );
+    // Read only now, by a fresh process: the element is gone.
+    let text = s.host.table_text();
+    assert!(!text.contains(FRIEND), "{text}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn open_refusals_and_their_exit_codes() {
+    needs_root("open_refusals_and_their_exit_codes");
+    let s = Site::new("openr");
+    let out = s.fw(4, &["open", "8080/tcp", "--from", FRIEND, "--for", "10m"]);
+    assert!(
+        stderr(&out).contains("apply a profile first"),
+        "{}",
+        stderr(&out)
+    );
+    s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
+    // No expiry, or one past the week: refused.
+    s.fw(2, &["open", "8080/tcp", "--from", FRIEND]);
+    let out = s.fw(4, &["open", "8080/tcp", "--from", FRIEND, "--for", "8d"]);
+    assert!(stderr(&out).contains("7 days"), "{}", stderr(&out));
+    // `any` only when said twice.
+    let out = s.fw(4, &["open", "8080/tcp", "--from", "any", "--for", "10m"]);
+    assert!(stderr(&out).contains("--yes-any"), "{}", stderr(&out));
+    s.fw(
+        0,
+        &[
+            "open",
+            "8080/tcp",
+            "--from",
+            "any",
+            "--for",
+            "10m",
+            "--yes-any",
+        ],
+    );
+    // A port the profile denies explicitly: refused unless forced.
+    let out = s.fw(4, &["open", "6379/tcp", "--from", FRIEND, "--for", "10m"]);
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    s.fw(
+        0,
+        &[
+            "open", "6379/tcp", "--from", FRIEND, "--for", "10m", "--force",
+        ],
+    );
+    // An overlapping source on the same port: close the other first.
+    let out = s.fw(4, &["open", "8080/tcp", "--from", FRIEND, "--for", "10m"]);
+    assert!(stderr(&out).contains("close 8080/tcp"), "{}", stderr(&out));
+    // Usage errors.
+    let out = s.fw(2, &["open", "8080/tcp", "--from", "nobody", "--for", "10m"]);
+    assert!(
+        stderr(&out).contains("its groups: friends"),
+        "{}",
+        stderr(&out)
+    );
+    s.fw(2, &["open", "8080", "--from", FRIEND, "--for", "10m"]);
+    let v: serde_json::Value = serde_json::from_slice(
+        &s.fw(0, &["--json", "close", "8080/tcp", "--from", "any"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["closed"].as_array().unwrap().len(), 2, "{v}");
+    s.host.wait_quiet();
+}
