@@ -154,8 +154,19 @@ fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() 
     let left = holds("a pending apply", left);
     s.fw(0, &["rollback"]);
     let left = holds("a rollback", left);
+    s.fw(0, &["apply", "web", "--timeout", "60", "--no-probe"]);
+    s.fw(0, &["confirm"]);
+    let left = holds("a confirm", left);
     s.fw(0, &["restore"]);
-    holds("a restore", left);
+    let left = holds("a restore", left);
+    // The watcher's own rollback, at the deadline.
+    s.fw(0, &["apply", "other", "--timeout", "2", "--no-probe"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || s.host.pending().is_none()),
+        "the watcher did not roll back"
+    );
+    holds("the watcher's rollback", left);
+    assert_eq!(s.host.status()["kernel"], "confirmed");
 
     let out = s.fw(0, &["close", "8080/tcp", "--from", "friends"]);
     assert!(stdout(&out).contains("closed 8080/tcp from 10.97.0.2/32"));
