@@ -250,41 +250,22 @@ mod tests {
     use super::*;
     use crate::exit::Coded;
     use crate::kernel::memory::{Call, Failure, Fault, Memory};
+    use crate::ruleset::openings::tests::{deny_rule, request, ruleset};
     use crate::ruleset::*;
 
+    /// Profile `p` denying Redis, with group `admin`.
     fn table() -> Ruleset {
-        let deny = Rule {
-            matches: vec![
-                Match::Protocol(vec![Protocol::Tcp]),
-                Match::DestPort(vec![PortRange::single(6379)]),
-            ],
-            counter: true,
-            limit: None,
-            log: None,
-            verdict: Some(Verdict::Drop),
-            comment: "p.toml:9 deny redis".into(),
-        };
-        Ruleset {
-            profile: "p".into(),
-            table: TABLE_NAME.into(),
-            chains: vec![Chain {
-                name: "input".into(),
-                hook: Hook::Input,
-                priority: 0,
-                policy: Policy::Drop,
-                rules: vec![deny],
-            }],
-            sets: vec![Set {
-                name: "admin_v4".into(),
-                family: Family::Ipv4,
-                kind: SetKind::Prefixes(vec![
-                    "192.0.2.0/24".parse().unwrap(),
-                    "198.51.100.7/32".parse().unwrap(),
-                ]),
-                comment: "p.toml:2 group admin".into(),
-            }],
-            bans: None,
-        }
+        let mut t = ruleset(vec![deny_rule(Protocol::Tcp, 6379)]);
+        t.sets.push(Set {
+            name: "admin_v4".into(),
+            family: Family::Ipv4,
+            kind: SetKind::Prefixes(vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "198.51.100.7/32".parse().unwrap(),
+            ]),
+            comment: "p.toml:2 group admin".into(),
+        });
+        t
     }
 
     /// No profile to read groups from.
@@ -297,16 +278,6 @@ mod tests {
         let k = Memory::new();
         k.apply_at(&table(), None).unwrap();
         k
-    }
-
-    fn request(port: &str, from: &str, secs: u32) -> Request {
-        Request {
-            port: port.parse().unwrap(),
-            from: from.parse().unwrap(),
-            secs,
-            yes_any: false,
-            force: false,
-        }
     }
 
     #[test]

@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -56,17 +55,6 @@ impl Site {
         }
     }
 
-    /// A namespace linked to the host (`host_addr` on its end, `peer_addr`
-    /// on the peer's, each with its prefix length).
-    fn peer(&self, tag: &str, host_addr: &str, peer_addr: &str) -> Netns {
-        let peer = Netns::create(tag).unwrap();
-        self.host
-            .ns
-            .link(&peer, &[host_addr], &[peer_addr])
-            .unwrap();
-        peer
-    }
-
     fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
         self.host.expect_in(self.profiles.path(), code, args)
     }
@@ -94,16 +82,7 @@ impl Site {
 
 /// Whether a new TCP connection from `from` reaches `to`:8080.
 fn connects(from: &Netns, to: &str) -> bool {
-    let addr: SocketAddr = format!("{to}:8080").parse().unwrap();
-    from.run_in(|| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())
-        .expect("enter a peer namespace")
-}
-
-/// A listener on port 8080 in `ns`, open until dropped.
-fn listen(ns: &Netns) -> TcpListener {
-    ns.run_in(|| TcpListener::bind("0.0.0.0:8080"))
-        .unwrap()
-        .unwrap()
+    connects_to(from, to, 8080, Duration::from_millis(500))
 }
 
 #[test]
@@ -111,9 +90,13 @@ fn listen(ns: &Netns) -> TcpListener {
 fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() {
     needs_root("an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback");
     let s = Site::new("open");
-    let friend = s.peer("openfr", "10.97.0.1/24", &format!("{FRIEND}/24"));
-    let stranger = s.peer("openst", "10.96.0.1/24", &format!("{STRANGER}/24"));
-    let _listener = listen(&s.host.ns);
+    let friend = s
+        .host
+        .peer("openfr", "10.97.0.1/24", &format!("{FRIEND}/24"));
+    let stranger = s
+        .host
+        .peer("openst", "10.96.0.1/24", &format!("{STRANGER}/24"));
+    let _listener = listen_in(&s.host.ns, 8080);
     s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
     assert!(
         !connects(&friend, "10.97.0.1"),
@@ -182,8 +165,10 @@ fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() 
 fn an_opening_closes_on_time_with_every_fwharden_process_killed() {
     needs_root("an_opening_closes_on_time_with_every_fwharden_process_killed");
     let s = Site::new("opent");
-    let friend = s.peer("opentf", "10.97.0.1/24", &format!("{FRIEND}/24"));
-    let _listener = listen(&s.host.ns);
+    let friend = s
+        .host
+        .peer("opentf", "10.97.0.1/24", &format!("{FRIEND}/24"));
+    let _listener = listen_in(&s.host.ns, 8080);
     s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
     // A pending apply, so that a watcher runs, and the opening after it.
     s.fw(0, &["apply", "other", "--timeout", "600", "--no-probe"]);

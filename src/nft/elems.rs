@@ -145,32 +145,38 @@ impl<'a> ElemPages<'a> {
 unsafe impl NlMsg for ElemPages<'_> {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
         self.log.borrow_mut().insert(seq, self.what.to_string());
-        let (nl_type, flags) = match self.op {
-            Op::Add => (
-                libc::NFT_MSG_NEWSETELEM,
-                libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK,
-            ),
-            Op::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
-        };
-        let payload = self.payload();
-        // SAFETY: as above; the header is written first, the payload right
-        // after it, and the length updated to cover both.
-        unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                buf.cast::<c_char>(),
-                nl_type as u16,
-                FAMILY,
-                flags as u16,
-                seq,
-            );
-            let at = (*nlh).nlmsg_len as usize;
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                buf.cast::<u8>().add(at),
-                payload.len(),
-            );
-            (*nlh).nlmsg_len = (at + payload.len()) as u32;
-        }
+        // SAFETY: as above.
+        unsafe { write_message(buf, seq, self.op, &self.payload()) }
+    }
+}
+
+/// Writes one NEWSETELEM (`Op::Add`) or DELSETELEM message of `payload`
+/// (the attributes after the headers) into `buf`.
+///
+/// # Safety
+/// `buf` has room for the headers (20 bytes) and `payload`, as
+/// [`NlMsg::write`] promises for messages under 64 KiB.
+pub(super) unsafe fn write_message(buf: *mut c_void, seq: u32, op: Op, payload: &[u8]) {
+    let (nl_type, flags) = match op {
+        Op::Add => (
+            libc::NFT_MSG_NEWSETELEM,
+            libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK,
+        ),
+        Op::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+    };
+    // SAFETY: the caller's promise; the header is written first, the
+    // payload right after it, and the length updated to cover both.
+    unsafe {
+        let nlh = sys::nftnl_nlmsg_build_hdr(
+            buf.cast::<c_char>(),
+            nl_type as u16,
+            FAMILY,
+            flags as u16,
+            seq,
+        );
+        let at = (*nlh).nlmsg_len as usize;
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), buf.cast::<u8>().add(at), payload.len());
+        (*nlh).nlmsg_len = (at + payload.len()) as u32;
     }
 }
 

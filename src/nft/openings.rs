@@ -33,7 +33,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
-use std::os::raw::c_char;
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -441,32 +440,8 @@ impl Pages<'_> {
 unsafe impl NlMsg for Pages<'_> {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
         self.log.borrow_mut().insert(seq, self.what.to_string());
-        let (nl_type, flags) = match self.op {
-            Op::Add => (
-                libc::NFT_MSG_NEWSETELEM,
-                libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK,
-            ),
-            Op::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
-        };
-        let payload = self.payload();
-        // SAFETY: as above; the header first, the payload right after it,
-        // and the length updated to cover both.
-        unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                buf.cast::<c_char>(),
-                nl_type as u16,
-                FAMILY,
-                flags as u16,
-                seq,
-            );
-            let at = (*nlh).nlmsg_len as usize;
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                buf.cast::<u8>().add(at),
-                payload.len(),
-            );
-            (*nlh).nlmsg_len = (at + payload.len()) as u32;
-        }
+        // SAFETY: as above.
+        unsafe { elems::write_message(buf, seq, self.op, &self.payload()) }
     }
 }
 

@@ -283,10 +283,11 @@ pub fn explicit_deny(ruleset: &Ruleset, port: Port) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn deny_rule(protocol: Protocol, port: u16) -> Rule {
+    /// An input rule dropping `port` of `protocol` (`p.toml:9 deny redis`).
+    pub(crate) fn deny_rule(protocol: Protocol, port: u16) -> Rule {
         Rule {
             matches: vec![
                 Match::Protocol(vec![protocol]),
@@ -300,7 +301,8 @@ mod tests {
         }
     }
 
-    fn ruleset(rules: Vec<Rule>) -> Ruleset {
+    /// Profile `p`: an input chain of `rules`, policy drop, no sets.
+    pub(crate) fn ruleset(rules: Vec<Rule>) -> Ruleset {
         Ruleset {
             profile: "p".into(),
             table: "fwharden".into(),
@@ -316,7 +318,7 @@ mod tests {
         }
     }
 
-    fn request(port: &str, from: &str, secs: u32) -> Request {
+    pub(crate) fn request(port: &str, from: &str, secs: u32) -> Request {
         Request {
             port: port.parse().unwrap(),
             from: from.parse().unwrap(),
