@@ -286,14 +286,15 @@ pub(super) fn carry(sock: &mut Socket) -> Result<Carried, NftError> {
     })
 }
 
-/// The openings the kernel holds (see [`live`]).
+/// The openings the kernel holds, `None` when table `inet fwharden` has
+/// no opening sets (no table, or one an older fwharden wrote).
 pub fn openings() -> Result<Option<Vec<Opening>>, NftError> {
     live(&mut Socket::open()?)
 }
 
 /// One change to the opening sets: `delete` these openings, then `add`
 /// these (with their timeout in ms), in one transaction. It waits while an
-/// apply holds the ban gate (see [`super::gate`]): an apply reads the
+/// apply holds the ban gate (see [`super::BanGate`]): an apply reads the
 /// openings to carry them over, and one added after that read would be
 /// lost with the table it replaces.
 pub fn change(delete: &[(IpNet, Port)], add: &[(IpNet, Port, u64)]) -> Result<(), NftError> {

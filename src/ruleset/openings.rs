@@ -2,8 +2,7 @@
 //! 10m`): what a request is, and what it is refused for, before anything
 //! touches a kernel.
 //!
-//! # Where the openings live, and why (the design this module is the
-//! first part of)
+//! # Where the openings live, and why
 //! Bans live in a table of their own ([`super::bans`]) because a drop in
 //! any base chain is final. An accept is not: an accept in another
 //! table's chain only ends that chain, and table `inet fwharden` still
@@ -18,20 +17,26 @@
 //! (a group is prefixes; concatenated interval sets take timeouts since
 //! Linux 5.6), each element added with the opening's own timeout: the
 //! kernel alone removes it at its expiry, whatever happens to fwharden's
-//! processes. The rule that consults them comes after the profile's
-//! explicit denies, so a deny still wins; [`refusal`] turns away an
-//! opening of an explicitly denied port unless forced, since it would
-//! otherwise be a silent no-op.
+//! processes. The rules that consult them (one per family, by
+//! [`RULE_COMMENT`]) go into the input chain after the profile's last rule
+//! with a verdict ([`placement`]), so a deny still wins; [`refusal`] turns
+//! away an opening of an explicitly denied port unless forced, since it
+//! would otherwise be a silent no-op. Published container ports (the
+//! forward chain) are not opened this way.
 //!
 //! Because an apply replaces table `inet fwharden` whole (so do rollback,
 //! confirm and restore), every replacing transaction must carry the live
 //! elements over with their *remaining* timeouts (not the original ones:
 //! an apply must neither lose nor extend an opening), read and rewritten
-//! under the lock `fwharden open` takes; the generation check catches a
-//! writer that holds no lock.
+//! in one compare-and-swap on the generation (`nft::apply_at`), and with
+//! the ban gate closed, which `fwharden open` and `close` pass as a ban
+//! does, so that they wait for the apply instead of racing it.
 //!
-//! Openings are runtime state, like bans: the emitters (iptables, ufw) and
-//! the probe plan read a profile's ruleset, which holds none, and ignore them.
+//! Openings are runtime state, like bans: the model holds none, so the
+//! emitters (iptables, ufw) and the probe plan ignore them, and the
+//! read-back leaves the opening sets and rules out of the table it
+//! returns, so that they are never drift. The `nft -f` text (`show`)
+//! declares the sets and rules, empty, as every apply writes them.
 
 use std::net::IpAddr;
 
