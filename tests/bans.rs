@@ -79,7 +79,7 @@ impl Bans {
     }
 
     fn peer(&self, tag: &str, host_addr: &str, peer_addr: &str) -> Netns {
-        self.host.peer(tag, host_addr, peer_addr)
+        self.host.peer(tag, &[host_addr], &[peer_addr])
     }
 
     /// A listener on port 22 in `ns`, open until dropped.

@@ -9,9 +9,10 @@
 //!   killed: the kernel alone removes it;
 //! - the refusals and their exit codes.
 //!
-//! Topology: the host namespace (10.97.0.1, 10.96.0.1, a listener on port
-//! 8080) and two peers linked to it by veth pairs only: a friend
-//! (10.97.0.2, in group `friends`) and a stranger (10.96.0.3).
+//! Topology: the host namespace (10.97.0.1 and 2001:db8:97::1, 10.96.0.1
+//! and 2001:db8:96::1, listeners on port 8080) and two peers linked to it
+//! by veth pairs only: a friend (10.97.0.2 and 2001:db8:97::2, in group
+//! `friends`) and a stranger (10.96.0.3 and 2001:db8:96::3).
 
 mod common;
 
@@ -22,13 +23,14 @@ use common::*;
 use fwharden::netns::Netns;
 
 const FRIEND: &str = "10.97.0.2";
+const FRIEND6: &str = "2001:db8:97::2";
 const STRANGER: &str = "10.96.0.3";
 
 /// `web` allows SSH and denies Redis explicitly; `other` allows HTTP too
 /// (an apply that replaces the whole table).
 fn profiles(dir: &Path) {
     let base = format!(
-        "[groups]\nfriends = [\"{FRIEND}\"]\n\
+        "[groups]\nfriends = [\"{FRIEND}\", \"{FRIEND6}\"]\n\
          [[rule]]\nallow = \"ssh\"\n\
          [[rule]]\ndeny = \"redis\"\n"
     );
@@ -67,12 +69,14 @@ impl Site {
         v["openings"].as_array().unwrap().clone()
     }
 
-    /// The one opening held: (its timeout, its time left), in ms.
-    fn only_opening(&self) -> (u64, u64) {
+    /// The friend's two openings of 8080/tcp, and nothing else: the IPv4
+    /// one's (timeout, time left), in ms.
+    fn friends_openings(&self) -> (u64, u64) {
         let o = self.openings();
-        assert_eq!(o.len(), 1, "{o:?}");
-        assert_eq!(o[0]["port"], "8080/tcp");
-        assert_eq!(o[0]["from"], format!("{FRIEND}/32"));
+        assert_eq!(o.len(), 2, "{o:?}");
+        let from: Vec<&str> = o.iter().map(|o| o["from"].as_str().unwrap()).collect();
+        assert_eq!(from, [format!("{FRIEND}/32"), format!("{FRIEND6}/128")]);
+        assert!(o.iter().all(|o| o["port"] == "8080/tcp"), "{o:?}");
         (
             o[0]["timeout_ms"].as_u64().unwrap(),
             o[0]["left_ms"].as_u64().unwrap(),
@@ -90,28 +94,40 @@ fn connects(from: &Netns, to: &str) -> bool {
 fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() {
     needs_root("an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback");
     let s = Site::new("open");
-    let friend = s
-        .host
-        .peer("openfr", "10.97.0.1/24", &format!("{FRIEND}/24"));
-    let stranger = s
-        .host
-        .peer("openst", "10.96.0.1/24", &format!("{STRANGER}/24"));
-    let _listener = listen_in(&s.host.ns, 8080);
+    let friend = s.host.peer(
+        "openfr",
+        &["10.97.0.1/24", "2001:db8:97::1/64"],
+        &[&format!("{FRIEND}/24"), &format!("{FRIEND6}/64")],
+    );
+    let stranger = s.host.peer(
+        "openst",
+        &["10.96.0.1/24", "2001:db8:96::1/64"],
+        &[&format!("{STRANGER}/24"), "2001:db8:96::3/64"],
+    );
+    let _listeners = [
+        listen_in(&s.host.ns, 8080),
+        listen_at(&s.host.ns, "2001:db8:97::1", 8080),
+        listen_at(&s.host.ns, "2001:db8:96::1", 8080),
+    ];
+    // Both families, from the friend and from the stranger.
+    let friend_in = || connects(&friend, "10.97.0.1") && connects(&friend, "2001:db8:97::1");
+    let stranger_in = || connects(&stranger, "10.96.0.1") || connects(&stranger, "2001:db8:96::1");
     s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
     assert!(
-        !connects(&friend, "10.97.0.1"),
+        !connects(&friend, "10.97.0.1") && !connects(&friend, "2001:db8:97::1"),
         "8080 open before any opening"
     );
     assert!(s.openings().is_empty());
 
     let out = s.fw(0, &["open", "8080/tcp", "--from", "friends", "--for", "1h"]);
-    assert!(stdout(&out).contains("opened 8080/tcp from 10.97.0.2/32 for 1h"));
     assert!(
-        connects(&friend, "10.97.0.1"),
-        "the opened source was shut out"
+        stdout(&out).contains("opened 8080/tcp from 10.97.0.2/32, 2001:db8:97::2/128 for 1h"),
+        "{}",
+        stdout(&out)
     );
-    assert!(!connects(&stranger, "10.96.0.1"), "another source got in");
-    let (timeout, first) = s.only_opening();
+    assert!(friend_in(), "the opened source was shut out");
+    assert!(!stranger_in(), "another source got in");
+    let (timeout, first) = s.friends_openings();
     assert_eq!(timeout, 3_600_000);
     assert!(first > 0 && first <= timeout, "{first}");
     let text = stdout(&s.fw(0, &["status"]));
@@ -123,11 +139,11 @@ fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() 
     assert_eq!(s.host.status()["kernel"], "confirmed");
 
     let holds = |step: &str, before: u64| -> u64 {
-        let (timeout, left) = s.only_opening();
+        let (timeout, left) = s.friends_openings();
         assert_eq!(timeout, 3_600_000, "{step}");
         assert!(left <= before, "{step} lengthened it: {left} > {before}");
-        assert!(connects(&friend, "10.97.0.1"), "{step} closed it");
-        assert!(!connects(&stranger, "10.96.0.1"), "{step} opened it wider");
+        assert!(friend_in(), "{step} closed it");
+        assert!(!stranger_in(), "{step} opened it wider");
         left
     };
     s.fw(0, &["apply", "other", "--auto-confirm", "--no-probe"]);
@@ -153,7 +169,11 @@ fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() 
 
     let out = s.fw(0, &["close", "8080/tcp", "--from", "friends"]);
     assert!(stdout(&out).contains("closed 8080/tcp from 10.97.0.2/32"));
-    assert!(!connects(&friend, "10.97.0.1"), "still open after close");
+    assert!(stdout(&out).contains("closed 8080/tcp from 2001:db8:97::2/128"));
+    assert!(
+        !connects(&friend, "10.97.0.1") && !connects(&friend, "2001:db8:97::1"),
+        "still open after close"
+    );
     assert!(s.openings().is_empty());
     let out = s.fw(0, &["close", "8080/tcp"]);
     assert!(stdout(&out).contains("was not open"));
@@ -167,7 +187,7 @@ fn an_opening_closes_on_time_with_every_fwharden_process_killed() {
     let s = Site::new("opent");
     let friend = s
         .host
-        .peer("opentf", "10.97.0.1/24", &format!("{FRIEND}/24"));
+        .peer("opentf", &["10.97.0.1/24"], &[&format!("{FRIEND}/24")]);
     let _listener = listen_in(&s.host.ns, 8080);
     s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
     // A pending apply, so that a watcher runs, and the opening after it.

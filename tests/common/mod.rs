@@ -253,9 +253,16 @@ pub fn fw_in(ns: &Netns, dir: &Path) -> Command {
     c
 }
 
-/// A TCP listener on `port` in `ns`, open until dropped.
+/// A TCP listener on `port` of every IPv4 address in `ns`, open until
+/// dropped.
 pub fn listen_in(ns: &Netns, port: u16) -> std::net::TcpListener {
-    ns.run_in(|| std::net::TcpListener::bind(("0.0.0.0", port)))
+    listen_at(ns, "0.0.0.0", port)
+}
+
+/// A TCP listener on `addr`:`port` in `ns`, open until dropped.
+pub fn listen_at(ns: &Netns, addr: &str, port: u16) -> std::net::TcpListener {
+    let addr: std::net::IpAddr = addr.parse().expect("an address");
+    ns.run_in(|| std::net::TcpListener::bind((addr, port)))
         .expect("enter the namespace")
         .expect("bind the listener")
 }
@@ -346,13 +353,13 @@ impl Host {
         Host { ns, dir }
     }
 
-    /// A namespace linked to this host by a veth pair only: `host_addr` on
-    /// the host's end, `peer_addr` on the peer's (each with its prefix
+    /// A namespace linked to this host by a veth pair only: `host_addrs`
+    /// on the host's end, `peer_addrs` on the peer's (each with its prefix
     /// length). Deleted when dropped.
-    pub fn peer(&self, tag: &str, host_addr: &str, peer_addr: &str) -> Netns {
+    pub fn peer(&self, tag: &str, host_addrs: &[&str], peer_addrs: &[&str]) -> Netns {
         let peer = Netns::create(tag).expect("create a peer namespace");
         self.ns
-            .link(&peer, &[host_addr], &[peer_addr])
+            .link(&peer, host_addrs, peer_addrs)
             .expect("link the peer to the host");
         peer
     }
