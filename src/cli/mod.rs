@@ -304,7 +304,10 @@ pub enum Command {
     /// Close temporary openings of a port before their time: those from
     /// within GROUP|ADDR, or every one of the port.
     Close {
+        /// PORT/PROTOCOL: 8080/tcp or 53/udp.
         port: crate::ruleset::openings::Port,
+        /// Only the openings from within this group, address or prefix
+        /// (`any`: all of them).
         #[arg(long, value_name = "GROUP|ADDR")]
         from: Option<crate::ruleset::openings::OpenFrom>,
     },

@@ -217,21 +217,29 @@ pub(super) fn sets(b: &mut Builder, carried: &Carried) -> [u32; 2] {
         let id = s.get_u32(sys::NFTNL_SET_ID);
         let what = format!("set {name}");
         b.add(libc::NFT_MSG_NEWSET, CREATE, Payload::Set(s), &what);
-        // What is left of each, less the time since it was read: an apply
-        // neither loses an opening nor lengthens it.
         let spent = carried.read_at.elapsed().as_millis() as u64;
         let elems: Vec<Element> = carried
             .openings
             .iter()
             .filter(|o| model::family_of(&o.from) == family)
             .filter_map(|o| {
-                let left = o.left_ms.checked_sub(spent).filter(|l| *l > 0)?;
-                Some(Element::new(o, o.timeout_ms.max(left), Some(left)))
+                let (timeout, left) = remaining(o, spent)?;
+                Some(Element::new(o, timeout, Some(left)))
             })
             .collect();
         add_elems(b, &name, Some(id), Op::Add, elems, &what);
         id
     })
+}
+
+/// The timeout and expiration an opening read `spent_ms` ago is added
+/// again with: what was left of it less that time, so that an apply
+/// neither loses an opening nor lengthens it; `None` when it expired
+/// meanwhile.
+fn remaining(o: &Opening, spent_ms: u64) -> Option<(u64, u64)> {
+    let left = o.left_ms.checked_sub(spent_ms).filter(|l| *l > 0)?;
+    // The kernel keeps no expiration past the timeout.
+    Some((o.timeout_ms.max(left), left))
 }
 
 /// The rules that consult the opening sets, appended to `chain` where the
@@ -476,6 +484,24 @@ mod tests {
             let o = opening_of(&e, model::family_of(&from)).unwrap();
             assert_eq!((o.from, o.port, o.left_ms), (from, port, 1_000));
         }
+    }
+
+    #[test]
+    fn an_opening_carried_over_keeps_its_timeout_and_loses_the_time_spent() {
+        let o = Opening {
+            from: "10.0.0.0/24".parse().unwrap(),
+            port: "8080/tcp".parse().unwrap(),
+            timeout_ms: 600_000,
+            left_ms: 5_000,
+        };
+        assert_eq!(remaining(&o, 0), Some((600_000, 5_000)));
+        assert_eq!(remaining(&o, 1_200), Some((600_000, 3_800)));
+        assert_eq!(
+            remaining(&o, 5_000),
+            None,
+            "expired while the apply was built"
+        );
+        assert_eq!(remaining(&o, 9_000), None);
     }
 
     #[test]
