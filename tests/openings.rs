@@ -267,5 +267,24 @@ fn open_refusals_and_their_exit_codes() {
     )
     .unwrap();
     assert_eq!(v["closed"].as_array().unwrap().len(), 2, "{v}");
+
+    // An element added by hand without a timeout: `status` says so, and
+    // the next apply does not make it permanent.
+    s.host.sh(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "fwharden",
+        "_open_v4",
+        "{ 10.97.0.9 . tcp . 9999 }",
+    ]);
+    let v = s.host.status();
+    let why = v["openings_unreadable"].as_str().unwrap_or_default();
+    assert!(why.contains("without a timeout"), "{v}");
+    s.fw(0, &["apply", "other", "--auto-confirm", "--no-probe"]);
+    let left = s.openings();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["port"], "6379/tcp", "the forced opening is kept");
     s.host.wait_quiet();
 }

@@ -71,10 +71,6 @@ fn layout(family: Family) -> (u32, u32, [u8; 3]) {
     }
 }
 
-fn proto_number(p: Protocol) -> u8 {
-    p.number()
-}
-
 /// The element's key and key end: the prefix's first and last address,
 /// each followed by the protocol and the port, every field padded to 4
 /// bytes.
@@ -83,7 +79,7 @@ fn keys(from: &IpNet, port: Port) -> (Vec<u8>, Vec<u8>) {
         IpNet::V4(n) => (n.network().octets().into(), n.broadcast().octets().into()),
         IpNet::V6(n) => (n.network().octets().into(), n.broadcast().octets().into()),
     };
-    let mut tail = vec![proto_number(port.protocol), 0, 0, 0];
+    let mut tail = vec![port.protocol.number(), 0, 0, 0];
     tail.extend_from_slice(&port.port.to_be_bytes());
     tail.extend_from_slice(&[0, 0]);
     let join = |a: Vec<u8>| [a, tail.clone()].concat();
@@ -260,9 +256,24 @@ pub(super) fn rules(b: &mut Builder, chain: &Chain, ids: [u32; 2]) {
     }
 }
 
+/// What to do with an element of an opening set that is no opening
+/// fwharden writes (`nft add element` by hand, without a timeout, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stray {
+    /// An error: `status`, `open` and `close` say the table was edited.
+    Refuse,
+    /// Left out: an apply replaces the hand edit, as it does any other,
+    /// and must not make an element without a timeout permanent.
+    Drop,
+}
+
 /// The openings the kernel holds, `None` when table `inet fwharden` has
 /// no opening sets (no table, or one an older fwharden wrote).
 pub(super) fn live(sock: &mut Socket) -> Result<Option<Vec<Opening>>, NftError> {
+    read(sock, Stray::Refuse)
+}
+
+fn read(sock: &mut Socket, stray: Stray) -> Result<Option<Vec<Opening>>, NftError> {
     readback::retrying(|| {
         let mut out = Vec::new();
         for family in FAMILIES {
@@ -277,7 +288,13 @@ pub(super) fn live(sock: &mut Socket) -> Result<Option<Vec<Opening>>, NftError> 
                 Err(e) => return Err(e),
             };
             for e in &elems {
-                out.push(opening_of(e, family).map_err(|why| readback::foreign(&name, why))?);
+                match (opening_of(e, family), stray) {
+                    (Ok(o), _) => out.push(o),
+                    (Err(why), Stray::Refuse) => {
+                        return Err(readback::foreign(format!("set {name}"), why))
+                    }
+                    (Err(_), Stray::Drop) => {}
+                }
             }
         }
         out.sort_by_key(|o| (o.port.port, o.from));
@@ -289,7 +306,7 @@ pub(super) fn live(sock: &mut Socket) -> Result<Option<Vec<Opening>>, NftError> 
 pub(super) fn carry(sock: &mut Socket) -> Result<Carried, NftError> {
     let read_at = Instant::now();
     Ok(Carried {
-        openings: live(sock)?.unwrap_or_default(),
+        openings: read(sock, Stray::Drop)?.unwrap_or_default(),
         read_at,
     })
 }
