@@ -229,18 +229,26 @@ fn open_refusals_and_their_exit_codes() {
     // `any` only when said twice.
     let out = s.fw(4, &["open", "8080/tcp", "--from", "any", "--for", "10m"]);
     assert!(stderr(&out).contains("--yes-any"), "{}", stderr(&out));
-    s.fw(
-        0,
-        &[
-            "open",
-            "8080/tcp",
-            "--from",
-            "any",
-            "--for",
-            "10m",
-            "--yes-any",
-        ],
+    let out = s.fw(
+        4,
+        &["--json", "open", "8080/tcp", "--from", "any", "--for", "1m"],
     );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    let any = [
+        "--json",
+        "open",
+        "8080/tcp",
+        "--from",
+        "any",
+        "--for",
+        "10m",
+        "--yes-any",
+    ];
+    let v: serde_json::Value = serde_json::from_slice(&s.fw(0, &any).stdout).unwrap();
+    assert_eq!(v["from"], serde_json::json!(["0.0.0.0/0", "::/0"]), "{v}");
+    assert_eq!(v["port"], "8080/tcp", "{v}");
+    assert_eq!(v["secs"], 600, "{v}");
     // A port the profile denies explicitly: refused unless forced.
     let out = s.fw(4, &["open", "6379/tcp", "--from", FRIEND, "--for", "10m"]);
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
