@@ -233,7 +233,7 @@ fn print_openings(s: &crate::status::Status) {
     if let Some(why) = &s.openings_unreadable {
         println!("openings:          unreadable: {why}");
     } else if s.openings.is_empty() {
-        println!("openings:          none (`fwharden open` adds one)");
+        println!("openings:          none");
     }
     for o in &s.openings {
         println!(
