@@ -296,3 +296,42 @@ fn open_refusals_and_their_exit_codes() {
     assert_eq!(left[0]["port"], "6379/tcp", "the forced opening is kept");
     s.host.wait_quiet();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn no_opening_is_lost_while_applies_and_restores_run() {
+    needs_root("no_opening_is_lost_while_applies_and_restores_run");
+    let s = Site::new("openld");
+    s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]);
+    let sources: Vec<String> = (1..=30).map(|i| format!("10.97.1.{i}")).collect();
+    std::thread::scope(|scope| {
+        // Applies (a generation from the caller) and restores (none: the
+        // ban gate and a generation read inside), back to back, while the
+        // openings come in.
+        scope.spawn(|| {
+            for i in 0..12 {
+                match i % 3 {
+                    0 => s.fw(0, &["apply", "other", "--auto-confirm", "--no-probe"]),
+                    1 => s.fw(0, &["restore"]),
+                    _ => s.fw(0, &["apply", "web", "--auto-confirm", "--no-probe"]),
+                };
+            }
+        });
+        for from in &sources {
+            s.fw(0, &["open", "9090/tcp", "--from", from, "--for", "1h"]);
+        }
+    });
+    let held: Vec<String> = s
+        .openings()
+        .iter()
+        .map(|o| o["from"].as_str().unwrap().to_string())
+        .collect();
+    for from in &sources {
+        assert!(
+            held.contains(&format!("{from}/32")),
+            "{from} was lost: {held:?}"
+        );
+    }
+    assert_eq!(held.len(), sources.len(), "{held:?}");
+    s.host.wait_quiet();
+}
