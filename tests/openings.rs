@@ -7,6 +7,7 @@
 //!   lengthening it; `close` ends it early;
 //! - an opening closes on time with the watcher and every fwharden process
 //!   killed: the kernel alone removes it;
+//! - no opening is lost while applies and restores run back to back;
 //! - the refusals and their exit codes.
 //!
 //! Topology: the host namespace (10.97.0.1 and 2001:db8:97::1, 10.96.0.1

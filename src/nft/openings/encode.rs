@@ -279,4 +279,55 @@ mod tests {
             assert_eq!((o.from, o.port, o.left_ms), (from, port, 1_000));
         }
     }
+
+    /// The number of elements in one message's attributes (after its
+    /// headers): the nests inside NFTA_SET_ELEM_LIST_ELEMENTS.
+    fn elements_in(payload: &[u8]) -> usize {
+        let attrs = |b: &[u8]| {
+            let mut out = Vec::new();
+            let mut at = 0;
+            while at + 4 <= b.len() {
+                let len = u16::from_ne_bytes([b[at], b[at + 1]]) as usize;
+                let ty = u16::from_ne_bytes([b[at + 2], b[at + 3]]) & 0x3fff;
+                out.push((ty, b[at + 4..at + len].to_vec()));
+                at += len.next_multiple_of(4);
+            }
+            out
+        };
+        attrs(payload)
+            .into_iter()
+            .filter(|(ty, _)| *ty == elems::NFTA_SET_ELEM_LIST_ELEMENTS)
+            .map(|(_, list)| attrs(&list).len())
+            .sum()
+    }
+
+    #[test]
+    fn a_big_group_pages_into_messages_under_the_nest_limit_and_loses_none() {
+        let port: Port = "8080/tcp".parse().unwrap();
+        let elems: Vec<Element> = (0..3000u128)
+            .map(|i| {
+                let net = IpNet::new(std::net::Ipv6Addr::from(i << 64).into(), 64).unwrap();
+                Element::timed(&net, port, 600_000)
+            })
+            .collect();
+        let log = RefCell::new(BTreeMap::new());
+        let pages = Pages {
+            table: "fwharden",
+            set: "_open_v6",
+            set_id: None,
+            op: Op::Add,
+            elems,
+            next: Cell::new(0),
+            what: "test",
+            log: &log,
+        };
+        let mut messages = Vec::new();
+        while pages.next.get() < pages.elems.len() {
+            messages.push(pages.payload());
+        }
+        assert!(messages.len() > 1, "{} messages", messages.len());
+        assert!(messages.iter().all(|m| m.len() < 65_536));
+        let total: usize = messages.iter().map(|m| elements_in(m)).sum();
+        assert_eq!(total, 3000);
+    }
 }
