@@ -13,7 +13,8 @@
 //! containers) and [`cli`] sit on top; [`state`] keeps the records,
 //! [`progress`] shows a long apply's phases, and [`interlock`] keeps the
 //! tests off the machine's own firewall. [`kernel`] is the port through
-//! which the safety net asks nf_tables (netlink, or a kernel in memory).
+//! which the safety net asks nf_tables (netlink, or a kernel in memory);
+//! [`open`] adds and removes temporary openings through it.
 //! [`sshclient`] finds the operator's SSH client (the environment, else
 //! the kernel's connections to sshd), which the lockout guard and the ban
 //! guard ([`ruleset::ban_guard`]) keep from being cut off.
@@ -29,7 +30,7 @@
 //! | 1 | netns, progress, ruleset |
 //! | 2 | nft, profile, render, state |
 //! | 3 | compile, containers, kernel |
-//! | 4 | audit, emit, observe |
+//! | 4 | audit, emit, observe, open |
 //! | 5 | probe, sshclient |
 //! | 6 | rollback |
 //! | 7 | status |
@@ -49,6 +50,7 @@ pub mod kernel;
 pub mod netns;
 pub mod nft;
 pub mod observe;
+pub mod open;
 pub mod probe;
 pub mod profile;
 pub mod progress;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::nft::{self, BaseChain, NftError};
 use crate::rollback::liveness::WatcherState;
 use crate::rollback::{placement, settle, Ports, RollbackError};
+use crate::ruleset::openings::Opening;
 use crate::ruleset::{hatch, Policy};
 use crate::state::{now_ms, Attempt, Dirs, Known};
 
@@ -52,6 +53,11 @@ pub struct Status {
     pub rules: Option<crate::observe::rules::RulesNow>,
     /// Why the rules could not be read, when they could not.
     pub rules_unreadable: Option<String>,
+    /// The temporary openings (`fwharden open`) the kernel holds, each
+    /// with the time it has left (`left_ms`).
+    pub openings: Vec<Opening>,
+    /// Why the openings could not be read, when they could not.
+    pub openings_unreadable: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -224,6 +230,10 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         Ok(r) => (r, None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let (openings, openings_unreadable) = match ports.kernel.openings() {
+        Ok(o) => (o.unwrap_or_default(), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let seen = crate::audit::gather();
     let exposure = crate::audit::summary(&crate::audit::judge(
         &seen.sockets,
@@ -234,6 +244,8 @@ pub fn status(ports: Ports, dirs: &Dirs, elements: Elements) -> Result<Status, R
         exposure,
         rules,
         rules_unreadable,
+        openings,
+        openings_unreadable,
         confirmed: confirmed.map(|c| c.profile),
         disabled,
         pending: pending.map(|p| PendingStatus {

@@ -17,7 +17,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -78,22 +78,13 @@ impl Bans {
         }
     }
 
-    /// A namespace linked to the host: `host_addr` on the host's end,
-    /// `peer_addr` on the peer's (both with their prefix length).
     fn peer(&self, tag: &str, host_addr: &str, peer_addr: &str) -> Netns {
-        let peer = Netns::create(tag).unwrap();
-        self.host
-            .ns
-            .link(&peer, &[host_addr], &[peer_addr])
-            .unwrap();
-        peer
+        self.host.peer(tag, &[host_addr], &[peer_addr])
     }
 
     /// A listener on port 22 in `ns`, open until dropped.
     fn listen(ns: &Netns) -> TcpListener {
-        ns.run_in(|| TcpListener::bind("0.0.0.0:22"))
-            .unwrap()
-            .unwrap()
+        listen_in(ns, 22)
     }
 
     fn fw(&self, code: i32, args: &[&str]) -> std::process::Output {
@@ -232,9 +223,7 @@ fn ban_unban_and_the_refusals() {
 
 /// Whether a new TCP connection from `from` reaches `to`:22.
 fn connects(from: &Netns, to: &str) -> bool {
-    let addr: SocketAddr = format!("{to}:22").parse().unwrap();
-    from.run_in(|| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
-        .expect("enter a peer namespace")
+    connects_to(from, to, 22, Duration::from_millis(300))
 }
 
 #[test]

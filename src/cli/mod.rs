@@ -14,6 +14,7 @@ mod history;
 mod list;
 mod log;
 mod metrics;
+mod open;
 mod probe;
 mod safety;
 mod scan;
@@ -59,6 +60,7 @@ Examples:
   fwharden audit                         every listening port, and who can reach it
   fwharden audit vps-profile             the same, judged by a profile before applying it
   fwharden ban 203.0.113.5 --timeout 1h  drop a source (needs [bans] enabled)
+  fwharden open 8080/tcp --from admin --for 10m   a port opened; the kernel closes it on time
   fwharden metrics --output /var/lib/prometheus/node-exporter/fwharden.prom   counters for Prometheus
   fwharden log --follow --port 22        logged packets and the profile line that decided each
 
@@ -322,6 +324,38 @@ pub enum Command {
     },
     /// Lift the ban of a source address.
     Unban { addr: std::net::IpAddr },
+    /// Open a port to a source for a while: an element with a timeout in
+    /// table inet fwharden, which the kernel removes on time even if every
+    /// fwharden process dies; an apply keeps it with the time it has left.
+    /// Refused (exit 4): longer than 7 days, `--from any` without
+    /// `--yes-any`, a port the profile denies explicitly without `--force`,
+    /// no table applied by fwharden.
+    Open {
+        /// PORT/PROTOCOL: 8080/tcp or 53/udp.
+        port: crate::ruleset::openings::Port,
+        /// A group of the applied profile, an address, a prefix, or `any`.
+        #[arg(long, value_name = "GROUP|ADDR")]
+        from: crate::ruleset::openings::OpenFrom,
+        /// How long: 600, 90s, 10m, 1h or 7d (at most 7 days).
+        #[arg(long = "for", value_name = "DURATION", value_parser = duration::arg(1, duration::YEAR))]
+        for_: u64,
+        /// `--from any` means the whole internet: say so twice.
+        #[arg(long)]
+        yes_any: bool,
+        /// Open a port the profile denies explicitly.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Close temporary openings of a port before their time: those from
+    /// within GROUP|ADDR, or every one of the port.
+    Close {
+        /// PORT/PROTOCOL: 8080/tcp or 53/udp.
+        port: crate::ruleset::openings::Port,
+        /// Only the openings from within this group, address or prefix
+        /// (`any`: all of them).
+        #[arg(long, value_name = "GROUP|ADDR")]
+        from: Option<crate::ruleset::openings::OpenFrom>,
+    },
     /// List the bans, with the time each has left.
     Bans,
     /// The firewall's counters in Prometheus text format: packets and
@@ -469,6 +503,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             force,
         } => bans::ban(*addr, *timeout, *force, cli.json),
         Command::Unban { addr } => bans::unban(*addr, cli.json),
+        Command::Open {
+            port,
+            from,
+            for_,
+            yes_any,
+            force,
+        } => open::open(
+            &search,
+            *port,
+            from.clone(),
+            *for_,
+            *yes_any,
+            *force,
+            cli.json,
+        ),
+        Command::Close { port, from } => open::close(&search, *port, from.clone(), cli.json),
         Command::Bans => bans::list(cli.json),
         Command::Status { verify } => safety::status(&dirs, *verify, cli.json),
         Command::Restore => safety::restore(&dirs, cli.json),

@@ -239,6 +239,7 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         println!("kernel's hatch:    {h}");
     }
     print_rules(&s);
+    print_openings(&s);
     if let Some(l) = &s.last_rollback {
         println!("last rollback:     {l}");
     }
@@ -278,6 +279,26 @@ pub fn status(dirs: &Dirs, verify: bool, json: bool) -> anyhow::Result<i32> {
         eprintln!("fwharden: warning: {w}");
     }
     Ok(code)
+}
+
+/// The temporary openings, one a line, with the time each has left.
+fn print_openings(s: &crate::status::Status) {
+    if let Some(why) = &s.openings_unreadable {
+        println!("openings:          unreadable: {why}");
+    } else if s.openings.is_empty() {
+        println!("openings:          none");
+    }
+    for o in &s.openings {
+        println!(
+            "opening:           {} from {}: {} left (of {}); `fwharden close {} --from {}` ends it",
+            o.port,
+            o.from,
+            crate::duration::human(o.left_ms.div_ceil(1000)),
+            crate::duration::human(o.timeout_ms.div_ceil(1000)),
+            o.port,
+            o.from
+        );
+    }
 }
 
 /// What the loaded table allows, one profile rule a line, with what each

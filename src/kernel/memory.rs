@@ -9,8 +9,11 @@
 
 use std::cell::RefCell;
 
+use ipnet::IpNet;
+
 use super::Kernel;
 use crate::nft::{next_generation, ApplyReport, BanState, Check, NftError};
+use crate::ruleset::openings::{Opening, Port};
 use crate::ruleset::Ruleset;
 
 /// The kernel calls, as a fault script names them.
@@ -24,10 +27,12 @@ pub enum Call {
     Verify,
     RemoveTable,
     BanState,
+    Openings,
+    ChangeOpenings,
 }
 
 impl Call {
-    pub const ALL: [Call; 8] = [
+    pub const ALL: [Call; 10] = [
         Call::Generation,
         Call::ReadTable,
         Call::ReadTableAt,
@@ -36,11 +41,16 @@ impl Call {
         Call::Verify,
         Call::RemoveTable,
         Call::BanState,
+        Call::Openings,
+        Call::ChangeOpenings,
     ];
 
     /// Whether the call commits a transaction.
     pub fn commits(self) -> bool {
-        matches!(self, Call::ApplyAt | Call::ApplyDelta | Call::RemoveTable)
+        matches!(
+            self,
+            Call::ApplyAt | Call::ApplyDelta | Call::RemoveTable | Call::ChangeOpenings
+        )
     }
 }
 
@@ -126,6 +136,10 @@ struct Inner {
     generation: u32,
     table: Option<Ruleset>,
     bans: Option<BanState>,
+    /// The opening sets' elements; `None`: there are no opening sets (no
+    /// table, or one fwharden did not write). An apply keeps them, as the
+    /// real one carries them over; time does not pass here.
+    openings: Option<Vec<Opening>>,
     /// Faults still to happen, in order, each at the next call it names.
     script: Vec<(Call, Fault)>,
     calls: Vec<Call>,
@@ -174,6 +188,11 @@ impl Memory {
         self.inner.borrow_mut().bans = bans;
     }
 
+    /// The openings held, `None` for no opening sets.
+    pub fn held_openings(&self) -> Option<Vec<Opening>> {
+        self.inner.borrow().openings.clone()
+    }
+
     /// What table `inet fwharden` holds now.
     pub fn table(&self) -> Option<Ruleset> {
         self.inner.borrow().table.clone()
@@ -207,6 +226,7 @@ impl Memory {
             }
             Fault::Edited(table) => {
                 inner.table = table;
+                inner.openings = None;
                 inner.generation = next_generation(inner.generation);
                 None
             }
@@ -248,6 +268,10 @@ impl Memory {
             return Err(unknown());
         }
         let before = inner.generation;
+        inner.openings = match table {
+            Some(_) => Some(inner.openings.take().unwrap_or_default()),
+            None => None,
+        };
         inner.table = table;
         inner.generation = next_generation(before);
         if lost == Some(true) {
@@ -347,6 +371,65 @@ impl Kernel for Memory {
 
     fn hold_bans(&self) -> Option<crate::nft::BanGate> {
         None
+    }
+
+    fn openings(&self) -> Result<Option<Vec<Opening>>, NftError> {
+        match self.enter(Call::Openings) {
+            Some(Fault::Fail(f)) => Err(f.error()),
+            _ => Ok(self.inner.borrow().openings.clone()),
+        }
+    }
+
+    /// As the kernel does: a delete of an opening not held fails (ENOENT),
+    /// an add that overlaps one held fails (EEXIST), and either refuses
+    /// the whole transaction.
+    fn change_openings(
+        &self,
+        delete: &[(IpNet, Port)],
+        add: &[(IpNet, Port, u64)],
+    ) -> Result<(), NftError> {
+        let fault = self.enter(Call::ChangeOpenings);
+        let mut inner = self.inner.borrow_mut();
+        if inner.forbidden {
+            return Err(Failure::Permission.error());
+        }
+        if let Some(Fault::Fail(f)) = fault {
+            return Err(f.error());
+        }
+        let refused = |errno: i32| NftError::Rejected {
+            what: "an opening element".into(),
+            message: None,
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let mut held = inner
+            .openings
+            .clone()
+            .ok_or_else(|| refused(libc::ENOENT))?;
+        for (from, port) in delete {
+            let at = held
+                .iter()
+                .position(|o| o.from == *from && o.port == *port)
+                .ok_or_else(|| refused(libc::ENOENT))?;
+            held.remove(at);
+        }
+        for (from, port, ms) in add {
+            let overlaps = |o: &Opening| {
+                o.port == *port
+                    && (o.from.contains(&from.network()) || from.contains(&o.from.network()))
+            };
+            if held.iter().any(overlaps) {
+                return Err(refused(libc::EEXIST));
+            }
+            held.push(Opening {
+                from: *from,
+                port: *port,
+                timeout_ms: *ms,
+                left_ms: *ms,
+            });
+        }
+        inner.openings = Some(held);
+        inner.generation = next_generation(inner.generation);
+        Ok(())
     }
 
     fn backoff(&self, _attempt: u32) {}

@@ -19,7 +19,10 @@
 
 pub mod memory;
 
+use ipnet::IpNet;
+
 use crate::nft::{self, ApplyReport, BanState, Check, NftError};
+use crate::ruleset::openings::{Opening, Port};
 use crate::ruleset::Ruleset;
 
 /// What the orchestration asks of nf_tables. Every method is one
@@ -53,6 +56,16 @@ pub trait Kernel {
     fn remove_table(&self) -> Result<(), NftError>;
     /// The ban table, `None` when there is none.
     fn ban_state(&self) -> Result<Option<BanState>, NftError>;
+    /// The openings (`fwharden open`) the kernel holds, `None` when table
+    /// `inet fwharden` has no opening sets.
+    fn openings(&self) -> Result<Option<Vec<Opening>>, NftError>;
+    /// Deletes the openings `delete`, then adds `add` (each with its
+    /// timeout in ms), in one transaction that no apply runs beside.
+    fn change_openings(
+        &self,
+        delete: &[(IpNet, Port)],
+        add: &[(IpNet, Port, u64)],
+    ) -> Result<(), NftError>;
     /// Holds fwharden's own bans back until the returned guard is dropped,
     /// so that they do not move the generation under an apply's read,
     /// commit and read-back (see [`nft::BanGate`]); `None` where there is
@@ -104,6 +117,16 @@ impl Kernel for Netlink {
     }
     fn ban_state(&self) -> Result<Option<BanState>, NftError> {
         nft::ban_state()
+    }
+    fn openings(&self) -> Result<Option<Vec<Opening>>, NftError> {
+        nft::openings()
+    }
+    fn change_openings(
+        &self,
+        delete: &[(IpNet, Port)],
+        add: &[(IpNet, Port, u64)],
+    ) -> Result<(), NftError> {
+        nft::change_openings(delete, add)
     }
     fn hold_bans(&self) -> Option<nft::BanGate> {
         Some(nft::BanGate::close())

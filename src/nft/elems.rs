@@ -25,20 +25,20 @@ use nftnl::{MsgType, NlMsg};
 use super::batch::FAMILY;
 use super::intervals::{open_udata, Elem};
 
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
-const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+pub(super) const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_DATA_VALUE: u16 = 1;
+pub(super) const NFTA_DATA_VALUE: u16 = 1;
 
 /// A nest's length is a u16: the element list of one message stays below
 /// it, with room for the largest element.
-const LIST_MAX: usize = 60 * 1024;
+pub(super) const LIST_MAX: usize = 60 * 1024;
 
 /// Which message the elements travel in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,36 +145,42 @@ impl<'a> ElemPages<'a> {
 unsafe impl NlMsg for ElemPages<'_> {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
         self.log.borrow_mut().insert(seq, self.what.to_string());
-        let (nl_type, flags) = match self.op {
-            Op::Add => (
-                libc::NFT_MSG_NEWSETELEM,
-                libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK,
-            ),
-            Op::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
-        };
-        let payload = self.payload();
-        // SAFETY: as above; the header is written first, the payload right
-        // after it, and the length updated to cover both.
-        unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                buf.cast::<c_char>(),
-                nl_type as u16,
-                FAMILY,
-                flags as u16,
-                seq,
-            );
-            let at = (*nlh).nlmsg_len as usize;
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                buf.cast::<u8>().add(at),
-                payload.len(),
-            );
-            (*nlh).nlmsg_len = (at + payload.len()) as u32;
-        }
+        // SAFETY: as above.
+        unsafe { write_message(buf, seq, self.op, &self.payload()) }
     }
 }
 
-fn put(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
+/// Writes one NEWSETELEM (`Op::Add`) or DELSETELEM message of `payload`
+/// (the attributes after the headers) into `buf`.
+///
+/// # Safety
+/// `buf` has room for the headers (20 bytes) and `payload`, as
+/// [`NlMsg::write`] promises for messages under 64 KiB.
+pub(super) unsafe fn write_message(buf: *mut c_void, seq: u32, op: Op, payload: &[u8]) {
+    let (nl_type, flags) = match op {
+        Op::Add => (
+            libc::NFT_MSG_NEWSETELEM,
+            libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK,
+        ),
+        Op::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+    };
+    // SAFETY: the caller's promise; the header is written first, the
+    // payload right after it, and the length updated to cover both.
+    unsafe {
+        let nlh = sys::nftnl_nlmsg_build_hdr(
+            buf.cast::<c_char>(),
+            nl_type as u16,
+            FAMILY,
+            flags as u16,
+            seq,
+        );
+        let at = (*nlh).nlmsg_len as usize;
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), buf.cast::<u8>().add(at), payload.len());
+        (*nlh).nlmsg_len = (at + payload.len()) as u32;
+    }
+}
+
+pub(super) fn put(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
     let len = 4 + value.len();
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&ty.to_ne_bytes());
@@ -182,21 +188,21 @@ fn put(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
     out.resize(out.len().next_multiple_of(4), 0);
 }
 
-fn put_str(out: &mut Vec<u8>, ty: u16, value: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, ty: u16, value: &str) {
     let mut v = value.as_bytes().to_vec();
     v.push(0);
     put(out, ty, &v);
 }
 
 /// Starts a nested attribute; returns where, for [`end_nest`].
-fn begin_nest(out: &mut Vec<u8>, ty: u16) -> usize {
+pub(super) fn begin_nest(out: &mut Vec<u8>, ty: u16) -> usize {
     let at = out.len();
     out.extend_from_slice(&0u16.to_ne_bytes());
     out.extend_from_slice(&(ty | libc::NLA_F_NESTED as u16).to_ne_bytes());
     at
 }
 
-fn end_nest(out: &mut [u8], at: usize) {
+pub(super) fn end_nest(out: &mut [u8], at: usize) {
     let len = (out.len() - at) as u16;
     out[at..at + 2].copy_from_slice(&len.to_ne_bytes());
 }

@@ -51,6 +51,28 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 pub struct BanGate {
     /// Unlocked when dropped (and by the kernel if the holder dies).
     _held: Option<Flock<File>>,
+    /// This one closed the gate for an apply (counted in [`CLOSED_HERE`]).
+    closed: bool,
+}
+
+std::thread_local! {
+    /// How many gates this thread holds closed. Per thread, as the lock is
+    /// per network namespace and a thread may have entered another one.
+    static CLOSED_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread holds the gate closed already: a second exclusive
+/// flock from the same thread would wait on the first.
+pub(super) fn closed_here() -> bool {
+    CLOSED_HERE.with(|c| c.get() > 0)
+}
+
+impl Drop for BanGate {
+    fn drop(&mut self) {
+        if self.closed {
+            CLOSED_HERE.with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
 }
 
 impl BanGate {
@@ -60,8 +82,14 @@ impl BanGate {
     /// on without it: bans then race it, which the apply survives as it
     /// did before the gate, and which is no reason to refuse an apply.
     pub fn close() -> BanGate {
+        let held = take(FlockArg::LockExclusiveNonblock, APPLY_WAIT).ok();
+        let closed = held.is_some();
+        if closed {
+            CLOSED_HERE.with(|c| c.set(c.get() + 1));
+        }
         BanGate {
-            _held: take(FlockArg::LockExclusiveNonblock, APPLY_WAIT).ok(),
+            _held: held,
+            closed,
         }
     }
 
@@ -69,7 +97,10 @@ impl BanGate {
     /// [`BAN_WAIT`].
     pub(super) fn pass() -> Result<BanGate, NftError> {
         take(FlockArg::LockSharedNonblock, BAN_WAIT)
-            .map(|f| BanGate { _held: Some(f) })
+            .map(|f| BanGate {
+                _held: Some(f),
+                closed: false,
+            })
             .map_err(|source| NftError::Io {
                 op: "waiting for the apply in progress (flock on /proc/thread-self/ns/net)",
                 source,
@@ -131,5 +162,15 @@ mod tests {
         let again = File::open("/proc/thread-self/ns/net").unwrap();
         assert!(Flock::lock(again, FlockArg::LockSharedNonblock).is_err());
         drop(held);
+        // (In the same test: two tests of one process would share the gate.)
+        // A thread knows it closed the gate, until it opens it again.
+        assert!(!closed_here());
+        let gate = BanGate::close();
+        assert!(gate._held.is_some(), "nobody else holds this test's gate");
+        assert!(closed_here());
+        // Another thread has not closed it, whatever this one did.
+        assert!(!std::thread::spawn(closed_here).join().unwrap());
+        drop(gate);
+        assert!(!closed_here());
     }
 }

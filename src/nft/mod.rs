@@ -23,6 +23,7 @@ mod intervals;
 mod monitor;
 pub mod nflog;
 mod obj;
+mod openings;
 mod readback;
 mod rules;
 mod socket;
@@ -35,6 +36,7 @@ pub use bans::{
     Banned, Unbanned,
 };
 pub use gate::BanGate;
+pub use openings::{change as change_openings, openings};
 pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;
@@ -145,11 +147,45 @@ pub fn apply(ruleset: &Ruleset) -> Result<ApplyReport, NftError> {
 /// [`read_table_at`] returned it): a write by anyone else in between makes
 /// the kernel refuse the whole batch with [`NftError::Raced`].
 pub fn apply_at(ruleset: &Ruleset, generation: Option<u32>) -> Result<ApplyReport, NftError> {
+    if let Some(g) = generation {
+        return apply_cas(ruleset, g);
+    }
+    // Without a generation from the caller, one is read here all the same:
+    // the openings carried over must be the ones the kernel holds when the
+    // batch goes in, and an `open` could otherwise land between the read
+    // and the commit and be lost with the table. The ban gate, closed here
+    // unless the caller closed it, holds fwharden's own bans and opens
+    // back meanwhile; a commit by anyone else (CrowdSec, nft by hand)
+    // costs a rebuild.
+    let _gate = (!gate::closed_here()).then(BanGate::close);
+    let mut sock = socket::Socket::open()?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match apply_cas(ruleset, readback::generation(&mut sock)?) {
+            Err(NftError::Raced) if tries < CAS_TRIES => continue,
+            other => return other,
+        }
+    }
+}
+
+/// How many times [`apply_at`] without a generation reads one and tries.
+const CAS_TRIES: u32 = 5;
+
+fn apply_cas(ruleset: &Ruleset, generation: u32) -> Result<ApplyReport, NftError> {
     // Read under the same compare-and-swap: a ban table made or changed
     // after this read moves the generation, and the kernel refuses the
     // batch built on it.
-    let ban_table = bans::before_apply(&mut socket::Socket::open()?, ruleset)?;
-    commit(batch::apply(ruleset, ban_table)?, generation)
+    let mut sock = socket::Socket::open()?;
+    let ban_table = bans::before_apply(&mut sock, ruleset)?;
+    // The openings are carried over with what is left of their time (see
+    // `openings`); the same compare-and-swap refuses the batch when one
+    // was opened or closed since `generation`.
+    let carried = openings::carry(&mut sock)?;
+    commit(
+        batch::apply(ruleset, ban_table, &carried)?,
+        Some(generation),
+    )
 }
 
 /// Brings the kernel from `old`, which it holds at `generation`, to `new`

@@ -166,6 +166,9 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelElem {
     pub key: Vec<u8>,
+    /// The last key of a range (NFTA_SET_ELEM_KEY_END, concatenated
+    /// interval sets only); empty for none.
+    pub key_end: Vec<u8>,
     pub flags: u32,
     pub timeout_ms: Option<u64>,
     /// The time left before the kernel drops it, in ms.
@@ -224,6 +227,12 @@ impl Set {
                 } else {
                     std::slice::from_raw_parts(p.cast::<u8>(), len as usize).to_vec()
                 };
+                let p = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY_END as u16, &mut len);
+                let key_end = if p.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(p.cast::<u8>(), len as usize).to_vec()
+                };
                 let flags = if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_FLAGS as u16) {
                     sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
                 } else {
@@ -237,6 +246,7 @@ impl Set {
                     .then(|| sys::nftnl_set_elem_get_u64(e, expiration));
                 out.push(KernelElem {
                     key,
+                    key_end,
                     flags,
                     timeout_ms,
                     expires_ms,

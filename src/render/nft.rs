@@ -7,8 +7,8 @@ use std::fmt::Write;
 
 use ipnet::IpNet;
 
-use crate::ruleset::bans;
 use crate::ruleset::*;
+use crate::ruleset::{bans, openings};
 
 /// The whole table, ready for `nft -f`. It declares the table, deletes it
 /// and declares it again with its contents, so loading it replaces only our
@@ -28,12 +28,21 @@ pub fn nft_text(ruleset: &Ruleset) -> String {
         first = false;
         render_set(&mut out, set);
     }
-    for chain in &ruleset.chains {
+    // The opening sets and the rules that consult them are part of every
+    // table apply writes (see `ruleset::openings`); their elements are
+    // runtime state, which apply carries over and this text cannot.
+    for family in [Family::Ipv4, Family::Ipv6] {
         if !first {
             out.push('\n');
         }
         first = false;
-        render_chain(&mut out, chain);
+        render_opening_set(&mut out, family);
+    }
+    let input = ruleset.chains.iter().position(|c| c.hook == Hook::Input);
+    for (i, chain) in ruleset.chains.iter().enumerate() {
+        out.push('\n');
+        let open_at = (Some(i) == input).then(|| openings::placement(chain));
+        render_chain(&mut out, chain, open_at);
     }
     out.push_str("}\n");
     if let Some(bans) = &ruleset.bans {
@@ -100,9 +109,33 @@ fn ban_table_text(out: &mut String, t: &Ruleset) {
             out.push('\n');
         }
         first = false;
-        render_chain(out, chain);
+        render_chain(out, chain, None);
     }
     out.push_str("}\n");
+}
+
+fn render_opening_set(out: &mut String, family: Family) {
+    let _ = writeln!(out, "\tset {} {{", openings::set_name(family));
+    let _ = writeln!(
+        out,
+        "\t\ttype {} . inet_proto . inet_service",
+        addr_type(family)
+    );
+    let _ = writeln!(out, "\t\tflags interval,timeout");
+    render_comment(out, "temporary openings (fwharden open)");
+    let _ = writeln!(out, "\t}}");
+}
+
+/// The rules that accept what the opening sets hold.
+fn opening_rules(out: &mut String) {
+    for (family, addr) in [(Family::Ipv4, "ip"), (Family::Ipv6, "ip6")] {
+        let _ = writeln!(
+            out,
+            "\t\t{addr} saddr . meta l4proto . th dport @{} counter accept comment \"{}\"",
+            openings::set_name(family),
+            openings::RULE_COMMENT
+        );
+    }
 }
 
 fn addr_type(f: Family) -> &'static str {
@@ -178,7 +211,8 @@ fn render_elements(out: &mut String, elements: &[IpNet]) {
     let _ = writeln!(out, "\t\t}}");
 }
 
-fn render_chain(out: &mut String, chain: &Chain) {
+/// A chain; `open_at`: where the opening rules go, in the input chain.
+fn render_chain(out: &mut String, chain: &Chain, open_at: Option<usize>) {
     let policy = match chain.policy {
         Policy::Accept => "accept",
         Policy::Drop => "drop",
@@ -190,8 +224,14 @@ fn render_chain(out: &mut String, chain: &Chain) {
         chain.hook.as_str(),
         priority(chain.priority)
     );
-    for rule in &chain.rules {
+    for (i, rule) in chain.rules.iter().enumerate() {
+        if open_at == Some(i) {
+            opening_rules(out);
+        }
         let _ = writeln!(out, "\t\t{}", rule_text(rule));
+    }
+    if open_at == Some(chain.rules.len()) {
+        opening_rules(out);
     }
     let _ = writeln!(out, "\t}}");
 }

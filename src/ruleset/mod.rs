@@ -11,6 +11,7 @@ pub mod describe;
 pub mod eval;
 pub mod hatch;
 pub mod model;
+pub mod openings;
 pub mod reach;
 pub mod representative;
 

@@ -254,6 +254,28 @@ pub fn fw_in(ns: &Netns, dir: &Path) -> Command {
     c
 }
 
+/// A TCP listener on `port` of every IPv4 address in `ns`, open until
+/// dropped.
+pub fn listen_in(ns: &Netns, port: u16) -> std::net::TcpListener {
+    listen_at(ns, "0.0.0.0", port)
+}
+
+/// A TCP listener on `addr`:`port` in `ns`, open until dropped.
+pub fn listen_at(ns: &Netns, addr: &str, port: u16) -> std::net::TcpListener {
+    let addr: std::net::IpAddr = addr.parse().expect("an address");
+    ns.run_in(|| std::net::TcpListener::bind((addr, port)))
+        .expect("enter the namespace")
+        .expect("bind the listener")
+}
+
+/// Whether a new TCP connection from `from` reaches `to`:`port` within
+/// `wait` (a dropped SYN is only ever told by waiting).
+pub fn connects_to(from: &Netns, to: &str, port: u16, wait: Duration) -> bool {
+    let addr = std::net::SocketAddr::new(to.parse().expect("an address"), port);
+    from.run_in(|| std::net::TcpStream::connect_timeout(&addr, wait).is_ok())
+        .expect("enter a peer namespace")
+}
+
 /// Polls `f` every 20 ms until it is true or `limit` has passed.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -330,6 +352,17 @@ impl Host {
             .expect("tempdir");
         let ns = Netns::create(tag).expect("create a harness namespace");
         Host { ns, dir }
+    }
+
+    /// A namespace linked to this host by a veth pair only: `host_addrs`
+    /// on the host's end, `peer_addrs` on the peer's (each with its prefix
+    /// length). Deleted when dropped.
+    pub fn peer(&self, tag: &str, host_addrs: &[&str], peer_addrs: &[&str]) -> Netns {
+        let peer = Netns::create(tag).expect("create a peer namespace");
+        self.ns
+            .link(&peer, host_addrs, peer_addrs)
+            .expect("link the peer to the host");
+        peer
     }
 
     /// The directory holding `state/` and `run/`.

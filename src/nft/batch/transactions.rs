@@ -4,15 +4,22 @@
 
 use nftnl::nftnl_sys::libc;
 
-use crate::ruleset::{Family, Ruleset, SetKind, TABLE_NAME};
+use crate::ruleset::openings::placement;
+use crate::ruleset::{Family, Hook, Ruleset, SetKind, TABLE_NAME};
 
 use super::super::elems::Op;
+use super::super::openings::{self, Carried};
 use super::super::{ban_batch, intervals, NftError};
 use super::{unsupported, Builder, Built, Payload, CREATE, NFT_MSG_DESTROYTABLE};
 
-/// The batch that replaces the table with `ruleset`, and brings the ban
-/// table in step with it.
-pub fn apply(ruleset: &Ruleset, before: ban_batch::BanTable) -> Result<Built, NftError> {
+/// The batch that replaces the table with `ruleset` and the opening sets
+/// (with the `carried` openings, and their rules in the input chain), and
+/// brings the ban table in step with it.
+pub fn apply(
+    ruleset: &Ruleset,
+    before: ban_batch::BanTable,
+    carried: &Carried,
+) -> Result<Built, NftError> {
     if ruleset.table != TABLE_NAME {
         return Err(unsupported(
             &format!("table {}", ruleset.table),
@@ -31,12 +38,21 @@ pub fn apply(ruleset: &Ruleset, before: ban_batch::BanTable) -> Result<Built, Nf
     for set in &ruleset.sets {
         b.named_set(set)?;
     }
+    let open_sets = openings::sets(&mut b, carried);
     for chain in &ruleset.chains {
         b.chain(chain);
     }
-    for chain in &ruleset.chains {
+    let input = ruleset.chains.iter().position(|c| c.hook == Hook::Input);
+    for (c, chain) in ruleset.chains.iter().enumerate() {
+        let open_at = (Some(c) == input).then(|| placement(chain));
         for (i, rule) in chain.rules.iter().enumerate() {
+            if open_at == Some(i) {
+                openings::rules(&mut b, chain, open_sets);
+            }
             b.rule(chain, i, rule)?;
+        }
+        if open_at == Some(chain.rules.len()) {
+            openings::rules(&mut b, chain, open_sets);
         }
     }
     ban_batch::ban_table(&mut b, ruleset, before)?;

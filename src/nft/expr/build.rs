@@ -7,7 +7,8 @@ use std::ptr::NonNull;
 use nftnl::nftnl_sys::{self as sys, libc};
 
 use super::{
-    Decision, Expr, Header, Limit, Membership, Reject, CT_DIR_ORIGINAL, NFT_LOOKUP_F_INV, REG,
+    word_reg, Decision, Expr, Header, Limit, Membership, Reject, CT_DIR_ORIGINAL, NFT_LOOKUP_F_INV,
+    REG,
 };
 
 /// An `nftnl_expr` this module allocated, freed on drop unless handed to
@@ -116,10 +117,11 @@ impl Expr {
     /// Allocates the libnftnl form of this expression.
     pub fn to_raw(&self) -> RawExpr {
         match self {
-            Expr::Meta(key) => {
+            Expr::Meta(key) => Expr::MetaAt(*key, 0).to_raw(),
+            Expr::MetaAt(key, word) => {
                 let e = RawExpr::alloc(c"meta");
                 e.u32(sys::NFTNL_EXPR_META_KEY, key.raw())
-                    .u32(sys::NFTNL_EXPR_META_DREG, REG);
+                    .u32(sys::NFTNL_EXPR_META_DREG, word_reg(*word));
                 e
             }
             Expr::Cmp(op, data) => {
@@ -133,16 +135,40 @@ impl Expr {
                 header,
                 offset,
                 len,
+            } => Expr::PayloadAt {
+                header: *header,
+                offset: *offset,
+                len: *len,
+                word: 0,
+            }
+            .to_raw(),
+            Expr::PayloadAt {
+                header,
+                offset,
+                len,
+                word,
             } => {
                 let base = match header {
                     Header::Network => libc::NFT_PAYLOAD_NETWORK_HEADER,
                     Header::Transport => libc::NFT_PAYLOAD_TRANSPORT_HEADER,
                 };
                 let e = RawExpr::alloc(c"payload");
-                e.u32(sys::NFTNL_EXPR_PAYLOAD_DREG, REG)
+                e.u32(sys::NFTNL_EXPR_PAYLOAD_DREG, word_reg(*word))
                     .u32(sys::NFTNL_EXPR_PAYLOAD_BASE, base as u32)
                     .u32(sys::NFTNL_EXPR_PAYLOAD_OFFSET, *offset)
                     .u32(sys::NFTNL_EXPR_PAYLOAD_LEN, *len);
+                e
+            }
+            Expr::Hton { word, size, len } => {
+                let e = RawExpr::alloc(c"byteorder");
+                e.u32(sys::NFTNL_EXPR_BYTEORDER_SREG, word_reg(*word))
+                    .u32(sys::NFTNL_EXPR_BYTEORDER_DREG, word_reg(*word))
+                    .u32(
+                        sys::NFTNL_EXPR_BYTEORDER_OP,
+                        libc::NFT_BYTEORDER_HTON as u32,
+                    )
+                    .u32(sys::NFTNL_EXPR_BYTEORDER_LEN, *len)
+                    .u32(sys::NFTNL_EXPR_BYTEORDER_SIZE, *size);
                 e
             }
             Expr::CtState => {

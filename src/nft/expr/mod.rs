@@ -17,6 +17,31 @@ use nftnl::nftnl_sys::libc;
 /// The 16-byte data register nft uses for every load (`NFT_REG_1`).
 const REG: u32 = libc::NFT_REG_1 as u32;
 
+/// `NFT_REG32_00`: the first 4-byte register, the same storage as the
+/// start of `NFT_REG_1`.
+const REG32_00: u32 = 8;
+
+/// The register a load at `word` 4-byte words past the start of register 1
+/// writes to, as nft numbers it: a 16-byte register where one starts
+/// (the kernel's nft_dump_register answers so), a 4-byte one elsewhere.
+fn word_reg(word: u32) -> u32 {
+    if word % 4 == 0 {
+        REG + word / 4
+    } else {
+        REG32_00 + word
+    }
+}
+
+/// The inverse of [`word_reg`]: `None` for the verdict register or a
+/// number no register has.
+fn reg_word(reg: u32) -> Option<u32> {
+    match reg {
+        1..=4 => Some((reg - REG) * 4),
+        8..=23 => Some(reg - REG32_00),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
     NfProto,
@@ -135,6 +160,25 @@ pub enum Expr {
     Payload {
         header: Header,
         offset: u32,
+        len: u32,
+    },
+    /// `meta load KEY => reg R`, `word` 4-byte words past the start of
+    /// register 1 (never 0: that is [`Expr::Meta`]): a later field of a
+    /// concatenated key, which a lookup then reads from register 1 on.
+    MetaAt(MetaKey, u32),
+    /// `payload load LEN @ HEADER + OFFSET => reg R`, as [`Expr::MetaAt`].
+    PayloadAt {
+        header: Header,
+        offset: u32,
+        len: u32,
+        word: u32,
+    },
+    /// `byteorder reg R = hton(reg R, SIZE, LEN)`, `word` as in
+    /// [`Expr::MetaAt`]: what nft sends after loading a 1-byte protocol
+    /// into a concatenation (size 2, length 1: it swaps nothing).
+    Hton {
+        word: u32,
+        size: u32,
         len: u32,
     },
     /// `ct load state => reg 1`

@@ -6,7 +6,7 @@ use std::ffi::{c_void, CStr};
 use nftnl::nftnl_sys::{self as sys, libc};
 
 use super::{
-    CmpOp, Decision, Expr, Header, Limit, Membership, MetaKey, Reject, CT_DIR_ORIGINAL,
+    reg_word, CmpOp, Decision, Expr, Header, Limit, Membership, MetaKey, Reject, CT_DIR_ORIGINAL,
     NFT_LOOKUP_F_INV, REG,
 };
 
@@ -26,10 +26,17 @@ impl Expr {
             let has = |a: u32| sys::nftnl_expr_is_set(e, a as u16);
             let foreign = || Expr::Foreign(name.clone());
             let reg_ok = |a: u32| has(a) && u32_(a) == REG;
+            // A load into a later register: a field of a concatenation.
+            let word = |a: u32| has(a).then(|| reg_word(u32_(a))).flatten();
             match name.as_str() {
                 "meta" if reg_ok(sys::NFTNL_EXPR_META_DREG) => {
                     MetaKey::from_raw(u32_(sys::NFTNL_EXPR_META_KEY))
                         .map_or_else(foreign, Expr::Meta)
+                }
+                "meta" if word(sys::NFTNL_EXPR_META_DREG).is_some() => {
+                    let w = word(sys::NFTNL_EXPR_META_DREG).unwrap_or_default();
+                    MetaKey::from_raw(u32_(sys::NFTNL_EXPR_META_KEY))
+                        .map_or_else(foreign, |k| Expr::MetaAt(k, w))
                 }
                 "cmp" if reg_ok(sys::NFTNL_EXPR_CMP_SREG) => {
                     match CmpOp::from_raw(u32_(sys::NFTNL_EXPR_CMP_OP)) {
@@ -37,16 +44,39 @@ impl Expr {
                         None => foreign(),
                     }
                 }
-                "payload" if reg_ok(sys::NFTNL_EXPR_PAYLOAD_DREG) => {
+                "payload" if word(sys::NFTNL_EXPR_PAYLOAD_DREG).is_some() => {
                     let header = match u32_(sys::NFTNL_EXPR_PAYLOAD_BASE) as i32 {
                         libc::NFT_PAYLOAD_NETWORK_HEADER => Header::Network,
                         libc::NFT_PAYLOAD_TRANSPORT_HEADER => Header::Transport,
                         _ => return foreign(),
                     };
-                    Expr::Payload {
-                        header,
-                        offset: u32_(sys::NFTNL_EXPR_PAYLOAD_OFFSET),
-                        len: u32_(sys::NFTNL_EXPR_PAYLOAD_LEN),
+                    let offset = u32_(sys::NFTNL_EXPR_PAYLOAD_OFFSET);
+                    let len = u32_(sys::NFTNL_EXPR_PAYLOAD_LEN);
+                    match word(sys::NFTNL_EXPR_PAYLOAD_DREG).unwrap_or_default() {
+                        0 => Expr::Payload {
+                            header,
+                            offset,
+                            len,
+                        },
+                        word => Expr::PayloadAt {
+                            header,
+                            offset,
+                            len,
+                            word,
+                        },
+                    }
+                }
+                "byteorder"
+                    if word(sys::NFTNL_EXPR_BYTEORDER_SREG).is_some()
+                        && u32_(sys::NFTNL_EXPR_BYTEORDER_SREG)
+                            == u32_(sys::NFTNL_EXPR_BYTEORDER_DREG)
+                        && u32_(sys::NFTNL_EXPR_BYTEORDER_OP)
+                            == libc::NFT_BYTEORDER_HTON as u32 =>
+                {
+                    Expr::Hton {
+                        word: word(sys::NFTNL_EXPR_BYTEORDER_SREG).unwrap_or_default(),
+                        size: u32_(sys::NFTNL_EXPR_BYTEORDER_SIZE),
+                        len: u32_(sys::NFTNL_EXPR_BYTEORDER_LEN),
                     }
                 }
                 "ct" if reg_ok(sys::NFTNL_EXPR_CT_DREG)

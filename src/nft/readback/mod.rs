@@ -380,8 +380,17 @@ pub(in crate::nft) fn read_counted(
         if tlvs(&user).iter().any(|(t, _)| *t != udata::RULE_COMMENT) {
             return Err(foreign(&what, "user data other than a comment"));
         }
-        let rule = rules::decode(&r.exprs(), udata_str(&user, udata::RULE_COMMENT), &resolve)
-            .map_err(|why| foreign(&what, why))?;
+        let exprs = r.exprs();
+        let comment = udata_str(&user, udata::RULE_COMMENT);
+        // The rules that consult the opening sets come with them, not
+        // with the profile (see `openings`).
+        if name == TABLE_NAME
+            && super::openings::is_opening_rule(&exprs, &comment)
+                .map_err(|why| foreign(&what, why))?
+        {
+            continue;
+        }
+        let rule = rules::decode(&exprs, comment, &resolve).map_err(|why| foreign(&what, why))?;
         c.rules.push(rule);
         counters.add_rule(&chain_name, &r);
     }

@@ -66,6 +66,12 @@ pub(super) fn read_sets(
         }
         let name = s.get_str(sys::NFTNL_SET_NAME);
         let what = format!("set {name}");
+        // The opening sets are runtime state, like bans: not the model's.
+        if table == TABLE_NAME
+            && super::super::openings::is_opening_set(&name, &s).map_err(|w| foreign(&what, w))?
+        {
+            continue;
+        }
         let flags = s.get_u32(sys::NFTNL_SET_FLAGS);
         let key = (
             s.get_u32(sys::NFTNL_SET_KEY_TYPE),
