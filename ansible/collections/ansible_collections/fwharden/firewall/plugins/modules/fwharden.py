@@ -28,8 +28,10 @@ description:
     with the returned RV(token). The role C(fwharden) in the fwharden
     source tree does exactly that.
   - fwharden's lockout guard refuses (exit 4) a profile that would refuse
-    new connections from the address in C(SSH_CONNECTION), the controller's
-    own; the task then fails with fwharden's message and nothing changes.
+    new connections from the controller's SSH address (from
+    C(SSH_CONNECTION), or, where sudo dropped it, from the connection of
+    the sshd the task runs under); the task then fails with fwharden's
+    message and nothing changes.
   - Failures name fwharden's exit code and what it means (3 invalid
     profile, 4 refused for safety, 5 read back wrong and rolled back,
     6 probe mismatch).
