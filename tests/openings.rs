@@ -138,6 +138,16 @@ fn an_opening_admits_its_source_only_and_holds_through_applies_and_a_rollback() 
     // The opening is runtime state: the kernel still holds the confirmed
     // ruleset, no drift.
     assert_eq!(s.host.status()["kernel"], "confirmed");
+    // The metrics carry it too, a gauge of seconds left per source.
+    let metrics = stdout(&s.fw(0, &["metrics"]));
+    let gauge = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("fwharden_opening_seconds_left{from=\"10.97.0.2/32\",port=\"8080/tcp\"} ")
+        })
+        .unwrap_or_else(|| panic!("no opening in the metrics:\n{metrics}"));
+    let left: f64 = gauge.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(left > 0.0 && left <= 3600.0, "{gauge}");
 
     let holds = |step: &str, before: u64| -> u64 {
         let (timeout, left) = s.friends_openings();

@@ -21,6 +21,7 @@ pub fn render(s: &Snapshot) -> String {
     rules(&mut out, &s.rules);
     policies(&mut out, &s.policies);
     bans(&mut out, s);
+    openings(&mut out, s);
     state(&mut out, s);
     out.text
 }
@@ -103,6 +104,22 @@ fn bans(out: &mut Exposition, s: &Snapshot) {
             "fwharden_ban_dropped_packets_total",
             &[("chain", chain)],
             c.packets,
+        );
+    }
+}
+
+fn openings(out: &mut Exposition, s: &Snapshot) {
+    out.family(
+        "fwharden_opening_seconds_left",
+        Kind::Gauge,
+        "Temporary openings (fwharden open): seconds until the kernel closes each, by source and port.",
+    );
+    for o in &s.openings {
+        let (from, port) = (o.from.to_string(), o.port.to_string());
+        out.sample_text(
+            "fwharden_opening_seconds_left",
+            &[("from", &from), ("port", &port)],
+            &seconds(o.left_ms),
         );
     }
 }
@@ -247,6 +264,12 @@ mod tests {
             ban_drops: vec![("input".into(), Counter::default())],
             kernel: KernelState::Confirmed,
             pending_deadline_ms: None,
+            openings: vec![crate::ruleset::openings::Opening {
+                from: "192.0.2.7/32".parse().unwrap(),
+                port: "8080/tcp".parse().unwrap(),
+                timeout_ms: 600_000,
+                left_ms: 59_500,
+            }],
             last_apply: Some(LastApply {
                 profile: "vps-profile".into(),
                 result: ApplyResult::Confirmed,
@@ -271,6 +294,12 @@ mod tests {
             "fwharden_last_apply_timestamp_seconds{profile=\"vps-profile\",result=\"confirmed\"} 1700000000.250\n"
         ));
         assert!(!text.contains("\nfwharden_pending_deadline_timestamp_seconds "));
+        assert!(
+            text.contains(
+                "fwharden_opening_seconds_left{from=\"192.0.2.7/32\",port=\"8080/tcp\"} 59.500\n"
+            ),
+            "{text}"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(

@@ -121,6 +121,8 @@ pub struct Snapshot {
     pub kernel: KernelState,
     pub pending_deadline_ms: Option<u64>,
     pub last_apply: Option<LastApply>,
+    /// The temporary openings (`fwharden open`) the kernel holds.
+    pub openings: Vec<crate::ruleset::openings::Opening>,
 }
 
 /// Reads the kernel and the state records. Big prefix sets of a known
@@ -177,6 +179,10 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
         }
     }
 
+    // Read like the bans: a scrape on a host without opening sets (an
+    // older table) has none.
+    let openings = nft::openings()?.unwrap_or_default();
+
     let last_apply = [
         pending.as_ref().map(|p| LastApply {
             profile: p.profile.clone(),
@@ -206,6 +212,7 @@ pub fn snapshot(dirs: &Dirs) -> Result<Snapshot, ObserveError> {
         kernel,
         pending_deadline_ms: pending.map(|p| p.deadline_ms),
         last_apply,
+        openings,
     })
 }
 
