@@ -317,6 +317,9 @@ pub struct KernelRule {
     pub index: usize,
     pub handle: u64,
     pub comment: String,
+    /// A drop without an answer (not a reject, whose trace verdict is a
+    /// drop too, after the answer it sends).
+    pub silent_drop: bool,
 }
 
 /// Every rule of table `inet fwharden`, with its handle. Lists the sets'
@@ -337,6 +340,7 @@ pub fn kernel_rules() -> Result<Vec<KernelRule>, NftError> {
                 index,
                 handle: *handle,
                 comment: rule.comment.clone(),
+                silent_drop: rule.verdict == Some(crate::ruleset::Verdict::Drop),
             });
         }
     }

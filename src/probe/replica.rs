@@ -26,10 +26,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::time::Duration;
 
 use super::plan::{Destination, Outcome, Plan, Service};
-use super::send::{settle, Attempt, Got};
+use super::send::{settle, settle_with, Attempt, Got, Witness};
 use super::ProbeError;
 use crate::netns::{Netns, NetnsError};
+use crate::nft::trace::Tracer;
 use crate::ruleset::Ruleset;
+use std::os::fd::AsFd;
 
 /// Namespace name tags: `fwh-probe-PID-N` and `fwh-probepeer-PID-N`.
 const TARGET_TAG: &str = "probe";
@@ -344,21 +346,10 @@ impl Replica {
     pub fn run(&self, plan: &Plan, timeout: Duration) -> Result<Observed, ProbeError> {
         // Opened before the first packet: the kernel traces only while
         // somebody listens.
-        let tracer = match self.traced {
-            true => Some(
-                self.target
-                    .run_in(crate::nft::trace::Tracer::open)
-                    .map_err(netns_error)?
-                    .map_err(|source| ProbeError::Setting {
-                        what: "the trace listener (NFNLGRP_NFTRACE)",
-                        source,
-                    })?,
-            ),
-            false => None,
-        };
-        let mut observed = self.send_all(plan, timeout)?;
-        if let Some(mut tracer) = tracer {
-            let heard = self.heard(&mut tracer)?;
+        let mut traced = self.trace()?;
+        let mut observed = self.send_all(plan, timeout, traced.as_mut())?;
+        if let Some((mut tracer, mut heard)) = traced {
+            heard.hear(drain(&mut tracer)?);
             observed.decided = plan
                 .probes
                 .iter()
@@ -379,28 +370,39 @@ impl Replica {
         Ok(observed)
     }
 
-    /// Every trace message of the run, and the loaded table's rules.
-    fn heard(&self, tracer: &mut crate::nft::trace::Tracer) -> Result<trace::Heard, ProbeError> {
-        let events = tracer.drain().map_err(|source| ProbeError::Setting {
-            what: "reading the trace (messages lost?)",
+    /// A trace listener in the target and the loaded table's rules, when
+    /// the replica is traced.
+    fn trace(&self) -> Result<Option<(Tracer, trace::Heard)>, ProbeError> {
+        if !self.traced {
+            return Ok(None);
+        }
+        let (tracer, rules) = self
+            .target
+            .run_in(|| (Tracer::open(), crate::nft::kernel_rules()))
+            .map_err(netns_error)?;
+        let tracer = tracer.map_err(|source| ProbeError::Setting {
+            what: "the trace listener (NFNLGRP_NFTRACE)",
             source,
         })?;
-        let rules = self
-            .target
-            .run_in(crate::nft::kernel_rules)
-            .map_err(netns_error)?
-            .map_err(ProbeError::Load)?;
-        Ok(trace::Heard::new(events, rules))
+        Ok(Some((
+            tracer,
+            trace::Heard::new(rules.map_err(ProbeError::Load)?),
+        )))
     }
 
-    fn send_all(&self, plan: &Plan, timeout: Duration) -> Result<Observed, ProbeError> {
+    fn send_all(
+        &self,
+        plan: &Plan,
+        timeout: Duration,
+        traced: Option<&mut (Tracer, trace::Heard)>,
+    ) -> Result<Observed, ProbeError> {
         std::thread::scope(|scope| {
             let sequences: Vec<_> = plan
                 .rate_probes
                 .iter()
                 .map(|r| scope.spawn(move || self.rate_sequence(r, timeout)))
                 .collect();
-            let probes = self.all_at_once(plan, timeout);
+            let probes = self.all_at_once(plan, timeout, traced);
             let rates = sequences
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
@@ -413,7 +415,12 @@ impl Replica {
         })
     }
 
-    fn all_at_once(&self, plan: &Plan, timeout: Duration) -> Result<Vec<Got>, ProbeError> {
+    fn all_at_once(
+        &self,
+        plan: &Plan,
+        timeout: Duration,
+        traced: Option<&mut (Tracer, trace::Heard)>,
+    ) -> Result<Vec<Got>, ProbeError> {
         let mut attempts: Vec<(usize, Attempt)> = Vec::new();
         for link in &self.links {
             let mine: Vec<usize> = (0..plan.probes.len())
@@ -436,7 +443,7 @@ impl Replica {
             attempts.extend(started);
         }
         let (order, mut flight): (Vec<usize>, Vec<Attempt>) = attempts.into_iter().unzip();
-        settle(&mut flight, timeout).map_err(ProbeError::Wait)?;
+        settle_traced(&mut flight, timeout, traced)?;
         let mut probes = vec![Got::Inconclusive("not sent".into()); plan.probes.len()];
         for (i, a) in order.into_iter().zip(&flight) {
             probes[i] = a.got().cloned().unwrap_or(Got::Seen(Outcome::Filtered));
@@ -456,12 +463,20 @@ impl Replica {
         })?;
         let target = link.address(&r.source, r.to);
         let mut seen: Option<RateSeen> = None;
+        // A listener of its own: each attempt whose packet the kernel
+        // drops is settled at once instead of after the timeout.
+        let mut traced = self.trace()?;
         for n in 1..=r.attempts {
             let mut one = [link
                 .peer
                 .run_in(|| Attempt::start(r.source, target, r.service))
                 .map_err(netns_error)?];
-            settle(&mut one, timeout).map_err(ProbeError::Wait)?;
+            settle_traced(&mut one, timeout, traced.as_mut())?;
+            // The next attempt's first packet is its own, not this one's.
+            if let Some((tracer, heard)) = traced.as_mut() {
+                drain(tracer)?;
+                heard.forget();
+            }
             let got = one[0]
                 .got()
                 .cloned()
@@ -488,6 +503,42 @@ impl Replica {
             what: "a rate probe of no attempts".into(),
         })
     }
+}
+
+/// Waits for `attempts` as [`settle`] does; when traced, an attempt whose
+/// first packet the kernel dropped without an answer is settled as
+/// filtered as soon as the trace says so.
+fn settle_traced(
+    attempts: &mut [Attempt],
+    timeout: Duration,
+    traced: Option<&mut (Tracer, trace::Heard)>,
+) -> Result<(), ProbeError> {
+    let Some((tracer, heard)) = traced else {
+        return settle(attempts, timeout).map_err(ProbeError::Wait);
+    };
+    let fd = tracer.fd().try_clone_to_owned().map_err(ProbeError::Wait)?;
+    let mut heard_now = |attempts: &mut [Attempt]| -> std::io::Result<()> {
+        heard.hear(tracer.drain()?);
+        for a in attempts.iter_mut().filter(|a| a.got().is_none()) {
+            if heard.dropped(a.source(), a.target(), a.service()) {
+                a.settle_as(Got::Seen(Outcome::Filtered));
+            }
+        }
+        Ok(())
+    };
+    let witness = Witness {
+        fd: fd.as_fd(),
+        heard: &mut heard_now,
+    };
+    settle_with(attempts, timeout, Some(witness)).map_err(ProbeError::Wait)
+}
+
+/// What the tracer still holds.
+fn drain(tracer: &mut Tracer) -> Result<Vec<crate::nft::trace::Event>, ProbeError> {
+    tracer.drain().map_err(|source| ProbeError::Setting {
+        what: "reading the trace (messages lost?)",
+        source,
+    })
 }
 
 /// Why no probe reaches `rule` of `chain`, where that follows from what

@@ -49,6 +49,7 @@ const PAYLOAD: &[u8] = b"fwharden probe";
 pub struct Attempt {
     /// `None` when no socket could be opened (the attempt is then decided).
     fd: Option<OwnedFd>,
+    source: IpAddr,
     target: IpAddr,
     service: Service,
     got: Option<Got>,
@@ -116,10 +117,11 @@ impl Attempt {
         };
         let fd = match opened {
             Ok(fd) => fd,
-            Err(e) => return Attempt::failed(target, service, format!("socket: {e}")),
+            Err(e) => return Attempt::failed(source, target, service, format!("socket: {e}")),
         };
         let mut attempt = Attempt {
             fd: Some(fd),
+            source,
             target,
             service,
             got: None,
@@ -181,9 +183,10 @@ impl Attempt {
         attempt
     }
 
-    fn failed(target: IpAddr, service: Service, why: String) -> Attempt {
+    fn failed(source: IpAddr, target: IpAddr, service: Service, why: String) -> Attempt {
         Attempt {
             fd: None,
+            source,
             target,
             service,
             got: Some(Got::Inconclusive(why)),
@@ -293,6 +296,26 @@ impl Attempt {
         self.got.as_ref()
     }
 
+    /// Decides an attempt still waiting for its answer by what another
+    /// witness saw (the kernel dropped its packet).
+    pub fn settle_as(&mut self, got: Got) {
+        if self.got.is_none() {
+            self.got = Some(got);
+        }
+    }
+
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
+    pub fn target(&self) -> IpAddr {
+        self.target
+    }
+
+    pub fn source(&self) -> IpAddr {
+        self.source
+    }
+
     /// The second datagram of an attempt still waiting (TCP retransmits
     /// by itself).
     fn resend_datagram(&mut self) {
@@ -307,6 +330,24 @@ impl Attempt {
 /// has none by then is filtered. Datagrams are sent once more halfway,
 /// so one lost on the link does not read as filtered.
 pub fn settle(attempts: &mut [Attempt], timeout: Duration) -> io::Result<()> {
+    settle_with(attempts, timeout, None)
+}
+
+/// Someone else who can decide attempts before their answers come: a
+/// socket to wait on beside theirs, and what to do when it is readable.
+pub struct Witness<'a> {
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    pub heard: &'a mut dyn FnMut(&mut [Attempt]) -> io::Result<()>,
+}
+
+/// Like [`settle`], also waking when `witness`'s socket is readable, so
+/// that it may decide attempts (the kernel's trace of a dropped packet
+/// settles a filtered probe without waiting out the timeout).
+pub fn settle_with(
+    attempts: &mut [Attempt],
+    timeout: Duration,
+    mut witness: Option<Witness>,
+) -> io::Result<()> {
     let start = Instant::now();
     let halfway = timeout / 2;
     loop {
@@ -322,7 +363,12 @@ pub fn settle(attempts: &mut [Attempt], timeout: Duration) -> io::Result<()> {
         } else {
             timeout - elapsed
         };
-        wait_for_answers(attempts, wake)?;
+        let extra = witness.as_ref().map(|w| w.fd);
+        if wait_for_answers_or(attempts, wake, extra)? {
+            if let Some(w) = witness.as_mut() {
+                (w.heard)(attempts)?;
+            }
+        }
     }
     for a in attempts.iter_mut() {
         if a.got.is_none() {
@@ -403,6 +449,16 @@ pub fn stream(
 /// Waits at most `wake` for any attempt still without an answer to hear
 /// something, and reads what those that did heard.
 fn wait_for_answers(attempts: &mut [Attempt], wake: Duration) -> io::Result<()> {
+    wait_for_answers_or(attempts, wake, None).map(|_| ())
+}
+
+/// Like [`wait_for_answers`], also waking for `extra`; whether `extra` is
+/// readable.
+fn wait_for_answers_or(
+    attempts: &mut [Attempt],
+    wake: Duration,
+    extra: Option<std::os::fd::BorrowedFd>,
+) -> io::Result<bool> {
     // Waiting: no answer yet (an attempt without a socket is decided).
     let (open, mut fds): (Vec<usize>, Vec<PollFd>) = attempts
         .iter()
@@ -416,24 +472,30 @@ fn wait_for_answers(attempts: &mut [Attempt], wake: Duration) -> io::Result<()> 
             a.fd.as_ref().map(|fd| (i, PollFd::new(fd.as_fd(), events)))
         })
         .unzip();
-    if open.is_empty() {
+    if open.is_empty() && extra.is_none() {
         std::thread::sleep(wake);
-        return Ok(());
+        return Ok(false);
+    }
+    // The extra socket polls last, after the attempts'.
+    if let Some(fd) = extra {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
     }
     let ms = PollTimeout::try_from(wake.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
     match poll(&mut fds, ms) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => return Err(e.into()),
     }
+    let readable = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+    let extra_ready = extra.is_some() && fds.last().is_some_and(readable);
     let ready: Vec<usize> = open
         .iter()
         .zip(&fds)
-        .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+        .filter(|(_, f)| readable(f))
         .map(|(&i, _)| i)
         .collect();
     drop(fds);
     for i in ready {
         attempts[i].on_event();
     }
-    Ok(())
+    Ok(extra_ready)
 }

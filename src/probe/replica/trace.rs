@@ -60,8 +60,22 @@ pub struct Coverage {
 }
 
 impl Heard {
-    pub fn new(events: Vec<Event>, rules: Vec<KernelRule>) -> Heard {
-        Heard { events, rules }
+    pub fn new(rules: Vec<KernelRule>) -> Heard {
+        Heard {
+            events: Vec::new(),
+            rules,
+        }
+    }
+
+    /// More messages, in the order the kernel sent them.
+    pub fn hear(&mut self, more: Vec<Event>) {
+        self.events.extend(more);
+    }
+
+    /// Forgets every message heard so far (a rate sequence's attempts
+    /// are one probe each, to the same port from the same source).
+    pub fn forget(&mut self) {
+        self.events.clear();
     }
 
     /// The packets, each from its mark (the first message of its trace).
@@ -95,34 +109,8 @@ impl Heard {
     /// `None` when no packet of the probe was heard, or when no chain of
     /// ours decided it.
     pub fn decided(&self, source: IpAddr, to: IpAddr, service: Service) -> Option<String> {
-        // (protocol, port, ICMP type): echo request 8 and 128, neighbour
-        // solicitation 135.
-        let (protocol, dport, icmp_type) = match (service, to) {
-            (Service::Tcp(p), _) => (libc::IPPROTO_TCP, p, 0),
-            (Service::Udp(p), _) => (libc::IPPROTO_UDP, p, 0),
-            (Service::Ping, IpAddr::V4(_)) => (libc::IPPROTO_ICMP, 0, 8),
-            (Service::Ping, IpAddr::V6(_)) => (libc::IPPROTO_ICMPV6, 0, 128),
-            (Service::NeighborSolicit, IpAddr::V6(_)) => (libc::IPPROTO_ICMPV6, 0, 135),
-            (Service::NeighborSolicit, IpAddr::V4(_)) => return None,
-        };
         let packets = self.packets();
-        let first = packets.iter().find(|t| {
-            let p = &t.packet;
-            p.source == source
-                && p.destination == to
-                && i32::from(p.protocol) == protocol
-                && p.dport == dport
-                && p.icmp_type == icmp_type
-                // A connection's first packet: a SYN, not the ACK after.
-                && (protocol != libc::IPPROTO_TCP || p.tcp_flags & 0x12 == 0x02)
-        })?;
-        // Each chain of ours on the hook decides in turn, as the model
-        // walks them: the first drop ends it, else the last accept stands.
-        let finals: Vec<&&Event> = first.ours.iter().filter(|e| e.is_final()).collect();
-        let decisive = finals
-            .iter()
-            .find(|e| e.verdict == Some(libc::NF_DROP))
-            .or(finals.last())?;
+        let decisive = decisive(first(&packets, source, to, service)?)?;
         Some(match (decisive.kind, decisive.handle) {
             (Kind::Rule, Some(h)) => match self.rules.iter().find(|r| r.handle == h) {
                 Some(r) => r.comment.clone(),
@@ -130,6 +118,23 @@ impl Heard {
             },
             _ => format!("policy of chain {}", decisive.chain),
         })
+    }
+
+    /// Whether the first packet of a probe from `source` to `to` was
+    /// dropped by a chain of ours without an answer (a drop rule or a
+    /// drop policy, not a reject): the probe can only be filtered, and
+    /// need not wait for an answer that cannot come.
+    pub fn dropped(&self, source: IpAddr, to: IpAddr, service: Service) -> bool {
+        let packets = self.packets();
+        let Some(e) = first(&packets, source, to, service).and_then(decisive) else {
+            return false;
+        };
+        e.verdict == Some(libc::NF_DROP)
+            && match (e.kind, e.handle) {
+                (Kind::Policy, _) => true,
+                (Kind::Rule, Some(h)) => self.rules.iter().any(|r| r.handle == h && r.silent_drop),
+                _ => false,
+            }
     }
 
     /// The rules of table `inet fwharden` that some packet matched (the
@@ -157,4 +162,46 @@ impl Heard {
             uncovered,
         }
     }
+}
+
+/// The first packet of a probe from `source` to `to`: a TCP connection's
+/// SYN (not the ACK after), a datagram, an echo request or a neighbour
+/// solicitation.
+fn first<'h, 'e>(
+    packets: &'h [Traced<'e>],
+    source: IpAddr,
+    to: IpAddr,
+    service: Service,
+) -> Option<&'h Traced<'e>> {
+    // (protocol, port, ICMP type): echo request 8 and 128, neighbour
+    // solicitation 135.
+    let (protocol, dport, icmp_type) = match (service, to) {
+        (Service::Tcp(p), _) => (libc::IPPROTO_TCP, p, 0),
+        (Service::Udp(p), _) => (libc::IPPROTO_UDP, p, 0),
+        (Service::Ping, IpAddr::V4(_)) => (libc::IPPROTO_ICMP, 0, 8),
+        (Service::Ping, IpAddr::V6(_)) => (libc::IPPROTO_ICMPV6, 0, 128),
+        (Service::NeighborSolicit, IpAddr::V6(_)) => (libc::IPPROTO_ICMPV6, 0, 135),
+        (Service::NeighborSolicit, IpAddr::V4(_)) => return None,
+    };
+    packets.iter().find(|t| {
+        let p = &t.packet;
+        p.source == source
+            && p.destination == to
+            && i32::from(p.protocol) == protocol
+            && p.dport == dport
+            && p.icmp_type == icmp_type
+            && (protocol != libc::IPPROTO_TCP || p.tcp_flags & 0x12 == 0x02)
+    })
+}
+
+/// The message of ours that decided a packet. Each chain of ours on the
+/// hook decides in turn, as the model walks them: the first drop ends it,
+/// else the last accept stands.
+fn decisive<'e>(t: &Traced<'e>) -> Option<&'e Event> {
+    let finals: Vec<&'e Event> = t.ours.iter().copied().filter(|e| e.is_final()).collect();
+    finals
+        .iter()
+        .find(|e| e.verdict == Some(libc::NF_DROP))
+        .or(finals.last())
+        .copied()
 }
