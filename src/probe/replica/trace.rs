@@ -205,3 +205,119 @@ fn decisive<'e>(t: &Traced<'e>) -> Option<&'e Event> {
         .or(finals.last())
         .copied()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FROM: &str = "192.0.2.7";
+    const TO: &str = "198.18.0.1";
+
+    fn rule(
+        chain: &str,
+        index: usize,
+        handle: u64,
+        comment: &str,
+        silent_drop: bool,
+    ) -> KernelRule {
+        KernelRule {
+            chain: chain.into(),
+            index,
+            handle,
+            comment: comment.into(),
+            silent_drop,
+        }
+    }
+
+    /// A packet's mark (its first message, with headers), then messages
+    /// of ours: (kind, handle, verdict).
+    fn packet(id: u32, port: u16, flags: u8, ours: &[(Kind, Option<u64>, i32)]) -> Vec<Event> {
+        let mark = Event {
+            id,
+            kind: Kind::Rule,
+            table: TABLE.into(),
+            chain: "trace".into(),
+            handle: Some(1),
+            verdict: Some(libc::NFT_CONTINUE),
+            packet: Some(Packet {
+                source: FROM.parse().unwrap(),
+                destination: TO.parse().unwrap(),
+                protocol: libc::IPPROTO_TCP as u8,
+                dport: port,
+                tcp_flags: flags,
+                icmp_type: 0,
+            }),
+        };
+        std::iter::once(mark)
+            .chain(ours.iter().map(|&(kind, handle, verdict)| Event {
+                id,
+                kind,
+                table: TABLE_NAME.into(),
+                chain: "input".into(),
+                handle,
+                verdict: Some(verdict),
+                packet: None,
+            }))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_syn_s_decisive_message_names_the_rule_and_a_silent_drop_settles_it() {
+        let rules = vec![
+            rule("input", 0, 10, "t.toml:3 allow ssh", false),
+            rule("input", 1, 11, "t.toml:5 reject 23", false),
+            rule("input", 2, 12, "t.toml:7 deny 2323", true),
+            rule("input", 3, 13, "defaults: log drops", false),
+        ];
+        let mut heard = Heard::new(rules);
+        // 22: accepted; its ACK (same id, reused) is not the first packet.
+        heard.hear(packet(
+            1,
+            22,
+            0x02,
+            &[(Kind::Rule, Some(10), libc::NF_ACCEPT)],
+        ));
+        heard.hear(packet(1, 22, 0x10, &[(Kind::Policy, None, libc::NF_DROP)]));
+        // 23: a reject, whose trace verdict is a drop too.
+        heard.hear(packet(
+            2,
+            23,
+            0x02,
+            &[(Kind::Rule, Some(11), libc::NF_DROP)],
+        ));
+        // 2323: a silent drop; 2424: logged, then the policy.
+        heard.hear(packet(
+            3,
+            2323,
+            0x02,
+            &[(Kind::Rule, Some(12), libc::NF_DROP)],
+        ));
+        heard.hear(packet(
+            4,
+            2424,
+            0x02,
+            &[
+                (Kind::Rule, Some(13), libc::NFT_CONTINUE),
+                (Kind::Policy, None, libc::NF_DROP),
+            ],
+        ));
+        let (from, to) = (FROM.parse().unwrap(), TO.parse().unwrap());
+        let decided = |p| heard.decided(from, to, Service::Tcp(p));
+        assert_eq!(decided(22).as_deref(), Some("t.toml:3 allow ssh"));
+        assert_eq!(decided(23).as_deref(), Some("t.toml:5 reject 23"));
+        assert_eq!(decided(2323).as_deref(), Some("t.toml:7 deny 2323"));
+        assert_eq!(decided(2424).as_deref(), Some("policy of chain input"));
+        assert_eq!(decided(80), None, "never heard");
+        let dropped = |p| heard.dropped(from, to, Service::Tcp(p));
+        assert!(
+            !dropped(22) && !dropped(23),
+            "an accept and a reject wait for their answers"
+        );
+        assert!(dropped(2323) && dropped(2424));
+        let c = heard.coverage(&|_| None);
+        assert_eq!((c.covered, c.total), (4, 4), "{c:?}");
+        heard.forget();
+        assert_eq!(heard.decided(from, to, Service::Tcp(22)), None);
+        assert_eq!(heard.coverage(&|_| Some("why")).uncovered.len(), 4);
+    }
+}
