@@ -380,10 +380,13 @@ fn banned_operator(operator: &crate::sshclient::Operator) -> Option<String> {
 
 /// Who gains and who loses access, one change per line; rules that moved
 /// without changing who gets in say so.
-fn print_reach(reach: &Option<Vec<crate::ruleset::reach::Change>>) {
-    let Some(reach) = reach else {
-        println!("who can connect to what: cannot be said, the kernel's table was edited outside fwharden (the nft text: --diff)");
-        return;
+fn print_reach(reach: &crate::ruleset::reach::Said) {
+    let reach = match reach {
+        crate::ruleset::reach::Said::Changes(c) => c,
+        crate::ruleset::reach::Said::Untold { untold } => {
+            println!("who can connect to what: not said, {untold}");
+            return;
+        }
     };
     if reach.is_empty() {
         println!("who can connect to what: unchanged (new connections to TCP and UDP ports)");

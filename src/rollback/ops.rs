@@ -53,7 +53,7 @@ pub enum ApplyOutcome {
     DryRun {
         profile: String,
         changed: bool,
-        reach: Option<Vec<reach::Change>>,
+        reach: reach::Said,
         diff: String,
     },
     /// Loaded, waiting for `fwharden confirm` until `deadline_ms`.
@@ -69,16 +69,15 @@ pub enum ApplyOutcome {
         /// What a rollback restores, in words.
         rollback_to: String,
         counters: Counters,
-        /// What changed in who can connect to what (`None`: the kernel
-        /// held a table edited outside fwharden, which the model cannot
-        /// read).
-        reach: Option<Vec<reach::Change>>,
+        /// What changed in who can connect to what, or why it is not
+        /// said (a table edited outside fwharden, a change too big).
+        reach: reach::Said,
     },
     /// Loaded and confirmed.
     Confirmed {
         profile: String,
         counters: Counters,
-        reach: Option<Vec<reach::Change>>,
+        reach: reach::Said,
     },
 }
 
@@ -105,12 +104,14 @@ impl ApplyOutcome {
 }
 
 /// Who gains and who loses access from what the kernel held to `new`, as
-/// the profile writes it (a hatch is the apply's, not the profile's);
-/// `None` when the table was edited outside fwharden and has no model.
-fn reach_change(held: &Held, new: &Ruleset) -> Option<Vec<reach::Change>> {
+/// the profile writes it (a hatch is the apply's, not the profile's); not
+/// said when the table was edited outside fwharden and has no model.
+fn reach_change(held: &Held, new: &Ruleset) -> reach::Said {
     match held {
-        Held::Foreign { .. } => None,
-        held => Some(reach::diff(held.as_current().as_ref(), new).changes),
+        Held::Foreign { .. } => reach::Said::Untold {
+            untold: "the kernel's table was edited outside fwharden (the nft text: --diff)".into(),
+        },
+        held => reach::said(held.as_current().as_ref(), new),
     }
 }
 

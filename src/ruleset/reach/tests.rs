@@ -190,3 +190,41 @@ fn a_changed_group_list_gains_and_loses_exactly_its_changed_prefixes() {
     );
     assert!(diff(Some(&a), &c).is_empty());
 }
+
+/// A change that would walk more prefixes than [`WORDS_MAX`] in full is
+/// not said, with why; a change of the same big set's elements alone is,
+/// since only the moved prefixes are walked.
+#[test]
+fn a_big_set_in_full_is_not_walked_but_a_delta_of_it_is() {
+    let mut big = builtin("vps-profile");
+    let many: Vec<IpNet> = (0..(WORDS_MAX as u32 + 10))
+        .map(|i| IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + 2 * i))))
+        .collect();
+    for set in &mut big.sets {
+        if set.name == "admin_v4" {
+            set.kind = SetKind::Prefixes(many.clone());
+        }
+    }
+    match said(None, &big) {
+        Said::Untold { untold } => {
+            assert!(untold.contains("more than the 100000"), "{untold}")
+        }
+        Said::Changes(c) => panic!("walked in full: {} changes", c.len()),
+    }
+    let mut moved = big.clone();
+    for set in &mut moved.sets {
+        if let (true, SetKind::Prefixes(nets)) = (set.name == "admin_v4", &mut set.kind) {
+            nets.pop();
+        }
+    }
+    let Said::Changes(changes) = said(Some(&big), &moved) else {
+        panic!("an element delta is said")
+    };
+    let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    let gone = many.last().unwrap().to_string();
+    assert!(
+        text.iter()
+            .any(|l| l.contains("loses access") && l.contains(&gone)),
+        "{text:#?}"
+    );
+}
