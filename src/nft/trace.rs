@@ -53,7 +53,8 @@ pub struct Packet {
     pub destination: IpAddr,
     /// IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6...
     pub protocol: u8,
-    /// The TCP or UDP destination port; 0 for anything else.
+    /// The TCP or UDP source and destination ports; 0 for anything else.
+    pub sport: u16,
     pub dport: u16,
     /// The TCP flags byte; 0 for anything else.
     pub tcp_flags: u8,
@@ -201,20 +202,25 @@ fn headers(nfproto: u32, net: &[u8], transport: Option<&[u8]>) -> Option<Packet>
         Some([t, ..]) if icmp => *t,
         _ => 0,
     };
-    let (dport, tcp_flags) = match transport {
+    let (sport, dport, tcp_flags) = match transport {
         Some(t) if ports && t.len() >= 4 => {
             let flags = match (protocol as i32, t.get(13)) {
                 (libc::IPPROTO_TCP, Some(f)) => *f,
                 _ => 0,
             };
-            (u16::from_be_bytes([t[2], t[3]]), flags)
+            (
+                u16::from_be_bytes([t[0], t[1]]),
+                u16::from_be_bytes([t[2], t[3]]),
+                flags,
+            )
         }
-        _ => (0, 0),
+        _ => (0, 0, 0),
     };
     Some(Packet {
         source,
         destination,
         protocol,
+        sport,
         dport,
         tcp_flags,
         icmp_type,
@@ -293,6 +299,7 @@ mod tests {
                     source: "192.0.2.7".parse().unwrap(),
                     destination: "198.18.0.1".parse().unwrap(),
                     protocol: libc::IPPROTO_TCP as u8,
+                    sport: 50000,
                     dport: 22,
                     tcp_flags: 0x02,
                     icmp_type: 0,

@@ -462,45 +462,46 @@ impl Replica {
             what: format!("interface {}", r.interface),
         })?;
         let target = link.address(&r.source, r.to);
-        let mut seen: Option<RateSeen> = None;
-        // A listener of its own: each attempt whose packet the kernel
-        // drops is settled at once instead of after the timeout.
+        // A listener of its own: an attempt whose packet the kernel drops
+        // is settled at once instead of after the timeout.
         let mut traced = self.trace()?;
-        for n in 1..=r.attempts {
-            let mut one = [link
-                .peer
-                .run_in(|| Attempt::start(r.source, target, r.service))
-                .map_err(netns_error)?];
-            settle_traced(&mut one, timeout, traced.as_mut())?;
-            // The next attempt's first packet is its own, not this one's.
-            if let Some((tracer, heard)) = traced.as_mut() {
-                drain(tracer)?;
-                heard.forget();
-            }
-            let got = one[0]
-                .got()
-                .cloned()
-                .unwrap_or(Got::Seen(Outcome::Filtered));
-            match &mut seen {
-                None => {
-                    seen = Some(RateSeen {
-                        first: got.clone(),
-                        later: got,
-                        at: 1,
-                    })
-                }
-                Some(s) => {
-                    s.at = n;
-                    let differs = got != s.first;
-                    s.later = got;
-                    if differs {
-                        break;
-                    }
-                }
-            }
+        let start = |n: u32| {
+            link.peer
+                .run_in(|| {
+                    (0..n)
+                        .map(|_| Attempt::start(r.source, target, r.service))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(netns_error)
+        };
+        let got = |a: &Attempt| a.got().cloned().unwrap_or(Got::Seen(Outcome::Filtered));
+        // The first attempt alone, with the source's bucket full.
+        let mut first = start(1)?;
+        settle_traced(&mut first, timeout, traced.as_mut())?;
+        let first = got(&first[0]);
+        if r.attempts < 2 {
+            return Ok(RateSeen {
+                first: first.clone(),
+                later: first,
+                at: 1,
+            });
         }
-        seen.ok_or_else(|| ProbeError::Plan {
-            what: "a rate probe of no attempts".into(),
+        // The rest at once: they reach the kernel within microseconds, so
+        // however slowly this machine runs, the bucket (at most `burst`
+        // tokens) cannot hold them all; one after another, a busy machine
+        // could space them slower than the rate refills it.
+        let mut rest = start(r.attempts - 1)?;
+        settle_traced(&mut rest, timeout, traced.as_mut())?;
+        let seen: Vec<Got> = rest.iter().map(got).collect();
+        let (at, later) = seen
+            .iter()
+            .enumerate()
+            .find(|(_, g)| **g != first)
+            .unwrap_or((seen.len() - 1, &seen[seen.len() - 1]));
+        Ok(RateSeen {
+            first,
+            later: later.clone(),
+            at: at as u32 + 2,
         })
     }
 }
@@ -520,7 +521,7 @@ fn settle_traced(
     let mut heard_now = |attempts: &mut [Attempt]| -> std::io::Result<()> {
         heard.hear(tracer.drain()?);
         for a in attempts.iter_mut().filter(|a| a.got().is_none()) {
-            if heard.dropped(a.source(), a.target(), a.service()) {
+            if heard.dropped((a.source(), a.local_port()), a.target(), a.service()) {
                 a.settle_as(Got::Seen(Outcome::Filtered));
             }
         }

@@ -50,6 +50,8 @@ pub struct Attempt {
     /// `None` when no socket could be opened (the attempt is then decided).
     fd: Option<OwnedFd>,
     source: IpAddr,
+    /// The local port `connect` chose (0: none, or not known).
+    local_port: u16,
     target: IpAddr,
     service: Service,
     got: Option<Got>,
@@ -122,6 +124,7 @@ impl Attempt {
         let mut attempt = Attempt {
             fd: Some(fd),
             source,
+            local_port: 0,
             target,
             service,
             got: None,
@@ -177,6 +180,14 @@ impl Attempt {
                 return attempt;
             }
         }
+        // Which of several attempts to one port a packet belongs to.
+        if let Ok(local) = nix::sys::socket::getsockname::<SockaddrStorage>(raw) {
+            attempt.local_port = local
+                .as_sockaddr_in()
+                .map(|a| a.port())
+                .or_else(|| local.as_sockaddr_in6().map(|a| a.port()))
+                .unwrap_or(0);
+        }
         if !matches!(service, Service::Tcp(_)) {
             attempt.send_datagram();
         }
@@ -187,6 +198,7 @@ impl Attempt {
         Attempt {
             fd: None,
             source,
+            local_port: 0,
             target,
             service,
             got: Some(Got::Inconclusive(why)),
@@ -314,6 +326,11 @@ impl Attempt {
 
     pub fn source(&self) -> IpAddr {
         self.source
+    }
+
+    /// The local port of a TCP or UDP attempt, once connected.
+    pub fn local_port(&self) -> Option<u16> {
+        (self.local_port != 0).then_some(self.local_port)
     }
 
     /// The second datagram of an attempt still waiting (TCP retransmits

@@ -72,12 +72,6 @@ impl Heard {
         self.events.extend(more);
     }
 
-    /// Forgets every message heard so far (a rate sequence's attempts
-    /// are one probe each, to the same port from the same source).
-    pub fn forget(&mut self) {
-        self.events.clear();
-    }
-
     /// The packets, each from its mark (the first message of its trace).
     /// A trace id is the kernel's per-packet cookie and may come back for
     /// a later packet: a new mark starts a new packet.
@@ -110,7 +104,7 @@ impl Heard {
     /// ours decided it.
     pub fn decided(&self, source: IpAddr, to: IpAddr, service: Service) -> Option<String> {
         let packets = self.packets();
-        let decisive = decisive(first(&packets, source, to, service)?)?;
+        let decisive = decisive(first(&packets, (source, None), to, service)?)?;
         Some(match (decisive.kind, decisive.handle) {
             (Kind::Rule, Some(h)) => match self.rules.iter().find(|r| r.handle == h) {
                 Some(r) => r.comment.clone(),
@@ -120,11 +114,12 @@ impl Heard {
         })
     }
 
-    /// Whether the first packet of a probe from `source` to `to` was
-    /// dropped by a chain of ours without an answer (a drop rule or a
-    /// drop policy, not a reject): the probe can only be filtered, and
-    /// need not wait for an answer that cannot come.
-    pub fn dropped(&self, source: IpAddr, to: IpAddr, service: Service) -> bool {
+    /// Whether the first packet of a probe from `source` (and its local
+    /// port, when several probes share a port) to `to` was dropped by a
+    /// chain of ours without an answer (a drop rule or a drop policy, not
+    /// a reject): the probe can only be filtered, and need not wait for an
+    /// answer that cannot come.
+    pub fn dropped(&self, source: (IpAddr, Option<u16>), to: IpAddr, service: Service) -> bool {
         let packets = self.packets();
         let Some(e) = first(&packets, source, to, service).and_then(decisive) else {
             return false;
@@ -169,7 +164,7 @@ impl Heard {
 /// solicitation.
 fn first<'h, 'e>(
     packets: &'h [Traced<'e>],
-    source: IpAddr,
+    (source, sport): (IpAddr, Option<u16>),
     to: IpAddr,
     service: Service,
 ) -> Option<&'h Traced<'e>> {
@@ -189,6 +184,7 @@ fn first<'h, 'e>(
             && p.destination == to
             && i32::from(p.protocol) == protocol
             && p.dport == dport
+            && sport.is_none_or(|s| p.sport == s)
             && p.icmp_type == icmp_type
             && (protocol != libc::IPPROTO_TCP || p.tcp_flags & 0x12 == 0x02)
     })
@@ -243,6 +239,7 @@ mod tests {
                 source: FROM.parse().unwrap(),
                 destination: TO.parse().unwrap(),
                 protocol: libc::IPPROTO_TCP as u8,
+                sport: 40000,
                 dport: port,
                 tcp_flags: flags,
                 icmp_type: 0,
@@ -308,7 +305,7 @@ mod tests {
         assert_eq!(decided(2323).as_deref(), Some("t.toml:7 deny 2323"));
         assert_eq!(decided(2424).as_deref(), Some("policy of chain input"));
         assert_eq!(decided(80), None, "never heard");
-        let dropped = |p| heard.dropped(from, to, Service::Tcp(p));
+        let dropped = |p| heard.dropped((from, None), to, Service::Tcp(p));
         assert!(
             !dropped(22) && !dropped(23),
             "an accept and a reject wait for their answers"
@@ -316,8 +313,8 @@ mod tests {
         assert!(dropped(2323) && dropped(2424));
         let c = heard.coverage(&|_| None);
         assert_eq!((c.covered, c.total), (4, 4), "{c:?}");
-        heard.forget();
-        assert_eq!(heard.decided(from, to, Service::Tcp(22)), None);
-        assert_eq!(heard.coverage(&|_| Some("why")).uncovered.len(), 4);
+        // With a local port, only that attempt's packet counts.
+        assert!(!heard.dropped((from, Some(40001)), to, Service::Tcp(2323)));
+        assert!(heard.dropped((from, Some(40000)), to, Service::Tcp(2323)));
     }
 }
