@@ -126,9 +126,9 @@ pub struct Probe {
     pub why: String,
 }
 
-/// A per-source rate limit, probed with attempts one after another from
-/// one source: the first must pass, and by attempt `attempts` (rate plus
-/// burst, plus one) the limit must have dropped one.
+/// A per-source rate limit, probed with attempts from one source: the
+/// first, alone, must pass; of the others (rate plus burst), sent at once,
+/// the limit must drop one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RateProbe {
     pub source: IpAddr,
