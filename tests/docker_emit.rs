@@ -180,14 +180,7 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
 
     // dockerd rewrites its chains when it starts again: it keeps
     // DOCKER-USER's rules and moves its jump back to the head of FORWARD.
-    engine.stop_dockerd();
-    engine.start_dockerd();
-    assert!(
-        wait_until(Duration::from_secs(30), || net
-            .clients
-            .reaches(Client::Wg, 6379)),
-        "the container is back after the restart"
-    );
+    restart_dockerd(&mut engine, &net);
     let user = net.iptables(&["-S", "DOCKER-USER"]);
     eprintln!(
         "after a dockerd restart:\n{}{user}",
@@ -263,6 +256,19 @@ fn emitted_iptables_hold_published_ports_through_a_dockerd_restart() {
     );
 }
 
+/// Stops and starts dockerd, and waits for the published container to
+/// answer the tunnel's client again.
+fn restart_dockerd(engine: &mut Engine, net: &Net) {
+    engine.stop_dockerd();
+    engine.start_dockerd();
+    assert!(
+        wait_until(Duration::from_secs(30), || net
+            .clients
+            .reaches(Client::Wg, 6379)),
+        "the container is back after the restart"
+    );
+}
+
 /// Without the jump to fwharden's containers chain Docker alone decides,
 /// and the published Redis is open to the internet: the matrix checks
 /// before this one could fail.
@@ -315,14 +321,7 @@ fn emitted_ufw_holds_published_ports_through_a_dockerd_restart() {
     net.clients
         .assert_matrix("ufw loaded before dockerd started", PROFILE_MATRIX);
 
-    engine.stop_dockerd();
-    engine.start_dockerd();
-    assert!(
-        wait_until(Duration::from_secs(30), || net
-            .clients
-            .reaches(Client::Wg, 6379)),
-        "the container is back after the restart"
-    );
+    restart_dockerd(&mut engine, &net);
     net.clients
         .assert_matrix("ufw, after a dockerd restart", PROFILE_MATRIX);
 
