@@ -141,6 +141,13 @@ pub struct RateProbe {
     pub first_rule: String,
     pub spent: Outcome,
     pub spent_rule: String,
+    /// A published sequence sent inside the host sequence of the same
+    /// source, interface and service, because the group has no other
+    /// source to give it (a single address): the two legs spend one
+    /// bucket, so they cannot run apart. Its first attempt goes alone
+    /// after the host's first (the bucket still holds `burst - 1`), its
+    /// others at once with the host's.
+    pub with_host: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -261,6 +268,7 @@ fn rate_probe(
         first_rule: first.comment,
         spent: Outcome::of(spent.verdict),
         spent_rule: spent.comment,
+        with_host: false,
     }
 }
 
@@ -395,12 +403,17 @@ pub fn build(ruleset: &Ruleset) -> Plan {
                 .filter(|a| !metered.contains(&(meter, *a)))
                 .map(|a| rate_probe(ruleset, Destination::Host, a, &on[0], service, rate))
                 .find(|p| p.first != p.spent);
+            let host_sequence = host.is_some();
             if let Some(p) = host {
                 metered.push((meter, p.source));
                 rate_probes.push(p);
             }
             let published =
                 published::rate_probe(ruleset, &candidates, &on[0], service, rate, &rate_probes);
+            let published = published.or_else(|| {
+                let host = rate_probes.last().filter(|_| host_sequence)?;
+                published::with_host(ruleset, host, rate)
+            });
             if let Some(p) = published {
                 metered.push((meter, p.source));
                 rate_probes.push(p);

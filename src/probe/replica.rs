@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use super::plan::{Destination, Outcome, Plan, Service};
+use super::plan::{Destination, Outcome, Plan, RateProbe, Service};
 use super::send::{settle, settle_with, Attempt, Got, Witness};
 use super::ProbeError;
 use crate::netns::{Netns, NetnsError};
@@ -397,19 +397,46 @@ impl Replica {
         traced: Option<&mut (Tracer, trace::Heard)>,
     ) -> Result<Observed, ProbeError> {
         std::thread::scope(|scope| {
-            let sequences: Vec<_> = plan
-                .rate_probes
-                .iter()
-                .map(|r| scope.spawn(move || self.rate_sequence(r, timeout)))
+            // A published sequence sent inside its host sequence runs on
+            // that one's thread; the others each on their own.
+            let partner = |r: &RateProbe| {
+                plan.rate_probes.iter().position(|q| {
+                    q.with_host
+                        && (q.source, &q.interface, q.service)
+                            == (r.source, &r.interface, r.service)
+                })
+            };
+            let sequences: Vec<_> = (plan.rate_probes.iter().enumerate())
+                .filter(|(_, r)| !r.with_host)
+                .map(|(i, r)| {
+                    let with = partner(r).map(|j| (j, &plan.rate_probes[j]));
+                    (
+                        i,
+                        with,
+                        scope.spawn(move || self.rate_sequence(r, with.map(|w| w.1), timeout)),
+                    )
+                })
                 .collect();
             let probes = self.all_at_once(plan, timeout, traced);
-            let rates = sequences
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect::<Result<Vec<_>, _>>();
+            let mut rates = vec![None; plan.rate_probes.len()];
+            for (i, with, h) in sequences {
+                let (seen, also) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+                rates[i] = Some(seen);
+                if let (Some((j, _)), Some(also)) = (with, also) {
+                    rates[j] = Some(also);
+                }
+            }
+            let unsent = || RateSeen {
+                first: Got::Inconclusive("not sent: its host sequence is not planned".into()),
+                later: Got::Inconclusive("not sent".into()),
+                at: 0,
+            };
             Ok(Observed {
                 probes: probes?,
-                rates: rates?,
+                rates: rates
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(unsent))
+                    .collect(),
                 ..Observed::default()
             })
         })
@@ -451,58 +478,62 @@ impl Replica {
         Ok(probes)
     }
 
-    /// Connection attempts one after another until one sees something else
-    /// than the first, or `attempts` are spent.
+    /// A rate-limit sequence: the first attempt alone, with the source's
+    /// bucket full, then the rest at once; with `with`, a published
+    /// sequence of the same source (one bucket) whose first attempt goes
+    /// alone after the host's first and whose rest goes with the host's.
     fn rate_sequence(
         &self,
-        r: &super::plan::RateProbe,
+        r: &RateProbe,
+        with: Option<&RateProbe>,
         timeout: Duration,
-    ) -> Result<RateSeen, ProbeError> {
+    ) -> Result<(RateSeen, Option<RateSeen>), ProbeError> {
         let link = self.link(&r.interface).ok_or_else(|| ProbeError::Plan {
             what: format!("interface {}", r.interface),
         })?;
-        let target = link.address(&r.source, r.to);
         // A listener of its own: an attempt whose packet the kernel drops
         // is settled at once instead of after the timeout.
         let mut traced = self.trace()?;
-        let start = |n: u32| {
+        // `n` attempts of each leg, interleaved, started at once.
+        let start = |legs: &[&RateProbe], n: u32| {
             link.peer
                 .run_in(|| {
                     (0..n)
-                        .map(|_| Attempt::start(r.source, target, r.service))
+                        .flat_map(|_| legs.iter())
+                        .map(|q| Attempt::start(q.source, link.address(&q.source, q.to), q.service))
                         .collect::<Vec<_>>()
                 })
                 .map_err(netns_error)
         };
         let got = |a: &Attempt| a.got().cloned().unwrap_or(Got::Seen(Outcome::Filtered));
-        // The first attempt alone, with the source's bucket full.
-        let mut first = start(1)?;
-        settle_traced(&mut first, timeout, traced.as_mut())?;
-        let first = got(&first[0]);
-        if r.attempts < 2 {
-            return Ok(RateSeen {
-                first: first.clone(),
-                later: first,
-                at: 1,
-            });
+        let mut legs = vec![r];
+        legs.extend(with);
+        // Each leg's first attempt alone, in turn: the host's meets a full
+        // bucket, a published leg's one holding `burst - 1`.
+        let mut firsts = Vec::new();
+        for leg in &legs {
+            let mut first = start(&[leg], 1)?;
+            settle_traced(&mut first, timeout, traced.as_mut())?;
+            firsts.push(got(&first[0]));
         }
+        let rest_each = r.attempts.max(1) - 1;
         // The rest at once: they reach the kernel within microseconds, so
         // however slowly this machine runs, the bucket (at most `burst`
         // tokens) cannot hold them all; one after another, a busy machine
-        // could space them slower than the rate refills it.
-        let mut rest = start(r.attempts - 1)?;
+        // could space them slower than the rate refills it. Each leg sends
+        // as many as a sequence alone would, so each meets a spent bucket.
+        let mut rest = start(&legs, rest_each)?;
         settle_traced(&mut rest, timeout, traced.as_mut())?;
-        let seen: Vec<Got> = rest.iter().map(got).collect();
-        let (at, later) = seen
-            .iter()
-            .enumerate()
-            .find(|(_, g)| **g != first)
-            .unwrap_or((seen.len() - 1, &seen[seen.len() - 1]));
-        Ok(RateSeen {
-            first,
-            later: later.clone(),
-            at: at as u32 + 2,
-        })
+        let mut seen = firsts.into_iter().enumerate().map(|(k, first)| {
+            let mine: Vec<Got> = rest.iter().skip(k).step_by(legs.len()).map(got).collect();
+            let (at, later) = match mine.iter().position(|g| *g != first) {
+                Some(at) => (at as u32 + 2, mine[at].clone()),
+                None => (mine.len() as u32 + 1, mine.last().unwrap_or(&first).clone()),
+            };
+            RateSeen { first, later, at }
+        });
+        let host = seen.next().expect("one leg at least");
+        Ok((host, seen.next()))
     }
 }
 

@@ -101,17 +101,23 @@ impl Report {
             .collect();
         for (r, seen) in plan.rate_probes.iter().zip(&observed.rates) {
             let why = format!("per-source rate limit {}", r.rate);
+            // A published leg's first is its source's second attempt: the
+            // host's first went before it, on the same bucket.
+            let (first, first_why) = match r.with_host {
+                false => ("#1", "the first connection passes"),
+                true => ("#2", "after the host's #1 on the same bucket, it passes"),
+            };
             rows.push(Row {
                 status: status(r.first, &seen.first),
                 source: r.source,
                 interface: r.interface.clone(),
-                service: format!("{} #1", r.service),
+                service: format!("{} {first}", r.service),
                 to: r.to,
                 expected: r.first,
                 got: seen.first.clone(),
                 rule: r.first_rule.clone(),
                 kernel_rule: None,
-                why: format!("{why}: the first connection passes"),
+                why: format!("{why}: {first_why}"),
             });
             rows.push(Row {
                 status: status(r.spent, &seen.later),

@@ -159,6 +159,31 @@ pub(super) fn rate_probe(
         .find(|p| p.first == Outcome::Open && p.spent != Outcome::Open)
 }
 
+/// The published sequence of a limit whose every source already runs a
+/// host sequence (a group of one address): sent inside the host sequence
+/// of `host`'s source, so the containers chain's limit is proven too.
+/// Only where its first attempt, after the host's first, still meets a
+/// token (`burst` of at least 2), and where the limit holds on the
+/// published path.
+pub(super) fn with_host(ruleset: &Ruleset, host: &RateProbe, rate: Rate) -> Option<RateProbe> {
+    if host.to != Destination::Host || host.with_host || rate.burst < 2 {
+        return None;
+    }
+    let to = Destination::Published;
+    let p = super::rate_probe(
+        ruleset,
+        to,
+        host.source,
+        &host.interface,
+        host.service,
+        rate,
+    );
+    (p.first == Outcome::Open && p.spent != Outcome::Open).then_some(RateProbe {
+        with_host: true,
+        ..p
+    })
+}
+
 /// A per-source limit counts a source's new connections to the host and
 /// to its published ports in one meter (the containers chain uses input's
 /// meter set), and every probe must meet the bucket full: published probes

@@ -180,7 +180,8 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
     );
     // SSH from the first address of each group is the rate sequence's to
     // ask; the containers chain's limit is asked from another address of
-    // the group, where it has one (admin_v4 holds a single address).
+    // the group, where it has one; admin_v4 holds a single address, so its
+    // published sequence runs inside the host's, on the same bucket.
     let rate_sources: Vec<String> = plan
         .rate_probes
         .iter()
@@ -189,15 +190,26 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
     let last = "2001:db8:1:0:ffff:ffff:ffff:ffff";
     assert_eq!(
         rate_sources,
-        ["192.0.2.10", "10.0.0.0", "10.0.0.255", "2001:db8:1::", last]
+        [
+            "192.0.2.10",
+            "192.0.2.10",
+            "10.0.0.0",
+            "10.0.0.255",
+            "2001:db8:1::",
+            last
+        ]
     );
-    let published: Vec<String> = plan
+    let published: Vec<(String, bool)> = plan
         .rate_probes
         .iter()
         .filter(|r| r.to == Destination::Published)
-        .map(|r| r.source.to_string())
+        .map(|r| (r.source.to_string(), r.with_host))
         .collect();
-    assert_eq!(published, ["10.0.0.255", last]);
+    let published: Vec<(&str, bool)> = published.iter().map(|(s, w)| (s.as_str(), *w)).collect();
+    assert_eq!(
+        published,
+        [("192.0.2.10", true), ("10.0.0.255", false), (last, false)]
+    );
     for p in &plan.probes {
         assert!(
             !(rate_sources.contains(&p.source.to_string()) && p.service == Service::Tcp(22)),
@@ -228,7 +240,7 @@ fn vps_profile_plan_covers_each_rule_with_its_expectation() {
         find(&plan, "2001:db8:ffff::200", "eth0", Service::Ping).expected,
         Outcome::Open
     );
-    assert_eq!(plan.rate_probes.len(), 5, "{:#?}", plan.rate_probes);
+    assert_eq!(plan.rate_probes.len(), 6, "{:#?}", plan.rate_probes);
     for r in &plan.rate_probes {
         assert_eq!(
             (r.first, r.spent, r.attempts),
@@ -356,4 +368,26 @@ fn two_sequences_of_one_meter_never_share_a_source() {
             "{r:?}"
         );
     }
+}
+
+#[test]
+fn a_one_address_group_s_published_limit_rides_its_host_sequence_when_a_token_is_left() {
+    let body = |burst: u32| {
+        format!(
+            "[groups]\none = [\"192.0.2.10\"]\n[[rule]]\nallow = \"ssh\"\nfrom = \"one\"\nlimit = \"10/minute\"\nburst = {burst}\n"
+        )
+    };
+    let legs = |burst| {
+        let plan = build(&compiled_text("", &body(burst)));
+        let legs: Vec<(Destination, bool)> = (plan.rate_probes.iter())
+            .filter(|r| r.source.to_string() == "192.0.2.10")
+            .map(|r| (r.to, r.with_host))
+            .collect();
+        legs
+    };
+    let host = (Destination::Host, false);
+    assert_eq!(legs(5), [host, (Destination::Published, true)]);
+    // With a burst of one, the host's first attempt spends the bucket: a
+    // published first attempt after it could not pass, so none is planned.
+    assert_eq!(legs(1), [host]);
 }
