@@ -210,6 +210,80 @@ fn the_right_answer_from_the_wrong_rule_is_caught() {
 
 #[test]
 #[ignore = "needs root"]
+fn answers_to_the_host_s_own_connections_dropped_are_caught() {
+    needs_root("answers_to_the_host_s_own_connections_dropped_are_caught");
+    interlock();
+    let expected = compiled("vps-profile");
+    let mut broken = expected.clone();
+    input_rules(&mut broken).retain(|r| r.comment != "defaults: established");
+    assert_ne!(broken, expected);
+    let report = probe::prove_loaded(&expected, &broken, probe::TIMEOUT).unwrap();
+    let out: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.to == probe::Destination::Out)
+        .collect();
+    assert_eq!(out.len(), 2, "one per family:\n{}", report.table());
+    for r in out {
+        assert_eq!(
+            (r.status, r.expected, &r.got),
+            (
+                Status::Mismatch,
+                probe::Outcome::Open,
+                &probe::send::Got::Seen(probe::Outcome::Filtered)
+            ),
+            "{}",
+            report.table()
+        );
+    }
+    assert!(!report.passed);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_dropping_output_chain_is_proven_from_the_host_and_its_removal_caught() {
+    needs_root("a_dropping_output_chain_is_proven_from_the_host_and_its_removal_caught");
+    interlock();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "extends = \"base\"\n[defaults]\noutput = \"drop\"\n[[rule]]\nallow = \"https\"\n";
+    std::fs::write(dir.path().join("closed-out.toml"), text).unwrap();
+    let search = SearchPath::only(vec![dir.path().into(), root().join("profiles")]);
+    let loaded = load("closed-out", &search)
+        .profile
+        .expect("a valid profile");
+    let expected = fwharden::compile::compile(&loaded);
+    let out_rows = |report: &Report| -> Vec<(Status, Option<String>, probe::Outcome)> {
+        (report.rows.iter())
+            .filter(|r| r.to == probe::Destination::Out)
+            .map(|r| (r.status, r.kernel_rule.clone(), r.expected))
+            .collect()
+    };
+    // The host's first packet out meets output's policy, by the kernel's
+    // own trace of the output hook.
+    let report = probe::prove(&expected, probe::TIMEOUT).unwrap();
+    assert!(report.passed, "{}", report.table());
+    let policy = Some("policy of chain output".to_string());
+    let filtered = probe::Outcome::Filtered;
+    assert_eq!(
+        out_rows(&report),
+        vec![(Status::Match, policy.clone(), filtered); 2],
+        "{}",
+        report.table()
+    );
+    // Without the output chain in the kernel, the host's connections out
+    // pass where the profile says they must not.
+    let mut broken = expected.clone();
+    broken.chains.retain(|c| c.name != "output");
+    let report = probe::prove_loaded(&expected, &broken, probe::TIMEOUT).unwrap();
+    assert!(!report.passed);
+    for (status, kernel, _) in out_rows(&report) {
+        assert_eq!(status, Status::Mismatch, "{}", report.table());
+        assert_eq!(kernel.as_deref(), Some("defaults: established"));
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
 fn a_widened_source_group_is_caught() {
     needs_root("a_widened_source_group_is_caught");
     caught(
@@ -449,7 +523,16 @@ fn probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect() {
         second.starts_with("MISMATCH") && second.contains("443/tcp published (container)"),
         "{text}"
     );
-    assert!(text.contains("2 of 23 probes do not match"), "{text}");
+    // And the host's own IPv6 connection out: the peer's neighbour
+    // advertisement, the answer to the host's solicitation, is dropped.
+    let third = text.lines().nth(3).unwrap();
+    assert!(
+        third.starts_with("MISMATCH")
+            && third.contains("2001:db8:ffff::200")
+            && third.contains("443/tcp out (the host connects)"),
+        "{text}"
+    );
+    assert!(text.contains("3 of 25 probes do not match"), "{text}");
 }
 
 /// vps-profile with its admin group grown to `n` IPv4 hosts.

@@ -99,6 +99,12 @@ pub enum Destination {
     /// A port the host publishes for a container: DNAT'd to the container
     /// and forwarded, so the forward hook (the `containers` chain) decides.
     Published,
+    /// The other way: the host's own connection out to the peer at the
+    /// probe's `source`, from the host's local port [`Plan::local_port`].
+    /// The output hook decides its first packet, and the input hook the
+    /// peer's answer, which conntrack calls established: what lets the
+    /// host's `apt-get` or DNS work under a profile that accepts nothing.
+    Out,
 }
 
 impl Destination {
@@ -107,9 +113,14 @@ impl Destination {
         match self {
             Destination::Host => "",
             Destination::Published => "published (container)",
+            Destination::Out => "out (the host connects)",
         }
     }
 }
+
+/// The port the peers listen on for the host's connections out: HTTPS,
+/// the connection a host makes most (package mirrors).
+pub const OUT_PORT: u16 = 443;
 
 /// One packet (or connection attempt) and what it must see.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -162,6 +173,10 @@ pub struct Plan {
     /// that matched the forwarded port instead of the original one would
     /// be seen dropping what it should pass.
     pub container_port: u16,
+    /// The host's local port for its connections out: one no rule names,
+    /// so no listener of the replica holds it, and the model reads the
+    /// answer's destination port as the kernel does.
+    pub local_port: u16,
 }
 
 impl Plan {
@@ -275,6 +290,9 @@ fn rate_probe(
 /// Whether a per-source limit decides `probe`: the model answers it
 /// otherwise from a full bucket than from a spent one.
 fn limited(ruleset: &Ruleset, probe: &Probe) -> bool {
+    if probe.to == Destination::Out {
+        return false;
+    }
     let at = |meters| {
         let p = probe;
         expect(ruleset, p.to, p.source, &p.interface, p.service, meters)
@@ -325,7 +343,36 @@ fn expect(
             }
             d
         }
+        Destination::Out => unreachable!("a connection out is asked with `expect_out`"),
     }
+}
+
+/// What the model decides for the host's connection out to `peer`'s
+/// [`OUT_PORT`] from `local_port`: the output hook's verdict on the first
+/// packet, and when it passes, the input hook's on the peer's answer,
+/// which arrives on `interface` as an established connection. The chains
+/// of ours on output match no address (conntrack state, loopback, ICMP),
+/// so the peer's address stands in for the host's own there.
+fn expect_out(ruleset: &Ruleset, peer: IpAddr, interface: &str, local_port: u16) -> Decision {
+    let out = Packet {
+        source: peer,
+        protocol: Protocol::Tcp,
+        dport: OUT_PORT,
+        interface: None,
+        state: CtState::New,
+    };
+    let first = eval::evaluate(ruleset, Hook::Output, &out);
+    if !first.accepted() {
+        return first;
+    }
+    let answer = Packet {
+        source: peer,
+        protocol: Protocol::Tcp,
+        dport: local_port,
+        interface: Some(interface.to_string()),
+        state: CtState::Established,
+    };
+    eval::evaluate(ruleset, Hook::Input, &answer)
 }
 
 /// The plan for `ruleset`. Pure: the same model always gives the same plan.
@@ -446,6 +493,7 @@ pub fn build(ruleset: &Ruleset) -> Plan {
         }
     }
 
+    let local_port = published::local_port(&rules);
     // The default deny: ports no rule names, from outside every set.
     let named = |proto: Protocol, port: u16| {
         rules.iter().any(|(_, r)| {
@@ -470,6 +518,17 @@ pub fn build(ruleset: &Ruleset) -> Plan {
         // One ping per family: the echo rule's global rate limit must not
         // be what the probe measures.
         b.add(source, &default, Service::Ping, "ping".into());
+        // The host's own connection out, once per family.
+        let d = expect_out(ruleset, source, &default, local_port);
+        b.probes.push(Probe {
+            source,
+            interface: default.clone(),
+            service: Service::Tcp(OUT_PORT),
+            to: Destination::Out,
+            expected: Outcome::of(d.verdict),
+            rule: d.comment,
+            why: "the host's own connection out: the answer must come back".into(),
+        });
         if f == Family::Ipv6 {
             let why = "neighbour discovery".into();
             b.add(source, &default, Service::NeighborSolicit, why);
@@ -494,6 +553,7 @@ pub fn build(ruleset: &Ruleset) -> Plan {
         probes,
         rate_probes,
         container_port,
+        local_port,
     }
 }
 

@@ -25,12 +25,12 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use super::plan::{Destination, Outcome, Plan, RateProbe, Service};
+use super::plan::{Destination, Outcome, Plan, RateProbe, Service, OUT_PORT};
 use super::send::{settle, settle_with, Attempt, Got, Witness};
 use super::ProbeError;
 use crate::netns::{Netns, NetnsError};
 use crate::nft::trace::Tracer;
-use crate::ruleset::Ruleset;
+use crate::ruleset::{Hook, Ruleset};
 use std::os::fd::AsFd;
 
 /// Namespace name tags: `fwh-probe-PID-N` and `fwh-probepeer-PID-N`.
@@ -74,6 +74,8 @@ impl Link {
             (Destination::Host, _) => self.target(source),
             (Destination::Published, IpAddr::V4(_)) => IpAddr::V4(self.published_v4),
             (Destination::Published, IpAddr::V6(_)) => IpAddr::V6(self.published_v6),
+            // The host connects to the peer, whose address is the source.
+            (Destination::Out, _) => *source,
         }
     }
 }
@@ -81,6 +83,8 @@ impl Link {
 pub struct Replica {
     echo: Option<UdpEcho>,
     tcp: Vec<TcpListener>,
+    /// The peers' listeners for the host's connections out.
+    peer_tcp: Vec<TcpListener>,
     container: Option<container::Container>,
     links: Vec<Link>,
     target: Netns,
@@ -150,6 +154,7 @@ impl Replica {
         let mut replica = Replica {
             echo: None,
             tcp: Vec::new(),
+            peer_tcp: Vec::new(),
             container: None,
             links: Vec::new(),
             target,
@@ -228,12 +233,27 @@ impl Replica {
                 .map_err(netns_error)?;
             settings::peer(&link.peer)?;
         }
+        if plan.probes.iter().any(|p| p.to == Destination::Out) {
+            for link in &replica.links {
+                let bound = link
+                    .peer
+                    .run_in(|| TcpListener::bind((Ipv6Addr::UNSPECIFIED, OUT_PORT)))
+                    .map_err(netns_error)?;
+                replica
+                    .peer_tcp
+                    .push(bound.map_err(|source| ProbeError::Listen {
+                        what: format!("{}/tcp in a peer", OUT_PORT),
+                        source,
+                    })?);
+            }
+        }
         replica.load()?;
         // The ruleset loaded through netlink is traced (the nft program
         // makes the marking table); emitted iptables or ufw rules are
         // proven by their answers alone.
-        if matches!(replica.loader, Loader::Nft(_)) && have_nft() {
-            trace::arm(&replica.target)?;
+        if let (Loader::Nft(loaded), true) = (&replica.loader, have_nft()) {
+            let output = loaded.chains.iter().any(|c| c.hook == Hook::Output);
+            trace::arm(&replica.target, output)?;
             replica.traced = true;
         }
         let mut udp = Vec::new();
@@ -355,7 +375,13 @@ impl Replica {
                 .iter()
                 .map(|p| {
                     let link = self.link(&p.interface)?;
-                    heard.decided(p.source, link.address(&p.source, p.to), p.service)
+                    match p.to {
+                        Destination::Out => {
+                            let host = (link.target(&p.source), plan.local_port);
+                            heard.decided_out(host, p.source, p.service)
+                        }
+                        to => heard.decided(p.source, link.address(&p.source, to), p.service),
+                    }
                 })
                 .collect();
             let loaded = match &self.loader {
@@ -452,6 +478,7 @@ impl Replica {
         for link in &self.links {
             let mine: Vec<usize> = (0..plan.probes.len())
                 .filter(|&i| plan.probes[i].interface == link.interface)
+                .filter(|&i| plan.probes[i].to != Destination::Out)
                 .collect();
             let started = link
                 .peer
@@ -463,6 +490,26 @@ impl Replica {
                                 i,
                                 Attempt::start(p.source, link.address(&p.source, p.to), p.service),
                             )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .map_err(netns_error)?;
+            attempts.extend(started);
+        }
+        // The host's own connections out, from the target.
+        let out: Vec<usize> = (0..plan.probes.len())
+            .filter(|&i| plan.probes[i].to == Destination::Out)
+            .collect();
+        if !out.is_empty() {
+            let started = self
+                .target
+                .run_in(|| {
+                    out.iter()
+                        .filter_map(|&i| {
+                            let p = &plan.probes[i];
+                            let link = self.link(&p.interface)?;
+                            let from = (link.target(&p.source), plan.local_port);
+                            Some((i, Attempt::start_from(from, p.source, p.service)))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -583,7 +630,6 @@ fn by_construction(
 ) -> Option<&'static str> {
     use crate::ruleset::{CtState, Hook, Match};
     match chain.hook {
-        Hook::Output => return Some("by construction: the probe sends no packet from the host"),
         Hook::Forward if chain.name != "containers" => {
             return Some(
                 "by construction: the probe routes packets only to published container ports",
@@ -597,6 +643,9 @@ fn by_construction(
         }
         Match::InInterface(i) if i == "lo" => {
             Some("by construction: probes arrive on the replica's links, never on loopback")
+        }
+        Match::OutInterface(i) if i == "lo" => {
+            Some("by construction: the replica's packets leave by its links, never by loopback")
         }
         Match::IcmpType(_) | Match::Icmpv6Type(_) => {
             let pinged = |m: &Match| matches!(m, Match::IcmpType(t) if t.contains(&crate::ruleset::IcmpType::EchoRequest));

@@ -284,6 +284,7 @@ mod tests {
             ],
             rate_probes: vec![],
             container_port: 9,
+            local_port: 61999,
         };
         let observed = Observed {
             probes: vec![Got::Seen(Outcome::Filtered), Got::Seen(Outcome::Open)],

@@ -292,8 +292,9 @@ pub fn scan(
                 Destination::Host
             };
             let d = match to {
-                Destination::Host => eval::evaluate(ruleset, Hook::Input, &packet),
                 Destination::Published => eval::evaluate_published(ruleset, &packet, Meters::Fresh),
+                // A scan asks only from outside: never `Out`.
+                _ => eval::evaluate(ruleset, Hook::Input, &packet),
             };
             let expected = Outcome::of(d.verdict);
             let got = got.unwrap_or_else(|| Got::Inconclusive("not sent".into()));

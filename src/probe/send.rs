@@ -101,6 +101,15 @@ impl Attempt {
     /// `source`, and sends the first packet to `target`. An error here is
     /// an inconclusive probe, not an I/O failure of the run.
     pub fn start(source: IpAddr, target: IpAddr, service: Service) -> Attempt {
+        Attempt::start_from((source, 0), target, service)
+    }
+
+    /// Like [`Attempt::start`], from a given local port (0: any).
+    pub fn start_from(
+        (source, local_port): (IpAddr, u16),
+        target: IpAddr,
+        service: Service,
+    ) -> Attempt {
         let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
         let opened = match service {
             Service::Tcp(_) => socket(family(target), SockType::Stream, flags, None),
@@ -135,7 +144,7 @@ impl Attempt {
             Service::Ping | Service::NeighborSolicit => 0,
         };
         let raw = attempt.raw();
-        if let (Service::Tcp(_), Some(fd)) = (service, attempt.fd.as_ref()) {
+        if let (Service::Tcp(_), Some(fd), 0) = (service, attempt.fd.as_ref(), local_port) {
             // bind() would give each socket a local port of its own, found
             // by a search that grows with the sockets already holding one:
             // thousands in flight (a sweep) spend seconds in the kernel.
@@ -143,7 +152,7 @@ impl Attempt {
             // different ports. Without the option, only speed is lost.
             let _ = setsockopt(fd, sockopt::IpBindAddressNoPort, &true);
         }
-        if let Err(e) = bind(raw, &addr(source, 0)) {
+        if let Err(e) = bind(raw, &addr(source, local_port)) {
             attempt.got = Some(Got::Inconclusive(format!("bind {source}: {e}")));
             return attempt;
         }

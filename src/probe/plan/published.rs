@@ -48,6 +48,14 @@ fn first_unnamed(rules: &[(usize, Reading)], candidates: &[u16]) -> u16 {
     *free.unwrap_or(&candidates[0])
 }
 
+/// The host's local port for its connections out: not one the replica
+/// listens on, nor one a rule names.
+const LOCAL: [u16; 5] = [61999, 62999, 63999, 64999, 60998];
+
+pub(super) fn local_port(rules: &[(usize, Reading)]) -> u16 {
+    first_unnamed(rules, &LOCAL)
+}
+
 /// The port the replica's container listens on.
 pub(super) fn container_port(rules: &[(usize, Reading)]) -> u16 {
     first_unnamed(rules, &CONTAINER)

@@ -391,3 +391,45 @@ fn a_one_address_group_s_published_limit_rides_its_host_sequence_when_a_token_is
     // published first attempt after it could not pass, so none is planned.
     assert_eq!(legs(1), [host]);
 }
+
+#[test]
+fn the_host_s_own_connection_out_is_planned_once_per_family_with_what_decides_it() {
+    let out = |defaults: &str| {
+        let plan = build(&compiled_text(defaults, "[[rule]]\nallow = \"https\"\n"));
+        let rows: Vec<(String, Outcome, String)> = (plan.probes.iter())
+            .filter(|p| p.to == Destination::Out)
+            .map(|p| (p.source.to_string(), p.expected, p.rule.clone()))
+            .collect();
+        assert!(plan.probes.iter().all(|p| p.to != Destination::Out
+            || (p.service == Service::Tcp(OUT_PORT) && p.interface == plan.interfaces[0])));
+        (plan.local_port, rows)
+    };
+    let row = |source: &str, o, rule: &str| (source.to_string(), o, rule.to_string());
+    // The answer comes back as an established connection.
+    let established = "established = true\noutput = \"accept\"";
+    assert_eq!(
+        out(established),
+        (
+            61999,
+            vec![
+                row("203.0.113.200", Outcome::Open, "defaults: established"),
+                row("2001:db8:ffff::200", Outcome::Open, "defaults: established"),
+            ]
+        )
+    );
+    // Without the established rule, the answer meets input's policy.
+    let (_, rows) = out("established = false");
+    assert!(
+        rows.iter()
+            .all(|(_, o, rule)| *o == Outcome::Filtered && rule == "policy of chain input"),
+        "{rows:?}"
+    );
+    // With output dropped, the first packet never leaves.
+    let (_, rows) = out("output = \"drop\"");
+    assert!(
+        rows.iter()
+            .all(|(_, o, rule)| *o == Outcome::Filtered && rule == "policy of chain output"),
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 2);
+}

@@ -25,11 +25,18 @@ use crate::ruleset::TABLE_NAME;
 /// message is its mark, with the headers as they arrived (before a DNAT).
 pub const TABLE: &str = "fwharden-probe-trace";
 
-/// Marks every packet that reaches the target.
-pub fn arm(target: &Netns) -> Result<(), ProbeError> {
-    let text = format!(
-        "table inet {TABLE} {{\n  chain trace {{\n    type filter hook prerouting priority -350; policy accept;\n    meta nftrace set 1\n  }}\n}}\n"
-    );
+/// Marks every packet that reaches the target and, with `output` (the
+/// loaded table has an output chain), every packet the target sends:
+/// its answers to the probes, and its own connections out.
+pub fn arm(target: &Netns, output: bool) -> Result<(), ProbeError> {
+    let chain = |name: &str, hook: &str| {
+        format!("  chain {name} {{\n    type filter hook {hook} priority -350; policy accept;\n    meta nftrace set 1\n  }}\n")
+    };
+    let mut chains = chain("trace", "prerouting");
+    if output {
+        chains.push_str(&chain("trace_out", "output"));
+    }
+    let text = format!("table inet {TABLE} {{\n{chains}}}\n");
     load_text(
         target,
         &format!("its trace table (inet {TABLE}, `nft -f`)"),
@@ -105,13 +112,46 @@ impl Heard {
     pub fn decided(&self, source: IpAddr, to: IpAddr, service: Service) -> Option<String> {
         let packets = self.packets();
         let decisive = decisive(first(&packets, (source, None), to, service)?)?;
-        Some(match (decisive.kind, decisive.handle) {
+        Some(self.name(decisive))
+    }
+
+    /// What decided the host's connection out from `host` (and its local
+    /// port) to `peer`: a chain of ours that dropped its first packet on
+    /// output (traced when the table has an output chain), else what
+    /// decided the peer's answer on input, the SYN-ACK.
+    pub fn decided_out(
+        &self,
+        (host, local_port): (IpAddr, u16),
+        peer: IpAddr,
+        service: Service,
+    ) -> Option<String> {
+        let packets = self.packets();
+        let syn = first(&packets, (host, Some(local_port)), peer, service).and_then(decisive);
+        if let Some(e) = syn.filter(|e| e.verdict == Some(libc::NF_DROP)) {
+            return Some(self.name(e));
+        }
+        let Service::Tcp(port) = service else {
+            return None;
+        };
+        let answer = packets.iter().find(|t| {
+            let p = &t.packet;
+            (p.source, p.destination, p.sport, p.dport) == (peer, host, port, local_port)
+                && i32::from(p.protocol) == libc::IPPROTO_TCP
+                && p.tcp_flags & 0x12 == 0x12
+        })?;
+        decisive(answer).map(|e| self.name(e))
+    }
+
+    /// A decisive message as the model names it: the rule's comment, or
+    /// `policy of chain NAME`.
+    fn name(&self, decisive: &Event) -> String {
+        match (decisive.kind, decisive.handle) {
             (Kind::Rule, Some(h)) => match self.rules.iter().find(|r| r.handle == h) {
                 Some(r) => r.comment.clone(),
                 None => format!("rule handle {h} of chain {}", decisive.chain),
             },
             _ => format!("policy of chain {}", decisive.chain),
-        })
+        }
     }
 
     /// Whether the first packet of a probe from `source` (and its local
@@ -316,5 +356,33 @@ mod tests {
         // With a local port, only that attempt's packet counts.
         assert!(!heard.dropped((from, Some(40001)), to, Service::Tcp(2323)));
         assert!(heard.dropped((from, Some(40000)), to, Service::Tcp(2323)));
+    }
+
+    #[test]
+    fn the_host_s_connection_out_is_decided_by_what_decided_the_answer() {
+        let rules = vec![rule("input", 0, 10, "defaults: established", false)];
+        let mut heard = Heard::new(rules);
+        // The peer FROM answers the host TO's connection from local port
+        // 61999 to its port 40000 with a SYN-ACK, accepted as established.
+        heard.hear(packet(
+            1,
+            61999,
+            0x12,
+            &[(Kind::Rule, Some(10), libc::NF_ACCEPT)],
+        ));
+        let (peer, host) = (FROM.parse().unwrap(), TO.parse().unwrap());
+        let decided = |local| heard.decided_out((host, local), peer, Service::Tcp(40000));
+        assert_eq!(decided(61999).as_deref(), Some("defaults: established"));
+        assert_eq!(decided(62999), None, "another local port's answer");
+        // A plain SYN to that port is not an answer.
+        let mut syn_only = Heard::new(vec![]);
+        syn_only.hear(packet(
+            2,
+            61999,
+            0x02,
+            &[(Kind::Policy, None, libc::NF_DROP)],
+        ));
+        let decided = syn_only.decided_out((host, 61999), peer, Service::Tcp(40000));
+        assert_eq!(decided, None);
     }
 }
