@@ -239,30 +239,33 @@ fn answers_to_the_host_s_own_connections_dropped_are_caught() {
     assert!(!report.passed);
 }
 
-#[test]
-#[ignore = "needs root"]
-fn a_dropping_output_chain_is_proven_from_the_host_and_its_removal_caught() {
-    needs_root("a_dropping_output_chain_is_proven_from_the_host_and_its_removal_caught");
+/// A profile with `[defaults] {chain} = "drop"`: the connections out of
+/// `to` (the host's, or a container's) meet that chain's policy by the
+/// kernel's own trace; and with the chain left out of the kernel they pass,
+/// answered by `answered_by`, which the probe reports as mismatches.
+fn a_dropping_chain_is_proven_and_its_removal_caught(
+    chain: &str,
+    to: probe::Destination,
+    answered_by: &str,
+) {
     interlock();
     let dir = tempfile::tempdir().unwrap();
-    let text = "extends = \"base\"\n[defaults]\noutput = \"drop\"\n[[rule]]\nallow = \"https\"\n";
-    std::fs::write(dir.path().join("closed-out.toml"), text).unwrap();
+    let text = format!(
+        "extends = \"base\"\n[defaults]\n{chain} = \"drop\"\n[[rule]]\nallow = \"https\"\n"
+    );
+    std::fs::write(dir.path().join("closed.toml"), text).unwrap();
     let search = SearchPath::only(vec![dir.path().into(), root().join("profiles")]);
-    let loaded = load("closed-out", &search)
-        .profile
-        .expect("a valid profile");
+    let loaded = load("closed", &search).profile.expect("a valid profile");
     let expected = fwharden::compile::compile(&loaded);
     let out_rows = |report: &Report| -> Vec<(Status, Option<String>, probe::Outcome)> {
         (report.rows.iter())
-            .filter(|r| r.to == probe::Destination::Out)
+            .filter(|r| r.to == to)
             .map(|r| (r.status, r.kernel_rule.clone(), r.expected))
             .collect()
     };
-    // The host's first packet out meets output's policy, by the kernel's
-    // own trace of the output hook.
     let report = probe::prove(&expected, probe::TIMEOUT).unwrap();
     assert!(report.passed, "{}", report.table());
-    let policy = Some("policy of chain output".to_string());
+    let policy = Some(format!("policy of chain {chain}"));
     let filtered = probe::Outcome::Filtered;
     assert_eq!(
         out_rows(&report),
@@ -270,16 +273,33 @@ fn a_dropping_output_chain_is_proven_from_the_host_and_its_removal_caught() {
         "{}",
         report.table()
     );
-    // Without the output chain in the kernel, the host's connections out
-    // pass where the profile says they must not.
     let mut broken = expected.clone();
-    broken.chains.retain(|c| c.name != "output");
+    broken.chains.retain(|c| c.name != chain);
     let report = probe::prove_loaded(&expected, &broken, probe::TIMEOUT).unwrap();
     assert!(!report.passed);
-    for (status, kernel, _) in out_rows(&report) {
+    let rows = out_rows(&report);
+    assert_eq!(rows.len(), 2, "{}", report.table());
+    for (status, kernel, _) in rows {
         assert_eq!(status, Status::Mismatch, "{}", report.table());
-        assert_eq!(kernel.as_deref(), Some("defaults: established"));
+        assert_eq!(kernel.as_deref(), Some(answered_by));
     }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_dropping_output_chain_is_proven_from_the_host_and_its_removal_caught() {
+    needs_root("a_dropping_output_chain_is_proven_from_the_host_and_its_removal_caught");
+    let to = probe::Destination::Out;
+    a_dropping_chain_is_proven_and_its_removal_caught("output", to, "defaults: established");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_dropping_forward_chain_is_proven_from_a_container_and_its_removal_caught() {
+    needs_root("a_dropping_forward_chain_is_proven_from_a_container_and_its_removal_caught");
+    let to = probe::Destination::ContainerOut;
+    let answered_by = "defaults: containers: established";
+    a_dropping_chain_is_proven_and_its_removal_caught("forward", to, answered_by);
 }
 
 #[test]
@@ -532,7 +552,13 @@ fn probe_exits_6_for_a_profile_whose_ipv6_clients_cannot_connect() {
             && third.contains("443/tcp out (the host connects)"),
         "{text}"
     );
-    assert!(text.contains("3 of 25 probes do not match"), "{text}");
+    // A container's too: its connection is routed out the same link.
+    let fourth = text.lines().nth(4).unwrap();
+    assert!(
+        fourth.starts_with("MISMATCH") && fourth.contains("443/tcp out (a container connects)"),
+        "{text}"
+    );
+    assert!(text.contains("4 of 27 probes do not match"), "{text}");
 }
 
 /// vps-profile with its admin group grown to `n` IPv4 hosts.

@@ -284,7 +284,11 @@ fn without_nft_the_published_probes_are_left_out_and_the_report_says_so() {
         "{v}"
     );
     let rows = v["rows"].as_array().unwrap();
-    assert!(rows.iter().all(|r| r["to"] == "host"), "{v}");
+    // The host's own connections out need no container.
+    assert!(
+        rows.iter().all(|r| r["to"] == "host" || r["to"] == "out"),
+        "{v}"
+    );
 
     // apply's self-probe passes, and says on stderr and in its JSON what
     // it did not prove.
@@ -305,4 +309,34 @@ fn without_nft_the_published_probes_are_left_out_and_the_report_says_so() {
         "{}",
         stderr(&out)
     );
+}
+
+/// More published connections than a listener's default accept queue
+/// (128) holds: every one goes to the container's one port, which never
+/// accepts, so a short queue would drop the SYNs past it and the rows
+/// would read filtered where the profile opens.
+#[test]
+#[ignore = "needs root"]
+fn more_published_connections_than_a_default_accept_queue_all_open() {
+    needs_root("more_published_connections_than_a_default_accept_queue_all_open");
+    interlock();
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<String> = (2001..2081)
+        .step_by(2)
+        .map(|p| format!("\"{p}/tcp\""))
+        .collect();
+    let text = format!(
+        "extends = \"base\"\n[groups]\nlan = [\"192.0.2.0/25\", \"198.51.100.0/25\"]\n[[rule]]\nallow = [{}]\nfrom = \"lan\"\n",
+        ports.join(", ")
+    );
+    std::fs::write(dir.path().join("many.toml"), text).unwrap();
+    let search = SearchPath::only(vec![dir.path().to_path_buf(), root().join("profiles")]);
+    let ruleset = fwharden::compile::compile(&load("many", &search).profile.expect("valid"));
+    let report = probe::prove(&ruleset, probe::TIMEOUT).unwrap();
+    let open = published(&report)
+        .into_iter()
+        .filter(|r| r.expected == Outcome::Open)
+        .count();
+    assert!(open > 128, "only {open} published connections open");
+    assert!(report.passed, "{}", report.table());
 }

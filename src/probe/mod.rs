@@ -147,7 +147,7 @@ fn planned(expected: &Ruleset) -> (Plan, Vec<String>) {
     if plan.has_published() && !replica::have_nft() {
         let left_out = plan.without_published();
         notes.push(format!(
-            "{left_out} probes of published container ports left out: the replica's DNAT needs the nft program (Debian package nftables)"
+            "{left_out} probes of published container ports left out, with a container's own connections out: the replica's DNAT needs the nft program (Debian package nftables)"
         ));
     }
     (plan, notes)

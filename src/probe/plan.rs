@@ -105,6 +105,11 @@ pub enum Destination {
     /// peer's answer, which conntrack calls established: what lets the
     /// host's `apt-get` or DNS work under a profile that accepts nothing.
     Out,
+    /// A container's own connection out to the peer at `source`, routed
+    /// through the host: the forward hook decides its first packet and
+    /// the peer's answer (the `containers` chain's established rule).
+    #[serde(rename = "container-out")]
+    ContainerOut,
 }
 
 impl Destination {
@@ -114,7 +119,19 @@ impl Destination {
             Destination::Host => "",
             Destination::Published => "published (container)",
             Destination::Out => "out (the host connects)",
+            Destination::ContainerOut => "out (a container connects)",
         }
+    }
+
+    /// Whether the probe needs the replica's container (and so the nft
+    /// program, for its DNAT table).
+    pub fn needs_container(self) -> bool {
+        matches!(self, Destination::Published | Destination::ContainerOut)
+    }
+
+    /// Whether the probe is a connection the replica makes outwards.
+    pub fn is_out(self) -> bool {
+        matches!(self, Destination::Out | Destination::ContainerOut)
     }
 }
 
@@ -207,18 +224,19 @@ impl Plan {
         a.chain(rates.map(|r| r.service)).collect()
     }
 
-    /// Whether any probe goes to a published container port.
+    /// Whether any probe goes to a published container port, or comes
+    /// from the container.
     pub fn has_published(&self) -> bool {
-        let published = Destination::Published;
-        self.probes.iter().any(|p| p.to == published)
-            || self.rate_probes.iter().any(|r| r.to == published)
+        self.probes.iter().any(|p| p.to.needs_container())
+            || self.rate_probes.iter().any(|r| r.to.needs_container())
     }
 
-    /// Leaves out every probe of a published port; returns how many.
+    /// Leaves out every probe of a published port, and the container's
+    /// connections out; returns how many.
     pub fn without_published(&mut self) -> usize {
         let before = self.probes.len() + self.rate_probes.len();
-        self.probes.retain(|p| p.to == Destination::Host);
-        self.rate_probes.retain(|r| r.to == Destination::Host);
+        self.probes.retain(|p| !p.to.needs_container());
+        self.rate_probes.retain(|r| !r.to.needs_container());
         before - self.probes.len() - self.rate_probes.len()
     }
 }
@@ -290,7 +308,7 @@ fn rate_probe(
 /// Whether a per-source limit decides `probe`: the model answers it
 /// otherwise from a full bucket than from a spent one.
 fn limited(ruleset: &Ruleset, probe: &Probe) -> bool {
-    if probe.to == Destination::Out {
+    if probe.to.is_out() {
         return false;
     }
     let at = |meters| {
@@ -343,17 +361,31 @@ fn expect(
             }
             d
         }
-        Destination::Out => unreachable!("a connection out is asked with `expect_out`"),
+        Destination::Out | Destination::ContainerOut => {
+            unreachable!("a connection out is asked with `expect_out`")
+        }
     }
 }
 
-/// What the model decides for the host's connection out to `peer`'s
-/// [`OUT_PORT`] from `local_port`: the output hook's verdict on the first
-/// packet, and when it passes, the input hook's on the peer's answer,
-/// which arrives on `interface` as an established connection. The chains
-/// of ours on output match no address (conntrack state, loopback, ICMP),
-/// so the peer's address stands in for the host's own there.
-fn expect_out(ruleset: &Ruleset, peer: IpAddr, interface: &str, local_port: u16) -> Decision {
+/// What the model decides for a connection out (`to`: the host's own, or
+/// a container's) to `peer`'s [`OUT_PORT`] from `local_port`: the verdict
+/// on its first packet (output's, or forward's), and when it passes, the
+/// verdict on the peer's answer, which arrives on `interface` as an
+/// established connection (input's, or forward's). The chains of ours on
+/// output and forward match no address for a connection that is not
+/// DNAT'd (conntrack state, loopback, ICMP, DNAT status), so the peer's
+/// address stands in for the host's or the container's there.
+fn expect_out(
+    ruleset: &Ruleset,
+    to: Destination,
+    peer: IpAddr,
+    interface: &str,
+    local_port: u16,
+) -> Decision {
+    let (out_hook, answer_hook) = match to {
+        Destination::ContainerOut => (Hook::Forward, Hook::Forward),
+        _ => (Hook::Output, Hook::Input),
+    };
     let out = Packet {
         source: peer,
         protocol: Protocol::Tcp,
@@ -361,7 +393,7 @@ fn expect_out(ruleset: &Ruleset, peer: IpAddr, interface: &str, local_port: u16)
         interface: None,
         state: CtState::New,
     };
-    let first = eval::evaluate(ruleset, Hook::Output, &out);
+    let first = eval::evaluate(ruleset, out_hook, &out);
     if !first.accepted() {
         return first;
     }
@@ -372,7 +404,7 @@ fn expect_out(ruleset: &Ruleset, peer: IpAddr, interface: &str, local_port: u16)
         interface: Some(interface.to_string()),
         state: CtState::Established,
     };
-    eval::evaluate(ruleset, Hook::Input, &answer)
+    eval::evaluate(ruleset, answer_hook, &answer)
 }
 
 /// The plan for `ruleset`. Pure: the same model always gives the same plan.
@@ -518,17 +550,23 @@ pub fn build(ruleset: &Ruleset) -> Plan {
         // One ping per family: the echo rule's global rate limit must not
         // be what the probe measures.
         b.add(source, &default, Service::Ping, "ping".into());
-        // The host's own connection out, once per family.
-        let d = expect_out(ruleset, source, &default, local_port);
-        b.probes.push(Probe {
-            source,
-            interface: default.clone(),
-            service: Service::Tcp(OUT_PORT),
-            to: Destination::Out,
-            expected: Outcome::of(d.verdict),
-            rule: d.comment,
-            why: "the host's own connection out: the answer must come back".into(),
-        });
+        // The host's and a container's own connections out, once per
+        // family.
+        for (to, who) in [
+            (Destination::Out, "the host's"),
+            (Destination::ContainerOut, "a container's"),
+        ] {
+            let d = expect_out(ruleset, to, source, &default, local_port);
+            b.probes.push(Probe {
+                source,
+                interface: default.clone(),
+                service: Service::Tcp(OUT_PORT),
+                to,
+                expected: Outcome::of(d.verdict),
+                rule: d.comment,
+                why: format!("{who} own connection out: the answer must come back"),
+            });
+        }
         if f == Family::Ipv6 {
             let why = "neighbour discovery".into();
             b.add(source, &default, Service::NeighborSolicit, why);

@@ -74,8 +74,19 @@ impl Link {
             (Destination::Host, _) => self.target(source),
             (Destination::Published, IpAddr::V4(_)) => IpAddr::V4(self.published_v4),
             (Destination::Published, IpAddr::V6(_)) => IpAddr::V6(self.published_v6),
-            // The host connects to the peer, whose address is the source.
-            (Destination::Out, _) => *source,
+            // The host or the container connects to the peer, whose
+            // address is the source.
+            (Destination::Out | Destination::ContainerOut, _) => *source,
+        }
+    }
+
+    /// Where a connection out to the peer at `peer` comes from: the
+    /// host's address on this link, or the container's for this link.
+    pub fn origin(&self, peer: &IpAddr, to: Destination) -> IpAddr {
+        match (to, peer) {
+            (Destination::ContainerOut, IpAddr::V4(_)) => IpAddr::V4(self.container_v4),
+            (Destination::ContainerOut, IpAddr::V6(_)) => IpAddr::V6(self.container_v6),
+            _ => self.target(peer),
         }
     }
 }
@@ -233,11 +244,11 @@ impl Replica {
                 .map_err(netns_error)?;
             settings::peer(&link.peer)?;
         }
-        if plan.probes.iter().any(|p| p.to == Destination::Out) {
+        if plan.probes.iter().any(|p| p.to.is_out()) {
             for link in &replica.links {
                 let bound = link
                     .peer
-                    .run_in(|| TcpListener::bind((Ipv6Addr::UNSPECIFIED, OUT_PORT)))
+                    .run_in(|| listener(OUT_PORT))
                     .map_err(netns_error)?;
                 replica
                     .peer_tcp
@@ -311,10 +322,9 @@ impl Replica {
                         // families on every address (bindv6only is 0 in a
                         // new namespace). The kernel answers the handshake
                         // of a listening socket without an accept.
-                        Service::Tcp(port) => tcp.push(
-                            TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
-                                .map_err(fail(format!("{port}/tcp")))?,
-                        ),
+                        Service::Tcp(port) => {
+                            tcp.push(listener(port).map_err(fail(format!("{port}/tcp")))?)
+                        }
                         // Bound to each address, so a reply leaves from
                         // the address (and so the interface) it came to.
                         Service::Udp(port) => {
@@ -376,9 +386,9 @@ impl Replica {
                 .map(|p| {
                     let link = self.link(&p.interface)?;
                     match p.to {
-                        Destination::Out => {
-                            let host = (link.target(&p.source), plan.local_port);
-                            heard.decided_out(host, p.source, p.service)
+                        to if to.is_out() => {
+                            let origin = (link.origin(&p.source, to), plan.local_port);
+                            heard.decided_out(origin, p.source, p.service)
                         }
                         to => heard.decided(p.source, link.address(&p.source, to), p.service),
                     }
@@ -390,7 +400,7 @@ impl Replica {
             };
             observed.coverage = Some(heard.coverage(&|rule| {
                 let model = loaded?.chains.iter().find(|c| c.name == rule.chain)?;
-                by_construction(model, model.rules.get(rule.index)?)
+                by_construction(model.rules.get(rule.index)?)
             }));
         }
         Ok(observed)
@@ -478,7 +488,7 @@ impl Replica {
         for link in &self.links {
             let mine: Vec<usize> = (0..plan.probes.len())
                 .filter(|&i| plan.probes[i].interface == link.interface)
-                .filter(|&i| plan.probes[i].to != Destination::Out)
+                .filter(|&i| !plan.probes[i].to.is_out())
                 .collect();
             let started = link
                 .peer
@@ -496,19 +506,26 @@ impl Replica {
                 .map_err(netns_error)?;
             attempts.extend(started);
         }
-        // The host's own connections out, from the target.
-        let out: Vec<usize> = (0..plan.probes.len())
-            .filter(|&i| plan.probes[i].to == Destination::Out)
-            .collect();
-        if !out.is_empty() {
-            let started = self
-                .target
+        // The connections out: the host's from the target, a container's
+        // from the container.
+        let container = self.container.as_ref().map(|c| c.netns());
+        for (to, ns) in [
+            (Destination::Out, Some(&self.target)),
+            (Destination::ContainerOut, container),
+        ] {
+            let out: Vec<usize> = (0..plan.probes.len())
+                .filter(|&i| plan.probes[i].to == to)
+                .collect();
+            let Some(ns) = ns.filter(|_| !out.is_empty()) else {
+                continue;
+            };
+            let started = ns
                 .run_in(|| {
                     out.iter()
                         .filter_map(|&i| {
                             let p = &plan.probes[i];
                             let link = self.link(&p.interface)?;
-                            let from = (link.target(&p.source), plan.local_port);
+                            let from = (link.origin(&p.source, to), plan.local_port);
                             Some((i, Attempt::start_from(from, p.source, p.service)))
                         })
                         .collect::<Vec<_>>()
@@ -620,23 +637,12 @@ fn drain(tracer: &mut Tracer) -> Result<Vec<crate::nft::trace::Event>, ProbeErro
     })
 }
 
-/// Why no probe reaches `rule` of `chain`, where that follows from what
-/// the replica sends: only new connections, pings and neighbour
-/// solicitations, arriving on its links, to the host or to a published
-/// port.
-fn by_construction(
-    chain: &crate::ruleset::Chain,
-    rule: &crate::ruleset::Rule,
-) -> Option<&'static str> {
-    use crate::ruleset::{CtState, Hook, Match};
-    match chain.hook {
-        Hook::Forward if chain.name != "containers" => {
-            return Some(
-                "by construction: the probe routes packets only to published container ports",
-            )
-        }
-        _ => {}
-    }
+/// Why no probe reaches `rule`, where that follows from what the replica
+/// sends: new connections, pings and neighbour solicitations arriving on
+/// its links (to the host or to a published port), and connections out
+/// from the host and the container, with their answers.
+fn by_construction(rule: &crate::ruleset::Rule) -> Option<&'static str> {
+    use crate::ruleset::{CtState, Match};
     rule.matches.iter().find_map(|m| match m {
         Match::CtState(states) if !states.contains(&CtState::New) && !states.contains(&CtState::Established) => {
             Some("by construction: no probe sends a packet conntrack calls invalid")
@@ -659,6 +665,18 @@ fn by_construction(
     })
 }
 
+/// A dual-stack TCP listener on `port` whose accept queue is as long as
+/// the namespace allows (net.core.somaxconn). Nothing accepts: the kernel
+/// answers each handshake and queues the connection, and Rust's queue of
+/// 128 overflows when a plan sends more to one port (the container's port
+/// takes every published probe and every published rate sequence), the
+/// connections past it then seen as filtered.
+pub(super) fn listener(port: u16) -> std::io::Result<TcpListener> {
+    let bound = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))?;
+    nix::sys::socket::listen(&bound, nix::sys::socket::Backlog::MAXALLOWABLE)?;
+    Ok(bound)
+}
+
 /// The peer side of a link: every source address of the plan, and a route
 /// to the target's addresses.
 fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
@@ -677,6 +695,18 @@ fn peer_lines(link: &Link, sources: &BTreeSet<IpAddr>) -> Vec<String> {
     for a in [link.target_v6, link.published_v6] {
         lines.push(format!("route add {a}/128 dev {dev}"));
     }
+    // The container's connections out come unmasqueraded, from its own
+    // addresses, which are behind the target.
+    lines.extend([
+        format!(
+            "route add {}/32 via {} dev {dev} onlink",
+            link.container_v4, link.target_v4
+        ),
+        format!(
+            "route add {}/128 via {} dev {dev} onlink",
+            link.container_v6, link.target_v6
+        ),
+    ]);
     lines
 }
 

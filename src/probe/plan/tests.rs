@@ -433,3 +433,28 @@ fn the_host_s_own_connection_out_is_planned_once_per_family_with_what_decides_it
     );
     assert_eq!(rows.len(), 2);
 }
+
+#[test]
+fn a_container_s_own_connection_out_is_decided_on_forward() {
+    let out = |defaults: &str| -> Vec<(Outcome, String)> {
+        let plan = build(&compiled_text(defaults, "[[rule]]\nallow = \"https\"\n"));
+        (plan.probes.iter())
+            .filter(|p| p.to == Destination::ContainerOut)
+            .map(|p| (p.expected, p.rule.clone()))
+            .collect()
+    };
+    let both = |o, rule: &str| vec![(o, rule.to_string()); 2];
+    // The containers chain lets a connection that is not DNAT'd pass, and
+    // its established rule the answer.
+    let answered = "defaults: containers: established";
+    assert_eq!(out(""), both(Outcome::Open, answered));
+    assert_eq!(out("established = false"), both(Outcome::Open, answered));
+    // A forward chain that drops: the container's first packet ends there.
+    let dropped = "policy of chain forward";
+    assert_eq!(out("forward = \"drop\""), both(Outcome::Filtered, dropped));
+    // No chain of ours on forward: nothing of ours decides.
+    assert_eq!(
+        out("containers = \"ignore\""),
+        both(Outcome::Open, "no forward chain")
+    );
+}

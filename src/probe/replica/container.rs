@@ -239,8 +239,7 @@ fn listen(
 ) -> Result<(Vec<TcpListener>, Vec<UdpSocket>), ProbeError> {
     ns.run_in(|| -> Result<_, ProbeError> {
         let fail = |what: String| move |source| ProbeError::Listen { what, source };
-        let tcp = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
-            .map_err(fail(format!("the container's {port}/tcp")))?;
+        let tcp = super::listener(port).map_err(fail(format!("the container's {port}/tcp")))?;
         let mut udp = Vec::new();
         for link in links {
             for ip in [IpAddr::V4(link.container_v4), IpAddr::V6(link.container_v6)] {
