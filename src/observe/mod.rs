@@ -6,10 +6,11 @@
 //!
 //! [`snapshot`] gathers, [`metrics`] renders it for Prometheus, [`http`]
 //! serves it. [`log`] names logged packets by their profile line, from
-//! NFLOG or from the kernel log ([`kernlog`] parses its lines); [`summary`]
-//! ranks them.
+//! NFLOG or from the kernel log ([`kernlog`] parses its lines, [`journal`]
+//! reads them with journalctl); [`summary`] ranks them.
 
 pub mod http;
+pub mod journal;
 pub mod kernlog;
 pub mod log;
 pub mod metrics;
