@@ -347,4 +347,15 @@ fn the_summary_ranks_a_flooding_source_first() {
         &["log", "--follow", "--summary"],
     );
     assert!(stderr(&out).contains("needs --since"), "{}", stderr(&out));
+    // NFLOG keeps no history: a window of the past is refused, and so is
+    // the journal.
+    for args in [
+        &["log", "--since", "1h"][..],
+        &["log", "--summary", "--since", "1h"],
+        &["log", "--follow", "--since", "1h"],
+        &["log", "--journal-dir", "/nonexistent"],
+    ] {
+        let out = host.expect_in(profiles.path(), fwharden::exit::USAGE, args);
+        assert!(stderr(&out).contains("NFLOG"), "{args:?}: {}", stderr(&out));
+    }
 }

@@ -40,6 +40,9 @@ fn known(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     if let Some(e) = e.downcast_ref::<crate::nft::NftError>() {
         return Some(e.exit_code());
     }
+    if let Some(e) = e.downcast_ref::<crate::observe::journal::JournalError>() {
+        return Some(e.exit_code());
+    }
     None
 }
 

@@ -63,6 +63,7 @@ Examples:
   fwharden open 8080/tcp --from admin --for 10m   a port opened; the kernel closes it on time
   fwharden metrics --output /var/lib/prometheus/node-exporter/fwharden.prom   counters for Prometheus
   fwharden log --follow --port 22        logged packets and the profile line that decided each
+  fwharden log --summary --since 1h      the last hour's top sources, ports, rules (from the journal)
 
 Profiles are looked up in /etc/fwharden/profiles, then
 /usr/share/fwharden/profiles, then among the profiles built into fwharden.
@@ -375,13 +376,16 @@ pub enum Command {
     /// The packets the loaded ruleset logs (rules with `log`, and
     /// `log_drops`), one line each: time, verdict, source, destination,
     /// protocol, port, interface, and the profile line that decided it.
-    /// Read from NFLOG: needs `[defaults] nflog_group` in the profile
-    /// (without it, logs go to the kernel log: `journalctl -k`).
+    /// With `[defaults] nflog_group` they are read from NFLOG as they
+    /// arrive; without it the ruleset logs to the kernel log, and they are
+    /// read from the journal (`journalctl -k`), which keeps their history
+    /// (--since).
     Log {
         /// Read until stopped, instead of for --seconds.
         #[arg(long)]
         follow: bool,
-        /// Without --follow, how long to read (10, 90s, 10m; at most 1d).
+        /// Without --follow or --since, how long to read what arrives (10,
+        /// 90s, 10m; at most 1d).
         #[arg(long, default_value = "10", value_name = "DURATION", value_parser = duration::arg(1, 86400))]
         seconds: u64,
         /// Stop after this many packets.
@@ -398,16 +402,22 @@ pub enum Command {
         #[arg(long, value_name = "RULE")]
         rule: Option<String>,
         /// Instead of each packet, print at the end the top sources, ports
-        /// and rules of the packets read (for --seconds or --count); with
-        /// --follow and --since, of a sliding window, every 10 seconds.
+        /// and rules of the packets read; with --since, of the last
+        /// DURATION (following: a sliding window, printed every 10
+        /// seconds).
         #[arg(long)]
         summary: bool,
-        /// With --follow --summary: rank the packets of the last DURATION
-        /// (10m, 1h; at most 7d, and the newest 100,000 packets), printed
-        /// every 10 seconds. NFLOG keeps no history: the window fills
-        /// from when the command starts.
-        #[arg(long, value_name = "DURATION", requires_all = ["summary", "follow"], value_parser = duration::arg(1, 7 * 86400))]
+        /// The packets of the last DURATION (10m, 1h; at most 7d, and
+        /// the newest 100,000 for --summary). Kernel log: read from the
+        /// journal, then (--follow) what arrives. NFLOG keeps no history:
+        /// only with --follow --summary, the window filling from when the
+        /// command starts.
+        #[arg(long, value_name = "DURATION", value_parser = duration::arg(1, 7 * 86400))]
         since: Option<u64>,
+        /// Kernel log: read the journal in DIR (journalctl -D) instead of
+        /// the system's.
+        #[arg(long, value_name = "DIR")]
+        journal_dir: Option<PathBuf>,
     },
     /// Write the profile in another firewall's format: nft text,
     /// iptables-restore files with ipset sets, or ufw commands and rules
@@ -567,6 +577,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             rule,
             summary,
             since,
+            journal_dir,
         } => {
             let filter = crate::observe::log::Filter {
                 from: *from,
@@ -577,6 +588,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 follow: *follow,
                 seconds: *seconds,
                 count: *count,
+                since: *since,
+                journal_dir: journal_dir.clone(),
             };
             let output = match (summary, since) {
                 (true, Some(secs)) => log::Output::Window(*secs),

@@ -1,12 +1,15 @@
 //! `fwharden log`: each packet a logging rule (or `log_drops`) handed to
-//! NFLOG, as one line: time, verdict, source, destination, protocol,
-//! port, interface, and the profile line that decided it.
+//! NFLOG, or wrote to the kernel log, as one line: time, verdict, source,
+//! destination, protocol, port, interface, and the profile line that
+//! decided it.
 //!
-//! The profile line comes from the packet itself: with `nflog_group` the
-//! compiler starts every rule's NFLOG prefix with its `file:line`. The
-//! verdict and the rule's words come from the loaded ruleset (the rule
-//! whose log statement carries that prefix), read again when a prefix is
-//! not found in it (the ruleset changed since).
+//! On the NFLOG path the profile line comes from the packet itself: with
+//! `nflog_group` the compiler starts every rule's NFLOG prefix with its
+//! `file:line`. On the kernel-log path the prefix is the profile's as
+//! written, and the line comes from the comment of the loaded rule whose
+//! log statement carries it. Either way the verdict and the rule's words
+//! come from the loaded ruleset, read again when a prefix is not found in
+//! it (the ruleset changed since).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -42,9 +45,23 @@ pub struct Entry {
 /// What the loaded ruleset says of each log prefix.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
-    by_prefix: Vec<(String, String, String)>,
+    by_prefix: Vec<Logging>,
     /// The NFLOG group the ruleset logs to, if any.
     pub group: Option<u16>,
+}
+
+/// The rule a log prefix belongs to.
+#[derive(Debug, Clone)]
+struct Logging {
+    prefix: String,
+    verdict: String,
+    words: String,
+    /// `observed.toml:6` from the rule's comment; "" for the defaults.
+    line: String,
+    /// The lines of other rules logging with the same prefix (the kernel
+    /// log's prefixes are the profile's as written, and two rules may
+    /// share one): a packet with it cannot be told apart.
+    shared_with: Vec<String>,
 }
 
 impl Rules {
@@ -66,8 +83,29 @@ impl Rules {
                         (p.to_string(), format!("{} (policy {p})", rule.comment))
                     }
                 };
-                if !out.by_prefix.iter().any(|(p, ..)| *p == log.prefix) {
-                    out.by_prefix.push((log.prefix.clone(), verdict, words));
+                let (file, number, _) = super::origin(&rule.comment);
+                let line = match file.is_empty() {
+                    true => String::new(),
+                    false => format!("{file}:{number}"),
+                };
+                match out.by_prefix.iter_mut().find(|k| k.prefix == log.prefix) {
+                    Some(k) if k.words != words => {
+                        let other = match line.is_empty() {
+                            true => rule.comment.clone(),
+                            false => line,
+                        };
+                        if !k.shared_with.contains(&other) {
+                            k.shared_with.push(other);
+                        }
+                    }
+                    Some(_) => {}
+                    None => out.by_prefix.push(Logging {
+                        prefix: log.prefix.clone(),
+                        verdict,
+                        words,
+                        line,
+                        shared_with: Vec::new(),
+                    }),
                 }
             }
         }
@@ -75,7 +113,46 @@ impl Rules {
     }
 
     pub fn knows(&self, prefix: &str) -> bool {
-        self.by_prefix.iter().any(|(p, ..)| p == prefix)
+        self.by_prefix.iter().any(|k| k.prefix == prefix)
+    }
+
+    /// Whether the ruleset logs anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.by_prefix.is_empty()
+    }
+
+    /// The line printed for a kernel log message (`PREFIX IN=eth0 OUT=
+    /// ...`) logged at `ms`, or `None` when it does not start with one of
+    /// the ruleset's prefixes or is not a logged packet (other kernel
+    /// messages, or a prefix another ruleset wrote).
+    pub fn kernel_entry(&self, message: &str, ms: u64) -> Option<Entry> {
+        // The longest prefix that fits: one prefix may begin another.
+        let (known, fields) = self
+            .by_prefix
+            .iter()
+            .filter_map(|k| Some((k, message.strip_prefix(k.prefix.as_str())?)))
+            .filter(|(_, rest)| rest.starts_with("IN="))
+            .max_by_key(|(k, _)| k.prefix.len())?;
+        let p = super::kernlog::parse(fields)?;
+        let rule = match known.shared_with.as_slice() {
+            [] => known.words.clone(),
+            others => format!(
+                "{} (or {}: same log prefix)",
+                known.words,
+                others.join(", ")
+            ),
+        };
+        Some(Entry {
+            time: rfc3339(ms),
+            verdict: known.verdict.clone(),
+            src: Some(p.src),
+            dst: Some(p.dst),
+            proto: p.proto,
+            port: p.port,
+            iface: p.iface,
+            line: known.line.clone(),
+            rule,
+        })
     }
 
     /// The line printed for `p`, logged at `now_ms` unless it carries a
@@ -83,8 +160,8 @@ impl Rules {
     pub fn entry(&self, p: &Logged, now_ms: u64, name_of: &dyn Fn(u32) -> Option<String>) -> Entry {
         let (src, dst, proto, port) = headers(&p.payload);
         let line = profile_line(&p.prefix);
-        let (verdict, rule) = match self.by_prefix.iter().find(|(x, ..)| *x == p.prefix) {
-            Some((_, v, w)) => (v.clone(), w.clone()),
+        let (verdict, rule) = match self.by_prefix.iter().find(|k| k.prefix == p.prefix) {
+            Some(k) => (k.verdict.clone(), k.words.clone()),
             None => ("unknown".to_string(), p.prefix.trim_end().to_string()),
         };
         let ms = p
@@ -159,7 +236,7 @@ impl Entry {
             addr(self.src),
             addr(self.dst),
             self.proto,
-            self.iface.as_deref().unwrap_or("?"),
+            crate::term::safe(self.iface.as_deref().unwrap_or("?")),
             self.rule
         )
     }
@@ -261,17 +338,88 @@ mod tests {
         assert_eq!(rfc3339(1_796_405_004_000), "2026-12-04T17:23:24.000Z");
     }
 
-    #[test]
-    fn the_prefix_names_the_line_and_the_ruleset_the_verdict() {
-        let profile = "[defaults]\nnflog_group = 7\n[[rule]]\ndeny = 2323\nlog = true\n";
+    /// The ruleset of `profile`, written as NAME.toml.
+    fn compiled(name: &str, profile: &str) -> Ruleset {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("t.toml"), profile).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.toml")), profile).unwrap();
         let search = crate::profile::SearchPath {
             dirs: vec![dir.path().to_path_buf()],
             builtin: true,
         };
-        let loaded = crate::profile::load("t", &search);
-        let r = crate::compile::compile(&loaded.profile.unwrap());
+        let loaded = crate::profile::load(name, &search);
+        crate::compile::compile(&loaded.profile.unwrap())
+    }
+
+    #[test]
+    fn a_kernel_log_line_is_named_by_the_rule_whose_prefix_it_carries() {
+        // No nflog_group: the prefixes are the profile's as written.
+        let r = compiled(
+            "k",
+            "[[rule]]\ndeny = 2323\nlog = true\n\n[[rule]]\nreject = 25\nlog = \"fw\"\n\n[[rule]]\ndeny = 26\nlog = \"fw more\"\n",
+        );
+        let rules = Rules::of(&r);
+        assert_eq!(rules.group, None);
+        let fields = "IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 SRC=203.0.113.5 DST=198.18.0.1 LEN=60 TOS=0x00 PREC=0x00 TTL=52 ID=4242 DF PROTO=TCP SPT=40000 DPT=2323 WINDOW=64240 RES=0x00 SYN URGP=0 ";
+        let e = rules
+            .kernel_entry(&format!("fwharden deny 2323: {fields}"), 5)
+            .unwrap();
+        assert_eq!((e.verdict.as_str(), e.line.as_str()), ("drop", "k.toml:1"));
+        assert!(e.rule.starts_with("k.toml:1 deny 2323"), "{}", e.rule);
+        assert_eq!(e.src, Some("203.0.113.5".parse().unwrap()));
+        assert_eq!((e.proto.as_str(), e.port), ("tcp", Some(2323)));
+        assert_eq!(e.iface.as_deref(), Some("eth0"));
+        assert_eq!(e.time, "1970-01-01T00:00:00.005Z");
+        // The policy's drops, logged by the defaults.
+        let p = rules
+            .kernel_entry(&format!("fwharden drop: {fields}"), 5)
+            .unwrap();
+        assert_eq!(
+            (p.line.as_str(), p.rule.as_str()),
+            ("", "defaults: log drops (policy drop)")
+        );
+        // "fw " begins "fw more ": the longer prefix is the rule's.
+        let more = rules.kernel_entry(&format!("fw more {fields}"), 5).unwrap();
+        assert_eq!(more.line, "k.toml:9");
+        let short = rules.kernel_entry(&format!("fw {fields}"), 5).unwrap();
+        assert_eq!(
+            (short.line.as_str(), short.verdict.as_str()),
+            ("k.toml:5", "reject")
+        );
+        // Another ruleset's prefix, other kernel messages, a broken line.
+        for other in [
+            format!("ufw block: {fields}"),
+            "fwharden deny 2323: link is up".to_string(),
+            "fwharden deny 2323: IN=eth0 OUT= SRC=203.0.113.5 ".to_string(),
+            format!("fwharden deny 2323 {fields}"),
+        ] {
+            assert!(rules.kernel_entry(&other, 5).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_two_rules_share_names_both() {
+        let r = compiled(
+            "k",
+            "[[rule]]\ndeny = 2323\nlog = \"x\"\n\n[[rule]]\ndeny = 2424\nlog = \"x\"\n",
+        );
+        let e = Rules::of(&r)
+            .kernel_entry(
+                "x IN=eth0 OUT= SRC=192.0.2.1 DST=192.0.2.2 LEN=40 PROTO=TCP SPT=1 DPT=2424 ",
+                0,
+            )
+            .unwrap();
+        assert_eq!(e.line, "k.toml:1");
+        assert!(
+            e.rule.ends_with("(or k.toml:5: same log prefix)"),
+            "{}",
+            e.rule
+        );
+    }
+
+    #[test]
+    fn the_prefix_names_the_line_and_the_ruleset_the_verdict() {
+        let profile = "[defaults]\nnflog_group = 7\n[[rule]]\ndeny = 2323\nlog = true\n";
+        let r = compiled("t", profile);
         let rules = Rules::of(&r);
         assert_eq!(rules.group, Some(7));
         let logged = |prefix: &str| Logged {

@@ -5,9 +5,13 @@
 //! even the overdue-apply rollback `status` performs).
 //!
 //! [`snapshot`] gathers, [`metrics`] renders it for Prometheus, [`http`]
-//! serves it.
+//! serves it. [`log`] names logged packets by their profile line, from
+//! NFLOG or from the kernel log ([`kernlog`] parses its lines, [`journal`]
+//! reads them with journalctl); [`summary`] ranks them.
 
 pub mod http;
+pub mod journal;
+pub mod kernlog;
 pub mod log;
 pub mod metrics;
 pub mod rules;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod journald;
 pub mod prom;
 pub mod readme;
 pub mod sshd;
@@ -89,6 +90,38 @@ pub fn needs_root(test: &str) {
             "{test}: needs root, network namespaces and nft, but {why}; \
              run it as root (scripts/test), or leave out --include-ignored"
         );
+    }
+}
+
+/// Whether every file of `paths` (the programs a test runs) is there;
+/// same CI rule as [`privileged`].
+pub fn have_files(test: &str, paths: &[&str]) -> bool {
+    let missing: Vec<&str> = paths
+        .iter()
+        .copied()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    cannot_run(test, &format!("{missing:?} missing; run scripts/deps"));
+    false
+}
+
+/// A child process killed (by its own pid) when dropped, panic included.
+pub struct Killed(pub std::process::Child);
+
+impl Killed {
+    /// SIGKILLs it now and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

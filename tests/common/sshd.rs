@@ -23,32 +23,10 @@ const SSHD: &str = "/usr/sbin/sshd";
 /// Whether sshd, ssh and sudo are installed (scripts/deps); same CI rule
 /// as [`privileged`].
 pub fn have_ssh(test: &str) -> bool {
-    let missing: Vec<&str> = [SSHD, "/usr/bin/ssh", "/usr/bin/sudo", "/usr/bin/ssh-keygen"]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    cannot_run(test, &format!("{missing:?} missing; run scripts/deps"));
-    false
-}
-
-/// A child process killed (by its own pid) when dropped, panic included.
-pub struct Killed(pub Child);
-
-impl Killed {
-    /// SIGKILLs it now and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    have_files(
+        test,
+        &[SSHD, "/usr/bin/ssh", "/usr/bin/sudo", "/usr/bin/ssh-keygen"],
+    )
 }
 
 /// An open SSH session: the client process, and the pid of the sshd
