@@ -119,14 +119,20 @@ impl Resolver<'_> {
         if let Some(file) = &raw.file {
             match self.list_file(layer, file) {
                 Some(nets) => {
-                    let (keep, other): (Vec<IpNet>, Vec<IpNet>) = nets
-                        .into_iter()
-                        .partition(|n| family.is_none_or(|f| f == Family::of(n)));
-                    if let Some(first) = other.first() {
+                    // Looked for, not partitioned: a million-prefix list
+                    // is not copied to find that it has no stray prefix.
+                    let other = nets
+                        .iter()
+                        .find(|n| family.is_some_and(|f| f != Family::of(n)));
+                    if let Some(first) = other {
                         ok = false;
                         self.error(layer, &file.span, format!("list file holds {} prefix {first}, but group `{name}` has family = \"{}\"", Family::of(first), family.unwrap_or(Family::Ipv4)), "remove those lines, or remove the group's `family` line");
                     }
-                    prefixes.extend(keep);
+                    if prefixes.is_empty() {
+                        prefixes = nets;
+                    } else {
+                        prefixes.extend(nets);
+                    }
                 }
                 None => ok = false,
             }
