@@ -61,22 +61,32 @@ impl Netns {
             .collect();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("fwh-{tag}-{}-{n}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .map_err(|e| NetnsError::Create {
-                name: name.clone(),
-                detail: e.to_string(),
-            })?;
-        if !out.status.success() {
-            return Err(NetnsError::Create {
-                name,
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+        // In process; what `add` could not do, `ip` may (or says why not).
+        if add(&name).is_err() {
+            let out = Command::new("ip")
+                .args(["netns", "add", &name])
+                .output()
+                .map_err(|e| NetnsError::Create {
+                    name: name.clone(),
+                    detail: e.to_string(),
+                })?;
+            if !out.status.success() {
+                return Err(NetnsError::Create {
+                    name,
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
         }
         // From here on, drop removes it whatever happens next.
         let ns = Netns { name };
-        ns.run(&["ip", "link", "set", "lo", "up"])?;
+        // In process, on a thread inside: another `ip` process (through
+        // `ip netns exec`, which also remounts /sys) cost a probe several
+        // milliseconds a namespace.
+        ns.run_in(loopback_up)?
+            .map_err(|source| NetnsError::Spawn {
+                command: format!("setting lo up in {}", ns.name),
+                source,
+            })?;
         Ok(ns)
     }
 
@@ -306,13 +316,106 @@ impl Netns {
     }
 }
 
+/// Adds network namespace `name` as `ip netns add` does (iproute2's
+/// netns_add), in process: a process for each of a probe's namespaces
+/// cost it milliseconds. /run/netns is made a shared mount (bound onto
+/// itself first when it is none), so that the namespace's mount reaches
+/// other mount namespaces; the file is made, and a fresh thread unshares
+/// its network namespace and bind-mounts it onto the file, then ends (it
+/// runs nothing else in there). On failure nothing is left behind.
+fn add(name: &str) -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = std::path::Path::new("/run/netns");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if let Err(nix::errno::Errno::EINVAL) =
+        mount(None::<&str>, dir, Some("none"), shared, None::<&str>)
+    {
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount(Some(dir), dir, Some("none"), bind, None::<&str>)?;
+        mount(None::<&str>, dir, Some("none"), shared, None::<&str>)?;
+    }
+    let path = dir.join(name);
+    // (`create_new` wants write access; the file is never written.)
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)?;
+    let bound = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> std::io::Result<()> {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let own = "/proc/thread-self/ns/net";
+                mount(
+                    Some(own),
+                    &path,
+                    Some("none"),
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )?;
+                Ok(())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")))
+    });
+    if bound.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+    bound
+}
+
+/// Sets the loopback interface of the calling thread's network namespace
+/// up, as `ip link set lo up` does (SIOCSIFFLAGS with IFF_UP added).
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) takes no pointers; a descriptor it returns is owned
+    // by `sock` alone and closed with it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns (above).
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data (a name and a union of integers and
+    // addresses): all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name of `req`, which
+    // lives across the call, and writes its ifru_flags.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled ifru_flags just above; reading and setting
+    // that member of the union is what SIOCSIFFLAGS reads back.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as for SIOCGIFFLAGS; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace removes its interfaces (veth peers too)
         // and its firewall. Processes still inside keep it alive, so
-        // callers end theirs first.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        // callers end theirs first. In process, what `ip netns del` does
+        // (iproute2's delete_namespace: a lazy unmount of the file, then
+        // unlink), without a process for each namespace; `ip` is the way
+        // left when that fails.
+        let path = self.path();
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        if fs::remove_file(&path).is_err() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .output();
+        }
     }
 }

@@ -88,6 +88,21 @@ fn namespaces_are_removed_on_drop_and_on_panic() {
 
 #[test]
 #[ignore = "needs root"]
+fn a_namespace_made_in_process_is_one_ip_knows_with_loopback_up() {
+    needs_root("a_namespace_made_in_process_is_one_ip_knows_with_loopback_up");
+    let ns = Netns::create("native").unwrap();
+    let name = ns.name().to_string();
+    assert!(exists(&name), "ip netns list does not show {name}");
+    let lo = stdout(&ns.run(&["ip", "-o", "link", "show", "lo"]).unwrap());
+    assert!(lo.contains(",UP"), "{lo}");
+    ns.run(&["ping", "-c1", "-w5", "127.0.0.1"]).unwrap();
+    drop(ns);
+    assert!(!exists(&name), "{name} survived its drop");
+    assert!(!std::path::Path::new("/run/netns").join(&name).exists());
+}
+
+#[test]
+#[ignore = "needs root"]
 fn linked_namespaces_reach_each_other_and_nothing_else() {
     needs_root("linked_namespaces_reach_each_other_and_nothing_else");
     // `-c1 -w5`: keep sending until one reply or 5 s, so the first echo

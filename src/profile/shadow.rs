@@ -83,7 +83,11 @@ fn side<'a>(
                         .filter_map(|g| profile.groups.get(g))
                         .flat_map(|g| g.family(family).copied())
                         .collect();
-                    Rc::new(addr::aggregate(&all))
+                    // One group's prefixes are aggregated already.
+                    Rc::new(match groups.len() {
+                        1 => all,
+                        _ => addr::aggregate(&all),
+                    })
                 })
                 .clone(),
         ),

@@ -50,13 +50,17 @@ impl Resolver<'_> {
         }
     }
 
-    /// Resolves a group, depth first; `path` is the chain of groups being
-    /// resolved, to report cycles.
-    pub(super) fn group(&mut self, name: &str, path: &mut Vec<String>) -> Option<Group> {
+    /// Resolves a group, depth first, into `self.groups`; `path` is the
+    /// chain of groups being resolved, to report cycles. Whether it
+    /// resolved: the group is read from there, not returned, so that a
+    /// million-prefix group is not copied for a caller that drops it.
+    pub(super) fn group(&mut self, name: &str, path: &mut Vec<String>) -> bool {
         if let Some(done) = self.groups.get(name) {
-            return done.clone();
+            return done.is_some();
         }
-        let (layer, raw) = *self.raw_groups.get(name)?;
+        let Some(&(layer, raw)) = self.raw_groups.get(name) else {
+            return false;
+        };
         path.push(name.to_string());
         let mut prefixes: Vec<IpNet> = Vec::new();
         // A group whose text was already refused is not also "empty".
@@ -107,8 +111,8 @@ impl Resolver<'_> {
             } else if self.raw_groups.contains_key(item) {
                 self.used.insert(item.to_string());
                 match self.group(item, path) {
-                    Some(g) => prefixes.extend(g.prefixes),
-                    None => ok = false,
+                    true => prefixes.extend(self.groups[item].iter().flat_map(|g| &g.prefixes)),
+                    false => ok = false,
                 }
             } else {
                 ok = false;
@@ -119,14 +123,20 @@ impl Resolver<'_> {
         if let Some(file) = &raw.file {
             match self.list_file(layer, file) {
                 Some(nets) => {
-                    let (keep, other): (Vec<IpNet>, Vec<IpNet>) = nets
-                        .into_iter()
-                        .partition(|n| family.is_none_or(|f| f == Family::of(n)));
-                    if let Some(first) = other.first() {
+                    // Looked for, not partitioned: a million-prefix list
+                    // is not copied to find that it has no stray prefix.
+                    let other = nets
+                        .iter()
+                        .find(|n| family.is_some_and(|f| f != Family::of(n)));
+                    if let Some(first) = other {
                         ok = false;
                         self.error(layer, &file.span, format!("list file holds {} prefix {first}, but group `{name}` has family = \"{}\"", Family::of(first), family.unwrap_or(Family::Ipv4)), "remove those lines, or remove the group's `family` line");
                     }
-                    prefixes.extend(keep);
+                    if prefixes.is_empty() {
+                        prefixes = nets;
+                    } else {
+                        prefixes.extend(nets);
+                    }
                 }
                 None => ok = false,
             }
@@ -152,8 +162,9 @@ impl Resolver<'_> {
                 origin: self.origin(layer, &raw.name.span),
             })
         };
-        self.groups.insert(name.to_string(), result.clone());
-        result
+        let resolved = result.is_some();
+        self.groups.insert(name.to_string(), result);
+        resolved
     }
 
     /// A group the profile itself defines and nothing uses is most likely
