@@ -51,13 +51,20 @@ pub fn start() -> Guard {
         started: Instant::now(),
         current: None,
         done: Vec::new(),
-        shown: false,
+        // A threshold of zero shows the line from the first phase on, not
+        // from the first tick, which a short apply may never see.
+        shown: quiet.is_zero(),
     }));
     *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
     STOP.store(false, Ordering::SeqCst);
     let ticker = std::thread::spawn(move || {
         while !STOP.load(Ordering::SeqCst) {
-            std::thread::sleep(TICK);
+            // Parked, not asleep: the guard's drop unparks it, so an apply
+            // does not wait up to a tick for its ticker to end.
+            std::thread::park_timeout(TICK);
+            if STOP.load(Ordering::SeqCst) {
+                break;
+            }
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             if s.started.elapsed() >= quiet {
                 s.shown = true;
@@ -128,6 +135,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         STOP.store(true, Ordering::SeqCst);
         if let Some(t) = self.ticker.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         let Some(state) = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).take() else {
