@@ -348,14 +348,7 @@ fn a_session_cgroup_killed_whole_leaves_the_rollback_on_time() {
     assert!(seen <= due + 1000, "reverted {} ms late", seen - due);
     assert_eq!(host.table_text(), before);
     // The watcher removes its own group as it exits.
-    let dir = placement::cgroup2_mount()
-        .unwrap()
-        .join(own.trim_start_matches('/'));
-    assert!(
-        wait_until(Duration::from_secs(10), || !dir.exists()),
-        "the watcher's cgroup {} was left behind",
-        dir.display()
-    );
+    assert_group_goes(&own);
 }
 
 #[test]
@@ -487,4 +480,55 @@ fn the_watcher_lives_in_a_systemd_unit_where_systemd_is_pid1() {
     }
     host.expect(0, &["rollback"]);
     host.wait_quiet();
+}
+
+/// `ip netns exec` remounts /sys, so no cgroup2 mount is visible to the
+/// fwharden it starts: the watcher still gets a group of its own, found
+/// through PID 1's view of the hierarchy, and the group goes with it.
+#[test]
+#[ignore = "needs root"]
+fn under_ip_netns_exec_the_watcher_still_leaves_the_callers_cgroup() {
+    needs_root("under_ip_netns_exec_the_watcher_still_leaves_the_callers_cgroup");
+    if placement::systemd_is_pid1() {
+        eprintln!("\n!!!!!!!! SKIPPED: systemd is PID 1 here, so the watcher is a unit, not a cgroup of fwharden's own !!!!!!!!\n");
+        return;
+    }
+    let host = Host::new("nsexec");
+    let argv = fw_argv(&host.ns, host.dir());
+    let mut c = std::process::Command::new(&argv[0]);
+    c.args(&argv[1..])
+        .args(["--json", "apply", "vps-profile", "--timeout", "60"]);
+    harness_env(&mut c);
+    let out = c.output().expect("run fwharden under ip netns exec");
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let applied: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = applied["token"].as_str().unwrap();
+    let pid = host.watcher_pid();
+    let own = placement::v2_group_of(&pid.to_string()).expect("the watcher's cgroup");
+    assert_eq!(own, format!("/fwharden-watch-{token}"), "{applied}");
+    let scratch: Vec<_> = fs::read_dir(host.run_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cgroup2-"))
+        .collect();
+    assert!(
+        scratch.is_empty(),
+        "temporary cgroup2 mounts left: {scratch:?}"
+    );
+    host.expect(0, &["confirm"]);
+    assert_group_goes(&own);
+}
+
+/// Waits until the watcher's cgroup `own` is gone (the watcher removes it
+/// as it exits); fails if it is left behind.
+fn assert_group_goes(own: &str) {
+    let dir = placement::cgroup2_mount()
+        .unwrap()
+        .join(own.trim_start_matches('/'));
+    assert!(
+        wait_until(Duration::from_secs(10), || !dir.exists()),
+        "the watcher's cgroup {} was left behind",
+        dir.display()
+    );
 }

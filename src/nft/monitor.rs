@@ -43,6 +43,16 @@ pub struct Monitor {
     fd: OwnedFd,
 }
 
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        // Parked, not closed (see `socket::park`): a duplicate keeps the
+        // socket open when the field itself is closed.
+        if let Ok(dup) = self.fd.try_clone() {
+            super::socket::park(Box::new(dup));
+        }
+    }
+}
+
 /// One event, as far as the proof cares.
 #[derive(Debug, PartialEq, Eq)]
 enum Event {

@@ -24,7 +24,8 @@ use super::batch::Built;
 use super::NftError;
 
 pub struct Socket {
-    sock: mnl::Socket,
+    /// Always `Some` but in `drop`, which parks it (see [`park`]).
+    sock: Option<mnl::Socket>,
     /// Receive buffer. Bytes: every reply is copied out of it before it is
     /// parsed, so its alignment does not matter.
     buf: Vec<u8>,
@@ -84,6 +85,45 @@ fn size_buffer(fd: BorrowedFd, buffer: Buffer, want: usize) -> io::Result<usize>
     Ok(granted)
 }
 
+/// How many closed sockets a thread keeps open until it exits.
+const PARKED: usize = 16;
+
+thread_local! {
+    static PARKING: std::cell::RefCell<std::collections::VecDeque<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// Keeps a bound nfnetlink socket (`Socket`, the monitor's) open until
+/// the process exits instead of closing it now. Closing one makes the
+/// kernel (nf_tables' NETLINK_URELEASE handler) wait for the cleanup of
+/// the last commit, which its worker does after an RCU grace period: a
+/// close right after a commit took 9-15 ms here, on apply's path between
+/// the commit and its read-back. At exit the cleanup is long done. The
+/// newest [`PARKED`] of a thread are kept, so a long-lived process (the
+/// watcher) holds a bounded number. A parked socket is never used again:
+/// it belongs to the network namespace it was made in.
+pub fn park(socket: Box<dyn std::any::Any>) {
+    let mut socket = Some(socket);
+    // A thread that is ending (its thread-locals being dropped, a kept
+    // monitor among them) has no parking any more: the socket closes here.
+    let _ = PARKING.try_with(|p| {
+        if let (Ok(mut p), Some(s)) = (p.try_borrow_mut(), socket.take()) {
+            if p.len() == PARKED {
+                p.pop_front();
+            }
+            p.push_back(s);
+        }
+    });
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Some(sock) = self.sock.take() {
+            park(Box::new(sock));
+        }
+    }
+}
+
 impl Socket {
     pub fn open() -> Result<Socket, NftError> {
         let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(|source| {
@@ -114,7 +154,7 @@ impl Socket {
         nsock::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::seconds(30))
             .map_err(|e| io(e.into()))?;
         Ok(Socket {
-            sock,
+            sock: Some(sock),
             buf: vec![0u8; 512 * 1024],
             seq: 0,
         })
@@ -123,7 +163,13 @@ impl Socket {
     fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the descriptor belongs to `self.sock`, which outlives
         // the borrow.
-        unsafe { BorrowedFd::borrow_raw(self.sock.as_raw_fd()) }
+        unsafe { BorrowedFd::borrow_raw(self.mnl().as_raw_fd()) }
+    }
+
+    fn mnl(&self) -> &mnl::Socket {
+        self.sock
+            .as_ref()
+            .expect("a socket is parked only when dropped")
     }
 
     /// Receives one datagram; `None` when none is waiting (`wait` false).
@@ -133,7 +179,7 @@ impl Socket {
         } else {
             MsgFlags::MSG_DONTWAIT
         };
-        let fd = self.sock.as_raw_fd();
+        let fd = self.mnl().as_raw_fd();
         match nsock::recv(fd, &mut self.buf, flags) {
             Ok(n) => Ok(Some(n)),
             Err(nix::errno::Errno::EAGAIN) if !wait => Ok(None),
@@ -251,7 +297,7 @@ impl Socket {
         };
         // SAFETY: the first `len` bytes were just written.
         let bytes = unsafe { std::slice::from_raw_parts(msg.as_ptr().cast::<u8>(), len) };
-        self.sock.send(bytes).map_err(RequestError::Io)?;
+        self.mnl().send(bytes).map_err(RequestError::Io)?;
         let mut out = Vec::new();
         let mut interrupted = false;
         loop {

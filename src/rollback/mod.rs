@@ -9,6 +9,7 @@
 //! it. Rollback re-applies a previous *model* through the same single
 //! transaction; it never parses `nft list` output.
 
+mod clone_into;
 mod confirm;
 mod disable;
 #[cfg(test)]

@@ -92,7 +92,12 @@ pub fn systemd_is_pid1() -> bool {
 /// point; the filesystem type follows the ` - ` separator). On a hybrid
 /// layout it is /sys/fs/cgroup/unified, on a pure v2 one /sys/fs/cgroup.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mount_in(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+/// The cgroup2 mount point named by a mountinfo text, relative to the root
+/// of the process that file belongs to.
+fn cgroup2_mount_in(info: &str) -> Option<PathBuf> {
     info.lines().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
         if right.split_whitespace().next()? != "cgroup2" {
@@ -122,10 +127,58 @@ pub fn v2_group_of(pid: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The hierarchy as the nearest ancestor that sees it does, through that
+/// process's root (`/proc/PID/root`): `ip netns exec` remounts /sys in
+/// the mount namespace it makes, but the process that ran it (a shell,
+/// Ansible, a test) still has its mounts, and reaching them costs a few
+/// reads of /proc where a mount of cgroup2 costs the kernel 10-25 ms.
+/// Only an ancestor in this process's cgroup namespace will do, so that
+/// group paths read the same from both. If it exits meanwhile, the path
+/// stops resolving and what was to be done through it fails as any
+/// cgroup error does.
+fn ancestor_view() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |pid: u32| {
+        fs::metadata(format!("/proc/{pid}/ns/cgroup"))
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+    };
+    let own = ns(std::process::id())?;
+    let mut pid = std::os::unix::process::parent_id();
+    // A chain of parents is short; the bound only keeps a loop in /proc
+    // (which cannot happen) from spinning.
+    for _ in 0..64 {
+        if pid == 0 {
+            return None;
+        }
+        if ns(pid) == Some(own) {
+            let info = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+            if let Some(mount) = cgroup2_mount_in(&info) {
+                let root = PathBuf::from(format!("/proc/{pid}/root"));
+                let path = root.join(mount.strip_prefix("/").ok()?);
+                if path.join("cgroup.procs").exists() {
+                    return Some(path);
+                }
+            }
+        }
+        pid = parent_of(pid)?;
+    }
+    None
+}
+
+/// The parent of process `pid` (the PPid line of its status file).
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// How a view of the cgroup2 hierarchy was had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum View {
-    /// This mount namespace has a cgroup2 mount.
+    /// This mount namespace, or an ancestor's, has a cgroup2 mount.
     Found,
     /// None was visible: one was mounted for the moment, and goes on drop.
     Temporary,
@@ -134,17 +187,19 @@ enum View {
 /// The cgroup2 hierarchy's root directory. There is one hierarchy per
 /// kernel (per cgroup namespace); a mount is only a view of it. `ip netns
 /// exec` remounts /sys and so drops the cgroup mounts below it: there,
-/// fwharden mounts cgroup2 on a directory of its own for the moment and
-/// detaches it when done (files opened through it stay usable).
+/// fwharden looks through an ancestor's root ([`ancestor_view`]), and
+/// failing that mounts cgroup2 on a directory of its own for the moment
+/// and detaches it when done (files opened through it stay usable).
 pub struct V2Root {
     path: PathBuf,
     view: View,
 }
 
 impl V2Root {
-    /// The visible mount, or a temporary one in `scratch_parent`.
+    /// The visible mount, an ancestor's, or a temporary one in
+    /// `scratch_parent`.
     pub fn open(scratch_parent: &Path) -> Result<V2Root, GroupError> {
-        if let Some(path) = cgroup2_mount() {
+        if let Some(path) = cgroup2_mount().or_else(ancestor_view) {
             return Ok(V2Root {
                 path,
                 view: View::Found,
@@ -186,6 +241,8 @@ pub struct NewGroup {
     pub name: String,
     /// Its `cgroup.procs`, open for writing.
     pub procs: fs::File,
+    /// Its directory, for clone3's `CLONE_INTO_CGROUP`.
+    pub dir: fs::File,
 }
 
 /// Creates the watcher's group and opens its `cgroup.procs`.
@@ -196,13 +253,15 @@ pub fn create_group(token: &str, scratch: &Path) -> Result<NewGroup, GroupError>
         path: dir.clone(),
         source,
     })?;
-    match fs::OpenOptions::new()
+    let opened = fs::OpenOptions::new()
         .write(true)
         .open(dir.join("cgroup.procs"))
-    {
-        Ok(procs) => Ok(NewGroup {
+        .and_then(|procs| Ok((procs, fs::File::open(&dir)?)));
+    match opened {
+        Ok((procs, group_dir)) => Ok(NewGroup {
             name: format!("/{}", name(token)),
             procs,
+            dir: group_dir,
         }),
         Err(source) => {
             let _ = fs::remove_dir(&dir);
@@ -314,6 +373,20 @@ mod tests {
         assert!(s.contains(&"--property=NetworkNamespacePath=/proc/7/ns/net".to_string()));
         let dashdash = s.iter().position(|a| a == "--").unwrap();
         assert_eq!(&s[dashdash + 1..], ["/usr/sbin/fwharden", "watch"]);
+    }
+
+    #[test]
+    fn the_cgroup2_mount_is_found_after_the_separator() {
+        let info = "22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n\
+                    30 22 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup2_mount_in(info),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_mount_in("22 1 0:21 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
     }
 
     #[test]

@@ -84,7 +84,9 @@ pub fn spawn(dirs: &Dirs, token: &str) -> Result<Spawned, RollbackError> {
         }
     }
     match placement::create_group(token, &dirs.run) {
-        Ok(group) => match spawn_detached(dirs, &argv, Some(&group.procs)) {
+        Ok(group) => match born_in(dirs, &argv, &group.dir)
+            .or_else(|_| spawn_detached(dirs, &argv, Some(&group.procs)))
+        {
             Ok(pid) => Ok(Spawned {
                 pid,
                 placement: Placement::Cgroup { group: group.name },
@@ -165,6 +167,23 @@ fn spawn_unit(dirs: &Dirs, token: &str, argv: &[OsString]) -> Result<u32, UnitEr
     }
 }
 
+/// The watcher's log, its stdout and stderr.
+fn open_log(dirs: &Dirs) -> Result<std::fs::File, RollbackError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dirs.watcher_log())
+        .map_err(RollbackError::Watcher)
+}
+
+/// Starts the watcher detached (setsid), born in the group whose directory
+/// is `group` (see [`super::clone_into`]); its pid.
+fn born_in(dirs: &Dirs, argv: &[OsString], group: &std::fs::File) -> Result<u32, RollbackError> {
+    let log = open_log(dirs)?;
+    super::clone_into::spawn(group, argv, &log).map_err(RollbackError::Watcher)
+}
+
 /// Starts the watcher detached (setsid), first moved into the group whose
 /// `cgroup.procs` is `procs`, when given; its pid.
 fn spawn_detached(
@@ -172,12 +191,7 @@ fn spawn_detached(
     argv: &[OsString],
     procs: Option<&std::fs::File>,
 ) -> Result<u32, RollbackError> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(dirs.watcher_log())
-        .map_err(RollbackError::Watcher)?;
+    let log = open_log(dirs)?;
     // Opened by the caller, written in the child: only write(2) runs
     // between fork and exec. Rust opens files close-on-exec, so the watcher
     // does not keep it.

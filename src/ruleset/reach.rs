@@ -863,6 +863,12 @@ fn scope(old: &Ruleset, new: &Ruleset, caches: &mut [SetCache; 2]) -> Sources {
     }
     let mut changed = Sources::default();
     for name in old.sets.iter().chain(&new.sets).map(|s| s.name.as_str()) {
+        if let (Some((x, family)), Some((y, _))) = (prefixes(old, name), prefixes(new, name)) {
+            if let Some(moved) = moved_prefixes(x, y) {
+                changed = changed.union(&Sources::of(family, moved));
+                continue;
+            }
+        }
         let [a, b] = caches;
         let (x, y) = (a.ranges(old, name), b.ranges(new, name));
         if x == y {
@@ -874,6 +880,50 @@ fn scope(old: &Ruleset, new: &Ruleset, caches: &mut [SetCache; 2]) -> Sources {
         changed = changed.union(&Sources::of(family, moved));
     }
     changed
+}
+
+/// Set `name`'s prefixes and family, when it is a set of prefixes.
+fn prefixes<'a>(r: &'a Ruleset, name: &str) -> Option<(&'a [IpNet], Family)> {
+    match r.set(name).map(|s| (&s.kind, s.family)) {
+        Some((SetKind::Prefixes(nets), family)) => Some((nets.as_slice(), family)),
+        _ => None,
+    }
+}
+
+/// The addresses of the prefixes that are in one of two sorted lists and
+/// not in the other, by one merge walk: a big group with a few changed
+/// prefixes costs a comparison per prefix, not two set differences of its
+/// ranges. That covers every address that moved (and may cover more where
+/// the same addresses are written as other prefixes, which the diff then
+/// finds unchanged). `None` when a list is not sorted.
+fn moved_prefixes(x: &[IpNet], y: &[IpNet]) -> Option<Ranges> {
+    if !x.is_sorted() || !y.is_sorted() {
+        return None;
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut moved = Vec::new();
+    while i < x.len() || j < y.len() {
+        match (x.get(i), y.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                moved.push(a);
+                i += 1;
+            }
+            (Some(_), Some(b)) | (None, Some(b)) => {
+                moved.push(b);
+                j += 1;
+            }
+            (Some(a), None) => {
+                moved.push(a);
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    Some(Ranges::of_nets(moved))
 }
 
 /// The sources of `scope` a rule's source matches select (all of them

@@ -228,3 +228,46 @@ fn a_big_set_in_full_is_not_walked_but_a_delta_of_it_is() {
         "{text:#?}"
     );
 }
+
+/// The merge walk of two sorted prefix lists: the prefixes on one side
+/// only, whichever side; the same addresses written as other prefixes are
+/// in the scope, and the diff finds them unchanged.
+#[test]
+fn moved_prefixes_are_the_prefixes_on_one_side_only() {
+    let nets = |v: &[&str]| -> Vec<IpNet> { v.iter().map(|s| s.parse().unwrap()).collect() };
+    let a = nets(&["10.0.0.0/24", "192.0.2.1/32", "198.51.100.0/24"]);
+    let b = nets(&[
+        "10.0.0.0/25",
+        "10.0.0.128/25",
+        "192.0.2.1/32",
+        "203.0.113.9/32",
+    ]);
+    let moved = moved_prefixes(&a, &b).unwrap();
+    let want = Ranges::of_nets(&nets(&["10.0.0.0/24", "198.51.100.0/24", "203.0.113.9/32"]));
+    assert_eq!(moved, want);
+    assert_eq!(moved_prefixes(&a, &a).unwrap(), Ranges::default());
+    let unsorted = nets(&["198.51.100.0/24", "10.0.0.0/24"]);
+    assert!(moved_prefixes(&unsorted, &a).is_none());
+
+    let mut before = builtin("vps-profile");
+    for set in &mut before.sets {
+        if set.name == "admin_v4" {
+            set.kind = SetKind::Prefixes(a.clone());
+        }
+    }
+    let mut after = before.clone();
+    for set in &mut after.sets {
+        if set.name == "admin_v4" {
+            set.kind = SetKind::Prefixes(b.clone());
+        }
+    }
+    let text = lines(&diff(Some(&before), &after));
+    assert!(
+        text.iter().all(|l| !l.contains("10.0.0.")),
+        "the /24 written as two /25s moved nobody: {text:#?}"
+    );
+    assert!(
+        text.iter().any(|l| l.contains("203.0.113.9/32")),
+        "{text:#?}"
+    );
+}
