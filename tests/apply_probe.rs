@@ -200,3 +200,52 @@ fn without_a_replica_apply_says_so_and_require_probe_refuses() {
     assert_eq!(host.table_text(), before);
     assert!(host.pending().is_none());
 }
+
+/// A change of a group's prefixes alone, from a confirmed ruleset the
+/// probe proved and the kernel still holds, is not probed again: its rules
+/// stand proven and the read-back looks up the changed prefixes. A ruleset
+/// never probed, or a change of rules, is probed as ever.
+#[test]
+#[ignore = "needs root"]
+fn a_prefix_change_of_a_proven_ruleset_needs_no_replica() {
+    needs_root("a_prefix_change_of_a_proven_ruleset_needs_no_replica");
+    let host = Host::new("provendelta");
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path();
+    let write = |list: &str, port: &str| {
+        std::fs::write(profiles.join("admins.txt"), list).unwrap();
+        std::fs::write(
+            profiles.join("office.toml"),
+            format!("[groups]\nadmins = {{ file = \"admins.txt\" }}\n\n[[rule]]\nallow = \"{port}\"\nfrom = \"admins\"\n"),
+        )
+        .unwrap();
+    };
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["--json", "apply", "office", "--auto-confirm"];
+        args.extend_from_slice(extra);
+        json(&host.expect_in(profiles, 0, &args))
+    };
+    // Never probed (--no-probe): a prefix change from it is probed.
+    write("192.0.2.0/24\n", "ssh");
+    assert_eq!(apply(&["--no-probe"])["probed"], false);
+    write("192.0.2.0/24\n198.51.100.7\n", "ssh");
+    let v = apply(&[]);
+    assert_eq!(v["probed"], true, "{v}");
+    assert!(v.get("proven_by").is_none(), "{v}");
+    // Proven now: a prefix change alone needs no replica.
+    write("192.0.2.0/25\n203.0.113.9\n", "ssh");
+    let v = apply(&[]);
+    assert_eq!(v["state"], "confirmed", "{v}");
+    assert_eq!(v["probed"], false, "{v}");
+    assert_eq!(v["proven_by"], "element-delta", "{v}");
+    assert_eq!(v["counters"], "kept", "{v}");
+    assert!(host.table_text().contains("203.0.113.9"));
+    // ... and the ruleset it confirmed stands proven in turn.
+    write("192.0.2.0/25\n", "ssh");
+    assert_eq!(apply(&[])["proven_by"], "element-delta");
+    // A change of rules is probed.
+    write("192.0.2.0/25\n", "https");
+    let v = apply(&[]);
+    assert_eq!(v["probed"], true, "{v}");
+    assert!(v.get("proven_by").is_none(), "{v}");
+}

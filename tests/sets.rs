@@ -636,3 +636,40 @@ fn a_million_prefixes_apply_and_verify() {
     let s: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
     assert_eq!(s["kernel"], "confirmed", "{s}");
 }
+
+/// A changed prefix the spread sample does not reach is still caught when
+/// the commit names it in its focus (an element delta's changed prefixes):
+/// its edges are looked up, every one of them.
+#[test]
+#[ignore = "needs root"]
+fn a_changed_prefix_outside_the_sample_is_looked_up_by_focus() {
+    needs_root("a_changed_prefix_outside_the_sample_is_looked_up_by_focus");
+    let n = fwharden::nft::FULL_READ_MAX as u32 * 3;
+    let want = with_big_set(spaced_hosts(n, 0));
+    // The kernel lacks one prefix near the start, where no sampled prefix
+    // (nor its neighbours) lies.
+    let mut held = want.clone();
+    let SetKind::Prefixes(nets) = &mut held.sets[0].kind else {
+        panic!("a prefix set")
+    };
+    let missing = nets.remove(5);
+    let ns = Netns::create("setfocus").unwrap();
+    let (plain, focused) = ns
+        .run_in(|| {
+            let mut report = fwharden::nft::apply(&held).unwrap();
+            let plain = fwharden::nft::verify(&want, &report).unwrap();
+            report.focus = [(want.sets[0].name.clone(), vec![missing])].into();
+            (plain, fwharden::nft::verify(&want, &report).unwrap())
+        })
+        .unwrap();
+    assert!(
+        matches!(plain, fwharden::nft::Check::Holds { .. }),
+        "the spread sample alone reached the missing prefix: {plain:?}"
+    );
+    match focused {
+        fwharden::nft::Check::Differs {
+            lookup: Some(why), ..
+        } => assert!(why.contains(&missing.addr().to_string()), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -48,8 +48,8 @@ impl Probing {
 
 /// What the probe step decided.
 enum Proof {
-    /// Proven, or not probed (said so): apply goes on.
-    GoOn,
+    /// Proven (`proven`), or not probed (said so): apply goes on.
+    GoOn { proven: bool },
     /// Apply must stop with this exit code; nothing was changed.
     Stop(i32),
 }
@@ -76,21 +76,44 @@ fn for_replica(new: &Ruleset, probing: &Probing) -> anyhow::Result<Ruleset> {
     Ok(broken)
 }
 
-/// Whether the apply will find `new` already loaded and confirmed with no
-/// commit since (the fast path of `rollback::apply`, read-only here): then
-/// nothing is loaded, so there is nothing to prove, and a no-op apply
-/// stays as fast as it was. Any doubt (no record, a pending apply, fwharden
-/// disabled, a generation that moved, an error) means: probe.
-fn already_in_place(dirs: &Dirs, new: &Ruleset) -> bool {
+/// Where `new` stands against the confirmed record and the kernel, read
+/// before the lock (read-only here: `rollback::apply` decides again under
+/// it). Any doubt (no record, a pending apply, fwharden disabled, a
+/// generation that moved, an error) means `Unproven`: probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Already loaded and confirmed, no commit since (the fast path of
+    /// `rollback::apply`): nothing is loaded, so there is nothing to
+    /// prove, and a no-op apply stays as fast as it was.
+    InPlace,
+    /// Only set elements change from the confirmed ruleset, which the
+    /// probe proved and the kernel still holds: its rules stand proven,
+    /// the changed prefixes are all the change is, and the read-back after
+    /// the commit asks the kernel about every changed prefix's edges (see
+    /// `nft::verify`). A replica would prove nothing more.
+    ProvenDelta,
+    Unproven,
+}
+
+fn standing(dirs: &Dirs, new: &Ruleset) -> Standing {
     let (Ok(Some(confirmed)), Ok(None), Ok(None)) =
         (dirs.confirmed(), dirs.pending(), dirs.disabled())
     else {
-        return false;
+        return Standing::Unproven;
     };
     let Ok(generation) = crate::nft::generation() else {
-        return false;
+        return Standing::Unproven;
     };
-    confirmed.seen.is_some() && confirmed.seen == Stamp::at(generation) && &confirmed.ruleset == new
+    if confirmed.seen.is_none() || confirmed.seen != Stamp::at(generation) {
+        return Standing::Unproven;
+    }
+    if &confirmed.ruleset == new {
+        Standing::InPlace
+    } else if confirmed.proven && confirmed.ruleset.differs_only_in_elements(new) {
+        Standing::ProvenDelta
+    } else {
+        Standing::Unproven
+    }
 }
 
 /// Probes `new` unless told not to; prints what a person must know.
@@ -102,15 +125,28 @@ fn prove(
     out: &mut Value,
 ) -> anyhow::Result<Proof> {
     *out = json!({ "probed": false });
-    if probing.break_for_test.is_none() && already_in_place(dirs, new) {
+    let standing = match probing.break_for_test {
+        None => standing(dirs, new),
+        Some(_) => Standing::Unproven,
+    };
+    if standing == Standing::InPlace {
         out["probe_skipped"] = json!("unchanged: nothing is loaded, so there is nothing to prove");
-        return Ok(Proof::GoOn);
+        return Ok(Proof::GoOn { proven: false });
+    }
+    if standing == Standing::ProvenDelta {
+        let why = "only set elements change from the confirmed ruleset, whose rules the probe proved: the read-back after the commit looks up every changed prefix's edges in the kernel";
+        if !json {
+            println!("probe: {why}");
+        }
+        out["probe_skipped"] = json!(why);
+        out["proven_by"] = json!("element-delta");
+        return Ok(Proof::GoOn { proven: true });
     }
     if probing.mode == ProbeMode::Skip {
         let why = "--no-probe: the ruleset was NOT proven with real packets (no replica, no probes); only the read-back after the commit checks it";
         eprintln!("fwharden: warning: {why}");
         out["probe_skipped"] = json!(why);
-        return Ok(Proof::GoOn);
+        return Ok(Proof::GoOn { proven: false });
     }
     let loaded = for_replica(new, probing)?;
     crate::progress::phase("probing in a replica");
@@ -130,7 +166,7 @@ fn prove(
                 if !json {
                     println!("{}", report.summary());
                 }
-                return Ok(Proof::GoOn);
+                return Ok(Proof::GoOn { proven: true });
             }
             if !json {
                 print!("{}", report.table());
@@ -145,7 +181,7 @@ fn prove(
             let why = format!("cannot build the probe replica here ({e}); going on with the read-back alone (pass --require-probe to refuse instead)");
             eprintln!("fwharden: warning: {why}");
             out["probe_skipped"] = json!(why);
-            Ok(Proof::GoOn)
+            Ok(Proof::GoOn { proven: false })
         }
         Err(e) => {
             // Inconclusive: never fails open.
@@ -228,18 +264,26 @@ pub fn load(
     }
     // A dry run changes nothing, so there is nothing to prove first.
     let mut probed = json!({ "probed": false, "probe_skipped": "dry run: nothing is loaded" });
+    let mut proven = false;
     if !opts.dry_run {
-        if let Proof::Stop(code) = prove(dirs, new, probing, json, &mut probed)? {
-            if json {
-                probed["ok"] = json!(false);
-                if probed.get("error").is_none() {
-                    probed["error"] = json!("the probe failed; nothing was applied");
+        match prove(dirs, new, probing, json, &mut probed)? {
+            Proof::GoOn { proven: p } => proven = p,
+            Proof::Stop(code) => {
+                if json {
+                    probed["ok"] = json!(false);
+                    if probed.get("error").is_none() {
+                        probed["error"] = json!("the probe failed; nothing was applied");
+                    }
+                    println!("{}", serde_json::to_string_pretty(&probed)?);
                 }
-                println!("{}", serde_json::to_string_pretty(&probed)?);
+                return Ok(code);
             }
-            return Ok(code);
         }
     }
+    let opts = &ApplyOptions {
+        proven,
+        ..opts.clone()
+    };
     let operator = &opts.operator;
     if !operator.clients.is_empty() || !operator.notes.is_empty() {
         crate::progress::clear();
@@ -279,7 +323,7 @@ pub fn load(
         if let Some(w) = &containers_warning {
             v["containers_warning"] = json!(w);
         }
-        for key in ["probed", "probe", "probe_skipped"] {
+        for key in ["probed", "probe", "probe_skipped", "proven_by"] {
             if let Some(x) = probed.get(key) {
                 v[key] = x.clone();
             }

@@ -88,6 +88,7 @@ pub fn enable(dirs: &Dirs, timeout: u64, no_probe: bool, json: bool) -> anyhow::
         force: false,
         dry_run: false,
         operator: crate::sshclient::find(),
+        proven: false,
     };
     let probing = Probing::of_record(no_probe);
     let watch = crate::progress::wanted(json).then(crate::progress::start);

@@ -219,6 +219,7 @@ fn offer(search: &SearchPath, dirs: &Dirs, name: &str) -> anyhow::Result<i32> {
         force: false,
         dry_run: false,
         operator: crate::sshclient::find(),
+        proven: false,
     };
     let probing = super::apply::Probing {
         mode: super::apply::ProbeMode::WhereAvailable,

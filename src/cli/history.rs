@@ -127,6 +127,7 @@ pub fn rollback_to(dirs: &Dirs, pick: Pick, args: &RollbackTo, json: bool) -> an
         force: args.force,
         dry_run: args.dry_run || args.diff,
         operator: crate::sshclient::find(),
+        proven: false,
     };
     let probing = Probing::of_record(args.no_probe);
     let watch = crate::progress::wanted(json).then(crate::progress::start);

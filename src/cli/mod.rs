@@ -485,6 +485,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 force: *force,
                 dry_run: *dry_run || *diff,
                 operator: crate::sshclient::find(),
+                proven: false,
             };
             let probe = match (*no_probe, *require_probe) {
                 (true, _) => apply::ProbeMode::Skip,

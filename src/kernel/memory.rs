@@ -282,6 +282,7 @@ impl Memory {
             exclusive: true,
             messages: 0,
             bytes: 0,
+            focus: Default::default(),
         })
     }
 }

@@ -147,36 +147,38 @@ pub fn encode(ranges: &[(u128, u128)], width: usize) -> Result<Vec<Elem>, String
 /// element` puts a range between existing ones. The leading end element
 /// at key 0 goes or comes with the first range's start.
 pub fn difference(
-    old: &[(u128, u128)],
-    new: &[(u128, u128)],
+    old: impl IntoIterator<Item = (u128, u128)>,
+    new: impl IntoIterator<Item = (u128, u128)>,
     width: usize,
 ) -> (Vec<Elem>, Vec<Elem>) {
+    // Walked as they come, never collected: a delta of a few prefixes in
+    // a big set costs a comparison per prefix, no copy of either side.
+    let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
     let (mut gone, mut added) = (Vec::new(), Vec::new());
-    let lead = |r: &[(u128, u128)]| r.first().is_some_and(|&(first, _)| first != 0);
-    match (lead(old), lead(new)) {
+    let lead = |r: Option<&(u128, u128)>| r.is_some_and(|&(first, _)| first != 0);
+    match (lead(old.peek()), lead(new.peek())) {
         (true, false) => gone.push(LEAD),
         (false, true) => added.push(LEAD),
         _ => {}
     }
     let pair = |r: (u128, u128), out: &mut Vec<Elem>| out.extend(range_elements(r, width));
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
+    loop {
+        match (old.peek().copied(), new.peek().copied()) {
             (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
+                old.next();
+                new.next();
             }
-            (Some(&a), Some(&b)) if a < b => {
+            (Some(a), Some(b)) if a < b => {
                 pair(a, &mut gone);
-                i += 1;
+                old.next();
             }
-            (Some(&a), None) => {
+            (Some(a), None) => {
                 pair(a, &mut gone);
-                i += 1;
+                old.next();
             }
-            (_, Some(&b)) => {
+            (_, Some(b)) => {
                 pair(b, &mut added);
-                j += 1;
+                new.next();
             }
             (None, None) => break,
         }
@@ -383,7 +385,7 @@ mod tests {
     #[test]
     fn difference_replaces_whole_ranges() {
         let diff = |a: &[&str], b: &[&str]| {
-            let (gone, added) = difference(&nets(a), &nets(b), 4);
+            let (gone, added) = difference(nets(a), nets(b), 4);
             (hex(&gone, 4), hex(&added, 4))
         };
         // An added host touching a kept one: only its own pair.

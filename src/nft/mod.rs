@@ -37,7 +37,7 @@ pub use bans::{
 };
 pub use gate::BanGate;
 pub use openings::{change as change_openings, openings};
-pub use verify::{next_generation, Check, FULL_READ_MAX, LOOKUPS_PER_SET};
+pub use verify::{next_generation, Check, Focus, FULL_READ_MAX, LOOKUPS_PER_SET};
 
 use thiserror::Error;
 
@@ -122,6 +122,10 @@ pub struct ApplyReport {
     pub messages: usize,
     /// Bytes sent, in one datagram.
     pub bytes: usize,
+    /// The prefixes this commit added to or took from each prefix set,
+    /// when the caller knows them (see [`verify()`]): their edges are
+    /// looked up in the kernel besides the spread sample.
+    pub focus: verify::Focus,
 }
 
 /// A base chain of another table, for `status`: who else filters packets.
@@ -220,6 +224,7 @@ fn commit(built: batch::Built, generation: Option<u32>) -> Result<ApplyReport, N
         exclusive: after == next_generation(before),
         messages: built.batch.sequence_numbers().len(),
         bytes: built.batch.iter().map(|p| p.len()).sum(),
+        focus: verify::Focus::new(),
     })
 }
 

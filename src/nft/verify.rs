@@ -21,6 +21,11 @@
 //!   and the addresses just outside them, each asked of the kernel's own
 //!   lookup (a GETSETELEM for one key, O(log n) in the set backend). The
 //!   sample is bounded, so the whole check is linear in the structure.
+//!   When the commit changed a big set's prefixes from a known ruleset
+//!   (an element delta), the edges of every changed prefix (up to
+//!   [`FOCUS_MAX`], spread beyond) are asked too: the prefixes added must
+//!   be found, the ones taken away must not, and their neighbours must be
+//!   what the model says. The lookups go out many to a datagram.
 //! - When the generation moved after that, someone else committed in
 //!   between. If every such commit only added or deleted elements of the
 //!   ban sets of table `inet fwharden-bans` (fail2ban, CrowdSec), as a
@@ -57,6 +62,16 @@ const SAMPLES: usize = 64;
 /// Kernel lookups spent on each large set: its sampled prefixes' edges and
 /// neighbours.
 pub const LOOKUPS_PER_SET: usize = 4 * SAMPLES;
+
+/// Changed prefixes of one set whose edges are looked up, at most.
+pub const FOCUS_MAX: usize = 1024;
+
+/// Lookups sent in one datagram.
+const PIPELINE: usize = 256;
+
+/// By set name, the prefixes a commit added or took away (see
+/// [`crate::ruleset::Ruleset::changed_prefixes`]).
+pub type Focus = std::collections::BTreeMap<String, Vec<ipnet::IpNet>>;
 
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +132,8 @@ pub fn verify(
         return Ok(compare(&hollow, generation, got));
     }
     for name in &big {
-        if let Some(detail) = sample(sock, expected, name)? {
+        let focus = report.focus.get(name).map_or(&[][..], Vec::as_slice);
+        if let Some(detail) = sample(sock, expected, name, focus)? {
             return Ok(Check::Differs {
                 generation,
                 want: Box::new(hollow),
@@ -174,8 +190,14 @@ fn without_elements(r: &Ruleset, names: &BTreeSet<String>) -> Ruleset {
 }
 
 /// Asks the kernel about the edges of evenly spread prefixes of set
-/// `name`; `Some(detail)` names the first answer that disagrees.
-fn sample(sock: &mut Socket, expected: &Ruleset, name: &str) -> Result<Option<String>, NftError> {
+/// `name`, and of the prefixes in `focus` (at most [`FOCUS_MAX`], spread);
+/// `Some(detail)` names the first answer that disagrees.
+fn sample(
+    sock: &mut Socket,
+    expected: &Ruleset,
+    name: &str,
+    focus: &[ipnet::IpNet],
+) -> Result<Option<String>, NftError> {
     let Some(set) = expected.set(name) else {
         return Ok(None);
     };
@@ -192,16 +214,25 @@ fn sample(sock: &mut Socket, expected: &Ruleset, name: &str) -> Result<Option<St
         u128::MAX
     };
     let ranges: Vec<(u128, u128)> = nets.iter().map(prefix_range).collect();
-    for i in spread(ranges.len(), SAMPLES) {
-        let (first, last) = ranges[i];
-        let mut keys = vec![first, last];
+    let sampled = spread(ranges.len(), SAMPLES).into_iter().map(|i| ranges[i]);
+    let changed = spread(focus.len(), FOCUS_MAX)
+        .into_iter()
+        .map(|i| prefix_range(&focus[i]));
+    let mut keys = Vec::new();
+    for (first, last) in sampled.chain(changed) {
+        keys.extend([first, last]);
         keys.extend(first.checked_sub(1));
         if last < max {
             keys.push(last + 1);
         }
-        for key in keys {
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    for chunk in keys.chunks(PIPELINE) {
+        let bytes: Vec<Vec<u8>> = chunk.iter().map(|&k| key_bytes(k, width)).collect();
+        let answers = lookups_in(sock, crate::ruleset::TABLE_NAME, name, &bytes)?;
+        for (&key, got) in chunk.iter().zip(answers) {
             let want = covering(&ranges, key).map(|(start, _)| start);
-            let got = lookup(sock, name, &key_bytes(key, width))?;
             if got != want {
                 let show = |k: Option<u128>| match k {
                     Some(k) => addr(k, width).to_string(),
@@ -246,7 +277,7 @@ pub fn read_sampled(
                 let Some(known) = c.set(&set.name) else {
                     continue;
                 };
-                if known.family == set.family && sample(sock, c, &set.name)?.is_none() {
+                if known.family == set.family && sample(sock, c, &set.name, &[])?.is_none() {
                     set.kind = known.kind.clone();
                     sampled.push(set.name.clone());
                     break;
@@ -313,6 +344,49 @@ pub(super) fn lookup_in(
         // set name and one key of at most 16 bytes fit it.
         unsafe { sys::nftnl_set_elems_nlmsg_build_payload(nlh, s.as_ptr()) }
     });
+    answer(set, replies)
+}
+
+/// [`lookup_in`] of many keys, in one datagram (see
+/// [`Socket::pipelined`]); the answers in the keys' order.
+fn lookups_in(
+    sock: &mut Socket,
+    table: &str,
+    set: &str,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Option<u128>>, NftError> {
+    let requests: Vec<obj::Set> = keys
+        .iter()
+        .map(|key| {
+            let s = obj::Set::new();
+            s.set_str(sys::NFTNL_SET_TABLE, table);
+            s.set_str(sys::NFTNL_SET_NAME, set);
+            s.add_elem(key, false, &[]);
+            s
+        })
+        .collect();
+    let builds: Vec<_> = requests
+        .iter()
+        .map(|s| {
+            move |nlh| {
+                // SAFETY: `pipelined` passes the header of the message it
+                // is building, in a buffer of `nft_nlmsg_maxsize()` bytes;
+                // a table and set name and one key of at most 16 bytes fit.
+                unsafe { sys::nftnl_set_elems_nlmsg_build_payload(nlh, s.as_ptr()) }
+            }
+        })
+        .collect();
+    let answers = sock
+        .pipelined(libc::NFT_MSG_GETSETELEM as u16, FAMILY, builds)
+        .map_err(|e| kernel(&format!("looking up elements of set {set}"), e))?;
+    answers.into_iter().map(|r| answer(set, r)).collect()
+}
+
+/// The first key of the range a lookup's answer names, `None` for ENOENT.
+fn answer(
+    set: &str,
+    replies: Result<Vec<Vec<u8>>, RequestError>,
+) -> Result<Option<u128>, NftError> {
     let replies = match replies {
         Ok(r) => r,
         Err(RequestError::Kernel(libc::ENOENT, _)) => return Ok(None),

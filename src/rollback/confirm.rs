@@ -36,6 +36,7 @@ pub(super) fn confirm_record(
                 ruleset,
                 confirmed_at: now(),
                 seen,
+                proven: record.proven,
             })?;
             Kept::Ruleset {
                 profile: record.profile.clone(),

@@ -64,7 +64,15 @@ pub fn disable(
     }
     let before = Before::of(&confirmed, &disabled, &pending);
     let target = rollback_target(dirs, &before, &held, false)?;
-    let record = arm(ports, dirs, pending.as_ref(), None, target, timeout_secs)?;
+    let record = arm(
+        ports,
+        dirs,
+        pending.as_ref(),
+        None,
+        target,
+        timeout_secs,
+        false,
+    )?;
     let current = held.as_current();
     crate::progress::phase("transaction");
     if let Err(e) = kernel.remove_table() {

@@ -174,6 +174,7 @@ mod tests {
             token: "t".into(),
             watcher: Some(1),
             watcher_lives: None,
+            proven: false,
         };
         for state in [
             WatcherState::Alive,

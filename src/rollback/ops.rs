@@ -40,6 +40,10 @@ pub struct ApplyOptions {
     /// The operator's SSH client(s), which the lockout guard keeps able to
     /// log in and the escape hatch lets back in ([`crate::sshclient::find`]).
     pub operator: crate::sshclient::Operator,
+    /// The ruleset's rules were proven with real packets in a probe
+    /// replica before this apply (see `cli::apply`): kept in the records,
+    /// so that a later change of set elements alone need not be probed.
+    pub proven: bool,
 }
 
 /// What an apply did.
@@ -230,6 +234,7 @@ pub fn apply(
         Some(loaded.clone()),
         target,
         opts.timeout,
+        opts.proven,
     )?;
     let watcher_lives = record.watcher_lives.clone().unwrap_or_default();
 
@@ -251,7 +256,7 @@ pub fn apply(
             _ => kernel.apply_at(&loaded, Some(g)),
         }
     });
-    let report = match committed {
+    let mut report = match committed {
         Ok(report) => report,
         Err(e) => {
             return Err(after_failed_commit(
@@ -265,6 +270,12 @@ pub fn apply(
         }
     };
     crate::progress::phase("verifying");
+    // Whatever the batch was, the prefixes that changed from the table
+    // the kernel held are looked up edge by edge (see `nft::verify`): an
+    // element delta is proven where it changed, not only by a sample.
+    if let Some(old) = current.as_ref() {
+        report.focus = old.changed_prefixes(&loaded).into_iter().collect();
+    }
     // The reason goes into the attempt log as the rollback's cause.
     let detail = match kernel.verify(&loaded, &report) {
         Ok(nft::Check::Holds { generation, .. }) => Ok(Stamp::at(generation)),

@@ -104,6 +104,7 @@ fn run(rig: &Rig, model: &Model, cmd: &Command) -> (bool, bool) {
                 force: false,
                 dry_run: false,
                 operator: super::rig::console(),
+                proven: false,
             };
             let out = super::apply(ports, &rig.dirs, &model.rulesets[*profile], &opts);
             confirmed = matches!(out, Ok(ApplyOutcome::Confirmed { .. }));

@@ -101,6 +101,7 @@ pub(super) fn arm(
     ruleset: Option<Ruleset>,
     target: Target,
     timeout_secs: u64,
+    proven: bool,
 ) -> Result<Pending, RollbackError> {
     // An apply killed between making its watcher's group and moving the
     // watcher in left the group empty; this one replaces its record.
@@ -119,6 +120,7 @@ pub(super) fn arm(
         token: token(),
         watcher: None,
         watcher_lives: None,
+        proven,
     };
     crate::progress::phase("arming the rollback");
     dirs.save_pending(&record)?;

@@ -145,6 +145,7 @@ mod tests {
             ruleset: ruleset(profile),
             confirmed_at: 0,
             seen: None,
+            proven: false,
         }
     }
 
@@ -159,6 +160,7 @@ mod tests {
             token: "t".into(),
             watcher: None,
             watcher_lives: None,
+            proven: false,
         }
     }
 

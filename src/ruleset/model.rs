@@ -63,6 +63,58 @@ impl Ruleset {
                 .zip(&other.sets)
                 .all(|(a, b)| same_set(a, b))
     }
+
+    /// For each prefix set of both rulesets whose prefixes differ, the
+    /// prefixes on one side only (see [`one_side_only`]): what a change
+    /// from `self` to `other` added or took away. A set whose prefixes are
+    /// not sorted on both sides is left out.
+    pub fn changed_prefixes(&self, other: &Ruleset) -> Vec<(String, Vec<IpNet>)> {
+        let mut out = Vec::new();
+        for a in &self.sets {
+            let (Some(b), SetKind::Prefixes(x)) = (other.set(&a.name), &a.kind) else {
+                continue;
+            };
+            let SetKind::Prefixes(y) = &b.kind else {
+                continue;
+            };
+            if let Some(moved) = one_side_only(x, y).filter(|m| !m.is_empty()) {
+                out.push((a.name.clone(), moved));
+            }
+        }
+        out
+    }
+}
+
+/// The prefixes that are in one of two sorted lists and not in the other,
+/// in order, by one merge walk: a comparison per prefix, however big the
+/// lists. `None` when a list is not sorted.
+pub fn one_side_only(x: &[IpNet], y: &[IpNet]) -> Option<Vec<IpNet>> {
+    if !x.is_sorted() || !y.is_sorted() {
+        return None;
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut moved = Vec::new();
+    loop {
+        match (x.get(i), y.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                moved.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                moved.push(*b);
+                j += 1;
+            }
+            (Some(a), None) => {
+                moved.push(*a);
+                i += 1;
+            }
+            (None, None) => return Some(moved),
+        }
+    }
 }
 
 /// Address family of a set or of a match on addresses.

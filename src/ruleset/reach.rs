@@ -890,40 +890,13 @@ fn prefixes<'a>(r: &'a Ruleset, name: &str) -> Option<(&'a [IpNet], Family)> {
     }
 }
 
-/// The addresses of the prefixes that are in one of two sorted lists and
-/// not in the other, by one merge walk: a big group with a few changed
-/// prefixes costs a comparison per prefix, not two set differences of its
-/// ranges. That covers every address that moved (and may cover more where
+/// The addresses of the prefixes on one side only of two sorted lists
+/// (see [`one_side_only`]): every address that moved, and maybe more where
 /// the same addresses are written as other prefixes, which the diff then
-/// finds unchanged). `None` when a list is not sorted.
+/// finds unchanged. A big group with a few changed prefixes costs a
+/// comparison per prefix, not two set differences of its ranges.
 fn moved_prefixes(x: &[IpNet], y: &[IpNet]) -> Option<Ranges> {
-    if !x.is_sorted() || !y.is_sorted() {
-        return None;
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut moved = Vec::new();
-    while i < x.len() || j < y.len() {
-        match (x.get(i), y.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a < b => {
-                moved.push(a);
-                i += 1;
-            }
-            (Some(_), Some(b)) | (None, Some(b)) => {
-                moved.push(b);
-                j += 1;
-            }
-            (Some(a), None) => {
-                moved.push(a);
-                i += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    Some(Ranges::of_nets(moved))
+    one_side_only(x, y).map(|m| Ranges::of_nets(&m))
 }
 
 /// The sources of `scope` a rule's source matches select (all of them
@@ -934,14 +907,13 @@ fn source_match(ruleset: &Ruleset, sets: &mut SetCache, rule: &Rule, scope: &Sou
     for m in &rule.matches {
         let (family, within) = match m {
             Match::Family(f) => (*f, sources.family(*f).clone()),
-            Match::SourceInSet { family, set } => (
-                *family,
-                sources.family(*family).intersect(sets.ranges(ruleset, set)),
-            ),
-            Match::SourceNotInSet { family, set } => (
-                *family,
-                sources.family(*family).minus(sets.ranges(ruleset, set)),
-            ),
+            Match::SourceInSet { family, set } => {
+                (*family, sets.within(ruleset, set, sources.family(*family)))
+            }
+            Match::SourceNotInSet { family, set } => {
+                let of = sources.family(*family);
+                (*family, of.minus(&sets.within(ruleset, set, of)))
+            }
             Match::Source(addr) => {
                 let family = match addr {
                     IpAddr::V4(_) => Family::Ipv4,
@@ -957,24 +929,72 @@ fn source_match(ruleset: &Ruleset, sets: &mut SetCache, rule: &Rule, scope: &Sou
     sources
 }
 
-/// Named sets' addresses, each turned into ranges once.
+/// Named sets' addresses, each turned into ranges once (or, for a big set
+/// only searched, checked once for being sorted and apart).
 #[derive(Default)]
-struct SetCache(HashMap<String, Ranges>);
+struct SetCache {
+    ranges: HashMap<String, Ranges>,
+    apart: HashMap<String, bool>,
+}
+
+/// Whether prefixes are sorted and none overlaps the next: then their
+/// ranges ascend by start and by end alike, and can be searched.
+fn sorted_apart(nets: &[IpNet]) -> bool {
+    nets.windows(2)
+        .all(|w| to_u128(w[0].broadcast()) < to_u128(w[1].network()))
+}
 
 impl SetCache {
+    /// The addresses of `scope` in set `name`. A scope of a few ranges
+    /// against a big set of sorted, apart prefixes (an element delta's)
+    /// is searched in the prefixes themselves: a few binary searches, not
+    /// the set's ranges built whole.
+    fn within(&mut self, ruleset: &Ruleset, name: &str, scope: &Ranges) -> Ranges {
+        if !self.ranges.contains_key(name) {
+            if let Some(SetKind::Prefixes(nets)) = ruleset.set(name).map(|s| &s.kind) {
+                if scope.0.len().saturating_mul(64) < nets.len()
+                    && *self
+                        .apart
+                        .entry(name.to_string())
+                        .or_insert_with(|| sorted_apart(nets))
+                {
+                    return search(nets, scope);
+                }
+            }
+        }
+        scope.intersect(self.ranges(ruleset, name))
+    }
+
     /// A named set's addresses as the evaluator sees them: a hatch's one
     /// element until its deadline; meters and bans hold no one in the
     /// model, nor does a set the ruleset lacks.
     fn ranges(&mut self, ruleset: &Ruleset, name: &str) -> &Ranges {
-        self.0
-            .entry(name.to_string())
-            .or_insert_with(|| match ruleset.set(name).map(|s| &s.kind) {
+        self.ranges.entry(name.to_string()).or_insert_with(|| {
+            match ruleset.set(name).map(|s| &s.kind) {
                 Some(SetKind::Prefixes(nets)) => Ranges::of_nets(nets),
                 Some(SetKind::Hatch(Some(e))) => Ranges::one(to_u128(e.addr)),
                 Some(SetKind::Hatch(None) | SetKind::Meter { .. } | SetKind::Bans { .. })
                 | None => Ranges::default(),
-            })
+            }
+        })
     }
+}
+
+/// The addresses of `scope` in `nets`, sorted and apart (see
+/// [`sorted_apart`]), by binary search per range of `scope`.
+fn search(nets: &[IpNet], scope: &Ranges) -> Ranges {
+    let mut out = Vec::new();
+    for &(a, b) in &scope.0 {
+        let from = nets.partition_point(|n| to_u128(n.broadcast()) < a);
+        for n in &nets[from..] {
+            let (first, last) = (to_u128(n.network()), to_u128(n.broadcast()));
+            if first > b {
+                break;
+            }
+            out.push((first.max(a), last.min(b)));
+        }
+    }
+    Ranges::coalesced(out)
 }
 
 /// Every port where some rule's port ranges start or stop: between two

@@ -277,6 +277,7 @@ mod tests {
             ruleset: ruleset(profile, n),
             confirmed_at: 1_000 + u64::from(n),
             seen: None,
+            proven: false,
         })
         .unwrap();
     }

@@ -3,7 +3,7 @@
 //! dies, however it dies, so a killed apply never leaves a stale lock.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -65,11 +65,17 @@ impl ApplyLock {
                 .open(path)
                 .map_err(open_err)?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(mut flock) => {
-                    // The holder's pid, for the message a loser prints.
-                    let _ = flock.set_len(0);
-                    let _ = flock.rewind();
-                    let _ = write!(flock, "{}", std::process::id());
+                Ok(flock) => {
+                    // The holder's pid, for the message a loser prints,
+                    // written over the last one at a fixed width: no
+                    // truncation, which frees the file's block, and on a
+                    // filesystem mounted with `discard` waits for the
+                    // device to discard it (7 ms seen here, every apply).
+                    let _ = std::os::unix::fs::FileExt::write_all_at(
+                        &*flock,
+                        format!("{:<20}\n", std::process::id()).as_bytes(),
+                        0,
+                    );
                     return Ok(ApplyLock { _flock: flock });
                 }
                 Err((mut file, Errno::EWOULDBLOCK)) => {

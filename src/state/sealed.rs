@@ -157,6 +157,7 @@ mod tests {
                 },
                 confirmed_at: 1_700_000_000,
                 seen: None,
+                proven: false,
             }
         }
 

@@ -88,6 +88,11 @@ pub struct Confirmed {
     /// every set element back.
     #[serde(default)]
     pub seen: Option<Stamp>,
+    /// Its rules were proven with real packets in a probe replica, by this
+    /// apply or by the confirmed apply whose set elements alone it changes
+    /// (see `cli::apply`). Records from before this field: not proven.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proven: bool,
 }
 
 /// A point in the kernel's ruleset history: the generation counter, which
@@ -145,6 +150,11 @@ pub struct Pending {
     /// caller's cgroup and why), for `status`.
     #[serde(default)]
     pub watcher_lives: Option<String>,
+    /// Its rules were proven with real packets in a probe replica, by this
+    /// apply or by the confirmed apply whose set elements alone it changes
+    /// (see `cli::apply`). Records from before this field: not proven.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proven: bool,
 }
 
 /// Where a pending apply's rollback target came from.
@@ -481,6 +491,7 @@ mod tests {
             ruleset: ruleset(),
             confirmed_at: 7,
             seen: Stamp::at(3),
+            proven: true,
         };
         dirs.save_confirmed(&c).unwrap();
         assert_eq!(dirs.confirmed().unwrap(), Some(c));

@@ -77,12 +77,13 @@ pub fn delta(old: &Ruleset, new: &Ruleset) -> Result<Built, NftError> {
             Family::Ipv4 => 4,
             Family::Ipv6 => 16,
         };
-        let ranges = |nets: &[ipnet::IpNet]| -> Result<Vec<(u128, u128)>, NftError> {
-            let r: Vec<(u128, u128)> = nets.iter().map(intervals::prefix_range).collect();
-            intervals::check(r.iter().copied(), width).map_err(|e| unsupported(&what, e))?;
-            Ok(r)
-        };
-        let (gone, added) = intervals::difference(&ranges(was)?, &ranges(now)?, width);
+        fn ranges(nets: &[ipnet::IpNet]) -> impl Iterator<Item = (u128, u128)> + '_ {
+            nets.iter().map(intervals::prefix_range)
+        }
+        for side in [was, now] {
+            intervals::check(ranges(side), width).map_err(|e| unsupported(&what, e))?;
+        }
+        let (gone, added) = intervals::difference(ranges(was), ranges(now), width);
         b.add_elems(
             &after.name,
             None,

@@ -35,6 +35,7 @@ pub(super) fn timed() -> ApplyOptions {
         force: false,
         dry_run: false,
         operator: super::rig::console(),
+        proven: false,
     }
 }
 

@@ -271,3 +271,50 @@ fn moved_prefixes_are_the_prefixes_on_one_side_only() {
         "{text:#?}"
     );
 }
+
+/// Searching sorted, apart prefixes for a scope finds what intersecting
+/// their ranges finds, prefixes of every length, scope ranges that start
+/// and end inside prefixes, touch them or miss them.
+#[test]
+fn searching_the_prefixes_agrees_with_intersecting_their_ranges() {
+    let mut seed = 0x9e37_79b9_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    let mut nets: Vec<IpNet> = (0..3000)
+        .map(|_| {
+            let len = 20 + (next() % 13) as u8;
+            IpNet::V4(
+                ipnet::Ipv4Net::new(Ipv4Addr::from(next() >> 8), len)
+                    .unwrap()
+                    .trunc(),
+            )
+        })
+        .collect();
+    nets.sort();
+    let mut apart: Vec<IpNet> = Vec::new();
+    for n in nets {
+        if apart
+            .last()
+            .is_none_or(|p| to_u128(p.broadcast()) < to_u128(n.network()))
+        {
+            apart.push(n);
+        }
+    }
+    assert!(sorted_apart(&apart));
+    for _ in 0..200 {
+        let a = u128::from(next() >> 8);
+        let scope = Ranges::coalesced(vec![
+            (a, a + u128::from(next() % 5000)),
+            (a + 9000, a + 9000),
+        ]);
+        assert_eq!(
+            search(&apart, &scope),
+            scope.intersect(&Ranges::of_nets(&apart)),
+            "{scope:?}"
+        );
+    }
+}
