@@ -79,40 +79,111 @@ pub struct ListError {
 /// says so in a screenful, not in a million diagnostics.
 pub const LIST_ERRORS_SHOWN: usize = 20;
 
+/// Lists bigger than this are cut in two at a line break and parsed on two
+/// threads: a million-prefix file (17 MB) parses in about half the time on
+/// the two cores of a small server.
+const SPLIT_ABOVE: usize = 4 << 20;
+
 /// Parses a list file: one address or prefix per line; `#` starts a
 /// comment; blank lines are skipped. Lines longer than
 /// [`bounded::LINE_LIMIT`] are errors; past [`LIST_ERRORS_SHOWN`] errors,
 /// the last one counts the rest.
 pub fn parse_list(text: &str) -> (Vec<IpNet>, Vec<ListError>) {
+    let two = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let cut = (text.len() > SPLIT_ABOVE && two)
+        .then(|| {
+            text[text.len() / 2..]
+                .find('\n')
+                .map(|i| text.len() / 2 + i + 1)
+        })
+        .flatten();
+    let chunk = match cut {
+        Some(cut) => {
+            let (first, second) = text.split_at(cut);
+            let (mut a, b) = std::thread::scope(|s| {
+                let later = s.spawn(|| parse_chunk(second));
+                (parse_chunk(first), later.join())
+            });
+            // A panic in the parser is a bug; it is not hidden by parsing
+            // again on one thread.
+            let b = b.unwrap_or_else(|e| std::panic::resume_unwind(e));
+            a.append(b);
+            a
+        }
+        None => parse_chunk(text),
+    };
+    chunk.finish()
+}
+
+/// What one part of a list file parsed to, its lines numbered from 1.
+struct Chunk {
+    nets: Vec<IpNet>,
+    /// The first [`LIST_ERRORS_SHOWN`] bad lines.
+    errors: Vec<ListError>,
+    /// Bad lines past those.
+    more: usize,
+    lines: usize,
+}
+
+impl Chunk {
+    /// `next`, the part of the file after this one, appended.
+    fn append(&mut self, next: Chunk) {
+        self.nets.extend(next.nets);
+        let offset = self.lines;
+        for mut e in next.errors {
+            if self.errors.len() < LIST_ERRORS_SHOWN {
+                e.line += offset;
+                self.errors.push(e);
+            } else {
+                self.more += 1;
+            }
+        }
+        self.more += next.more;
+        self.lines += next.lines;
+    }
+
+    fn finish(mut self) -> (Vec<IpNet>, Vec<ListError>) {
+        if let (Some(last), true) = (self.errors.last_mut(), self.more > 0) {
+            last.message += &format!(
+                " (and {} more bad lines after this one, not shown)",
+                self.more
+            );
+        }
+        (self.nets, self.errors)
+    }
+}
+
+fn parse_chunk(text: &str) -> Chunk {
     // Room for a line of every 16 bytes (a /32 with its newline takes 9
     // to 19): a big list is not copied over and over as it grows.
-    let mut nets = Vec::with_capacity(text.len() / 16);
-    let mut errors = Vec::new();
-    let mut more = 0usize;
+    let mut chunk = Chunk {
+        nets: Vec::with_capacity(text.len() / 16),
+        errors: Vec::new(),
+        more: 0,
+        lines: 0,
+    };
     for (i, line) in lines(text).enumerate() {
+        chunk.lines = i + 1;
         let error = match parse_line(line) {
             Ok(None) => continue,
             Ok(Some(net)) => {
-                nets.push(net);
+                chunk.nets.push(net);
                 continue;
             }
             Err(e) => e,
         };
-        if errors.len() < LIST_ERRORS_SHOWN {
+        if chunk.errors.len() < LIST_ERRORS_SHOWN {
             let (column, message) = error;
-            errors.push(ListError {
+            chunk.errors.push(ListError {
                 line: i + 1,
                 column,
                 message,
             });
         } else {
-            more += 1;
+            chunk.more += 1;
         }
     }
-    if let (Some(last), true) = (errors.last_mut(), more > 0) {
-        last.message += &format!(" (and {more} more bad lines after this one, not shown)");
-    }
-    (nets, errors)
+    chunk
 }
 
 /// One line of a list file: a prefix, nothing (blank or a comment), or the
@@ -259,6 +330,33 @@ mod tests {
         assert_eq!(errors.len(), LIST_ERRORS_SHOWN);
         let last = &errors[LIST_ERRORS_SHOWN - 1].message;
         assert!(last.contains("and 980 more bad lines"), "{last}");
+    }
+
+    /// A list big enough to be parsed in two halves reads as it would in
+    /// one: the same prefixes in the same order, bad lines numbered from
+    /// the file's start, the same count of those not shown.
+    #[test]
+    fn a_list_parsed_in_two_halves_reads_as_in_one() {
+        let mut text = String::new();
+        let mut i = 0u32;
+        while text.len() <= SPLIT_ABOVE + 4096 {
+            i += 1;
+            if i % 20_000 == 3 {
+                text.push_str("bad line\r\n");
+            } else {
+                text.push_str(&format!("{}\n", std::net::Ipv4Addr::from(i << 3)));
+            }
+        }
+        let whole = parse_chunk(&text).finish();
+        let split = parse_list(&text);
+        assert_eq!(split, whole);
+        let lines: Vec<usize> = split.1.iter().map(|e| e.line).collect();
+        assert!(lines.iter().any(|&l| l > i as usize / 2), "{lines:?}");
+        let mut junk = "x\n".repeat(SPLIT_ABOVE / 2 + 10);
+        junk.push_str("192.0.2.1\n");
+        let split = parse_list(&junk);
+        assert_eq!(split, parse_chunk(&junk).finish());
+        assert!(split.1.last().unwrap().message.contains("more bad lines"));
     }
 
     proptest::proptest! {
