@@ -292,22 +292,8 @@ impl Socket {
     ) -> Result<Vec<Vec<u8>>, RequestError> {
         self.seq += 1;
         let seq = self.seq;
-        let mut msg = vec![0u64; (nftnl::nft_nlmsg_maxsize() as usize).div_ceil(8)];
-        // SAFETY: the buffer holds the largest message; the header is
-        // written first and `build` only appends attributes to it.
-        let len = unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                msg.as_mut_ptr().cast(),
-                nl_type,
-                family,
-                flags | libc::NLM_F_ACK as u16,
-                seq,
-            );
-            build(nlh);
-            (*nlh).nlmsg_len as usize
-        };
-        // SAFETY: the first `len` bytes were just written.
-        let bytes = unsafe { std::slice::from_raw_parts(msg.as_ptr().cast::<u8>(), len) };
+        let mut scratch = message_buffer();
+        let bytes = message(&mut scratch, nl_type, family, flags, seq, build);
         self.mnl().send(bytes).map_err(RequestError::Io)?;
         let mut out = Vec::new();
         let mut interrupted = false;
@@ -353,27 +339,11 @@ impl Socket {
         builds: Vec<F>,
     ) -> Result<Vec<Answer>, RequestError> {
         let first = self.seq + 1;
-        let max = nftnl::nft_nlmsg_maxsize() as usize;
-        let mut scratch = vec![0u64; max.div_ceil(8)];
+        let mut scratch = message_buffer();
         let mut datagram: Vec<u8> = Vec::new();
         for build in builds {
             self.seq += 1;
-            // SAFETY: `scratch` holds the largest message; the header is
-            // written first and `build` only appends attributes to it.
-            let len = unsafe {
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    scratch.as_mut_ptr().cast(),
-                    nl_type,
-                    family,
-                    libc::NLM_F_ACK as u16,
-                    self.seq,
-                );
-                build(nlh);
-                (*nlh).nlmsg_len as usize
-            };
-            // SAFETY: the first `len` bytes of `scratch` were just written.
-            let bytes = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), len) };
-            datagram.extend_from_slice(bytes);
+            datagram.extend_from_slice(message(&mut scratch, nl_type, family, 0, self.seq, build));
             // Messages in one datagram start at 4-byte boundaries.
             datagram.resize(datagram.len().next_multiple_of(4), 0);
         }
@@ -413,6 +383,38 @@ impl Socket {
         }
         Ok(answers.into_iter().flatten().collect())
     }
+}
+
+/// Room for the largest message libnftnl builds.
+fn message_buffer() -> Vec<u64> {
+    vec![0u64; (nftnl::nft_nlmsg_maxsize() as usize).div_ceil(8)]
+}
+
+/// Builds one request in `scratch` (from [`message_buffer`]): the header,
+/// with NLM_F_ACK added to `flags`, then what `build` appends; its bytes.
+fn message(
+    scratch: &mut [u64],
+    nl_type: u16,
+    family: u16,
+    flags: u16,
+    seq: u32,
+    build: impl FnOnce(*mut libc::nlmsghdr),
+) -> &[u8] {
+    // SAFETY: the buffer holds the largest message; the header is written
+    // first and `build` only appends attributes to it.
+    let len = unsafe {
+        let nlh = sys::nftnl_nlmsg_build_hdr(
+            scratch.as_mut_ptr().cast(),
+            nl_type,
+            family,
+            flags | libc::NLM_F_ACK as u16,
+            seq,
+        );
+        build(nlh);
+        (*nlh).nlmsg_len as usize
+    };
+    // SAFETY: the first `len` bytes were just written, within the buffer.
+    unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), len) }
 }
 
 /// A request's replies, or why it failed.

@@ -334,17 +334,8 @@ pub(super) fn lookup_in(
     set: &str,
     key: &[u8],
 ) -> Result<Option<u128>, NftError> {
-    let s = obj::Set::new();
-    s.set_str(sys::NFTNL_SET_TABLE, table);
-    s.set_str(sys::NFTNL_SET_NAME, set);
-    s.add_elem(key, false, &[]);
-    let replies = sock.request(libc::NFT_MSG_GETSETELEM as u16, FAMILY, 0, |nlh| {
-        // SAFETY: `request` passes the header of the message it is
-        // building, in a buffer of `nft_nlmsg_maxsize()` bytes; a table and
-        // set name and one key of at most 16 bytes fit it.
-        unsafe { sys::nftnl_set_elems_nlmsg_build_payload(nlh, s.as_ptr()) }
-    });
-    answer(set, replies)
+    let answers = lookups_in(sock, table, set, &[key.to_vec()])?;
+    Ok(answers.into_iter().next().flatten())
 }
 
 /// [`lookup_in`] of many keys, in one datagram (see
