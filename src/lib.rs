@@ -15,6 +15,7 @@
 //! tests off the machine's own firewall. [`kernel`] is the port through
 //! which the safety net asks nf_tables (netlink, or a kernel in memory);
 //! [`open`] adds and removes temporary openings through it.
+//! [`bigpages`] is the allocator, which backs big buffers with huge pages.
 //! [`sshclient`] finds the operator's SSH client (the environment, else
 //! the kernel's connections to sshd), which the lockout guard and the ban
 //! guard ([`ruleset::ban_guard`]) keep from being cut off.
@@ -26,7 +27,7 @@
 //!
 //! | floor | modules |
 //! |-------|---------|
-//! | 0 | bounded, duration, exit, hostaddr, interlock, sigpipe, term |
+//! | 0 | bigpages, bounded, duration, exit, hostaddr, interlock, sigpipe, term |
 //! | 1 | netns, progress, ruleset |
 //! | 2 | nft, profile, render, state |
 //! | 3 | compile, containers, kernel |
@@ -37,6 +38,7 @@
 //! | 8 | cli |
 
 pub mod audit;
+pub mod bigpages;
 pub mod bounded;
 pub mod cli;
 pub mod compile;

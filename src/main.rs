@@ -1,5 +1,8 @@
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: fwharden::bigpages::BigPages = fwharden::bigpages::BigPages;
+
 fn main() {
     // A closed stdout ends fwharden quietly, as any filter (see sigpipe).
     fwharden::sigpipe::restore_default();

@@ -673,3 +673,69 @@ fn a_changed_prefix_outside_the_sample_is_looked_up_by_focus() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A list file over a megabyte is parsed once and remembered while its
+/// bytes stay the same (the memo of parsed lists under the state
+/// directory): a changed byte, a malformed line or a damaged entry is
+/// never answered from the memo.
+#[test]
+#[ignore = "needs root"]
+fn a_big_list_is_remembered_and_any_change_is_read_afresh() {
+    needs_root("a_big_list_is_remembered_and_any_change_is_read_afresh");
+    let list = ListHost::new("setmemo", "");
+    let host = &list.host;
+    let hosts = spaced_hosts(120_000, 0);
+    list.write_hosts(&hosts);
+    let text = std::fs::read_to_string(list.profiles.join("hosts.txt")).unwrap();
+    assert!(
+        text.len() > fwharden::profile::memo::WORTH_ABOVE,
+        "big enough"
+    );
+    let memo = host.state_dir().join("parsed");
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&memo)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let holds = |addr: &str| {
+        host.ns
+            .run_in(|| fwharden::nft::set_holds("big_v4", addr.parse().unwrap()))
+            .unwrap()
+            .unwrap()
+    };
+    list.fw(
+        0,
+        &["apply", "list", "--auto-confirm", "--no-probe", "--dry-run"],
+    );
+    assert!(entries().is_empty(), "a dry run writes no memo");
+    list.fw(0, &["apply", "list", "--auto-confirm", "--no-probe"]);
+    let first = entries();
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // One host changed: a byte differs, so the list is read again.
+    let last = hosts.last().unwrap().addr().to_string();
+    let moved = "10.200.0.1";
+    list.write_list(&text.replace(&format!("\n{last}\n"), &format!("\n{moved}\n")));
+    list.fw(0, &["apply", "list", "--auto-confirm", "--no-probe"]);
+    assert!(holds(moved) && !holds(&last));
+    assert_eq!(entries().len(), 2);
+
+    // A malformed line is reported where it is, memo or not.
+    list.write_list(&text.replacen("10.0.0.2\n", "10.0.0.2/33\n", 1));
+    let out = list.fw(3, &["apply", "list", "--auto-confirm", "--no-probe"]);
+    assert!(stderr(&out).contains("hosts.txt:2:"), "{}", stderr(&out));
+    assert!(holds(moved), "nothing was changed");
+
+    // Back to the first list, whose entry is now damaged: a miss, read
+    // afresh, and the kernel holds the first list again.
+    let mut bytes = std::fs::read(&first[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&first[0], &bytes).unwrap();
+    list.write_list(&text);
+    list.fw(0, &["apply", "list", "--auto-confirm", "--no-probe"]);
+    assert!(holds(&last) && !holds(moved));
+    assert!(holds("10.0.0.2") && holds("10.0.0.0") && !holds("10.0.0.1"));
+}

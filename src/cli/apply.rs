@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::{exit, load_reporting};
+use super::{exit, load_reporting_with_memo};
 use crate::probe::{self, ProbeError, Report};
 use crate::profile::SearchPath;
 use crate::rollback::{self, ApplyOptions, ApplyOutcome};
@@ -209,18 +209,24 @@ fn summary(report: &Report) -> Value {
     })
 }
 
+/// `opts` is asked for once the profile is loaded and compiled (it may
+/// still be finding the operator's SSH client); `dry_run` is its own.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     search: &SearchPath,
     dirs: &Dirs,
     spec: &str,
-    opts: &ApplyOptions,
+    dry_run: bool,
+    opts: impl FnOnce() -> ApplyOptions,
     probing: &Probing,
     text_diff: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
     let watch = crate::progress::wanted(json).then(crate::progress::start);
     crate::progress::phase("loading the profile");
-    let loaded = load_reporting(search, spec, json);
+    // A dry run changes nothing, the memo of parsed lists included.
+    let memo = (!dry_run).then(|| dirs.state.join("parsed"));
+    let loaded = load_reporting_with_memo(search, spec, json, memo.as_deref());
     let profile = &loaded.profile;
     let Some(profile) = profile else {
         if json {
@@ -238,7 +244,7 @@ pub fn run(
     };
     crate::progress::phase("compiling");
     let new = crate::compile::compile(profile);
-    load(dirs, &new, opts, probing, text_diff, json, watch)
+    load(dirs, &new, &opts(), probing, text_diff, json, watch)
 }
 
 /// Proves `new` in a replica (as `probing` says) and applies it, printing

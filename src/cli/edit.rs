@@ -213,7 +213,7 @@ fn offer(search: &SearchPath, dirs: &Dirs, name: &str) -> anyhow::Result<i32> {
         println!("not applied: `fwharden apply {name} --dry-run` says what it would change");
         return Ok(exit::OK);
     }
-    let opts = ApplyOptions {
+    let opts = || ApplyOptions {
         timeout: 60,
         auto_confirm: false,
         force: false,
@@ -225,7 +225,7 @@ fn offer(search: &SearchPath, dirs: &Dirs, name: &str) -> anyhow::Result<i32> {
         mode: super::apply::ProbeMode::WhereAvailable,
         break_for_test: None,
     };
-    super::apply::run(search, dirs, name, &opts, &probing, false, false)
+    super::apply::run(search, dirs, name, false, opts, &probing, false, false)
 }
 
 /// Removes the draft whatever happens.

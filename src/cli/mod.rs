@@ -479,12 +479,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             require_probe,
             test_break_probe,
         } => {
-            let opts = ApplyOptions {
+            // The operator's SSH client is looked for (the kernel's TCP
+            // sockets, a walk up /proc: 3 ms) while the profile loads.
+            let finding = std::thread::spawn(crate::sshclient::find);
+            let opts = || ApplyOptions {
                 timeout: *timeout,
                 auto_confirm: *auto_confirm,
                 force: *force,
                 dry_run: *dry_run || *diff,
-                operator: crate::sshclient::find(),
+                operator: finding
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
                 proven: false,
             };
             let probe = match (*no_probe, *require_probe) {
@@ -496,7 +501,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 mode: probe,
                 break_for_test: test_break_probe.clone(),
             };
-            apply::run(&search, &dirs, profile, &opts, &probe, *diff, cli.json)
+            let dry_run = *dry_run || *diff;
+            apply::run(
+                &search, &dirs, profile, dry_run, opts, &probe, *diff, cli.json,
+            )
         }
         Command::Confirm { token } => safety::confirm(&dirs, token.as_deref(), cli.json),
         Command::Rollback { to } => match to.to {
@@ -644,7 +652,18 @@ fn log_source(s: &str) -> Result<ipnet::IpNet, String> {
 /// Loads a profile and prints its diagnostics to stderr (in JSON mode the
 /// caller prints them). `profile` of the result is set when it is valid.
 fn load_reporting(search: &SearchPath, spec: &str, json: bool) -> Loaded {
-    let loaded = profile::load(spec, search);
+    load_reporting_with_memo(search, spec, json, None)
+}
+
+/// [`load_reporting`], with big list files remembered in `memo` once
+/// parsed ([`profile::load_with_memo`]).
+fn load_reporting_with_memo(
+    search: &SearchPath,
+    spec: &str,
+    json: bool,
+    memo: Option<&std::path::Path>,
+) -> Loaded {
+    let loaded = profile::load_with_memo(spec, search, memo);
     if !json {
         for d in &loaded.diagnostics {
             eprintln!("{d}");

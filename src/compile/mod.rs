@@ -366,7 +366,7 @@ impl Compiler<'_> {
                 Set {
                     name: name.clone(),
                     family,
-                    kind: SetKind::Prefixes(g.family(family).copied().collect()),
+                    kind: SetKind::Prefixes(g.family(family).to_vec()),
                     comment: comment_text(&comment),
                 },
             );

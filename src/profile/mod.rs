@@ -9,13 +9,14 @@ pub mod builtin;
 pub mod diag;
 pub mod lint;
 pub mod lookup;
+pub mod memo;
 pub mod parse;
 pub mod resolve;
 mod shadow;
 pub mod template;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -113,14 +114,21 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn family(&self, family: Family) -> impl Iterator<Item = &IpNet> {
-        self.prefixes
-            .iter()
-            .filter(move |p| Family::of(p) == family)
+    /// The group's prefixes of `family`: a slice, not a filter, since
+    /// IPv4 comes first (a million-prefix group is not walked to find
+    /// that it has no IPv6 prefix).
+    pub fn family(&self, family: Family) -> &[IpNet] {
+        let v6 = self
+            .prefixes
+            .partition_point(|p| Family::of(p) == Family::Ipv4);
+        match family {
+            Family::Ipv4 => &self.prefixes[..v6],
+            Family::Ipv6 => &self.prefixes[v6..],
+        }
     }
 
     pub fn has(&self, family: Family) -> bool {
-        self.family(family).next().is_some()
+        !self.family(family).is_empty()
     }
 }
 
@@ -215,8 +223,14 @@ impl Loaded {
 
 /// Finds, parses, validates and lints a profile.
 pub fn load(spec: &str, search: &SearchPath) -> Loaded {
+    load_with_memo(spec, search, None)
+}
+
+/// [`load`], with big list files parsed once and remembered in `memo`
+/// (a directory) while they do not change: what `apply` does.
+pub fn load_with_memo(spec: &str, search: &SearchPath, memo: Option<&Path>) -> Loaded {
     let mut diagnostics = Vec::new();
-    let profile = resolve::resolve(spec, search, &mut diagnostics);
+    let profile = resolve::resolve(spec, search, memo, &mut diagnostics);
     let profile = match profile {
         Some(p) if !diagnostics.iter().any(Diagnostic::is_error) => {
             lint::lint(&p, &mut diagnostics);

@@ -81,7 +81,7 @@ pub fn disable(
             dirs,
             &record,
             pending.as_ref(),
-            current.as_ref(),
+            current.as_deref(),
             e,
         ));
     }

@@ -1,5 +1,6 @@
 //! `apply`: lock, read, guard, arm the rollback, commit, read back.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -115,7 +116,7 @@ fn reach_change(held: &Held, new: &Ruleset) -> reach::Said {
         Held::Foreign { .. } => reach::Said::Untold {
             untold: "the kernel's table was edited outside fwharden (the nft text: --diff)".into(),
         },
-        held => reach::said(held.as_current().as_ref(), new),
+        held => reach::said(held.as_current().as_deref(), new),
     }
 }
 
@@ -151,7 +152,7 @@ pub fn apply(
         // kernel holds, and listing a big set would cost O(n²).
         let confirmed = dirs.confirmed().ok().flatten();
         let (_, held) = read_held(kernel, confirmed.as_ref(), generation_now)?;
-        let diff = diff(held.as_current().as_ref(), Some(new));
+        let diff = diff(held.as_current().as_deref(), Some(new));
         return Ok(ApplyOutcome::DryRun {
             profile: new.profile.clone(),
             changed: !diff.is_empty(),
@@ -178,7 +179,8 @@ pub fn apply(
     }
     let (generation, held) = read_held(kernel, confirmed.as_ref(), generation_now)?;
     let current = held.as_current();
-    let settled = current.as_ref() == Some(new)
+    let current = current.as_deref();
+    let settled = current == Some(new)
         && pending.is_none()
         && disabled.is_none()
         && confirmed.as_ref().is_some_and(|c| &c.ruleset == new);
@@ -225,13 +227,16 @@ pub fn apply(
         }),
         _ => None,
     };
-    let loaded = hatch.map_or_else(|| new.clone(), |h| hatch::with_hatch(new, &h));
+    let loaded: Cow<Ruleset> = match hatch {
+        Some(h) => Cow::Owned(hatch::with_hatch(new, &h)),
+        None => Cow::Borrowed(new),
+    };
 
     let record = arm(
         ports,
         dirs,
         pending.as_ref(),
-        Some(loaded.clone()),
+        Some(loaded.clone().into_owned()),
         target,
         opts.timeout,
         opts.proven,
@@ -242,19 +247,15 @@ pub fn apply(
     // compare-and-swap, a fraction of the batch.
     // The hatch's element is armed by this commit, after the deadline was
     // set above: it never opens before the watcher's deadline.
-    let counters = match current.as_ref() {
+    let counters = match current {
         None => Counters::Started,
         Some(old) if old.differs_only_in_elements(&loaded) => Counters::Kept,
         Some(_) => Counters::Restarted,
     };
     crate::progress::phase("transaction");
-    let committed = commit_retrying(kernel, current.as_ref(), generation, |g| {
-        match current.as_ref() {
-            Some(old) if old.differs_only_in_elements(&loaded) => {
-                kernel.apply_delta(old, &loaded, g)
-            }
-            _ => kernel.apply_at(&loaded, Some(g)),
-        }
+    let committed = commit_retrying(kernel, current, generation, |g| match current {
+        Some(old) if old.differs_only_in_elements(&loaded) => kernel.apply_delta(old, &loaded, g),
+        _ => kernel.apply_at(&loaded, Some(g)),
     });
     let mut report = match committed {
         Ok(report) => report,
@@ -264,7 +265,7 @@ pub fn apply(
                 dirs,
                 &record,
                 pending.as_ref(),
-                current.as_ref(),
+                current,
                 e,
             ))
         }
@@ -273,7 +274,7 @@ pub fn apply(
     // Whatever the batch was, the prefixes that changed from the table
     // the kernel held are looked up edge by edge (see `nft::verify`): an
     // element delta is proven where it changed, not only by a sample.
-    if let Some(old) = current.as_ref() {
+    if let Some(old) = current {
         report.focus = old.changed_prefixes(&loaded).into_iter().collect();
     }
     // The reason goes into the attempt log as the rollback's cause.

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod hatch;
 pub mod model;
 pub mod openings;
+pub mod packed;
 pub mod reach;
 pub mod representative;
 

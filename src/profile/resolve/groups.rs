@@ -12,6 +12,7 @@ use crate::profile::addr::{self, looks_like_address, parse_prefix};
 use crate::profile::builtin;
 use crate::profile::diag::{Diagnostic, SourceFile};
 use crate::profile::lookup::{self, Location};
+use crate::profile::memo;
 use crate::profile::parse::Sp;
 use crate::profile::Group;
 use crate::ruleset::Family;
@@ -66,6 +67,7 @@ impl Resolver<'_> {
         // A group whose text was already refused is not also "empty".
         let mut ok = !raw.invalid;
         let family = raw.family.as_ref().map(|f| f.value);
+        let mut aggregated = false;
         for m in &raw.members {
             let item = m.value.trim();
             if item.is_empty() {
@@ -134,6 +136,11 @@ impl Resolver<'_> {
                     }
                     if prefixes.is_empty() {
                         prefixes = nets;
+                        // The whole group is one list file, which
+                        // `list_file` aggregated (or the memo kept
+                        // aggregated): a million prefixes are not
+                        // looked at again.
+                        aggregated = true;
                     } else {
                         prefixes.extend(nets);
                     }
@@ -158,7 +165,13 @@ impl Resolver<'_> {
         } else {
             Some(Group {
                 name: name.to_string(),
-                prefixes: addr::aggregate(&prefixes),
+                // Keeping one family of an aggregated list keeps it
+                // aggregated.
+                prefixes: if aggregated {
+                    prefixes
+                } else {
+                    addr::aggregate(&prefixes)
+                },
                 origin: self.origin(layer, &raw.name.span),
             })
         };
@@ -232,6 +245,20 @@ impl Resolver<'_> {
                 return None;
             }
         };
+        if let Err(d) = lookup::check_owner(&path) {
+            self.diags.push(d);
+            return None;
+        }
+        let memo = match self.memo {
+            Some(dir) if bytes.len() > memo::WORTH_ABOVE => {
+                let key = memo::Key::of(&bytes);
+                if let Some(nets) = memo::recall(dir, &key) {
+                    return Some(nets);
+                }
+                Some((dir, key))
+            }
+            _ => None,
+        };
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => {
@@ -248,11 +275,8 @@ impl Resolver<'_> {
                 return None;
             }
         };
-        if let Err(d) = lookup::check_owner(&path) {
-            self.diags.push(d);
-            return None;
-        }
         let (nets, errors) = addr::parse_list(&text);
+        drop(text);
         let src = SourceFile::new(&path, String::new());
         for e in &errors {
             self.diags.push(Diagnostic {
@@ -263,11 +287,17 @@ impl Resolver<'_> {
                     .with_hint("one address or prefix per line; # starts a comment")
             });
         }
-        if errors.is_empty() {
-            Some(nets)
-        } else {
-            None
+        if !errors.is_empty() {
+            return None;
         }
+        // Aggregated here, not only as a group: what the memo keeps is
+        // what a hit returns, so the rest of the resolver sees the same
+        // list either way.
+        let nets = addr::aggregate(&nets);
+        if let Some((dir, key)) = memo {
+            memo::remember(dir, &key, &nets);
+        }
+        Some(nets)
     }
 }
 

@@ -30,11 +30,19 @@ struct Layer {
     raw: RawProfile,
 }
 
-pub fn resolve(spec: &str, search: &SearchPath, diags: &mut Vec<Diagnostic>) -> Option<Profile> {
+/// `memo`, when given, is the directory of the memo of parsed list files
+/// ([`crate::profile::memo`]).
+pub fn resolve(
+    spec: &str,
+    search: &SearchPath,
+    memo: Option<&Path>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Profile> {
     let layers = load_chain(spec, search, diags)?;
     let mut r = Resolver {
         layers: &layers,
         diags,
+        memo,
         services: BTreeMap::new(),
         raw_groups: BTreeMap::new(),
         groups: BTreeMap::new(),
@@ -161,6 +169,8 @@ struct Service {
 struct Resolver<'a> {
     layers: &'a [Layer],
     diags: &'a mut Vec<Diagnostic>,
+    /// Where parsed list files are remembered, if anywhere.
+    memo: Option<&'a Path>,
     services: BTreeMap<String, Service>,
     /// Group name to (layer index, raw group).
     raw_groups: BTreeMap<String, (usize, &'a RawGroup)>,

@@ -16,7 +16,7 @@ fn oracle(profile: &Profile, order: &[&Rule]) -> Vec<Option<usize>> {
         let all: Vec<IpNet> = groups
             .iter()
             .filter_map(|g| profile.groups.get(g))
-            .flat_map(|g| g.family(f).copied())
+            .flat_map(|g| g.family(f).iter().copied())
             .collect();
         addr::aggregate(&all)
     };
